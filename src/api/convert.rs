@@ -1,0 +1,269 @@
+//! Proto messages to domain values and back. Messages are destructured completely, so a new proto
+//! field breaks the build here instead of being silently ignored. Every error names the field as the
+//! caller wrote it.
+
+use crate::{
+    domain::{
+        Channel, Invalid, Match, Millis, Notice, Reason, ReceiptId, Recipient, RecipientKind,
+        Scope, Source,
+    },
+    proto,
+    service::{Check, Durability, OptOutCommand, ReceiptState, ReceiptView},
+};
+
+/// The most checks one `CheckSuppressedBatch` may carry.
+pub const MAX_BATCH: usize = 1_000;
+
+pub fn recipient(r: Option<proto::Recipient>) -> Result<Recipient, Invalid> {
+    use proto::recipient::Id;
+    let proto::Recipient { id } = r.ok_or_else(|| Invalid::new("recipient", "is required"))?;
+    let (kind, raw) = match id.ok_or_else(|| {
+        Invalid::new(
+            "recipient",
+            "must set one of email, phone, user_id, push_token, postal_address",
+        )
+    })? {
+        Id::Email(v) => (RecipientKind::Email, v),
+        Id::Phone(v) => (RecipientKind::Phone, v),
+        Id::UserId(v) => (RecipientKind::UserId, v),
+        Id::PushToken(v) => (RecipientKind::PushToken, v),
+        Id::PostalAddress(v) => (RecipientKind::PostalAddress, v),
+    };
+    Recipient::parse(kind, &raw)
+}
+
+fn channel(code: i32) -> Result<Option<Channel>, Invalid> {
+    match proto::Channel::try_from(code) {
+        Ok(proto::Channel::Unspecified) => Ok(None),
+        Ok(proto::Channel::Email) => Ok(Some(Channel::Email)),
+        Ok(proto::Channel::Sms) => Ok(Some(Channel::Sms)),
+        Ok(proto::Channel::Push) => Ok(Some(Channel::Push)),
+        Ok(proto::Channel::Voice) => Ok(Some(Channel::Voice)),
+        Ok(proto::Channel::Postal) => Ok(Some(Channel::Postal)),
+        Err(_) => Err(Invalid::new(
+            "scope.channel",
+            format!("unknown channel {code}"),
+        )),
+    }
+}
+
+fn channel_to_proto(c: Option<Channel>) -> proto::Channel {
+    match c {
+        None => proto::Channel::Unspecified,
+        Some(Channel::Email) => proto::Channel::Email,
+        Some(Channel::Sms) => proto::Channel::Sms,
+        Some(Channel::Push) => proto::Channel::Push,
+        Some(Channel::Voice) => proto::Channel::Voice,
+        Some(Channel::Postal) => proto::Channel::Postal,
+    }
+}
+
+fn scope_parts(
+    s: Option<proto::Scope>,
+) -> Result<(String, Option<Channel>, String, String), Invalid> {
+    let proto::Scope {
+        tenant,
+        channel: code,
+        topic,
+        campaign,
+    } = s.ok_or_else(|| Invalid::new("scope", "is required"))?;
+    Ok((tenant, channel(code)?, topic, campaign))
+}
+
+pub fn opt_out_scope(s: Option<proto::Scope>) -> Result<Scope, Invalid> {
+    let (tenant, channel, topic, campaign) = scope_parts(s)?;
+    Scope::parse(&tenant, channel, &topic, &campaign)
+}
+
+pub fn notice(s: Option<proto::Scope>) -> Result<Notice, Invalid> {
+    let (tenant, channel, topic, campaign) = scope_parts(s)?;
+    Notice::parse(&tenant, channel, &topic, &campaign)
+}
+
+pub fn check(req: proto::CheckSuppressedRequest) -> Result<Check, Invalid> {
+    let proto::CheckSuppressedRequest {
+        recipient: r,
+        scope,
+    } = req;
+    Ok(Check {
+        recipient: recipient(r)?,
+        notice: notice(scope)?,
+    })
+}
+
+pub fn checks(req: proto::CheckSuppressedBatchRequest) -> Result<Vec<Check>, Invalid> {
+    let proto::CheckSuppressedBatchRequest { checks } = req;
+    if checks.len() > MAX_BATCH {
+        return Err(Invalid::new(
+            "checks",
+            format!("at most {MAX_BATCH} checks per call, got {}", checks.len()),
+        ));
+    }
+    checks
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| check(c).map_err(|e| e.within(&format!("checks[{i}]"))))
+        .collect()
+}
+
+fn reason(code: i32) -> Result<Reason, Invalid> {
+    match proto::Reason::try_from(code) {
+        Ok(proto::Reason::UserRequest) => Ok(Reason::UserRequest),
+        Ok(proto::Reason::Complaint) => Ok(Reason::Complaint),
+        Ok(proto::Reason::Bounce) => Ok(Reason::Bounce),
+        Ok(proto::Reason::Legal) => Ok(Reason::Legal),
+        Ok(proto::Reason::Operator) => Ok(Reason::Operator),
+        Ok(proto::Reason::Unspecified) => Err(Invalid::new("reason", "is required")),
+        Err(_) => Err(Invalid::new("reason", format!("unknown reason {code}"))),
+    }
+}
+
+fn reason_to_proto(r: Reason) -> proto::Reason {
+    match r {
+        Reason::UserRequest => proto::Reason::UserRequest,
+        Reason::Complaint => proto::Reason::Complaint,
+        Reason::Bounce => proto::Reason::Bounce,
+        Reason::Legal => proto::Reason::Legal,
+        Reason::Operator => proto::Reason::Operator,
+    }
+}
+
+fn source(code: i32) -> Result<Source, Invalid> {
+    match proto::Source::try_from(code) {
+        Ok(proto::Source::Link) => Ok(Source::Link),
+        Ok(proto::Source::OneClick) => Ok(Source::OneClick),
+        Ok(proto::Source::SmsKeyword) => Ok(Source::SmsKeyword),
+        Ok(proto::Source::SupportAgent) => Ok(Source::SupportAgent),
+        Ok(proto::Source::Api) => Ok(Source::Api),
+        Ok(proto::Source::Import) => Ok(Source::Import),
+        Ok(proto::Source::PreferenceSignal) => Ok(Source::PreferenceSignal),
+        Ok(proto::Source::Unspecified) => Err(Invalid::new("source", "is required")),
+        Err(_) => Err(Invalid::new("source", format!("unknown source {code}"))),
+    }
+}
+
+fn source_to_proto(s: Source) -> proto::Source {
+    match s {
+        Source::Link => proto::Source::Link,
+        Source::OneClick => proto::Source::OneClick,
+        Source::SmsKeyword => proto::Source::SmsKeyword,
+        Source::SupportAgent => proto::Source::SupportAgent,
+        Source::Api => proto::Source::Api,
+        Source::Import => proto::Source::Import,
+        Source::PreferenceSignal => proto::Source::PreferenceSignal,
+    }
+}
+
+fn durability(code: i32) -> Result<Durability, Invalid> {
+    match proto::Durability::try_from(code) {
+        Ok(proto::Durability::Unspecified | proto::Durability::Durable) => Ok(Durability::Durable),
+        Ok(proto::Durability::Accepted) => Ok(Durability::Accepted),
+        Err(_) => Err(Invalid::new(
+            "durability",
+            format!("unknown durability {code}"),
+        )),
+    }
+}
+
+fn millis(field: &str, t: prost_types::Timestamp) -> Result<Millis, Invalid> {
+    let prost_types::Timestamp { seconds, nanos } = t;
+    if !(0..1_000_000_000).contains(&nanos) {
+        return Err(Invalid::new(field, "nanos must be within 0..1e9"));
+    }
+    seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(nanos / 1_000_000)))
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| Invalid::new(field, "is out of range"))
+}
+
+pub fn timestamp(ms: Millis) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn opt_out(req: proto::OptOutRequest, actor: String) -> Result<OptOutCommand, Invalid> {
+    let proto::OptOutRequest {
+        recipient: r,
+        scope,
+        reason: reason_code,
+        source: source_code,
+        idempotency_key,
+        durability: durability_code,
+        expires_at,
+    } = req;
+    OptOutCommand::new(
+        recipient(r)?,
+        opt_out_scope(scope)?,
+        reason(reason_code)?,
+        source(source_code)?,
+        &idempotency_key,
+        durability(durability_code)?,
+        expires_at.map(|t| millis("expires_at", t)).transpose()?,
+        actor,
+    )
+}
+
+pub fn receipt_id(req: proto::GetReceiptRequest) -> Result<ReceiptId, Invalid> {
+    let proto::GetReceiptRequest { receipt_id } = req;
+    ReceiptId::parse("receipt_id", &receipt_id)
+}
+
+pub fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
+    let ReceiptView {
+        id,
+        accepted_at,
+        state,
+    } = r;
+    proto::Receipt {
+        receipt_id: id.to_string(),
+        accepted_at: Some(timestamp(accepted_at)),
+        state: match state {
+            ReceiptState::Accepted => proto::ReceiptState::Accepted,
+            ReceiptState::Durable => proto::ReceiptState::Durable,
+        } as i32,
+    }
+}
+
+pub fn answer_to_proto(answer: Option<Match>) -> proto::CheckSuppressedResponse {
+    let Some(m) = answer else {
+        return proto::CheckSuppressedResponse {
+            suppressed: false,
+            matched: None,
+        };
+    };
+    let Match {
+        scope,
+        reason,
+        source,
+        received_at,
+        effective_at,
+        expires_at,
+        receipt,
+    } = m;
+    let Scope {
+        tenant,
+        channel,
+        topic,
+        campaign,
+    } = scope;
+    proto::CheckSuppressedResponse {
+        suppressed: true,
+        matched: Some(proto::SuppressionRecord {
+            scope: Some(proto::Scope {
+                tenant,
+                channel: channel_to_proto(channel) as i32,
+                topic,
+                campaign,
+            }),
+            reason: reason_to_proto(reason) as i32,
+            source: source_to_proto(source) as i32,
+            received_at: Some(timestamp(received_at)),
+            expires_at: expires_at.map(timestamp),
+            receipt_id: receipt.to_string(),
+            effective_at: Some(timestamp(effective_at)),
+        }),
+    }
+}

@@ -1,0 +1,279 @@
+//! Redis: the complete set of active suppressions (the hot path reads only this), the write-behind
+//! stream, idempotency keys, pending receipts, and the marker that says the set is complete.
+//!
+//! The hot path asks one question per check — `HMGET bucket marker field₁ … field₈` — and sends every
+//! check of a batch in one pipeline, so a call costs one round trip however many scopes and checks it
+//! carries. It must never answer "not suppressed" from a bucket that lacks the marker; [`Lookup`]
+//! carries that fact up to the service, which falls back to the store.
+
+pub mod layout;
+pub mod rebuild;
+pub mod stream;
+
+use crate::domain::{Match, Notice, ReceiptId, Scope, SubjectHash, Suppression};
+use layout::{Keys, MARKER_FIELD};
+use redis::{
+    AsyncCommands, Client, RedisError, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("redis {context}")]
+pub struct CacheError {
+    context: &'static str,
+    #[source]
+    source: RedisError,
+}
+
+impl CacheError {
+    pub(crate) fn new(context: &'static str, source: RedisError) -> Self {
+        Self { context, source }
+    }
+
+    /// The server's error code (`NOGROUP`, `NOSCRIPT`, …), if Redis answered with one.
+    pub fn code(&self) -> Option<&str> {
+        self.source.code()
+    }
+}
+
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, CacheError>;
+}
+
+impl<T> Context<T> for Result<T, RedisError> {
+    fn context(self, context: &'static str) -> Result<T, CacheError> {
+        self.map_err(|source| CacheError::new(context, source))
+    }
+}
+
+/// How long idempotency keys and pending-receipt markers live in Redis. Past this the store answers
+/// (a committed record keeps its idempotency key forever).
+pub const KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Timeouts of the shared connection: a dead Redis must turn into a fallback quickly, not a hang.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One check, as the cache sees it: the bucket and the fields of every candidate scope.
+pub struct Probe {
+    bucket: String,
+    scopes: Vec<Scope>,
+    fields: Vec<[u8; 16]>,
+}
+
+/// What the cache knows about one check.
+#[derive(Debug)]
+pub struct Lookup {
+    /// The bucket carries the marker: absent records really are absent.
+    pub complete: bool,
+    /// Covering records found, expired ones included (the service filters by its clock).
+    pub found: Vec<Match>,
+}
+
+/// What happened to an opt-out written to the cache.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Visible to checks and appended to the stream under this id.
+    Queued { stream_id: String },
+    /// The idempotency key was used before, for this receipt; nothing was written.
+    Replay(ReceiptId),
+    /// The stream holds at least `limit` uncommitted entries; nothing was written.
+    BacklogFull { backlog: u64 },
+}
+
+/// The shared, multiplexed connection and the scripts. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    client: Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    opt_out: Script,
+    merge: Script,
+}
+
+impl Cache {
+    /// Connects to Redis. Fails when Redis cannot be reached at start; afterwards the connection
+    /// reconnects by itself and each call fails fast while Redis is away.
+    pub async fn connect(url: &str, keys: Keys) -> Result<Cache, CacheError> {
+        let client = Client::open(url).context("URL")?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .context("connecting")?;
+        Ok(Cache {
+            client,
+            conn,
+            keys,
+            opt_out: Script::new(&layout::opt_out_script()),
+            merge: Script::new(&layout::merge_script()),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.conn())
+            .await
+            .context("PING")
+    }
+
+    pub fn probe(&self, subject: &SubjectHash, notice: &Notice) -> Probe {
+        let scopes = notice.candidates();
+        let fields = scopes.iter().map(|s| layout::field(subject, s)).collect();
+        Probe {
+            bucket: self.keys.bucket_for(subject),
+            scopes,
+            fields,
+        }
+    }
+
+    /// Reads every probe in one round trip.
+    pub async fn lookup(&self, probes: Vec<Probe>) -> Result<Vec<Lookup>, CacheError> {
+        let mut pipe = redis::pipe();
+        for probe in &probes {
+            pipe.cmd("HMGET").arg(&probe.bucket).arg(MARKER_FIELD);
+            for field in &probe.fields {
+                pipe.arg(&field[..]);
+            }
+        }
+        let replies: Vec<Vec<Option<Vec<u8>>>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .context("HMGET candidates")?;
+        Ok(probes
+            .into_iter()
+            .zip(replies)
+            .map(|(probe, values)| {
+                let mut values = values.into_iter();
+                let complete = values.next().flatten().is_some();
+                let found = probe
+                    .scopes
+                    .into_iter()
+                    .zip(values)
+                    .filter_map(|(scope, v)| layout::decode_value(scope, &v?))
+                    .collect();
+                Lookup { complete, found }
+            })
+            .collect())
+    }
+
+    /// Makes an opt-out visible and queues it, atomically with the idempotency check. `payload` is
+    /// the stream entry the worker will commit; `backlog_limit` (0 = none) refuses new writes while
+    /// the stream holds that many uncommitted entries.
+    pub async fn record(
+        &self,
+        s: &Suppression,
+        payload: &str,
+        backlog_limit: u64,
+    ) -> Result<Recorded, CacheError> {
+        let idem = s.idempotency_key.as_deref();
+        let reply: (i64, String) = self
+            .opt_out
+            .key(self.keys.bucket_for(&s.subject))
+            .key(self.keys.stream())
+            .key(self.keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
+            .key(self.keys.receipt(s.receipt))
+            .arg(if idem.is_some() { "1" } else { "0" })
+            .arg(&layout::field(&s.subject, &s.scope)[..])
+            .arg(layout::encode_value(&Match::from(s)))
+            .arg(s.receipt.to_string())
+            .arg(payload)
+            .arg(KEY_TTL.as_millis() as u64)
+            .arg(backlog_limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .context("recording an opt-out")?;
+        Ok(match reply {
+            (0, prior) => Recorded::Replay(ReceiptId::parse("receipt", &prior).map_err(|_| {
+                CacheError::new(
+                    "idempotency key",
+                    RedisError::from((redis::ErrorKind::Parse, "not a receipt id")),
+                )
+            })?),
+            (2, backlog) => Recorded::BacklogFull {
+                backlog: backlog.parse().unwrap_or(u64::MAX),
+            },
+            (_, stream_id) => Recorded::Queued { stream_id },
+        })
+    }
+
+    /// Writes committed records into the cache with the same merge rule as an opt-out: used by the
+    /// rebuild and by the worker after each commit (so a record committed just after a flush is not
+    /// missed by a rebuild that had already read past it).
+    pub async fn merge(&self, records: &[Suppression]) -> Result<(), CacheError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        // Load once so the pipeline can use EVALSHA; a restart between here and the pipeline only
+        // costs a retry by the caller.
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(layout::merge_script())
+            .query_async::<String>(&mut conn)
+            .await
+            .context("loading the merge script")?;
+        let mut pipe = redis::pipe();
+        for s in records {
+            pipe.cmd("EVALSHA")
+                .arg(self.merge.get_hash())
+                .arg(1)
+                .arg(self.keys.bucket_for(&s.subject))
+                .arg(&layout::field(&s.subject, &s.scope)[..])
+                .arg(layout::encode_value(&Match::from(s)))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .context("merging records")
+    }
+
+    /// The receipt an idempotency key was used for, while Redis still remembers it.
+    pub async fn idempotent_receipt(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<ReceiptId>, CacheError> {
+        let prior: Option<String> = self
+            .conn()
+            .get(self.keys.idempotency(tenant, key))
+            .await
+            .context("GET idempotency key")?;
+        Ok(prior.and_then(|p| ReceiptId::parse("receipt", &p).ok()))
+    }
+
+    /// Whether a receipt was accepted (and may still be waiting for the store).
+    pub async fn is_pending(&self, id: ReceiptId) -> Result<bool, CacheError> {
+        self.conn()
+            .exists(self.keys.receipt(id))
+            .await
+            .context("EXISTS receipt")
+    }
+
+    /// Whether the last rebuild finished and nothing has removed its work since.
+    pub async fn is_complete(&self) -> Result<bool, CacheError> {
+        let (complete, generation): (Option<String>, Option<String>) = redis::pipe()
+            .get(self.keys.complete())
+            .get(self.keys.generation())
+            .query_async(&mut self.conn())
+            .await
+            .context("reading the completeness marker")?;
+        Ok(complete.is_some() && complete == generation)
+    }
+}

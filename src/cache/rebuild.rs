@@ -1,0 +1,122 @@
+//! The Redis side of a rebuild: a lease so that one replica at a time rebuilds, a generation that a
+//! flush erases (so a rebuild notices its work is gone), and the marking of every bucket. The service
+//! drives these steps with records read from the store (`service::rebuild`).
+
+use super::{Cache, CacheError, Context, layout::MARK_SCRIPT};
+use redis::{AsyncCommands, Script};
+use std::time::Duration;
+
+/// Buckets marked per script call.
+const MARK_CHUNK: u32 = 512;
+
+/// Extends or releases a lease only if this replica still holds it.
+const RENEW_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+";
+
+impl Cache {
+    /// Takes the rebuild lease for `owner`, unless another replica holds it.
+    pub async fn acquire_rebuild_lease(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.rebuild_lease())
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await
+            .context("taking the rebuild lease")?;
+        Ok(set.is_some())
+    }
+
+    /// Extends the lease; false if it was lost (expired and taken by another replica).
+    pub async fn renew_rebuild_lease(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let ms = (ttl.as_millis() as u64).max(1);
+        self.lease_script(owner, ms).await
+    }
+
+    pub async fn release_rebuild_lease(&self, owner: &str) -> Result<(), CacheError> {
+        self.lease_script(owner, 0).await.map(drop)
+    }
+
+    async fn lease_script(&self, owner: &str, ms: u64) -> Result<bool, CacheError> {
+        let held: i64 = Script::new(RENEW_SCRIPT)
+            .key(self.keys.rebuild_lease())
+            .arg(owner)
+            .arg(ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .context("renewing the rebuild lease")?;
+        Ok(held == 1)
+    }
+
+    /// Starts a generation: from now on, a flush is visible as the generation's absence.
+    pub async fn begin_generation(&self, generation: &str) -> Result<(), CacheError> {
+        self.conn()
+            .set::<_, _, ()>(self.keys.generation(), generation)
+            .await
+            .context("setting the generation")
+    }
+
+    pub async fn generation_is(&self, generation: &str) -> Result<bool, CacheError> {
+        let current: Option<String> = self
+            .conn()
+            .get(self.keys.generation())
+            .await
+            .context("reading the generation")?;
+        Ok(current.as_deref() == Some(generation))
+    }
+
+    /// Marks every bucket complete and then the cache as a whole. Returns false, having marked
+    /// nothing further, if the generation vanished (Redis was flushed or restarted mid-rebuild).
+    pub async fn mark_complete(&self, generation: &str) -> Result<bool, CacheError> {
+        let script = Script::new(MARK_SCRIPT);
+        let mut start = 0;
+        while start < self.keys.bucket_count() {
+            let end = (start + MARK_CHUNK).min(self.keys.bucket_count());
+            let mut call = script.prepare_invoke();
+            call.key(self.keys.generation());
+            for b in start..end {
+                call.key(self.keys.bucket(b));
+            }
+            call.arg(generation);
+            let marked: i64 = call
+                .invoke_async(&mut self.conn())
+                .await
+                .context("marking buckets complete")?;
+            if marked == 0 {
+                return Ok(false);
+            }
+            start = end;
+        }
+        let done: i64 = Script::new(
+            "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+             redis.call('SET', KEYS[2], ARGV[1]) return 1",
+        )
+        .key(self.keys.generation())
+        .key(self.keys.complete())
+        .arg(generation)
+        .invoke_async(&mut self.conn())
+        .await
+        .context("marking the cache complete")?;
+        Ok(done == 1)
+    }
+
+    /// Whether one bucket carries the marker.
+    pub async fn bucket_is_complete(&self, bucket: &str) -> Result<bool, CacheError> {
+        self.conn()
+            .hexists(bucket, super::layout::MARKER_FIELD)
+            .await
+            .context("HEXISTS marker")
+    }
+}

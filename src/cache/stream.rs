@@ -1,0 +1,314 @@
+//! The write-behind stream as the worker sees it: a consumer-group member that reads its own pending
+//! entries, new entries and entries abandoned by dead consumers, and settles what the store committed.
+//!
+//! Entries are deleted once acknowledged, so the stream's length is the backlog; nothing trims it, so
+//! an entry is never lost while it is pending (Redis 7.0's `MAXLEN` would drop pending entries).
+
+use super::{Cache, CacheError, Context, layout::Keys};
+use crate::domain::{
+    Channel, Millis, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
+    scope::channel_code,
+};
+use redis::{
+    RedisError,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
+};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub const GROUP: &str = "suppressd-writers";
+
+/// One stream entry: the record, in a versioned JSON form that carries no raw identifier.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamEntry {
+    pub v: u8,
+    pub receipt: String,
+    pub subject: String,
+    pub tenant: String,
+    pub channel: u8,
+    pub topic: String,
+    pub campaign: String,
+    pub reason: u8,
+    pub source: u8,
+    pub actor: String,
+    pub received_at: Millis,
+    pub effective_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub idempotency_key: Option<String>,
+}
+
+impl StreamEntry {
+    pub fn encode(s: &Suppression) -> String {
+        let entry = StreamEntry {
+            v: 1,
+            receipt: s.receipt.to_string(),
+            subject: s.subject.to_hex(),
+            tenant: s.scope.tenant.clone(),
+            channel: channel_code(s.scope.channel),
+            topic: s.scope.topic.clone(),
+            campaign: s.scope.campaign.clone(),
+            reason: s.reason.code(),
+            source: s.source.code(),
+            actor: s.actor.clone(),
+            received_at: s.received_at,
+            effective_at: s.effective_at,
+            expires_at: s.expires_at,
+            idempotency_key: s.idempotency_key.clone(),
+        };
+        serde_json::to_string(&entry).expect("a stream entry always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Suppression, String> {
+        let e: StreamEntry = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if e.v != 1 {
+            return Err(format!("unknown entry version {}", e.v));
+        }
+        let channel = match e.channel {
+            0 => None,
+            c => Some(Channel::from_code(c).ok_or("unknown channel")?),
+        };
+        let subject = hex::decode(&e.subject)
+            .ok()
+            .and_then(|b| SubjectHash::from_slice(&b))
+            .ok_or("bad subject")?;
+        Ok(Suppression {
+            receipt: ReceiptId::parse("receipt", &e.receipt).map_err(|e| e.to_string())?,
+            subject,
+            scope: Scope::parse(&e.tenant, channel, &e.topic, &e.campaign)
+                .map_err(|e| e.to_string())?,
+            reason: Reason::from_code(e.reason).ok_or("unknown reason")?,
+            source: Source::from_code(e.source).ok_or("unknown source")?,
+            actor: e.actor,
+            received_at: e.received_at,
+            effective_at: e.effective_at,
+            expires_at: e.expires_at,
+            idempotency_key: e.idempotency_key,
+        })
+    }
+}
+
+/// An entry read from the stream: its id, and its record or why it could not be read.
+#[derive(Debug)]
+pub struct Delivery {
+    pub id: String,
+    pub record: Result<Suppression, String>,
+}
+
+fn delivery(entry: StreamId) -> Delivery {
+    let record = match entry.map.get("r") {
+        Some(redis::Value::BulkString(bytes)) => StreamEntry::decode(bytes),
+        other => Err(format!("entry without a record field: {other:?}")),
+    };
+    Delivery {
+        id: entry.id,
+        record,
+    }
+}
+
+/// Backlog figures, for health, metrics and the backlog limit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Entries not yet committed (read or not).
+    pub length: u64,
+    /// Entries delivered to a consumer and not yet acknowledged.
+    pub pending: u64,
+}
+
+/// A consumer-group member. Its connection has no response timeout, because `XREADGROUP … BLOCK`
+/// legitimately waits; it is never the connection the hot path uses.
+pub struct Consumer {
+    conn: ConnectionManager,
+    keys: Keys,
+    name: String,
+}
+
+impl Consumer {
+    pub async fn connect(cache: &Cache, name: &str) -> Result<Consumer, CacheError> {
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(cache.client().clone(), config)
+            .await
+            .context("connecting the stream consumer")?;
+        let consumer = Consumer {
+            conn,
+            keys: cache.keys().clone(),
+            name: name.to_owned(),
+        };
+        consumer.ensure_group().await?;
+        Ok(consumer)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates the stream and the group if missing (a Redis restarted empty has neither).
+    pub async fn ensure_group(&self) -> Result<(), CacheError> {
+        let created: Result<(), RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.keys.stream())
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn.clone())
+            .await;
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(CacheError::new("XGROUP CREATE", e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads entries: `>` for new ones (waiting up to `block`), `0` for this consumer's own pending
+    /// ones (delivered before, not acknowledged: a commit that failed).
+    pub async fn read(
+        &self,
+        from: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Delivery>, CacheError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(self.keys.stream()).arg(from);
+        let reply: Option<StreamReadReply> = self.retry_without_group(cmd).await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(delivery)
+            .collect())
+    }
+
+    /// Takes over entries that another consumer read and has not acknowledged for `min_idle`: that
+    /// consumer has died, or is stuck.
+    pub async fn claim_abandoned(
+        &self,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, CacheError> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(self.keys.stream())
+            .arg(GROUP)
+            .arg(&self.name)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count);
+        let reply: StreamAutoClaimReply = self.retry_without_group(cmd).await?;
+        Ok(reply.claimed.into_iter().map(delivery).collect())
+    }
+
+    /// Runs a group command; if the group is gone (Redis restarted empty), recreates it and retries.
+    async fn retry_without_group<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, CacheError> {
+        match cmd.query_async(&mut self.conn.clone()).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group().await?;
+                cmd.query_async(&mut self.conn.clone())
+                    .await
+                    .context("reading the stream")
+            }
+            other => other.context("reading the stream"),
+        }
+    }
+
+    /// After a commit: acknowledge and delete the entries, and tell waiting `OptOut` calls on every
+    /// replica which receipts are now durable.
+    pub async fn settle(&self, ids: &[String], receipts: &[ReceiptId]) -> Result<(), CacheError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let announcement = receipts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK")
+            .arg(self.keys.stream())
+            .arg(GROUP)
+            .arg(ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(self.keys.stream())
+            .arg(ids)
+            .ignore();
+        if !announcement.is_empty() {
+            pipe.cmd("PUBLISH")
+                .arg(self.keys.durable_channel())
+                .arg(announcement)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .context("acknowledging committed entries")
+    }
+
+    /// Moves an entry that cannot be decoded aside, so it stops blocking the group but stays for a
+    /// person to inspect.
+    pub async fn dead_letter(&self, id: &str, problem: &str) -> Result<(), CacheError> {
+        redis::pipe()
+            .cmd("XADD")
+            .arg(self.keys.dead_letters())
+            .arg("*")
+            .arg("id")
+            .arg(id)
+            .arg("problem")
+            .arg(problem)
+            .ignore()
+            .cmd("XACK")
+            .arg(self.keys.stream())
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(self.keys.stream())
+            .arg(id)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .context("dead-lettering an entry")
+    }
+}
+
+impl Cache {
+    /// The write-behind backlog.
+    pub async fn backlog(&self) -> Result<Backlog, CacheError> {
+        let mut conn = self.conn();
+        let length: u64 = redis::cmd("XLEN")
+            .arg(self.keys.stream())
+            .query_async(&mut conn)
+            .await
+            .context("XLEN")?;
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(self.keys.stream())
+            .arg(GROUP)
+            .query_async(&mut conn)
+            .await
+            .or_else(|e| match e.code() {
+                Some("NOGROUP") => Ok(redis::Value::Nil),
+                _ => Err(e),
+            })
+            .context("XPENDING")?;
+        let pending = match pending {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok(Backlog { length, pending })
+    }
+}

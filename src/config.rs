@@ -1,0 +1,144 @@
+//! One typed settings tree, read from flags and `SUPPRESSD_*` environment variables. Loading it binds
+//! and connects to nothing; a bad value stops the process before it starts anything.
+
+use crate::domain::Pepper;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::{net::SocketAddr, time::Duration};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "suppressd",
+    version,
+    about = "May this notice go to this person on this channel, now?"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Runs the gRPC service and its write-behind worker.
+    Serve(ServeSettings),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The development pepper: only for a developer's machine. Start-up warns loudly when it is used.
+const DEV_PEPPER: &str = "suppressd-development-pepper-do-not-use";
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeSettings {
+    /// Address the gRPC server listens on (port 0 picks a free port).
+    #[arg(long, env = "SUPPRESSD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Redis holding the cache and the write-behind stream.
+    #[arg(
+        long,
+        env = "SUPPRESSD_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key, so deployments can share a Redis.
+    #[arg(long, env = "SUPPRESSD_REDIS_PREFIX", default_value = "suppressd:")]
+    pub redis_prefix: String,
+
+    /// Durable store: sqlite://PATH (created if missing) or postgres://…
+    #[arg(
+        long,
+        env = "SUPPRESSD_STORE_URL",
+        default_value = "sqlite://data/suppressd.db"
+    )]
+    pub store_url: String,
+
+    /// Secret keying the recipient hash (at least 16 bytes). Without it a development pepper is used
+    /// and start-up warns. Changing it orphans every record: keep it for the life of the data.
+    #[arg(long, env = "SUPPRESSD_PEPPER", hide_env_values = true)]
+    pub pepper: Option<String>,
+
+    /// How long a DURABLE opt-out waits for the store before answering ACCEPTED, in milliseconds.
+    #[arg(long, env = "SUPPRESSD_DURABLE_WAIT_MS", default_value_t = 2_000)]
+    pub durable_wait_ms: u64,
+
+    /// Uncommitted opt-outs above which ACCEPTED-only opt-outs are refused with UNAVAILABLE (0 = no
+    /// limit). DURABLE opt-outs are not refused: their receipt tells the truth.
+    #[arg(long, env = "SUPPRESSD_BACKLOG_LIMIT", default_value_t = 100_000)]
+    pub backlog_limit: u64,
+
+    /// Most opt-outs the worker commits in one transaction.
+    #[arg(long, env = "SUPPRESSD_WORKER_BATCH", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub worker_batch: u32,
+
+    /// How long an entry may stay unacknowledged by a worker before another replica claims it, in
+    /// milliseconds.
+    #[arg(long, env = "SUPPRESSD_WORKER_CLAIM_IDLE_MS", default_value_t = 5_000)]
+    pub worker_claim_idle_ms: u64,
+
+    /// Cache buckets are 2^bits small hashes; about 200 active opt-outs per bucket keeps them compact.
+    /// Changing it makes the cache rebuild.
+    #[arg(long, env = "SUPPRESSD_CACHE_BUCKET_BITS", default_value_t = 16,
+          value_parser = clap::value_parser!(u8).range(1..=24))]
+    pub cache_bucket_bits: u8,
+
+    /// This replica's name in the consumer group and the rebuild lease (default: host-pid-random).
+    #[arg(long, env = "SUPPRESSD_REPLICA_NAME")]
+    pub replica_name: Option<String>,
+
+    /// How long shutdown waits for in-flight calls and the worker's last commit, in milliseconds.
+    #[arg(long, env = "SUPPRESSD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Log format on standard error; RUST_LOG filters (default `info`).
+    #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeSettings {
+    /// The defaults, as `suppressd serve` with no flags and no environment would have them.
+    pub fn defaults() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeSettings,
+        }
+        Only::parse_from(["suppressd"]).serve
+    }
+
+    /// The configured pepper, or the development one (and `true` to say it is).
+    pub fn pepper(&self) -> anyhow::Result<(Pepper, bool)> {
+        match &self.pepper {
+            Some(secret) => Ok((Pepper::new(secret.as_bytes())?, false)),
+            None => Ok((Pepper::new(DEV_PEPPER.as_bytes())?, true)),
+        }
+    }
+
+    pub fn durable_wait(&self) -> Duration {
+        Duration::from_millis(self.durable_wait_ms)
+    }
+
+    pub fn worker_claim_idle(&self) -> Duration {
+        Duration::from_millis(self.worker_claim_idle_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn replica_name(&self) -> String {
+        self.replica_name.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "suppressd".into());
+            format!(
+                "{host}-{}-{:04x}",
+                std::process::id(),
+                rand::random::<u16>()
+            )
+        })
+    }
+}

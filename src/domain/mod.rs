@@ -1,0 +1,40 @@
+//! The vocabulary of suppressd, with no I/O: who a notice goes to ([`recipient`]), what it is and what an
+//! opt-out covers ([`scope`]), and what is recorded about an opt-out ([`record`]).
+//!
+//! Everything here is parsed, not validated: constructors return `Result` and carry their invariants,
+//! so the layers above only ever see valid values. Nothing in this module knows about tonic, Redis or
+//! SQL.
+
+pub mod clock;
+pub mod recipient;
+pub mod record;
+pub mod scope;
+
+pub use clock::{Clock, Millis};
+pub use recipient::{Pepper, Recipient, RecipientKind, SubjectHash};
+pub use record::{Match, Reason, ReceiptId, Source, Suppression, best_match};
+pub use scope::{Channel, Notice, Scope};
+
+/// A value that failed to parse: which field, and what was wrong with it. The field is a path as the
+/// caller wrote it (`scope.topic`), so the message can be returned as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Prefixes the field path, for values nested in a request (`checks[3]` + `scope.topic`).
+    pub fn within(mut self, parent: &str) -> Self {
+        self.field = format!("{parent}.{}", self.field);
+        self
+    }
+}

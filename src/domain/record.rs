@@ -1,0 +1,262 @@
+//! What is recorded about one opt-out, and which of several covering opt-outs a check names.
+
+use super::{Invalid, Millis, Scope, SubjectHash};
+use std::fmt;
+use uuid::Uuid;
+
+/// Why a notice is suppressed. The split that matters: a person's own opt-out never expires; a
+/// system-originated suppression may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    UserRequest,
+    Complaint,
+    Bounce,
+    Legal,
+    Operator,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::UserRequest,
+        Reason::Complaint,
+        Reason::Bounce,
+        Reason::Legal,
+        Reason::Operator,
+    ];
+
+    /// Only system-originated suppressions (`BOUNCE`, `OPERATOR`) may carry an expiry.
+    pub fn may_expire(self) -> bool {
+        matches!(self, Reason::Bounce | Reason::Operator)
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Reason::UserRequest => 1,
+            Reason::Complaint => 2,
+            Reason::Bounce => 3,
+            Reason::Legal => 4,
+            Reason::Operator => 5,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Reason::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+/// How the opt-out reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Link,
+    OneClick,
+    SmsKeyword,
+    SupportAgent,
+    Api,
+    Import,
+    PreferenceSignal,
+}
+
+impl Source {
+    pub const ALL: [Source; 7] = [
+        Source::Link,
+        Source::OneClick,
+        Source::SmsKeyword,
+        Source::SupportAgent,
+        Source::Api,
+        Source::Import,
+        Source::PreferenceSignal,
+    ];
+
+    pub fn code(self) -> u8 {
+        match self {
+            Source::Link => 1,
+            Source::OneClick => 2,
+            Source::SmsKeyword => 3,
+            Source::SupportAgent => 4,
+            Source::Api => 5,
+            Source::Import => 6,
+            Source::PreferenceSignal => 7,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Source::ALL.into_iter().find(|s| s.code() == code)
+    }
+}
+
+/// A receipt id: a UUIDv7, so ids sort by the time they were issued and no two replicas collide.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReceiptId(pub Uuid);
+
+impl ReceiptId {
+    pub fn new(at: Millis) -> Self {
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            (at / 1000) as u64,
+            ((at % 1000) * 1_000_000) as u32,
+        );
+        ReceiptId(Uuid::new_v7(ts))
+    }
+
+    pub fn parse(field: &str, raw: &str) -> Result<Self, Invalid> {
+        Uuid::try_parse(raw)
+            .map(ReceiptId)
+            .map_err(|_| Invalid::new(field, "must be a receipt id as returned by OptOut"))
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        ReceiptId(Uuid::from_bytes(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for ReceiptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for ReceiptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReceiptId({})", self.0)
+    }
+}
+
+/// One recorded opt-out: what the store keeps and the stream carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    pub receipt: ReceiptId,
+    pub subject: SubjectHash,
+    pub scope: Scope,
+    pub reason: Reason,
+    pub source: Source,
+    /// The authenticated caller that recorded it.
+    pub actor: String,
+    pub received_at: Millis,
+    /// When checks began to see it: the moment it was written to the cache.
+    pub effective_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Suppression {
+    pub fn is_active_at(&self, now: Millis) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// The fields a check answers with, however the record was found (cache or store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub scope: Scope,
+    pub reason: Reason,
+    pub source: Source,
+    pub received_at: Millis,
+    pub effective_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub receipt: ReceiptId,
+}
+
+impl Match {
+    pub fn is_active_at(&self, now: Millis) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+impl From<&Suppression> for Match {
+    fn from(s: &Suppression) -> Self {
+        Match {
+            scope: s.scope.clone(),
+            reason: s.reason,
+            source: s.source,
+            received_at: s.received_at,
+            effective_at: s.effective_at,
+            expires_at: s.expires_at,
+            receipt: s.receipt,
+        }
+    }
+}
+
+/// Of the active covering records, the one a check names: the most wildcards, then the earliest
+/// received (then the lowest receipt id, so the answer never depends on the order records arrive in).
+pub fn best_match(candidates: impl IntoIterator<Item = Match>, now: Millis) -> Option<Match> {
+    candidates
+        .into_iter()
+        .filter(|m| m.is_active_at(now))
+        .min_by(|a, b| {
+            b.scope
+                .wildcards()
+                .cmp(&a.scope.wildcards())
+                .then(a.received_at.cmp(&b.received_at))
+                .then(a.receipt.cmp(&b.receipt))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Channel;
+
+    fn m(
+        channel: Option<Channel>,
+        topic: &str,
+        received_at: Millis,
+        expires_at: Option<Millis>,
+    ) -> Match {
+        Match {
+            scope: Scope::parse("t", channel, topic, "").unwrap(),
+            reason: Reason::Bounce,
+            source: Source::Api,
+            received_at,
+            effective_at: received_at,
+            expires_at,
+            receipt: ReceiptId::new(received_at),
+        }
+    }
+
+    #[test]
+    fn the_broadest_then_earliest_record_is_named() {
+        let narrow_early = m(Some(Channel::Email), "recall", 1, None);
+        let broad_late = m(None, "recall", 5, None);
+        let broad_early = m(None, "recall", 3, None);
+        let got = best_match([narrow_early, broad_late, broad_early.clone()], 10);
+        assert_eq!(got, Some(broad_early));
+    }
+
+    #[test]
+    fn expired_records_never_match() {
+        let expired = m(None, "", 1, Some(10));
+        let live = m(Some(Channel::Sms), "x", 2, Some(11));
+        assert_eq!(best_match([expired.clone(), live.clone()], 10), Some(live));
+        assert_eq!(best_match([expired], 10), None);
+    }
+
+    #[test]
+    fn only_system_reasons_may_expire() {
+        let may: Vec<_> = Reason::ALL.into_iter().filter(|r| r.may_expire()).collect();
+        assert_eq!(may, [Reason::Bounce, Reason::Operator]);
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_code(r.code()), Some(r));
+        }
+        for s in Source::ALL {
+            assert_eq!(Source::from_code(s.code()), Some(s));
+        }
+        for c in Channel::ALL {
+            assert_eq!(Channel::from_code(c.code()), Some(c));
+        }
+    }
+
+    #[test]
+    fn receipt_ids_carry_their_time_and_parse_back() {
+        let id = ReceiptId::new(1_790_000_000_123);
+        assert_eq!(ReceiptId::parse("receipt_id", &id.to_string()), Ok(id));
+        assert!(ReceiptId::parse("receipt_id", "nope").is_err());
+    }
+}

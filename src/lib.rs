@@ -1,0 +1,32 @@
+//! suppressd answers "may this notice go to this person on this channel, now?" and records the
+//! opt-outs that decide it.
+//!
+//! The modules, from the outside in (dependencies point inward):
+//! - [`api`]: the tonic services; validate → convert → call [`service`] → convert back.
+//! - [`service`]: the use cases (check, opt out, receipts) over the cache and the store.
+//! - [`cache`]: Redis: the complete set of active suppressions, the write-behind stream, the marker
+//!   that says the set is complete.
+//! - [`store`]: the durable store (PostgreSQL or SQLite) and its migrations.
+//! - [`worker`]: the write-behind worker that moves the stream into the store.
+//! - [`domain`]: recipients, scopes, records; no I/O.
+//! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod domain;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod worker;
+
+/// The generated protobuf types and tonic stubs of `proto/suppress/v1`.
+pub mod proto {
+    tonic::include_proto!("suppress.v1");
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/suppress_descriptor.bin"));
+}

@@ -1,0 +1,109 @@
+//! `CheckSuppressed`: one Redis round trip for all checks of a call; the store only for checks whose
+//! bucket cannot vouch for an absence.
+
+use super::{ServiceError, Suppressions};
+use crate::domain::{Match, Notice, Recipient, SubjectHash, best_match};
+use tracing::Span;
+
+/// One notice about to be sent to one recipient.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub recipient: Recipient,
+    pub notice: Notice,
+}
+
+/// The answer to one check: the record that blocks it, or `None` when the notice may go.
+pub type Answer = Option<Match>;
+
+/// Where the answers of a call came from: a trace attribute and a metric label, so that an SRE sees
+/// when the service is running on its slower, store-backed path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerSource {
+    Cache,
+    /// Some checks fell to the store (their bucket was not marked complete).
+    Mixed,
+    /// Redis could not be read; every answer came from the store.
+    Store,
+}
+
+impl AnswerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerSource::Cache => "cache",
+            AnswerSource::Mixed => "cache+store",
+            AnswerSource::Store => "store",
+        }
+    }
+}
+
+impl Suppressions {
+    #[tracing::instrument(name = "check", skip_all, fields(checks = checks.len(), suppressd.answer_source))]
+    pub async fn check(&self, checks: &[Check]) -> Result<Vec<Answer>, ServiceError> {
+        let inner = &self.inner;
+        let subjects: Vec<SubjectHash> = checks
+            .iter()
+            .map(|c| inner.pepper.subject(&c.recipient))
+            .collect();
+        let probes = checks
+            .iter()
+            .zip(&subjects)
+            .map(|(c, s)| inner.cache.probe(s, &c.notice))
+            .collect();
+        let now = self.now();
+        let (answers, source) = match inner.cache.lookup(probes).await {
+            Ok(lookups) => {
+                let mut answers = Vec::with_capacity(checks.len());
+                let mut fell_back = false;
+                for ((lookup, check), subject) in lookups.into_iter().zip(checks).zip(&subjects) {
+                    if lookup.complete {
+                        answers.push(best_match(lookup.found, now));
+                        continue;
+                    }
+                    // The bucket cannot vouch for an absence: what it holds is true (it was written
+                    // by a live opt-out), what it lacks may be in the store.
+                    fell_back = true;
+                    inner
+                        .rebuild
+                        .suspect(&inner.cache.keys().bucket_for(subject));
+                    let stored = self.from_store(subject, check).await?;
+                    answers.push(best_match(lookup.found.into_iter().chain(stored), now));
+                }
+                let source = if fell_back {
+                    AnswerSource::Mixed
+                } else {
+                    AnswerSource::Cache
+                };
+                (answers, source)
+            }
+            Err(cache_error) => {
+                tracing::warn!(error = %cache_error, "Redis unreadable; answering from the store");
+                let mut answers = Vec::with_capacity(checks.len());
+                for (check, subject) in checks.iter().zip(&subjects) {
+                    let stored = self.from_store(subject, check).await.map_err(|_| {
+                        ServiceError::unavailable(
+                            "neither Redis nor the durable store can answer; do not send",
+                            anyhow::anyhow!("{cache_error:#}"),
+                        )
+                    })?;
+                    answers.push(best_match(stored, now));
+                }
+                (answers, AnswerSource::Store)
+            }
+        };
+        Span::current().record("suppressd.answer_source", source.as_str());
+        Ok(answers)
+    }
+
+    async fn from_store(
+        &self,
+        subject: &SubjectHash,
+        check: &Check,
+    ) -> Result<Vec<Match>, ServiceError> {
+        let records = self
+            .inner
+            .store
+            .covering(subject, &check.notice, self.now())
+            .await?;
+        Ok(records.iter().map(Match::from).collect())
+    }
+}

@@ -1,0 +1,138 @@
+//! The use cases: check, opt out, read a receipt, and keep the cache complete. They speak domain types
+//! and [`ServiceError`]; the API layer turns those into gRPC, and nothing here knows about tonic.
+//!
+//! The rule that runs through all of it (SPEC §5, invariant 2): "not suppressed" is said only from a
+//! cache bucket that carries the completeness marker, or from the durable store. Anything else is
+//! [`ServiceError::Unavailable`].
+
+mod check;
+mod opt_out;
+pub mod rebuild;
+mod receipts;
+pub mod waiters;
+
+use crate::{
+    cache::{Cache, CacheError},
+    domain::{Clock, Invalid, Millis, Pepper, ReceiptId},
+    store::{Store, StoreError},
+};
+pub use check::{Answer, AnswerSource, Check};
+pub use opt_out::{Durability, OptOutCommand};
+use rebuild::RebuildTrigger;
+use std::{sync::Arc, time::Duration};
+use waiters::Waiters;
+
+/// Errors of the use cases, already sorted by what the caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is wrong; nothing was changed.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    /// The service cannot answer correctly now; the caller must not send and may retry.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<anyhow::Error>,
+    },
+    /// A fault of ours. The client is told nothing more; the cause is logged once.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ServiceError {
+    fn unavailable(message: impl Into<String>, cause: impl Into<anyhow::Error>) -> Self {
+        ServiceError::Unavailable {
+            message: message.into(),
+            cause: Some(cause.into()),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db { .. } => {
+                ServiceError::unavailable("the durable store is unavailable", e)
+            }
+            other => ServiceError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<CacheError> for ServiceError {
+    fn from(e: CacheError) -> Self {
+        ServiceError::unavailable("Redis is unavailable", e)
+    }
+}
+
+/// Tunables of the use cases.
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    /// How long a `DURABLE` opt-out waits for the store before answering `ACCEPTED`.
+    pub durable_wait: Duration,
+    /// Uncommitted stream entries above which `ACCEPTED`-only opt-outs are refused (0 = no limit).
+    pub backlog_limit: u64,
+}
+
+/// The application's use cases over its ports. Cheap to clone; every replica holds one.
+#[derive(Clone)]
+pub struct Suppressions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache,
+    store: Store,
+    pepper: Pepper,
+    clock: Clock,
+    settings: ServiceSettings,
+    waiters: Arc<Waiters>,
+    rebuild: Arc<RebuildTrigger>,
+}
+
+impl Suppressions {
+    pub fn new(
+        cache: Cache,
+        store: Store,
+        pepper: Pepper,
+        clock: Clock,
+        settings: ServiceSettings,
+        waiters: Arc<Waiters>,
+        rebuild: Arc<RebuildTrigger>,
+    ) -> Self {
+        Suppressions {
+            inner: Arc::new(Inner {
+                cache,
+                store,
+                pepper,
+                clock,
+                settings,
+                waiters,
+                rebuild,
+            }),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.inner.clock.now()
+    }
+}
+
+/// A receipt as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptView {
+    pub id: ReceiptId,
+    pub accepted_at: Millis,
+    pub state: ReceiptState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptState {
+    /// Visible to checks and queued; not yet committed.
+    Accepted,
+    /// Committed by the durable store.
+    Durable,
+}

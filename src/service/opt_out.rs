@@ -1,0 +1,203 @@
+//! `OptOut`: visible at once (Redis), queued (the stream, in the same script), durable when the worker
+//! commits it. A `DURABLE` caller waits for that commit, up to a bound, and is never told `DURABLE`
+//! before it happened.
+
+use super::{ReceiptState, ReceiptView, ServiceError, Suppressions};
+use crate::{
+    cache::{Recorded, stream::StreamEntry},
+    domain::{Invalid, Millis, Reason, ReceiptId, Recipient, Scope, Source, Suppression},
+};
+use tracing::Span;
+
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Answer after the store committed (or after the bound, with state `ACCEPTED`).
+    Durable,
+    /// Answer once visible and queued.
+    Accepted,
+}
+
+/// A valid opt-out request. [`OptOutCommand::new`] holds the rules that need no clock.
+#[derive(Debug, Clone)]
+pub struct OptOutCommand {
+    pub recipient: Recipient,
+    pub scope: Scope,
+    pub reason: Reason,
+    pub source: Source,
+    pub idempotency_key: Option<String>,
+    pub durability: Durability,
+    pub expires_at: Option<Millis>,
+    /// Who records it: the authenticated caller.
+    pub actor: String,
+}
+
+impl OptOutCommand {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        recipient: Recipient,
+        scope: Scope,
+        reason: Reason,
+        source: Source,
+        idempotency_key: &str,
+        durability: Durability,
+        expires_at: Option<Millis>,
+        actor: String,
+    ) -> Result<Self, Invalid> {
+        if expires_at.is_some() && !reason.may_expire() {
+            return Err(Invalid::new(
+                "expires_at",
+                "only BOUNCE and OPERATOR suppressions may expire; a person's own opt-out never does",
+            ));
+        }
+        if idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(Invalid::new(
+                "idempotency_key",
+                format!("must be at most {MAX_IDEMPOTENCY_KEY} bytes"),
+            ));
+        }
+        if idempotency_key.chars().any(char::is_control) {
+            return Err(Invalid::new(
+                "idempotency_key",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self {
+            recipient,
+            scope,
+            reason,
+            source,
+            idempotency_key: (!idempotency_key.is_empty()).then(|| idempotency_key.to_owned()),
+            durability,
+            expires_at,
+            actor,
+        })
+    }
+}
+
+impl Suppressions {
+    #[tracing::instrument(
+        name = "opt_out",
+        skip_all,
+        fields(reason = ?cmd.reason, source = ?cmd.source, durability = ?cmd.durability, receipt_id)
+    )]
+    pub async fn opt_out(&self, cmd: OptOutCommand) -> Result<ReceiptView, ServiceError> {
+        let inner = &self.inner;
+        let now = self.now();
+        if let Some(at) = cmd.expires_at
+            && at <= now
+        {
+            return Err(Invalid::new("expires_at", "must lie in the future").into());
+        }
+        if let Some(key) = &cmd.idempotency_key
+            && let Some(prior) = self.prior_receipt(&cmd.scope.tenant, key).await?
+        {
+            return Ok(prior);
+        }
+
+        let record = Suppression {
+            receipt: ReceiptId::new(now),
+            subject: inner.pepper.subject(&cmd.recipient),
+            scope: cmd.scope,
+            reason: cmd.reason,
+            source: cmd.source,
+            actor: cmd.actor,
+            received_at: now,
+            effective_at: now,
+            expires_at: cmd.expires_at,
+            idempotency_key: cmd.idempotency_key,
+        };
+        Span::current().record("receipt_id", record.receipt.to_string());
+        // Register before the write, so a commit that lands first is not missed.
+        let committed =
+            (cmd.durability == Durability::Durable).then(|| inner.waiters.register(record.receipt));
+        let backlog_limit = match cmd.durability {
+            Durability::Accepted => inner.settings.backlog_limit,
+            // A DURABLE caller learns the truth from its receipt; it is not refused for the backlog.
+            Durability::Durable => 0,
+        };
+        let payload = StreamEntry::encode(&record);
+        let recorded = inner.cache.record(&record, &payload, backlog_limit).await;
+        let recorded = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                inner.waiters.forget(record.receipt);
+                // Writing straight to the store would leave the cache without the record once Redis
+                // is back, so an opt-out is refused instead; the caller retries (SPEC §6).
+                return Err(ServiceError::unavailable(
+                    "Redis is unavailable; the opt-out was not recorded, retry",
+                    e,
+                ));
+            }
+        };
+        match recorded {
+            Recorded::Queued { .. } => {}
+            Recorded::Replay(prior) => {
+                inner.waiters.forget(record.receipt);
+                return self.receipt(prior).await;
+            }
+            Recorded::BacklogFull { backlog } => {
+                return Err(ServiceError::Unavailable {
+                    message: format!(
+                        "the write-behind backlog is full ({backlog} uncommitted opt-outs); \
+                         not recorded, retry later or use DURABLE"
+                    ),
+                    cause: None,
+                });
+            }
+        }
+
+        let accepted = ReceiptView {
+            id: record.receipt,
+            accepted_at: record.received_at,
+            state: ReceiptState::Accepted,
+        };
+        let Some(committed) = committed else {
+            return Ok(accepted);
+        };
+        if tokio::time::timeout(inner.settings.durable_wait, committed)
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            return Ok(ReceiptView {
+                state: ReceiptState::Durable,
+                ..accepted
+            });
+        }
+        inner.waiters.forget(record.receipt);
+        // The announcement may have been missed (a reconnecting subscriber): ask the store once.
+        match inner.store.receipt(record.receipt).await {
+            Ok(Some(_)) => Ok(ReceiptView {
+                state: ReceiptState::Durable,
+                ..accepted
+            }),
+            _ => Ok(accepted),
+        }
+    }
+
+    /// The receipt an idempotency key was first used for: from Redis while it remembers, else from
+    /// the store. If the store cannot be asked, the key is treated as new; the store's unique index
+    /// still keeps a second record out.
+    async fn prior_receipt(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<ReceiptView>, ServiceError> {
+        let inner = &self.inner;
+        if let Some(id) = inner.cache.idempotent_receipt(tenant, key).await? {
+            return self.receipt(id).await.map(Some);
+        }
+        match inner.store.by_idempotency_key(tenant, key).await {
+            Ok(found) => Ok(found.map(|s| ReceiptView {
+                id: s.receipt,
+                accepted_at: s.received_at,
+                state: ReceiptState::Durable,
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "store unavailable for an idempotency look-up");
+                Ok(None)
+            }
+        }
+    }
+}

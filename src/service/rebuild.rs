@@ -1,0 +1,188 @@
+//! Keeping the cache complete. When Redis has lost what it held (restarted empty, flushed, failed over,
+//! a bucket evicted), checks fall back to the store and this rebuilds the cache from the store in the
+//! background: one replica at a time (a lease in Redis), page by page, then marks every bucket.
+//!
+//! Opt-outs that arrive meanwhile are written to Redis by their own path and are never overwritten by
+//! older store data (the merge rule keeps a permanent record). A record the worker commits after the
+//! rebuild read past its page is re-applied by the worker itself; a last pass over records committed
+//! since the rebuild began catches any that raced the worker's re-apply.
+
+use crate::{
+    cache::Cache,
+    domain::{Clock, Millis},
+    store::Store,
+};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Records read from the store and written to Redis per page.
+pub const PAGE: usize = 2_000;
+/// How long the lease lasts without renewal: a rebuilder that died frees it after this.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How far back the final pass looks, to cover worker batches that were in flight at the start.
+const CATCH_UP_MARGIN: Millis = 60_000;
+/// How often the rebuilder looks at the marker without being asked.
+const POLL: Duration = Duration::from_secs(1);
+
+/// How the request path tells the rebuilder that it saw a bucket without the marker.
+#[derive(Default)]
+pub struct RebuildTrigger {
+    notify: Notify,
+    suspect: Mutex<Option<String>>,
+}
+
+impl RebuildTrigger {
+    pub fn suspect(&self, bucket: &str) {
+        let mut suspect = self.suspect.lock().expect("trigger lock");
+        if suspect.is_none() {
+            *suspect = Some(bucket.to_owned());
+            self.notify.notify_one();
+        }
+    }
+
+    fn take(&self) -> Option<String> {
+        self.suspect.lock().expect("trigger lock").take()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RebuildOutcome {
+    /// The cache was complete; nothing done.
+    NotNeeded,
+    /// Another replica holds the lease.
+    Elsewhere,
+    /// Redis lost the rebuild's work (or the lease) mid-way; try again.
+    Interrupted,
+    Rebuilt {
+        records: u64,
+        took: Duration,
+    },
+}
+
+pub struct Rebuilder {
+    cache: Cache,
+    store: Store,
+    clock: Clock,
+    owner: String,
+}
+
+impl Rebuilder {
+    pub fn new(cache: Cache, store: Store, clock: Clock, owner: String) -> Self {
+        Self {
+            cache,
+            store,
+            clock,
+            owner,
+        }
+    }
+
+    /// Rebuilds if the cache is not complete (or a suspected bucket lacks its marker). The step
+    /// function of the background loop; tests call it directly.
+    pub async fn step(&self, suspect: Option<&str>) -> anyhow::Result<RebuildOutcome> {
+        let needed = !self.cache.is_complete().await?
+            || match suspect {
+                Some(bucket) => !self.cache.bucket_is_complete(bucket).await?,
+                None => false,
+            };
+        if !needed {
+            return Ok(RebuildOutcome::NotNeeded);
+        }
+        if !self
+            .cache
+            .acquire_rebuild_lease(&self.owner, LEASE_TTL)
+            .await?
+        {
+            return Ok(RebuildOutcome::Elsewhere);
+        }
+        let outcome = self.rebuild().await;
+        if let Err(e) = self.cache.release_rebuild_lease(&self.owner).await {
+            tracing::warn!(error = %e, "could not release the rebuild lease; it will expire");
+        }
+        outcome
+    }
+
+    async fn rebuild(&self) -> anyhow::Result<RebuildOutcome> {
+        let started = Instant::now();
+        let began_at = self.clock.now();
+        let generation = uuid::Uuid::new_v4().to_string();
+        self.cache.begin_generation(&generation).await?;
+        tracing::info!(generation, "cache rebuild started");
+        let mut records = self.copy_since(0, &generation).await?;
+        let Some(copied) = records else {
+            return Ok(RebuildOutcome::Interrupted);
+        };
+        records = self
+            .copy_since(began_at - CATCH_UP_MARGIN, &generation)
+            .await?;
+        let Some(caught_up) = records else {
+            return Ok(RebuildOutcome::Interrupted);
+        };
+        if !self.cache.mark_complete(&generation).await? {
+            return Ok(RebuildOutcome::Interrupted);
+        }
+        let took = started.elapsed();
+        tracing::info!(records = copied, caught_up, ?took, "cache rebuild complete");
+        Ok(RebuildOutcome::Rebuilt {
+            records: copied,
+            took,
+        })
+    }
+
+    /// Copies active records committed at or after `since` into Redis. `None` if the generation or
+    /// the lease was lost on the way.
+    async fn copy_since(&self, since: Millis, generation: &str) -> anyhow::Result<Option<u64>> {
+        let mut after = None;
+        let mut copied = 0;
+        loop {
+            let page = self
+                .store
+                .active_page(after, since, PAGE, self.clock.now())
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(Some(copied));
+            };
+            after = Some(last.receipt);
+            self.cache.merge(&page).await?;
+            copied += page.len() as u64;
+            if !self.cache.generation_is(generation).await?
+                || !self
+                    .cache
+                    .renew_rebuild_lease(&self.owner, LEASE_TTL)
+                    .await?
+            {
+                tracing::warn!(
+                    copied,
+                    "cache rebuild interrupted: Redis lost its work or the lease"
+                );
+                return Ok(None);
+            }
+            if copied % (PAGE as u64 * 50) == 0 {
+                tracing::info!(copied, "cache rebuild progress");
+            }
+        }
+    }
+
+    /// Runs until shutdown: rebuilds whenever the cache is found incomplete, by a check or by a
+    /// periodic look.
+    pub async fn run(self, trigger: std::sync::Arc<RebuildTrigger>, shutdown: CancellationToken) {
+        loop {
+            let suspect = trigger.take();
+            match self.step(suspect.as_deref()).await {
+                Ok(RebuildOutcome::Interrupted) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "cache rebuild failed; will retry")
+                }
+            }
+            tokio::select! {
+                _ = trigger.notify.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

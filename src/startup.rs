@@ -1,0 +1,216 @@
+//! Assembles a process: pools, the listener, the gRPC server, the worker, the rebuilder, the health
+//! monitor. [`Application::build`] binds (port 0 works) and exposes [`Application::local_addr`];
+//! [`Application::run_until`] serves until a shutdown future resolves, which is what lets every test
+//! start the real server.
+
+use crate::{
+    api,
+    cache::{Cache, layout::Keys},
+    config::ServeSettings,
+    domain::Clock,
+    service::{
+        ServiceSettings, Suppressions,
+        rebuild::{RebuildTrigger, Rebuilder},
+        waiters::Waiters,
+    },
+    store::Store,
+    worker::{Worker, WorkerSettings},
+};
+use anyhow::Context;
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// How often health is re-evaluated.
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
+/// How long a worker read blocks waiting for new entries (also bounds its shutdown).
+const WORKER_BLOCK: Duration = Duration::from_millis(500);
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    health: HealthReporter,
+    cache: Cache,
+    store: Store,
+    waiters: Arc<Waiters>,
+    trigger: Arc<RebuildTrigger>,
+    worker: Worker,
+    rebuilder: Rebuilder,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: &ServeSettings, clock: Clock) -> anyhow::Result<Application> {
+        let (pepper, dev_pepper) = settings.pepper()?;
+        if dev_pepper {
+            tracing::warn!(
+                "!!! SUPPRESSD_PEPPER is not set: using the DEVELOPMENT pepper. Recipient hashes are \
+                 guessable; never run like this with real data !!!"
+            );
+        }
+        let replica = settings.replica_name();
+        let store = Store::connect(&settings.store_url)
+            .await
+            .context("opening the durable store")?;
+        let keys = Keys::new(&settings.redis_prefix, settings.cache_bucket_bits);
+        let cache = Cache::connect(&settings.redis_url, keys)
+            .await
+            .context("connecting to Redis")?;
+        let waiters = Arc::new(Waiters::default());
+        let trigger = Arc::new(RebuildTrigger::default());
+        let service = Suppressions::new(
+            cache.clone(),
+            store.clone(),
+            pepper,
+            clock.clone(),
+            ServiceSettings {
+                durable_wait: settings.durable_wait(),
+                backlog_limit: settings.backlog_limit,
+            },
+            waiters.clone(),
+            trigger.clone(),
+        );
+        let worker = Worker::new(
+            cache.clone(),
+            store.clone(),
+            clock.clone(),
+            &replica,
+            WorkerSettings {
+                batch: settings.worker_batch as usize,
+                block: WORKER_BLOCK,
+                claim_idle: settings.worker_claim_idle(),
+            },
+        )
+        .await
+        .context("joining the write-behind consumer group")?;
+        let rebuilder = Rebuilder::new(cache.clone(), store.clone(), clock, replica.clone());
+        let (router, health) = api::router(service)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            replica,
+            store = store.engine(),
+            "suppressd ready to serve"
+        );
+        Ok(Application {
+            listener,
+            router,
+            health,
+            cache,
+            store,
+            waiters,
+            trigger,
+            worker,
+            rebuilder,
+            grace: settings.shutdown_grace(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves; then turns health NOT_SERVING, stops accepting, drains
+    /// in-flight calls, and lets the worker finish its current batch.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            router,
+            health,
+            cache,
+            store,
+            waiters,
+            trigger,
+            worker,
+            rebuilder,
+            grace,
+        } = self;
+        let background = CancellationToken::new();
+        let subscribed = CancellationToken::new();
+        let listening = {
+            let (cache, token, ready) = (cache.clone(), background.clone(), subscribed.clone());
+            tokio::spawn(async move { waiters.listen(cache, ready, token).await })
+        };
+        // DURABLE answers rely on the announcements; give the subscription a moment to be in place.
+        let _ = tokio::time::timeout(Duration::from_secs(2), subscribed.cancelled()).await;
+        let rebuilding = tokio::spawn(rebuilder.run(trigger, background.clone()));
+        let stop_worker = CancellationToken::new();
+        let working = tokio::spawn(worker.run(stop_worker.clone()));
+        set_health(&health, serving(&cache, &store).await).await;
+        let monitoring = tokio::spawn(monitor_health(
+            health.clone(),
+            cache,
+            store.clone(),
+            background.clone(),
+        ));
+
+        let draining = background.clone();
+        let served = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
+                draining.cancel();
+                set_health(&health, ServingStatus::NotServing).await;
+            })
+            .await;
+
+        background.cancel();
+        stop_worker.cancel();
+        let finished = async {
+            let _ = working.await;
+            let _ = tokio::join!(rebuilding, monitoring, listening);
+        };
+        if tokio::time::timeout(grace, finished).await.is_err() {
+            tracing::warn!("shutdown grace period over; pending entries stay in the stream");
+        }
+        store.close().await;
+        tracing::info!("suppressd stopped");
+        served.context("serving gRPC")
+    }
+}
+
+/// SERVING when a check can be answered correctly: from a complete cache, or from the store.
+async fn serving(cache: &Cache, store: &Store) -> ServingStatus {
+    let cache_ready = matches!(cache.is_complete().await, Ok(true));
+    if cache_ready || store.ping().await.is_ok() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_serving::<api::SuppressionServer>().await;
+    health
+        .set_service_status(
+            <api::SuppressionServer as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
+}
+
+async fn monitor_health(
+    health: HealthReporter,
+    cache: Cache,
+    store: Store,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let status = serving(&cache, &store).await;
+        if !shutdown.is_cancelled() {
+            set_health(&health, status).await;
+        }
+    }
+}

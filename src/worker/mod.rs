@@ -1,0 +1,176 @@
+//! The write-behind worker: moves opt-outs from the Redis stream into the durable store, a batch per
+//! transaction (group commit), and acknowledges only what the store committed.
+//!
+//! Every `serve` process runs one as a member of one consumer group. Entries a dead member left
+//! pending are claimed after an idle time; the store's keys make a redelivered entry a no-op, so each
+//! record lands exactly once however often it is delivered. Entries are taken in order: first this
+//! member's own pending ones (a commit that failed), then abandoned ones, then new ones.
+
+use crate::{
+    cache::{
+        Cache,
+        stream::{Consumer, Delivery},
+    },
+    domain::{Clock, Suppression},
+    store::Store,
+};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Most entries per transaction.
+    pub batch: usize,
+    /// How long a read waits for new entries.
+    pub block: Duration,
+    /// How long an entry stays unacknowledged by its consumer before another may claim it.
+    pub claim_idle: Duration,
+}
+
+/// What one step did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// Entries taken from the stream.
+    pub delivered: usize,
+    /// Rows the store did not have before (redeliveries add none).
+    pub inserted: u64,
+    /// Entries that could not be decoded and were moved to the dead-letter stream.
+    pub dead_lettered: usize,
+}
+
+pub struct Worker {
+    consumer: Consumer,
+    cache: Cache,
+    store: Store,
+    clock: Clock,
+    settings: WorkerSettings,
+    /// Whether this member may hold pending entries of its own (at start, and after a failure).
+    own_pending: bool,
+    last_claim: Option<Instant>,
+}
+
+impl Worker {
+    pub async fn new(
+        cache: Cache,
+        store: Store,
+        clock: Clock,
+        consumer_name: &str,
+        settings: WorkerSettings,
+    ) -> anyhow::Result<Worker> {
+        let consumer = Consumer::connect(&cache, consumer_name).await?;
+        Ok(Worker {
+            consumer,
+            cache,
+            store,
+            clock,
+            settings,
+            own_pending: true,
+            last_claim: None,
+        })
+    }
+
+    /// Reads, commits and acknowledges one batch.
+    pub async fn step(&mut self) -> anyhow::Result<StepReport> {
+        let batch = self.next_batch().await?;
+        match self.commit(batch).await {
+            Ok(report) => Ok(report),
+            Err(e) => {
+                self.own_pending = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The next entries to commit, in the order that keeps arrival order as far as it can.
+    pub async fn next_batch(&mut self) -> anyhow::Result<Vec<Delivery>> {
+        let n = self.settings.batch;
+        if self.own_pending {
+            let own = self.consumer.read("0", n, None).await?;
+            if !own.is_empty() {
+                return Ok(own);
+            }
+            self.own_pending = false;
+        }
+        let claim_every = self.settings.claim_idle.min(Duration::from_secs(1));
+        if self.last_claim.is_none_or(|at| at.elapsed() >= claim_every) {
+            self.last_claim = Some(Instant::now());
+            let claimed = self
+                .consumer
+                .claim_abandoned(self.settings.claim_idle, n)
+                .await?;
+            if !claimed.is_empty() {
+                tracing::info!(
+                    claimed = claimed.len(),
+                    "claimed entries of a dead consumer"
+                );
+                return Ok(claimed);
+            }
+        }
+        Ok(self
+            .consumer
+            .read(">", n, Some(self.settings.block))
+            .await?)
+    }
+
+    /// Commits one batch in one transaction, re-applies it to the cache, then acknowledges it.
+    pub async fn commit(&mut self, batch: Vec<Delivery>) -> anyhow::Result<StepReport> {
+        let mut report = StepReport {
+            delivered: batch.len(),
+            ..StepReport::default()
+        };
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut records: Vec<Suppression> = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match delivery.record {
+                Ok(record) => {
+                    ids.push(delivery.id);
+                    records.push(record);
+                }
+                Err(problem) => {
+                    tracing::error!(
+                        id = delivery.id,
+                        problem,
+                        "undecodable stream entry dead-lettered"
+                    );
+                    self.consumer.dead_letter(&delivery.id, &problem).await?;
+                    report.dead_lettered += 1;
+                }
+            }
+        }
+        if records.is_empty() {
+            return Ok(report);
+        }
+        report.inserted = self.store.commit(&records, self.clock.now()).await?;
+        self.cache.merge(&records).await?;
+        let receipts: Vec<_> = records.iter().map(|r| r.receipt).collect();
+        self.consumer.settle(&ids, &receipts).await?;
+        tracing::debug!(
+            delivered = report.delivered,
+            inserted = report.inserted,
+            "batch committed"
+        );
+        Ok(report)
+    }
+
+    /// Steps until shutdown. A failing step (store or Redis away) is retried with a growing pause;
+    /// the entries stay pending meanwhile, so nothing is lost.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut pause = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            match self.step().await {
+                Ok(_) => pause = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "write-behind step failed; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
