@@ -65,7 +65,7 @@ impl Suppressions {
                     inner
                         .rebuild
                         .suspect(&inner.cache.keys().bucket_for(subject));
-                    let stored = self.from_store(subject, check).await?;
+                    let stored = self.stored_matches(subject, check).await?;
                     answers.push(best_match(lookup.found.into_iter().chain(stored), now));
                 }
                 let source = if fell_back {
@@ -79,7 +79,7 @@ impl Suppressions {
                 tracing::warn!(error = %cache_error, "Redis unreadable; answering from the store");
                 let mut answers = Vec::with_capacity(checks.len());
                 for (check, subject) in checks.iter().zip(&subjects) {
-                    let stored = self.from_store(subject, check).await.map_err(|_| {
+                    let stored = self.stored_matches(subject, check).await.map_err(|_| {
                         ServiceError::unavailable(
                             "neither Redis nor the durable store can answer; do not send",
                             anyhow::anyhow!("{cache_error:#}"),
@@ -94,7 +94,7 @@ impl Suppressions {
         Ok(answers)
     }
 
-    async fn from_store(
+    async fn stored_matches(
         &self,
         subject: &SubjectHash,
         check: &Check,

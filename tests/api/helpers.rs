@@ -1,0 +1,328 @@
+//! The shared harness: every test gets the real server on port 0, its own database (a fresh
+//! PostgreSQL database or a fresh SQLite file) and its own Redis key prefix on the shared Redis.
+
+use std::{net::SocketAddr, time::Duration};
+use suppressd::{
+    cache::{Cache, layout::Keys},
+    config::ServeSettings,
+    domain::Clock,
+    proto::{self, suppression_client::SuppressionClient},
+    startup::Application,
+    store::Store,
+};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const PEPPER: &str = "test-pepper-0123456789abcdef";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of one test's own; dropped with the test.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/suppressd.db", dir.path().display());
+                TestDb {
+                    url,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let name = format!("suppressd_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = sqlx::PgPool::connect(PG_ADMIN_URL).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                TestDb {
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    pg_name: Some(name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs outside any runtime we may block: clean up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN_URL).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Deletes every key under a prefix (never FLUSHALL: the Redis is shared).
+pub fn delete_prefix(redis_url: &str, prefix: &str) {
+    let client = redis::Client::open(redis_url).unwrap();
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+    }
+}
+
+pub fn settings(store_url: &str, redis_url: &str, prefix: &str) -> ServeSettings {
+    let mut s = ServeSettings::defaults();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.redis_url = redis_url.to_owned();
+    s.redis_prefix = prefix.to_owned();
+    s.store_url = store_url.to_owned();
+    s.pepper = Some(PEPPER.to_owned());
+    s.cache_bucket_bits = 6;
+    s.durable_wait_ms = 5_000;
+    s.shutdown_grace_ms = 5_000;
+    s
+}
+
+/// A running server and a client connected to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: SuppressionClient<Channel>,
+    pub settings: ServeSettings,
+    pub clock: Clock,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Clock::System, |_| {}).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    clock: Clock,
+    tweak: impl FnOnce(&mut ServeSettings),
+) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let mut settings = settings(&db.url, REDIS_URL, &prefix);
+    tweak(&mut settings);
+    let mut app = TestApp {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        client: SuppressionClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+        settings,
+        clock,
+        db,
+        stop: None,
+        handle: None,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    pub async fn start(&mut self) {
+        let app = Application::build(&self.settings, self.clock.clone())
+            .await
+            .expect("the application builds");
+        self.addr = app.local_addr();
+        let (tx, rx) = oneshot::channel();
+        self.stop = Some(tx);
+        self.handle = Some(tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        })));
+        self.client = connect(self.addr).await;
+    }
+
+    /// Graceful shutdown, as on SIGTERM.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.settings.redis_prefix
+    }
+
+    /// What an empty Redis looks like to this test: every key of its prefix gone.
+    pub fn flush_redis(&self) {
+        delete_prefix(&self.settings.redis_url, self.prefix());
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.db.url).await.unwrap()
+    }
+
+    pub async fn cache(&self) -> Cache {
+        let keys = Keys::new(self.prefix(), self.settings.cache_bucket_bits);
+        Cache::connect(&self.settings.redis_url, keys)
+            .await
+            .unwrap()
+    }
+
+    /// Rows in the store, optionally for one receipt.
+    pub async fn rows(&self, receipt: Option<&str>) -> i64 {
+        let sql = "SELECT COUNT(*) FROM suppressions WHERE $1 = '' OR receipt_id = $1";
+        let receipt = receipt.unwrap_or_default();
+        match self.store().await {
+            Store::Postgres(pool) => sqlx::query_scalar(sql).bind(receipt).fetch_one(&pool).await,
+            Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(receipt).fetch_one(&pool).await,
+        }
+        .unwrap()
+    }
+
+    /// Waits until a rebuild has marked the cache complete. The rebuild runs in the background by
+    /// design; this polls the marker, it does not guess a duration.
+    pub async fn wait_cache_complete(&self) {
+        let cache = self.cache().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !cache.is_complete().await.unwrap() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cache never became complete"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn opt_out(&mut self, req: proto::OptOutRequest) -> proto::Receipt {
+        self.client
+            .opt_out(req)
+            .await
+            .expect("opt-out succeeds")
+            .into_inner()
+            .receipt
+            .expect("a receipt")
+    }
+
+    pub async fn is_suppressed(
+        &mut self,
+        recipient: proto::Recipient,
+        scope: proto::Scope,
+    ) -> bool {
+        self.check(recipient, scope).await.suppressed
+    }
+
+    pub async fn check(
+        &mut self,
+        recipient: proto::Recipient,
+        scope: proto::Scope,
+    ) -> proto::CheckSuppressedResponse {
+        self.client
+            .check_suppressed(proto::CheckSuppressedRequest {
+                recipient: Some(recipient),
+                scope: Some(scope),
+            })
+            .await
+            .expect("check succeeds")
+            .into_inner()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        delete_prefix(&self.settings.redis_url, &self.settings.redis_prefix);
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> SuppressionClient<Channel> {
+    SuppressionClient::connect(format!("http://{addr}"))
+        .await
+        .expect("the client connects")
+}
+
+pub fn email(address: &str) -> proto::Recipient {
+    proto::Recipient {
+        id: Some(proto::recipient::Id::Email(address.to_owned())),
+    }
+}
+
+pub fn phone(number: &str) -> proto::Recipient {
+    proto::Recipient {
+        id: Some(proto::recipient::Id::Phone(number.to_owned())),
+    }
+}
+
+pub fn scope(tenant: &str, channel: proto::Channel, topic: &str, campaign: &str) -> proto::Scope {
+    proto::Scope {
+        tenant: tenant.to_owned(),
+        channel: channel as i32,
+        topic: topic.to_owned(),
+        campaign: campaign.to_owned(),
+    }
+}
+
+pub fn opt_out_request(recipient: proto::Recipient, scope: proto::Scope) -> proto::OptOutRequest {
+    proto::OptOutRequest {
+        recipient: Some(recipient),
+        scope: Some(scope),
+        reason: proto::Reason::UserRequest as i32,
+        source: proto::Source::Link as i32,
+        idempotency_key: String::new(),
+        durability: proto::Durability::Durable as i32,
+        expires_at: None,
+    }
+}
+
+/// Generates one `#[tokio::test]` per store for each behaviour, so the same suite runs on both.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real server on port 0, through the generated client, against the shared
+//! Redis (a key prefix per test) and real PostgreSQL and SQLite (a database per test).
+
+#[macro_use]
+mod helpers;
+
+mod checks;
+mod lifecycle;
+mod opt_outs;
+mod validation;
+mod worker;

@@ -1,0 +1,192 @@
+//! The write-behind worker, driven step by step: no server, no sleeps.
+
+use crate::helpers::*;
+use std::time::Duration;
+use suppressd::{
+    cache::{Cache, Recorded, layout::Keys, stream::StreamEntry},
+    domain::{
+        Clock, Pepper, Reason, ReceiptId, Recipient, RecipientKind, Scope, Source, Suppression,
+        clock::system_now,
+    },
+    store::Store,
+    worker::{Worker, WorkerSettings},
+};
+
+struct Rig {
+    cache: Cache,
+    store: Store,
+    _db: TestDb,
+    prefix: String,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        delete_prefix(REDIS_URL, &self.prefix);
+    }
+}
+
+async fn rig(backend: Backend) -> Rig {
+    let db = TestDb::new(backend).await;
+    let prefix = format!("w{}:", uuid::Uuid::new_v4().simple());
+    Rig {
+        cache: Cache::connect(REDIS_URL, Keys::new(&prefix, 4))
+            .await
+            .unwrap(),
+        store: Store::connect(&db.url).await.unwrap(),
+        _db: db,
+        prefix,
+    }
+}
+
+impl Rig {
+    /// Queues `n` opt-outs the way `OptOut` does, and returns them.
+    async fn queue(&self, n: usize) -> Vec<Suppression> {
+        let pepper = Pepper::new(PEPPER.as_bytes()).unwrap();
+        let mut queued = Vec::new();
+        for i in 0..n {
+            let now = system_now();
+            let recipient = Recipient::parse(RecipientKind::UserId, &format!("user-{i}")).unwrap();
+            let s = Suppression {
+                receipt: ReceiptId::new(now),
+                subject: pepper.subject(&recipient),
+                scope: Scope::parse("", None, "news", "").unwrap(),
+                reason: Reason::UserRequest,
+                source: Source::Api,
+                actor: "test".into(),
+                received_at: now,
+                effective_at: now,
+                expires_at: None,
+                idempotency_key: None,
+            };
+            let recorded = self
+                .cache
+                .record(&s, &StreamEntry::encode(&s), 0)
+                .await
+                .unwrap();
+            assert!(matches!(recorded, Recorded::Queued { .. }));
+            queued.push(s);
+        }
+        queued
+    }
+
+    async fn worker(&self, name: &str, claim_idle: Duration) -> Worker {
+        let settings = WorkerSettings {
+            batch: 100,
+            block: Duration::from_millis(10),
+            claim_idle,
+        };
+        Worker::new(
+            self.cache.clone(),
+            self.store.clone(),
+            Clock::System,
+            name,
+            settings,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn rows(&self) -> Vec<String> {
+        let sql = "SELECT receipt_id FROM suppressions ORDER BY receipt_id";
+        match &self.store {
+            Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        }
+        .unwrap()
+    }
+}
+
+fn receipts(records: &[Suppression]) -> Vec<String> {
+    let mut ids: Vec<_> = records.iter().map(|s| s.receipt.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+const NEVER: Duration = Duration::from_secs(3600);
+
+async fn a_batch_a_dead_consumer_read_is_claimed_and_persisted_once(backend: Backend) {
+    let rig = rig(backend).await;
+    let queued = rig.queue(10).await;
+    let mut dying = rig.worker("dying", NEVER).await;
+    let read = dying.next_batch().await.unwrap();
+    assert_eq!(read.len(), 10);
+    drop(dying); // dies before committing or acknowledging
+
+    let mut survivor = rig.worker("survivor", Duration::ZERO).await;
+    let report = survivor.step().await.unwrap();
+    assert_eq!((report.delivered, report.inserted), (10, 10));
+    assert_eq!(rig.rows().await, receipts(&queued));
+    let backlog = rig.cache.backlog().await.unwrap();
+    assert_eq!((backlog.length, backlog.pending), (0, 0));
+    // Nothing is delivered again.
+    assert_eq!(survivor.step().await.unwrap().delivered, 0);
+}
+
+async fn a_consumer_that_dies_between_commit_and_ack_leaves_one_row_each(backend: Backend) {
+    let rig = rig(backend).await;
+    let queued = rig.queue(7).await;
+    let mut dying = rig.worker("dying", NEVER).await;
+    let read = dying.next_batch().await.unwrap();
+    let records: Vec<_> = read.into_iter().map(|d| d.record.unwrap()).collect();
+    assert_eq!(rig.store.commit(&records, system_now()).await.unwrap(), 7);
+    drop(dying); // committed, never acknowledged
+
+    let mut survivor = rig.worker("survivor", Duration::ZERO).await;
+    let report = survivor.step().await.unwrap();
+    assert_eq!(
+        (report.delivered, report.inserted),
+        (7, 0),
+        "redelivered, nothing new"
+    );
+    assert_eq!(rig.rows().await, receipts(&queued));
+    assert_eq!(rig.cache.backlog().await.unwrap().length, 0);
+}
+
+async fn entries_drain_in_order_of_arrival(backend: Backend) {
+    let rig = rig(backend).await;
+    let queued = rig.queue(25).await;
+    let mut worker = rig.worker("only", NEVER).await;
+    let first = worker.next_batch().await.unwrap();
+    let ids: Vec<_> = first
+        .iter()
+        .map(|d| d.record.as_ref().unwrap().receipt)
+        .collect();
+    let expected: Vec<_> = queued.iter().map(|s| s.receipt).collect();
+    assert_eq!(ids, expected);
+}
+
+async fn an_undecodable_entry_is_dead_lettered_not_lost_or_blocking(backend: Backend) {
+    let rig = rig(backend).await;
+    let mut conn = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut worker = rig.worker("only", NEVER).await;
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{}stream", rig.prefix))
+        .arg("*")
+        .arg("r")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let queued = rig.queue(2).await;
+    let report = worker.step().await.unwrap();
+    assert_eq!(report.dead_lettered, 1);
+    assert_eq!(report.inserted, 2);
+    assert_eq!(rig.rows().await, receipts(&queued));
+    let dead: u64 = redis::cmd("XLEN")
+        .arg(format!("{}dead-letters", rig.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(dead, 1);
+}
+
+on_both_stores!(
+    a_batch_a_dead_consumer_read_is_claimed_and_persisted_once,
+    a_consumer_that_dies_between_commit_and_ack_leaves_one_row_each,
+    entries_drain_in_order_of_arrival,
+    an_undecodable_entry_is_dead_lettered_not_lost_or_blocking,
+);
