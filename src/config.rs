@@ -95,6 +95,11 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
+    /// Testing hook: the worker aborts the process right after its first store commit, before it
+    /// acknowledges the stream entries. Lets the failure tests kill a replica at exactly that point.
+    #[arg(long, env = "SUPPRESSD_FAILPOINT_CRASH_AFTER_COMMIT", hide = true)]
+    pub failpoint_crash_after_commit: bool,
+
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -82,6 +82,7 @@ impl Application {
                 batch: settings.worker_batch as usize,
                 block: WORKER_BLOCK,
                 claim_idle: settings.worker_claim_idle(),
+                crash_after_commit: settings.failpoint_crash_after_commit,
             },
         )
         .await
@@ -152,14 +153,27 @@ impl Application {
         ));
 
         let draining = background.clone();
-        let served = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
+        let serve =
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 shutdown.await;
                 tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
-                draining.cancel();
                 set_health(&health, ServingStatus::NotServing).await;
-            })
-            .await;
+                draining.cancel();
+                let _ = drain_started.send(());
+            });
+        // Graceful shutdown waits for every open call; a client holding a stream open (a health
+        // watch) must not keep the process alive past the grace period.
+        let served = tokio::select! {
+            served = serve => served,
+            _ = async {
+                let _ = drain_deadline.await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("grace period over; closing the remaining connections");
+                Ok(())
+            }
+        };
 
         background.cancel();
         stop_worker.cancel();

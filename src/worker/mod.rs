@@ -17,6 +17,9 @@ use crate::{
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// The longest pause between failing steps: short, so a returning store is drained promptly.
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
     /// Most entries per transaction.
@@ -25,6 +28,8 @@ pub struct WorkerSettings {
     pub block: Duration,
     /// How long an entry stays unacknowledged by its consumer before another may claim it.
     pub claim_idle: Duration,
+    /// Testing hook: abort the process after the first commit, before acknowledging.
+    pub crash_after_commit: bool,
 }
 
 /// What one step did.
@@ -141,6 +146,10 @@ impl Worker {
             return Ok(report);
         }
         report.inserted = self.store.commit(&records, self.clock.now()).await?;
+        if self.settings.crash_after_commit {
+            tracing::error!("failpoint: aborting between the store commit and the acknowledgement");
+            std::process::abort();
+        }
         self.cache.merge(&records).await?;
         let receipts: Vec<_> = records.iter().map(|r| r.receipt).collect();
         self.consumer.settle(&ids, &receipts).await?;
@@ -168,7 +177,7 @@ impl Worker {
                         _ = tokio::time::sleep(pause) => {}
                         _ = shutdown.cancelled() => {}
                     }
-                    pause = (pause * 2).min(Duration::from_secs(2));
+                    pause = (pause * 2).min(MAX_PAUSE);
                 }
             }
         }

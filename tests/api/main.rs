@@ -4,8 +4,11 @@
 #[macro_use]
 mod helpers;
 
+mod chaos;
 mod checks;
+mod failures;
 mod lifecycle;
 mod opt_outs;
+mod processes;
 mod validation;
 mod worker;

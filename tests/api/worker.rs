@@ -74,6 +74,7 @@ impl Rig {
             batch: 100,
             block: Duration::from_millis(10),
             claim_idle,
+            crash_after_commit: false,
         };
         Worker::new(
             self.cache.clone(),
