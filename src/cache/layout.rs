@@ -88,6 +88,13 @@ impl Keys {
         format!("{}complete", self.prefix)
     }
 
+    /// Counts opt-outs ever written to this Redis. It only grows, so a Redis that answers with a
+    /// smaller count than a replica has already seen has gone back in time: a stale replica was
+    /// promoted, or an old snapshot was loaded.
+    pub fn writes(&self) -> String {
+        format!("{}writes", self.prefix)
+    }
+
     /// The lease that lets one replica at a time rebuild.
     pub fn rebuild_lease(&self) -> String {
         format!("{}rebuild-lease", self.prefix)
@@ -166,29 +173,30 @@ end
 
 /// Records one opt-out atomically: idempotency check, cache write, stream append, receipt marker.
 ///
-/// KEYS: bucket, stream, idempotency key, receipt key.
+/// KEYS: bucket, stream, idempotency key, receipt key, write counter.
 /// ARGV: use idempotency ("1"/"0"), field, value, receipt id, stream payload, TTL ms of the
 /// idempotency and receipt keys, backlog limit (0 = none).
-/// Returns `{0, receipt}` for a replay, `{1, stream id}` when recorded, `{2, length}` when the backlog
-/// is over the limit (nothing written).
+/// Returns `{0, receipt, writes}` for a replay, `{1, stream id, writes}` when recorded, `{2, length,
+/// writes}` when the backlog is over the limit (nothing written); `writes` is the write counter.
 pub fn opt_out_script() -> String {
     format!(
         "{MERGE_FN}{}",
         r"
+local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
 if ARGV[1] == '1' then
   local prior = redis.call('GET', KEYS[3])
-  if prior then return {0, prior} end
+  if prior then return {0, prior, writes} end
 end
 local limit = tonumber(ARGV[7])
 if limit > 0 then
   local backlog = redis.call('XLEN', KEYS[2])
-  if backlog >= limit then return {2, tostring(backlog)} end
+  if backlog >= limit then return {2, tostring(backlog), writes} end
 end
 merge(KEYS[1], ARGV[2], ARGV[3])
 local id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[5])
 if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[6]) end
 redis.call('SET', KEYS[4], id, 'PX', ARGV[6])
-return {1, id}
+return {1, id, redis.call('INCR', KEYS[5])}
 "
     )
 }
@@ -199,6 +207,21 @@ return {1, id}
 pub fn merge_script() -> String {
     format!("{MERGE_FN}return merge(KEYS[1], ARGV[1], ARGV[2])")
 }
+
+/// Removes the marker from buckets (KEYS), so that none answers "absent" until a rebuild marked it
+/// again: what a replica does on finding that Redis went back in time.
+pub const UNMARK_SCRIPT: &str = r"
+for i = 1, #KEYS do redis.call('HDEL', KEYS[i], 'complete') end
+return 1
+";
+
+/// Raises the write counter to at least ARGV[1] (KEYS: counter), after markers were removed, so that
+/// replicas stop seeing Redis as stale once it has been repaired.
+pub const RAISE_WRITES_SCRIPT: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+";
 
 /// Marks buckets complete, but only while the rebuild's generation is still current: if Redis was
 /// flushed mid-rebuild, the generation is gone and no bucket is marked.

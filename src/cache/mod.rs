@@ -71,7 +71,21 @@ pub struct Lookup {
     pub found: Vec<Match>,
 }
 
-/// What happened to an opt-out written to the cache.
+/// What one round trip of checks found.
+#[derive(Debug)]
+pub struct Lookups {
+    pub checks: Vec<Lookup>,
+    /// The write counter as this Redis has it (see [`Keys::writes`]).
+    pub writes: u64,
+}
+
+/// What happened to an opt-out written to the cache, and the write counter after it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Written {
+    pub outcome: Recorded,
+    pub writes: u64,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recorded {
     /// Visible to checks and appended to the stream under this id.
@@ -143,8 +157,8 @@ impl Cache {
         }
     }
 
-    /// Reads every probe in one round trip.
-    pub async fn lookup(&self, probes: Vec<Probe>) -> Result<Vec<Lookup>, CacheError> {
+    /// Reads every probe, and the write counter, in one round trip.
+    pub async fn lookup(&self, probes: Vec<Probe>) -> Result<Lookups, CacheError> {
         let mut pipe = redis::pipe();
         for probe in &probes {
             pipe.cmd("HMGET").arg(&probe.bucket).arg(MARKER_FIELD);
@@ -152,11 +166,13 @@ impl Cache {
                 pipe.arg(&field[..]);
             }
         }
-        let replies: Vec<Vec<Option<Vec<u8>>>> = pipe
-            .query_async(&mut self.conn())
+        pipe.get(self.keys.writes());
+        let (replies, writes) = pipe
+            .query_async::<redis::Value>(&mut self.conn())
             .await
+            .and_then(|v| split_lookup_reply(v, probes.len()))
             .context("HMGET candidates")?;
-        Ok(probes
+        let checks = probes
             .into_iter()
             .zip(replies)
             .map(|(probe, values)| {
@@ -170,7 +186,11 @@ impl Cache {
                     .collect();
                 Lookup { complete, found }
             })
-            .collect())
+            .collect();
+        Ok(Lookups {
+            checks,
+            writes: writes.unwrap_or(0),
+        })
     }
 
     /// Makes an opt-out visible and queues it, atomically with the idempotency check. `payload` is
@@ -181,14 +201,15 @@ impl Cache {
         s: &Suppression,
         payload: &str,
         backlog_limit: u64,
-    ) -> Result<Recorded, CacheError> {
+    ) -> Result<Written, CacheError> {
         let idem = s.idempotency_key.as_deref();
-        let reply: (i64, String) = self
+        let reply: (i64, String, u64) = self
             .opt_out
             .key(self.keys.bucket_for(&s.subject))
             .key(self.keys.stream())
             .key(self.keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
             .key(self.keys.receipt(s.receipt))
+            .key(self.keys.writes())
             .arg(if idem.is_some() { "1" } else { "0" })
             .arg(&layout::field(&s.subject, &s.scope)[..])
             .arg(layout::encode_value(&Match::from(s)))
@@ -199,7 +220,8 @@ impl Cache {
             .invoke_async(&mut self.conn())
             .await
             .context("recording an opt-out")?;
-        Ok(match reply {
+        let (code, detail, writes) = reply;
+        let outcome = match (code, detail) {
             (0, prior) => Recorded::Replay(ReceiptId::parse("receipt", &prior).map_err(|_| {
                 CacheError::new(
                     "idempotency key",
@@ -210,7 +232,8 @@ impl Cache {
                 backlog: backlog.parse().unwrap_or(u64::MAX),
             },
             (_, stream_id) => Recorded::Queued { stream_id },
-        })
+        };
+        Ok(Written { outcome, writes })
     }
 
     /// Writes committed records into the cache with the same merge rule as an opt-out: used by the
@@ -266,6 +289,16 @@ impl Cache {
             .context("EXISTS receipt")
     }
 
+    /// The write counter, for the periodic staleness check.
+    pub async fn writes(&self) -> Result<u64, CacheError> {
+        let writes: Option<u64> = self
+            .conn()
+            .get(self.keys.writes())
+            .await
+            .context("GET write counter")?;
+        Ok(writes.unwrap_or(0))
+    }
+
     /// Whether the last rebuild finished and nothing has removed its work since.
     pub async fn is_complete(&self) -> Result<bool, CacheError> {
         let (complete, generation): (Option<String>, Option<String>) = redis::pipe()
@@ -276,4 +309,26 @@ impl Cache {
             .context("reading the completeness marker")?;
         Ok(complete.is_some() && complete == generation)
     }
+}
+
+/// One `HMGET` reply: the marker, then one value per candidate scope.
+type Candidates = Vec<Option<Vec<u8>>>;
+
+/// Splits a lookup pipeline's reply: one `HMGET` reply per probe, then the write counter.
+fn split_lookup_reply(
+    reply: redis::Value,
+    probes: usize,
+) -> Result<(Vec<Candidates>, Option<u64>), RedisError> {
+    let redis::Value::Array(mut items) = reply else {
+        return Err((redis::ErrorKind::Parse, "a pipeline answers with an array").into());
+    };
+    if items.len() != probes + 1 {
+        return Err((redis::ErrorKind::Parse, "one reply per command").into());
+    }
+    let writes = items.pop().expect("checked length");
+    let hmget = items
+        .into_iter()
+        .map(redis::from_redis_value)
+        .collect::<Result<_, _>>()?;
+    Ok((hmget, redis::from_redis_value(writes)?))
 }

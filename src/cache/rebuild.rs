@@ -2,7 +2,10 @@
 //! flush erases (so a rebuild notices its work is gone), and the marking of every bucket. The service
 //! drives these steps with records read from the store (`service::rebuild`).
 
-use super::{Cache, CacheError, Context, layout::MARK_SCRIPT};
+use super::{
+    Cache, CacheError, Context,
+    layout::{MARK_SCRIPT, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT},
+};
 use redis::{AsyncCommands, Script};
 use std::time::Duration;
 
@@ -110,6 +113,35 @@ impl Cache {
         .await
         .context("marking the cache complete")?;
         Ok(done == 1)
+    }
+
+    /// Takes the marker from every bucket and the cache as a whole, then raises the write counter to
+    /// `writes`: after this no bucket answers "absent" until a rebuild has marked it again.
+    pub async fn unmark_all(&self, writes: u64) -> Result<(), CacheError> {
+        let script = Script::new(UNMARK_SCRIPT);
+        let mut start = 0;
+        while start < self.keys.bucket_count() {
+            let end = (start + MARK_CHUNK).min(self.keys.bucket_count());
+            let mut call = script.prepare_invoke();
+            for b in start..end {
+                call.key(self.keys.bucket(b));
+            }
+            call.invoke_async::<i64>(&mut self.conn())
+                .await
+                .context("unmarking buckets")?;
+            start = end;
+        }
+        self.conn()
+            .del::<_, ()>(self.keys.complete())
+            .await
+            .context("unmarking the cache")?;
+        Script::new(RAISE_WRITES_SCRIPT)
+            .key(self.keys.writes())
+            .arg(writes)
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .context("raising the write counter")?;
+        Ok(())
     }
 
     /// Whether one bucket carries the marker.

@@ -52,10 +52,14 @@ impl Suppressions {
         let now = self.now();
         let (answers, source) = match inner.cache.lookup(probes).await {
             Ok(lookups) => {
+                // A Redis that lost writes this replica saw vouches for nothing, markers or not.
+                let stale = inner.rebuild.went_back(lookups.writes);
                 let mut answers = Vec::with_capacity(checks.len());
                 let mut fell_back = false;
-                for ((lookup, check), subject) in lookups.into_iter().zip(checks).zip(&subjects) {
-                    if lookup.complete {
+                for ((lookup, check), subject) in
+                    lookups.checks.into_iter().zip(checks).zip(&subjects)
+                {
+                    if lookup.complete && !stale {
                         answers.push(best_match(lookup.found, now));
                         continue;
                     }

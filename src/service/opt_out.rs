@@ -131,7 +131,8 @@ impl Suppressions {
                 ));
             }
         };
-        match recorded {
+        inner.rebuild.saw_writes(recorded.writes);
+        match recorded.outcome {
             Recorded::Queued { .. } => {}
             Recorded::Replay(prior) => {
                 inner.waiters.forget(record.receipt);

@@ -2,6 +2,11 @@
 //! a bucket evicted), checks fall back to the store and this rebuilds the cache from the store in the
 //! background: one replica at a time (a lease in Redis), page by page, then marks every bucket.
 //!
+//! A Redis that went back in time (a stale replica promoted, an old snapshot loaded) still carries
+//! markers, so it is recognised by its write counter instead: every opt-out increments it and every
+//! replica remembers the highest value it saw. A lower value means writes were lost; the replica that
+//! sees it removes every marker and the cache is rebuilt.
+//!
 //! Opt-outs that arrive meanwhile are written to Redis by their own path and are never overwritten by
 //! older store data (the merge rule keeps a permanent record). A record the worker commits after the
 //! rebuild read past its page is re-applied by the worker itself; a last pass over records committed
@@ -13,7 +18,10 @@ use crate::{
     store::Store,
 };
 use std::{
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 use tokio::sync::Notify;
@@ -28,14 +36,39 @@ const CATCH_UP_MARGIN: Millis = 60_000;
 /// How often the rebuilder looks at the marker without being asked.
 const POLL: Duration = Duration::from_secs(1);
 
-/// How the request path tells the rebuilder that it saw a bucket without the marker.
+/// How the request path tells the rebuilder what it saw: a bucket without the marker, or a Redis
+/// that went back in time.
 #[derive(Default)]
 pub struct RebuildTrigger {
     notify: Notify,
     suspect: Mutex<Option<String>>,
+    /// The highest write counter this replica has seen.
+    highest_writes: AtomicU64,
+    stale: AtomicBool,
 }
 
 impl RebuildTrigger {
+    /// Remembers a write counter returned by an opt-out.
+    pub fn saw_writes(&self, writes: u64) {
+        self.highest_writes.fetch_max(writes, Ordering::SeqCst);
+    }
+
+    /// Whether Redis answering with this write counter has lost writes this replica saw; if so,
+    /// asks for the markers to be removed and the cache rebuilt.
+    pub fn went_back(&self, writes: u64) -> bool {
+        let stale = writes < self.highest_writes.load(Ordering::SeqCst);
+        if stale && !self.stale.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                writes,
+                seen = self.highest_writes.load(Ordering::SeqCst),
+                "Redis lost writes it had acknowledged (stale failover or old snapshot); \
+                 answering from the store and rebuilding"
+            );
+            self.notify.notify_one();
+        }
+        stale || self.stale.load(Ordering::SeqCst)
+    }
+
     pub fn suspect(&self, bucket: &str) {
         let mut suspect = self.suspect.lock().expect("trigger lock");
         if suspect.is_none() {
@@ -80,9 +113,17 @@ impl Rebuilder {
         }
     }
 
-    /// Rebuilds if the cache is not complete (or a suspected bucket lacks its marker). The step
-    /// function of the background loop; tests call it directly.
-    pub async fn step(&self, suspect: Option<&str>) -> anyhow::Result<RebuildOutcome> {
+    /// Rebuilds if the cache is not complete, a suspected bucket lacks its marker, or Redis went
+    /// back in time. The step function of the background loop.
+    pub async fn step(&self, trigger: &RebuildTrigger) -> anyhow::Result<RebuildOutcome> {
+        let suspect = trigger.take();
+        let suspect = suspect.as_deref();
+        if trigger.went_back(self.cache.writes().await?) {
+            self.cache
+                .unmark_all(trigger.highest_writes.load(Ordering::SeqCst))
+                .await?;
+            trigger.stale.store(false, Ordering::SeqCst);
+        }
         let needed = !self.cache.is_complete().await?
             || match suspect {
                 Some(bucket) => !self.cache.bucket_is_complete(bucket).await?,
@@ -170,8 +211,7 @@ impl Rebuilder {
     /// periodic look.
     pub async fn run(self, trigger: std::sync::Arc<RebuildTrigger>, shutdown: CancellationToken) {
         loop {
-            let suspect = trigger.take();
-            match self.step(suspect.as_deref()).await {
+            match self.step(&trigger).await {
                 Ok(RebuildOutcome::Interrupted) => continue,
                 Ok(_) => {}
                 Err(e) => {

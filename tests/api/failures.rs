@@ -259,6 +259,56 @@ async fn redis_restarted_empty_answers_from_the_store_then_the_rebuilt_cache() {
     assert_eq!(matched.receipt_id, own.receipt_id);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_went_back_in_time_is_not_trusted() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut redis = PrivateRedis::start().await;
+    let prefix = prefix();
+    let replica = Replica::start(&ReplicaConfig::new(&db.url, &redis.url(), &prefix)).await;
+    let mut client = replica.client().await;
+    let url = redis.url();
+    wait_until("cache complete", Duration::from_secs(20), || {
+        cache_complete(&url, &prefix)
+    })
+    .await;
+    let before = opt_out_everyone(&mut client, 3).await;
+    redis.snapshot(); // complete, marked, and about to be out of date
+    let mut after = Vec::new();
+    for i in 0..10 {
+        let person = email(&format!("later{i}@example.com"));
+        client
+            .opt_out(opt_out_request(person.clone(), everywhere()))
+            .await
+            .unwrap();
+        after.push(person);
+    }
+    // The node comes back from the old snapshot: markers everywhere, the later opt-outs missing.
+    redis.kill();
+    redis.restart().await;
+    let (tally, stop) = (Arc::new(Tally::default()), Arc::new(AtomicBool::new(false)));
+    let all: Vec<_> = before.iter().chain(&after).cloned().collect();
+    let checking = check_loop(client.clone(), all.clone(), tally.clone(), stop.clone());
+    wait_until("rebuilt", Duration::from_secs(20), || {
+        cache_complete(&url, &prefix)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    checking.await.unwrap();
+    eprintln!("checks against a stale Redis: {tally:?}");
+    assert_eq!(tally.get(&tally.false_sends), 0, "{tally:?}");
+    for p in &all {
+        assert!(
+            client
+                .check_suppressed(check_request(p, notice()))
+                .await
+                .unwrap()
+                .into_inner()
+                .suppressed
+        );
+    }
+}
+
 fn check_request(r: &proto::Recipient, s: proto::Scope) -> proto::CheckSuppressedRequest {
     proto::CheckSuppressedRequest {
         recipient: Some(r.clone()),

@@ -54,7 +54,7 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (again) on the same port, empty.
+    /// Starts it (again) on the same port: empty, or from the last [`PrivateRedis::snapshot`].
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new("redis-server")
@@ -74,6 +74,13 @@ impl PrivateRedis {
                 .is_ok()
         })
         .await;
+    }
+
+    /// Writes a snapshot (`SAVE`); the next restart loads it, as a stale node would come back.
+    pub fn snapshot(&self) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let _: () = redis::cmd("SAVE").query(&mut conn).unwrap();
     }
 
     /// SIGKILL: no goodbye, no save.

@@ -63,7 +63,7 @@ impl Rig {
                 .record(&s, &StreamEntry::encode(&s), 0)
                 .await
                 .unwrap();
-            assert!(matches!(recorded, Recorded::Queued { .. }));
+            assert!(matches!(recorded.outcome, Recorded::Queued { .. }));
             queued.push(s);
         }
         queued
