@@ -1,7 +1,7 @@
 //! One typed settings tree, read from flags and `SUPPRESSD_*` environment variables. Loading it binds
 //! and connects to nothing; a bad value stops the process before it starts anything.
 
-use crate::domain::Pepper;
+use crate::{audit::AuditLog, domain::Pepper};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{net::SocketAddr, time::Duration};
 
@@ -61,6 +61,16 @@ pub struct ServeSettings {
     /// and start-up warns. Changing it orphans every record: keep it for the life of the data.
     #[arg(long, env = "SUPPRESSD_PEPPER", hide_env_values = true)]
     pub pepper: Option<String>,
+
+    /// Name of the audit log, the first line of every signed checkpoint.
+    #[arg(long, env = "SUPPRESSD_AUDIT_ORIGIN", default_value = "suppressd")]
+    pub audit_origin: String,
+
+    /// Ed25519 key that signs audit checkpoints, as a C2SP note signer key
+    /// (`PRIVATE+KEY+name+id+base64`; `suppressd audit keygen` makes one). Without it a development
+    /// key is used, with a loud warning: anyone can forge its checkpoints.
+    #[arg(long, env = "SUPPRESSD_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    pub audit_signing_key: Option<String>,
 
     /// How long a DURABLE opt-out waits for the store before answering ACCEPTED, in milliseconds.
     #[arg(long, env = "SUPPRESSD_DURABLE_WAIT_MS", default_value_t = 2_000)]
@@ -122,6 +132,12 @@ impl ServeSettings {
             Some(secret) => Ok((Pepper::new(secret.as_bytes())?, false)),
             None => Ok((Pepper::new(DEV_PEPPER.as_bytes())?, true)),
         }
+    }
+
+    /// The audit log's signer, and whether it is the development key.
+    pub fn audit_log(&self) -> anyhow::Result<(AuditLog, bool)> {
+        let log = AuditLog::new(&self.audit_origin, self.audit_signing_key.as_deref())?;
+        Ok((log, self.audit_signing_key.is_none()))
     }
 
     pub fn durable_wait(&self) -> Duration {

@@ -51,6 +51,13 @@ impl Application {
                  guessable; never run like this with real data !!!"
             );
         }
+        let (audit_log, dev_audit_key) = settings.audit_log()?;
+        if dev_audit_key {
+            tracing::warn!(
+                "!!! SUPPRESSD_AUDIT_SIGNING_KEY is not set: audit checkpoints are signed with the \
+                 DEVELOPMENT key, which anyone can use to forge them !!!"
+            );
+        }
         let replica = settings.replica_name();
         let store = Store::connect(&settings.store_url)
             .await
@@ -77,6 +84,7 @@ impl Application {
             cache.clone(),
             store.clone(),
             clock.clone(),
+            audit_log.clone(),
             &replica,
             WorkerSettings {
                 batch: settings.worker_batch as usize,

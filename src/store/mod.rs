@@ -6,6 +6,7 @@
 //! Writes are idempotent: a redelivered stream entry hits the primary key or the idempotency index and
 //! changes nothing.
 
+use crate::audit::{AuditEntry, AuditLog, note::Checkpoint};
 use crate::domain::{
     Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
     scope::channel_code,
@@ -61,6 +62,9 @@ macro_rules! on_pool {
         }
     };
 }
+
+// After `on_pool!`, which it uses.
+pub mod audit;
 
 /// Rows written in one INSERT; both engines take this many parameters comfortably.
 const INSERT_CHUNK: usize = 500;
@@ -180,20 +184,26 @@ impl Store {
             .context("ping")
     }
 
-    /// Writes a batch in one transaction (the worker's group commit). Records already present (same
-    /// receipt, or same tenant and idempotency key) are skipped, which makes redelivery harmless.
-    /// Returns how many rows were new.
+    /// Writes a batch in one transaction (the worker's group commit): the records, one audit entry for
+    /// each new record, the Merkle subtrees those entries complete, and a signed checkpoint of the new
+    /// tree head. Records already present (same receipt, or same tenant and idempotency key) are
+    /// skipped, with no audit entry, which makes redelivery harmless. Returns how many rows were new.
     pub async fn commit(
         &self,
         batch: &[Suppression],
         committed_at: Millis,
+        log: &AuditLog,
     ) -> Result<u64, StoreError> {
         if batch.is_empty() {
             return Ok(0);
         }
+        let lock_head = match self {
+            Store::Postgres(_) => audit::LOCK_HEAD_PG,
+            Store::Sqlite(_) => audit::LOCK_HEAD_SQLITE,
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning a batch")?;
-            let mut inserted = 0;
+            let mut inserted: Vec<String> = Vec::with_capacity(batch.len());
             for chunk in batch.chunks(INSERT_CHUNK) {
                 let mut insert = QueryBuilder::new(concat!(
                     "INSERT INTO suppressions (", columns!(), ", committed_at) "
@@ -214,16 +224,69 @@ impl Store {
                         .push_bind(s.idempotency_key.clone())
                         .push_bind(committed_at);
                 });
-                insert.push(" ON CONFLICT DO NOTHING");
-                inserted += insert
-                    .build()
-                    .execute(&mut *tx)
+                insert.push(" ON CONFLICT DO NOTHING RETURNING receipt_id");
+                let new: Vec<String> = insert
+                    .build_query_scalar()
+                    .fetch_all(&mut *tx)
                     .await
-                    .context("inserting a batch")?
-                    .rows_affected();
+                    .context("inserting a batch")?;
+                inserted.extend(new);
             }
+            if inserted.is_empty() {
+                tx.commit().await.context("committing a batch")?;
+                return Ok(0);
+            }
+            let (size, frontier): (i64, Vec<u8>) = sqlx::query_as(lock_head)
+                .fetch_one(&mut *tx)
+                .await
+                .context("locking the audit head")?;
+            let new: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+            let entries = batch
+                .iter()
+                .filter(|s| new.contains(s.receipt.to_string().as_str()))
+                .enumerate()
+                .map(|(k, s)| {
+                    let seq = size as u64 + k as u64;
+                    (seq, AuditEntry::opt_out(seq, committed_at, s, ""))
+                });
+            let append = audit::plan_append(size, &frontier, entries)?;
+            for chunk in append.entries.chunks(audit::AUDIT_CHUNK) {
+                let mut q = QueryBuilder::new(concat!(
+                    "INSERT INTO audit_log (", audit::audit_columns!(), ") "
+                ));
+                q.push_values(chunk, |mut row, e| audit::push_entry!(row, e));
+                q.build().execute(&mut *tx).await.context("appending audit entries")?;
+            }
+            for chunk in append.nodes.chunks(audit::AUDIT_CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO audit_nodes (level, idx, hash) ");
+                q.push_values(chunk, |mut row, (level, idx, hash)| {
+                    row.push_bind(*level as i32)
+                        .push_bind(*idx as i64)
+                        .push_bind(hash.to_vec());
+                });
+                q.build().execute(&mut *tx).await.context("storing audit subtrees")?;
+            }
+            let checkpoint = Checkpoint {
+                origin: log.origin.clone(),
+                size: append.frontier.size(),
+                root: append.frontier.root(),
+            };
+            sqlx::query("INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(checkpoint.size as i64)
+                .bind(checkpoint.root.to_vec())
+                .bind(log.signer.sign(&checkpoint))
+                .bind(committed_at)
+                .execute(&mut *tx)
+                .await
+                .context("storing a checkpoint")?;
+            sqlx::query("UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1")
+                .bind(checkpoint.size as i64)
+                .bind(append.frontier.to_bytes())
+                .execute(&mut *tx)
+                .await
+                .context("advancing the audit head")?;
             tx.commit().await.context("committing a batch")?;
-            Ok(inserted)
+            Ok(inserted.len() as u64)
         })
     }
 

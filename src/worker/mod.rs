@@ -3,10 +3,12 @@
 //!
 //! Every `serve` process runs one as a member of one consumer group. Entries a dead member left
 //! pending are claimed after an idle time; the store's keys make a redelivered entry a no-op, so each
-//! record lands exactly once however often it is delivered. Entries are taken in order: first this
+//! record lands exactly once however often it is delivered; each new record gets its audit entry and
+//! a signed checkpoint in the same transaction. Entries are taken in order: first this
 //! member's own pending ones (a commit that failed), then abandoned ones, then new ones.
 
 use crate::{
+    audit::AuditLog,
     cache::{
         Cache,
         stream::{Consumer, Delivery},
@@ -48,6 +50,7 @@ pub struct Worker {
     cache: Cache,
     store: Store,
     clock: Clock,
+    log: AuditLog,
     settings: WorkerSettings,
     /// Whether this member may hold pending entries of its own (at start, and after a failure).
     own_pending: bool,
@@ -59,6 +62,7 @@ impl Worker {
         cache: Cache,
         store: Store,
         clock: Clock,
+        log: AuditLog,
         consumer_name: &str,
         settings: WorkerSettings,
     ) -> anyhow::Result<Worker> {
@@ -68,6 +72,7 @@ impl Worker {
             cache,
             store,
             clock,
+            log,
             settings,
             own_pending: true,
             last_claim: None,
@@ -145,7 +150,10 @@ impl Worker {
         if records.is_empty() {
             return Ok(report);
         }
-        report.inserted = self.store.commit(&records, self.clock.now()).await?;
+        report.inserted = self
+            .store
+            .commit(&records, self.clock.now(), &self.log)
+            .await?;
         if self.settings.crash_after_commit {
             tracing::error!("failpoint: aborting between the store commit and the acknowledgement");
             std::process::abort();

@@ -3,6 +3,7 @@
 use crate::helpers::*;
 use std::time::Duration;
 use suppressd::{
+    audit::AuditLog,
     cache::{Cache, Recorded, layout::Keys, stream::StreamEntry},
     domain::{
         Clock, Pepper, Reason, ReceiptId, Recipient, RecipientKind, Scope, Source, Suppression,
@@ -80,6 +81,7 @@ impl Rig {
             self.cache.clone(),
             self.store.clone(),
             Clock::System,
+            AuditLog::development(),
             name,
             settings,
         )
@@ -129,7 +131,13 @@ async fn a_consumer_that_dies_between_commit_and_ack_leaves_one_row_each(backend
     let mut dying = rig.worker("dying", NEVER).await;
     let read = dying.next_batch().await.unwrap();
     let records: Vec<_> = read.into_iter().map(|d| d.record.unwrap()).collect();
-    assert_eq!(rig.store.commit(&records, system_now()).await.unwrap(), 7);
+    assert_eq!(
+        rig.store
+            .commit(&records, system_now(), &AuditLog::development())
+            .await
+            .unwrap(),
+        7
+    );
     drop(dying); // committed, never acknowledged
 
     let mut survivor = rig.worker("survivor", Duration::ZERO).await;

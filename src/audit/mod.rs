@@ -1,0 +1,126 @@
+//! The append-only, tamper-evident audit log. Every change (today: each recorded opt-out) becomes one
+//! [`AuditEntry`], appended by the worker in the same store transaction as the change. Entries are the
+//! leaves of an RFC 9162 Merkle tree ([`merkle`]); after each appended batch the tree head is signed
+//! as a C2SP checkpoint ([`note`]), so anyone holding the public key can check, offline, that an entry
+//! is in the log ([`verify::verify_receipt`]) and that the log only ever grew ([`verify::verify_log`]).
+//!
+//! This module owns the encoding and the cryptography; the SQL lives in `store::audit`.
+
+pub mod merkle;
+pub mod note;
+pub mod verify;
+
+use crate::domain::{Millis, Suppression, scope::channel_code};
+use note::{NoteError, NoteSigner, NoteVerifier};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a change did. The strings are part of the canonical encoding: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    OptOut,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::OptOut => "opt_out",
+        }
+    }
+}
+
+/// One change, as the log records it. Its canonical encoding is this struct as compact JSON, fields in
+/// declaration order (serde keeps it), with `v` the encoding version: the leaf is the hash of exactly
+/// those bytes, so a verifier in any language hashes the bytes it was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub v: u8,
+    pub seq: u64,
+    pub time: Millis,
+    pub actor: String,
+    pub action: String,
+    pub tenant: String,
+    /// The keyed hash of the recipient (hex); never the raw identifier.
+    pub subject: String,
+    pub channel: u8,
+    pub topic: String,
+    pub campaign: String,
+    pub reason: u8,
+    pub source: u8,
+    pub receipt: String,
+    pub trace_id: String,
+    pub expires_at: Option<Millis>,
+}
+
+impl AuditEntry {
+    pub const VERSION: u8 = 1;
+
+    pub fn opt_out(seq: u64, time: Millis, s: &Suppression, trace_id: &str) -> Self {
+        AuditEntry {
+            v: Self::VERSION,
+            seq,
+            time,
+            actor: s.actor.clone(),
+            action: Action::OptOut.as_str().to_owned(),
+            tenant: s.scope.tenant.clone(),
+            subject: s.subject.to_hex(),
+            channel: channel_code(s.scope.channel),
+            topic: s.scope.topic.clone(),
+            campaign: s.scope.campaign.clone(),
+            reason: s.reason.code(),
+            source: s.source.code(),
+            receipt: s.receipt.to_string(),
+            trace_id: trace_id.to_owned(),
+            expires_at: s.expires_at,
+        }
+    }
+
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an audit entry always serializes")
+    }
+
+    pub fn leaf_hash(&self) -> merkle::Hash {
+        merkle::leaf_hash(&self.canonical())
+    }
+}
+
+/// How this deployment signs its log: the checkpoint origin (the log's name) and the key.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    pub origin: String,
+    pub signer: NoteSigner,
+}
+
+/// The name of the development key, so its checkpoints are recognisable as such.
+const DEV_KEY_NAME: &str = "suppressd-development-key";
+
+impl AuditLog {
+    /// `key` is a C2SP note signer key (`PRIVATE+KEY+name+id+base64`), or `None` for the development
+    /// key (derived from a public constant: anyone can forge its checkpoints).
+    pub fn new(origin: &str, key: Option<&str>) -> Result<AuditLog, NoteError> {
+        let signer = match key {
+            Some(k) => NoteSigner::parse(k)?,
+            None => Self::development_signer(),
+        };
+        Ok(AuditLog {
+            origin: origin.to_owned(),
+            signer,
+        })
+    }
+
+    pub fn development() -> AuditLog {
+        AuditLog {
+            origin: "suppressd".into(),
+            signer: Self::development_signer(),
+        }
+    }
+
+    fn development_signer() -> NoteSigner {
+        let seed: [u8; 32] = Sha256::digest(b"suppressd development audit key").into();
+        NoteSigner::from_seed(DEV_KEY_NAME, seed)
+    }
+
+    pub fn verifier(&self) -> NoteVerifier {
+        self.signer.verifier()
+    }
+}
