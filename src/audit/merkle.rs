@@ -53,7 +53,7 @@ fn range_hash(nodes: &dyn Nodes, start: u64, end: u64) -> Hash {
     if n == 0 {
         return empty_root();
     }
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return nodes.node(n.trailing_zeros(), start / n);
     }
     let k = split(n);
