@@ -1,7 +1,10 @@
 //! One typed settings tree, read from flags and `SUPPRESSD_*` environment variables. Loading it binds
 //! and connects to nothing; a bad value stops the process before it starts anything.
 
-use crate::{audit::AuditLog, domain::Pepper};
+use crate::{
+    audit::AuditLog,
+    domain::{Pepper, Recipient, RecipientKind},
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{net::SocketAddr, time::Duration};
 
@@ -20,6 +23,117 @@ pub struct Cli {
 pub enum Command {
     /// Runs the gRPC service and its write-behind worker.
     Serve(ServeSettings),
+    /// The audit log: make a signing key, verify the whole log, export one person's entries.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Receipts: fetch one with its proof, verify a saved one offline.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Prints a new Ed25519 signing key and its public key (C2SP note key format).
+    Keygen {
+        /// The key's name, e.g. the log's host name.
+        #[arg(long, default_value = "suppressd")]
+        name: String,
+    },
+    /// Recomputes the whole log from the store, checks every checkpoint's signature and that each
+    /// matches the entries; exits non-zero naming the first bad index.
+    Verify {
+        #[arg(
+            long,
+            env = "SUPPRESSD_STORE_URL",
+            default_value = "sqlite://data/suppressd.db"
+        )]
+        store_url: String,
+        /// The log's public key (`name+id+base64`).
+        #[arg(long, env = "SUPPRESSD_AUDIT_PUBLIC_KEY")]
+        public_key: String,
+        /// A checkpoint saved earlier (a signed note file); the log must extend it. This is what
+        /// catches a history rewritten and re-signed with the right key.
+        #[arg(long)]
+        trusted_checkpoint: Option<String>,
+    },
+    /// Writes one person's entries (or, with --all, every entry) with inclusion proofs as JSON.
+    Export {
+        #[arg(
+            long,
+            env = "SUPPRESSD_STORE_URL",
+            default_value = "sqlite://data/suppressd.db"
+        )]
+        store_url: String,
+        #[arg(long, env = "SUPPRESSD_PEPPER", hide_env_values = true)]
+        pepper: Option<String>,
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[command(flatten)]
+        recipient: RecipientArgs,
+        /// Export every entry instead of one person's.
+        #[arg(long, conflicts_with_all = ["email", "phone", "user_id", "push_token", "postal_address"])]
+        all: bool,
+    },
+}
+
+/// One recipient, named on the command line.
+#[derive(Args, Debug, Clone)]
+#[group(multiple = false)]
+pub struct RecipientArgs {
+    #[arg(long)]
+    pub email: Option<String>,
+    #[arg(long)]
+    pub phone: Option<String>,
+    #[arg(long)]
+    pub user_id: Option<String>,
+    #[arg(long)]
+    pub push_token: Option<String>,
+    #[arg(long)]
+    pub postal_address: Option<String>,
+}
+
+impl RecipientArgs {
+    pub fn parse(&self) -> anyhow::Result<Option<Recipient>> {
+        let named = [
+            (RecipientKind::Email, &self.email),
+            (RecipientKind::Phone, &self.phone),
+            (RecipientKind::UserId, &self.user_id),
+            (RecipientKind::PushToken, &self.push_token),
+            (RecipientKind::PostalAddress, &self.postal_address),
+        ];
+        named
+            .into_iter()
+            .find_map(|(kind, v)| v.as_deref().map(|v| Recipient::parse(kind, v)))
+            .transpose()
+            .map_err(Into::into)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReceiptCommand {
+    /// Prints a receipt as JSON; once DURABLE it carries its audit entry and proof.
+    Get {
+        receipt_id: String,
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        server: String,
+    },
+    /// Checks a saved receipt (JSON from `receipt get` or grpcurl) with the public key alone.
+    Verify {
+        file: String,
+        #[arg(long, env = "SUPPRESSD_AUDIT_PUBLIC_KEY")]
+        public_key: String,
+        /// Also ask this server for its latest checkpoint and prove the log only grew since.
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+/// The configured pepper, or the development one (and `true` to say it is).
+pub fn pepper_or_development(pepper: Option<&str>) -> anyhow::Result<(Pepper, bool)> {
+    match pepper {
+        Some(secret) => Ok((Pepper::new(secret.as_bytes())?, false)),
+        None => Ok((Pepper::new(DEV_PEPPER.as_bytes())?, true)),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,10 +242,7 @@ impl ServeSettings {
 
     /// The configured pepper, or the development one (and `true` to say it is).
     pub fn pepper(&self) -> anyhow::Result<(Pepper, bool)> {
-        match &self.pepper {
-            Some(secret) => Ok((Pepper::new(secret.as_bytes())?, false)),
-            None => Ok((Pepper::new(DEV_PEPPER.as_bytes())?, true)),
-        }
+        pepper_or_development(self.pepper.as_deref())
     }
 
     /// The audit log's signer, and whether it is the development key.

@@ -9,12 +9,15 @@
 //! - [`store`]: the durable store (PostgreSQL or SQLite) and its migrations.
 //! - [`worker`]: the write-behind worker that moves the stream into the store.
 //! - [`domain`]: recipients, scopes, records; no I/O.
+//! - [`audit`]: the tamper-evident log: entries, RFC 9162 Merkle tree, signed checkpoints, checks.
 //! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed.
+//! - [`cli`]: the operator and client commands of the binary.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod audit;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod service;

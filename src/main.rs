@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use suppressd::{
-    config::{Cli, Command},
+    cli,
+    config::{AuditCommand, Cli, Command, ReceiptCommand, pepper_or_development},
     domain::Clock,
     startup::Application,
     telemetry,
@@ -11,13 +12,49 @@ use suppressd::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    let printed = match cli.command {
         Command::Serve(settings) => {
             let _telemetry = telemetry::init(settings.log_format);
             let app = Application::build(&settings, Clock::System).await?;
-            app.run_until(shutdown_signal()).await
+            return app.run_until(shutdown_signal()).await;
         }
-    }
+        Command::Audit(AuditCommand::Keygen { name }) => cli::audit::keygen(&name)?,
+        Command::Audit(AuditCommand::Verify {
+            store_url,
+            public_key,
+            trusted_checkpoint,
+        }) => cli::audit::verify(&store_url, &public_key, trusted_checkpoint.as_deref()).await?,
+        Command::Audit(AuditCommand::Export {
+            store_url,
+            pepper,
+            tenant,
+            recipient,
+            all,
+        }) => {
+            let (pepper, _) = pepper_or_development(pepper.as_deref())?;
+            let who = match (recipient.parse()?, all) {
+                (Some(r), false) => Some(r),
+                (None, true) => None,
+                _ => anyhow::bail!("name one recipient (--email, --phone, …) or --all"),
+            };
+            cli::audit::export(
+                &store_url,
+                &pepper,
+                who.as_ref().map(|r| (r, tenant.as_str())),
+            )
+            .await?
+        }
+        Command::Receipt(ReceiptCommand::Get { receipt_id, server }) => {
+            cli::receipt::get(&server, &receipt_id).await?
+        }
+        Command::Receipt(ReceiptCommand::Verify {
+            file,
+            public_key,
+            server,
+        }) => cli::receipt::verify(&file, &public_key, server.as_deref()).await?,
+    };
+    print!("{printed}");
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

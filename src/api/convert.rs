@@ -3,12 +3,13 @@
 //! caller wrote it.
 
 use crate::{
+    audit::{merkle::Hash, verify::ReceiptProof},
     domain::{
         Channel, Invalid, Match, Millis, Notice, Reason, ReceiptId, Recipient, RecipientKind,
         Scope, Source,
     },
     proto,
-    service::{Check, Durability, OptOutCommand, ReceiptState, ReceiptView},
+    service::{Check, Durability, OptOutCommand, ReceiptState, ReceiptView, audit::CheckpointView},
 };
 
 /// The most checks one `CheckSuppressedBatch` may carry.
@@ -216,8 +217,10 @@ pub fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
         id,
         accepted_at,
         state,
+        proof,
     } = r;
     proto::Receipt {
+        proof: proof.map(proof_to_proto),
         receipt_id: id.to_string(),
         accepted_at: Some(timestamp(accepted_at)),
         state: match state {
@@ -265,5 +268,44 @@ pub fn answer_to_proto(answer: Option<Match>) -> proto::CheckSuppressedResponse 
             receipt_id: receipt.to_string(),
             effective_at: Some(timestamp(effective_at)),
         }),
+    }
+}
+
+fn proof_to_proto(p: ReceiptProof) -> proto::AuditProof {
+    let ReceiptProof {
+        receipt_id: _,
+        log_index,
+        entry,
+        leaf_hash,
+        inclusion_proof,
+        checkpoint,
+        tree_size,
+    } = p;
+    proto::AuditProof {
+        log_index,
+        entry,
+        leaf_hash: leaf_hash.to_vec(),
+        inclusion_proof: inclusion_proof.iter().map(|h| h.to_vec()).collect(),
+        checkpoint,
+        tree_size,
+    }
+}
+
+pub fn checkpoint_to_proto(c: CheckpointView) -> proto::SignedCheckpoint {
+    let CheckpointView { note, size, root } = c;
+    proto::SignedCheckpoint {
+        note,
+        tree_size: size,
+        root_hash: root.to_vec(),
+    }
+}
+
+pub fn consistency_to_proto(
+    (old_size, new_size, hashes): (u64, u64, Vec<Hash>),
+) -> proto::ConsistencyProof {
+    proto::ConsistencyProof {
+        old_size,
+        new_size,
+        hashes: hashes.iter().map(|h| h.to_vec()).collect(),
     }
 }

@@ -4,7 +4,7 @@
 use super::convert;
 use crate::{
     proto,
-    service::{ServiceError, Suppressions},
+    service::{ServiceError, Suppressions, audit},
 };
 use tonic::{Request, Response, Status};
 
@@ -63,5 +63,25 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         let id = convert::receipt_id(request.into_inner()).map_err(ServiceError::from)?;
         let receipt = self.service.receipt(id).await?;
         Ok(Response::new(convert::receipt_to_proto(receipt)))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<proto::GetCheckpointRequest>,
+    ) -> Result<Response<proto::SignedCheckpoint>, Status> {
+        let proto::GetCheckpointRequest {} = request.into_inner();
+        let checkpoint = audit::latest_checkpoint(self.service.store())
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("the audit log is empty".into()))?;
+        Ok(Response::new(convert::checkpoint_to_proto(checkpoint)))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<proto::GetConsistencyProofRequest>,
+    ) -> Result<Response<proto::ConsistencyProof>, Status> {
+        let proto::GetConsistencyProofRequest { old_size, new_size } = request.into_inner();
+        let proof = audit::consistency_proof(self.service.store(), old_size, new_size).await?;
+        Ok(Response::new(convert::consistency_to_proto(proof)))
     }
 }

@@ -5,6 +5,7 @@
 //! cache bucket that carries the completeness marker, or from the durable store. Anything else is
 //! [`ServiceError::Unavailable`].
 
+pub mod audit;
 mod check;
 mod opt_out;
 pub mod rebuild;
@@ -119,14 +120,20 @@ impl Suppressions {
     fn now(&self) -> Millis {
         self.inner.clock.now()
     }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
 }
 
 /// A receipt as the caller sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ReceiptView {
     pub id: ReceiptId,
     pub accepted_at: Millis,
     pub state: ReceiptState,
+    /// Once durable and asked for with `GetReceipt`: the audit entry and its proof.
+    pub proof: Option<crate::audit::verify::ReceiptProof>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

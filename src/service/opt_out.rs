@@ -153,6 +153,7 @@ impl Suppressions {
             id: record.receipt,
             accepted_at: record.received_at,
             state: ReceiptState::Accepted,
+            proof: None,
         };
         let Some(committed) = committed else {
             return Ok(accepted);
@@ -194,6 +195,7 @@ impl Suppressions {
                 id: s.receipt,
                 accepted_at: s.received_at,
                 state: ReceiptState::Durable,
+                proof: None,
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable for an idempotency look-up");

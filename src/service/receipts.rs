@@ -8,14 +8,17 @@ impl Suppressions {
     /// receipt, once more: the worker may have committed it between the two look-ups.
     pub async fn receipt(&self, id: ReceiptId) -> Result<ReceiptView, ServiceError> {
         let inner = &self.inner;
-        let durable = |accepted_at| ReceiptView {
-            id,
-            accepted_at,
-            state: ReceiptState::Durable,
+        let durable = |accepted_at| async move {
+            Ok(ReceiptView {
+                id,
+                accepted_at,
+                state: ReceiptState::Durable,
+                proof: super::audit::receipt_proof(&inner.store, id).await?,
+            })
         };
         let first = inner.store.receipt(id).await;
         if let Ok(Some(s)) = &first {
-            return Ok(durable(s.received_at));
+            return durable(s.received_at).await;
         }
         match inner.cache.is_pending(id).await {
             Ok(true) => Ok(ReceiptView {
@@ -23,9 +26,10 @@ impl Suppressions {
                 // A receipt id is a UUIDv7: it carries the time it was issued.
                 accepted_at: accepted_at_of(id),
                 state: ReceiptState::Accepted,
+                proof: None,
             }),
             Ok(false) if first.is_ok() => match inner.store.receipt(id).await? {
-                Some(s) => Ok(durable(s.received_at)),
+                Some(s) => durable(s.received_at).await,
                 None => Err(ServiceError::NotFound(format!("no receipt {id}"))),
             },
             Ok(false) => Err(ServiceError::Unavailable {

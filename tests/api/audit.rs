@@ -1,0 +1,483 @@
+//! The audit trail: receipts that verify offline with the public key alone, a log whose tampering
+//! `audit verify` detects and locates, and hashing that an independent verifier agrees with.
+
+use crate::helpers::*;
+use std::process::Command;
+use suppressd::{
+    audit::{
+        AuditEntry,
+        merkle::{Frontier, leaf_hash},
+        note::{Checkpoint, NoteSigner, NoteVerifier},
+        verify::LogReport,
+    },
+    cli::receipt::ReceiptFile,
+    domain::Clock,
+    proto::{self, Channel, ReceiptState},
+    service::audit::{export, verify_log},
+    store::Store,
+};
+use tonic::Code;
+
+struct Keys {
+    signer: String,
+    verifier: String,
+}
+
+fn keys() -> Keys {
+    let (signer, verifier) = NoteSigner::generate("audit.test").unwrap();
+    Keys { signer, verifier }
+}
+
+async fn spawn_signed(backend: Backend, keys: &Keys) -> TestApp {
+    let signer = keys.signer.clone();
+    spawn_app_with(backend, Clock::System, move |s| {
+        s.audit_signing_key = Some(signer);
+        s.audit_origin = "audit.test/log".into();
+    })
+    .await
+}
+
+/// `n` DURABLE opt-outs, one after the other (so mostly one batch, and one checkpoint, each).
+async fn record(app: &mut TestApp, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let receipt = app
+            .opt_out(opt_out_request(
+                email(&format!("a{i}@example.com")),
+                scope("acme", Channel::Sms, "", ""),
+            ))
+            .await;
+        assert_eq!(receipt.state, ReceiptState::Durable as i32);
+        ids.push(receipt.receipt_id);
+    }
+    ids
+}
+
+async fn get_receipt(app: &mut TestApp, id: &str) -> proto::Receipt {
+    app.client
+        .get_receipt(proto::GetReceiptRequest {
+            receipt_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn suppressd(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_suppressd"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn a_durable_receipt_verifies_offline_with_the_public_key(backend: Backend) {
+    let keys = keys();
+    let mut app = spawn_signed(backend, &keys).await;
+    let ids = record(&mut app, 3).await;
+    let receipt = get_receipt(&mut app, &ids[1]).await;
+    let proof = receipt
+        .proof
+        .clone()
+        .expect("a durable receipt carries its proof");
+    let entry: AuditEntry = serde_json::from_slice(&proof.entry).unwrap();
+    assert_eq!(entry.receipt, ids[1]);
+    assert_eq!(entry.action, "opt_out");
+    assert!(
+        !String::from_utf8_lossy(&proof.entry).contains("a1@example.com"),
+        "no raw identifier"
+    );
+    assert_eq!(proof.leaf_hash, leaf_hash(&proof.entry).to_vec());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receipt.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&ReceiptFile::from_proto(receipt.clone())).unwrap(),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, out) = suppressd(&["receipt", "verify", file, "--public-key", &keys.verifier]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("receipt {} is entry {}", ids[1], entry.seq)),
+        "{out}"
+    );
+    // Later entries do not disturb it: the log only grew.
+    record(&mut app, 2).await;
+    let server = app.addr.to_string();
+    let (ok, out) = suppressd(&[
+        "receipt",
+        "verify",
+        file,
+        "--public-key",
+        &keys.verifier,
+        "--server",
+        &server,
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("extends that checkpoint"), "{out}");
+    // Another key, or an altered entry, does not verify.
+    let (ok, _) = suppressd(&[
+        "receipt",
+        "verify",
+        file,
+        "--public-key",
+        &self::keys().verifier,
+    ]);
+    assert!(!ok);
+    let mut altered = ReceiptFile::from_proto(receipt);
+    let mut bytes = proof.entry.clone();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 1;
+    altered.proof.as_mut().unwrap().entry =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    std::fs::write(file, serde_json::to_string(&altered).unwrap()).unwrap();
+    let (ok, out) = suppressd(&["receipt", "verify", file, "--public-key", &keys.verifier]);
+    assert!(!ok && out.contains("INVALID"), "{out}");
+    // An ACCEPTED receipt has no proof yet; an unknown size is refused.
+    let status = app
+        .client
+        .get_consistency_proof(proto::GetConsistencyProofRequest {
+            old_size: 1,
+            new_size: 999,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+async fn replays_and_redeliveries_never_add_a_second_entry(backend: Backend) {
+    let keys = keys();
+    let mut app = spawn_signed(backend, &keys).await;
+    let mut req = opt_out_request(email("once@example.com"), scope("", Channel::Email, "", ""));
+    req.idempotency_key = "k-1".into();
+    for _ in 0..4 {
+        app.opt_out(req.clone()).await;
+    }
+    app.flush_redis();
+    app.restart().await;
+    app.opt_out(req).await;
+    let store = app.store().await;
+    assert_eq!(store.audit_size().await.unwrap(), 1);
+    assert_eq!(verified(&store, &keys, None).await.entries, 1);
+}
+
+async fn verified(store: &Store, keys: &Keys, trusted: Option<Checkpoint>) -> LogReport {
+    verify_log(store, NoteVerifier::parse(&keys.verifier).unwrap(), trusted)
+        .await
+        .unwrap()
+}
+
+async fn an_independent_verifier_agrees_with_the_hashing(backend: Backend) {
+    let keys = keys();
+    let mut app = spawn_signed(backend, &keys).await;
+    record(&mut app, 13).await;
+    let store = app.store().await;
+    let all = export(&store, None).await.unwrap();
+    assert_eq!(all.entries.len(), 13);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.json");
+    std::fs::write(&file, serde_json::to_string(&all).unwrap()).unwrap();
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/verify_audit.py"
+        ))
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), all.root_hash);
+    // One person's export, as a regulator gets it, checks the same way.
+    let (ok, text) = suppressd(&[
+        "audit",
+        "export",
+        "--store-url",
+        &app.db.url,
+        "--pepper",
+        PEPPER,
+        "--tenant",
+        "acme",
+        "--email",
+        "A7@Example.com",
+    ]);
+    assert!(ok, "{text}");
+    let one: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(one["entries"].as_array().unwrap().len(), 1);
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/verify_audit.py"
+        ))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+on_both_stores!(
+    a_durable_receipt_verifies_offline_with_the_public_key,
+    replays_and_redeliveries_never_add_a_second_entry,
+    an_independent_verifier_agrees_with_the_hashing,
+);
+
+// ---- Tampering (PostgreSQL: the attacker edits rows with SQL) ----
+
+async fn sql(store: &Store, statement: &str) {
+    let Store::Postgres(pool) = store else {
+        unreachable!()
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn first_bad(store: &Store, keys: &Keys) -> Option<(u64, String)> {
+    verified(store, keys, None)
+        .await
+        .problem
+        .map(|p| (p.index, p.what))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_detected_and_located() {
+    let keys = keys();
+    let mut app = spawn_signed(Backend::Postgres, &keys).await;
+    let ids = record(&mut app, 12).await;
+    let store = app.store().await;
+    assert_eq!(first_bad(&store, &keys).await, None);
+    let (ok, out) = suppressd(&[
+        "audit",
+        "verify",
+        "--store-url",
+        &app.db.url,
+        "--public-key",
+        &keys.verifier,
+    ]);
+    assert!(ok && out.contains("OK: 12 entries"), "{out}");
+
+    // Each tampering is applied to the live tables, checked, then undone from a saved copy.
+    sql(
+        &store,
+        "CREATE TABLE saved_log AS SELECT * FROM audit_log; \
+                 CREATE TABLE saved_checkpoints AS SELECT * FROM audit_checkpoints",
+    )
+    .await;
+    let restore = "DELETE FROM audit_log; INSERT INTO audit_log SELECT * FROM saved_log; \
+                   DELETE FROM audit_checkpoints; INSERT INTO audit_checkpoints SELECT * FROM saved_checkpoints";
+
+    // Change any field of a row: each is caught at that row.
+    let fields = [
+        "recorded_at = recorded_at + 1",
+        "actor = 'someone-else'",
+        "action = 'opt_in'",
+        "tenant = 'globex'",
+        "subject = '\\x00'",
+        "channel = 3",
+        "topic = 'x'",
+        "campaign = 'y'",
+        "reason = 5",
+        "source = 6",
+        "receipt_id = 'forged'",
+        "trace_id = 'abc'",
+        "expires_at = 1",
+    ];
+    for change in fields {
+        sql(
+            &store,
+            &format!("UPDATE audit_log SET {change} WHERE seq = 7"),
+        )
+        .await;
+        let found = first_bad(&store, &keys).await;
+        assert_eq!(found.as_ref().map(|p| p.0), Some(7), "{change}: {found:?}");
+        sql(&store, restore).await;
+    }
+    assert_eq!(first_bad(&store, &keys).await, None, "all restored");
+
+    // Delete a row; swap two rows; insert a row.
+    let cases = [
+        ("DELETE FROM audit_log WHERE seq = 4", 4),
+        (
+            "DROP INDEX IF EXISTS audit_log_change; \
+             UPDATE audit_log a SET actor = b.actor, receipt_id = b.receipt_id, subject = b.subject, \
+             recorded_at = b.recorded_at FROM saved_log b WHERE (a.seq, b.seq) IN ((3, 9), (9, 3))",
+            3,
+        ),
+        (
+            "UPDATE audit_log SET seq = -seq - 1 WHERE seq >= 5; \
+             UPDATE audit_log SET seq = -seq WHERE seq < 0; \
+             INSERT INTO audit_log SELECT 5, recorded_at, 'forger', action, tenant, subject, channel, \
+             topic, campaign, reason, source, 'inserted', trace_id, expires_at FROM saved_log WHERE seq = 4",
+            5,
+        ),
+    ];
+    for (tamper, index) in cases {
+        sql(&store, tamper).await;
+        let found = first_bad(&store, &keys).await;
+        assert_eq!(
+            found.as_ref().map(|p| p.0),
+            Some(index),
+            "{tamper}: {found:?}"
+        );
+        sql(&store, restore).await;
+    }
+    let (ok, _) = suppressd(&[
+        "audit",
+        "verify",
+        "--store-url",
+        &app.db.url,
+        "--public-key",
+        &keys.verifier,
+    ]);
+    assert!(ok, "restored");
+
+    // Replace a checkpoint with one signed by another key.
+    let impostor = NoteSigner::parse(&self::keys().signer).unwrap();
+    let row = store
+        .checkpoint_of_size(6)
+        .await
+        .unwrap()
+        .expect("a checkpoint per batch");
+    let forged = impostor.sign(&Checkpoint {
+        origin: "audit.test/log".into(),
+        size: 6,
+        root: row.root.clone().try_into().unwrap(),
+    });
+    sql(
+        &store,
+        &format!("UPDATE audit_checkpoints SET note = '{forged}' WHERE size = 6"),
+    )
+    .await;
+    let found = first_bad(&store, &keys)
+        .await
+        .expect("a forged checkpoint is caught");
+    assert!(
+        found.1.contains("checkpoint of size 6") && found.0 < 6,
+        "{found:?}"
+    );
+    let (ok, out) = suppressd(&[
+        "audit",
+        "verify",
+        "--store-url",
+        &app.db.url,
+        "--public-key",
+        &keys.verifier,
+    ]);
+    assert!(!ok && out.contains("TAMPERED at index"), "{out}");
+    sql(&store, restore).await;
+
+    // Save a checkpoint and a receipt, then rewrite history and re-sign it all with the right key.
+    let trusted_note = store.latest_checkpoint().await.unwrap().unwrap().note;
+    let trusted = NoteVerifier::parse(&keys.verifier)
+        .unwrap()
+        .verify(&trusted_note)
+        .unwrap();
+    let saved = ReceiptFile::from_proto(get_receipt(&mut app, &ids[5]).await);
+    sql(
+        &store,
+        "UPDATE audit_log SET actor = 'rewritten' WHERE seq = 2",
+    )
+    .await;
+    resign_everything(&store, &NoteSigner::parse(&keys.signer).unwrap()).await;
+    assert_eq!(
+        first_bad(&store, &keys).await,
+        None,
+        "a re-signed rewrite fools a check without history"
+    );
+    let caught = verified(&store, &keys, Some(trusted))
+        .await
+        .problem
+        .expect("caught by the saved checkpoint");
+    assert!(caught.what.contains("trusted checkpoint"), "{caught:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let note_file = dir.path().join("checkpoint");
+    std::fs::write(&note_file, &trusted_note).unwrap();
+    let (ok, out) = suppressd(&[
+        "audit",
+        "verify",
+        "--store-url",
+        &app.db.url,
+        "--public-key",
+        &keys.verifier,
+        "--trusted-checkpoint",
+        note_file.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("TAMPERED at index"), "{out}");
+    // The receipt saved before the rewrite no longer fits the log.
+    let receipt_file = dir.path().join("receipt.json");
+    std::fs::write(&receipt_file, serde_json::to_string(&saved).unwrap()).unwrap();
+    let server = app.addr.to_string();
+    let (ok, out) = suppressd(&[
+        "receipt",
+        "verify",
+        receipt_file.to_str().unwrap(),
+        "--public-key",
+        &keys.verifier,
+        "--server",
+        &server,
+    ]);
+    assert!(!ok && out.contains("INVALID"), "{out}");
+}
+
+/// What an attacker with the signing key does after rewriting rows: recompute every subtree and
+/// checkpoint so the log is self-consistent again.
+async fn resign_everything(store: &Store, signer: &NoteSigner) {
+    let Store::Postgres(pool) = store else {
+        unreachable!()
+    };
+    let rows = store.audit_rows(-1, 1_000_000).await.unwrap();
+    let mut frontier = Frontier::default();
+    let mut nodes = Vec::new();
+    for row in &rows {
+        nodes.extend(frontier.push(row.entry().unwrap().leaf_hash()));
+    }
+    sql(
+        store,
+        "DELETE FROM audit_nodes; DELETE FROM audit_checkpoints",
+    )
+    .await;
+    for (level, idx, hash) in nodes {
+        sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+            .bind(level as i32)
+            .bind(idx as i64)
+            .bind(hash.to_vec())
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let cp = Checkpoint {
+        origin: "audit.test/log".into(),
+        size: frontier.size(),
+        root: frontier.root(),
+    };
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, 0)",
+    )
+    .bind(cp.size as i64)
+    .bind(cp.root.to_vec())
+    .bind(signer.sign(&cp))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE audit_head SET frontier = $1")
+        .bind(frontier.to_bytes())
+        .execute(pool)
+        .await
+        .unwrap();
+}
