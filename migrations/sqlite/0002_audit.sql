@@ -1,5 +1,7 @@
--- The append-only audit log (one entry per change), the aligned complete subtrees of its RFC 9162
--- Merkle tree (level 0 = leaf hashes), the signed checkpoints, and the head that serializes appends.
+-- The append-only audit log (one entry per change), the signed checkpoints, and the head that
+-- serializes appends. Each entry row also carries `hashes`: its leaf hash followed by the hashes of
+-- the aligned complete subtrees of the RFC 9162 Merkle tree that this leaf completes (level 1, 2, …),
+-- which is all a proof needs, stored without a row of its own.
 CREATE TABLE audit_log (
     seq         INTEGER PRIMARY KEY,
     recorded_at INTEGER NOT NULL,
@@ -14,17 +16,11 @@ CREATE TABLE audit_log (
     source      INTEGER NOT NULL,
     receipt_id  TEXT NOT NULL,
     trace_id    TEXT NOT NULL,
-    expires_at  INTEGER
+    expires_at  INTEGER,
+    hashes      BLOB NOT NULL
 );
-CREATE UNIQUE INDEX audit_log_change ON audit_log (receipt_id, action);
+CREATE INDEX audit_log_receipt ON audit_log (receipt_id);
 CREATE INDEX audit_log_subject ON audit_log (subject, tenant);
-
-CREATE TABLE audit_nodes (
-    level INTEGER NOT NULL,
-    idx   INTEGER NOT NULL,
-    hash  BLOB NOT NULL,
-    PRIMARY KEY (level, idx)
-);
 
 CREATE TABLE audit_checkpoints (
     size       INTEGER PRIMARY KEY,

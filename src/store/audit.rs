@@ -1,12 +1,17 @@
-//! The audit tables: entries, aligned Merkle subtrees, signed checkpoints, and the head row that
-//! serializes appends (locked `FOR UPDATE` on PostgreSQL; SQLite has one writer anyway).
+//! The audit tables: entries (each carrying the Merkle hashes its leaf completes), signed checkpoints,
+//! and the head row that serializes appends (locked `FOR UPDATE` on PostgreSQL; SQLite has one writer
+//! anyway).
+//!
+//! An append is one statement on PostgreSQL (entries, checkpoint and head together, as data-modifying
+//! CTEs), because round trips inside the commit transaction are what the audit log costs the write
+//! path; SQLite, which has no round trips, takes three plain statements.
 
 use super::{Context, Store, StoreError};
 use crate::audit::{
     AuditEntry,
     merkle::{Frontier, Hash},
 };
-use sqlx::QueryBuilder;
+use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 use std::collections::HashMap;
 
 /// An audit row as stored; [`AuditRow::entry`] rebuilds the canonical entry from the columns, which
@@ -27,6 +32,8 @@ pub struct AuditRow {
     pub receipt_id: String,
     pub trace_id: String,
     pub expires_at: Option<i64>,
+    /// The leaf hash, then the hashes of the subtrees this leaf completes, level by level.
+    pub hashes: Vec<u8>,
 }
 
 impl AuditRow {
@@ -52,6 +59,12 @@ impl AuditRow {
             expires_at: self.expires_at,
         })
     }
+
+    /// The hash stored for the subtree of `level` this row completes (level 0: its leaf).
+    pub fn stored_hash(&self, level: u32) -> Option<Hash> {
+        let at = level as usize * 32;
+        self.hashes.get(at..at + 32).and_then(|h| h.try_into().ok())
+    }
 }
 
 /// A stored checkpoint: the tree size, its root, and the signed note.
@@ -65,56 +78,70 @@ pub struct CheckpointRow {
 macro_rules! audit_columns {
     () => {
         "seq, recorded_at, actor, action, tenant, subject, channel, topic, campaign, reason, source, \
-         receipt_id, trace_id, expires_at"
+         receipt_id, trace_id, expires_at, hashes"
     };
 }
-pub(super) use audit_columns;
 
 pub(super) const LOCK_HEAD_PG: &str =
     "SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE";
 pub(super) const LOCK_HEAD_SQLITE: &str = "SELECT size, frontier FROM audit_head WHERE id = 1";
 
-/// What one commit appends: the entries, the subtrees they complete, the new head.
-pub(super) struct Append {
-    pub entries: Vec<AuditEntry>,
-    pub nodes: Vec<(u32, u64, Hash)>,
-    pub frontier: Frontier,
+/// The row of the leaf that completes the aligned subtree (`level`, `index`): its last leaf.
+fn completing_seq(level: u32, index: u64) -> u64 {
+    ((index + 1) << level) - 1
 }
 
+/// What one commit appends: each entry with its hashes, the checkpoint, the new head.
+pub(super) struct Append {
+    pub entries: Vec<(AuditEntry, Vec<u8>)>,
+    pub size: u64,
+    pub root: Hash,
+    pub frontier: Vec<u8>,
+    pub note: String,
+}
+
+/// Extends the tree stored in the head with `entries`; `sign` turns the new head into a note.
 pub(super) fn plan_append(
     size: i64,
     frontier: &[u8],
-    entries: impl IntoIterator<Item = (u64, AuditEntry)>,
+    entries: impl IntoIterator<Item = AuditEntry>,
+    sign: impl FnOnce(u64, Hash) -> String,
 ) -> Result<Append, StoreError> {
-    let size = u64::try_from(size).map_err(|_| corrupt_head())?;
-    let mut frontier = Frontier::from_bytes(size, frontier).ok_or_else(corrupt_head)?;
-    let mut nodes = Vec::new();
-    let mut out = Vec::new();
-    for (_, entry) in entries {
-        debug_assert_eq!(entry.seq, frontier.size());
-        nodes.extend(frontier.push(entry.leaf_hash()));
-        out.push(entry);
-    }
+    let corrupt = || StoreError::Corrupt {
+        receipt: "audit_head".into(),
+        problem: "the frontier does not match the size".into(),
+    };
+    let size = u64::try_from(size).map_err(|_| corrupt())?;
+    let mut frontier = Frontier::from_bytes(size, frontier).ok_or_else(corrupt)?;
+    let entries: Vec<_> = entries
+        .into_iter()
+        .map(|entry| {
+            let hashes = frontier
+                .push(entry.leaf_hash())
+                .into_iter()
+                .flat_map(|(_, _, h)| h)
+                .collect();
+            (entry, hashes)
+        })
+        .collect();
+    let (size, root) = (frontier.size(), frontier.root());
     Ok(Append {
-        entries: out,
-        nodes,
-        frontier,
+        entries,
+        size,
+        root,
+        frontier: frontier.to_bytes(),
+        note: sign(size, root),
     })
 }
 
-fn corrupt_head() -> StoreError {
-    StoreError::Corrupt {
-        receipt: "audit_head".into(),
-        problem: "the frontier does not match the size".into(),
-    }
+/// Writes an append inside the commit transaction.
+pub(super) trait WriteAudit {
+    async fn write_audit(&mut self, append: &Append, now: i64) -> Result<(), StoreError>;
 }
 
-/// Rows per multi-row INSERT of audit data.
-pub(super) const AUDIT_CHUNK: usize = 500;
-
-/// Binds one entry as an audit row (a macro: the same binds for both engines' query builders).
+/// Binds one entry and its hashes as an audit row (a macro: the same binds for both engines).
 macro_rules! push_entry {
-    ($row:expr, $e:expr) => {{
+    ($row:expr, $e:expr, $hashes:expr) => {{
         let e: &AuditEntry = $e;
         $row.push_bind(e.seq as i64)
             .push_bind(e.time)
@@ -129,10 +156,73 @@ macro_rules! push_entry {
             .push_bind(i32::from(e.source))
             .push_bind(e.receipt.clone())
             .push_bind(e.trace_id.clone())
-            .push_bind(e.expires_at);
+            .push_bind(e.expires_at)
+            .push_bind($hashes.clone());
     }};
 }
-pub(super) use push_entry;
+
+impl WriteAudit for Transaction<'_, Postgres> {
+    async fn write_audit(&mut self, a: &Append, now: i64) -> Result<(), StoreError> {
+        let mut q = QueryBuilder::new(concat!(
+            "WITH entries AS (INSERT INTO audit_log (",
+            audit_columns!(),
+            ") "
+        ));
+        q.push_values(&a.entries, |mut row, (e, hashes)| {
+            push_entry!(row, e, hashes)
+        });
+        q.push("), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (")
+            .push_bind(a.size as i64)
+            .push(", ")
+            .push_bind(a.root.to_vec())
+            .push(", ")
+            .push_bind(a.note.clone())
+            .push(", ")
+            .push_bind(now)
+            .push(")) UPDATE audit_head SET size = ")
+            .push_bind(a.size as i64)
+            .push(", frontier = ")
+            .push_bind(a.frontier.clone())
+            .push(" WHERE id = 1");
+        q.build()
+            .execute(&mut **self)
+            .await
+            .context("appending to the audit log")?;
+        Ok(())
+    }
+}
+
+impl WriteAudit for Transaction<'_, Sqlite> {
+    async fn write_audit(&mut self, a: &Append, now: i64) -> Result<(), StoreError> {
+        // SQLite binds at most 32766 parameters per statement: 15 per entry.
+        for chunk in a.entries.chunks(1_000) {
+            let mut q =
+                QueryBuilder::new(concat!("INSERT INTO audit_log (", audit_columns!(), ") "));
+            q.push_values(chunk, |mut row, (e, hashes)| push_entry!(row, e, hashes));
+            q.build()
+                .execute(&mut **self)
+                .await
+                .context("appending audit entries")?;
+        }
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(a.size as i64)
+        .bind(a.root.to_vec())
+        .bind(&a.note)
+        .bind(now)
+        .execute(&mut **self)
+        .await
+        .context("storing a checkpoint")?;
+        sqlx::query("UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1")
+            .bind(a.size as i64)
+            .bind(&a.frontier)
+            .execute(&mut **self)
+            .await
+            .context("advancing the audit head")?;
+        Ok(())
+    }
+}
 
 impl Store {
     /// Audit rows in sequence order, after `after` (exclusive), for verification.
@@ -176,29 +266,33 @@ impl Store {
             .context("reading a subject's audit entries")
     }
 
-    /// Stored subtree hashes for the given (level, index) keys.
+    /// Stored hashes of aligned complete subtrees, by (level, index): each lives in the row of the
+    /// leaf that completed it.
     pub async fn audit_nodes(
         &self,
         keys: &[(u32, u64)],
     ) -> Result<HashMap<(u32, u64), Hash>, StoreError> {
         let mut found = HashMap::new();
-        for chunk in keys.chunks(200) {
-            let rows: Vec<(i32, i64, Vec<u8>)> = on_pool!(self, pool => {
-                let mut q = QueryBuilder::new("SELECT level, idx, hash FROM audit_nodes WHERE ");
-                let mut or = q.separated(" OR ");
-                for (level, idx) in chunk {
-                    or.push("(level = ")
-                        .push_bind_unseparated(*level as i32)
-                        .push_unseparated(" AND idx = ")
-                        .push_bind_unseparated(*idx as i64)
-                        .push_unseparated(")");
+        for chunk in keys.chunks(500) {
+            let rows: Vec<(i64, Vec<u8>)> = on_pool!(self, pool => {
+                let mut q = QueryBuilder::new("SELECT seq, hashes FROM audit_log WHERE seq IN (");
+                let mut list = q.separated(", ");
+                for (level, index) in chunk {
+                    list.push_bind(completing_seq(*level, *index) as i64);
                 }
+                q.push(")");
                 q.build_query_as().fetch_all(pool).await
             })
             .context("reading audit subtrees")?;
-            for (level, idx, hash) in rows {
-                if let Ok(hash) = hash.try_into() {
-                    found.insert((level as u32, idx as u64), hash);
+            let by_seq: HashMap<i64, Vec<u8>> = rows.into_iter().collect();
+            for &(level, index) in chunk {
+                let at = level as usize * 32;
+                let hash = by_seq
+                    .get(&(completing_seq(level, index) as i64))
+                    .and_then(|h| h.get(at..at + 32))
+                    .and_then(|h| h.try_into().ok());
+                if let Some(hash) = hash {
+                    found.insert((level, index), hash);
                 }
             }
         }

@@ -11,6 +11,7 @@ use crate::domain::{
     Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
     scope::channel_code,
 };
+use audit::WriteAudit;
 use sqlx::{
     PgPool, QueryBuilder, SqlitePool,
     postgres::PgPoolOptions,
@@ -245,46 +246,15 @@ impl Store {
                 .iter()
                 .filter(|s| new.contains(s.receipt.to_string().as_str()))
                 .enumerate()
-                .map(|(k, s)| {
-                    let seq = size as u64 + k as u64;
-                    (seq, AuditEntry::opt_out(seq, committed_at, s, ""))
-                });
-            let append = audit::plan_append(size, &frontier, entries)?;
-            for chunk in append.entries.chunks(audit::AUDIT_CHUNK) {
-                let mut q = QueryBuilder::new(concat!(
-                    "INSERT INTO audit_log (", audit::audit_columns!(), ") "
-                ));
-                q.push_values(chunk, |mut row, e| audit::push_entry!(row, e));
-                q.build().execute(&mut *tx).await.context("appending audit entries")?;
-            }
-            for chunk in append.nodes.chunks(audit::AUDIT_CHUNK) {
-                let mut q = QueryBuilder::new("INSERT INTO audit_nodes (level, idx, hash) ");
-                q.push_values(chunk, |mut row, (level, idx, hash)| {
-                    row.push_bind(*level as i32)
-                        .push_bind(*idx as i64)
-                        .push_bind(hash.to_vec());
-                });
-                q.build().execute(&mut *tx).await.context("storing audit subtrees")?;
-            }
-            let checkpoint = Checkpoint {
-                origin: log.origin.clone(),
-                size: append.frontier.size(),
-                root: append.frontier.root(),
-            };
-            sqlx::query("INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(checkpoint.size as i64)
-                .bind(checkpoint.root.to_vec())
-                .bind(log.signer.sign(&checkpoint))
-                .bind(committed_at)
-                .execute(&mut *tx)
-                .await
-                .context("storing a checkpoint")?;
-            sqlx::query("UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1")
-                .bind(checkpoint.size as i64)
-                .bind(append.frontier.to_bytes())
-                .execute(&mut *tx)
-                .await
-                .context("advancing the audit head")?;
+                .map(|(k, s)| AuditEntry::opt_out(size as u64 + k as u64, committed_at, s, ""));
+            let append = audit::plan_append(size, &frontier, entries, |size, root| {
+                log.signer.sign(&Checkpoint {
+                    origin: log.origin.clone(),
+                    size,
+                    root,
+                })
+            })?;
+            tx.write_audit(&append, committed_at).await?;
             tx.commit().await.context("committing a batch")?;
             Ok(inserted.len() as u64)
         })
