@@ -10,9 +10,11 @@
 //! - [`worker`]: the write-behind worker that moves the stream into the store.
 //! - [`domain`]: recipients, scopes, records; no I/O.
 //! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed.
+//! - [`bench`]: the ghz-compatible load generator and the benchmark suite (a client of the service).
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bench;
 pub mod cache;
 pub mod config;
 pub mod domain;

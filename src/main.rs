@@ -17,6 +17,11 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(&settings, Clock::System).await?;
             app.run_until(shutdown_signal()).await
         }
+        Command::Bench(settings) => suppressd::bench::main(settings).await,
+        Command::BenchSuite(settings) => suppressd::bench::suite::main(settings).await,
+        Command::BenchBaseline(settings) => {
+            suppressd::bench::baseline::main(settings, shutdown_signal()).await
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod bench;
 mod checks;
 mod lifecycle;
 mod opt_outs;
