@@ -7,7 +7,7 @@
 //! `{{.TimestampUnixMilli}}`, `{{.TimestampUnixNano}}`, `{{.FullyQualifiedName}}`,
 //! `{{.MethodName}}`, `{{.ServiceName}}`, `{{.InputName}}`, `{{.OutputName}}`, and the functions
 //! `{{newUUID}}`, `{{randomString N}}` (N ≤ 0: a random length of 2 to 16) and
-//! `{{randomInt MIN MAX}}` (MIN ≤ n < MAX).
+//! `{{randomInt MIN MAX}}` (MIN ≤ n < MAX; also spelled `randInt`, as sprig names it).
 
 use rand::{Rng, distr::Alphanumeric};
 use std::{fmt::Write, time::SystemTime};
@@ -142,7 +142,7 @@ fn action(body: &str) -> Result<Piece, String> {
         [".OutputName"] => Piece::OutputName,
         ["newUUID"] => Piece::Uuid,
         ["randomString", n] => Piece::RandomString(int(n)?),
-        ["randomInt", min, max] => {
+        ["randomInt" | "randInt", min, max] => {
             let (min, max) = (int(min)?, int(max)?);
             if min >= max {
                 return Err(format!("{{{{{body}}}}}: MIN must be below MAX"));

@@ -212,3 +212,35 @@ async fn benchmark_suite_smoke_mode_runs() {
     assert!(out.path().join("report.json").exists());
     assert!(out.path().join("report.md").exists());
 }
+
+#[test]
+fn ghz_configs_hold_valid_requests_for_their_calls() {
+    use suppressd::bench::{
+        request::{Call, Request},
+        template::{CallData, Template},
+    };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ghz");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let call = Call::parse(config["call"].as_str().unwrap()).unwrap();
+        let data = Template::parse(&config["data"].to_string()).unwrap();
+        let rendered = data.render(&CallData {
+            request_number: 7,
+            worker_id: "c0w0",
+            method: &call.full_name(),
+            input: call.input(),
+            output: call.output(),
+        });
+        let json = serde_json::from_str(&rendered).unwrap();
+        Request::from_json(call, &json).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(config["insecure"], true, "{}", path.display());
+        seen += 1;
+    }
+    assert_eq!(seen, 4, "one config per RPC");
+}

@@ -370,7 +370,12 @@ fn machine() -> String {
                 .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cpus} cores ({model})")
+    // Other work on the machine skews every figure; the load average says how much there was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    format!("{cpus} cores ({model}), load average {load} at start")
 }
 
 #[cfg(test)]
