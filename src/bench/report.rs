@@ -243,7 +243,7 @@ fn histogram(l: &Latencies) -> Vec<Bucket> {
     let mut counts = vec![0u64; marks.len()];
     for v in l.histogram.iter_recorded() {
         let ns =
-            (l.histogram.median_equivalent(v.value_iterated_to()) as f64).clamp(fastest, slowest);
+            (l.histogram.lowest_equivalent(v.value_iterated_to()) as f64).clamp(fastest, slowest);
         let i = marks.iter().position(|&m| ns <= m).unwrap_or(BUCKETS);
         counts[i] += v.count_at_value();
     }
