@@ -29,6 +29,13 @@ pub enum Command {
     /// Receipts: fetch one with its proof, verify a saved one offline.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// Load-tests a server of `suppress.v1.Suppression` the way ghz does (same flags, same reports).
+    Bench(crate::bench::BenchSettings),
+    /// Measures SPEC §8 side by side with its baselines (`scripts/bench` builds and runs it).
+    BenchSuite(crate::bench::suite::SuiteSettings),
+    /// Serves empty handlers on the same proto: the benchmark's baseline.
+    #[command(hide = true)]
+    BenchBaseline(crate::bench::baseline::BaselineSettings),
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,10 +12,12 @@
 //! - [`audit`]: the tamper-evident log: entries, RFC 9162 Merkle tree, signed checkpoints, checks.
 //! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed.
 //! - [`cli`]: the operator and client commands of the binary.
+//! - [`bench`]: the ghz-compatible load generator and the benchmark suite (a client of the service).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;

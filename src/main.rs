@@ -52,6 +52,11 @@ async fn main() -> anyhow::Result<()> {
             public_key,
             server,
         }) => cli::receipt::verify(&file, &public_key, server.as_deref()).await?,
+        Command::Bench(settings) => return suppressd::bench::main(settings).await,
+        Command::BenchSuite(settings) => return suppressd::bench::suite::main(settings).await,
+        Command::BenchBaseline(settings) => {
+            return suppressd::bench::baseline::main(settings, shutdown_signal()).await;
+        }
     };
     print!("{printed}");
     Ok(())

@@ -1,0 +1,93 @@
+//! The benchmark's yardstick: the same proto served by empty tonic handlers, with the same server
+//! settings as `suppressd serve`, so that the difference between the two is what suppressd itself costs
+//! (validation, hashing, Redis), measured with the same client in the same run.
+
+use crate::proto::{self, suppression_server::Suppression};
+use clap::Args;
+use std::{future::Future, net::SocketAddr};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+#[derive(Args, Clone, Debug)]
+pub struct BaselineSettings {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+}
+
+/// Answers every call at once with an empty response.
+pub struct EmptySuppression;
+
+#[tonic::async_trait]
+impl Suppression for EmptySuppression {
+    async fn check_suppressed(
+        &self,
+        _: Request<proto::CheckSuppressedRequest>,
+    ) -> Result<Response<proto::CheckSuppressedResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn check_suppressed_batch(
+        &self,
+        request: Request<proto::CheckSuppressedBatchRequest>,
+    ) -> Result<Response<proto::CheckSuppressedBatchResponse>, Status> {
+        // One (empty) answer per check, so the response is as long as the real one's shape.
+        let results = vec![Default::default(); request.into_inner().checks.len()];
+        Ok(Response::new(proto::CheckSuppressedBatchResponse {
+            results,
+        }))
+    }
+
+    async fn opt_out(
+        &self,
+        _: Request<proto::OptOutRequest>,
+    ) -> Result<Response<proto::OptOutResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn get_receipt(
+        &self,
+        _: Request<proto::GetReceiptRequest>,
+    ) -> Result<Response<proto::Receipt>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        _: Request<proto::GetCheckpointRequest>,
+    ) -> Result<Response<proto::SignedCheckpoint>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        _: Request<proto::GetConsistencyProofRequest>,
+    ) -> Result<Response<proto::ConsistencyProof>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+}
+
+/// Serves the empty handlers on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let server = proto::suppression_server::SuppressionServer::new(EmptySuppression)
+        .max_decoding_message_size(crate::api::MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(server)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// `suppressd bench-baseline`: binds and serves until `shutdown`.
+pub async fn main(
+    settings: BaselineSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.listen).await?;
+    eprintln!("baseline listening on {}", listener.local_addr()?);
+    serve(listener, shutdown).await
+}

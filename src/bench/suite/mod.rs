@@ -1,0 +1,184 @@
+//! `suppressd bench-suite`: SPEC §8 measured side by side with its baselines, in one run.
+//!
+//! It starts what it needs — a private `redis-server` on a free port, a fresh PostgreSQL database on
+//! the shared server, `suppressd serve` and the empty-handler baseline as child processes of this
+//! binary — loads the population, measures every row ([`measure`]), writes `report.json` and
+//! `report.md` to `--out`, and with `--check` exits non-zero if any target of
+//! `bench/thresholds.json` does not hold. `--smoke` runs the same steps with tiny sizes, in seconds,
+//! so the suite is exercised by the test suite and cannot rot. `scripts/bench` builds in release mode
+//! and runs it.
+
+mod fixtures;
+mod load;
+mod measure;
+mod procs;
+mod raw;
+mod table;
+
+pub use table::{Row, SuiteReport, Threshold, Thresholds, read_thresholds};
+
+use clap::Args;
+use std::{path::PathBuf, time::Duration};
+
+#[derive(Args, Clone, Debug)]
+pub struct SuiteSettings {
+    /// Tiny sizes and sub-second runs: checks that every step works, measures nothing worth keeping.
+    #[arg(long)]
+    pub smoke: bool,
+
+    /// Compare with the thresholds file and exit non-zero on any shortfall.
+    #[arg(long)]
+    pub check: bool,
+
+    /// The targets (SPEC §8).
+    #[arg(long, default_value = "bench/thresholds.json")]
+    pub thresholds: PathBuf,
+
+    /// Where report.json, report.md and the processes' logs go.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
+
+    /// Admin URL of the PostgreSQL server on which a fresh database is created and dropped.
+    #[arg(
+        long,
+        env = "SUPPRESSD_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub pg_admin_url: String,
+
+    /// The redis-server program for the private Redis.
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: PathBuf,
+
+    /// The suppressd binary to run as server and baseline (default: this one).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+
+    /// Opt-outs loaded before measuring (default 1,000,000; 2,000 with --smoke).
+    #[arg(long)]
+    pub entries: Option<u64>,
+
+    /// Length of each measured load run, e.g. `10s` (default 10s; 300ms with --smoke).
+    #[arg(long, value_parser = crate::bench::args::parse_go_duration)]
+    pub duration: Option<Duration>,
+}
+
+impl SuiteSettings {
+    /// The defaults, with `--smoke` as given: how tests build settings.
+    pub fn defaults(smoke: bool) -> SuiteSettings {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            suite: SuiteSettings,
+        }
+        let mut s = <Only as clap::Parser>::parse_from(["bench-suite"]).suite;
+        s.smoke = smoke;
+        s
+    }
+}
+
+/// The sizes of one run.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    pub entries: u64,
+    pub run: Duration,
+    pub warmup: Duration,
+    /// Workers of the throughput runs (ghz's default is 50).
+    pub concurrency: u32,
+    pub connections: u32,
+    pub batch_concurrency: u32,
+    pub batch_size: usize,
+    /// Distinct requests cycled through (round-robin `--data` arrays).
+    pub check_pool: usize,
+    pub batch_pool: usize,
+    /// Longest wait for the cache rebuild.
+    pub rebuild_limit: Duration,
+}
+
+impl Sizes {
+    fn of(s: &SuiteSettings) -> Sizes {
+        let (entries, run, warmup, concurrency, connections, batch_concurrency, pools) = if s.smoke
+        {
+            (
+                2_000,
+                Duration::from_millis(300),
+                Duration::ZERO,
+                8,
+                1,
+                2,
+                (50, 5),
+            )
+        } else {
+            (
+                1_000_000,
+                Duration::from_secs(10),
+                Duration::from_secs(2),
+                50,
+                2,
+                8,
+                (2_000, 100),
+            )
+        };
+        Sizes {
+            entries: s.entries.unwrap_or(entries),
+            run: s.duration.unwrap_or(run),
+            warmup,
+            concurrency,
+            connections,
+            batch_concurrency,
+            batch_size: 100,
+            check_pool: pools.0,
+            batch_pool: pools.1,
+            rebuild_limit: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Runs the suite: sets up, measures, always tears down, writes the reports.
+pub async fn run(s: &SuiteSettings) -> anyhow::Result<SuiteReport> {
+    let sizes = Sizes::of(s);
+    std::fs::create_dir_all(&s.out)?;
+    let out = std::fs::canonicalize(&s.out)?;
+    let redis = procs::PrivateRedis::start(&s.redis_server, &out).await?;
+    let db = match procs::PgDatabase::create(&s.pg_admin_url).await {
+        Ok(db) => db,
+        Err(e) => {
+            redis.stop().await;
+            return Err(e);
+        }
+    };
+    let bin = match &s.server_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?,
+    };
+    let measured = measure::measure(&bin, &out, &sizes, s.smoke, &redis, &db).await;
+    redis.stop().await;
+    db.drop_now().await;
+    let mut report = measured?;
+    if s.thresholds.exists() {
+        report.judge(&read_thresholds(&s.thresholds)?);
+    }
+    report.write(&out)?;
+    Ok(report)
+}
+
+/// `suppressd bench-suite`: runs, prints the table, and with `--check` fails on any shortfall.
+pub async fn main(s: SuiteSettings) -> anyhow::Result<()> {
+    let report = run(&s).await?;
+    println!("{}", report.markdown());
+    println!(
+        "reports written to {}/report.json and report.md",
+        s.out.display()
+    );
+    if s.check {
+        let shortfalls = report.shortfalls(&read_thresholds(&s.thresholds)?);
+        if !shortfalls.is_empty() {
+            for f in &shortfalls {
+                eprintln!("shortfall: {f}");
+            }
+            anyhow::bail!("{} target(s) of SPEC §8 do not hold", shortfalls.len());
+        }
+        println!("every target of {} holds", s.thresholds.display());
+    }
+    Ok(())
+}

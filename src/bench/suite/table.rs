@@ -1,0 +1,154 @@
+//! The suite's results: one row per line of SPEC §8 (plus informational rows), each with the baseline
+//! measured in the same run, written as JSON and as a markdown table, and checked against the
+//! committed thresholds (`bench/thresholds.json`).
+
+use crate::bench::Report;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, fmt::Write, path::Path};
+
+/// One measured line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    /// The key of its threshold, if it has one.
+    pub id: String,
+    pub what: String,
+    /// `None` when it could not be measured in this run (`shown` says why).
+    pub value: Option<f64>,
+    pub shown: String,
+    /// The baseline(s) from the same run.
+    pub baseline: String,
+    /// The target, from the thresholds file ("—" for informational rows).
+    pub target: String,
+    /// Whether the target holds; `None` for informational rows.
+    pub holds: Option<bool>,
+}
+
+impl Row {
+    pub fn new(id: &str, what: &str, value: f64, shown: String, baseline: String) -> Row {
+        Row {
+            id: id.into(),
+            what: what.into(),
+            value: Some(value),
+            shown,
+            baseline,
+            target: "—".into(),
+            holds: None,
+        }
+    }
+
+    pub fn not_measured(id: &str, what: &str, why: &str) -> Row {
+        Row {
+            id: id.into(),
+            what: what.into(),
+            value: None,
+            shown: format!("n/a: {why}"),
+            baseline: "—".into(),
+            target: "—".into(),
+            holds: None,
+        }
+    }
+}
+
+/// A bound from SPEC §8.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Threshold {
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// The target as SPEC §8 words it.
+    pub target: String,
+}
+
+impl Threshold {
+    fn holds(&self, v: f64) -> bool {
+        self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
+    }
+}
+
+pub type Thresholds = BTreeMap<String, Threshold>;
+
+pub fn read_thresholds(path: &Path) -> anyhow::Result<Thresholds> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the thresholds {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SuiteReport {
+    pub date: String,
+    pub mode: String,
+    pub machine: String,
+    pub layout: String,
+    pub entries: u64,
+    pub rows: Vec<Row>,
+    /// Calls that failed during the measured runs; a benchmark with failures is not a clean result.
+    pub warnings: Vec<String>,
+    /// Every load run, as ghz reports it (without per-call details).
+    pub runs: BTreeMap<String, Report>,
+}
+
+impl SuiteReport {
+    /// Fills in each row's target and verdict from the thresholds.
+    pub fn judge(&mut self, thresholds: &Thresholds) {
+        for row in &mut self.rows {
+            if let Some(t) = thresholds.get(&row.id) {
+                row.target = t.target.clone();
+                row.holds = Some(row.value.is_some_and(|v| t.holds(v)));
+            }
+        }
+    }
+
+    /// Rows whose target does not hold (unmeasured rows included: they cannot be shown to hold), and
+    /// thresholds that no row measured.
+    pub fn shortfalls(&self, thresholds: &Thresholds) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| r.holds == Some(false))
+            .map(|r| format!("{}: {} (target {})", r.what, r.shown, r.target))
+            .collect();
+        for id in thresholds.keys() {
+            if !self.rows.iter().any(|r| &r.id == id) {
+                out.push(format!("{id}: no row measured it"));
+            }
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Benchmark ({} run, {}), {}. {}.\n",
+            self.mode, self.date, self.machine, self.layout
+        );
+        s.push_str("| what | suppressd | baseline (same run) | target | holds |\n");
+        s.push_str("|---|---|---|---|---|\n");
+        for r in &self.rows {
+            let holds = match r.holds {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "—",
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {holds} |",
+                r.what, r.shown, r.baseline, r.target
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "\nwarning: {w}");
+        }
+        s
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! The load generator against a real server whose answers are known, and the benchmark suite in its
+//! smoke mode. Nothing here asserts a speed: counts, distributions and the report's shape only.
+
+use crate::helpers::{Backend, spawn_app};
+use suppressd::bench::{self, BenchSettings, Report, suite};
+use tokio_util::sync::CancellationToken;
+
+async fn load(args: &[&str]) -> Report {
+    let settings = BenchSettings::from_args(args.iter().copied()).expect("valid bench flags");
+    bench::run(&settings, CancellationToken::new())
+        .await
+        .expect("the load test runs")
+}
+
+/// Three valid opt-outs (a fresh recipient per request) and one with a broken address, round-robin.
+const OPT_OUT_MIX: &str = r#"[
+  {"recipient":{"email":"u{{.RequestNumber}}@example.com"},"scope":{"tenant":"t","channel":"CHANNEL_EMAIL"},
+   "reason":"REASON_USER_REQUEST","source":"SOURCE_API"},
+  {"recipient":{"phone":"+44 20 7946 {{.RequestNumber}}00"},"scope":{"tenant":"t"},
+   "reason":"REASON_USER_REQUEST","source":"SOURCE_SMS_KEYWORD"},
+  {"recipient":{"userId":"user-{{.RequestNumber}}-{{.WorkerID}}"},"scope":{"tenant":"t","topic":"recall"},
+   "reason":"REASON_COMPLAINT","source":"SOURCE_LINK","durability":"DURABILITY_DURABLE"},
+  {"recipient":{"email":"no-at-sign-{{.RequestNumber}}"},"scope":{"tenant":"t"},
+   "reason":"REASON_USER_REQUEST","source":"SOURCE_API"}
+]"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_counts_what_the_server_recorded() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let host = app.addr.to_string();
+
+    let report = load(&[
+        "--call",
+        "suppress.v1.Suppression.OptOut",
+        "-n",
+        "40",
+        "-c",
+        "4",
+        "--connections",
+        "2",
+        "-d",
+        OPT_OUT_MIX,
+        "--insecure",
+        &host,
+    ])
+    .await;
+
+    assert_eq!(report.count, 40);
+    assert_eq!(
+        report.status_code_distribution,
+        [("InvalidArgument".into(), 10), ("OK".into(), 30)].into()
+    );
+    assert_eq!(report.error_distribution.values().sum::<u64>(), 10);
+    let (error, _) = report.error_distribution.iter().next().unwrap();
+    assert!(
+        error.starts_with("rpc error: code = InvalidArgument desc = recipient.email"),
+        "{error}"
+    );
+    // DURABLE opt-outs answered OK are committed: the store holds exactly the 30 accepted ones.
+    assert_eq!(app.rows(None).await, 30);
+    assert_eq!(report.details.len(), 40);
+    assert_eq!(report.end_reason, bench::report::EndReason::Normal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percentiles_are_ordered_and_within_fastest_and_slowest() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.wait_cache_complete().await;
+
+    let report = load(&[
+        "--call",
+        "suppress.v1.Suppression/CheckSuppressed",
+        "-n",
+        "300",
+        "-c",
+        "8",
+        "-d",
+        r#"{"recipient":{"email":"r{{randomInt 0 50}}@example.com"},
+            "scope":{"channel":"CHANNEL_EMAIL","topic":"recall"}}"#,
+        "--insecure",
+        &app.addr.to_string(),
+    ])
+    .await;
+
+    assert_eq!(report.status_code_distribution, [("OK".into(), 300)].into());
+    let points = report.latency_distribution.clone().unwrap();
+    let percentages: Vec<u32> = points.iter().map(|p| p.percentage).collect();
+    assert_eq!(percentages, [10, 25, 50, 75, 90, 95, 99]);
+    assert!(points.windows(2).all(|w| w[0].latency <= w[1].latency));
+    assert!(
+        points
+            .iter()
+            .all(|p| report.fastest <= p.latency && p.latency <= report.slowest)
+    );
+    assert!(report.fastest <= report.average && report.average <= report.slowest);
+    let histogram = report.histogram.clone().unwrap();
+    assert_eq!(histogram.len(), 11);
+    assert_eq!(histogram.iter().map(|b| b.count).sum::<u64>(), 300);
+    assert!(histogram.windows(2).all(|w| w[0].mark <= w[1].mark));
+    assert!((histogram.iter().map(|b| b.frequency).sum::<f64>() - 1.0).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_report_uses_ghz_field_names() {
+    let app = spawn_app(Backend::Sqlite).await;
+
+    let report = load(&[
+        "--call",
+        "suppress.v1.Suppression.GetReceipt",
+        "-n",
+        "20",
+        "-c",
+        "2",
+        "-d",
+        r#"{"receiptId":"{{newUUID}}"}"#,
+        "-m",
+        r#"{"x-request":"{{.RequestNumber}}"}"#,
+        "--insecure",
+        &app.addr.to_string(),
+    ])
+    .await;
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+
+    for field in [
+        "date",
+        "endReason",
+        "options",
+        "count",
+        "total",
+        "average",
+        "fastest",
+        "slowest",
+        "rps",
+        "errorDistribution",
+        "statusCodeDistribution",
+        "latencyDistribution",
+        "histogram",
+        "details",
+    ] {
+        assert!(json.get(field).is_some(), "no {field} in {json}");
+    }
+    assert_eq!(json["endReason"], "normal");
+    assert_eq!(json["statusCodeDistribution"]["NotFound"], 20);
+    // As in ghz: no successful call, so no latency distribution.
+    assert!(json["latencyDistribution"].is_null());
+    for field in [
+        "host",
+        "call",
+        "insecure",
+        "total",
+        "concurrency",
+        "connections",
+        "CPUs",
+    ] {
+        assert!(json["options"].get(field).is_some(), "no options.{field}");
+    }
+    let detail = &json["details"][0];
+    for field in ["timestamp", "latency", "error", "status"] {
+        assert!(detail.get(field).is_some(), "no details[0].{field}");
+    }
+    assert_eq!(detail["status"], "NotFound");
+    // The summary is ghz's text.
+    let summary = report.summary();
+    assert!(summary.contains("Summary:\n  Count:\t20\n"), "{summary}");
+    assert!(summary.contains("Status code distribution:\n  [NotFound]   20 responses"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_paces_requests_and_reports_latency_from_intended_start() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.wait_cache_complete().await;
+
+    let report = load(&[
+        "--call",
+        "suppress.v1.Suppression.CheckSuppressed",
+        "--rps",
+        "200",
+        "-z",
+        "300ms",
+        "-c",
+        "4",
+        "-d",
+        r#"{"recipient":{"userId":"u{{.RequestNumber}}"},"scope":{"channel":"CHANNEL_PUSH","topic":"t"}}"#,
+        "--insecure",
+        &app.addr.to_string(),
+    ])
+    .await;
+
+    assert_eq!(report.end_reason, bench::report::EndReason::Timeout);
+    // Request k is due at k/200 s: at most 61 can start within 300 ms, however fast the server.
+    assert!(report.count > 0 && report.count <= 61, "{}", report.count);
+    let open = report.open_loop.expect("an open-loop section");
+    assert_eq!(open.latency_distribution.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_suite_smoke_mode_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let mut settings = suite::SuiteSettings::defaults(true);
+    settings.out = out.path().to_owned();
+    settings.server_bin = Some(env!("CARGO_BIN_EXE_suppressd").into());
+    settings.thresholds = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/thresholds.json").into();
+
+    let report = suite::run(&settings).await.expect("the smoke suite runs");
+
+    let thresholds = suite::read_thresholds(&settings.thresholds).unwrap();
+    for id in thresholds.keys() {
+        assert!(report.rows.iter().any(|r| &r.id == id), "no row for {id}");
+    }
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(report.runs.values().all(|r| r.count > 0));
+    assert!(out.path().join("report.json").exists());
+    assert!(out.path().join("report.md").exists());
+}
+
+#[test]
+fn ghz_configs_hold_valid_requests_for_their_calls() {
+    use suppressd::bench::{
+        request::{Call, Request},
+        template::{CallData, Template},
+    };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ghz");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let call = Call::parse(config["call"].as_str().unwrap()).unwrap();
+        let data = Template::parse(&config["data"].to_string()).unwrap();
+        let rendered = data.render(&CallData {
+            request_number: 7,
+            worker_id: "c0w0",
+            method: &call.full_name(),
+            input: call.input(),
+            output: call.output(),
+        });
+        let json = serde_json::from_str(&rendered).unwrap();
+        Request::from_json(call, &json).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(config["insecure"], true, "{}", path.display());
+        seen += 1;
+    }
+    assert_eq!(seen, 4, "one config per RPC");
+}
