@@ -95,6 +95,11 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
+    /// Admin HTTP address serving Prometheus metrics at /metrics (port 0 picks a free port). Off
+    /// when unset; keep it on a private interface.
+    #[arg(long, env = "SUPPRESSD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -9,9 +9,11 @@
 //! - [`store`]: the durable store (PostgreSQL or SQLite) and its migrations.
 //! - [`worker`]: the write-behind worker that moves the stream into the store.
 //! - [`domain`]: recipients, scopes, records; no I/O.
-//! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed.
+//! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed;
+//!   [`admin`] serves its metrics.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod cache;
 pub mod config;

@@ -2,7 +2,10 @@
 //! bucket cannot vouch for an absence.
 
 use super::{ServiceError, Suppressions};
-use crate::domain::{Match, Notice, Recipient, SubjectHash, best_match};
+use crate::{
+    domain::{Match, Notice, Recipient, SubjectHash, best_match},
+    telemetry::metrics::names,
+};
 use tracing::Span;
 
 /// One notice about to be sent to one recipient.
@@ -91,6 +94,8 @@ impl Suppressions {
             }
         };
         Span::current().record("suppressd.answer_source", source.as_str());
+        metrics::counter!(names::CHECKS, "answer_source" => source.as_str())
+            .increment(checks.len() as u64);
         Ok(answers)
     }
 

@@ -6,9 +6,12 @@
 //! Writes are idempotent: a redelivered stream entry hits the primary key or the idempotency index and
 //! changes nothing.
 
-use crate::domain::{
-    Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
-    scope::channel_code,
+use crate::{
+    domain::{
+        Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash,
+        Suppression, scope::channel_code,
+    },
+    telemetry::metrics::names,
 };
 use sqlx::{
     PgPool, QueryBuilder, SqlitePool,
@@ -41,7 +44,11 @@ trait Context<T> {
 
 impl<T> Context<T> for Result<T, sqlx::Error> {
     fn context(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Db { context, source })
+        self.map_err(|source| {
+            // Every store failure passes here once: the one place that counts them.
+            metrics::counter!(names::STORE_ERRORS, "operation" => context).increment(1);
+            StoreError::Db { context, source }
+        })
     }
 }
 
@@ -183,6 +190,9 @@ impl Store {
     /// Writes a batch in one transaction (the worker's group commit). Records already present (same
     /// receipt, or same tenant and idempotency key) are skipped, which makes redelivery harmless.
     /// Returns how many rows were new.
+    #[tracing::instrument(name = "INSERT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "INSERT",
+        db.sql.table = "suppressions", suppressd.records = batch.len()))]
     pub async fn commit(
         &self,
         batch: &[Suppression],
@@ -228,6 +238,9 @@ impl Store {
     }
 
     /// The record behind a receipt, if it has been committed.
+    #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
+        db.sql.table = "suppressions"))]
     pub async fn receipt(&self, id: ReceiptId) -> Result<Option<Suppression>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -243,6 +256,9 @@ impl Store {
     }
 
     /// The committed record that an idempotency key was first used for, within a tenant.
+    #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
+        db.sql.table = "suppressions"))]
     pub async fn by_idempotency_key(
         &self,
         tenant: &str,
@@ -264,6 +280,9 @@ impl Store {
 
     /// Every active record of one subject that covers a notice: the store's answer to a check, used
     /// when the cache cannot answer.
+    #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
+        db.sql.table = "suppressions"))]
     pub async fn covering(
         &self,
         subject: &SubjectHash,
@@ -296,6 +315,9 @@ impl Store {
     /// One page of active records committed at or after `committed_since`, in receipt order, after
     /// `after`: how the cache is rebuilt without holding the whole set in memory or a cursor open
     /// for minutes.
+    #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
+        db.sql.table = "suppressions"))]
     pub async fn active_page(
         &self,
         after: Option<ReceiptId>,

@@ -13,9 +13,12 @@ use crate::{
     },
     domain::{Clock, Suppression},
     store::Store,
+    telemetry::{metrics::names, propagation},
 };
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
@@ -72,6 +75,10 @@ impl Worker {
     /// Reads, commits and acknowledges one batch.
     pub async fn step(&mut self) -> anyhow::Result<StepReport> {
         let batch = self.next_batch().await?;
+        if batch.is_empty() {
+            // An idle read: nothing to commit, and no span for it.
+            return Ok(StepReport::default());
+        }
         match self.commit(batch).await {
             Ok(report) => Ok(report),
             Err(e) => {
@@ -112,8 +119,18 @@ impl Worker {
             .await?)
     }
 
-    /// Commits one batch in one transaction, re-applies it to the cache, then acknowledges it.
+    /// Commits one batch in one transaction, re-applies it to the cache, then acknowledges it. Its
+    /// span starts a trace of its own, linked to the span of every request whose opt-out it commits.
+    #[tracing::instrument(name = "writebehind.commit", skip_all, fields(
+        otel.kind = "consumer", messaging.system = "redis", messaging.operation.type = "process",
+        messaging.batch.message_count = batch.len(), suppressd.inserted))]
     pub async fn commit(&mut self, batch: Vec<Delivery>) -> anyhow::Result<StepReport> {
+        let span = Span::current();
+        for link in batch.iter().filter_map(|d| d.trace.as_ref()) {
+            if let Some(request) = propagation::span_context(link) {
+                span.add_link(request);
+            }
+        }
         let mut report = StepReport {
             delivered: batch.len(),
             ..StepReport::default()
@@ -133,6 +150,7 @@ impl Worker {
                         "undecodable stream entry dead-lettered"
                     );
                     self.consumer.dead_letter(&delivery.id, &problem).await?;
+                    metrics::counter!(names::DEAD_LETTERS).increment(1);
                     report.dead_lettered += 1;
                 }
             }
@@ -140,7 +158,12 @@ impl Worker {
         if records.is_empty() {
             return Ok(report);
         }
+        let started = Instant::now();
         report.inserted = self.store.commit(&records, self.clock.now()).await?;
+        metrics::histogram!(names::COMMIT_DURATION).record(started.elapsed());
+        metrics::histogram!(names::BATCH_SIZE).record(records.len() as f64);
+        metrics::counter!(names::COMMITTED).increment(report.inserted);
+        span.record("suppressd.inserted", report.inserted);
         self.cache.merge(&records).await?;
         let receipts: Vec<_> = records.iter().map(|r| r.receipt).collect();
         self.consumer.settle(&ids, &receipts).await?;
