@@ -151,7 +151,7 @@ impl Cache {
     /// Reads every probe in one round trip.
     #[tracing::instrument(name = "HMGET", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "HMGET",
-        db.redis.pipeline_length = probes.len()))]
+        db.redis.pipeline_length = probes.len() as i64))]
     pub async fn lookup(&self, probes: Vec<Probe>) -> Result<Vec<Lookup>, CacheError> {
         let mut pipe = redis::pipe();
         for probe in &probes {
@@ -229,7 +229,7 @@ impl Cache {
     /// missed by a rebuild that had already read past it).
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
-        suppressd.script = "merge", db.redis.pipeline_length = records.len()))]
+        suppressd.script = "merge", db.redis.pipeline_length = records.len() as i64))]
     pub async fn merge(&self, records: &[Suppression]) -> Result<(), CacheError> {
         if records.is_empty() {
             return Ok(());

@@ -40,7 +40,7 @@ impl AnswerSource {
 }
 
 impl Suppressions {
-    #[tracing::instrument(name = "check", skip_all, fields(checks = checks.len(), suppressd.answer_source))]
+    #[tracing::instrument(name = "check", skip_all, fields(suppressd.checks = checks.len() as i64, suppressd.answer_source))]
     pub async fn check(&self, checks: &[Check]) -> Result<Vec<Answer>, ServiceError> {
         let inner = &self.inner;
         let subjects: Vec<SubjectHash> = checks

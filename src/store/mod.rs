@@ -192,7 +192,7 @@ impl Store {
     /// Returns how many rows were new.
     #[tracing::instrument(name = "INSERT suppressions", skip_all, fields(
         otel.kind = "client", db.system = self.engine(), db.operation = "INSERT",
-        db.sql.table = "suppressions", suppressd.records = batch.len()))]
+        db.sql.table = "suppressions", suppressd.records = batch.len() as i64))]
     pub async fn commit(
         &self,
         batch: &[Suppression],

@@ -38,7 +38,7 @@ where
     ) -> std::fmt::Result {
         // Looked up before formatting: the look-up locks the span's extensions, which the inner
         // formatter reads too.
-        let ids = ctx.lookup_current().and_then(|span| {
+        let ids = ctx.parent_span().and_then(|span| {
             let cx = tracing::dispatcher::get_default(|dispatch| {
                 tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
             })?;

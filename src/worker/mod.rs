@@ -123,7 +123,7 @@ impl Worker {
     /// span starts a trace of its own, linked to the span of every request whose opt-out it commits.
     #[tracing::instrument(name = "writebehind.commit", skip_all, fields(
         otel.kind = "consumer", messaging.system = "redis", messaging.operation.type = "process",
-        messaging.batch.message_count = batch.len(), suppressd.inserted))]
+        messaging.batch.message_count = batch.len() as i64, suppressd.inserted))]
     pub async fn commit(&mut self, batch: Vec<Delivery>) -> anyhow::Result<StepReport> {
         let span = Span::current();
         for link in batch.iter().filter_map(|d| d.trace.as_ref()) {
@@ -163,7 +163,7 @@ impl Worker {
         metrics::histogram!(names::COMMIT_DURATION).record(started.elapsed());
         metrics::histogram!(names::BATCH_SIZE).record(records.len() as f64);
         metrics::counter!(names::COMMITTED).increment(report.inserted);
-        span.record("suppressd.inserted", report.inserted);
+        span.record("suppressd.inserted", report.inserted as i64);
         self.cache.merge(&records).await?;
         let receipts: Vec<_> = records.iter().map(|r| r.receipt).collect();
         self.consumer.settle(&ids, &receipts).await?;

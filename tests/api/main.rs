@@ -7,5 +7,6 @@ mod helpers;
 mod checks;
 mod lifecycle;
 mod opt_outs;
+mod telemetry;
 mod validation;
 mod worker;
