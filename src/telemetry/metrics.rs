@@ -45,6 +45,27 @@ pub mod names {
     pub const REDIS_ERRORS: &str = "suppressd_redis_errors_total";
     /// Failed store operations, by `operation`.
     pub const STORE_ERRORS: &str = "suppressd_store_errors_total";
+
+    /// Every name above: what dashboards and the README may refer to.
+    pub const ALL: &[&str] = &[
+        RPC_REQUESTS,
+        RPC_DURATION,
+        CHECKS,
+        OPT_OUTS,
+        CACHE_COMPLETE,
+        REBUILD_RUNNING,
+        REBUILD_RECORDS,
+        REBUILDS,
+        STREAM_LENGTH,
+        PENDING,
+        OLDEST_PENDING_AGE,
+        BATCH_SIZE,
+        COMMIT_DURATION,
+        COMMITTED,
+        DEAD_LETTERS,
+        REDIS_ERRORS,
+        STORE_ERRORS,
+    ];
 }
 
 /// Latency buckets, in seconds: a cache hit is ~0.1–1 ms, a store fallback or a DURABLE opt-out

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod checks;
+mod deploy;
 mod lifecycle;
 mod opt_outs;
 mod telemetry;
