@@ -74,7 +74,10 @@ async fn main() {
         for b in 0..batches {
             let records = batch(&pepper, b * size, size);
             if with_log {
-                store.commit(&records, system_now(), &log).await.unwrap();
+                store
+                    .commit(&records, &[], system_now(), &log)
+                    .await
+                    .unwrap();
             } else {
                 // The same rows, the same single transaction, without the log.
                 let mut tx = pool.begin().await.unwrap();

@@ -230,6 +230,10 @@ pub struct ServeSettings {
     /// acknowledges the stream entries. Lets the failure tests kill a replica at exactly that point.
     #[arg(long, env = "SUPPRESSD_FAILPOINT_CRASH_AFTER_COMMIT", hide = true)]
     pub failpoint_crash_after_commit: bool,
+    /// Admin HTTP address serving Prometheus metrics at /metrics (port 0 picks a free port). Off
+    /// when unset; keep it on a private interface.
+    #[arg(long, env = "SUPPRESSD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -10,11 +10,13 @@
 //! - [`worker`]: the write-behind worker that moves the stream into the store.
 //! - [`domain`]: recipients, scopes, records; no I/O.
 //! - [`audit`]: the tamper-evident log: entries, RFC 9162 Merkle tree, signed checkpoints, checks.
-//! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed.
+//! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed;
+//!   [`admin`] serves its metrics.
 //! - [`cli`]: the operator and client commands of the binary.
 //! - [`bench`]: the ghz-compatible load generator and the benchmark suite (a client of the service).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod bench;

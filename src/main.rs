@@ -1,4 +1,4 @@
-//! `suppressd`: parse the command line, set up logging, run the command until a signal.
+//! `suppressd`: parse the command line, set up telemetry, run the command until a signal, flush.
 
 use clap::Parser;
 use suppressd::{
@@ -14,7 +14,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let printed = match cli.command {
         Command::Serve(settings) => {
-            let _telemetry = telemetry::init(settings.log_format);
+            // Dropped last, after the server and the worker stopped: it flushes their last spans.
+            let _telemetry = telemetry::init(settings.log_format)?;
             let app = Application::build(&settings, Clock::System).await?;
             return app.run_until(shutdown_signal()).await;
         }

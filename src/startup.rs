@@ -4,7 +4,8 @@
 //! start the real server.
 
 use crate::{
-    api,
+    admin::Admin,
+    api::{self, Router},
     cache::{Cache, layout::Keys},
     config::ServeSettings,
     domain::Clock,
@@ -21,7 +22,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// How often health is re-evaluated.
@@ -39,6 +39,7 @@ pub struct Application {
     trigger: Arc<RebuildTrigger>,
     worker: Worker,
     rebuilder: Rebuilder,
+    admin: Option<Admin>,
     grace: Duration,
 }
 
@@ -96,6 +97,10 @@ impl Application {
         .await
         .context("joining the write-behind consumer group")?;
         let rebuilder = Rebuilder::new(cache.clone(), store.clone(), clock, replica.clone());
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(Admin::bind(addr, cache.clone()).await?),
+            None => None,
+        };
         let (router, health) = api::router(service)?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -104,6 +109,7 @@ impl Application {
             addr = %listener.local_addr()?,
             replica,
             store = store.engine(),
+            admin = ?admin.as_ref().map(Admin::local_addr),
             "suppressd ready to serve"
         );
         Ok(Application {
@@ -116,6 +122,7 @@ impl Application {
             trigger,
             worker,
             rebuilder,
+            admin,
             grace: settings.shutdown_grace(),
         })
     }
@@ -124,6 +131,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The admin (metrics) port's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
     }
 
     /// Serves until `shutdown` resolves; then turns health NOT_SERVING, stops accepting, drains
@@ -139,6 +151,7 @@ impl Application {
             trigger,
             worker,
             rebuilder,
+            admin,
             grace,
         } = self;
         let background = CancellationToken::new();
@@ -152,6 +165,8 @@ impl Application {
         let rebuilding = tokio::spawn(rebuilder.run(trigger, background.clone()));
         let stop_worker = CancellationToken::new();
         let working = tokio::spawn(worker.run(stop_worker.clone()));
+        // Metrics stay scrapable while calls drain; the admin port closes with the worker.
+        let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
         set_health(&health, serving(&cache, &store).await).await;
         let monitoring = tokio::spawn(monitor_health(
             health.clone(),
@@ -187,6 +202,9 @@ impl Application {
         stop_worker.cancel();
         let finished = async {
             let _ = working.await;
+            if let Some(admin) = admin {
+                let _ = admin.await;
+            }
             let _ = tokio::join!(rebuilding, monitoring, listening);
         };
         if tokio::time::timeout(grace, finished).await.is_err() {

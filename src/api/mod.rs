@@ -3,15 +3,20 @@
 //! one place.
 
 mod convert;
+mod observe;
 mod status;
 mod suppression;
 
 pub use convert::MAX_BATCH;
+pub use observe::RpcLayer;
 pub use suppression::SuppressionApi;
 
 use crate::{proto, service::Suppressions};
-use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
+
+/// The server with every layer applied, ready to serve.
+pub type Router = tonic::transport::server::Router<Stack<RpcLayer, Identity>>;
 
 /// The largest request accepted: a full batch of 1,000 checks with long postal addresses fits.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -33,6 +38,9 @@ pub fn router(service: Suppressions) -> anyhow::Result<(Router, HealthReporter)>
     let suppression = SuppressionServer::new(SuppressionApi::new(service))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let router = tonic::transport::Server::builder()
+        // Outermost, so every call (even one no handler sees) gets its server span and its metrics,
+        // and the span is the parent of all the handler does. See `observe`.
+        .layer(RpcLayer)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

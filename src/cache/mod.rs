@@ -10,7 +10,10 @@ pub mod layout;
 pub mod rebuild;
 pub mod stream;
 
-use crate::domain::{Match, Notice, ReceiptId, Scope, SubjectHash, Suppression};
+use crate::{
+    domain::{Match, Notice, ReceiptId, Scope, SubjectHash, Suppression},
+    telemetry::metrics::names,
+};
 use layout::{Keys, MARKER_FIELD};
 use redis::{
     AsyncCommands, Client, RedisError, Script,
@@ -28,6 +31,8 @@ pub struct CacheError {
 
 impl CacheError {
     pub(crate) fn new(context: &'static str, source: RedisError) -> Self {
+        // Every Redis failure passes here once: the one place that counts them.
+        metrics::counter!(names::REDIS_ERRORS, "operation" => context).increment(1);
         Self { context, source }
     }
 
@@ -158,6 +163,9 @@ impl Cache {
     }
 
     /// Reads every probe, and the write counter, in one round trip.
+    #[tracing::instrument(name = "HMGET", skip_all, fields(
+        otel.kind = "client", db.system = "redis", db.operation = "HMGET",
+        db.redis.pipeline_length = probes.len() as i64))]
     pub async fn lookup(&self, probes: Vec<Probe>) -> Result<Lookups, CacheError> {
         let mut pipe = redis::pipe();
         for probe in &probes {
@@ -196,6 +204,9 @@ impl Cache {
     /// Makes an opt-out visible and queues it, atomically with the idempotency check. `payload` is
     /// the stream entry the worker will commit; `backlog_limit` (0 = none) refuses new writes while
     /// the stream holds that many uncommitted entries.
+    #[tracing::instrument(name = "EVALSHA", skip_all, fields(
+        otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
+        suppressd.script = "opt_out"))]
     pub async fn record(
         &self,
         s: &Suppression,
@@ -239,6 +250,9 @@ impl Cache {
     /// Writes committed records into the cache with the same merge rule as an opt-out: used by the
     /// rebuild and by the worker after each commit (so a record committed just after a flush is not
     /// missed by a rebuild that had already read past it).
+    #[tracing::instrument(name = "EVALSHA", skip_all, fields(
+        otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
+        suppressd.script = "merge", db.redis.pipeline_length = records.len() as i64))]
     pub async fn merge(&self, records: &[Suppression]) -> Result<(), CacheError> {
         if records.is_empty() {
             return Ok(());
@@ -268,6 +282,8 @@ impl Cache {
     }
 
     /// The receipt an idempotency key was used for, while Redis still remembers it.
+    #[tracing::instrument(name = "GET", skip_all, fields(
+        otel.kind = "client", db.system = "redis", db.operation = "GET"))]
     pub async fn idempotent_receipt(
         &self,
         tenant: &str,
@@ -282,6 +298,8 @@ impl Cache {
     }
 
     /// Whether a receipt was accepted (and may still be waiting for the store).
+    #[tracing::instrument(name = "EXISTS", skip_all, fields(
+        otel.kind = "client", db.system = "redis", db.operation = "EXISTS"))]
     pub async fn is_pending(&self, id: ReceiptId) -> Result<bool, CacheError> {
         self.conn()
             .exists(self.keys.receipt(id))

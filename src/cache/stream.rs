@@ -5,9 +5,12 @@
 //! an entry is never lost while it is pending (Redis 7.0's `MAXLEN` would drop pending entries).
 
 use super::{Cache, CacheError, Context, layout::Keys};
-use crate::domain::{
-    Channel, Millis, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
-    scope::channel_code,
+use crate::{
+    domain::{
+        Channel, Millis, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
+        scope::channel_code,
+    },
+    telemetry::propagation::{self, Carrier},
 };
 use redis::{
     RedisError,
@@ -36,9 +39,15 @@ pub struct StreamEntry {
     pub effective_at: Millis,
     pub expires_at: Option<Millis>,
     pub idempotency_key: Option<String>,
+    /// The W3C trace context (`traceparent`, `tracestate`) of the request that queued the entry, so
+    /// the worker's commit span can link to it. Absent when traces are off, the request was not
+    /// sampled, or the entry predates the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Carrier>,
 }
 
 impl StreamEntry {
+    /// Encodes a record, with the trace context of the current span.
     pub fn encode(s: &Suppression) -> String {
         let entry = StreamEntry {
             v: 1,
@@ -55,12 +64,18 @@ impl StreamEntry {
             effective_at: s.effective_at,
             expires_at: s.expires_at,
             idempotency_key: s.idempotency_key.clone(),
+            trace: propagation::current_carrier(),
         };
         serde_json::to_string(&entry).expect("a stream entry always serializes")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Suppression, String> {
         let e: StreamEntry = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        e.into_record()
+    }
+
+    fn into_record(self) -> Result<Suppression, String> {
+        let e = self;
         if e.v != 1 {
             return Err(format!("unknown entry version {}", e.v));
         }
@@ -93,16 +108,30 @@ impl StreamEntry {
 pub struct Delivery {
     pub id: String,
     pub record: Result<Suppression, String>,
+    /// The trace context of the request that queued it, if it carried one.
+    pub trace: Option<Carrier>,
 }
 
 fn delivery(entry: StreamId) -> Delivery {
-    let record = match entry.map.get("r") {
-        Some(redis::Value::BulkString(bytes)) => StreamEntry::decode(bytes),
-        other => Err(format!("entry without a record field: {other:?}")),
+    let (record, trace) = match entry.map.get("r") {
+        Some(redis::Value::BulkString(bytes)) => {
+            match serde_json::from_slice::<StreamEntry>(bytes) {
+                Ok(mut e) => {
+                    let trace = e.trace.take();
+                    (e.into_record(), trace)
+                }
+                Err(e) => (Err(e.to_string()), None),
+            }
+        }
+        other => (
+            Err(format!("entry without a record field: {other:?}")),
+            None,
+        ),
     };
     Delivery {
         id: entry.id,
         record,
+        trace,
     }
 }
 
@@ -113,6 +142,8 @@ pub struct Backlog {
     pub length: u64,
     /// Entries delivered to a consumer and not yet acknowledged.
     pub pending: u64,
+    /// When the oldest of those was added to the stream (its id's time).
+    pub oldest_pending_at: Option<Millis>,
 }
 
 /// A consumer-group member. Its connection has no response timeout, because `XREADGROUP … BLOCK`
@@ -226,6 +257,9 @@ impl Consumer {
 
     /// After a commit: acknowledge and delete the entries, and tell waiting `OptOut` calls on every
     /// replica which receipts are now durable.
+    #[tracing::instrument(name = "XACK", skip_all, fields(
+        otel.kind = "client", db.system = "redis", db.operation = "XACK",
+        db.redis.pipeline_length = 3))]
     pub async fn settle(&self, ids: &[String], receipts: &[ReceiptId]) -> Result<(), CacheError> {
         if ids.is_empty() {
             return Ok(());
@@ -302,13 +336,27 @@ impl Cache {
                 _ => Err(e),
             })
             .context("XPENDING")?;
-        let pending = match pending {
-            redis::Value::Array(items) => match items.first() {
-                Some(redis::Value::Int(n)) => *n as u64,
-                _ => 0,
-            },
-            _ => 0,
+        // The summary form: [count, smallest id, greatest id, per-consumer counts].
+        let (pending, oldest_pending_at) = match pending {
+            redis::Value::Array(items) => {
+                let count = match items.first() {
+                    Some(redis::Value::Int(n)) => *n as u64,
+                    _ => 0,
+                };
+                let oldest = match items.get(1) {
+                    Some(redis::Value::BulkString(id)) => std::str::from_utf8(id)
+                        .ok()
+                        .and_then(|id| id.split('-').next()?.parse().ok()),
+                    _ => None,
+                };
+                (count, oldest)
+            }
+            _ => (0, None),
         };
-        Ok(Backlog { length, pending })
+        Ok(Backlog {
+            length,
+            pending,
+            oldest_pending_at,
+        })
     }
 }

@@ -39,6 +39,17 @@ impl Reason {
         }
     }
 
+    /// The name used in metrics and spans (the proto name, lower-cased, without its prefix).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::UserRequest => "user_request",
+            Reason::Complaint => "complaint",
+            Reason::Bounce => "bounce",
+            Reason::Legal => "legal",
+            Reason::Operator => "operator",
+        }
+    }
+
     pub fn from_code(code: u8) -> Option<Self> {
         Reason::ALL.into_iter().find(|r| r.code() == code)
     }
@@ -76,6 +87,19 @@ impl Source {
             Source::Api => 5,
             Source::Import => 6,
             Source::PreferenceSignal => 7,
+        }
+    }
+
+    /// The name used in metrics and spans (the proto name, lower-cased, without its prefix).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Link => "link",
+            Source::OneClick => "one_click",
+            Source::SmsKeyword => "sms_keyword",
+            Source::SupportAgent => "support_agent",
+            Source::Api => "api",
+            Source::Import => "import",
+            Source::PreferenceSignal => "preference_signal",
         }
     }
 

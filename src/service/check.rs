@@ -2,7 +2,10 @@
 //! bucket cannot vouch for an absence.
 
 use super::{ServiceError, Suppressions};
-use crate::domain::{Match, Notice, Recipient, SubjectHash, best_match};
+use crate::{
+    domain::{Match, Notice, Recipient, SubjectHash, best_match},
+    telemetry::metrics::names,
+};
 use tracing::Span;
 
 /// One notice about to be sent to one recipient.
@@ -37,7 +40,7 @@ impl AnswerSource {
 }
 
 impl Suppressions {
-    #[tracing::instrument(name = "check", skip_all, fields(checks = checks.len(), suppressd.answer_source))]
+    #[tracing::instrument(name = "check", skip_all, fields(suppressd.checks = checks.len() as i64, suppressd.answer_source))]
     pub async fn check(&self, checks: &[Check]) -> Result<Vec<Answer>, ServiceError> {
         let inner = &self.inner;
         let subjects: Vec<SubjectHash> = checks
@@ -95,6 +98,8 @@ impl Suppressions {
             }
         };
         Span::current().record("suppressd.answer_source", source.as_str());
+        metrics::counter!(names::CHECKS, "answer_source" => source.as_str())
+            .increment(checks.len() as u64);
         Ok(answers)
     }
 

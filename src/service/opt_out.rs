@@ -6,6 +6,7 @@ use super::{ReceiptState, ReceiptView, ServiceError, Suppressions};
 use crate::{
     cache::{Recorded, stream::StreamEntry},
     domain::{Invalid, Millis, Reason, ReceiptId, Recipient, Scope, Source, Suppression},
+    telemetry::metrics::names,
 };
 use tracing::Span;
 
@@ -80,7 +81,8 @@ impl Suppressions {
     #[tracing::instrument(
         name = "opt_out",
         skip_all,
-        fields(reason = ?cmd.reason, source = ?cmd.source, durability = ?cmd.durability, receipt_id)
+        fields(suppressd.reason = cmd.reason.as_str(), suppressd.source = cmd.source.as_str(),
+               suppressd.durability = ?cmd.durability, suppressd.receipt_id)
     )]
     pub async fn opt_out(&self, cmd: OptOutCommand) -> Result<ReceiptView, ServiceError> {
         let inner = &self.inner;
@@ -108,7 +110,7 @@ impl Suppressions {
             expires_at: cmd.expires_at,
             idempotency_key: cmd.idempotency_key,
         };
-        Span::current().record("receipt_id", record.receipt.to_string());
+        Span::current().record("suppressd.receipt_id", record.receipt.to_string());
         // Register before the write, so a commit that lands first is not missed.
         let committed =
             (cmd.durability == Durability::Durable).then(|| inner.waiters.register(record.receipt));
@@ -133,7 +135,11 @@ impl Suppressions {
         };
         inner.rebuild.saw_writes(recorded.writes);
         match recorded.outcome {
-            Recorded::Queued { .. } => {}
+            Recorded::Queued { .. } => {
+                metrics::counter!(names::OPT_OUTS,
+                    "reason" => record.reason.as_str(), "source" => record.source.as_str())
+                .increment(1);
+            }
             Recorded::Replay(prior) => {
                 inner.waiters.forget(record.receipt);
                 return self.receipt(prior).await;

@@ -16,6 +16,7 @@ use crate::{
     cache::Cache,
     domain::{Clock, Millis},
     store::Store,
+    telemetry::metrics::names,
 };
 use std::{
     sync::{
@@ -139,13 +140,23 @@ impl Rebuilder {
         {
             return Ok(RebuildOutcome::Elsewhere);
         }
+        metrics::gauge!(names::REBUILD_RUNNING).set(1.0);
+        metrics::gauge!(names::REBUILD_RECORDS).set(0.0);
         let outcome = self.rebuild().await;
+        metrics::gauge!(names::REBUILD_RUNNING).set(0.0);
+        let label = match &outcome {
+            Ok(RebuildOutcome::Rebuilt { .. }) => "rebuilt",
+            Ok(_) => "interrupted",
+            Err(_) => "failed",
+        };
+        metrics::counter!(names::REBUILDS, "outcome" => label).increment(1);
         if let Err(e) = self.cache.release_rebuild_lease(&self.owner).await {
             tracing::warn!(error = %e, "could not release the rebuild lease; it will expire");
         }
         outcome
     }
 
+    #[tracing::instrument(name = "cache.rebuild", skip_all)]
     async fn rebuild(&self) -> anyhow::Result<RebuildOutcome> {
         let started = Instant::now();
         let began_at = self.clock.now();
@@ -189,6 +200,7 @@ impl Rebuilder {
             after = Some(last.receipt);
             self.cache.merge(&page).await?;
             copied += page.len() as u64;
+            metrics::gauge!(names::REBUILD_RECORDS).increment(page.len() as f64);
             if !self.cache.generation_is(generation).await?
                 || !self
                     .cache

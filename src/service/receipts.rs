@@ -6,6 +6,7 @@ use crate::domain::ReceiptId;
 impl Suppressions {
     /// The current state of a receipt. The store is asked first and, if Redis no longer knows the
     /// receipt, once more: the worker may have committed it between the two look-ups.
+    #[tracing::instrument(name = "receipt", skip_all)]
     pub async fn receipt(&self, id: ReceiptId) -> Result<ReceiptView, ServiceError> {
         let inner = &self.inner;
         let durable = |accepted_at| async move {

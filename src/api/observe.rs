@@ -1,0 +1,331 @@
+//! The server span and the RPC metrics of every call: one tower layer around the whole router.
+//!
+//! It sits outermost (`Server::builder().layer`), so that it sees every call the server answers,
+//! including those answered before any handler runs (unknown method, oversized message, a layer
+//! that sheds load), and so that its span is the parent of everything a handler does. The span
+//! follows the OpenTelemetry RPC conventions: named `package.Service/Method`, kind server, with
+//! `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`; a caller's W3C context
+//! (`traceparent`/`tracestate` metadata) becomes its parent. The status is read where gRPC puts it:
+//! in the response headers for an error (trailers-only), else in the trailers after the body, which
+//! is why the response body is wrapped too.
+
+use crate::{
+    proto,
+    telemetry::{metrics::names, propagation},
+};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use prost::Message;
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::LazyLock,
+    task::{Context, Poll, ready},
+    time::Instant,
+};
+use tower::{Layer, Service};
+use tracing::{Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// gRPC status codes this layer names itself.
+const OK: i32 = 0;
+const CANCELLED: i32 = 1;
+const UNKNOWN: i32 = 2;
+
+/// Wraps every service of the router; see the module comment for why it sits outermost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RpcLayer;
+
+impl<S> Layer<S> for RpcLayer {
+    type Service = Rpc<S>;
+
+    fn layer(&self, inner: S) -> Rpc<S> {
+        Rpc { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Rpc<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for Rpc<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+{
+    type Response = http::Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ObservedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let call = Call::start(&request);
+        let inner = {
+            let _entered = call.span.enter();
+            self.inner.call(request)
+        };
+        ObservedFuture {
+            inner,
+            call: Some(call),
+        }
+    }
+}
+
+pin_project! {
+    /// The handler's future, polled inside the server span.
+    pub struct ObservedFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<Call>,
+    }
+}
+
+impl<F, ResBody, E> Future for ObservedFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<ObservedBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.call.as_ref().map(|c| c.span.enter());
+            ready!(this.inner.poll(cx))
+        };
+        let mut call = this.call.take().expect("polled after completion");
+        Poll::Ready(match result {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                // A trailers-only response (every error) carries its status in the headers.
+                let call = match grpc_status(&parts.headers) {
+                    Some(code) => {
+                        call.code = Some(code);
+                        None
+                    }
+                    None => Some(call),
+                };
+                Ok(http::Response::from_parts(
+                    parts,
+                    ObservedBody { inner: body, call },
+                ))
+            }
+            Err(e) => {
+                call.code = Some(UNKNOWN);
+                Err(e)
+            }
+        })
+    }
+}
+
+pin_project! {
+    /// The response body; the call ends when its trailers (and so its status) have gone out.
+    pub struct ObservedBody<B> {
+        #[pin]
+        inner: B,
+        call: Option<Call>,
+    }
+}
+
+impl<B: Body> Body for ObservedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = {
+            let _entered = this.call.as_ref().map(|c| c.span.enter());
+            ready!(this.inner.poll_frame(cx))
+        };
+        let code = match &polled {
+            Some(Ok(frame)) => frame
+                .trailers_ref()
+                .map(|t| grpc_status(t).unwrap_or(UNKNOWN)),
+            Some(Err(_)) | None => Some(UNKNOWN),
+        };
+        if let Some(code) = code
+            && let Some(mut call) = this.call.take()
+        {
+            call.code = Some(code);
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One call in flight. Dropping it ends the call: with the status seen, or `CANCELLED` when the
+/// client went away first.
+struct Call {
+    span: Span,
+    method: &'static Method,
+    started: Instant,
+    code: Option<i32>,
+}
+
+impl Call {
+    fn start<B>(request: &http::Request<B>) -> Call {
+        let method = Method::of(request.uri().path());
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = method.full,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = method.service,
+            rpc.method = method.method,
+            rpc.grpc.status_code = Empty,
+            otel.status_code = Empty,
+        );
+        if let Some(parent) = propagation::from_headers(request.headers()) {
+            // Fails only when traces are off, and then there is nothing to continue.
+            let _ = span.set_parent(parent);
+        }
+        Call {
+            span,
+            method,
+            started: Instant::now(),
+            code: None,
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(CANCELLED);
+        let elapsed = self.started.elapsed();
+        self.span.record("rpc.grpc.status_code", code);
+        if is_server_error(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        let (service, method) = (self.method.service, self.method.method);
+        metrics::counter!(names::RPC_REQUESTS,
+            "rpc_service" => service, "rpc_method" => method, "code" => code_name(code))
+        .increment(1);
+        metrics::histogram!(names::RPC_DURATION, "rpc_service" => service, "rpc_method" => method)
+            .record(elapsed);
+        tracing::debug!(parent: &self.span, code = code_name(code), elapsed_us = elapsed.as_micros() as u64, "rpc finished");
+    }
+}
+
+/// A method the server knows, as the conventions name it. Anything else is `_OTHER`, so a client
+/// inventing paths cannot mint new metric series.
+struct Method {
+    full: &'static str,
+    service: &'static str,
+    method: &'static str,
+}
+
+const OTHER: Method = Method {
+    full: "_OTHER",
+    service: "_OTHER",
+    method: "_OTHER",
+};
+
+/// Every method of every service the router serves, keyed by HTTP path, read once from the
+/// services' own descriptors so that a new RPC is named without touching this file.
+static METHODS: LazyLock<HashMap<String, Method>> = LazyLock::new(|| {
+    let descriptor_sets = [
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut methods = HashMap::new();
+    for bytes in descriptor_sets {
+        let set =
+            prost_types::FileDescriptorSet::decode(bytes).expect("built-in descriptors decode");
+        for file in set.file {
+            for service in &file.service {
+                let service_name = format!("{}.{}", file.package(), service.name());
+                let service_name: &'static str = Box::leak(service_name.into_boxed_str());
+                for m in &service.method {
+                    let full = format!("{service_name}/{}", m.name());
+                    let full: &'static str = Box::leak(full.into_boxed_str());
+                    methods.insert(
+                        format!("/{full}"),
+                        Method {
+                            full,
+                            service: service_name,
+                            method: &full[service_name.len() + 1..],
+                        },
+                    );
+                }
+            }
+        }
+    }
+    methods
+});
+
+impl Method {
+    fn of(path: &str) -> &'static Method {
+        METHODS.get(path).unwrap_or(&OTHER)
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// The codes that make a server span an error, per the conventions: faults of the server, not of
+/// the request.
+fn is_server_error(code: i32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+fn code_name(code: i32) -> &'static str {
+    match code {
+        OK => "OK",
+        CANCELLED => "CANCELLED",
+        UNKNOWN => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_methods_are_named_by_the_conventions() {
+        let m = Method::of("/suppress.v1.Suppression/CheckSuppressed");
+        assert_eq!(m.full, "suppress.v1.Suppression/CheckSuppressed");
+        assert_eq!(m.service, "suppress.v1.Suppression");
+        assert_eq!(m.method, "CheckSuppressed");
+        assert_eq!(Method::of("/grpc.health.v1.Health/Check").method, "Check");
+        assert_eq!(Method::of("/made.up.Service/Anything").full, "_OTHER");
+    }
+
+    #[test]
+    fn status_codes_have_their_grpc_names() {
+        assert_eq!(code_name(0), "OK");
+        assert_eq!(code_name(14), "UNAVAILABLE");
+        assert_eq!(code_name(99), "UNKNOWN");
+        assert!(is_server_error(13) && !is_server_error(3));
+    }
+}

@@ -1,0 +1,64 @@
+//! JSON log lines that carry the trace and span ids of the span they were logged in, so a log search
+//! leads to the trace and a trace to its logs.
+
+use opentelemetry::trace::TraceContextExt;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::{
+    fmt::{
+        FmtContext, FormatEvent, FormatFields,
+        format::{self, Format, Json, Writer},
+    },
+    registry::LookupSpan,
+};
+
+/// `tracing-subscriber`'s JSON format plus top-level `trace_id` and `span_id` fields, present when
+/// the event happened inside a span that OpenTelemetry knows (traces are on).
+pub struct WithTraceIds {
+    inner: Format<Json>,
+}
+
+impl Default for WithTraceIds {
+    fn default() -> Self {
+        Self {
+            inner: format::format().json(),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for WithTraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        // Looked up before formatting: the look-up locks the span's extensions, which the inner
+        // formatter reads too.
+        let ids = ctx.parent_span().and_then(|span| {
+            let cx = tracing::dispatcher::get_default(|dispatch| {
+                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+            })?;
+            let span = cx.span();
+            let sc = span.span_context();
+            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        // The inner format writes one object and a newline: the ids go in before the closing brace.
+        match line.strip_suffix("}\n") {
+            Some(object) => writeln!(
+                writer,
+                "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Every metric name, in one place, and the process-wide Prometheus recorder behind `/metrics`.
+//!
+//! Code records through the `metrics` facade (`metrics::counter!(names::X, …)`). Until
+//! [`prometheus`] installs the recorder (the admin port is configured), those calls go to the
+//! facade's no-op recorder and cost next to nothing. Label values are always drawn from small, fixed
+//! sets (method names, status codes, reasons): never an identifier.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::{sync::OnceLock, time::Duration};
+
+/// The metric names (the README's "Observability" section lists them with their labels).
+pub mod names {
+    /// Calls answered, by `rpc_service`, `rpc_method` and gRPC `code` (`OK`, `UNAVAILABLE`, …).
+    pub const RPC_REQUESTS: &str = "suppressd_rpc_requests_total";
+    /// Call latency from the request's headers to the response's status, by service and method.
+    pub const RPC_DURATION: &str = "suppressd_rpc_duration_seconds";
+    /// Checks answered, by `answer_source`: `cache`, `cache+store` or `store`.
+    pub const CHECKS: &str = "suppressd_checks_total";
+    /// New opt-outs recorded (visible and queued), by `reason` and `source`.
+    pub const OPT_OUTS: &str = "suppressd_opt_outs_total";
+    /// 1 when the cache carries a complete rebuild's marker, 0 when checks may fall to the store.
+    pub const CACHE_COMPLETE: &str = "suppressd_cache_complete";
+    /// 1 while this replica rebuilds the cache.
+    pub const REBUILD_RUNNING: &str = "suppressd_cache_rebuild_running";
+    /// Records copied from the store by the current (or last) rebuild of this replica.
+    pub const REBUILD_RECORDS: &str = "suppressd_cache_rebuild_records";
+    /// Rebuild attempts that did work, by `outcome`: `rebuilt`, `interrupted`, `failed`.
+    pub const REBUILDS: &str = "suppressd_cache_rebuilds_total";
+    /// Entries in the write-behind stream: opt-outs not yet committed (read or not).
+    pub const STREAM_LENGTH: &str = "suppressd_writebehind_stream_length";
+    /// Entries delivered to a worker and not yet acknowledged.
+    pub const PENDING: &str = "suppressd_writebehind_pending_entries";
+    /// Age of the oldest entry delivered to a worker and not yet acknowledged (0 when none).
+    pub const OLDEST_PENDING_AGE: &str = "suppressd_writebehind_oldest_pending_age_seconds";
+    /// Records per store transaction of the worker.
+    pub const BATCH_SIZE: &str = "suppressd_writebehind_batch_size";
+    /// Time the store took to commit one batch.
+    pub const COMMIT_DURATION: &str = "suppressd_writebehind_commit_duration_seconds";
+    /// Records the worker committed that the store did not have (redeliveries add none).
+    pub const COMMITTED: &str = "suppressd_writebehind_committed_total";
+    /// Undecodable entries moved to the dead-letter stream.
+    pub const DEAD_LETTERS: &str = "suppressd_writebehind_dead_letters_total";
+    /// Failed Redis operations, by `operation`.
+    pub const REDIS_ERRORS: &str = "suppressd_redis_errors_total";
+    /// Failed store operations, by `operation`.
+    pub const STORE_ERRORS: &str = "suppressd_store_errors_total";
+
+    /// Every name above: what dashboards and the README may refer to.
+    pub const ALL: &[&str] = &[
+        RPC_REQUESTS,
+        RPC_DURATION,
+        CHECKS,
+        OPT_OUTS,
+        CACHE_COMPLETE,
+        REBUILD_RUNNING,
+        REBUILD_RECORDS,
+        REBUILDS,
+        STREAM_LENGTH,
+        PENDING,
+        OLDEST_PENDING_AGE,
+        BATCH_SIZE,
+        COMMIT_DURATION,
+        COMMITTED,
+        DEAD_LETTERS,
+        REDIS_ERRORS,
+        STORE_ERRORS,
+    ];
+}
+
+/// Latency buckets, in seconds: a cache hit is ~0.1–1 ms, a store fallback or a DURABLE opt-out
+/// milliseconds to seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Batch-size buckets, in records (the batch is at most 10,000).
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0,
+];
+/// How often histograms are compacted between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide recorder, installed on first use. Every application in the process (tests run
+/// several) shares it; a metric set outside suppressd's recorder (another global one installed
+/// first) makes this panic, which is a wiring bug, not a runtime condition.
+pub fn prometheus() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), BATCH_BUCKETS)
+            })
+            .expect("bucket lists are not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed");
+        describe();
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("spawning the metrics upkeep thread");
+        handle
+    })
+}
+
+fn describe() {
+    use names::*;
+    describe_counter!(
+        RPC_REQUESTS,
+        "gRPC calls answered, by service, method and status code"
+    );
+    describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC call latency");
+    describe_counter!(CHECKS, "Checks answered, by where the answer came from");
+    describe_counter!(OPT_OUTS, "New opt-outs recorded, by reason and source");
+    describe_gauge!(CACHE_COMPLETE, "1 if the cache is complete, else 0");
+    describe_gauge!(REBUILD_RUNNING, "1 while this replica rebuilds the cache");
+    describe_gauge!(
+        REBUILD_RECORDS,
+        "Records copied by this replica's current or last rebuild"
+    );
+    describe_counter!(REBUILDS, "Cache rebuilds, by outcome");
+    describe_gauge!(
+        STREAM_LENGTH,
+        "Opt-outs in the write-behind stream, not yet committed"
+    );
+    describe_gauge!(
+        PENDING,
+        "Stream entries delivered to a worker, not yet acknowledged"
+    );
+    describe_gauge!(
+        OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "Age of the oldest unacknowledged delivered entry"
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        Unit::Count,
+        "Records per write-behind transaction"
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "Store commit time of one batch"
+    );
+    describe_counter!(
+        COMMITTED,
+        "Records newly committed by the write-behind worker"
+    );
+    describe_counter!(DEAD_LETTERS, "Undecodable stream entries dead-lettered");
+    describe_counter!(REDIS_ERRORS, "Failed Redis operations, by operation");
+    describe_counter!(
+        STORE_ERRORS,
+        "Failed durable store operations, by operation"
+    );
+}

@@ -1,0 +1,149 @@
+//! Telemetry set-up, in one place: logs on standard error (text or JSON, filtered by `RUST_LOG`),
+//! traces exported over OTLP/gRPC (configured by the standard `OTEL_*` variables), and the
+//! Prometheus recorder behind the admin port's `/metrics` ([`metrics`]).
+//!
+//! Traces are off unless an OTLP endpoint is configured. Then no OpenTelemetry layer is installed at
+//! all, so an untraced process pays nothing for it beyond the `tracing` spans its logs already use.
+//! When they are on, spans leave through a batch processor (never on the request path) and
+//! [`TelemetryGuard`] flushes what is queued when the process ends.
+//!
+//! Both `tracing`'s subscriber and the `metrics` recorder are process-wide and can be installed only
+//! once: the test suite therefore runs the tests that install them in child processes of their own.
+
+mod json;
+pub mod metrics;
+pub mod propagation;
+
+use crate::config::LogFormat;
+use anyhow::Context as _;
+use opentelemetry::{KeyValue, trace::TracerProvider as _};
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use std::time::Duration;
+use tracing::Level;
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter::Targets, fmt, prelude::*};
+
+/// The service name used when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
+pub const SERVICE_NAME: &str = "suppressd";
+
+/// How long shutdown waits for the last spans to reach the collector.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Flushes and shuts the trace pipeline down when dropped; hold it until the process ends. Drop it
+/// inside a multi-threaded Tokio runtime (as `main` does): the exporter's connection lives there.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Whether spans are exported (an OTLP endpoint is configured).
+    pub fn is_exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
+        {
+            // The subscriber may already be gone; standard error is all that is left.
+            eprintln!("suppressd: flushing traces at shutdown failed: {e}");
+        }
+    }
+}
+
+/// Installs the process-wide subscriber: logs always, OpenTelemetry export when configured. Fails if
+/// a subscriber is already installed or the OTLP exporter cannot be built. Call it inside the Tokio
+/// runtime: the exporter's channel is created on it.
+pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
+    let provider = tracing_configured().then(tracer_provider).transpose()?;
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+
+    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    layers.push(match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(logs)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .event_format(json::WithTraceIds::default())
+            .with_writer(std::io::stderr)
+            .with_filter(logs)
+            .boxed(),
+    });
+
+    if let Some(provider) = &provider {
+        // Only this crate's spans are exported; RUST_LOG governs logs, the sampler governs traces,
+        // and the spans of the libraries below (h2, sqlx, redis) would only add noise and cost.
+        let ours = Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO);
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(SERVICE_NAME))
+                // Per-span extras that cost clock reads, allocations or a context push on every
+                // poll of every span, sampled or not, and that no one reads here: nothing else in
+                // the process uses the active OpenTelemetry context (the layer's own span data is
+                // what propagation reads), and code locations, threads and busy/idle times are
+                // noise in an RPC trace.
+                .with_context_activation(false)
+                .with_tracked_inactivity(false)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_filter(ours)
+                .boxed(),
+        );
+    }
+
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .context("installing the tracing subscriber")?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// Whether the standard variables ask for trace export: an OTLP endpoint (general or for traces)
+/// is set, the SDK is not disabled, and the traces exporter is not `none`.
+fn tracing_configured() -> bool {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+    {
+        return false;
+    }
+    var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+        || var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+}
+
+/// The OTLP/gRPC exporter behind a batch processor. The exporter reads the endpoint, headers and
+/// timeout from `OTEL_EXPORTER_OTLP_*`; the SDK's default configuration reads the sampler from
+/// `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`) and the batch
+/// settings from `OTEL_BSP_*`.
+fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .context("building the OTLP span exporter")?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource())
+        .build())
+}
+
+/// `service.name` and `service.version` of this binary, overridden by whatever
+/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` say.
+fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let defaults = [
+        KeyValue::new("service.name", SERVICE_NAME),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+    ];
+    // Without OTEL_SERVICE_NAME the SDK says `unknown_service…`; ours is a better default.
+    let chosen = detected.iter().filter(|(key, value)| {
+        !(key.as_str() == "service.name" && value.as_str().starts_with("unknown_service"))
+    });
+    Resource::builder_empty()
+        .with_attributes(defaults)
+        .with_attributes(chosen.map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+        .build()
+}
