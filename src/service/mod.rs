@@ -13,7 +13,7 @@ pub mod waiters;
 
 use crate::{
     cache::{Cache, CacheError},
-    domain::{Clock, Invalid, Millis, Pepper, ReceiptId},
+    domain::{Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash},
     store::{Store, StoreError},
 };
 pub use check::{Answer, AnswerSource, Check};
@@ -118,6 +118,17 @@ impl Suppressions {
 
     fn now(&self) -> Millis {
         self.inner.clock.now()
+    }
+
+    /// The service's notion of "now"; opt-out tokens expire by it.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The keyed hash of a recipient, which is what an opt-out token carries instead of the raw
+    /// identifier.
+    pub fn subject(&self, recipient: &Recipient) -> SubjectHash {
+        self.inner.pepper.subject(recipient)
     }
 }
 
