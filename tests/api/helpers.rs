@@ -322,6 +322,16 @@ impl TestApp {
         .unwrap()
     }
 
+    /// Who recorded a receipt's row, and its source code (the proto's numbering).
+    pub async fn actor_and_source(&self, receipt: &str) -> (String, i64) {
+        let sql = "SELECT actor, CAST(source AS BIGINT) FROM suppressions WHERE receipt_id = $1";
+        match self.store().await {
+            Store::Postgres(pool) => sqlx::query_as(sql).bind(receipt).fetch_one(&pool).await,
+            Store::Sqlite(pool) => sqlx::query_as(sql).bind(receipt).fetch_one(&pool).await,
+        }
+        .unwrap()
+    }
+
     /// Waits until a rebuild has marked the cache complete. The rebuild runs in the background by
     /// design; this polls the marker, it does not guess a duration.
     pub async fn wait_cache_complete(&self) {

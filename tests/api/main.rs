@@ -4,11 +4,13 @@
 #[macro_use]
 mod helpers;
 
+mod auth;
 mod chaos;
 mod checks;
 mod failures;
 mod lifecycle;
 mod opt_outs;
 mod processes;
+mod tokens;
 mod validation;
 mod worker;
