@@ -258,7 +258,15 @@ impl TestApp {
         self.handle = Some(tokio::spawn(app.run_until(async {
             let _ = rx.await;
         })));
-        self.client = connect(self.addr).await;
+        self.client = if self.settings.tls_cert.is_some() {
+            // A TLS test connects with its own CA (tests/api/tls.rs).
+            client_with(
+                Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+                None,
+            )
+        } else {
+            connect(self.addr).await
+        };
     }
 
     /// Graceful shutdown, as on SIGTERM.

@@ -11,6 +11,7 @@ mod failures;
 mod lifecycle;
 mod opt_outs;
 mod processes;
+mod tls;
 mod tokens;
 mod validation;
 mod worker;
