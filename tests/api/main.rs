@@ -9,6 +9,7 @@ mod chaos;
 mod checks;
 mod failures;
 mod lifecycle;
+mod one_click;
 mod opt_outs;
 mod processes;
 mod tls;
