@@ -9,6 +9,7 @@ mod chaos;
 mod checks;
 mod failures;
 mod lifecycle;
+mod limits;
 mod one_click;
 mod opt_outs;
 mod processes;
