@@ -175,7 +175,7 @@ impl Driver {
             );
         }
         let port = free_port();
-        let child = std::process::Command::new("chromedriver")
+        let mut child = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -190,6 +190,8 @@ impl Driver {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("chromedriver did not listen");
     }
 }
