@@ -134,7 +134,7 @@ async fn a_burst_of_checks_is_shed_while_opt_outs_and_health_carry_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_principal_over_its_rate_limit_is_refused_and_others_are_not() {
     let app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
-        s.rate_limit_per_principal = 5;
+        s.rate_limit_per_principal = 2;
     })
     .await;
     let mut checker = app.client_with_key(Some(CHECK_KEY)).await;
@@ -155,7 +155,8 @@ async fn a_principal_over_its_rate_limit_is_refused_and_others_are_not() {
         .iter()
         .filter(|c| **c == Code::ResourceExhausted)
         .count();
-    assert!(limited >= 10, "20 calls at once against 5/s: {codes:?}");
+    // A burst of 2, then 2 a second: even a slow machine answers at most a handful of 20 calls.
+    assert!(limited >= 10, "20 quick calls against 2/s: {codes:?}");
     assert_eq!(codes[0], Code::Ok);
 
     // Another principal has its own bucket.
