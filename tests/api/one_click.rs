@@ -203,6 +203,14 @@ impl Drop for Driver {
     }
 }
 
+/// With `SUPPRESSD_SCREENSHOT_DIR` set, saves what the person sees, to look at by eye.
+async fn screenshot(browser: &fantoccini::Client, name: &str) {
+    if let Some(dir) = std::env::var_os("SUPPRESSD_SCREENSHOT_DIR") {
+        let png = browser.screenshot().await.expect("a screenshot");
+        std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_unsubscribes_in_a_real_browser() {
     use fantoccini::{ClientBuilder, Locator};
@@ -240,6 +248,7 @@ async fn a_person_unsubscribes_in_a_real_browser() {
         );
         // Opening the page recorded nothing.
         assert_eq!(app.rows(None).await, 0);
+        screenshot(&browser, "unsubscribe-page.png").await;
 
         browser
             .find(Locator::Css("button[type=submit]"))
@@ -249,6 +258,7 @@ async fn a_person_unsubscribes_in_a_real_browser() {
         browser.wait().for_element(Locator::Css("#done")).await?;
         let text = browser.find(Locator::Css("main")).await?.text().await?;
         let receipt = browser.find(Locator::Css("#receipt")).await?.text().await?;
+        screenshot(&browser, "unsubscribe-done.png").await;
         Ok::<_, fantoccini::error::CmdError>((text, receipt))
     }
     .await;
