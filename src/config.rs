@@ -5,8 +5,9 @@ use crate::{
     audit::AuditLog,
     domain::{Pepper, Recipient, RecipientKind},
 };
+use anyhow::{bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,10 +20,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Runs the gRPC service and its write-behind worker.
     Serve(ServeSettings),
+    /// Makes API keys and token keys for the key file.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// The audit log: make a signing key, verify the whole log, export one person's entries.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -143,6 +149,31 @@ pub fn pepper_or_development(pepper: Option<&str>) -> anyhow::Result<(Pepper, bo
     }
 }
 
+/// `suppressd keys …`: the key file holds hashes and token secrets; these print what to paste.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Prints a fresh API key (give it to the caller) and the `[[principal]]` entry with its hash.
+    New {
+        /// The principal's name, recorded as the actor of its opt-outs.
+        #[arg(long)]
+        name: String,
+        /// check, write or admin (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Restricts the principal to these tenants (repeatable; none = every tenant).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+    },
+    /// Reads an API key on standard input and prints its SHA-256, as `key_sha256` wants it.
+    Hash,
+    /// Prints a `[[token_key]]` entry with a fresh random secret.
+    TokenKey {
+        /// The key id (travels in each token's footer), e.g. the month it was made.
+        #[arg(long)]
+        id: String,
+    },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -235,6 +266,50 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// The key file (TOML): principals with hashed API keys, roles, tenants, certificate subjects,
+    /// and the opt-out token keys. Reloaded on SIGHUP and when the file changes. Required unless
+    /// --dev-no-auth.
+    #[arg(long, env = "SUPPRESSD_KEYS")]
+    pub keys: Option<PathBuf>,
+
+    /// DEVELOPMENT ONLY: no authentication; every caller is an admin. Refuses to listen on anything
+    /// but a loopback address.
+    #[arg(long, env = "SUPPRESSD_DEV_NO_AUTH")]
+    pub dev_no_auth: bool,
+
+    /// PEM certificate chain of the gRPC server; with --tls-key turns TLS on.
+    #[arg(long, env = "SUPPRESSD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the gRPC server.
+    #[arg(long, env = "SUPPRESSD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates that sign client certificates: turns mTLS on (a client without a
+    /// certificate from this CA is refused at the handshake). Subjects map to principals by CN.
+    #[arg(long, env = "SUPPRESSD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Address of the public HTTP front (RFC 8058 one-click unsubscribe pages); off when unset.
+    #[arg(long, env = "SUPPRESSD_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// Requests per second each principal may make (a burst of the same size); 0 = no limit.
+    /// Beyond it: RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SUPPRESSD_RATE_LIMIT_PER_PRINCIPAL", default_value_t = 0)]
+    pub rate_limit_per_principal: u32,
+
+    /// Checks in flight at once in this process; more are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SUPPRESSD_MAX_CONCURRENT_CHECKS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_checks: u32,
+
+    /// Opt-outs and other writes in flight at once; a budget of their own, so a flood of checks
+    /// never sheds an opt-out.
+    #[arg(long, env = "SUPPRESSD_MAX_CONCURRENT_WRITES", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_writes: u32,
+
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -260,6 +335,27 @@ impl ServeSettings {
     pub fn audit_log(&self) -> anyhow::Result<(AuditLog, bool)> {
         let log = AuditLog::new(&self.audit_origin, self.audit_signing_key.as_deref())?;
         Ok((log, self.audit_signing_key.is_none()))
+    }
+
+    /// The rules between settings that clap cannot express. Authentication is on unless the
+    /// development flag says otherwise, and then nothing may listen beyond loopback.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.dev_no_auth {
+            let addrs = std::iter::once(self.listen).chain(self.http_listen);
+            for addr in addrs {
+                ensure!(
+                    addr.ip().is_loopback(),
+                    "--dev-no-auth refuses to listen on {addr}: without authentication only a \
+                     loopback address is allowed"
+                );
+            }
+        } else if self.keys.is_none() {
+            bail!(
+                "authentication is on: give a key file with --keys (SUPPRESSD_KEYS), or \
+                 --dev-no-auth on a developer machine"
+            );
+        }
+        Ok(())
     }
 
     pub fn durable_wait(&self) -> Duration {

@@ -3,6 +3,8 @@
 //!
 //! The modules, from the outside in (dependencies point inward):
 //! - [`api`]: the tonic services; validate → convert → call [`service`] → convert back.
+//! - [`http`]: the public HTTP front (unsubscribe pages, RFC 8058 one-click) over the same use case.
+//! - [`auth`]: principals, roles, the key file, opt-out tokens; decides who may do what.
 //! - [`service`]: the use cases (check, opt out, receipts) over the cache and the store.
 //! - [`cache`]: Redis: the complete set of active suppressions, the write-behind stream, the marker
 //!   that says the set is complete.
@@ -19,11 +21,13 @@
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -6,6 +6,7 @@
 use crate::{
     admin::Admin,
     api::{self, Router},
+    auth::{KeyStore, KeyTable},
     cache::{Cache, layout::Keys},
     config::ServeSettings,
     domain::Clock,
@@ -22,16 +23,22 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// How often health is re-evaluated.
 const HEALTH_EVERY: Duration = Duration::from_millis(500);
 /// How long a worker read blocks waiting for new entries (also bounds its shutdown).
 const WORKER_BLOCK: Duration = Duration::from_millis(500);
+/// How often the key file's modification time is looked at (SIGHUP reloads at once).
+const KEYS_POLL_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// The public HTTP front, when configured: its listener and its router.
+    http: Option<(TcpListener, axum::Router)>,
+    keys: KeyStore,
     health: HealthReporter,
     cache: Cache,
     store: Store,
@@ -45,6 +52,21 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: &ServeSettings, clock: Clock) -> anyhow::Result<Application> {
+        settings.check()?;
+        // One crypto provider for every TLS use in the process (STACK.md trap 1). Installing twice
+        // (tests build many applications) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let key_store = match &settings.keys {
+            Some(path) => KeyStore::load(path)?,
+            None => KeyStore::fixed(KeyTable::default()),
+        };
+        if settings.dev_no_auth {
+            tracing::warn!(
+                "!!! --dev-no-auth: authentication is OFF and every caller is an admin. Listening on \
+                 loopback only. Never run like this outside a developer machine !!!"
+            );
+        }
+        let tls = tls_config(settings)?;
         let (pepper, dev_pepper) = settings.pepper()?;
         if dev_pepper {
             tracing::warn!(
@@ -101,7 +123,31 @@ impl Application {
             Some(addr) => Some(Admin::bind(addr, cache.clone()).await?),
             None => None,
         };
-        let (router, health) = api::router(service)?;
+        let http = match settings.http_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the HTTP front to {addr}"))?;
+                tracing::info!(addr = %listener.local_addr()?, "HTTP front listening");
+                Some((
+                    listener,
+                    crate::http::router(service.clone(), key_store.clone()),
+                ))
+            }
+            None => None,
+        };
+        let tls_on = tls.is_some();
+        let (router, health) = api::router(
+            service,
+            api::ApiSettings {
+                keys: key_store.clone(),
+                authenticate: !settings.dev_no_auth,
+                rate_limit_per_principal: settings.rate_limit_per_principal,
+                max_concurrent_checks: settings.max_concurrent_checks as usize,
+                max_concurrent_writes: settings.max_concurrent_writes as usize,
+                tls,
+            },
+        )?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -110,11 +156,16 @@ impl Application {
             replica,
             store = store.engine(),
             admin = ?admin.as_ref().map(Admin::local_addr),
+            tls = tls_on,
+            mtls = settings.tls_client_ca.is_some(),
+            authentication = !settings.dev_no_auth,
             "suppressd ready to serve"
         );
         Ok(Application {
             listener,
             router,
+            http,
+            keys: key_store,
             health,
             cache,
             store,
@@ -138,12 +189,21 @@ impl Application {
         self.admin.as_ref().map(Admin::local_addr)
     }
 
+    /// The HTTP front's address, when it is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+            .as_ref()
+            .map(|(l, _)| l.local_addr().expect("a bound listener has an address"))
+    }
+
     /// Serves until `shutdown` resolves; then turns health NOT_SERVING, stops accepting, drains
     /// in-flight calls, and lets the worker finish its current batch.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Application {
             listener,
             router,
+            http,
+            keys,
             health,
             cache,
             store,
@@ -175,6 +235,19 @@ impl Application {
             background.clone(),
         ));
 
+        let watching = tokio::spawn(watch_keys(keys, background.clone()));
+        let front = http.map(|(listener, app)| {
+            let stop = background.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the HTTP front stopped");
+                }
+            })
+        });
+
         let draining = background.clone();
         let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
         let serve =
@@ -205,7 +278,10 @@ impl Application {
             if let Some(admin) = admin {
                 let _ = admin.await;
             }
-            let _ = tokio::join!(rebuilding, monitoring, listening);
+            let _ = tokio::join!(rebuilding, monitoring, listening, watching);
+            if let Some(front) = front {
+                let _ = front.await;
+            }
         };
         if tokio::time::timeout(grace, finished).await.is_err() {
             tracing::warn!("shutdown grace period over; pending entries stay in the stream");
@@ -213,6 +289,51 @@ impl Application {
         store.close().await;
         tracing::info!("suppressd stopped");
         served.context("serving gRPC")
+    }
+}
+
+/// The gRPC server's TLS: a certificate and key, and for mTLS the CA that client certificates must
+/// chain to (a client without one is refused at the handshake).
+fn tls_config(settings: &ServeSettings) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &settings.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Reloads the key file on SIGHUP and whenever it changes on disk, until shutdown.
+async fn watch_keys(keys: KeyStore, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            _ = hup => {
+                tracing::info!("SIGHUP: reloading the key file");
+                if let Err(e) = keys.reload() {
+                    tracing::error!(error = format!("{e:#}"), "key file not reloaded; the old keys stay");
+                }
+            }
+            _ = tokio::time::sleep(KEYS_POLL_EVERY) => keys.reload_if_changed(),
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

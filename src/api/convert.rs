@@ -4,9 +4,10 @@
 
 use crate::{
     audit::{merkle::Hash, verify::ReceiptProof},
+    auth::{TokenClaims, token},
     domain::{
         Channel, Invalid, Match, Millis, Notice, Reason, ReceiptId, Recipient, RecipientKind,
-        Scope, Source,
+        Scope, Source, Subject,
     },
     proto,
     service::{Check, Durability, OptOutCommand, ReceiptState, ReceiptView, audit::CheckpointView},
@@ -194,9 +195,11 @@ pub fn opt_out(req: proto::OptOutRequest, actor: String) -> Result<OptOutCommand
         idempotency_key,
         durability: durability_code,
         expires_at,
+        // The handler sends requests with a token to `token_opt_out`.
+        token: _,
     } = req;
     OptOutCommand::new(
-        recipient(r)?,
+        Subject::Recipient(recipient(r)?),
         opt_out_scope(scope)?,
         reason(reason_code)?,
         source(source_code)?,
@@ -205,6 +208,96 @@ pub fn opt_out(req: proto::OptOutRequest, actor: String) -> Result<OptOutCommand
         expires_at.map(|t| millis("expires_at", t)).transpose()?,
         actor,
     )
+}
+
+/// The longest a token may live: people open old mail, but not forever.
+const MAX_TOKEN_TTL_MS: Millis = 400 * 24 * 3600 * 1000;
+/// The validity of a token whose request names no ttl.
+const DEFAULT_TOKEN_TTL_MS: Millis = 180 * 24 * 3600 * 1000;
+
+/// An `OptOut` carrying a token: the token (already verified) names subject and scope; the request
+/// may only choose how the opt-out arrived and how long to wait. It is always the person's own
+/// request, so it never expires.
+pub fn token_opt_out(
+    req: proto::OptOutRequest,
+    claims: TokenClaims,
+    actor: String,
+) -> Result<OptOutCommand, Invalid> {
+    let proto::OptOutRequest {
+        recipient: r,
+        scope,
+        reason: reason_code,
+        source: source_code,
+        idempotency_key,
+        durability: durability_code,
+        expires_at,
+        token,
+    } = req;
+    if r.is_some() || scope.is_some() {
+        return Err(Invalid::new(
+            "token",
+            "recipient and scope must be unset when a token is given: the token names them",
+        ));
+    }
+    if reason_code != proto::Reason::Unspecified as i32
+        && reason(reason_code)? != Reason::UserRequest
+    {
+        return Err(Invalid::new(
+            "reason",
+            "an opt-out by token is the person's own: unspecified or USER_REQUEST",
+        ));
+    }
+    let source = match source_code {
+        0 => Source::Link,
+        code => match source(code)? {
+            s @ (Source::Link | Source::OneClick) => s,
+            _ => return Err(Invalid::new("source", "with a token: LINK or ONE_CLICK")),
+        },
+    };
+    if expires_at.is_some() {
+        return Err(Invalid::new(
+            "expires_at",
+            "a person's own opt-out never expires",
+        ));
+    }
+    let idempotency_key = match idempotency_key.as_str() {
+        "" => token::idempotency_key(&token),
+        given => given.to_owned(),
+    };
+    OptOutCommand::new(
+        Subject::Hash(claims.subject),
+        claims.scope,
+        Reason::UserRequest,
+        source,
+        &idempotency_key,
+        durability(durability_code)?,
+        None,
+        actor,
+    )
+}
+
+/// What an `IssueOptOutToken` asks for: whom, what, and for how long (milliseconds).
+pub fn issue_token(
+    req: proto::IssueOptOutTokenRequest,
+) -> Result<(Recipient, Scope, Millis), Invalid> {
+    let proto::IssueOptOutTokenRequest {
+        recipient: r,
+        scope,
+        ttl,
+    } = req;
+    let ttl = match ttl {
+        None => DEFAULT_TOKEN_TTL_MS,
+        Some(prost_types::Duration { seconds, nanos }) => {
+            let ms = seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(nanos / 1_000_000));
+            if ms <= 0 || ms > MAX_TOKEN_TTL_MS {
+                return Err(Invalid::new("ttl", "must be positive and at most 400 days"));
+            }
+            ms
+        }
+    };
+    Ok((recipient(r)?, opt_out_scope(scope)?, ttl))
 }
 
 pub fn receipt_id(req: proto::GetReceiptRequest) -> Result<ReceiptId, Invalid> {

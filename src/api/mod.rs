@@ -1,17 +1,26 @@
 //! The gRPC surface: `suppress.v1.Suppression`, `grpc.health.v1.Health` and server reflection (v1 and
 //! v1alpha, so grpcurl and ghz work without the `.proto`). Cross-cutting layers are wired here, in
 //! one place.
+//!
+//! Around every service, outermost: [`observe`]'s RPC span and metrics layer. Around `Suppression`
+//! (outermost first): [`auth`] (who is calling, may they call this RPC, their
+//! rate limit), then [`limits`] (the in-flight budgets, so refused callers never take a slot), then
+//! the generated server with its message-size cap. Health and reflection stay outside both: probes
+//! must answer under overload and without a key.
 
+pub mod auth;
 mod convert;
+pub mod limits;
 mod observe;
-mod status;
+pub mod status;
 mod suppression;
 
 pub use convert::MAX_BATCH;
 pub use observe::RpcLayer;
-pub use suppression::SuppressionApi;
+pub use suppression::{SuppressionApi, verify_opt_out_token};
 
-use crate::{proto, service::Suppressions};
+use crate::{auth::KeyStore, proto, service::Suppressions};
+use tonic::transport::ServerTlsConfig;
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
@@ -23,9 +32,35 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub type SuppressionServer = proto::suppression_server::SuppressionServer<SuppressionApi>;
 
+/// How the gRPC surface guards itself.
+pub struct ApiSettings {
+    /// Principals, API key hashes and token keys (reloadable).
+    pub keys: KeyStore,
+    /// `false` only with `--dev-no-auth`.
+    pub authenticate: bool,
+    /// Requests per second per principal (0 = no limit).
+    pub rate_limit_per_principal: u32,
+    /// In-flight budgets: checks, and writes (opt-outs and the rest).
+    pub max_concurrent_checks: usize,
+    pub max_concurrent_writes: usize,
+    /// Server certificate and, for mTLS, the client CA.
+    pub tls: Option<ServerTlsConfig>,
+}
+
 /// Builds the router with every service. Health starts NOT_SERVING; the caller turns it on once the
 /// process can answer.
-pub fn router(service: Suppressions) -> anyhow::Result<(Router, HealthReporter)> {
+pub fn router(
+    service: Suppressions,
+    settings: ApiSettings,
+) -> anyhow::Result<(Router, HealthReporter)> {
+    let ApiSettings {
+        keys,
+        authenticate,
+        rate_limit_per_principal,
+        max_concurrent_checks,
+        max_concurrent_writes,
+        tls,
+    } = settings;
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -35,11 +70,26 @@ pub fn router(service: Suppressions) -> anyhow::Result<(Router, HealthReporter)>
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let suppression = SuppressionServer::new(SuppressionApi::new(service))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let router = tonic::transport::Server::builder()
-        // Outermost, so every call (even one no handler sees) gets its server span and its metrics,
-        // and the span is the parent of all the handler does. See `observe`.
+    let authenticator =
+        auth::Authenticator::new(authenticate.then(|| keys.clone()), rate_limit_per_principal);
+    // The size cap is set on the generated server before it is wrapped (the wrappers hide it).
+    let suppression =
+        SuppressionServer::new(SuppressionApi::new(service, keys, authenticator.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let suppression = tower::ServiceBuilder::new()
+        .layer(auth::AuthLayer(authenticator))
+        .layer(limits::ShedLayer(limits::Budgets::new(
+            max_concurrent_checks,
+            max_concurrent_writes,
+        )))
+        .service(suppression);
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    let router = server
+        // Outermost, so every call (even one no handler sees, or one auth refuses) gets its server
+        // span and its metrics, and the span is the parent of all the handler does. See `observe`.
         .layer(RpcLayer)
         .add_service(health)
         .add_service(reflection_v1)

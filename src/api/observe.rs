@@ -187,6 +187,8 @@ impl Call {
             rpc.method = method.method,
             rpc.grpc.status_code = Empty,
             otel.status_code = Empty,
+            // The authenticated principal's name (never the key), filled in by the handler.
+            principal = Empty,
         );
         if let Some(parent) = propagation::from_headers(request.headers()) {
             // Fails only when traces are off, and then there is nothing to continue.

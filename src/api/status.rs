@@ -23,3 +23,41 @@ impl From<ServiceError> for Status {
         }
     }
 }
+
+/// Why the API layer refused a call before (or instead of) a use case: credentials, roles, tenants,
+/// tokens and limits. The message says what to fix and never echoes a key or a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Missing or invalid API key, unknown certificate, invalid or expired opt-out token.
+    Unauthenticated(String),
+    /// A valid caller without the role or the tenant the call needs.
+    PermissionDenied(String),
+    /// The principal's rate limit.
+    RateLimited(String),
+    /// The process's budget of in-flight calls of this kind ("checks" or "writes") is spent.
+    Overloaded(&'static str),
+    /// The call needs configuration this server lacks (no token key issues tokens).
+    NotConfigured(String),
+}
+
+impl Refusal {
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Refusal::Unauthenticated(message.into())
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(r: Refusal) -> Status {
+        match r {
+            Refusal::Unauthenticated(message) => Status::unauthenticated(message),
+            Refusal::PermissionDenied(message) => Status::permission_denied(message),
+            Refusal::RateLimited(who) => {
+                Status::resource_exhausted(format!("rate limit of {who} reached; retry later"))
+            }
+            Refusal::Overloaded(what) => Status::resource_exhausted(format!(
+                "overloaded: too many {what} in flight; retry with backoff"
+            )),
+            Refusal::NotConfigured(message) => Status::failed_precondition(message),
+        }
+    }
+}

@@ -1,24 +1,66 @@
-//! The `suppress.v1.Suppression` service: each handler validates and converts, calls the use case,
-//! converts back. No Redis, SQL or retry logic lives here.
+//! The `suppress.v1.Suppression` service: each handler validates and converts, checks the tenants
+//! the request names against its caller, calls the use case, converts back. No Redis, SQL or retry
+//! logic lives here; who the caller is was settled by [`super::auth`] before the message was decoded.
 
-use super::convert;
+use super::{
+    auth::{self, Authenticator},
+    convert,
+    status::Refusal,
+};
 use crate::{
+    auth::{KeyStore, Principal, Purpose, TokenClaims, TokenError},
     proto,
     service::{ServiceError, Suppressions, audit},
 };
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
-
-/// The actor recorded on opt-outs until callers authenticate.
-pub const ANONYMOUS: &str = "anonymous";
+use tracing::Span;
 
 pub struct SuppressionApi {
     service: Suppressions,
+    keys: KeyStore,
+    auth: Authenticator,
 }
 
 impl SuppressionApi {
-    pub fn new(service: Suppressions) -> Self {
-        Self { service }
+    pub fn new(service: Suppressions, keys: KeyStore, auth: Authenticator) -> Self {
+        Self {
+            service,
+            keys,
+            auth,
+        }
     }
+
+    /// Verifies an opt-out token by the service's clock. Every failure is the same
+    /// UNAUTHENTICATED to the caller; the reason goes to the log.
+    fn verify_token(&self, token: &str) -> Result<TokenClaims, Refusal> {
+        let now = self.service.clock().now();
+        verify_opt_out_token(&self.keys, token, now)
+    }
+}
+
+/// Shared by the gRPC handler and the HTTP front: a token fit to opt out with, or UNAUTHENTICATED.
+pub fn verify_opt_out_token(
+    keys: &KeyStore,
+    token: &str,
+    now: crate::domain::Millis,
+) -> Result<TokenClaims, Refusal> {
+    keys.current()
+        .tokens
+        .verify(token, Purpose::OptOut, now)
+        .map_err(|e: TokenError| {
+            tracing::info!(reason = %e, "opt-out token refused");
+            Refusal::unauthenticated("invalid or expired opt-out token")
+        })
+}
+
+/// The caller the auth layer admitted; its absence here is a wiring fault, refused all the same.
+fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Refusal> {
+    let principal =
+        auth::caller(request).ok_or_else(|| Refusal::unauthenticated("missing credentials"))?;
+    // The current span is the RPC's server span (`observe`), which declares the field.
+    Span::current().record("principal", principal.name.as_str());
+    Ok(principal)
 }
 
 #[tonic::async_trait]
@@ -27,7 +69,9 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         &self,
         request: Request<proto::CheckSuppressedRequest>,
     ) -> Result<Response<proto::CheckSuppressedResponse>, Status> {
+        let principal = principal(&request)?;
         let check = convert::check(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [check.notice.tenant.as_str()])?;
         let mut answers = self.service.check(std::slice::from_ref(&check)).await?;
         let answer = answers.pop().flatten();
         Ok(Response::new(convert::answer_to_proto(answer)))
@@ -37,7 +81,9 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         &self,
         request: Request<proto::CheckSuppressedBatchRequest>,
     ) -> Result<Response<proto::CheckSuppressedBatchResponse>, Status> {
+        let principal = principal(&request)?;
         let checks = convert::checks(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, checks.iter().map(|c| c.notice.tenant.as_str()))?;
         let answers = self.service.check(&checks).await?;
         Ok(Response::new(proto::CheckSuppressedBatchResponse {
             results: answers.into_iter().map(convert::answer_to_proto).collect(),
@@ -48,8 +94,36 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         &self,
         request: Request<proto::OptOutRequest>,
     ) -> Result<Response<proto::OptOutResponse>, Status> {
-        let cmd = convert::opt_out(request.into_inner(), ANONYMOUS.to_owned())
-            .map_err(ServiceError::from)?;
+        let caller = auth::caller(&request);
+        let req = request.into_inner();
+        let cmd = match caller {
+            // With a token, the token is the authority over subject and scope; a caller with a key
+            // is recorded as the actor, else the token's key id is.
+            _ if !req.token.is_empty() => {
+                if caller.is_none() {
+                    self.auth.admit_anonymous()?;
+                }
+                let claims = self.verify_token(&req.token)?;
+                let actor =
+                    caller.map_or_else(|| format!("token:{}", claims.key_id), |p| p.name.clone());
+                Span::current().record("principal", actor.as_str());
+                convert::token_opt_out(req, claims, actor).map_err(ServiceError::from)?
+            }
+            Some(principal) => {
+                // The current span is the RPC's server span (`observe`), which declares the field.
+                Span::current().record("principal", principal.name.as_str());
+                let cmd =
+                    convert::opt_out(req, principal.name.clone()).map_err(ServiceError::from)?;
+                auth::authorize_tenants(&principal, [cmd.scope.tenant.as_str()])?;
+                cmd
+            }
+            None => {
+                return Err(Refusal::unauthenticated(
+                    "missing credentials: send 'authorization: Bearer <key>', or an opt-out token",
+                )
+                .into());
+            }
+        };
         let receipt = self.service.opt_out(cmd).await?;
         Ok(Response::new(proto::OptOutResponse {
             receipt: Some(convert::receipt_to_proto(receipt)),
@@ -60,6 +134,9 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         &self,
         request: Request<proto::GetReceiptRequest>,
     ) -> Result<Response<proto::Receipt>, Status> {
+        // A receipt id is an unguessable capability and the request names no tenant: the role is
+        // the whole rule here.
+        principal(&request)?;
         let id = convert::receipt_id(request.into_inner()).map_err(ServiceError::from)?;
         let receipt = self.service.receipt(id).await?;
         Ok(Response::new(convert::receipt_to_proto(receipt)))
@@ -83,5 +160,27 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         let proto::GetConsistencyProofRequest { old_size, new_size } = request.into_inner();
         let proof = audit::consistency_proof(self.service.store(), old_size, new_size).await?;
         Ok(Response::new(convert::consistency_to_proto(proof)))
+    }
+
+    async fn issue_opt_out_token(
+        &self,
+        request: Request<proto::IssueOptOutTokenRequest>,
+    ) -> Result<Response<proto::IssueOptOutTokenResponse>, Status> {
+        let principal = principal(&request)?;
+        let (recipient, scope, ttl) =
+            convert::issue_token(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [scope.tenant.as_str()])?;
+        let expires_at = self.service.clock().now() + ttl;
+        let subject = self.service.subject(&recipient);
+        let token = self
+            .keys
+            .current()
+            .tokens
+            .issue(subject, &scope, Purpose::OptOut, expires_at)
+            .map_err(|e| Refusal::NotConfigured(e.to_string()))?;
+        Ok(Response::new(proto::IssueOptOutTokenResponse {
+            token,
+            expires_at: Some(convert::timestamp(expires_at)),
+        }))
     }
 }

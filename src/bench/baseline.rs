@@ -53,6 +53,13 @@ impl Suppression for EmptySuppression {
         Ok(Response::new(Default::default()))
     }
 
+    async fn issue_opt_out_token(
+        &self,
+        _: Request<proto::IssueOptOutTokenRequest>,
+    ) -> Result<Response<proto::IssueOptOutTokenResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
     async fn get_checkpoint(
         &self,
         _: Request<proto::GetCheckpointRequest>,

@@ -134,6 +134,7 @@ fn opt_out(json: &Value) -> Result<proto::OptOutRequest, String> {
         ("idempotency_key", "idempotencyKey"),
         ("durability", "durability"),
         ("expires_at", "expiresAt"),
+        ("token", "token"),
     ];
     let m = object(json, "", &names)?;
     let get = |(snake, camel): (&str, &str)| field(m, snake, camel);
@@ -156,6 +157,7 @@ fn opt_out(json: &Value) -> Result<proto::OptOutRequest, String> {
                 .map_err(|e| format!("expires_at: {e}")),
             _ => Err("expires_at: must be an RFC 3339 string".into()),
         })?,
+        token: string(get(names[7]), "token")?,
     })
 }
 

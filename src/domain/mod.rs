@@ -11,7 +11,7 @@ pub mod record;
 pub mod scope;
 
 pub use clock::{Clock, Millis};
-pub use recipient::{Pepper, Recipient, RecipientKind, SubjectHash};
+pub use recipient::{Pepper, Recipient, RecipientKind, Subject, SubjectHash};
 pub use record::{Match, Reason, ReceiptId, Source, Suppression, best_match};
 pub use scope::{Channel, Notice, Scope};
 

@@ -205,6 +205,24 @@ impl Pepper {
     }
 }
 
+/// Whom an opt-out is about: a recipient the service hashes, or a hash it already made (an opt-out
+/// token carries the keyed hash, never the raw identifier, so a link reveals nothing readable).
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Recipient(Recipient),
+    Hash(SubjectHash),
+}
+
+impl Pepper {
+    /// The keyed hash of a subject; only a raw recipient is hashed.
+    pub fn subject_of(&self, subject: &Subject) -> SubjectHash {
+        match subject {
+            Subject::Recipient(r) => self.subject(r),
+            Subject::Hash(h) => *h,
+        }
+    }
+}
+
 /// The keyed hash of one recipient: the only form of a person's identifier that leaves a request.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubjectHash(pub [u8; 32]);

@@ -14,7 +14,7 @@ pub mod waiters;
 
 use crate::{
     cache::{Cache, CacheError},
-    domain::{Clock, Invalid, Millis, Pepper, ReceiptId},
+    domain::{Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash},
     store::{Store, StoreError},
 };
 pub use check::{Answer, AnswerSource, Check};
@@ -123,6 +123,17 @@ impl Suppressions {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The service's notion of "now"; opt-out tokens expire by it.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The keyed hash of a recipient, which is what an opt-out token carries instead of the raw
+    /// identifier.
+    pub fn subject(&self, recipient: &Recipient) -> SubjectHash {
+        self.inner.pepper.subject(recipient)
     }
 }
 

@@ -5,7 +5,7 @@
 use super::{ReceiptState, ReceiptView, ServiceError, Suppressions};
 use crate::{
     cache::{Recorded, stream::StreamEntry},
-    domain::{Invalid, Millis, Reason, ReceiptId, Recipient, Scope, Source, Suppression},
+    domain::{Invalid, Millis, Reason, ReceiptId, Scope, Source, Subject, Suppression},
     telemetry::metrics::names,
 };
 use tracing::Span;
@@ -23,7 +23,8 @@ pub enum Durability {
 /// A valid opt-out request. [`OptOutCommand::new`] holds the rules that need no clock.
 #[derive(Debug, Clone)]
 pub struct OptOutCommand {
-    pub recipient: Recipient,
+    /// A raw recipient (hashed here) or the keyed hash an opt-out token carries.
+    pub subject: Subject,
     pub scope: Scope,
     pub reason: Reason,
     pub source: Source,
@@ -37,7 +38,7 @@ pub struct OptOutCommand {
 impl OptOutCommand {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        recipient: Recipient,
+        subject: Subject,
         scope: Scope,
         reason: Reason,
         source: Source,
@@ -65,7 +66,7 @@ impl OptOutCommand {
             ));
         }
         Ok(Self {
-            recipient,
+            subject,
             scope,
             reason,
             source,
@@ -100,7 +101,7 @@ impl Suppressions {
 
         let record = Suppression {
             receipt: ReceiptId::new(now),
-            subject: inner.pepper.subject(&cmd.recipient),
+            subject: inner.pepper.subject_of(&cmd.subject),
             scope: cmd.scope,
             reason: cmd.reason,
             source: cmd.source,

@@ -1,12 +1,23 @@
 //! The load generator against a real server whose answers are known, and the benchmark suite in its
 //! smoke mode. Nothing here asserts a speed: counts, distributions and the report's shape only.
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{ADMIN_KEY, Backend, spawn_app};
 use suppressd::bench::{self, BenchSettings, Report, suite};
 use tokio_util::sync::CancellationToken;
 
+/// Runs the load generator with the harness's admin key, as a load test against a real deployment
+/// would send one.
 async fn load(args: &[&str]) -> Report {
-    let settings = BenchSettings::from_args(args.iter().copied()).expect("valid bench flags");
+    let key = format!(r#""authorization":"Bearer {ADMIN_KEY}""#);
+    let mut with_key: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    match with_key.iter().position(|a| a == "-m") {
+        Some(at) => with_key[at + 1] = with_key[at + 1].replacen('{', &format!("{{{key},"), 1),
+        None => with_key
+            .splice(0..0, ["-m".to_owned(), format!("{{{key}}}")])
+            .for_each(drop),
+    }
+    let settings =
+        BenchSettings::from_args(with_key.iter().map(String::as_str)).expect("valid bench flags");
     bench::run(&settings, CancellationToken::new())
         .await
         .expect("the load test runs")

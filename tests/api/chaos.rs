@@ -14,10 +14,10 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use suppressd::proto::{self, Channel, ReceiptState, suppression_client::SuppressionClient};
-use tonic::{Code, transport::Channel as GrpcChannel};
+use suppressd::proto::{self, Channel, ReceiptState};
+use tonic::Code;
 
-type Slot = Arc<Mutex<Option<SuppressionClient<GrpcChannel>>>>;
+type Slot = Arc<Mutex<Option<Client>>>;
 
 #[derive(Default)]
 struct Counts {
@@ -33,7 +33,7 @@ fn person(i: u64) -> proto::Recipient {
     email(&format!("chaos{i}@example.com"))
 }
 
-fn pick(slots: &[Slot]) -> Option<SuppressionClient<GrpcChannel>> {
+fn pick(slots: &[Slot]) -> Option<Client> {
     let i = rand::rng().random_range(0..slots.len());
     slots[i]
         .lock()

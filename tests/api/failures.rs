@@ -10,7 +10,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use suppressd::proto::{self, Channel, ReceiptState, suppression_client::SuppressionClient};
+use suppressd::proto::{self, Channel, ReceiptState};
 use tonic::{Code, transport::Channel as GrpcChannel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -58,7 +58,7 @@ impl Tally {
 
 /// Loops checks on `people` through `client` until `stop`, tallying the answers.
 fn check_loop(
-    client: SuppressionClient<GrpcChannel>,
+    client: Client,
     people: Vec<proto::Recipient>,
     tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
@@ -81,10 +81,7 @@ fn check_loop(
     })
 }
 
-async fn opt_out_everyone(
-    client: &mut SuppressionClient<GrpcChannel>,
-    n: usize,
-) -> Vec<proto::Recipient> {
+async fn opt_out_everyone(client: &mut Client, n: usize) -> Vec<proto::Recipient> {
     let mut people = Vec::new();
     for i in 0..n {
         let person = email(&format!("p{i}@example.com"));
@@ -316,7 +313,7 @@ fn check_request(r: &proto::Recipient, s: proto::Scope) -> proto::CheckSuppresse
     }
 }
 
-async fn receipt_state(client: &mut SuppressionClient<GrpcChannel>, id: &str) -> i32 {
+async fn receipt_state(client: &mut Client, id: &str) -> i32 {
     client
         .get_receipt(proto::GetReceiptRequest {
             receipt_id: id.into(),

@@ -1,7 +1,14 @@
 //! The shared harness: every test gets the real server on port 0, its own database (a fresh
 //! PostgreSQL database or a fresh SQLite file) and its own Redis key prefix on the shared Redis.
+//! Authentication is on, as in production: each app has its own key file with the principals below,
+//! and `TestApp.client` sends the admin key with every call.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+    time::Duration,
+};
 use suppressd::{
     cache::{Cache, layout::Keys},
     config::ServeSettings,
@@ -12,11 +19,82 @@ use suppressd::{
 };
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const PEPPER: &str = "test-pepper-0123456789abcdef";
+
+/// The API keys of the harness's principals (the key file holds only their hashes).
+pub const ADMIN_KEY: &str = "sk_test_admin_3b1f0c9e8d7a6b5c4d3e2f1a0b9c8d7e";
+pub const CHECK_KEY: &str = "sk_test_check_5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
+pub const WRITE_KEY: &str = "sk_test_write_7e6d5c4b3a291807f6e5d4c3b2a19081";
+/// Restricted to tenant "acme".
+pub const ACME_CHECK_KEY: &str = "sk_test_acmechk_0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+pub const ACME_WRITE_KEY: &str = "sk_test_acmewr_1a2b3c4d5e6f708192a3b4c5d6e7f809";
+/// The token key the harness's key file issues with.
+pub const TOKEN_KEY: (&str, [u8; 32]) = ("k1", [0x11; 32]);
+
+/// The key file's text: the five principals and the given token keys (`(id, secret, issues)`).
+pub fn key_file_text(token_keys: &[(&str, [u8; 32], bool)]) -> String {
+    let principal = |name: &str, roles: &str, tenants: &str, key: &str| {
+        format!(
+            "[[principal]]\nname = \"{name}\"\nroles = [{roles}]\n{tenants}key_sha256 = [\"{}\"]\n\n",
+            suppressd::auth::hash_key(key)
+        )
+    };
+    let acme = "tenants = [\"acme\"]\n";
+    let mut text = String::new();
+    text += &principal("admin", "\"admin\"", "", ADMIN_KEY);
+    text += &principal("checker", "\"check\"", "", CHECK_KEY);
+    text += &principal("writer", "\"write\"", "", WRITE_KEY);
+    text += &principal("acme-checker", "\"check\"", acme, ACME_CHECK_KEY);
+    text += &principal("acme-writer", "\"write\"", acme, ACME_WRITE_KEY);
+    for (id, secret, issue) in token_keys {
+        text += &format!(
+            "[[token_key]]\nid = \"{id}\"\nsecret = \"{}\"\nissue = {issue}\n\n",
+            hex::encode(secret)
+        );
+    }
+    text
+}
+
+/// One key file for every replica process of the test binary (they never change it).
+pub fn shared_key_file() -> &'static str {
+    static FILE: OnceLock<(TempDir, String)> = OnceLock::new();
+    &FILE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys.toml");
+            std::fs::write(&path, key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)])).unwrap();
+            let path = path.display().to_string();
+            (dir, path)
+        })
+        .1
+}
+
+/// Sends `authorization: Bearer <key>` with every call, or no credentials at all.
+#[derive(Clone)]
+pub struct Bearer(pub Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(key) = &self.0 {
+            let value = format!("Bearer {key}")
+                .parse()
+                .expect("a valid header value");
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
+    }
+}
+
+/// The generated client with a key attached to every call.
+pub type Client = SuppressionClient<InterceptedService<Channel, Bearer>>;
+
+pub fn client_with(channel: Channel, key: Option<&str>) -> Client {
+    SuppressionClient::with_interceptor(channel, Bearer(key.map(str::to_owned)))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -106,6 +184,7 @@ pub fn settings(store_url: &str, redis_url: &str, prefix: &str) -> ServeSettings
     s.redis_prefix = prefix.to_owned();
     s.store_url = store_url.to_owned();
     s.pepper = Some(PEPPER.to_owned());
+    s.keys = Some(PathBuf::from(shared_key_file()));
     s.cache_bucket_bits = 6;
     s.durable_wait_ms = 5_000;
     s.shutdown_grace_ms = 5_000;
@@ -117,10 +196,15 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin (metrics) port, when the test configured one.
     pub admin: Option<SocketAddr>,
-    pub client: SuppressionClient<Channel>,
+    /// The HTTP front's address, when the test configured one (`http_listen`).
+    pub http_addr: Option<SocketAddr>,
+    /// Sends the admin key with every call.
+    pub client: Client,
     pub settings: ServeSettings,
     pub clock: Clock,
     pub db: TestDb,
+    /// Holds this app's own key file (`key_file()`), which a test may rewrite.
+    keys_dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -137,14 +221,27 @@ pub async fn spawn_app_with(
     let db = TestDb::new(backend).await;
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
     let mut settings = settings(&db.url, REDIS_URL, &prefix);
+    let keys_dir = tempfile::tempdir().unwrap();
+    let key_file = keys_dir.path().join("keys.toml");
+    std::fs::write(
+        &key_file,
+        key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)]),
+    )
+    .unwrap();
+    settings.keys = Some(key_file);
     tweak(&mut settings);
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
         admin: None,
-        client: SuppressionClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+        http_addr: None,
+        client: client_with(
+            Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+            Some(ADMIN_KEY),
+        ),
         settings,
         clock,
         db,
+        keys_dir,
         stop: None,
         handle: None,
     };
@@ -159,12 +256,21 @@ impl TestApp {
             .expect("the application builds");
         self.addr = app.local_addr();
         self.admin = app.admin_addr();
+        self.http_addr = app.http_addr();
         let (tx, rx) = oneshot::channel();
         self.stop = Some(tx);
         self.handle = Some(tokio::spawn(app.run_until(async {
             let _ = rx.await;
         })));
-        self.client = connect(self.addr).await;
+        self.client = if self.settings.tls_cert.is_some() {
+            // A TLS test connects with its own CA (tests/api/tls.rs).
+            client_with(
+                Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+                None,
+            )
+        } else {
+            connect(self.addr).await
+        };
     }
 
     /// Graceful shutdown, as on SIGTERM.
@@ -180,6 +286,21 @@ impl TestApp {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.start().await;
+    }
+
+    /// This app's key file (unless the test pointed `keys` elsewhere).
+    pub fn key_file(&self) -> PathBuf {
+        self.keys_dir.path().join("keys.toml")
+    }
+
+    /// A client of this app that sends `key` (or no credentials) with every call.
+    pub async fn client_with_key(&self, key: Option<&str>) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("the client connects");
+        client_with(channel, key)
     }
 
     pub fn prefix(&self) -> &str {
@@ -209,6 +330,16 @@ impl TestApp {
         match self.store().await {
             Store::Postgres(pool) => sqlx::query_scalar(sql).bind(receipt).fetch_one(&pool).await,
             Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(receipt).fetch_one(&pool).await,
+        }
+        .unwrap()
+    }
+
+    /// Who recorded a receipt's row, and its source code (the proto's numbering).
+    pub async fn actor_and_source(&self, receipt: &str) -> (String, i64) {
+        let sql = "SELECT actor, CAST(source AS BIGINT) FROM suppressions WHERE receipt_id = $1";
+        match self.store().await {
+            Store::Postgres(pool) => sqlx::query_as(sql).bind(receipt).fetch_one(&pool).await,
+            Store::Sqlite(pool) => sqlx::query_as(sql).bind(receipt).fetch_one(&pool).await,
         }
         .unwrap()
     }
@@ -270,10 +401,19 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn connect(addr: SocketAddr) -> SuppressionClient<Channel> {
-    SuppressionClient::connect(format!("http://{addr}"))
+/// A client that sends the admin key with every call.
+pub async fn connect(addr: SocketAddr) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
         .await
-        .expect("the client connects")
+        .expect("the client connects");
+    client_with(channel, Some(ADMIN_KEY))
+}
+
+/// Writes a file in place (the server notices the change by its modification time and length).
+pub fn rewrite(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
 }
 
 pub fn email(address: &str) -> proto::Recipient {
@@ -306,6 +446,7 @@ pub fn opt_out_request(recipient: proto::Recipient, scope: proto::Scope) -> prot
         idempotency_key: String::new(),
         durability: proto::Durability::Durable as i32,
         expires_at: None,
+        token: String::new(),
     }
 }
 

@@ -5,14 +5,19 @@
 mod helpers;
 
 mod audit;
+mod auth;
 mod bench;
 mod chaos;
 mod checks;
 mod deploy;
 mod failures;
 mod lifecycle;
+mod limits;
+mod one_click;
 mod opt_outs;
 mod processes;
 mod telemetry;
+mod tls;
+mod tokens;
 mod validation;
 mod worker;

@@ -9,7 +9,6 @@ use std::{
     sync::OnceLock,
     time::Duration,
 };
-use suppressd::proto::suppression_client::SuppressionClient;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
@@ -255,6 +254,8 @@ impl ReplicaConfig {
             ("SUPPRESSD_REDIS_URL", redis_url),
             ("SUPPRESSD_REDIS_PREFIX", prefix),
             ("SUPPRESSD_PEPPER", crate::helpers::PEPPER),
+            // Authentication on, as in production: the harness's key file, the admin key on calls.
+            ("SUPPRESSD_KEYS", crate::helpers::shared_key_file()),
             ("SUPPRESSD_CACHE_BUCKET_BITS", "6"),
             ("SUPPRESSD_WORKER_CLAIM_IDLE_MS", "500"),
             ("SUPPRESSD_DURABLE_WAIT_MS", "2000"),
@@ -323,7 +324,8 @@ impl Replica {
         Ok(Replica { addr, pid, child })
     }
 
-    pub async fn client(&self) -> SuppressionClient<Channel> {
+    /// A client that sends the admin key with every call.
+    pub async fn client(&self) -> crate::helpers::Client {
         crate::helpers::connect(self.addr).await
     }
 

@@ -1,0 +1,253 @@
+//! Who may do what. A caller is a [`Principal`]: a name, roles and, optionally, the tenants it may
+//! name. Principals come from the key file ([`keyfile`]), which holds only SHA-256 hashes of API
+//! keys, the certificate subjects (CN) that map to principals under mTLS, and the opt-out token keys
+//! ([`token`]). The file is read into an immutable [`KeyTable`] table behind an `ArcSwap`
+//! ([`KeyStore`]): a request looks its key up in memory without a lock, and a reload (SIGHUP or a
+//! changed file) swaps the whole table at once, so a request never sees half a file.
+//!
+//! This module decides; `api::auth` enforces (it is the one place requests are authenticated and
+//! authorized). Nothing here knows about tonic or HTTP.
+
+pub mod keyfile;
+pub mod token;
+
+use crate::domain::Invalid;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
+};
+pub use token::{Purpose, TokenClaims, TokenError, TokenKeys};
+
+/// What a principal may do. `Admin` implies the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// `CheckSuppressed`, `CheckSuppressedBatch`.
+    Check,
+    /// `OptOut`, `GetReceipt`, `IssueOptOutToken`.
+    Write,
+    /// Everything, including RPCs added later (an RPC nobody classified needs `Admin`).
+    Admin,
+}
+
+impl Role {
+    pub fn parse(name: &str) -> Result<Role, Invalid> {
+        match name {
+            "check" => Ok(Role::Check),
+            "write" => Ok(Role::Write),
+            "admin" => Ok(Role::Admin),
+            other => Err(Invalid::new(
+                "roles",
+                format!("unknown role {other:?} (check, write or admin)"),
+            )),
+        }
+    }
+}
+
+/// An authenticated caller. Its name is the actor recorded on opt-outs and the `principal` field of
+/// traces; the key it used is never kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    roles: BTreeSet<Role>,
+    /// `None`: every tenant.
+    tenants: Option<BTreeSet<String>>,
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Principal({})", self.name)
+    }
+}
+
+impl Principal {
+    pub fn new(
+        name: impl Into<String>,
+        roles: impl IntoIterator<Item = Role>,
+        tenants: Option<BTreeSet<String>>,
+    ) -> Self {
+        Principal {
+            name: name.into(),
+            roles: roles.into_iter().collect(),
+            tenants,
+        }
+    }
+
+    /// The principal of a server started with `--dev-no-auth`: everything, every tenant.
+    pub fn development() -> Self {
+        Principal::new("dev-no-auth", [Role::Admin], None)
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&Role::Admin) || self.roles.contains(&role)
+    }
+
+    pub fn may_use_tenant(&self, tenant: &str) -> bool {
+        self.tenants.as_ref().is_none_or(|t| t.contains(tenant))
+    }
+}
+
+/// The hex SHA-256 of an API key, as the key file stores it. KeyTable are long random strings (see
+/// `suppressd keys new`), so a fast hash is enough: there is nothing to brute-force.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A fresh API key: 32 random bytes, URL-safe base64, with a recognisable prefix.
+pub fn new_api_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "sk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// One immutable snapshot of the key file.
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    by_key_hash: HashMap<[u8; 32], Arc<Principal>>,
+    by_cert_cn: HashMap<String, Arc<Principal>>,
+    pub tokens: TokenKeys,
+}
+
+impl KeyTable {
+    /// The principal an API key belongs to.
+    pub fn by_api_key(&self, key: &str) -> Option<Arc<Principal>> {
+        let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.by_key_hash.get(&hash).cloned()
+    }
+
+    /// The principal a verified client certificate's subject CN maps to.
+    pub fn by_cert_cn(&self, cn: &str) -> Option<Arc<Principal>> {
+        self.by_cert_cn.get(cn).cloned()
+    }
+
+    pub fn principals(&self) -> usize {
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for p in self.by_key_hash.values().chain(self.by_cert_cn.values()) {
+            names.insert(&p.name);
+        }
+        names.len()
+    }
+}
+
+/// The current key table and where it came from. Cheap to clone; every clone sees reloads.
+#[derive(Clone)]
+pub struct KeyStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    path: Option<PathBuf>,
+    current: ArcSwap<KeyTable>,
+    /// Modification time and length of the file last read, to notice a changed file.
+    seen: std::sync::Mutex<Option<(SystemTime, u64)>>,
+}
+
+impl KeyStore {
+    /// Reads the key file; a bad file stops start-up.
+    pub fn load(path: &Path) -> anyhow::Result<KeyStore> {
+        let keys = read(path)?;
+        let store = KeyStore {
+            inner: Arc::new(StoreInner {
+                path: Some(path.to_owned()),
+                current: ArcSwap::from_pointee(keys),
+                seen: std::sync::Mutex::new(stamp(path)),
+            }),
+        };
+        Ok(store)
+    }
+
+    /// A table that never changes (no file): `--dev-no-auth` without a key file, and unit tests.
+    pub fn fixed(keys: KeyTable) -> KeyStore {
+        KeyStore {
+            inner: Arc::new(StoreInner {
+                path: None,
+                current: ArcSwap::from_pointee(keys),
+                seen: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn current(&self) -> Arc<KeyTable> {
+        self.inner.current.load_full()
+    }
+
+    /// Reads the file again and swaps the table in. A file that does not parse leaves the old table
+    /// in force (and says why): a typo must not lock every caller out.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.inner.path else {
+            return Ok(());
+        };
+        let stamp_before = stamp(path);
+        let keys = read(path)?;
+        tracing::info!(
+            principals = keys.principals(),
+            token_keys = keys.tokens.len(),
+            "key file reloaded"
+        );
+        self.inner.current.store(Arc::new(keys));
+        *self.inner.seen.lock().expect("not poisoned") = stamp_before;
+        Ok(())
+    }
+
+    /// Reloads if the file's modification time or length changed since it was last read.
+    pub fn reload_if_changed(&self) {
+        let Some(path) = &self.inner.path else {
+            return;
+        };
+        let now = stamp(path);
+        if now.is_none() || *self.inner.seen.lock().expect("not poisoned") == now {
+            return;
+        }
+        if let Err(e) = self.reload() {
+            // Remember the broken version so the error is logged once, not on every poll.
+            *self.inner.seen.lock().expect("not poisoned") = now;
+            tracing::error!(
+                error = format!("{e:#}"),
+                "key file not reloaded; the old keys stay"
+            );
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn read(path: &Path) -> anyhow::Result<KeyTable> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key file {}", path.display()))?;
+    keyfile::parse(&text).with_context(|| format!("in the key file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_implies_every_role_and_tenants_restrict() {
+        let admin = Principal::new("a", [Role::Admin], None);
+        assert!(admin.has(Role::Check) && admin.has(Role::Write) && admin.may_use_tenant("x"));
+        let acme = Principal::new("b", [Role::Check], Some(["acme".to_owned()].into()));
+        assert!(acme.has(Role::Check) && !acme.has(Role::Write));
+        assert!(
+            acme.may_use_tenant("acme") && !acme.may_use_tenant("") && !acme.may_use_tenant("x")
+        );
+    }
+
+    #[test]
+    fn new_keys_are_random_and_hash_to_hex() {
+        let (a, b) = (new_api_key(), new_api_key());
+        assert_ne!(a, b);
+        assert!(a.starts_with("sk_") && a.len() > 40);
+        assert_eq!(hash_key(&a).len(), 64);
+    }
+}

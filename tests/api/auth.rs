@@ -1,0 +1,355 @@
+//! Who may do what: every RPC against every kind of caller gets exactly the code the README promises;
+//! the principal is the recorded actor; keys rotate without a restart; the development flag cannot
+//! be exposed beyond loopback.
+
+use crate::helpers::*;
+use std::time::Duration;
+use suppressd::{
+    config::ServeSettings,
+    domain::Clock,
+    proto::{self, Channel},
+    startup::Application,
+};
+use tonic::Code;
+
+#[derive(Clone, Copy, Debug)]
+enum Rpc {
+    Check,
+    Batch,
+    OptOut,
+    GetReceipt,
+    IssueToken,
+}
+
+const RPCS: [Rpc; 5] = [
+    Rpc::Check,
+    Rpc::Batch,
+    Rpc::OptOut,
+    Rpc::GetReceipt,
+    Rpc::IssueToken,
+];
+
+/// Calls one RPC naming `tenant` (GetReceipt names none: it asks for `receipt`); its status code.
+async fn call(client: &mut Client, rpc: Rpc, tenant: &str, receipt: &str) -> Code {
+    let check = |t: &str| proto::CheckSuppressedRequest {
+        recipient: Some(email("m@example.com")),
+        scope: Some(scope(t, Channel::Email, "news", "")),
+    };
+    let result = match rpc {
+        Rpc::Check => client.check_suppressed(check(tenant)).await.map(|_| ()),
+        Rpc::Batch => client
+            .check_suppressed_batch(proto::CheckSuppressedBatchRequest {
+                checks: vec![check(tenant), check(tenant)],
+            })
+            .await
+            .map(|_| ()),
+        Rpc::OptOut => client
+            .opt_out(opt_out_request(
+                email("m@example.com"),
+                scope(tenant, Channel::Email, "", ""),
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::GetReceipt => client
+            .get_receipt(proto::GetReceiptRequest {
+                receipt_id: receipt.to_owned(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::IssueToken => client
+            .issue_opt_out_token(proto::IssueOptOutTokenRequest {
+                recipient: Some(email("m@example.com")),
+                scope: Some(scope(tenant, Channel::Email, "", "")),
+                ttl: None,
+            })
+            .await
+            .map(|_| ()),
+    };
+    match result {
+        Ok(()) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_answers_every_caller_with_the_exact_code() {
+    use Code::{Ok as OK, PermissionDenied as DENIED, Unauthenticated as UNAUTH};
+    let mut app = spawn_app(Backend::Sqlite).await;
+    let receipt = app
+        .opt_out(opt_out_request(
+            email("r@example.com"),
+            scope("other", Channel::Email, "", ""),
+        ))
+        .await
+        .receipt_id;
+    // (caller, key, tenant named, expected code for Check, Batch, OptOut, GetReceipt, IssueToken)
+    let matrix: [(&str, Option<&str>, &str, [Code; 5]); 10] = [
+        ("no key", None, "acme", [UNAUTH; 5]),
+        ("bad key", Some("sk_not_a_key"), "acme", [UNAUTH; 5]),
+        ("admin", Some(ADMIN_KEY), "other", [OK; 5]),
+        (
+            "check",
+            Some(CHECK_KEY),
+            "other",
+            [OK, OK, DENIED, DENIED, DENIED],
+        ),
+        (
+            "write",
+            Some(WRITE_KEY),
+            "other",
+            [DENIED, DENIED, OK, OK, OK],
+        ),
+        // Restricted to acme: acme is fine, any other tenant is not.
+        (
+            "acme check, acme",
+            Some(ACME_CHECK_KEY),
+            "acme",
+            [OK, OK, DENIED, DENIED, DENIED],
+        ),
+        (
+            "acme check, wrong tenant",
+            Some(ACME_CHECK_KEY),
+            "other",
+            [DENIED; 5],
+        ),
+        (
+            "acme write, acme",
+            Some(ACME_WRITE_KEY),
+            "acme",
+            [DENIED, DENIED, OK, OK, OK],
+        ),
+        // GetReceipt names no tenant: a receipt id is the capability (see the README).
+        (
+            "acme write, wrong tenant",
+            Some(ACME_WRITE_KEY),
+            "other",
+            [DENIED, DENIED, DENIED, OK, DENIED],
+        ),
+        (
+            "acme write, default tenant",
+            Some(ACME_WRITE_KEY),
+            "",
+            [DENIED, DENIED, DENIED, OK, DENIED],
+        ),
+    ];
+    let mut recorded = 1;
+    for (caller, key, tenant, want) in matrix {
+        let mut client = app.client_with_key(key).await;
+        for (rpc, want) in RPCS.into_iter().zip(want) {
+            let got = call(&mut client, rpc, tenant, &receipt).await;
+            assert_eq!(got, want, "{caller} calling {rpc:?} on tenant {tenant:?}");
+            if matches!(rpc, Rpc::OptOut) && got == Code::Ok {
+                recorded += 1;
+            }
+        }
+    }
+    // Refused opt-outs recorded nothing.
+    assert_eq!(app.rows(None).await, recorded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_refused_if_any_check_names_a_foreign_tenant() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut client = app.client_with_key(Some(ACME_CHECK_KEY)).await;
+    let check = |t: &str| proto::CheckSuppressedRequest {
+        recipient: Some(email("m@example.com")),
+        scope: Some(scope(t, Channel::Email, "news", "")),
+    };
+    let mut checks = vec![check("acme"); 999];
+    checks.push(check("globex"));
+    let err = client
+        .check_suppressed_batch(proto::CheckSuppressedBatchRequest { checks })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("globex"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_authorization_headers_are_unauthenticated() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for header in [
+        format!("Basic {ADMIN_KEY}"),
+        ADMIN_KEY.to_owned(),
+        "Bearer ".to_owned(),
+        format!("Bearer {ADMIN_KEY}x"),
+    ] {
+        let mut client = proto::suppression_client::SuppressionClient::with_interceptor(
+            channel.clone(),
+            move |mut req: tonic::Request<()>| {
+                req.metadata_mut()
+                    .insert("authorization", header.parse().unwrap());
+                Ok(req)
+            },
+        );
+        let err = client
+            .check_suppressed(proto::CheckSuppressedRequest {
+                recipient: Some(email("m@example.com")),
+                scope: Some(scope("", Channel::Email, "news", "")),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert!(
+            !err.message().contains(ADMIN_KEY),
+            "the key is never echoed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_principal_is_the_recorded_actor() {
+    let app = spawn_app(Backend::Postgres).await;
+    let mut writer = app.client_with_key(Some(ACME_WRITE_KEY)).await;
+    let receipt = writer
+        .opt_out(opt_out_request(
+            email("actor@example.com"),
+            scope("acme", Channel::Sms, "", ""),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    let (actor, source) = app.actor_and_source(&receipt.receipt_id).await;
+    assert_eq!(actor, "acme-writer");
+    assert_eq!(source, proto::Source::Link as i64);
+}
+
+/// Polls until `client` gets `want` for a check, or fails after a bound.
+async fn until_check_is(client: &mut Client, want: Code) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if call(client, Rpc::Check, "", "").await == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key file change never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_file_takes_effect_without_a_restart() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let new_key = "sk_test_rotated_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut old = app.client_with_key(Some(CHECK_KEY)).await;
+    let mut new = app.client_with_key(Some(new_key)).await;
+    assert_eq!(call(&mut old, Rpc::Check, "", "").await, Code::Ok);
+    assert_eq!(
+        call(&mut new, Rpc::Check, "", "").await,
+        Code::Unauthenticated
+    );
+
+    // Rotate the checker's key: the file changes, the server notices.
+    let original = std::fs::read_to_string(app.key_file()).unwrap();
+    let rotated = original.replace(
+        &suppressd::auth::hash_key(CHECK_KEY),
+        &suppressd::auth::hash_key(new_key),
+    );
+    rewrite(&app.key_file(), &rotated);
+    until_check_is(&mut new, Code::Ok).await;
+    assert_eq!(
+        call(&mut old, Rpc::Check, "", "").await,
+        Code::Unauthenticated
+    );
+
+    // A broken file does not lock anyone out: the last good keys stay.
+    rewrite(&app.key_file(), "[[principal]]\nname = \"x\"\n");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(call(&mut new, Rpc::Check, "", "").await, Code::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_key_file() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let new_key = "sk_test_hangup_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let mut new = app.client_with_key(Some(new_key)).await;
+    // Same length, same modification time: only the signal can make the server read it.
+    let path = app.key_file();
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let rotated = original.replace(
+        &suppressd::auth::hash_key(CHECK_KEY),
+        &suppressd::auth::hash_key(new_key),
+    );
+    assert_eq!(original.len(), rotated.len());
+    rewrite(&path, &rotated);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        call(&mut new, Rpc::Check, "", "").await,
+        Code::Unauthenticated,
+        "an unchanged-looking file is not re-read by the poll"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    until_check_is(&mut new, Code::Ok).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_no_auth_serves_loopback_without_keys_and_refuses_anything_else() {
+    let app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
+        s.keys = None;
+        s.dev_no_auth = true;
+    })
+    .await;
+    let mut anonymous = app.client_with_key(None).await;
+    assert_eq!(call(&mut anonymous, Rpc::Check, "", "").await, Code::Ok);
+    let receipt = anonymous
+        .opt_out(opt_out_request(
+            email("dev@example.com"),
+            scope("", Channel::Email, "", ""),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    assert_eq!(
+        app.actor_and_source(&receipt.receipt_id).await.0,
+        "dev-no-auth"
+    );
+
+    let mut exposed = app.settings.clone();
+    exposed.listen = "0.0.0.0:0".parse().unwrap();
+    let err = Application::build(&exposed, Clock::System)
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("loopback"), "{err:#}");
+    let mut front_exposed = app.settings.clone();
+    front_exposed.http_listen = Some("0.0.0.0:0".parse().unwrap());
+    assert!(
+        Application::build(&front_exposed, Clock::System)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_file_the_server_refuses_to_start() {
+    let mut settings = ServeSettings::defaults();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    assert!(settings.keys.is_none() && !settings.dev_no_auth);
+    let err = Application::build(&settings, Clock::System)
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("--keys"), "{err:#}");
+}

@@ -1,0 +1,221 @@
+//! TLS and mTLS with certificates made in the test (rcgen): a CA, a server certificate for
+//! localhost, client certificates. Under mTLS a client certificate's CN is the principal; a client
+//! without a certificate (or with one from another CA) never gets past the handshake.
+
+use crate::helpers::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use std::path::PathBuf;
+use suppressd::{
+    domain::Clock,
+    proto::{self, Channel as ProtoChannel},
+};
+use tempfile::TempDir;
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+
+struct Ca {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate and its key (PEM) for `cn`, valid for the given names, for a server or client.
+    fn issue(&self, cn: &str, names: &[&str], client: bool) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+struct Pki {
+    ca: Ca,
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        Pki {
+            ca: Ca::new("suppressd test CA"),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn write(&self, name: &str, pem: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+
+    /// Starts an app with a server certificate from this CA; with `mtls`, client certificates of
+    /// this CA are required and CN "mailer.internal" is the principal "mailer" (role check+write).
+    async fn app(&self, mtls: bool) -> TestApp {
+        let (cert, key) = self
+            .ca
+            .issue("localhost", &["localhost", "127.0.0.1"], false);
+        let cert = self.write("server.pem", &cert);
+        let key = self.write("server.key", &key);
+        let ca = self.write("ca.pem", &self.ca.cert_pem);
+        let keys = self.write(
+            "keys.toml",
+            &format!(
+                "{}[[principal]]\nname = \"mailer\"\nroles = [\"check\", \"write\"]\n\
+                 cert_cn = [\"mailer.internal\"]\n",
+                key_file_text(&[])
+            ),
+        );
+        let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
+            s.tls_cert = Some(cert);
+            s.tls_key = Some(key);
+            s.tls_client_ca = mtls.then_some(ca);
+            s.keys = Some(keys);
+        })
+        .await;
+        // The harness's plaintext client cannot talk to a TLS port; give it a TLS one.
+        app.client = client_with(
+            self.channel(&app, None).await.expect("TLS connects"),
+            Some(ADMIN_KEY),
+        );
+        app
+    }
+
+    /// A TLS channel trusting this CA, optionally presenting a client certificate.
+    async fn channel(
+        &self,
+        app: &TestApp,
+        identity: Option<(String, String)>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca.cert_pem))
+            .domain_name("localhost");
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(format!("https://127.0.0.1:{}", app.addr.port()))
+            .unwrap()
+            .tls_config(tls)?
+            .connect()
+            .await
+    }
+}
+
+fn check() -> proto::CheckSuppressedRequest {
+    proto::CheckSuppressedRequest {
+        recipient: Some(email("tls@example.com")),
+        scope: Some(scope("", ProtoChannel::Email, "news", "")),
+    }
+}
+
+/// The code of one check over `channel`, or None when the call could not even be made.
+async fn check_code(channel: Result<Channel, tonic::transport::Error>, key: Option<&str>) -> Code {
+    let Ok(channel) = channel else {
+        return Code::Unavailable;
+    };
+    match client_with(channel, key).check_suppressed(check()).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_keyed_calls_and_refuses_plaintext() {
+    let pki = Pki::new();
+    let mut app = pki.app(false).await;
+    assert!(
+        !app.is_suppressed(
+            email("tls@example.com"),
+            scope("", ProtoChannel::Email, "news", "")
+        )
+        .await
+    );
+    assert_eq!(
+        check_code(pki.channel(&app, None).await, None).await,
+        Code::Unauthenticated
+    );
+
+    // Plaintext HTTP/2 to the TLS port gets no answer.
+    let plain = Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await;
+    assert_ne!(check_code(plain, Some(ADMIN_KEY)).await, Code::Ok);
+    // A client that trusts another CA refuses the server.
+    let stranger = Pki::new();
+    assert_ne!(
+        check_code(stranger.channel(&app, None).await, Some(ADMIN_KEY)).await,
+        Code::Ok
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_maps_the_certificate_to_a_principal_and_refuses_clients_without_one() {
+    let pki = Pki::new();
+    let app = pki.app(true).await;
+
+    // The certificate alone authenticates: CN mailer.internal is the principal "mailer".
+    let mailer = pki.ca.issue("mailer.internal", &[], true);
+    let mut client = client_with(pki.channel(&app, Some(mailer.clone())).await.unwrap(), None);
+    client
+        .check_suppressed(check())
+        .await
+        .expect("a mapped certificate may check");
+    let receipt = client
+        .opt_out(opt_out_request(
+            email("tls@example.com"),
+            scope("", ProtoChannel::Email, "", ""),
+        ))
+        .await
+        .expect("and opt out")
+        .into_inner()
+        .receipt
+        .unwrap();
+    assert_eq!(app.actor_and_source(&receipt.receipt_id).await.0, "mailer");
+
+    // A valid certificate whose subject the key file does not know is not a principal.
+    let unknown = pki.ca.issue("intruder.internal", &[], true);
+    assert_eq!(
+        check_code(pki.channel(&app, Some(unknown)).await, None).await,
+        Code::Unauthenticated
+    );
+    // No certificate, or one from another CA: refused at the handshake, even with a valid key.
+    assert_ne!(
+        check_code(pki.channel(&app, None).await, Some(ADMIN_KEY)).await,
+        Code::Ok
+    );
+    let other_ca = Ca::new("another CA");
+    let foreign = other_ca.issue("mailer.internal", &[], true);
+    assert_ne!(
+        check_code(pki.channel(&app, Some(foreign)).await, Some(ADMIN_KEY)).await,
+        Code::Ok
+    );
+    // The server is still serving after refusing them.
+    let mut again = client_with(pki.channel(&app, Some(mailer)).await.unwrap(), None);
+    again
+        .check_suppressed(check())
+        .await
+        .expect("still serving");
+    assert_eq!(app.rows(None).await, 1);
+}
