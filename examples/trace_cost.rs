@@ -92,7 +92,9 @@ fn spawn(name: &'static str, otlp: Option<SocketAddr>, sampler: &[(&str, &str)])
     let dir = tempfile::tempdir().unwrap();
     let addr = free_port();
     let prefix = format!("tracecost-{name}-{}:", std::process::id());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_suppressd"));
+    // The example runs from target/<profile>/examples/; the server binary sits one level up.
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe.parent().unwrap().parent().unwrap().join("suppressd"));
     cmd.arg("serve")
         .env("SUPPRESSD_LISTEN", addr.to_string())
         .env("SUPPRESSD_REDIS_PREFIX", &prefix)

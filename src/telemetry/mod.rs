@@ -80,6 +80,16 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(SERVICE_NAME))
+                // Per-span extras that cost clock reads, allocations or a context push on every
+                // poll of every span, sampled or not, and that no one reads here: nothing else in
+                // the process uses the active OpenTelemetry context (the layer's own span data is
+                // what propagation reads), and code locations, threads and busy/idle times are
+                // noise in an RPC trace.
+                .with_context_activation(false)
+                .with_tracked_inactivity(false)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
                 .with_filter(ours)
                 .boxed(),
         );
