@@ -18,6 +18,9 @@ fn metrics_named_in(text: &str) -> BTreeSet<String> {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
         rest = &rest[at + name.len()..];
+        if name == "suppressd_" {
+            continue; // the prefix alone, as in `grep '^suppressd_'`
+        }
         let base = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s).filter(|b| names::ALL.contains(b)))
