@@ -19,12 +19,15 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     OptOut,
+    /// A system suppression (BOUNCE, OPERATOR) reached its `expires_at` and stopped suppressing.
+    Expire,
 }
 
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::OptOut => "opt_out",
+            Action::Expire => "expire",
         }
     }
 }
@@ -56,12 +59,17 @@ impl AuditEntry {
     pub const VERSION: u8 = 1;
 
     pub fn opt_out(seq: u64, time: Millis, s: &Suppression, trace_id: &str) -> Self {
+        Self::about(Action::OptOut, seq, time, s, trace_id)
+    }
+
+    /// A change of `action` to the record `s`, by the record's actor.
+    pub fn about(action: Action, seq: u64, time: Millis, s: &Suppression, trace_id: &str) -> Self {
         AuditEntry {
             v: Self::VERSION,
             seq,
             time,
             actor: s.actor.clone(),
-            action: Action::OptOut.as_str().to_owned(),
+            action: action.as_str().to_owned(),
             tenant: s.scope.tenant.clone(),
             subject: s.subject.to_hex(),
             channel: channel_code(s.scope.channel),

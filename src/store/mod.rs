@@ -7,7 +7,7 @@
 //! changes nothing.
 
 use crate::{
-    audit::{AuditEntry, AuditLog, note::Checkpoint},
+    audit::{Action, AuditEntry, AuditLog, note::Checkpoint},
     domain::{
         Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash,
         Suppression, scope::channel_code,
@@ -271,6 +271,61 @@ impl Store {
             tx.write_audit(&append, committed_at).await?;
             tx.commit().await.context("committing a batch")?;
             Ok(inserted.len() as u64)
+        })
+    }
+
+    /// Records that expired by `now` and have no `expire` audit entry yet get one, up to `limit` per
+    /// call, in one transaction under the audit head's lock (so two replicas never log one expiry
+    /// twice). Returns how many were logged; the worker calls it between batches.
+    pub async fn log_expiries(
+        &self,
+        now: Millis,
+        limit: usize,
+        log: &AuditLog,
+    ) -> Result<u64, StoreError> {
+        let lock_head = match self {
+            Store::Postgres(_) => audit::LOCK_HEAD_PG,
+            Store::Sqlite(_) => audit::LOCK_HEAD_SQLITE,
+        };
+        let due_sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM suppressions s \
+             WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+               AND NOT EXISTS (SELECT 1 FROM audit_log a \
+                               WHERE a.receipt_id = s.receipt_id AND a.action = 'expire') \
+             ORDER BY expires_at, receipt_id LIMIT $2"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.context("beginning an expiry batch")?;
+            let (size, frontier): (i64, Vec<u8>) = sqlx::query_as(lock_head)
+                .fetch_one(&mut *tx)
+                .await
+                .context("locking the audit head")?;
+            let due: Vec<Row> = sqlx::query_as(due_sql)
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await
+                .context("finding expired records")?;
+            if due.is_empty() {
+                tx.rollback().await.context("ending an expiry batch")?;
+                return Ok(0);
+            }
+            let records = due.into_iter().map(Row::into_suppression).collect::<Result<Vec<_>, _>>()?;
+            let entries = records.iter().enumerate().map(|(k, s)| {
+                AuditEntry::about(Action::Expire, size as u64 + k as u64, now, s, "")
+            });
+            let append = audit::plan_append(size, &frontier, entries, |size, root| {
+                log.signer.sign(&Checkpoint {
+                    origin: log.origin.clone(),
+                    size,
+                    root,
+                })
+            })?;
+            tx.write_audit(&append, now).await?;
+            tx.commit().await.context("committing an expiry batch")?;
+            Ok(records.len() as u64)
         })
     }
 

@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// How often, and how many at most, expired suppressions get their `expire` audit entry.
+const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(1);
+const EXPIRY_SWEEP_LIMIT: usize = 500;
+
 /// The longest pause between failing steps: short, so a returning store is drained promptly.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
@@ -58,6 +62,7 @@ pub struct Worker {
     /// Whether this member may hold pending entries of its own (at start, and after a failure).
     own_pending: bool,
     last_claim: Option<Instant>,
+    last_expiry_sweep: Option<Instant>,
 }
 
 impl Worker {
@@ -79,6 +84,7 @@ impl Worker {
             settings,
             own_pending: true,
             last_claim: None,
+            last_expiry_sweep: None,
         })
     }
 
@@ -204,9 +210,29 @@ impl Worker {
 
     /// Steps until shutdown. A failing step (store or Redis away) is retried with a growing pause;
     /// the entries stay pending meanwhile, so nothing is lost.
+    /// Appends an `expire` audit entry for each system suppression that expired since the last
+    /// sweep (the check path already ignores expired records; this puts the change on the record).
+    pub async fn log_expiries(&mut self) -> anyhow::Result<u64> {
+        self.last_expiry_sweep = Some(Instant::now());
+        Ok(self
+            .store
+            .log_expiries(self.clock.now(), EXPIRY_SWEEP_LIMIT, &self.log)
+            .await?)
+    }
+
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut pause = Duration::from_millis(50);
         while !shutdown.is_cancelled() {
+            if self
+                .last_expiry_sweep
+                .is_none_or(|at| at.elapsed() >= EXPIRY_SWEEP_EVERY)
+                && let Err(e) = self.log_expiries().await
+            {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "logging expiries failed; will retry"
+                );
+            }
             match self.step().await {
                 Ok(_) => pause = Duration::from_millis(50),
                 Err(e) => {

@@ -230,7 +230,54 @@ async fn an_independent_verifier_agrees_with_the_hashing(backend: Backend) {
     );
 }
 
+async fn expiries_are_on_the_record_once(backend: Backend) {
+    let keys = keys();
+    let start = 1_900_000_000_000;
+    let clock = Clock::manual(start);
+    let signer = keys.signer.clone();
+    let mut app = spawn_app_with(backend, clock.clone(), move |s| {
+        s.audit_signing_key = Some(signer);
+        s.audit_origin = "audit.test/log".into();
+    })
+    .await;
+    let hour = 3_600_000;
+    let mut bounce = opt_out_request(email("b@example.com"), scope("", Channel::Email, "", ""));
+    bounce.reason = proto::Reason::Bounce as i32;
+    bounce.expires_at = Some(prost_types::Timestamp {
+        seconds: (start + hour) / 1000,
+        nanos: 0,
+    });
+    let bounced = app.opt_out(bounce).await;
+    let own = app
+        .opt_out(opt_out_request(
+            email("b@example.com"),
+            scope("", Channel::Sms, "", ""),
+        ))
+        .await;
+    clock.advance(2 * hour);
+    // The workers sweep every second; this sweep, after the clock moved, must leave exactly one entry.
+    let store = app.store().await;
+    let log = suppressd::audit::AuditLog::new("audit.test/log", Some(&keys.signer)).unwrap();
+    let logged = store.log_expiries(clock.now(), 500, &log).await.unwrap();
+    assert!(logged <= 1);
+    assert_eq!(
+        store.log_expiries(clock.now(), 500, &log).await.unwrap(),
+        0,
+        "never twice"
+    );
+    let rows = store.audit_rows(-1, 100).await.unwrap();
+    let expired: Vec<_> = rows.iter().filter(|r| r.action == "expire").collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].receipt_id, bounced.receipt_id);
+    assert!(
+        rows.iter()
+            .all(|r| r.action != "expire" || r.receipt_id != own.receipt_id)
+    );
+    assert_eq!(verified(&store, &keys, None).await.problem, None);
+}
+
 on_both_stores!(
+    expiries_are_on_the_record_once,
     a_durable_receipt_verifies_offline_with_the_public_key,
     replays_and_redeliveries_never_add_a_second_entry,
     an_independent_verifier_agrees_with_the_hashing,
