@@ -8,8 +8,9 @@
 
 use super::{Context, Store, StoreError};
 use crate::audit::{
-    AuditEntry,
+    AuditEntry, AuditLog,
     merkle::{Frontier, Hash},
+    note::Checkpoint,
 };
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 use std::collections::HashMap;
@@ -82,9 +83,21 @@ macro_rules! audit_columns {
     };
 }
 
-pub(super) const LOCK_HEAD_PG: &str =
-    "SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE";
-pub(super) const LOCK_HEAD_SQLITE: &str = "SELECT size, frontier FROM audit_head WHERE id = 1";
+const LOCK_HEAD_PG: &str = "SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE";
+const LOCK_HEAD_SQLITE: &str = "SELECT size, frontier FROM audit_head WHERE id = 1";
+
+/// The log's head as locked in a transaction: entries appended now are numbered from `size`.
+pub(super) struct Head {
+    pub size: i64,
+    pub frontier: Vec<u8>,
+}
+
+impl Head {
+    /// The sequence number of the `k`-th entry appended under this head.
+    pub fn seq(&self, k: usize) -> u64 {
+        self.size as u64 + k as u64
+    }
+}
 
 /// The row of the leaf that completes the aligned subtree (`level`, `index`): its last leaf.
 fn completing_seq(level: u32, index: u64) -> u64 {
@@ -101,7 +114,7 @@ pub(super) struct Append {
 }
 
 /// Extends the tree stored in the head with `entries`; `sign` turns the new head into a note.
-pub(super) fn plan_append(
+fn plan_append(
     size: i64,
     frontier: &[u8],
     entries: impl IntoIterator<Item = AuditEntry>,
@@ -134,9 +147,31 @@ pub(super) fn plan_append(
     })
 }
 
-/// Writes an append inside the commit transaction.
-pub(super) trait WriteAudit {
+/// The audit log's part of a store transaction: lock the head, append entries under it.
+pub(super) trait AuditTx {
+    /// Locks the head until the transaction ends, so appends from several replicas never interleave.
+    async fn lock_head(&mut self) -> Result<Head, StoreError>;
+
     async fn write_audit(&mut self, append: &Append, now: i64) -> Result<(), StoreError>;
+
+    /// Appends `entries` (numbered from `head`), their Merkle hashes, and a checkpoint of the new
+    /// tree head signed with `log`'s key.
+    async fn append_audit(
+        &mut self,
+        head: Head,
+        entries: impl IntoIterator<Item = AuditEntry>,
+        log: &AuditLog,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let append = plan_append(head.size, &head.frontier, entries, |size, root| {
+            log.signer.sign(&Checkpoint {
+                origin: log.origin.clone(),
+                size,
+                root,
+            })
+        })?;
+        self.write_audit(&append, now).await
+    }
 }
 
 /// Binds one entry and its hashes as an audit row (a macro: the same binds for both engines).
@@ -161,7 +196,15 @@ macro_rules! push_entry {
     }};
 }
 
-impl WriteAudit for Transaction<'_, Postgres> {
+impl AuditTx for Transaction<'_, Postgres> {
+    async fn lock_head(&mut self) -> Result<Head, StoreError> {
+        let (size, frontier) = sqlx::query_as(LOCK_HEAD_PG)
+            .fetch_one(&mut **self)
+            .await
+            .context("locking the audit head")?;
+        Ok(Head { size, frontier })
+    }
+
     async fn write_audit(&mut self, a: &Append, now: i64) -> Result<(), StoreError> {
         let mut q = QueryBuilder::new(concat!(
             "WITH entries AS (INSERT INTO audit_log (",
@@ -192,7 +235,15 @@ impl WriteAudit for Transaction<'_, Postgres> {
     }
 }
 
-impl WriteAudit for Transaction<'_, Sqlite> {
+impl AuditTx for Transaction<'_, Sqlite> {
+    async fn lock_head(&mut self) -> Result<Head, StoreError> {
+        let (size, frontier) = sqlx::query_as(LOCK_HEAD_SQLITE)
+            .fetch_one(&mut **self)
+            .await
+            .context("reading the audit head")?;
+        Ok(Head { size, frontier })
+    }
+
     async fn write_audit(&mut self, a: &Append, now: i64) -> Result<(), StoreError> {
         // SQLite binds at most 32766 parameters per statement: 15 per entry.
         for chunk in a.entries.chunks(1_000) {

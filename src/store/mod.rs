@@ -7,14 +7,14 @@
 //! changes nothing.
 
 use crate::{
-    audit::{Action, AuditEntry, AuditLog, note::Checkpoint},
+    audit::{Action, AuditEntry, AuditLog},
     domain::{
         Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash,
         Suppression, scope::channel_code,
     },
     telemetry::metrics::names,
 };
-use audit::WriteAudit;
+use audit::AuditTx;
 use sqlx::{
     PgPool, QueryBuilder, SqlitePool,
     postgres::PgPoolOptions,
@@ -210,10 +210,6 @@ impl Store {
         if batch.is_empty() {
             return Ok(0);
         }
-        let lock_head = match self {
-            Store::Postgres(_) => audit::LOCK_HEAD_PG,
-            Store::Sqlite(_) => audit::LOCK_HEAD_SQLITE,
-        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning a batch")?;
             let mut inserted: Vec<String> = Vec::with_capacity(batch.len());
@@ -249,10 +245,7 @@ impl Store {
                 tx.commit().await.context("committing a batch")?;
                 return Ok(0);
             }
-            let (size, frontier): (i64, Vec<u8>) = sqlx::query_as(lock_head)
-                .fetch_one(&mut *tx)
-                .await
-                .context("locking the audit head")?;
+            let head = tx.lock_head().await?;
             let new: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
             let traces = trace_ids.iter().map(String::as_str).chain(std::iter::repeat(""));
             let entries = batch
@@ -260,15 +253,9 @@ impl Store {
                 .zip(traces)
                 .filter(|(s, _)| new.contains(s.receipt.to_string().as_str()))
                 .enumerate()
-                .map(|(k, (s, trace))| AuditEntry::opt_out(size as u64 + k as u64, committed_at, s, trace));
-            let append = audit::plan_append(size, &frontier, entries, |size, root| {
-                log.signer.sign(&Checkpoint {
-                    origin: log.origin.clone(),
-                    size,
-                    root,
-                })
-            })?;
-            tx.write_audit(&append, committed_at).await?;
+                .map(|(k, (s, trace))| AuditEntry::opt_out(head.seq(k), committed_at, s, trace))
+                .collect::<Vec<_>>();
+            tx.append_audit(head, entries, log, committed_at).await?;
             tx.commit().await.context("committing a batch")?;
             Ok(inserted.len() as u64)
         })
@@ -283,10 +270,6 @@ impl Store {
         limit: usize,
         log: &AuditLog,
     ) -> Result<u64, StoreError> {
-        let lock_head = match self {
-            Store::Postgres(_) => audit::LOCK_HEAD_PG,
-            Store::Sqlite(_) => audit::LOCK_HEAD_SQLITE,
-        };
         let due_sql = concat!(
             "SELECT ",
             columns!(),
@@ -298,10 +281,7 @@ impl Store {
         );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning an expiry batch")?;
-            let (size, frontier): (i64, Vec<u8>) = sqlx::query_as(lock_head)
-                .fetch_one(&mut *tx)
-                .await
-                .context("locking the audit head")?;
+            let head = tx.lock_head().await?;
             let due: Vec<Row> = sqlx::query_as(due_sql)
                 .bind(now)
                 .bind(limit as i64)
@@ -313,17 +293,12 @@ impl Store {
                 return Ok(0);
             }
             let records = due.into_iter().map(Row::into_suppression).collect::<Result<Vec<_>, _>>()?;
-            let entries = records.iter().enumerate().map(|(k, s)| {
-                AuditEntry::about(Action::Expire, size as u64 + k as u64, now, s, "")
-            });
-            let append = audit::plan_append(size, &frontier, entries, |size, root| {
-                log.signer.sign(&Checkpoint {
-                    origin: log.origin.clone(),
-                    size,
-                    root,
-                })
-            })?;
-            tx.write_audit(&append, now).await?;
+            let entries: Vec<_> = records
+                .iter()
+                .enumerate()
+                .map(|(k, s)| AuditEntry::about(Action::Expire, head.seq(k), now, s, ""))
+                .collect();
+            tx.append_audit(head, entries, log, now).await?;
             tx.commit().await.context("committing an expiry batch")?;
             Ok(records.len() as u64)
         })
