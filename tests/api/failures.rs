@@ -202,16 +202,7 @@ async fn redis_restarted_empty_answers_from_the_store_then_the_rebuilt_cache() {
         .unwrap();
 
     // Incomplete cache: every answer comes from the store.
-    for p in &people {
-        assert!(
-            client
-                .check_suppressed(check_request(p, notice()))
-                .await
-                .unwrap()
-                .into_inner()
-                .suppressed
-        );
-    }
+    assert_all_suppressed(&mut client, &people).await;
     assert!(!cache_complete(&redis.url(), &prefix).await);
     let own = client
         .opt_out(opt_out_request(zoe.clone(), everywhere()))
@@ -232,16 +223,7 @@ async fn redis_restarted_empty_answers_from_the_store_then_the_rebuilt_cache() {
         cache_complete(&url, &prefix)
     })
     .await;
-    for p in &people {
-        assert!(
-            client
-                .check_suppressed(check_request(p, notice()))
-                .await
-                .unwrap()
-                .into_inner()
-                .suppressed
-        );
-    }
+    assert_all_suppressed(&mut client, &people).await;
     let answer = client
         .check_suppressed(check_request(&zoe, notice()))
         .await
@@ -294,15 +276,17 @@ async fn a_redis_that_went_back_in_time_is_not_trusted() {
     checking.await.unwrap();
     eprintln!("checks against a stale Redis: {tally:?}");
     assert_eq!(tally.get(&tally.false_sends), 0, "{tally:?}");
-    for p in &all {
-        assert!(
-            client
-                .check_suppressed(check_request(p, notice()))
-                .await
-                .unwrap()
-                .into_inner()
-                .suppressed
-        );
+    assert_all_suppressed(&mut client, &all).await;
+}
+
+/// Every one of `people` is suppressed for the test's notice (and the call succeeds).
+async fn assert_all_suppressed(client: &mut Client, people: &[proto::Recipient]) {
+    for p in people {
+        let answer = client
+            .check_suppressed(check_request(p, notice()))
+            .await
+            .unwrap();
+        assert!(answer.into_inner().suppressed);
     }
 }
 
@@ -371,16 +355,11 @@ async fn postgres_stopped_durable_becomes_accepted_then_durable_when_it_returns(
         "answered after the bound, not never"
     );
     // Checks are unaffected, for old and new opt-outs alike.
-    for p in [&early[0], &email("during@example.com")] {
-        assert!(
-            client
-                .check_suppressed(check_request(p, notice()))
-                .await
-                .unwrap()
-                .into_inner()
-                .suppressed
-        );
-    }
+    assert_all_suppressed(
+        &mut client,
+        &[early[0].clone(), email("during@example.com")],
+    )
+    .await;
     assert_eq!(
         receipt_state(&mut client, &receipt.receipt_id).await,
         ReceiptState::Accepted as i32
@@ -618,16 +597,7 @@ async fn with_redis_and_store_gone_it_refuses_then_recovers_without_restart() {
         async move { health_status(channel).await == Some(ServingStatus::Serving as i32) }
     })
     .await;
-    for p in &people {
-        assert!(
-            client
-                .check_suppressed(check_request(p, notice()))
-                .await
-                .unwrap()
-                .into_inner()
-                .suppressed
-        );
-    }
+    assert_all_suppressed(&mut client, &people).await;
     let after = client
         .opt_out(opt_out_request(email("after@example.com"), everywhere()))
         .await
