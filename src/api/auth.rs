@@ -34,6 +34,9 @@ pub(super) enum Rpc {
     OptOut,
     GetReceipt,
     IssueOptOutToken,
+    /// `OptIn` and `ListSuppressions`: a person's own token is enough (anonymous calls pass, the
+    /// handler demands the token); without one the handler demands `admin`.
+    PersonRights,
     /// The audit log's public face (`GetCheckpoint`, `GetConsistencyProof`): sizes and hashes only,
     /// which anyone checking a receipt must be able to fetch, key or no key.
     AuditLog,
@@ -48,6 +51,7 @@ impl Rpc {
             "OptOut" => Rpc::OptOut,
             "GetReceipt" => Rpc::GetReceipt,
             "IssueOptOutToken" => Rpc::IssueOptOutToken,
+            "OptIn" | "ListSuppressions" => Rpc::PersonRights,
             "GetCheckpoint" | "GetConsistencyProof" => Rpc::AuditLog,
             _ => Rpc::Other,
         }
@@ -56,7 +60,9 @@ impl Rpc {
     fn role(self) -> Role {
         match self {
             Rpc::Check | Rpc::AuditLog => Role::Check,
-            Rpc::OptOut | Rpc::GetReceipt | Rpc::IssueOptOutToken => Role::Write,
+            Rpc::OptOut | Rpc::GetReceipt | Rpc::IssueOptOutToken | Rpc::PersonRights => {
+                Role::Write
+            }
             Rpc::Other => Role::Admin,
         }
     }
@@ -142,7 +148,7 @@ impl Authenticator {
         let Some(principal) = self.authenticate(req)? else {
             return match rpc {
                 // The handler insists on a token; a token is the credential of an anonymous call.
-                Rpc::OptOut => Ok(()),
+                Rpc::OptOut | Rpc::PersonRights => Ok(()),
                 Rpc::AuditLog => self.admit_anonymous(),
                 _ => Err(Refusal::unauthenticated(
                     "missing credentials: send 'authorization: Bearer <key>'",
@@ -238,6 +244,9 @@ mod tests {
         assert_eq!(path("CheckSuppressedBatch").role(), Role::Check);
         assert_eq!(path("OptOut").role(), Role::Write);
         assert_eq!(path("IssueOptOutToken").role(), Role::Write);
+        assert_eq!(path("OptIn").role(), Role::Write);
         assert_eq!(path("RollbackImport").role(), Role::Admin);
+        assert_eq!(path("HaltCampaign").role(), Role::Admin);
+        assert_eq!(path("IssueOptInToken").role(), Role::Admin);
     }
 }

@@ -324,12 +324,16 @@ pub fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
 }
 
 pub fn answer_to_proto(answer: Option<Match>) -> proto::CheckSuppressedResponse {
-    let Some(m) = answer else {
-        return proto::CheckSuppressedResponse {
-            suppressed: false,
-            matched: None,
-        };
-    };
+    proto::CheckSuppressedResponse {
+        suppressed: answer.is_some(),
+        matched: answer.map(match_to_proto),
+        halt: None,
+        mandatory: None,
+    }
+}
+
+/// A record as a check (or a listing) shows it.
+pub fn match_to_proto(m: Match) -> proto::SuppressionRecord {
     let Match {
         scope,
         reason,
@@ -345,22 +349,20 @@ pub fn answer_to_proto(answer: Option<Match>) -> proto::CheckSuppressedResponse 
         topic,
         campaign,
     } = scope;
-    proto::CheckSuppressedResponse {
-        suppressed: true,
-        matched: Some(proto::SuppressionRecord {
-            scope: Some(proto::Scope {
-                tenant,
-                channel: channel_to_proto(channel) as i32,
-                topic,
-                campaign,
-            }),
-            reason: reason_to_proto(reason) as i32,
-            source: source_to_proto(source) as i32,
-            received_at: Some(timestamp(received_at)),
-            expires_at: expires_at.map(timestamp),
-            receipt_id: receipt.to_string(),
-            effective_at: Some(timestamp(effective_at)),
+    proto::SuppressionRecord {
+        scope: Some(proto::Scope {
+            tenant,
+            channel: channel_to_proto(channel) as i32,
+            topic,
+            campaign,
         }),
+        reason: reason_to_proto(reason) as i32,
+        source: source_to_proto(source) as i32,
+        received_at: Some(timestamp(received_at)),
+        expires_at: expires_at.map(timestamp),
+        receipt_id: receipt.to_string(),
+        effective_at: Some(timestamp(effective_at)),
+        import_batch: String::new(),
     }
 }
 

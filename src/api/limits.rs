@@ -38,9 +38,11 @@ impl Budgets {
         let (budget, what) = match rpc {
             // Audit reads share the read budget: they must never take an opt-out's slot.
             Rpc::Check | Rpc::AuditLog => (&self.checks, "checks"),
-            Rpc::OptOut | Rpc::GetReceipt | Rpc::IssueOptOutToken | Rpc::Other => {
-                (&self.writes, "writes")
-            }
+            Rpc::OptOut
+            | Rpc::GetReceipt
+            | Rpc::IssueOptOutToken
+            | Rpc::PersonRights
+            | Rpc::Other => (&self.writes, "writes"),
         };
         budget
             .clone()

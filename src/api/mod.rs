@@ -9,9 +9,12 @@
 //! must answer under overload and without a key.
 
 pub mod auth;
+mod controls;
 mod convert;
+mod imports;
 pub mod limits;
 mod observe;
+mod rights;
 pub mod status;
 mod suppression;
 

@@ -17,9 +17,9 @@ use tonic::{Request, Response, Status};
 use tracing::Span;
 
 pub struct SuppressionApi {
-    service: Suppressions,
-    keys: KeyStore,
-    auth: Authenticator,
+    pub(super) service: Suppressions,
+    pub(super) keys: KeyStore,
+    pub(super) auth: Authenticator,
 }
 
 impl SuppressionApi {
@@ -55,7 +55,7 @@ pub fn verify_opt_out_token(
 }
 
 /// The caller the auth layer admitted; its absence here is a wiring fault, refused all the same.
-fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Refusal> {
+pub(super) fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Refusal> {
     let principal =
         auth::caller(request).ok_or_else(|| Refusal::unauthenticated("missing credentials"))?;
     // The current span is the RPC's server span (`observe`), which declares the field.
@@ -182,5 +182,83 @@ impl proto::suppression_server::Suppression for SuppressionApi {
             token,
             expires_at: Some(convert::timestamp(expires_at)),
         }))
+    }
+
+    // Topic by topic, in their own files: `rights`, `controls`, `imports`.
+    async fn opt_in(
+        &self,
+        request: Request<proto::OptInRequest>,
+    ) -> Result<Response<proto::OptInResponse>, Status> {
+        self.opt_in_impl(request).await
+    }
+
+    async fn issue_opt_in_token(
+        &self,
+        request: Request<proto::IssueOptInTokenRequest>,
+    ) -> Result<Response<proto::IssueOptInTokenResponse>, Status> {
+        self.issue_opt_in_token_impl(request).await
+    }
+
+    async fn list_suppressions(
+        &self,
+        request: Request<proto::ListSuppressionsRequest>,
+    ) -> Result<Response<proto::ListSuppressionsResponse>, Status> {
+        self.list_suppressions_impl(request).await
+    }
+
+    async fn halt_campaign(
+        &self,
+        request: Request<proto::HaltCampaignRequest>,
+    ) -> Result<Response<proto::Halt>, Status> {
+        self.halt_campaign_impl(request).await
+    }
+
+    async fn resume_campaign(
+        &self,
+        request: Request<proto::ResumeCampaignRequest>,
+    ) -> Result<Response<proto::Halt>, Status> {
+        self.resume_campaign_impl(request).await
+    }
+
+    async fn declare_mandatory(
+        &self,
+        request: Request<proto::DeclareMandatoryRequest>,
+    ) -> Result<Response<proto::MandatoryDeclaration>, Status> {
+        self.declare_mandatory_impl(request).await
+    }
+
+    async fn revoke_mandatory(
+        &self,
+        request: Request<proto::RevokeMandatoryRequest>,
+    ) -> Result<Response<proto::MandatoryDeclaration>, Status> {
+        self.revoke_mandatory_impl(request).await
+    }
+
+    async fn list_controls(
+        &self,
+        request: Request<proto::ListControlsRequest>,
+    ) -> Result<Response<proto::ListControlsResponse>, Status> {
+        self.list_controls_impl(request).await
+    }
+
+    async fn import_suppressions(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportRow>>,
+    ) -> Result<Response<proto::ImportSummary>, Status> {
+        self.import_suppressions_impl(request).await
+    }
+
+    async fn rollback_import(
+        &self,
+        request: Request<proto::RollbackImportRequest>,
+    ) -> Result<Response<proto::RollbackSummary>, Status> {
+        self.rollback_import_impl(request).await
+    }
+
+    async fn list_imports(
+        &self,
+        request: Request<proto::ListImportsRequest>,
+    ) -> Result<Response<proto::ListImportsResponse>, Status> {
+        self.list_imports_impl(request).await
     }
 }

@@ -21,6 +21,19 @@ pub enum Action {
     OptOut,
     /// A system suppression (BOUNCE, OPERATOR) reached its `expires_at` and stopped suppressing.
     Expire,
+    /// A person's own opt-out stopped suppressing on their verified opt-in (or an admin's, with
+    /// written grounds in `detail`).
+    OptIn,
+    /// A record created by a bulk import (`detail`: the batch id).
+    Import,
+    /// A record of an import stopped suppressing because the import was rolled back.
+    Rollback,
+    /// An operator halted a campaign (`receipt`: the halt id; no subject).
+    Halt,
+    Resume,
+    /// A topic was declared mandatory on some channels (`receipt`: the declaration id; no subject).
+    DeclareMandatory,
+    RevokeMandatory,
 }
 
 impl Action {
@@ -28,6 +41,13 @@ impl Action {
         match self {
             Action::OptOut => "opt_out",
             Action::Expire => "expire",
+            Action::OptIn => "opt_in",
+            Action::Import => "import",
+            Action::Rollback => "rollback",
+            Action::Halt => "halt",
+            Action::Resume => "resume",
+            Action::DeclareMandatory => "declare_mandatory",
+            Action::RevokeMandatory => "revoke_mandatory",
         }
     }
 }
@@ -53,6 +73,10 @@ pub struct AuditEntry {
     pub receipt: String,
     pub trace_id: String,
     pub expires_at: Option<Millis>,
+    /// Particulars in free text (a halt's reason, an import's batch id). Left out of the encoding
+    /// when absent, so entries without it keep the exact bytes of the first version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl AuditEntry {
@@ -80,6 +104,15 @@ impl AuditEntry {
             receipt: s.receipt.to_string(),
             trace_id: trace_id.to_owned(),
             expires_at: s.expires_at,
+            detail: None,
+        }
+    }
+
+    /// The same entry with particulars.
+    pub fn with_detail(self, detail: impl Into<String>) -> Self {
+        AuditEntry {
+            detail: Some(detail.into()),
+            ..self
         }
     }
 

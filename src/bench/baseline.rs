@@ -73,6 +73,84 @@ impl Suppression for EmptySuppression {
     ) -> Result<Response<proto::ConsistencyProof>, Status> {
         Ok(Response::new(Default::default()))
     }
+
+    // The RPCs the benchmark does not call: the trait wants every one.
+    async fn opt_in(
+        &self,
+        _: Request<proto::OptInRequest>,
+    ) -> Result<Response<proto::OptInResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn issue_opt_in_token(
+        &self,
+        _: Request<proto::IssueOptInTokenRequest>,
+    ) -> Result<Response<proto::IssueOptInTokenResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn list_suppressions(
+        &self,
+        _: Request<proto::ListSuppressionsRequest>,
+    ) -> Result<Response<proto::ListSuppressionsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn halt_campaign(
+        &self,
+        _: Request<proto::HaltCampaignRequest>,
+    ) -> Result<Response<proto::Halt>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn resume_campaign(
+        &self,
+        _: Request<proto::ResumeCampaignRequest>,
+    ) -> Result<Response<proto::Halt>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn declare_mandatory(
+        &self,
+        _: Request<proto::DeclareMandatoryRequest>,
+    ) -> Result<Response<proto::MandatoryDeclaration>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn revoke_mandatory(
+        &self,
+        _: Request<proto::RevokeMandatoryRequest>,
+    ) -> Result<Response<proto::MandatoryDeclaration>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn list_controls(
+        &self,
+        _: Request<proto::ListControlsRequest>,
+    ) -> Result<Response<proto::ListControlsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn import_suppressions(
+        &self,
+        _: Request<tonic::Streaming<proto::ImportRow>>,
+    ) -> Result<Response<proto::ImportSummary>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn rollback_import(
+        &self,
+        _: Request<proto::RollbackImportRequest>,
+    ) -> Result<Response<proto::RollbackSummary>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn list_imports(
+        &self,
+        _: Request<proto::ListImportsRequest>,
+    ) -> Result<Response<proto::ListImportsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
 }
 
 /// Serves the empty handlers on `listener` until `shutdown` resolves.

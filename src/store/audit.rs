@@ -33,6 +33,7 @@ pub struct AuditRow {
     pub receipt_id: String,
     pub trace_id: String,
     pub expires_at: Option<i64>,
+    pub detail: Option<String>,
     /// The leaf hash, then the hashes of the subtrees this leaf completes, level by level.
     pub hashes: Vec<u8>,
 }
@@ -58,6 +59,7 @@ impl AuditRow {
             receipt: self.receipt_id.clone(),
             trace_id: self.trace_id.clone(),
             expires_at: self.expires_at,
+            detail: self.detail.clone(),
         })
     }
 
@@ -79,7 +81,7 @@ pub struct CheckpointRow {
 macro_rules! audit_columns {
     () => {
         "seq, recorded_at, actor, action, tenant, subject, channel, topic, campaign, reason, source, \
-         receipt_id, trace_id, expires_at, hashes"
+         receipt_id, trace_id, expires_at, detail, hashes"
     };
 }
 
@@ -192,6 +194,7 @@ macro_rules! push_entry {
             .push_bind(e.receipt.clone())
             .push_bind(e.trace_id.clone())
             .push_bind(e.expires_at)
+            .push_bind(e.detail.clone())
             .push_bind($hashes.clone());
     }};
 }
@@ -245,7 +248,7 @@ impl AuditTx for Transaction<'_, Sqlite> {
     }
 
     async fn write_audit(&mut self, a: &Append, now: i64) -> Result<(), StoreError> {
-        // SQLite binds at most 32766 parameters per statement: 15 per entry.
+        // SQLite binds at most 32766 parameters per statement: 16 per entry.
         for chunk in a.entries.chunks(1_000) {
             let mut q =
                 QueryBuilder::new(concat!("INSERT INTO audit_log (", audit_columns!(), ") "));
