@@ -8,6 +8,7 @@
 
 pub mod layout;
 pub mod rebuild;
+mod retract;
 pub mod stream;
 
 use crate::{
@@ -15,6 +16,7 @@ use crate::{
     telemetry::metrics::names,
 };
 use layout::{Keys, MARKER_FIELD};
+pub use retract::Retraction;
 use redis::{
     AsyncCommands, Client, RedisError, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},

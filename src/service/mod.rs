@@ -10,15 +10,18 @@ mod check;
 mod opt_out;
 pub mod rebuild;
 mod receipts;
+pub mod records;
 pub mod waiters;
 
 use crate::{
+    audit::AuditLog,
     cache::{Cache, CacheError},
     domain::{Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash},
     store::{Store, StoreError},
 };
 pub use check::{Answer, AnswerSource, Check};
 pub use opt_out::{Durability, OptOutCommand};
+pub use records::{OptInCommand, OptInGrounds, RecordEvent, RecordHistory};
 use rebuild::RebuildTrigger;
 use std::{sync::Arc, time::Duration};
 use waiters::Waiters;
@@ -87,6 +90,8 @@ pub struct Suppressions {
 struct Inner {
     cache: Cache,
     store: Store,
+    /// Signs what the use cases append to the audit log directly (opt-ins, operator actions).
+    log: AuditLog,
     pepper: Pepper,
     clock: Clock,
     settings: ServiceSettings,
@@ -95,9 +100,11 @@ struct Inner {
 }
 
 impl Suppressions {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cache: Cache,
         store: Store,
+        log: AuditLog,
         pepper: Pepper,
         clock: Clock,
         settings: ServiceSettings,
@@ -108,6 +115,7 @@ impl Suppressions {
             inner: Arc::new(Inner {
                 cache,
                 store,
+                log,
                 pepper,
                 clock,
                 settings,
@@ -123,6 +131,10 @@ impl Suppressions {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.inner.log
     }
 
     /// The service's notion of "now"; opt-out tokens expire by it.
