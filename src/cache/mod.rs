@@ -16,11 +16,11 @@ use crate::{
     telemetry::metrics::names,
 };
 use layout::{Keys, MARKER_FIELD};
-pub use retract::Retraction;
 use redis::{
     AsyncCommands, Client, RedisError, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
+pub use retract::Retraction;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,8 @@ use crate::{
 };
 pub use check::{Answer, AnswerSource, Check};
 pub use opt_out::{Durability, OptOutCommand};
-pub use records::{OptInCommand, OptInGrounds, RecordEvent, RecordHistory};
 use rebuild::RebuildTrigger;
+pub use records::{OptInCommand, OptInGrounds, RecordEvent, RecordHistory};
 use std::{sync::Arc, time::Duration};
 use waiters::Waiters;
 
