@@ -54,6 +54,9 @@ async fn main() -> anyhow::Result<()> {
             public_key,
             server,
         }) => cli::receipt::verify(&file, &public_key, server.as_deref()).await?,
+        Command::OptIn(args) => cli::rights::opt_in(args).await?,
+        Command::OptInToken(args) => cli::rights::opt_in_token(args).await?,
+        Command::Records(args) => cli::rights::records(args).await?,
         Command::Bench(settings) => return suppressd::bench::main(settings).await,
         Command::BenchSuite(settings) => return suppressd::bench::suite::main(settings).await,
         Command::BenchBaseline(settings) => {

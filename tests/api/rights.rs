@@ -332,6 +332,65 @@ async fn a_person_lists_their_own_records_with_their_opt_out_token(backend: Back
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
+/// Runs the real binary against the app; returns (success, stdout + stderr).
+async fn suppressd(app: &TestApp, key: Option<&str>, args: &[&str]) -> (bool, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_suppressd"));
+    command
+        .args(args)
+        .args(["--server", &app.addr.to_string()])
+        .env_remove("SUPPRESSD_API_KEY");
+    if let Some(key) = key {
+        command.args(["--api-key", key]);
+    }
+    let out = command.output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn an_operator_acts_from_the_command_line(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    let person = ["--email", PERSON, "--tenant", "acme"];
+    let marketing_args = [&person[..], &["--channel", "email", "--topic", "marketing"]].concat();
+
+    let (ok, out) = suppressd(&app, Some(ADMIN_KEY), &[&["records"], &person[..]].concat()).await;
+    assert!(
+        ok && out.contains("1 record(s)") && out.contains("[active]"),
+        "{out}"
+    );
+
+    let (ok, out) = suppressd(
+        &app,
+        Some(WRITE_KEY),
+        &[&["opt-in"], &marketing_args[..], &["--reason", "ticket 1"]].concat(),
+    )
+    .await;
+    assert!(!ok && out.contains("PermissionDenied"), "{out}");
+
+    let (ok, out) = suppressd(
+        &app,
+        Some(ADMIN_KEY),
+        &[&["opt-in-token"], &marketing_args[..]].concat(),
+    )
+    .await;
+    assert!(ok, "{out}");
+    let token = out.lines().next().unwrap().to_owned();
+    let (ok, out) = suppressd(&app, None, &["opt-in", "--token", &token]).await;
+    assert!(ok && out.contains("opted in: 1"), "{out}");
+
+    let (ok, out) = suppressd(&app, Some(ADMIN_KEY), &[&["records"], &person[..]].concat()).await;
+    assert!(
+        ok && out.contains("[opted_in]") && out.contains("opt_in"),
+        "{out}"
+    );
+    assert!(!app.is_suppressed(email(PERSON), marketing()).await);
+}
+
 on_both_stores!(
     opt_in_without_proof_is_refused_and_changes_nothing,
     a_token_for_another_person_or_scope_leaves_this_opt_out,
@@ -340,4 +399,5 @@ on_both_stores!(
     an_opt_in_ends_only_the_persons_own_opt_outs,
     an_opt_in_holds_through_a_cache_rebuild,
     a_person_lists_their_own_records_with_their_opt_out_token,
+    an_operator_acts_from_the_command_line,
 );
