@@ -54,7 +54,7 @@ pub struct RecordEvent {
 impl Suppressions {
     /// Ends the person's own opt-outs (USER_REQUEST, COMPLAINT, LEGAL) of exactly `cmd.scope`, and
     /// nothing else: a bounce or an operator's suppression of the same scope stays. Returns the
-    /// records it ended (none on a repeat).
+    /// records it ended (none on a repeat); NOT_FOUND if the person never had one of that scope.
     #[tracing::instrument(name = "opt_in", skip_all, err)]
     pub async fn opt_in(&self, cmd: OptInCommand) -> Result<Vec<Suppression>, ServiceError> {
         let now = self.now();
@@ -65,6 +65,15 @@ impl Suppressions {
             .into_iter()
             .filter(|r| r.record.scope == cmd.scope && r.record.reason.is_persons_own())
             .collect();
+        if own.is_empty() {
+            // Refused rather than a silent no-op: a token or a request for the wrong person or
+            // scope should be noticed. A repeat (everything already ended) is not refused.
+            return Err(ServiceError::NotFound(
+                "the person has no opt-out of their own for exactly this scope (wildcards are \
+                 literal: name the scope as it was opted out of)"
+                    .into(),
+            ));
+        }
         let active: Vec<_> = own
             .iter()
             .filter(|r| r.is_active_at(now))
