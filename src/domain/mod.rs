@@ -6,6 +6,7 @@
 //! SQL.
 
 pub mod clock;
+pub mod control;
 pub mod recipient;
 pub mod record;
 pub mod scope;
