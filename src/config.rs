@@ -9,6 +9,11 @@ use anyhow::{bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+mod controls;
+pub use controls::{
+    ChannelArg, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs, ServerArgs,
+};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "suppressd",
@@ -35,6 +40,16 @@ pub enum Command {
     /// Receipts: fetch one with its proof, verify a saved one offline.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// Halts a campaign on every replica until resumed (role admin).
+    Halt(HaltArgs),
+    /// Ends a halt: checks answer as they did before it (role admin).
+    Resume(ResumeArgs),
+    /// Mandatory declarations: topics that opt-outs do not suppress on some channels.
+    #[command(subcommand)]
+    Mandatory(MandatoryCommand),
+    /// Lists the halts and mandatory declarations of a tenant.
+    #[command(subcommand)]
+    Controls(ControlsCommand),
     /// Load-tests a server of `suppress.v1.Suppression` the way ghz does (same flags, same reports).
     Bench(crate::bench::BenchSettings),
     /// Measures SPEC §8 side by side with its baselines (`scripts/bench` builds and runs it).

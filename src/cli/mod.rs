@@ -2,4 +2,5 @@
 //! that parse arguments, call the library, print, and choose the exit code.
 
 pub mod audit;
+pub mod controls;
 pub mod receipt;
