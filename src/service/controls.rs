@@ -393,7 +393,12 @@ impl ControlsPoller {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    // Gone: a change need not wait for this replica's report to age out.
+                    let replica = [self.service.inner.settings.replica.clone()];
+                    let _ = self.service.inner.cache.forget_controls_seen(&replica).await;
+                    return;
+                }
             }
             match self.step().await {
                 Ok(()) if failing => {
