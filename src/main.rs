@@ -57,6 +57,10 @@ async fn main() -> anyhow::Result<()> {
         Command::OptIn(args) => cli::rights::opt_in(args).await?,
         Command::OptInToken(args) => cli::rights::opt_in_token(args).await?,
         Command::Records(args) => cli::rights::records(args).await?,
+        Command::Halt(args) => cli::controls::halt(args).await?,
+        Command::Resume(args) => cli::controls::resume(args).await?,
+        Command::Mandatory(command) => cli::controls::mandatory(command).await?,
+        Command::Controls(command) => cli::controls::controls(command).await?,
         Command::Bench(settings) => return suppressd::bench::main(settings).await,
         Command::BenchSuite(settings) => return suppressd::bench::suite::main(settings).await,
         Command::BenchBaseline(settings) => {

@@ -13,6 +13,9 @@ use crate::{
     service::{Check, Durability, OptOutCommand, ReceiptState, ReceiptView, audit::CheckpointView},
 };
 
+pub mod controls;
+pub use controls::answer_to_proto;
+
 /// The most checks one `CheckSuppressedBatch` may carry.
 pub const MAX_BATCH: usize = 1_000;
 
@@ -334,15 +337,6 @@ pub fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
             ReceiptState::Accepted => proto::ReceiptState::Accepted,
             ReceiptState::Durable => proto::ReceiptState::Durable,
         } as i32,
-    }
-}
-
-pub fn answer_to_proto(answer: Option<Match>) -> proto::CheckSuppressedResponse {
-    proto::CheckSuppressedResponse {
-        suppressed: answer.is_some(),
-        matched: answer.map(match_to_proto),
-        halt: None,
-        mandatory: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! that parse arguments, call the library or a running server, print, and choose the exit code.
 
 pub mod audit;
+pub mod controls;
 pub mod receipt;
 pub mod rights;
 
