@@ -422,3 +422,17 @@ impl ServeSettings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_have_a_unit_and_are_not_zero() {
+        assert_eq!(parse_interval("25ms"), Ok(Duration::from_millis(25)));
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        for bad in ["25", "0ms", "ms", "1m", "-1s"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+}

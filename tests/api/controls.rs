@@ -3,7 +3,10 @@
 
 mod load;
 
-use crate::{helpers::*, processes::PrivateRedis};
+use crate::{
+    helpers::*,
+    processes::{PrivatePostgres, PrivateRedis},
+};
 use suppressd::{
     audit::AuditLog,
     domain::Clock,
@@ -103,12 +106,28 @@ async fn a_halt_survives_restarts_and_redis_loss(backend: Backend) {
         &app.check(email("p@example.com"), notice.clone()).await,
         &halt.halt_id,
     );
+    // A halt made while Redis is away holds too.
+    let second = app
+        .client
+        .halt_campaign(halt_request("acme", "recall", "RC-9", "duplicate send"))
+        .await
+        .unwrap()
+        .into_inner();
+    let rc9 = scope("acme", Channel::Email, "recall", "RC-9");
+    assert_halted(
+        &app.check(email("p@example.com"), rc9.clone()).await,
+        &second.halt_id,
+    );
     // Back empty, and the replica restarted meanwhile: still halted.
     redis.restart().await;
     app.restart().await;
     assert_halted(
         &app.check(email("p@example.com"), notice.clone()).await,
         &halt.halt_id,
+    );
+    assert_halted(
+        &app.check(email("p@example.com"), rc9).await,
+        &second.halt_id,
     );
     // Other campaigns and tenants are untouched.
     let other = app
@@ -125,6 +144,42 @@ async fn a_halt_survives_restarts_and_redis_loss(backend: Backend) {
         )
         .await;
     assert!(!tenant.suppressed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_holds_while_the_store_is_unreachable() {
+    let pg = PrivatePostgres::start().await;
+    let url = pg.url();
+    let mut app = spawn_app_with(Backend::Postgres, Clock::System, |s| s.store_url = url).await;
+    app.wait_cache_complete().await;
+    let halt = app
+        .client
+        .halt_campaign(halt_request("acme", "recall", "", "wrong letter"))
+        .await
+        .unwrap()
+        .into_inner();
+    pg.stop_immediate();
+    // Across many polls of the unreachable store, every answer still names the halt.
+    let notice = scope("acme", Channel::Postal, "recall", "");
+    for _ in 0..12 {
+        assert_halted(
+            &app.check(email("q@example.com"), notice.clone()).await,
+            &halt.halt_id,
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let status = app
+        .client
+        .resume_campaign(resume_request(&halt.halt_id, "fixed"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    pg.start_again().await;
+    app.client
+        .resume_campaign(resume_request(&halt.halt_id, "fixed"))
+        .await
+        .unwrap();
+    assert!(!app.is_suppressed(email("q@example.com"), notice).await);
 }
 
 async fn a_mandatory_declaration_overrides_opt_outs_only_where_declared(backend: Backend) {
