@@ -1,0 +1,125 @@
+//! Refusals: non-admin callers, and each malformed halt, declaration or resume, named by field;
+//! none of them stores anything.
+
+use super::*;
+
+async fn bad_requests_and_non_admins_are_refused_and_store_nothing(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    for key in [CHECK_KEY, WRITE_KEY] {
+        let mut client = app.client_with_key(Some(key)).await;
+        let halt = client
+            .halt_campaign(halt_request("acme", "recall", "", "why"))
+            .await
+            .unwrap_err();
+        assert_eq!(halt.code(), Code::PermissionDenied, "{halt:?}");
+        let declare = client
+            .declare_mandatory(declaration("recall", &[Channel::Postal], i64::MAX / 4))
+            .await
+            .unwrap_err();
+        assert_eq!(declare.code(), Code::PermissionDenied);
+        let list = client
+            .list_controls(proto::ListControlsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(list.code(), Code::PermissionDenied);
+    }
+    let future = suppressd::domain::clock::system_now() + HOUR;
+    let mut halts = vec![
+        (halt_request("acme", "recall", "", ""), "reason"),
+        (halt_request("acme", "", "", "why"), "topic"),
+        (halt_request("a b", "recall", "", "why"), "tenant"),
+        (halt_request("acme", "recall", "RC 1", "why"), "campaign"),
+    ];
+    let mut unspecified = halt_request("acme", "recall", "", "why");
+    unspecified.channels = vec![Channel::Email as i32, Channel::Unspecified as i32];
+    halts.push((unspecified, "channels[1]"));
+    for (req, field) in halts {
+        let status = app.client.halt_campaign(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    let with = |f: fn(&mut proto::DeclareMandatoryRequest)| {
+        let mut req = declaration("recall", &[Channel::Postal], future);
+        f(&mut req);
+        req
+    };
+    let declarations = [
+        (with(|r| r.topic.clear()), "topic"),
+        (with(|r| r.channels.clear()), "channels"),
+        (with(|r| r.channels = vec![0]), "channels[0]"),
+        (with(|r| r.legal_basis.clear()), "legal_basis"),
+        (with(|r| r.approver = " ".into()), "approver"),
+        (with(|r| r.expires_at = None), "expires_at"),
+        (
+            with(|r| r.expires_at.as_mut().unwrap().seconds -= 2 * HOUR / 1000),
+            "expires_at",
+        ),
+    ];
+    for (req, field) in declarations {
+        let status = app.client.declare_mandatory(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    let bad_id = app
+        .client
+        .resume_campaign(resume_request("nope", "why"))
+        .await
+        .unwrap_err();
+    assert!(bad_id.message().starts_with("halt_id"), "{bad_id:?}");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let status = app
+        .client
+        .resume_campaign(resume_request(&unknown, "why"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = app
+        .client
+        .revoke_mandatory(revoke_request(&unknown, "why"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    let listed = app
+        .client
+        .list_controls(proto::ListControlsRequest {
+            tenant: "acme".into(),
+            include_ended: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.halts.is_empty() && listed.mandatory.is_empty());
+    assert_eq!(app.store().await.audit_size().await.unwrap(), 0);
+
+    // A resume without a reason is refused and leaves the halt in force.
+    let halt = app
+        .client
+        .halt_campaign(halt_request("acme", "recall", "", "why"))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = app
+        .client
+        .resume_campaign(resume_request(&halt.halt_id, ""))
+        .await
+        .unwrap_err();
+    assert!(status.message().starts_with("reason"), "{status:?}");
+    let answer = app
+        .check(
+            email("x@example.com"),
+            scope("acme", Channel::Email, "recall", ""),
+        )
+        .await;
+    assert_halted(&answer, &halt.halt_id);
+}
+
+on_both_stores!(bad_requests_and_non_admins_are_refused_and_store_nothing);
