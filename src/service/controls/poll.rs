@@ -10,10 +10,12 @@ use crate::{
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// A replica that has not reported for this long is taken for gone, and not waited for.
+/// A replica that has not reported for this long (or four of its polls, if longer) is taken for
+/// gone, and not waited for.
 const LIVE_WITHIN: Millis = 1_000;
-/// The longest a change waits for the other replicas before returning all the same.
-const PROPAGATION_BOUND: Duration = Duration::from_secs(2);
+/// The longest a change waits for the other replicas (plus two of the slowest one's polls) before
+/// returning all the same.
+const PROPAGATION_BOUND: Millis = 2_000;
 /// How often a waiting change looks at the reports.
 const PROPAGATION_POLL: Duration = Duration::from_millis(2);
 /// Reports older than this are deleted (replicas that are gone).
@@ -26,7 +28,7 @@ impl Suppressions {
         self.report_seen(version).await;
         let cache = &self.inner.cache;
         let replica = &self.inner.settings.replica;
-        let deadline = tokio::time::Instant::now() + PROPAGATION_BOUND;
+        let started = tokio::time::Instant::now();
         loop {
             let seen = match cache.controls_seen().await {
                 Ok(seen) => seen,
@@ -37,15 +39,17 @@ impl Suppressions {
                 }
             };
             let now = system_now();
-            let behind = seen
+            let live: Vec<_> = seen
                 .iter()
-                .filter(|s| &s.replica != replica && now - s.at < LIVE_WITHIN)
-                .filter(|s| s.version < version)
-                .count();
+                .filter(|s| &s.replica != replica && now - s.at < LIVE_WITHIN.max(4 * s.every))
+                .collect();
+            let behind = live.iter().filter(|s| s.version < version).count();
             if behind == 0 {
                 return Ok(());
             }
-            if tokio::time::Instant::now() >= deadline {
+            let slowest = live.iter().map(|s| s.every).max().unwrap_or(0);
+            let bound = Duration::from_millis((PROPAGATION_BOUND + 2 * slowest) as u64);
+            if started.elapsed() >= bound {
                 tracing::warn!(
                     behind,
                     "replicas have not loaded the new controls yet; they will at their next poll"
@@ -59,10 +63,11 @@ impl Suppressions {
     /// Tells the other replicas which controls version this one answers by, as of now.
     async fn report_seen(&self, version: i64) {
         let replica = &self.inner.settings.replica;
+        let every = self.inner.settings.controls_poll.as_millis() as Millis;
         if let Err(e) = self
             .inner
             .cache
-            .report_controls_seen(replica, version, system_now())
+            .report_controls_seen(replica, version, system_now(), every)
             .await
         {
             tracing::debug!(error = %e, "controls version not reported");
@@ -110,15 +115,7 @@ impl ControlsPoller {
         let mut failing = false;
         let mut forgot = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.cancelled() => {
-                    // Gone: a change need not wait for this replica's report to age out.
-                    let replica = [self.service.inner.settings.replica.clone()];
-                    let _ = self.service.inner.cache.forget_controls_seen(&replica).await;
-                    return;
-                }
-            }
+            // The first step at once: the report lets changes wait for this replica from its start.
             match self.step().await {
                 Ok(()) if failing => {
                     tracing::info!("controls are read from the store again");
@@ -134,6 +131,15 @@ impl ControlsPoller {
             if forgot.elapsed() > Duration::from_secs(10) {
                 forgot = tokio::time::Instant::now();
                 self.forget_gone().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => {
+                    // Gone: a change need not wait for this replica's report to age out.
+                    let replica = [self.service.inner.settings.replica.clone()];
+                    let _ = self.service.inner.cache.forget_controls_seen(&replica).await;
+                    return;
+                }
             }
         }
     }
