@@ -123,3 +123,59 @@ async fn bad_requests_and_non_admins_are_refused_and_store_nothing(backend: Back
 }
 
 on_both_stores!(bad_requests_and_non_admins_are_refused_and_store_nothing);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_bound_admin_controls_only_its_own_tenant() {
+    const ACME_ADMIN: &str = "sk_test_acmeadm_9a8b7c6d5e4f30211203f4e5d6c7b8a9";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let text = key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)])
+        + &format!(
+            "[[principal]]\nname = \"acme-admin\"\nroles = [\"admin\"]\ntenants = [\"acme\"]\n\
+             key_sha256 = [\"{}\"]\n",
+            suppressd::auth::hash_key(ACME_ADMIN)
+        );
+    std::fs::write(&path, text).unwrap();
+    let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| s.keys = Some(path)).await;
+    let mut acme = app.client_with_key(Some(ACME_ADMIN)).await;
+    let own = acme
+        .halt_campaign(halt_request("acme", "recall", "", "why"))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = acme
+        .halt_campaign(halt_request("beta", "recall", "", "why"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut beta_declaration = declaration("recall", &[Channel::Postal], i64::MAX / 4);
+    beta_declaration.tenant = "beta".into();
+    let refused = acme.declare_mandatory(beta_declaration).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let beta_list = proto::ListControlsRequest {
+        tenant: "beta".into(),
+        include_ended: true,
+    };
+    let refused = acme.list_controls(beta_list).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // Another tenant's halt (made by an unrestricted admin) cannot be resumed by it.
+    let beta = app
+        .client
+        .halt_campaign(halt_request("beta", "recall", "", "why"))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = acme
+        .resume_campaign(resume_request(&beta.halt_id, "not yours"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    acme.resume_campaign(resume_request(&own.halt_id, "done"))
+        .await
+        .unwrap();
+    let beta_check = scope("beta", Channel::Email, "recall", "");
+    assert_halted(
+        &app.check(email("b@example.com"), beta_check).await,
+        &beta.halt_id,
+    );
+}
