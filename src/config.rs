@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 mod controls;
+use controls::parse_interval;
 pub use controls::{ControlClientArgs, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs};
 
 #[derive(Parser, Debug)]
@@ -277,25 +278,6 @@ pub enum KeysCommand {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// `25ms`, `2s`: a short interval with its unit, at least 1 ms.
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, ""), |at| text.split_at(at));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 25ms"))?;
-    let interval = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        _ => return Err(format!("{text:?}: the unit must be ms or s")),
-    };
-    if interval.is_zero() {
-        return Err("must be at least 1ms".into());
-    }
-    Ok(interval)
 }
 
 /// The development pepper: only for a developer's machine. Start-up warns loudly when it is used.

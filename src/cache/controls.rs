@@ -6,12 +6,14 @@ use super::{Cache, CacheError, Context};
 use crate::domain::Millis;
 use redis::AsyncCommands;
 
-/// One replica's report: the version it loaded, and when (wall clock) it last read the store.
+/// One replica's report: the version it loaded, when (wall clock) it last read the store, and how
+/// often it reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub replica: String,
     pub version: i64,
     pub at: Millis,
+    pub every: Millis,
 }
 
 impl Cache {
@@ -20,13 +22,11 @@ impl Cache {
         replica: &str,
         version: i64,
         at: Millis,
+        every: Millis,
     ) -> Result<(), CacheError> {
+        let report = format!("{version}:{at}:{every}");
         self.conn()
-            .hset::<_, _, _, ()>(
-                self.keys.controls_seen(),
-                replica,
-                format!("{version}:{at}"),
-            )
+            .hset::<_, _, _, ()>(self.keys.controls_seen(), replica, report)
             .await
             .context("HSET controls-seen")
     }
@@ -40,11 +40,12 @@ impl Cache {
         Ok(all
             .into_iter()
             .filter_map(|(replica, value)| {
-                let (version, at) = value.split_once(':')?;
+                let mut parts = value.splitn(3, ':').map(str::parse);
                 Some(Seen {
                     replica,
-                    version: version.parse().ok()?,
-                    at: at.parse().ok()?,
+                    version: parts.next()?.ok()?,
+                    at: parts.next()?.ok()?,
+                    every: parts.next()?.ok()?,
                 })
             })
             .collect())

@@ -5,7 +5,9 @@
 //! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out.
 
 use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
-use std::sync::Arc;
+
+mod answer;
+pub use answer::{Answer, Controls};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.
 const MAX_TEXT: usize = 1_000;
@@ -240,84 +242,9 @@ impl MandatoryDeclaration {
     }
 }
 
-/// The answer to one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// Nothing blocks the notice: it may go.
-    Send,
-    /// An opt-out blocks it: the one a check names (`best_match`).
-    Suppressed(Match),
-    /// An operator halt blocks it, on the notice's channel.
-    Halted { halt: Arc<Halt>, channel: Channel },
-    /// A mandatory declaration lets it go despite the opt-out it overrode.
-    Overridden {
-        declaration: Arc<MandatoryDeclaration>,
-        overridden: Match,
-    },
-}
-
-impl Answer {
-    pub fn is_suppressed(&self) -> bool {
-        matches!(self, Answer::Suppressed(_) | Answer::Halted { .. })
-    }
-}
-
-/// The controls in force, as one replica holds them: few, read on every check, replaced whole.
-#[derive(Debug, Default)]
-pub struct Controls {
-    /// `control_head.version` they were read at.
-    pub version: i64,
-    /// In force; earliest first, so overlapping halts always name the same one.
-    pub halts: Vec<Arc<Halt>>,
-    /// Not revoked (possibly expired: expiry is decided at check time, by the service's clock).
-    pub mandatory: Vec<Arc<MandatoryDeclaration>>,
-}
-
-impl Controls {
-    /// Holds only what is (or may still be) in force, sorted by id, i.e. by creation time.
-    pub fn new(version: i64, controls: Vec<Control>) -> Controls {
-        let mut out = Controls {
-            version,
-            ..Controls::default()
-        };
-        for c in controls {
-            match c {
-                Control::Halt(h) if h.ended.is_none() => out.halts.push(Arc::new(h)),
-                Control::Mandatory(d) if d.ended.is_none() => out.mandatory.push(Arc::new(d)),
-                _ => {}
-            }
-        }
-        out.halts.sort_by_key(|h| h.id);
-        out.mandatory.sort_by_key(|d| d.id);
-        out
-    }
-
-    /// What a check answers, given the opt-out its lookup found (if any). Allocates nothing when no
-    /// control is in force.
-    pub fn decide(&self, matched: Option<Match>, notice: &Notice, now: Millis) -> Answer {
-        if let Some(halt) = self.halts.iter().find(|h| h.covers(notice)) {
-            return Answer::Halted {
-                halt: halt.clone(),
-                channel: notice.channel,
-            };
-        }
-        let Some(matched) = matched else {
-            return Answer::Send;
-        };
-        match self.mandatory.iter().find(|d| d.applies(notice, now)) {
-            Some(d) => Answer::Overridden {
-                declaration: d.clone(),
-                overridden: matched,
-            },
-            None => Answer::Suppressed(matched),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Reason, Source};
 
     const NOW: Millis = 1_800_000_000_000;
 
@@ -338,34 +265,6 @@ mod tests {
             NOW,
         )
         .unwrap()
-    }
-
-    fn postal_recalls(expires_at: Millis) -> MandatoryDeclaration {
-        let set = ChannelSet::of([Channel::Postal]);
-        MandatoryDeclaration::new(
-            ReceiptId::new(NOW),
-            "acme",
-            "recall",
-            set,
-            "49 U.S.C. 30118",
-            "counsel",
-            "op".into(),
-            NOW,
-            Some(expires_at),
-        )
-        .unwrap()
-    }
-
-    fn opt_out() -> Match {
-        Match {
-            scope: Scope::parse("acme", None, "", "").unwrap(),
-            reason: Reason::UserRequest,
-            source: Source::Link,
-            received_at: 1,
-            effective_at: 1,
-            expires_at: None,
-            receipt: ReceiptId::from_bytes([7; 16]),
-        }
     }
 
     #[test]
@@ -397,36 +296,6 @@ mod tests {
         assert_eq!(new("", "", "why").unwrap_err().field, "topic");
         assert_eq!(new("t", "", " ").unwrap_err().field, "reason");
         assert_eq!(new("a b", "", "why").unwrap_err().field, "topic");
-    }
-
-    #[test]
-    fn a_halt_wins_over_a_declaration_which_wins_over_an_opt_out() {
-        let n = notice("acme", Channel::Postal, "recall", "");
-        let mut controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
-        let got = controls.decide(Some(opt_out()), &n, NOW);
-        assert!(matches!(got, Answer::Overridden { .. }), "{got:?}");
-        assert_eq!(controls.decide(None, &n, NOW), Answer::Send);
-        assert_eq!(
-            controls.decide(Some(opt_out()), &n, NOW + 10),
-            Answer::Suppressed(opt_out())
-        );
-        controls.halts.push(Arc::new(halt("recall", "", &[])));
-        assert!(controls.decide(None, &n, NOW).is_suppressed());
-    }
-
-    #[test]
-    fn a_declaration_applies_only_to_its_topic_and_channels() {
-        let controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
-        for n in [
-            notice("acme", Channel::Email, "recall", ""),
-            notice("acme", Channel::Postal, "marketing", ""),
-            notice("other", Channel::Postal, "recall", ""),
-        ] {
-            assert_eq!(
-                controls.decide(Some(opt_out()), &n, NOW),
-                Answer::Suppressed(opt_out())
-            );
-        }
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! Refusals: non-admin callers, and each malformed halt, declaration or resume, named by field;
+//! none of them stores anything.
+
+use super::*;
+
+async fn bad_requests_and_non_admins_are_refused_and_store_nothing(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    for key in [CHECK_KEY, WRITE_KEY] {
+        let mut client = app.client_with_key(Some(key)).await;
+        let halt = client
+            .halt_campaign(halt_request("acme", "recall", "", "why"))
+            .await
+            .unwrap_err();
+        assert_eq!(halt.code(), Code::PermissionDenied, "{halt:?}");
+        let declare = client
+            .declare_mandatory(declaration("recall", &[Channel::Postal], i64::MAX / 4))
+            .await
+            .unwrap_err();
+        assert_eq!(declare.code(), Code::PermissionDenied);
+        let list = client
+            .list_controls(proto::ListControlsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(list.code(), Code::PermissionDenied);
+    }
+    let future = suppressd::domain::clock::system_now() + HOUR;
+    let mut halts = vec![
+        (halt_request("acme", "recall", "", ""), "reason"),
+        (halt_request("acme", "", "", "why"), "topic"),
+        (halt_request("a b", "recall", "", "why"), "tenant"),
+        (halt_request("acme", "recall", "RC 1", "why"), "campaign"),
+    ];
+    let mut unspecified = halt_request("acme", "recall", "", "why");
+    unspecified.channels = vec![Channel::Email as i32, Channel::Unspecified as i32];
+    halts.push((unspecified, "channels[1]"));
+    for (req, field) in halts {
+        let status = app.client.halt_campaign(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    let with = |f: fn(&mut proto::DeclareMandatoryRequest)| {
+        let mut req = declaration("recall", &[Channel::Postal], future);
+        f(&mut req);
+        req
+    };
+    let declarations = [
+        (with(|r| r.topic.clear()), "topic"),
+        (with(|r| r.channels.clear()), "channels"),
+        (with(|r| r.channels = vec![0]), "channels[0]"),
+        (with(|r| r.legal_basis.clear()), "legal_basis"),
+        (with(|r| r.approver = " ".into()), "approver"),
+        (with(|r| r.expires_at = None), "expires_at"),
+        (
+            with(|r| r.expires_at.as_mut().unwrap().seconds -= 2 * HOUR / 1000),
+            "expires_at",
+        ),
+    ];
+    for (req, field) in declarations {
+        let status = app.client.declare_mandatory(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    let bad_id = app
+        .client
+        .resume_campaign(resume_request("nope", "why"))
+        .await
+        .unwrap_err();
+    assert!(bad_id.message().starts_with("halt_id"), "{bad_id:?}");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let status = app
+        .client
+        .resume_campaign(resume_request(&unknown, "why"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = app
+        .client
+        .revoke_mandatory(revoke_request(&unknown, "why"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    let listed = app
+        .client
+        .list_controls(proto::ListControlsRequest {
+            tenant: "acme".into(),
+            include_ended: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.halts.is_empty() && listed.mandatory.is_empty());
+    assert_eq!(app.store().await.audit_size().await.unwrap(), 0);
+
+    // A resume without a reason is refused and leaves the halt in force.
+    let halt = app
+        .client
+        .halt_campaign(halt_request("acme", "recall", "", "why"))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = app
+        .client
+        .resume_campaign(resume_request(&halt.halt_id, ""))
+        .await
+        .unwrap_err();
+    assert!(status.message().starts_with("reason"), "{status:?}");
+    let answer = app
+        .check(
+            email("x@example.com"),
+            scope("acme", Channel::Email, "recall", ""),
+        )
+        .await;
+    assert_halted(&answer, &halt.halt_id);
+}
+
+on_both_stores!(bad_requests_and_non_admins_are_refused_and_store_nothing);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_bound_admin_controls_only_its_own_tenant() {
+    const ACME_ADMIN: &str = "sk_test_acmeadm_9a8b7c6d5e4f30211203f4e5d6c7b8a9";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let text = key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)])
+        + &format!(
+            "[[principal]]\nname = \"acme-admin\"\nroles = [\"admin\"]\ntenants = [\"acme\"]\n\
+             key_sha256 = [\"{}\"]\n",
+            suppressd::auth::hash_key(ACME_ADMIN)
+        );
+    std::fs::write(&path, text).unwrap();
+    let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| s.keys = Some(path)).await;
+    let mut acme = app.client_with_key(Some(ACME_ADMIN)).await;
+    let own = acme
+        .halt_campaign(halt_request("acme", "recall", "", "why"))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = acme
+        .halt_campaign(halt_request("beta", "recall", "", "why"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut beta_declaration = declaration("recall", &[Channel::Postal], i64::MAX / 4);
+    beta_declaration.tenant = "beta".into();
+    let refused = acme.declare_mandatory(beta_declaration).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let beta_list = proto::ListControlsRequest {
+        tenant: "beta".into(),
+        include_ended: true,
+    };
+    let refused = acme.list_controls(beta_list).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // Another tenant's halt (made by an unrestricted admin) cannot be resumed by it.
+    let beta = app
+        .client
+        .halt_campaign(halt_request("beta", "recall", "", "why"))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = acme
+        .resume_campaign(resume_request(&beta.halt_id, "not yours"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    acme.resume_campaign(resume_request(&own.halt_id, "done"))
+        .await
+        .unwrap();
+    let beta_check = scope("beta", Channel::Email, "recall", "");
+    assert_halted(
+        &app.check(email("b@example.com"), beta_check).await,
+        &beta.halt_id,
+    );
+}
