@@ -94,6 +94,7 @@ impl Application {
         let service = Suppressions::new(
             cache.clone(),
             store.clone(),
+            audit_log.clone(),
             pepper,
             clock.clone(),
             ServiceSettings {

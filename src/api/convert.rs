@@ -13,6 +13,8 @@ use crate::{
     service::{Check, Durability, OptOutCommand, ReceiptState, ReceiptView, audit::CheckpointView},
 };
 
+pub mod imports;
+
 /// The most checks one `CheckSuppressedBatch` may carry.
 pub const MAX_BATCH: usize = 1_000;
 

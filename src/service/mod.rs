@@ -7,12 +7,15 @@
 
 pub mod audit;
 mod check;
+pub mod import;
 mod opt_out;
 pub mod rebuild;
 mod receipts;
+pub mod rollback;
 pub mod waiters;
 
 use crate::{
+    audit::AuditLog,
     cache::{Cache, CacheError},
     domain::{Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash},
     store::{Store, StoreError},
@@ -31,6 +34,10 @@ pub enum ServiceError {
     Invalid(#[from] Invalid),
     #[error("{0}")]
     NotFound(String),
+    /// A concurrent change stopped the operation (an import whose batch was rolled back meanwhile);
+    /// retrying the same call will not help.
+    #[error("{0}")]
+    Aborted(String),
     /// The service cannot answer correctly now; the caller must not send and may retry.
     #[error("{message}")]
     Unavailable {
@@ -87,6 +94,8 @@ pub struct Suppressions {
 struct Inner {
     cache: Cache,
     store: Store,
+    /// Signs what the use cases append to the audit log directly (opt-ins, operator actions).
+    log: AuditLog,
     pepper: Pepper,
     clock: Clock,
     settings: ServiceSettings,
@@ -95,9 +104,11 @@ struct Inner {
 }
 
 impl Suppressions {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cache: Cache,
         store: Store,
+        log: AuditLog,
         pepper: Pepper,
         clock: Clock,
         settings: ServiceSettings,
@@ -108,6 +119,7 @@ impl Suppressions {
             inner: Arc::new(Inner {
                 cache,
                 store,
+                log,
                 pepper,
                 clock,
                 settings,
@@ -123,6 +135,10 @@ impl Suppressions {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.inner.log
     }
 
     /// The service's notion of "now"; opt-out tokens expire by it.

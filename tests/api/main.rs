@@ -11,6 +11,7 @@ mod chaos;
 mod checks;
 mod deploy;
 mod failures;
+mod imports;
 mod lifecycle;
 mod limits;
 mod one_click;
