@@ -35,6 +35,14 @@ pub enum Command {
     /// Receipts: fetch one with its proof, verify a saved one offline.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    // Imports (issue 5): kept in one block.
+    /// Bulk-imports suppressions from a CSV or JSON-lines file, streamed, with a progress bar.
+    Import(crate::cli::import::ImportArgs),
+    /// Rolls back one import batch: ends exactly the records it created, nothing a person created.
+    Rollback(crate::cli::import::RollbackArgs),
+    /// Import batches.
+    #[command(subcommand)]
+    Imports(crate::cli::import::ImportsCommand),
     /// Load-tests a server of `suppress.v1.Suppression` the way ghz does (same flags, same reports).
     Bench(crate::bench::BenchSettings),
     /// Measures SPEC §8 side by side with its baselines (`scripts/bench` builds and runs it).

@@ -2,4 +2,6 @@
 //! that parse arguments, call the library, print, and choose the exit code.
 
 pub mod audit;
+pub mod import;
 pub mod receipt;
+pub mod remote;
