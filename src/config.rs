@@ -35,6 +35,12 @@ pub enum Command {
     /// Receipts: fetch one with its proof, verify a saved one offline.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// Opts a person back in: with their opt-in token, or as an admin with written grounds.
+    OptIn(OptInArgs),
+    /// Mints a person's opt-in token (admin; at most an hour), after they confirmed it is them.
+    OptInToken(OptInTokenArgs),
+    /// Lists every record kept about one person within a tenant, with its history.
+    Records(RecordsArgs),
     // Imports (issue 5): kept in one block.
     /// Bulk-imports suppressions from a CSV or JSON-lines file, streamed, with a progress bar.
     Import(crate::cli::import::ImportArgs),
@@ -128,6 +134,86 @@ impl RecipientArgs {
             .transpose()
             .map_err(Into::into)
     }
+}
+
+/// The server a client command calls, and the key it calls with.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// The server (host:port, or an http:// or https:// URL).
+    #[arg(long, env = "SUPPRESSD_SERVER", default_value = "127.0.0.1:50051")]
+    pub server: String,
+    /// The API key to send (`authorization: Bearer …`); operator commands need an admin's.
+    #[arg(long, env = "SUPPRESSD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+/// A channel on the command line.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelArg {
+    Email,
+    Sms,
+    Push,
+    Voice,
+    Postal,
+}
+
+/// A scope on the command line; unset channel, topic or campaign are the wildcards.
+#[derive(Args, Debug, Clone)]
+pub struct ScopeArgs {
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+    /// Unset: every channel.
+    #[arg(long, value_enum)]
+    pub channel: Option<ChannelArg>,
+    /// Unset: every topic.
+    #[arg(long, default_value = "")]
+    pub topic: String,
+    /// Unset: every campaign.
+    #[arg(long, default_value = "")]
+    pub campaign: String,
+}
+
+#[derive(Args, Debug)]
+pub struct OptInArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The person's opt-in token: it names the person and the scope (no key needed).
+    #[arg(long, conflicts_with_all = ["email", "phone", "user_id", "push_token", "postal_address", "reason"])]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub recipient: RecipientArgs,
+    /// The exact scope of the opt-out to remove.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Without a token: the admin's written grounds (logged).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct OptInTokenArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub recipient: RecipientArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Lifetime in seconds (at most 3600; the server's default is 900).
+    #[arg(long)]
+    pub ttl_secs: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The person's own opt-out token, in place of recipient, tenant and key.
+    #[arg(long, conflicts_with_all = ["email", "phone", "user_id", "push_token", "postal_address"])]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub recipient: RecipientArgs,
+    #[arg(long, default_value = "")]
+    pub tenant: String,
 }
 
 #[derive(Subcommand, Debug)]

@@ -54,11 +54,14 @@ async fn main() -> anyhow::Result<()> {
             public_key,
             server,
         }) => cli::receipt::verify(&file, &public_key, server.as_deref()).await?,
+        Command::OptIn(args) => cli::rights::opt_in(args).await?,
+        Command::OptInToken(args) => cli::rights::opt_in_token(args).await?,
+        Command::Records(args) => cli::rights::records(args).await?,
         // Imports (issue 5): kept in one block.
         Command::Import(args) => cli::import::import(args).await?,
         Command::Rollback(args) => cli::import::rollback(args).await?,
-        Command::Imports(cli::import::ImportsCommand::List { limit, remote }) => {
-            cli::import::list(limit, &remote).await?
+        Command::Imports(cli::import::ImportsCommand::List { limit, server }) => {
+            cli::import::list(limit, &server).await?
         }
         Command::Bench(settings) => return suppressd::bench::main(settings).await,
         Command::BenchSuite(settings) => return suppressd::bench::suite::main(settings).await,

@@ -18,6 +18,9 @@ pub mod imports;
 /// The most checks one `CheckSuppressedBatch` may carry.
 pub const MAX_BATCH: usize = 1_000;
 
+mod rights;
+pub use rights::*;
+
 pub fn recipient(r: Option<proto::Recipient>) -> Result<Recipient, Invalid> {
     use proto::recipient::Id;
     let proto::Recipient { id } = r.ok_or_else(|| Invalid::new("recipient", "is required"))?;
@@ -287,19 +290,30 @@ pub fn issue_token(
         scope,
         ttl,
     } = req;
-    let ttl = match ttl {
-        None => DEFAULT_TOKEN_TTL_MS,
-        Some(prost_types::Duration { seconds, nanos }) => {
-            let ms = seconds
-                .saturating_mul(1000)
-                .saturating_add(i64::from(nanos / 1_000_000));
-            if ms <= 0 || ms > MAX_TOKEN_TTL_MS {
-                return Err(Invalid::new("ttl", "must be positive and at most 400 days"));
-            }
-            ms
-        }
-    };
+    let ttl = token_ttl(ttl, DEFAULT_TOKEN_TTL_MS, MAX_TOKEN_TTL_MS, "400 days")?;
     Ok((recipient(r)?, opt_out_scope(scope)?, ttl))
+}
+
+/// A token's lifetime: `default` when unset, else positive and at most `max` (named `max_text`).
+fn token_ttl(
+    ttl: Option<prost_types::Duration>,
+    default: Millis,
+    max: Millis,
+    max_text: &str,
+) -> Result<Millis, Invalid> {
+    let Some(prost_types::Duration { seconds, nanos }) = ttl else {
+        return Ok(default);
+    };
+    let ms = seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(nanos / 1_000_000));
+    if ms <= 0 || ms > max {
+        return Err(Invalid::new(
+            "ttl",
+            format!("must be positive and at most {max_text}"),
+        ));
+    }
+    Ok(ms)
 }
 
 pub fn receipt_id(req: proto::GetReceiptRequest) -> Result<ReceiptId, Invalid> {

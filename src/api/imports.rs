@@ -28,14 +28,14 @@ impl SuppressionApi {
         &self,
         request: Request<proto::RollbackImportRequest>,
     ) -> Result<Response<proto::RollbackSummary>, Status> {
-        // Ended records and their cache retraction come from the lead's shared primitive.
-        let _ = (
-            principal(&request)?,
-            convert::rollback(request.into_inner()),
-        );
-        Err(Status::unimplemented(
-            "rollback lands with the shared end-records primitive",
-        ))
+        let principal = principal(&request)?;
+        let (batch_id, reason) =
+            convert::rollback(request.into_inner()).map_err(ServiceError::from)?;
+        let summary = self
+            .service
+            .rollback_import(&batch_id, &reason, &principal.name)
+            .await?;
+        Ok(Response::new(convert::rollback_to_proto(summary)))
     }
 
     pub(super) async fn list_imports_impl(

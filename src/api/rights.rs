@@ -1,29 +1,148 @@
 //! A person's rights: opting back in (with stronger proof than opting out), and seeing every record
 //! kept about them. Handlers of `suppress.v1.Suppression`, split from `suppression` by topic.
+//!
+//! Both accept a person's token in place of an API key: an opt-in token (purpose `opt_in`, minted
+//! by an admin, an hour at most) for `OptIn`, the person's own opt-out token for `ListSuppressions`.
+//! Without a token, both are admin-only, whatever role the auth layer let through.
 
-use super::SuppressionApi;
-use crate::proto;
+use super::{
+    SuppressionApi, auth,
+    convert::{self, ListRequest, OptInRequest},
+    status::Refusal,
+};
+use crate::{
+    auth::{Principal, Purpose, Role, TokenClaims},
+    proto,
+    service::{OptInCommand, OptInGrounds, ServiceError},
+};
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tracing::Span;
 
 impl SuppressionApi {
     pub(super) async fn opt_in_impl(
         &self,
-        _request: Request<proto::OptInRequest>,
+        request: Request<proto::OptInRequest>,
     ) -> Result<Response<proto::OptInResponse>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let caller = auth::caller(&request);
+        let cmd = match convert::opt_in(request.into_inner()).map_err(ServiceError::from)? {
+            OptInRequest::Token(token) => {
+                let claims = self.person_token(caller.as_deref(), &token, Purpose::OptIn)?;
+                let actor = actor(caller.as_deref(), &claims);
+                convert::token_opt_in(claims, actor)
+            }
+            OptInRequest::Admin {
+                recipient,
+                scope,
+                reason,
+            } => {
+                let principal = admin(caller, "an opt-in without a token")?;
+                auth::authorize_tenants(&principal, [scope.tenant.as_str()])?;
+                OptInCommand {
+                    subject: self.service.subject(&recipient),
+                    scope,
+                    actor: principal.name.clone(),
+                    grounds: OptInGrounds::Admin { reason },
+                }
+            }
+        };
+        let removed = self.service.opt_in(cmd).await?;
+        Ok(Response::new(convert::removed_to_proto(&removed)))
     }
 
     pub(super) async fn issue_opt_in_token_impl(
         &self,
-        _request: Request<proto::IssueOptInTokenRequest>,
+        request: Request<proto::IssueOptInTokenRequest>,
     ) -> Result<Response<proto::IssueOptInTokenResponse>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let principal = super::suppression::principal(&request)?;
+        let (recipient, scope, ttl) =
+            convert::issue_opt_in_token(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [scope.tenant.as_str()])?;
+        let expires_at = self.service.clock().now() + ttl;
+        let subject = self.service.subject(&recipient);
+        let token = self
+            .keys
+            .current()
+            .tokens
+            .issue(subject, &scope, Purpose::OptIn, expires_at)
+            .map_err(|e| Refusal::NotConfigured(e.to_string()))?;
+        Ok(Response::new(proto::IssueOptInTokenResponse {
+            token,
+            expires_at: Some(convert::timestamp(expires_at)),
+        }))
     }
 
     pub(super) async fn list_suppressions_impl(
         &self,
-        _request: Request<proto::ListSuppressionsRequest>,
+        request: Request<proto::ListSuppressionsRequest>,
     ) -> Result<Response<proto::ListSuppressionsResponse>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let caller = auth::caller(&request);
+        let (subject, tenant) =
+            match convert::list_suppressions(request.into_inner()).map_err(ServiceError::from)? {
+                ListRequest::Token(token) => {
+                    let claims = self.person_token(caller.as_deref(), &token, Purpose::OptOut)?;
+                    Span::current().record("principal", actor(caller.as_deref(), &claims));
+                    (claims.subject, claims.scope.tenant)
+                }
+                ListRequest::Person { recipient, tenant } => {
+                    let principal = admin(caller, "a listing without a token")?;
+                    auth::authorize_tenants(&principal, [tenant.as_str()])?;
+                    (self.service.subject(&recipient), tenant)
+                }
+            };
+        let now = self.service.clock().now();
+        let records = self.service.history(&subject, &tenant).await?;
+        Ok(Response::new(proto::ListSuppressionsResponse {
+            records: records
+                .into_iter()
+                .map(|h| convert::history_to_proto(h, now))
+                .collect(),
+        }))
     }
+
+    /// A person's token of `purpose`, verified by the service's clock; anonymous callers spend the
+    /// shared anonymous rate limit. Every failure is the same UNAUTHENTICATED; the reason is logged.
+    fn person_token(
+        &self,
+        caller: Option<&Principal>,
+        token: &str,
+        purpose: Purpose,
+    ) -> Result<TokenClaims, Refusal> {
+        if caller.is_none() {
+            self.auth.admit_anonymous()?;
+        }
+        let now = self.service.clock().now();
+        self.keys
+            .current()
+            .tokens
+            .verify(token, purpose, now)
+            .map_err(|e| {
+                tracing::info!(reason = %e, purpose = purpose.as_str(), "person's token refused");
+                Refusal::unauthenticated(format!("invalid or expired {} token", purpose.as_str()))
+            })
+    }
+}
+
+/// Who is recorded as acting on a token: the caller with a key, else the token's key id.
+fn actor(caller: Option<&Principal>, claims: &TokenClaims) -> String {
+    let actor = caller.map_or_else(|| format!("token:{}", claims.key_id), |p| p.name.clone());
+    Span::current().record("principal", actor.as_str());
+    actor
+}
+
+/// The caller, if it is an admin; `what` names the call in the refusal.
+fn admin(caller: Option<Arc<Principal>>, what: &str) -> Result<Arc<Principal>, Refusal> {
+    let principal = caller.ok_or_else(|| {
+        Refusal::unauthenticated(format!(
+            "missing credentials: {what} needs an admin's API key"
+        ))
+    })?;
+    Span::current().record("principal", principal.name.as_str());
+    if !principal.has(Role::Admin) {
+        return Err(Refusal::PermissionDenied(format!(
+            "principal {:?} is not an admin; {what} needs one (or the person's token)",
+            principal.name
+        )));
+    }
+    Ok(principal)
 }

@@ -122,6 +122,8 @@ const VALUE_VERSION: u8 = 1;
 /// Byte offset of the expiry in a value; the Lua merge rule reads it there (1-based: 4).
 const EXPIRES_AT: usize = 3;
 pub const VALUE_LEN: usize = 3 + 8 + 8 + 8 + 16;
+/// Byte offset of the receipt id (16 bytes) in a value; the retract script reads it there.
+pub const RECEIPT_AT: usize = EXPIRES_AT + 24;
 
 /// The cached form of a record: what a check answers with, minus the scope (which the check already
 /// knows, since it asked for that field). Fixed layout, big-endian:
@@ -150,7 +152,7 @@ pub fn decode_value(scope: Scope, bytes: &[u8]) -> Option<Match> {
         expires_at: (expires != 0).then_some(expires),
         received_at: int(EXPIRES_AT + 8),
         effective_at: int(EXPIRES_AT + 16),
-        receipt: ReceiptId::from_bytes(bytes[EXPIRES_AT + 24..].try_into().unwrap()),
+        receipt: ReceiptId::from_bytes(bytes[RECEIPT_AT..].try_into().unwrap()),
     })
 }
 
@@ -206,6 +208,33 @@ return {1, id, redis.call('INCR', KEYS[5])}
 /// after a flush reaches the rebuilt cache.
 pub fn merge_script() -> String {
     format!("{MERGE_FN}return merge(KEYS[1], ARGV[1], ARGV[2])")
+}
+
+/// Takes ended records out of one field: if the field holds one of the ended receipts, it is
+/// removed and refilled from the records that remain active (by the merge rule); a field that holds
+/// something else (a newer opt-out) is left as it is.
+///
+/// KEYS: bucket. ARGV: field, n, n ended receipt ids (16 bytes each), then the remaining values.
+/// Returns 1 if the field changed.
+pub fn retract_script() -> String {
+    format!(
+        "{MERGE_FN}{}",
+        r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local receipt = string.sub(current, RECEIPT_FROM, RECEIPT_FROM + 15)
+local n = tonumber(ARGV[2])
+for i = 3, 2 + n do
+  if ARGV[i] == receipt then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    for j = 3 + n, #ARGV do merge(KEYS[1], ARGV[1], ARGV[j]) end
+    return 1
+  end
+end
+return 0
+"
+        .replace("RECEIPT_FROM", &(RECEIPT_AT + 1).to_string())
+    )
 }
 
 /// Removes the marker from buckets (KEYS), so that none answers "absent" until a rebuild marked it

@@ -8,6 +8,7 @@
 
 pub mod layout;
 pub mod rebuild;
+mod retract;
 pub mod stream;
 
 use crate::{
@@ -19,6 +20,7 @@ use redis::{
     AsyncCommands, Client, RedisError, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
+pub use retract::Retraction;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,8 @@
 
 mod file;
 
-use super::remote::{Remote, client};
+use super::{client, refused, time};
+use crate::config::ServerArgs;
 use crate::proto;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -47,7 +48,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub rejections_file: Option<PathBuf>,
     #[command(flatten)]
-    pub remote: Remote,
+    pub server: ServerArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub reason: String,
     #[command(flatten)]
-    pub remote: Remote,
+    pub server: ServerArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,7 +75,7 @@ pub enum ImportsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[command(flatten)]
-        remote: Remote,
+        server: ServerArgs,
     },
 }
 
@@ -94,7 +95,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<String> {
             read: read.clone(),
         },
     );
-    let mut client = client(&args.remote).await?;
+    let mut client = client(&args.server).await?;
     let (tx, rx) = mpsc::channel(AHEAD);
     let sent = Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
@@ -146,21 +147,21 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<String> {
     let summary = call
         .await
         .context("the import call panicked")?
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+        .map_err(refused)?
         .into_inner();
     report(summary, outcome, started.elapsed(), &args)
 }
 
 /// `suppressd rollback BATCH_ID --reason R`.
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<String> {
-    let mut client = client(&args.remote).await?;
+    let mut client = client(&args.server).await?;
     let s = client
         .rollback_import(proto::RollbackImportRequest {
             batch_id: args.batch_id,
             reason: args.reason,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+        .map_err(refused)?
         .into_inner();
     Ok(format!(
         "batch_id: {}\nremoved: {}\nalready_ended: {}\n",
@@ -169,22 +170,21 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<String> {
 }
 
 /// `suppressd imports list`.
-pub async fn list(limit: u32, remote: &Remote) -> anyhow::Result<String> {
-    let mut client = client(remote).await?;
+pub async fn list(limit: u32, server: &ServerArgs) -> anyhow::Result<String> {
+    let mut client = client(server).await?;
     let batches = client
         .list_imports(proto::ListImportsRequest { limit })
         .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+        .map_err(refused)?
         .into_inner()
         .batches;
-    let time = |t: Option<prost_types::Timestamp>| t.map(|t| t.to_string()).unwrap_or("-".into());
     let mut out = format!(
         "{:<36}  {:<16}  {:<24}  {:<24}  {:>9}  {:>10}  {:>8}  rolled back\n",
         "batch", "by", "started", "finished", "imported", "duplicates", "rejected"
     );
     for b in batches {
         let rolled = match b.rolled_back_at {
-            Some(at) => format!("{} by {}", at, b.rolled_back_by),
+            Some(at) => format!("{} by {}", time(Some(at)), b.rolled_back_by),
             None => "-".into(),
         };
         out.push_str(&format!(

@@ -29,6 +29,12 @@ impl Reason {
         matches!(self, Reason::Bounce | Reason::Operator)
     }
 
+    /// A person's own opt-out (the complement of `may_expire`): only that person's verified opt-in
+    /// ends it (SPEC §5, invariant 6).
+    pub fn is_persons_own(self) -> bool {
+        !self.may_expire()
+    }
+
     pub fn code(self) -> u8 {
         match self {
             Reason::UserRequest => 1,

@@ -210,7 +210,14 @@ impl Import {
             .await
         {
             Ok(true) => {}
-            Ok(false) => return Err(self.rolled_back()),
+            Ok(false) => {
+                // The cache took records the store will never hold: refill their fields from what
+                // the store has (best effort; a rebuild would drop them too).
+                if let Err(e) = service.retract(&records).await {
+                    tracing::warn!(error = %e, batch_id = batch, "retracting an abandoned chunk");
+                }
+                return Err(self.rolled_back());
+            }
             Err(e) => {
                 return Err(self.failed(ServiceError::unavailable(
                     "the durable store failed after Redis took this chunk (its rows suppress \

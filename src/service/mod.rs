@@ -11,6 +11,7 @@ pub mod import;
 mod opt_out;
 pub mod rebuild;
 mod receipts;
+pub mod records;
 pub mod rollback;
 pub mod waiters;
 
@@ -23,6 +24,7 @@ use crate::{
 pub use check::{Answer, AnswerSource, Check};
 pub use opt_out::{Durability, OptOutCommand};
 use rebuild::RebuildTrigger;
+pub use records::{OptInCommand, OptInGrounds, RecordEvent, RecordHistory};
 use std::{sync::Arc, time::Duration};
 use waiters::Waiters;
 

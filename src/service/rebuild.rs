@@ -173,6 +173,9 @@ impl Rebuilder {
         let Some(caught_up) = records else {
             return Ok(RebuildOutcome::Interrupted);
         };
+        // A record that ended (opt-in, rollback) after the copy read it was written back by the
+        // copy: take those out again, last, after every write of the copy.
+        self.retract_since(began_at - CATCH_UP_MARGIN).await?;
         if !self.cache.mark_complete(&generation).await? {
             return Ok(RebuildOutcome::Interrupted);
         }
@@ -216,6 +219,19 @@ impl Rebuilder {
             if copied % (PAGE as u64 * 50) == 0 {
                 tracing::info!(copied, "cache rebuild progress");
             }
+        }
+    }
+
+    /// Re-applies the endings of records ended at or after `since`.
+    async fn retract_since(&self, since: Millis) -> anyhow::Result<()> {
+        let mut after = None;
+        loop {
+            let page = self.store.ended_page(after, since, PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.receipt);
+            super::records::retract(&self.cache, &self.store, &page, self.clock.now()).await?;
         }
     }
 

@@ -9,7 +9,14 @@
 //! repairs the cache of whatever an interrupted run left.
 
 use super::{ServiceError, Suppressions};
-use crate::{domain::Millis, store::imports::ImportBatchRow};
+use crate::{
+    audit::Action,
+    domain::{Millis, ReceiptId, Suppression},
+    store::imports::ImportBatchRow,
+};
+
+/// Records of a batch read (and ended) at a time.
+const PAGE: usize = 1_000;
 
 /// What a rollback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,5 +64,69 @@ impl Suppressions {
     pub async fn list_imports(&self, limit: usize) -> Result<Vec<ImportBatch>, ServiceError> {
         let rows = self.inner.store.list_imports(limit).await?;
         Ok(rows.into_iter().map(ImportBatch::from).collect())
+    }
+}
+
+impl Suppressions {
+    /// Rolls back one import batch (see the module doc). NOT_FOUND for an unknown batch.
+    #[tracing::instrument(name = "rollback_import", skip_all, fields(suppressd.batch_id = batch_id))]
+    pub async fn rollback_import(
+        &self,
+        batch_id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<RollbackSummary, ServiceError> {
+        let store = self.store();
+        let now = self.now();
+        if store
+            .mark_rolled_back(batch_id, actor, now)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::NotFound(format!(
+                "no import batch {batch_id}"
+            )));
+        }
+        let detail = format!("batch {batch_id}: {reason}");
+        let (mut removed, mut total) = (0, 0);
+        let mut after = String::new();
+        loop {
+            let page = store.batch_page(batch_id, &after, PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.receipt.to_string();
+            total += page.len() as u64;
+            let now = self.now();
+            let active: Vec<ReceiptId> = page
+                .iter()
+                .filter(|(s, ended)| !ended && s.is_active_at(now))
+                .map(|(s, _)| s.receipt)
+                .collect();
+            let ended = store
+                .end_records(
+                    &active,
+                    Action::Rollback,
+                    actor,
+                    Some(&detail),
+                    now,
+                    self.audit_log(),
+                )
+                .await?;
+            removed += ended.len() as u64;
+            // Every record of the page is out of force now; retracting all of them also repairs
+            // the cache of a run that ended records but could not reach Redis.
+            let records: Vec<Suppression> = page.into_iter().map(|(s, _)| s).collect();
+            self.retract(&records).await?;
+        }
+        tracing::info!(
+            batch_id,
+            removed,
+            already_ended = total - removed,
+            "import rolled back"
+        );
+        Ok(RollbackSummary {
+            batch_id: batch_id.to_owned(),
+            removed,
+            already_ended: total - removed,
+        })
     }
 }

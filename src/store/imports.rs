@@ -10,7 +10,7 @@ use super::audit::AuditTx;
 use super::{Context, INSERT_CHUNK, Row, Store, StoreError};
 use crate::{
     audit::{Action, AuditEntry, AuditLog},
-    domain::{Millis, SubjectHash, Suppression, scope::channel_code},
+    domain::{Millis, Suppression, scope::channel_code},
 };
 use sqlx::QueryBuilder;
 
@@ -65,34 +65,6 @@ impl Store {
             sqlx::query_scalar(sql).bind(batch_id).fetch_optional(pool).await)
         .context("reading an import batch")?;
         Ok(row.is_none_or(|at| at.is_some()))
-    }
-
-    /// The active records (not ended, not expired at `now`) of these subjects: what an import chunk
-    /// compares its rows with to find duplicates.
-    pub async fn active_of_subjects(
-        &self,
-        subjects: &[SubjectHash],
-        now: Millis,
-    ) -> Result<Vec<Suppression>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in subjects.chunks(INSERT_CHUNK * 2) {
-            let rows: Vec<Row> = on_pool!(self, pool => {
-                let mut q = QueryBuilder::new(concat!("SELECT ", columns!(), " FROM suppressions \
-                    WHERE ended_at IS NULL AND (expires_at IS NULL OR expires_at > "));
-                q.push_bind(now).push(") AND subject IN (");
-                let mut list = q.separated(", ");
-                for s in chunk {
-                    list.push_bind(s.0.to_vec());
-                }
-                q.push(")");
-                q.build_query_as().fetch_all(pool).await
-            })
-            .context("reading the active records of an import chunk")?;
-            for row in rows {
-                found.push(row.into_suppression()?);
-            }
-        }
-        Ok(found)
     }
 
     /// Commits one chunk of an import in one transaction: the batch's counts, the records (tagged

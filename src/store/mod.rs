@@ -126,6 +126,9 @@ macro_rules! insert_records {
     }};
 }
 
+// After `columns!`, which it uses.
+pub mod records;
+
 #[derive(sqlx::FromRow)]
 struct Row {
     receipt_id: String,
@@ -288,6 +291,7 @@ impl Store {
             columns!(),
             " FROM suppressions s \
              WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+               AND (ended_at IS NULL OR ended_at > expires_at) \
                AND NOT EXISTS (SELECT 1 FROM audit_log a \
                                WHERE a.receipt_id = s.receipt_id AND a.action = 'expire') \
              ORDER BY expires_at, receipt_id LIMIT $2"
@@ -377,7 +381,7 @@ impl Store {
                AND (channel = 0 OR channel = $3) \
                AND (topic = '' OR topic = $4) \
                AND (campaign = '' OR campaign = $5) \
-               AND (expires_at IS NULL OR expires_at > $6)"
+               AND ended_at IS NULL AND (expires_at IS NULL OR expires_at > $6)"
         );
         let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(sql)
             .bind(subject.0.to_vec())
@@ -410,7 +414,7 @@ impl Store {
             columns!(),
             " FROM suppressions \
              WHERE receipt_id > $1 AND committed_at >= $2 \
-               AND (expires_at IS NULL OR expires_at > $3) \
+               AND ended_at IS NULL AND (expires_at IS NULL OR expires_at > $3) \
              ORDER BY receipt_id LIMIT $4"
         );
         let after = after.map(|id| id.to_string()).unwrap_or_default();

@@ -17,6 +17,7 @@ mod limits;
 mod one_click;
 mod opt_outs;
 mod processes;
+mod rights;
 mod telemetry;
 mod tls;
 mod tokens;

@@ -7,7 +7,7 @@ use crate::{
     proto,
     service::{
         import::{ImportItem, ImportSummary, Rejection},
-        rollback::ImportBatch,
+        rollback::{ImportBatch, RollbackSummary},
     },
 };
 
@@ -96,6 +96,19 @@ pub fn rollback(req: proto::RollbackImportRequest) -> Result<(String, String), I
         return Err(Invalid::new("reason", "must be at most 1000 bytes"));
     }
     Ok((batch_id.to_owned(), reason.to_owned()))
+}
+
+pub fn rollback_to_proto(s: RollbackSummary) -> proto::RollbackSummary {
+    let RollbackSummary {
+        batch_id,
+        removed,
+        already_ended,
+    } = s;
+    proto::RollbackSummary {
+        batch_id,
+        removed,
+        already_ended,
+    }
 }
 
 pub fn list_limit(req: proto::ListImportsRequest) -> Result<usize, Invalid> {

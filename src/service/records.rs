@@ -1,0 +1,180 @@
+//! A person's records after the fact: ending them (a verified opt-in; a rollback uses the same
+//! primitive), taking ended records out of the cache, and reading one person's records with their
+//! history for a data-subject request.
+//!
+//! The order of an ending is store first, cache second: the store transaction ends the records and
+//! logs it; then each affected cache field is refilled from what remains active. If the cache step
+//! fails, the cache still suppresses (never a false "send"), and repeating the call heals it,
+//! because the cache step works from every ended record of the field, not only the newly ended.
+
+use super::{ServiceError, Suppressions};
+use crate::{
+    audit::Action,
+    cache::{Cache, Retraction, layout},
+    domain::{Match, Millis, Scope, SubjectHash, Suppression},
+    store::{Store, records::StoredRecord},
+};
+use std::collections::HashMap;
+
+/// Why an opt-in is allowed: the stronger proof SPEC issue 5 asks for.
+#[derive(Debug, Clone)]
+pub enum OptInGrounds {
+    /// An opt-in token for exactly this person and scope (its key id).
+    Token { key_id: String },
+    /// An admin's written reason.
+    Admin { reason: String },
+}
+
+/// A verified opt-in: the person, the exact scope of the opt-out to remove, who asks and why.
+#[derive(Debug, Clone)]
+pub struct OptInCommand {
+    pub subject: SubjectHash,
+    pub scope: Scope,
+    pub actor: String,
+    pub grounds: OptInGrounds,
+}
+
+/// One record and the audit entries about it, as a data-subject request shows them.
+#[derive(Debug, Clone)]
+pub struct RecordHistory {
+    pub record: StoredRecord,
+    pub events: Vec<RecordEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordEvent {
+    pub action: String,
+    pub at: Millis,
+    pub actor: String,
+    pub detail: String,
+    /// The audit log index of the entry.
+    pub log_index: u64,
+}
+
+impl Suppressions {
+    /// Ends the person's own opt-outs (USER_REQUEST, COMPLAINT, LEGAL) of exactly `cmd.scope`, and
+    /// nothing else: a bounce or an operator's suppression of the same scope stays. Returns the
+    /// records it ended (none on a repeat); NOT_FOUND if the person never had one of that scope.
+    #[tracing::instrument(name = "opt_in", skip_all, err)]
+    pub async fn opt_in(&self, cmd: OptInCommand) -> Result<Vec<Suppression>, ServiceError> {
+        let now = self.now();
+        let own: Vec<StoredRecord> = self
+            .store()
+            .records_of(&cmd.subject, &cmd.scope.tenant)
+            .await?
+            .into_iter()
+            .filter(|r| r.record.scope == cmd.scope && r.record.reason.is_persons_own())
+            .collect();
+        if own.is_empty() {
+            // Refused rather than a silent no-op: a token or a request for the wrong person or
+            // scope should be noticed. A repeat (everything already ended) is not refused.
+            return Err(ServiceError::NotFound(
+                "the person has no opt-out of their own for exactly this scope (wildcards are \
+                 literal: name the scope as it was opted out of)"
+                    .into(),
+            ));
+        }
+        let active: Vec<_> = own
+            .iter()
+            .filter(|r| r.is_active_at(now))
+            .map(|r| r.record.receipt)
+            .collect();
+        let detail = match &cmd.grounds {
+            OptInGrounds::Token { key_id } => format!("opt-in token {key_id}"),
+            OptInGrounds::Admin { reason } => format!("admin: {reason}"),
+        };
+        let ended = self
+            .store()
+            .end_records(
+                &active,
+                Action::OptIn,
+                &cmd.actor,
+                Some(&detail),
+                now,
+                self.audit_log(),
+            )
+            .await?;
+        // Every own record of the scope is ended now, including any an earlier opt-in ended but
+        // could not take out of the cache.
+        let all: Vec<Suppression> = own.into_iter().map(|r| r.record).collect();
+        retract(&self.inner.cache, self.store(), &all, now).await?;
+        Ok(ended)
+    }
+
+    /// Takes ended records out of the cache (see [`retract`]).
+    pub async fn retract(&self, ended: &[Suppression]) -> Result<u64, ServiceError> {
+        retract(&self.inner.cache, self.store(), ended, self.now()).await
+    }
+
+    /// Every record of a person within a tenant, oldest first, each with its audit entries.
+    pub async fn history(
+        &self,
+        subject: &SubjectHash,
+        tenant: &str,
+    ) -> Result<Vec<RecordHistory>, ServiceError> {
+        let records = self.store().records_of(subject, tenant).await?;
+        let rows = self
+            .store()
+            .audit_rows_for_subject(&subject.0, tenant)
+            .await?;
+        let mut events: HashMap<String, Vec<RecordEvent>> = HashMap::new();
+        for row in rows {
+            events
+                .entry(row.receipt_id.clone())
+                .or_default()
+                .push(RecordEvent {
+                    action: row.action,
+                    at: row.recorded_at,
+                    actor: row.actor,
+                    detail: row.detail.unwrap_or_default(),
+                    log_index: row.seq as u64,
+                });
+        }
+        Ok(records
+            .into_iter()
+            .map(|record| RecordHistory {
+                events: events
+                    .remove(&record.record.receipt.to_string())
+                    .unwrap_or_default(),
+                record,
+            })
+            .collect())
+    }
+}
+
+/// Refills the cache fields that `ended` records held from the records of those fields that remain
+/// active in the store. A field now holding a record not among `ended` (written meanwhile) is left
+/// alone. Shared with the rebuild, which re-applies endings that raced with its copy.
+pub(crate) async fn retract(
+    cache: &Cache,
+    store: &Store,
+    ended: &[Suppression],
+    now: Millis,
+) -> Result<u64, ServiceError> {
+    let mut fields: HashMap<[u8; 16], Retraction> = HashMap::new();
+    for s in ended {
+        fields
+            .entry(layout::field(&s.subject, &s.scope))
+            .or_insert_with(|| Retraction {
+                subject: s.subject,
+                scope: s.scope.clone(),
+                ended: Vec::new(),
+                remaining: Vec::new(),
+            })
+            .ended
+            .push(s.receipt);
+    }
+    if fields.is_empty() {
+        return Ok(0);
+    }
+    let mut subjects: Vec<SubjectHash> = fields.values().map(|r| r.subject).collect();
+    subjects.sort_unstable_by_key(|s| s.0);
+    subjects.dedup();
+    for s in store.active_of_subjects(&subjects, now).await? {
+        if let Some(r) = fields.get_mut(&layout::field(&s.subject, &s.scope)) {
+            r.remaining.push(Match::from(&s));
+        }
+    }
+    let retractions: Vec<Retraction> = fields.into_values().collect();
+    Ok(cache.retract(&retractions).await?)
+}

@@ -1,0 +1,403 @@
+//! A person's rights: an opt-out is removed only by that person's verified opt-in (a short-lived
+//! opt-in token, or an admin with written grounds), never deleted, and never by any other means;
+//! a person (with their own token) or an admin sees every record kept about them, with its history.
+
+use crate::helpers::*;
+use crate::tokens::issue as issue_opt_out_token;
+use suppressd::{
+    domain::{Channel as DomainChannel, Notice, Pepper, Recipient, RecipientKind},
+    proto::{self, Channel, RecordState},
+};
+use tonic::Code;
+
+const PERSON: &str = "rights-person@example.com";
+
+fn marketing() -> proto::Scope {
+    scope("acme", Channel::Email, "marketing", "")
+}
+
+async fn issue_opt_in_token(client: &mut Client, address: &str, s: proto::Scope) -> String {
+    client
+        .issue_opt_in_token(proto::IssueOptInTokenRequest {
+            recipient: Some(email(address)),
+            scope: Some(s),
+            ttl: None,
+        })
+        .await
+        .expect("an admin may issue opt-in tokens")
+        .into_inner()
+        .token
+}
+
+fn by_token(token: &str) -> proto::OptInRequest {
+    proto::OptInRequest {
+        recipient: None,
+        scope: None,
+        token: token.to_owned(),
+        reason: String::new(),
+    }
+}
+
+fn by_admin(address: &str, s: proto::Scope, reason: &str) -> proto::OptInRequest {
+    proto::OptInRequest {
+        recipient: Some(email(address)),
+        scope: Some(s),
+        token: String::new(),
+        reason: reason.to_owned(),
+    }
+}
+
+async fn history(app: &mut TestApp, address: &str) -> Vec<proto::RecordHistory> {
+    app.client
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: Some(email(address)),
+            tenant: "acme".into(),
+            token: String::new(),
+        })
+        .await
+        .expect("an admin may list a person's records")
+        .into_inner()
+        .records
+}
+
+/// What the cache itself holds for the person's acme email marketing notices (the service may fall
+/// back to the store; this reads Redis only), and whether the bucket vouches for absences.
+async fn cached(app: &TestApp, address: &str) -> (bool, usize) {
+    let cache = app.cache().await;
+    let pepper = Pepper::new(PEPPER.as_bytes()).unwrap();
+    let subject = pepper.subject(&Recipient::parse(RecipientKind::Email, address).unwrap());
+    let notice = Notice::parse("acme", Some(DomainChannel::Email), "marketing", "").unwrap();
+    let mut lookups = cache
+        .lookup(vec![cache.probe(&subject, &notice)])
+        .await
+        .unwrap();
+    let lookup = lookups.checks.pop().unwrap();
+    (lookup.complete, lookup.found.len())
+}
+
+fn actions(h: &proto::RecordHistory) -> Vec<&str> {
+    h.events.iter().map(|e| e.action.as_str()).collect()
+}
+
+async fn opt_in_without_proof_is_refused_and_changes_nothing(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    let mut anonymous = app.client_with_key(None).await;
+    let mut writer = app.client_with_key(Some(WRITE_KEY)).await;
+    let forged = "v4.local.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let opt_out_token = issue_opt_out_token(&mut app.client, PERSON, marketing(), 3600).await;
+
+    let refusals = [
+        (
+            anonymous
+                .opt_in(by_admin(PERSON, marketing(), "asked nicely"))
+                .await,
+            Code::Unauthenticated,
+        ),
+        (
+            writer
+                .opt_in(by_admin(PERSON, marketing(), "asked nicely"))
+                .await,
+            Code::PermissionDenied,
+        ),
+        (
+            anonymous.opt_in(by_token(forged)).await,
+            Code::Unauthenticated,
+        ),
+        // An opt-out token is weaker proof: it is not an opt-in token.
+        (
+            anonymous.opt_in(by_token(&opt_out_token)).await,
+            Code::Unauthenticated,
+        ),
+        (
+            app.client.opt_in(by_admin(PERSON, marketing(), "  ")).await,
+            Code::InvalidArgument,
+        ),
+    ];
+    for (i, (result, code)) in refusals.into_iter().enumerate() {
+        let status = result.expect_err("refused");
+        assert_eq!(status.code(), code, "case {i}: {status:?}");
+    }
+    // A writer may not mint opt-in tokens either.
+    let status = writer
+        .issue_opt_in_token(proto::IssueOptInTokenRequest {
+            recipient: Some(email(PERSON)),
+            scope: Some(marketing()),
+            ttl: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    assert!(app.is_suppressed(email(PERSON), marketing()).await);
+    let records = history(&mut app, PERSON).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state, RecordState::Active as i32);
+    assert_eq!(actions(&records[0]), ["opt_out"]);
+}
+
+async fn a_token_for_another_person_or_scope_is_refused(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    let mut anonymous = app.client_with_key(None).await;
+    let sms = scope("acme", Channel::Sms, "marketing", "");
+    let mismatched = [
+        issue_opt_in_token(&mut app.client, "someone-else@example.com", marketing()).await,
+        issue_opt_in_token(&mut app.client, PERSON, sms).await,
+        // Wildcards are literal in an opt-in: "every channel" is another scope than "email".
+        issue_opt_in_token(
+            &mut app.client,
+            PERSON,
+            scope("acme", Channel::Unspecified, "marketing", ""),
+        )
+        .await,
+    ];
+    for token in mismatched {
+        let status = anonymous.opt_in(by_token(&token)).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+    assert!(app.is_suppressed(email(PERSON), marketing()).await);
+}
+
+async fn a_valid_opt_in_token_removes_the_opt_out_and_keeps_its_history(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.wait_cache_complete().await;
+    let receipt = app
+        .opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    assert_eq!(cached(&app, PERSON).await, (true, 1));
+    let token = issue_opt_in_token(&mut app.client, PERSON, marketing()).await;
+
+    let mut anonymous = app.client_with_key(None).await;
+    let removed = anonymous
+        .opt_in(by_token(&token))
+        .await
+        .expect("a valid token opts in")
+        .into_inner()
+        .removed;
+
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].receipt_id, receipt.receipt_id);
+    assert_eq!(cached(&app, PERSON).await, (true, 0), "gone from the cache");
+    assert!(!app.is_suppressed(email(PERSON), marketing()).await);
+    assert_eq!(
+        app.rows(Some(&receipt.receipt_id)).await,
+        1,
+        "never deleted"
+    );
+    let records = history(&mut app, PERSON).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state, RecordState::OptedIn as i32);
+    assert_eq!(actions(&records[0]), ["opt_out", "opt_in"]);
+    assert_eq!(records[0].events[1].actor, "token:k1");
+    // A repeat changes nothing, and the log has exactly one opt-in entry.
+    let again = anonymous.opt_in(by_token(&token)).await.unwrap();
+    assert!(again.into_inner().removed.is_empty());
+    assert_eq!(
+        actions(&history(&mut app, PERSON).await[0]),
+        ["opt_out", "opt_in"]
+    );
+}
+
+async fn an_admin_with_grounds_opts_in_and_the_grounds_are_logged(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    let removed = app
+        .client
+        .opt_in(by_admin(
+            PERSON,
+            marketing(),
+            "ticket 4711: signed consent form",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .removed;
+    assert_eq!(removed.len(), 1);
+    assert!(!app.is_suppressed(email(PERSON), marketing()).await);
+    let event = &history(&mut app, PERSON).await[0].events[1];
+    assert_eq!(
+        (event.action.as_str(), event.actor.as_str()),
+        ("opt_in", "admin")
+    );
+    assert_eq!(event.detail, "admin: ticket 4711: signed consent form");
+}
+
+async fn an_opt_in_ends_only_the_persons_own_opt_outs(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    let bounce = app
+        .opt_out(proto::OptOutRequest {
+            reason: proto::Reason::Bounce as i32,
+            source: proto::Source::Api as i32,
+            ..opt_out_request(email(PERSON), marketing())
+        })
+        .await;
+    let everything = scope("acme", Channel::Unspecified, "", "");
+    app.opt_out(opt_out_request(email(PERSON), everything.clone()))
+        .await;
+
+    let removed = app
+        .client
+        .opt_in(by_admin(PERSON, marketing(), "consent renewed"))
+        .await
+        .unwrap()
+        .into_inner()
+        .removed;
+
+    assert_eq!(removed.len(), 1, "only the own opt-out of that exact scope");
+    // The person's "everything" opt-out still blocks; once it goes, the bounce does.
+    let answer = app.check(email(PERSON), marketing()).await;
+    assert_eq!(answer.matched.unwrap().scope.unwrap(), everything);
+    app.client
+        .opt_in(by_admin(PERSON, everything, "consent renewed"))
+        .await
+        .unwrap();
+    let answer = app.check(email(PERSON), marketing()).await;
+    assert!(answer.suppressed);
+    assert_eq!(answer.matched.unwrap().receipt_id, bounce.receipt_id);
+}
+
+async fn an_opt_in_holds_through_a_cache_rebuild(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    app.client
+        .opt_in(by_admin(PERSON, marketing(), "consent renewed"))
+        .await
+        .unwrap();
+
+    app.flush_redis();
+    app.wait_cache_complete().await;
+
+    assert_eq!(cached(&app, PERSON).await, (true, 0), "not copied back");
+    assert!(!app.is_suppressed(email(PERSON), marketing()).await);
+    // And an opt-out made afterwards suppresses again: the opt-in was not a standing exemption.
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    assert!(app.is_suppressed(email(PERSON), marketing()).await);
+}
+
+async fn a_person_lists_their_own_records_with_their_opt_out_token(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    app.opt_out(opt_out_request(
+        email(PERSON),
+        scope("other-tenant", Channel::Sms, "", ""),
+    ))
+    .await;
+    let token = issue_opt_out_token(&mut app.client, PERSON, marketing(), 3600).await;
+    let mut anonymous = app.client_with_key(None).await;
+
+    let records = anonymous
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: None,
+            tenant: String::new(),
+            token,
+        })
+        .await
+        .expect("a person may list their own records")
+        .into_inner()
+        .records;
+
+    assert_eq!(records.len(), 1, "only the token's tenant");
+    assert_eq!(records[0].record.as_ref().unwrap().scope, Some(marketing()));
+    let events = &records[0].events;
+    assert_eq!(events.len(), 1);
+    assert!(events[0].log_index.is_some());
+
+    let mut writer = app.client_with_key(Some(WRITE_KEY)).await;
+    let status = writer
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: Some(email(PERSON)),
+            tenant: "acme".into(),
+            token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = anonymous
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: Some(email(PERSON)),
+            tenant: "acme".into(),
+            token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+/// Runs the real binary against the app; returns (success, stdout + stderr).
+async fn suppressd(app: &TestApp, key: Option<&str>, args: &[&str]) -> (bool, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_suppressd"));
+    command
+        .args(args)
+        .args(["--server", &app.addr.to_string()])
+        .env_remove("SUPPRESSD_API_KEY");
+    if let Some(key) = key {
+        command.args(["--api-key", key]);
+    }
+    let out = command.output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn an_operator_acts_from_the_command_line(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    let person = ["--email", PERSON, "--tenant", "acme"];
+    let marketing_args = [&person[..], &["--channel", "email", "--topic", "marketing"]].concat();
+
+    let (ok, out) = suppressd(&app, Some(ADMIN_KEY), &[&["records"], &person[..]].concat()).await;
+    assert!(
+        ok && out.contains("1 record(s)") && out.contains("[active]"),
+        "{out}"
+    );
+
+    let (ok, out) = suppressd(
+        &app,
+        Some(WRITE_KEY),
+        &[&["opt-in"], &marketing_args[..], &["--reason", "ticket 1"]].concat(),
+    )
+    .await;
+    assert!(!ok && out.contains("PermissionDenied"), "{out}");
+
+    let (ok, out) = suppressd(
+        &app,
+        Some(ADMIN_KEY),
+        &[&["opt-in-token"], &marketing_args[..]].concat(),
+    )
+    .await;
+    assert!(ok, "{out}");
+    let token = out.lines().next().unwrap().to_owned();
+    let (ok, out) = suppressd(&app, None, &["opt-in", "--token", &token]).await;
+    assert!(ok && out.contains("opted in: 1"), "{out}");
+
+    let (ok, out) = suppressd(&app, Some(ADMIN_KEY), &[&["records"], &person[..]].concat()).await;
+    assert!(
+        ok && out.contains("[opted_in]") && out.contains("opt_in"),
+        "{out}"
+    );
+    assert!(!app.is_suppressed(email(PERSON), marketing()).await);
+}
+
+on_both_stores!(
+    opt_in_without_proof_is_refused_and_changes_nothing,
+    a_token_for_another_person_or_scope_is_refused,
+    a_valid_opt_in_token_removes_the_opt_out_and_keeps_its_history,
+    an_admin_with_grounds_opts_in_and_the_grounds_are_logged,
+    an_opt_in_ends_only_the_persons_own_opt_outs,
+    an_opt_in_holds_through_a_cache_rebuild,
+    a_person_lists_their_own_records_with_their_opt_out_token,
+    an_operator_acts_from_the_command_line,
+);
