@@ -377,6 +377,58 @@ async fn a_rollback_takes_back_only_what_the_import_created(backend: Backend) {
     assert_eq!(listed[0].rolled_back_by, "admin");
 }
 
+async fn a_rollback_stops_an_import_still_streaming(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut client = app.client.clone();
+    let call = tokio::spawn(async move {
+        client
+            .import_suppressions(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    // One full chunk, then wait until it is committed (the batch's count says so).
+    for i in 0..1_000 {
+        tx.send(row(i + 1, &format!("s{i}@example.com"), marketing()))
+            .await
+            .unwrap();
+    }
+    let batch = loop {
+        let listed = app
+            .client
+            .list_imports(proto::ListImportsRequest { limit: 1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .batches;
+        if let Some(b) = listed.into_iter().find(|b| b.imported == 1_000) {
+            break b.batch_id;
+        }
+        tokio::task::yield_now().await;
+    };
+
+    let rolled = rollback(&mut app.client, &batch).await;
+    for i in 1_000..2_500 {
+        if tx
+            .send(row(i + 1, &format!("s{i}@example.com"), marketing()))
+            .await
+            .is_err()
+        {
+            break; // the server stopped reading
+        }
+    }
+    drop(tx);
+    let stopped = call.await.unwrap().unwrap_err();
+
+    assert_eq!(rolled.removed, 1_000);
+    assert_eq!(stopped.code(), Code::Aborted, "{stopped:?}");
+    let active = "SELECT COUNT(*) FROM suppressions WHERE import_batch = $1 AND ended_at IS NULL";
+    assert_eq!(count(&app, active, &batch).await, 0);
+    for i in [0, 999, 1_000, 2_499] {
+        let who = format!("s{i}@example.com");
+        assert!(!app.is_suppressed(email(&who), marketing()).await, "{who}");
+    }
+}
+
 async fn rolling_back_an_unknown_batch_is_not_found(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut admin = app.client.clone();
@@ -406,6 +458,7 @@ async fn rolling_back_an_unknown_batch_is_not_found(backend: Backend) {
 on_both_stores!(
     a_rollback_takes_back_only_what_the_import_created,
     rolling_back_an_unknown_batch_is_not_found,
+    a_rollback_stops_an_import_still_streaming,
     an_import_counts_duplicates_and_names_rejected_lines,
     an_import_larger_than_a_chunk_deduplicates_across_chunks,
     only_an_admin_imports_rolls_back_or_lists,
