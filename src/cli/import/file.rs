@@ -88,6 +88,9 @@ fn deliver(
     true
 }
 
+/// Reads CSV with a header row. The header is checked before any row is sent (an unknown column is
+/// a wrong file, not a bad line); a record's line is where it starts, so a quoted field spanning
+/// lines still names the line the operator finds it on.
 pub(super) fn read_csv(
     reader: impl Read,
     tx: &mpsc::Sender<proto::ImportRow>,
@@ -130,6 +133,7 @@ pub(super) fn read_csv(
     Ok(outcome)
 }
 
+/// A CSV error as a rejection, without the byte offsets and record numbers csv adds.
 fn csv_problem(e: &csv::Error) -> String {
     match e.kind() {
         csv::ErrorKind::UnequalLengths {
@@ -141,6 +145,8 @@ fn csv_problem(e: &csv::Error) -> String {
     }
 }
 
+/// Reads JSON lines: one object a line, blank lines skipped. A line that is not valid UTF-8 is a
+/// rejected line; any other read error ends the import.
 pub(super) fn read_jsonl(
     reader: impl BufRead,
     tx: &mpsc::Sender<proto::ImportRow>,
@@ -172,6 +178,7 @@ pub(super) fn read_jsonl(
     Ok(outcome)
 }
 
+/// The columns a file may have, in CSV and JSON alike.
 const COLUMNS: [&str; 10] = [
     "recipient_type",
     "recipient",
@@ -201,6 +208,7 @@ fn named<E>(
     parse(&full).with_context(|| format!("{column}: unknown value {value:?}"))
 }
 
+/// A file row as the import message; only names are checked here, values are the server's to judge.
 fn to_proto(line: u64, r: FileRow) -> anyhow::Result<proto::ImportRow> {
     use proto::recipient::Id;
     let value = r.recipient;
