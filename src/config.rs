@@ -9,6 +9,9 @@ use anyhow::{bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+mod controls;
+pub use controls::{ControlClientArgs, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "suppressd",
@@ -49,6 +52,16 @@ pub enum Command {
     /// Import batches.
     #[command(subcommand)]
     Imports(crate::cli::import::ImportsCommand),
+    /// Halts a campaign on every replica until resumed (role admin).
+    Halt(HaltArgs),
+    /// Ends a halt: checks answer as they did before it (role admin).
+    Resume(ResumeArgs),
+    /// Mandatory declarations: topics that opt-outs do not suppress on some channels.
+    #[command(subcommand)]
+    Mandatory(MandatoryCommand),
+    /// Lists the halts and mandatory declarations of a tenant.
+    #[command(subcommand)]
+    Controls(ControlsCommand),
     /// Load-tests a server of `suppress.v1.Suppression` the way ghz does (same flags, same reports).
     Bench(crate::bench::BenchSettings),
     /// Measures SPEC §8 side by side with its baselines (`scripts/bench` builds and runs it).
@@ -274,6 +287,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// `25ms`, `2s`: a short interval with its unit, at least 1 ms.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |at| text.split_at(at));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 25ms"))?;
+    let interval = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => return Err(format!("{text:?}: the unit must be ms or s")),
+    };
+    if interval.is_zero() {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(interval)
+}
+
 /// The development pepper: only for a developer's machine. Start-up warns loudly when it is used.
 const DEV_PEPPER: &str = "suppressd-development-pepper-do-not-use";
 
@@ -403,6 +435,13 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_MAX_CONCURRENT_WRITES", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_writes: u32,
+
+    /// How often this replica polls the store for changed halts and mandatory declarations
+    /// (e.g. `25ms`, `1s`). A change waits for every live replica before it returns; this bounds how
+    /// long a replica cut off from Redis takes to follow.
+    #[arg(long, env = "SUPPRESSD_CONTROLS_POLL", default_value = "25ms",
+          value_parser = parse_interval)]
+    pub controls_poll: Duration,
 
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -63,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Imports(cli::import::ImportsCommand::List { limit, server }) => {
             cli::import::list(limit, &server).await?
         }
+        Command::Halt(args) => cli::controls::halt(args).await?,
+        Command::Resume(args) => cli::controls::resume(args).await?,
+        Command::Mandatory(command) => cli::controls::mandatory(command).await?,
+        Command::Controls(command) => cli::controls::controls(command).await?,
         Command::Bench(settings) => return suppressd::bench::main(settings).await,
         Command::BenchSuite(settings) => return suppressd::bench::suite::main(settings).await,
         Command::BenchBaseline(settings) => {

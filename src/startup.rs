@@ -12,6 +12,7 @@ use crate::{
     domain::Clock,
     service::{
         ServiceSettings, Suppressions,
+        controls::ControlsPoller,
         rebuild::{RebuildTrigger, Rebuilder},
         waiters::Waiters,
     },
@@ -46,6 +47,8 @@ pub struct Application {
     trigger: Arc<RebuildTrigger>,
     worker: Worker,
     rebuilder: Rebuilder,
+    controls: ControlsPoller,
+    controls_poll: Duration,
     admin: Option<Admin>,
     grace: Duration,
 }
@@ -100,10 +103,19 @@ impl Application {
             ServiceSettings {
                 durable_wait: settings.durable_wait(),
                 backlog_limit: settings.backlog_limit,
+                audit_log: audit_log.clone(),
+                replica: replica.clone(),
+                controls_poll: settings.controls_poll,
             },
             waiters.clone(),
             trigger.clone(),
         );
+        // Halts must hold from the first check on: no store, no start.
+        service
+            .load_controls()
+            .await
+            .context("loading halts and mandatory declarations")?;
+        let controls = ControlsPoller::new(service.clone());
         let worker = Worker::new(
             cache.clone(),
             store.clone(),
@@ -174,6 +186,8 @@ impl Application {
             trigger,
             worker,
             rebuilder,
+            controls,
+            controls_poll: settings.controls_poll,
             admin,
             grace: settings.shutdown_grace(),
         })
@@ -212,6 +226,8 @@ impl Application {
             trigger,
             worker,
             rebuilder,
+            controls,
+            controls_poll,
             admin,
             grace,
         } = self;
@@ -224,6 +240,9 @@ impl Application {
         // DURABLE answers rely on the announcements; give the subscription a moment to be in place.
         let _ = tokio::time::timeout(Duration::from_secs(2), subscribed.cancelled()).await;
         let rebuilding = tokio::spawn(rebuilder.run(trigger, background.clone()));
+        // Runs until the very end of the drain: calls still in flight keep answering by fresh controls.
+        let stop_controls = CancellationToken::new();
+        let polling = tokio::spawn(controls.run(controls_poll, stop_controls.clone()));
         let stop_worker = CancellationToken::new();
         let working = tokio::spawn(worker.run(stop_worker.clone()));
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
@@ -274,12 +293,13 @@ impl Application {
 
         background.cancel();
         stop_worker.cancel();
+        stop_controls.cancel();
         let finished = async {
             let _ = working.await;
             if let Some(admin) = admin {
                 let _ = admin.await;
             }
-            let _ = tokio::join!(rebuilding, monitoring, listening, watching);
+            let _ = tokio::join!(rebuilding, monitoring, listening, watching, polling);
             if let Some(front) = front {
                 let _ = front.await;
             }

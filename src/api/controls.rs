@@ -1,43 +1,92 @@
 //! The operator's levers that act on checks: campaign halts and mandatory declarations. Handlers of
-//! `suppress.v1.Suppression`, split from `suppression` by topic.
+//! `suppress.v1.Suppression`, split from `suppression` by topic. The auth layer has already required
+//! the `admin` role; each handler checks the tenant the control is for against the caller.
 
-use super::SuppressionApi;
-use crate::proto;
+use super::{SuppressionApi, auth, convert::controls as convert, suppression::principal};
+use crate::{domain::ReceiptId, domain::control::Control, proto, service::ServiceError};
 use tonic::{Request, Response, Status};
 
 impl SuppressionApi {
     pub(super) async fn halt_campaign_impl(
         &self,
-        _request: Request<proto::HaltCampaignRequest>,
+        request: Request<proto::HaltCampaignRequest>,
     ) -> Result<Response<proto::Halt>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let principal = principal(&request)?;
+        let new = convert::halt(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [new.tenant.as_str()])?;
+        let halt = self.service.halt(new, principal.name.clone()).await?;
+        Ok(Response::new(convert::halt_to_proto(halt)))
     }
 
     pub(super) async fn resume_campaign_impl(
         &self,
-        _request: Request<proto::ResumeCampaignRequest>,
+        request: Request<proto::ResumeCampaignRequest>,
     ) -> Result<Response<proto::Halt>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let principal = principal(&request)?;
+        let (id, reason) = convert::resume(request.into_inner()).map_err(ServiceError::from)?;
+        self.authorize_control(&principal, id).await?;
+        let halt = self
+            .service
+            .resume(id, &reason, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::halt_to_proto(halt)))
     }
 
     pub(super) async fn declare_mandatory_impl(
         &self,
-        _request: Request<proto::DeclareMandatoryRequest>,
+        request: Request<proto::DeclareMandatoryRequest>,
     ) -> Result<Response<proto::MandatoryDeclaration>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let principal = principal(&request)?;
+        let new = convert::declare(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [new.tenant.as_str()])?;
+        let declaration = self
+            .service
+            .declare_mandatory(new, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::declaration_to_proto(declaration)))
     }
 
     pub(super) async fn revoke_mandatory_impl(
         &self,
-        _request: Request<proto::RevokeMandatoryRequest>,
+        request: Request<proto::RevokeMandatoryRequest>,
     ) -> Result<Response<proto::MandatoryDeclaration>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let principal = principal(&request)?;
+        let (id, reason) = convert::revoke(request.into_inner()).map_err(ServiceError::from)?;
+        self.authorize_control(&principal, id).await?;
+        let declaration = self
+            .service
+            .revoke_mandatory(id, &reason, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::declaration_to_proto(declaration)))
     }
 
     pub(super) async fn list_controls_impl(
         &self,
-        _request: Request<proto::ListControlsRequest>,
+        request: Request<proto::ListControlsRequest>,
     ) -> Result<Response<proto::ListControlsResponse>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let principal = principal(&request)?;
+        let (tenant, include_ended) = convert::list(request.into_inner());
+        auth::authorize_tenants(&principal, [tenant.as_str()])?;
+        let list = self
+            .service
+            .list_controls(Some(&tenant), include_ended)
+            .await?;
+        Ok(Response::new(convert::list_to_proto(list)))
+    }
+
+    /// Ending a control is for callers of its tenant. An unknown id passes: the use case answers
+    /// NOT_FOUND.
+    async fn authorize_control(
+        &self,
+        principal: &crate::auth::Principal,
+        id: ReceiptId,
+    ) -> Result<(), Status> {
+        let tenant = match self.service.control(id).await? {
+            Some(Control::Halt(h)) => h.tenant,
+            Some(Control::Mandatory(d)) => d.tenant,
+            None => return Ok(()),
+        };
+        auth::authorize_tenants(principal, [tenant.as_str()])?;
+        Ok(())
     }
 }

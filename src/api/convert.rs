@@ -14,6 +14,8 @@ use crate::{
 };
 
 pub mod imports;
+pub mod controls;
+pub use controls::answer_to_proto;
 
 /// The most checks one `CheckSuppressedBatch` may carry.
 pub const MAX_BATCH: usize = 1_000;
@@ -336,15 +338,6 @@ pub fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
             ReceiptState::Accepted => proto::ReceiptState::Accepted,
             ReceiptState::Durable => proto::ReceiptState::Durable,
         } as i32,
-    }
-}
-
-pub fn answer_to_proto(answer: Option<Match>) -> proto::CheckSuppressedResponse {
-    proto::CheckSuppressedResponse {
-        suppressed: answer.is_some(),
-        matched: answer.map(match_to_proto),
-        halt: None,
-        mandatory: None,
     }
 }
 

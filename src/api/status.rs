@@ -10,6 +10,7 @@ impl From<ServiceError> for Status {
             ServiceError::Invalid(invalid) => Status::invalid_argument(invalid.to_string()),
             ServiceError::NotFound(message) => Status::not_found(message),
             ServiceError::Aborted(message) => Status::aborted(message),
+            ServiceError::Precondition(message) => Status::failed_precondition(message),
             ServiceError::Unavailable { message, cause } => {
                 match cause {
                     Some(cause) => tracing::warn!(error = format!("{cause:#}"), "{message}"),

@@ -73,7 +73,9 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         let check = convert::check(request.into_inner()).map_err(ServiceError::from)?;
         auth::authorize_tenants(&principal, [check.notice.tenant.as_str()])?;
         let mut answers = self.service.check(std::slice::from_ref(&check)).await?;
-        let answer = answers.pop().flatten();
+        let answer = answers
+            .pop()
+            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("the check got no answer")))?;
         Ok(Response::new(convert::answer_to_proto(answer)))
     }
 

@@ -104,6 +104,12 @@ impl Keys {
     pub fn durable_channel(&self) -> String {
         format!("{}durable", self.prefix)
     }
+
+    /// Hash of replica name → the controls version it has loaded and when it last looked: what a
+    /// halt waits on before it returns.
+    pub fn controls_seen(&self) -> String {
+        format!("{}controls-seen", self.prefix)
+    }
 }
 
 /// The hash field of one (subject, scope): 16 bytes of SHA-256 over the keyed subject hash and the

@@ -6,6 +6,7 @@
 //! carries. It must never answer "not suppressed" from a bucket that lacks the marker; [`Lookup`]
 //! carries that fact up to the service, which falls back to the store.
 
+mod controls;
 pub mod layout;
 pub mod rebuild;
 mod retract;

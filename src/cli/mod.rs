@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod import;
+pub mod controls;
 pub mod receipt;
 pub mod rights;
 

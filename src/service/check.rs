@@ -15,8 +15,8 @@ pub struct Check {
     pub notice: Notice,
 }
 
-/// The answer to one check: the record that blocks it, or `None` when the notice may go.
-pub type Answer = Option<Match>;
+/// The answer to one check: send, an opt-out, a halt, or a mandatory override (`domain::control`).
+pub use crate::domain::control::Answer;
 
 /// Where the answers of a call came from: a trace attribute and a metric label, so that an SRE sees
 /// when the service is running on its slower, store-backed path.
@@ -53,17 +53,21 @@ impl Suppressions {
             .map(|(c, s)| inner.cache.probe(s, &c.notice))
             .collect();
         let now = self.now();
+        let seen = inner.rebuild.seen();
+        // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
+        let controls = self.controls();
+        let decide = |m: Option<Match>, check: &Check| controls.decide(m, &check.notice, now);
         let (answers, source) = match inner.cache.lookup(probes).await {
             Ok(lookups) => {
                 // A Redis that lost writes this replica saw vouches for nothing, markers or not.
-                let stale = inner.rebuild.went_back(lookups.writes);
+                let stale = inner.rebuild.went_back(seen, lookups.writes);
                 let mut answers = Vec::with_capacity(checks.len());
                 let mut fell_back = false;
                 for ((lookup, check), subject) in
                     lookups.checks.into_iter().zip(checks).zip(&subjects)
                 {
                     if lookup.complete && !stale {
-                        answers.push(best_match(lookup.found, now));
+                        answers.push(decide(best_match(lookup.found, now), check));
                         continue;
                     }
                     // The bucket cannot vouch for an absence: what it holds is true (it was written
@@ -73,7 +77,8 @@ impl Suppressions {
                         .rebuild
                         .suspect(&inner.cache.keys().bucket_for(subject));
                     let stored = self.stored_matches(subject, check).await?;
-                    answers.push(best_match(lookup.found.into_iter().chain(stored), now));
+                    let found = lookup.found.into_iter().chain(stored);
+                    answers.push(decide(best_match(found, now), check));
                 }
                 let source = if fell_back {
                     AnswerSource::Mixed
@@ -92,7 +97,7 @@ impl Suppressions {
                             anyhow::anyhow!("{cache_error:#}"),
                         )
                     })?;
-                    answers.push(best_match(stored, now));
+                    answers.push(decide(best_match(stored, now), check));
                 }
                 (answers, AnswerSource::Store)
             }

@@ -8,6 +8,7 @@
 pub mod audit;
 mod check;
 pub mod import;
+pub mod controls;
 mod opt_out;
 pub mod rebuild;
 mod receipts;
@@ -18,9 +19,12 @@ pub mod waiters;
 use crate::{
     audit::AuditLog,
     cache::{Cache, CacheError},
-    domain::{Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash},
+    domain::{
+        Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash, control::Controls,
+    },
     store::{Store, StoreError},
 };
+use arc_swap::ArcSwap;
 pub use check::{Answer, AnswerSource, Check};
 pub use opt_out::{Durability, OptOutCommand};
 use rebuild::RebuildTrigger;
@@ -40,6 +44,9 @@ pub enum ServiceError {
     /// retrying the same call will not help.
     #[error("{0}")]
     Aborted(String),
+    /// The request is valid but the state it acts on does not allow it (a halt already resumed).
+    #[error("{0}")]
+    Precondition(String),
     /// The service cannot answer correctly now; the caller must not send and may retry.
     #[error("{message}")]
     Unavailable {
@@ -85,6 +92,12 @@ pub struct ServiceSettings {
     pub durable_wait: Duration,
     /// Uncommitted stream entries above which `ACCEPTED`-only opt-outs are refused (0 = no limit).
     pub backlog_limit: u64,
+    /// Signs the audit entries of the changes made here (controls), as the worker signs opt-outs.
+    pub audit_log: AuditLog,
+    /// This replica's name: how it reports the controls version it has loaded.
+    pub replica: String,
+    /// How often the store's controls version is polled.
+    pub controls_poll: Duration,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.
@@ -103,6 +116,8 @@ struct Inner {
     settings: ServiceSettings,
     waiters: Arc<Waiters>,
     rebuild: Arc<RebuildTrigger>,
+    /// The halts and mandatory declarations in force, read on every check; replaced whole.
+    controls: ArcSwap<Controls>,
 }
 
 impl Suppressions {
@@ -127,6 +142,7 @@ impl Suppressions {
                 settings,
                 waiters,
                 rebuild,
+                controls: ArcSwap::from_pointee(Controls::default()),
             }),
         }
     }

@@ -54,10 +54,18 @@ impl RebuildTrigger {
         self.highest_writes.fetch_max(writes, Ordering::SeqCst);
     }
 
-    /// Whether Redis answering with this write counter has lost writes this replica saw; if so,
-    /// asks for the markers to be removed and the cache rebuilt.
-    pub fn went_back(&self, writes: u64) -> bool {
-        let stale = writes < self.highest_writes.load(Ordering::SeqCst);
+    /// The highest write counter seen so far. Read it *before* sending the read of the counter that
+    /// [`went_back`](Self::went_back) compares: a concurrent opt-out whose reply arrives while the
+    /// read is in flight may raise the highest past the value that read returns, with no write lost.
+    pub fn seen(&self) -> u64 {
+        self.highest_writes.load(Ordering::SeqCst)
+    }
+
+    /// Whether Redis, answering `writes` to a read sent after [`seen`](Self::seen) returned
+    /// `seen_before`, has lost writes this replica saw; if so, asks for the markers to be removed
+    /// and the cache rebuilt.
+    pub fn went_back(&self, seen_before: u64, writes: u64) -> bool {
+        let stale = writes < seen_before;
         if stale && !self.stale.swap(true, Ordering::SeqCst) {
             tracing::error!(
                 writes,
@@ -119,7 +127,8 @@ impl Rebuilder {
     pub async fn step(&self, trigger: &RebuildTrigger) -> anyhow::Result<RebuildOutcome> {
         let suspect = trigger.take();
         let suspect = suspect.as_deref();
-        if trigger.went_back(self.cache.writes().await?) {
+        let seen = trigger.seen();
+        if trigger.went_back(seen, self.cache.writes().await?) {
             self.cache
                 .unmark_all(trigger.highest_writes.load(Ordering::SeqCst))
                 .await?;
@@ -252,5 +261,31 @@ impl Rebuilder {
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_opt_out_overtaking_a_read_is_not_a_lost_write() {
+        let trigger = RebuildTrigger::default();
+        trigger.saw_writes(5);
+        let seen = trigger.seen();
+        // The read is in flight; an opt-out's INCR runs after it and its reply arrives first.
+        trigger.saw_writes(6);
+        assert!(!trigger.went_back(seen, 5));
+        assert!(!trigger.stale.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_counter_below_what_was_seen_before_the_read_is_a_lost_write() {
+        let trigger = RebuildTrigger::default();
+        trigger.saw_writes(6);
+        let seen = trigger.seen();
+        assert!(trigger.went_back(seen, 5));
+        // It stays stale until the rebuilder has removed the markers.
+        assert!(trigger.went_back(trigger.seen(), 6));
     }
 }

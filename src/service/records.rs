@@ -14,7 +14,7 @@ use crate::{
     domain::{Match, Millis, Scope, SubjectHash, Suppression},
     store::{Store, records::StoredRecord},
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Why an opt-in is allowed: the stronger proof SPEC issue 5 asks for.
 #[derive(Debug, Clone)]
@@ -176,5 +176,21 @@ pub(crate) async fn retract(
         }
     }
     let retractions: Vec<Retraction> = fields.into_values().collect();
-    Ok(cache.retract(&retractions).await?)
+    let changed = cache.retract(&retractions).await?;
+    // A record committed after the query above, whose own cache write was refused while the field
+    // still held an ended record (the merge rule keeps a permanent record), would now be missing:
+    // write back what is active now. Its write came before the retract emptied the field, so this
+    // later query sees it.
+    let fields: HashSet<[u8; 16]> = retractions
+        .iter()
+        .map(|r| layout::field(&r.subject, &r.scope))
+        .collect();
+    let active: Vec<Suppression> = store
+        .active_of_subjects(&subjects, now)
+        .await?
+        .into_iter()
+        .filter(|s| fields.contains(&layout::field(&s.subject, &s.scope)))
+        .collect();
+    cache.merge(&active).await?;
+    Ok(changed)
 }

@@ -71,8 +71,9 @@ macro_rules! on_pool {
     };
 }
 
-// After `on_pool!`, which it uses.
+// After `on_pool!`, which they use.
 pub mod audit;
+mod controls;
 
 /// Rows written in one INSERT; both engines take this many parameters comfortably.
 const INSERT_CHUNK: usize = 500;

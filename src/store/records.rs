@@ -76,7 +76,8 @@ impl Store {
         }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning to end records")?;
-            let head = tx.lock_head().await?;
+            // Write first, then read the head: SQLite must take its write lock before it reads,
+            // or a commit elsewhere in between makes the upgrade fail (the worker's order too).
             let mut ended = Vec::new();
             for chunk in receipts.chunks(END_CHUNK) {
                 let mut q = QueryBuilder::new("UPDATE suppressions SET ended_at = ");
@@ -104,6 +105,7 @@ impl Store {
                 tx.rollback().await.context("ending records")?;
                 return Ok(ended);
             }
+            let head = tx.lock_head().await?;
             // Log order follows receipt order, whatever order the engine returned rows in.
             ended.sort_by_key(|s| s.receipt);
             let entries: Vec<_> = ended

@@ -45,6 +45,8 @@ pub mod names {
     pub const REDIS_ERRORS: &str = "suppressd_redis_errors_total";
     /// Failed store operations, by `operation`.
     pub const STORE_ERRORS: &str = "suppressd_store_errors_total";
+    /// Time since this replica last read the controls (halts, mandatory declarations) from the store.
+    pub const CONTROLS_AGE: &str = "suppressd_controls_snapshot_age_seconds";
 
     /// Every name above: what dashboards and the README may refer to.
     pub const ALL: &[&str] = &[
@@ -65,6 +67,7 @@ pub mod names {
         DEAD_LETTERS,
         REDIS_ERRORS,
         STORE_ERRORS,
+        CONTROLS_AGE,
     ];
 }
 
@@ -159,5 +162,10 @@ fn describe() {
     describe_counter!(
         STORE_ERRORS,
         "Failed durable store operations, by operation"
+    );
+    describe_gauge!(
+        CONTROLS_AGE,
+        Unit::Seconds,
+        "Time since this replica last read the controls from the store"
     );
 }

@@ -9,6 +9,7 @@ mod auth;
 mod bench;
 mod chaos;
 mod checks;
+mod controls;
 mod deploy;
 mod failures;
 mod import_cli;

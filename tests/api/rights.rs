@@ -332,6 +332,55 @@ async fn a_person_lists_their_own_records_with_their_opt_out_token(backend: Back
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
+/// An opt-in racing a fresh opt-out of the same person and scope may go either way, but once both
+/// returned, the cache must say what the store says: an active record that the cache lacks would
+/// be a false "send" from a bucket that vouches for absences.
+async fn opt_ins_racing_opt_outs_leave_cache_and_store_agreeing(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.wait_cache_complete().await;
+    let store = app.store().await;
+    let pepper = Pepper::new(PEPPER.as_bytes()).unwrap();
+    for round in 0..12 {
+        let people: Vec<String> = (0..4)
+            .map(|i| format!("racer-{round}-{i}@example.com"))
+            .collect();
+        for p in &people {
+            app.opt_out(opt_out_request(email(p), marketing())).await;
+        }
+        let races = people.iter().map(|p| {
+            let (mut a, mut b) = (app.client.clone(), app.client.clone());
+            async move {
+                let opt_in = a.opt_in(by_admin(p, marketing(), "race"));
+                let opt_out = b.opt_out(opt_out_request(email(p), marketing()));
+                let (i, o) = tokio::join!(opt_in, opt_out);
+                i.expect("the opt-in succeeds");
+                o.expect("the opt-out succeeds");
+            }
+        });
+        futures_util::future::join_all(races).await;
+
+        for p in &people {
+            let subject = pepper.subject(&Recipient::parse(RecipientKind::Email, p).unwrap());
+            let now = suppressd::domain::Clock::System.now();
+            let active = store
+                .records_of(&subject, "acme")
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| r.is_active_at(now))
+                .count();
+            let (complete, cached) = cached(&app, p).await;
+            assert!(complete);
+            assert_eq!(
+                cached > 0,
+                active > 0,
+                "{p}: cache {cached}, store {active}"
+            );
+            assert_eq!(app.is_suppressed(email(p), marketing()).await, active > 0);
+        }
+    }
+}
+
 /// Runs the real binary against the app; returns (success, stdout + stderr).
 async fn suppressd(app: &TestApp, key: Option<&str>, args: &[&str]) -> (bool, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_suppressd"));
@@ -400,4 +449,5 @@ on_both_stores!(
     an_opt_in_holds_through_a_cache_rebuild,
     a_person_lists_their_own_records_with_their_opt_out_token,
     an_operator_acts_from_the_command_line,
+    opt_ins_racing_opt_outs_leave_cache_and_store_agreeing,
 );

@@ -1,0 +1,215 @@
+//! Halts, mandatory declarations and the answers they shape, between proto and domain. Kept apart
+//! from the rest of `convert` by topic; the same rules hold (complete destructuring, errors naming
+//! the field as the caller wrote it).
+
+use super::{channel, channel_to_proto, match_to_proto, millis, timestamp};
+use crate::{
+    domain::{
+        Invalid, ReceiptId,
+        control::{Answer, ChannelSet, Ended, Halt, MandatoryDeclaration},
+    },
+    proto,
+    service::controls::{ControlList, NewDeclaration, NewHalt},
+};
+
+/// A list of channels; `CHANNEL_UNSPECIFIED` is refused (an empty list is how to say "every").
+fn channels(codes: &[i32]) -> Result<ChannelSet, Invalid> {
+    let mut set = Vec::with_capacity(codes.len());
+    for (i, code) in codes.iter().enumerate() {
+        let field = format!("channels[{i}]");
+        match channel(*code) {
+            Ok(Some(c)) => set.push(c),
+            Ok(None) => return Err(Invalid::new(field, "CHANNEL_UNSPECIFIED is not a channel")),
+            Err(e) => return Err(Invalid::new(field, e.message)),
+        }
+    }
+    Ok(ChannelSet::of(set))
+}
+
+fn channels_to_proto(set: ChannelSet) -> Vec<i32> {
+    set.iter()
+        .map(|c| channel_to_proto(Some(c)) as i32)
+        .collect()
+}
+
+fn id(field: &str, raw: &str, what: &str) -> Result<ReceiptId, Invalid> {
+    if raw.is_empty() {
+        return Err(Invalid::new(field, "is required"));
+    }
+    ReceiptId::parse(field, raw)
+        .map_err(|_| Invalid::new(field, format!("must be an id as returned by {what}")))
+}
+
+pub fn halt(req: proto::HaltCampaignRequest) -> Result<NewHalt, Invalid> {
+    let proto::HaltCampaignRequest {
+        tenant,
+        topic,
+        campaign,
+        channels: codes,
+        reason,
+    } = req;
+    Ok(NewHalt {
+        tenant,
+        topic,
+        campaign,
+        channels: channels(&codes)?,
+        reason,
+    })
+}
+
+pub fn resume(req: proto::ResumeCampaignRequest) -> Result<(ReceiptId, String), Invalid> {
+    let proto::ResumeCampaignRequest { halt_id, reason } = req;
+    Ok((id("halt_id", &halt_id, "HaltCampaign")?, reason))
+}
+
+pub fn declare(req: proto::DeclareMandatoryRequest) -> Result<NewDeclaration, Invalid> {
+    let proto::DeclareMandatoryRequest {
+        tenant,
+        topic,
+        channels: codes,
+        legal_basis,
+        approver,
+        expires_at,
+    } = req;
+    Ok(NewDeclaration {
+        tenant,
+        topic,
+        channels: channels(&codes)?,
+        legal_basis,
+        approver,
+        expires_at: expires_at.map(|t| millis("expires_at", t)).transpose()?,
+    })
+}
+
+pub fn revoke(req: proto::RevokeMandatoryRequest) -> Result<(ReceiptId, String), Invalid> {
+    let proto::RevokeMandatoryRequest {
+        declaration_id,
+        reason,
+    } = req;
+    Ok((
+        id("declaration_id", &declaration_id, "DeclareMandatory")?,
+        reason,
+    ))
+}
+
+/// The tenant a listing is for, and whether to include what has ended.
+pub fn list(req: proto::ListControlsRequest) -> (String, bool) {
+    let proto::ListControlsRequest {
+        tenant,
+        include_ended,
+    } = req;
+    (tenant, include_ended)
+}
+
+fn ended_parts(ended: Option<Ended>) -> (Option<prost_types::Timestamp>, String, String) {
+    match ended {
+        Some(Ended { at, by, reason }) => (Some(timestamp(at)), by, reason),
+        None => (None, String::new(), String::new()),
+    }
+}
+
+pub fn halt_to_proto(h: Halt) -> proto::Halt {
+    let Halt {
+        id,
+        tenant,
+        topic,
+        campaign,
+        channels,
+        reason,
+        actor,
+        at,
+        ended,
+    } = h;
+    let (resumed_at, resumed_by, resume_reason) = ended_parts(ended);
+    proto::Halt {
+        halt_id: id.to_string(),
+        tenant,
+        topic,
+        campaign,
+        // Every channel is said as the request says it: no channels.
+        channels: if channels == ChannelSet::EVERY {
+            Vec::new()
+        } else {
+            channels_to_proto(channels)
+        },
+        reason,
+        halted_by: actor,
+        halted_at: Some(timestamp(at)),
+        resumed_at,
+        resumed_by,
+        resume_reason,
+    }
+}
+
+pub fn declaration_to_proto(d: MandatoryDeclaration) -> proto::MandatoryDeclaration {
+    let MandatoryDeclaration {
+        id,
+        tenant,
+        topic,
+        channels,
+        legal_basis,
+        approver,
+        actor,
+        at,
+        expires_at,
+        ended,
+    } = d;
+    let (revoked_at, revoked_by, revoke_reason) = ended_parts(ended);
+    proto::MandatoryDeclaration {
+        declaration_id: id.to_string(),
+        tenant,
+        topic,
+        channels: channels_to_proto(channels),
+        legal_basis,
+        approver,
+        expires_at: Some(timestamp(expires_at)),
+        declared_by: actor,
+        declared_at: Some(timestamp(at)),
+        revoked_at,
+        revoked_by,
+        revoke_reason,
+    }
+}
+
+pub fn list_to_proto(list: ControlList) -> proto::ListControlsResponse {
+    let ControlList { halts, mandatory } = list;
+    proto::ListControlsResponse {
+        halts: halts.into_iter().map(halt_to_proto).collect(),
+        mandatory: mandatory.into_iter().map(declaration_to_proto).collect(),
+    }
+}
+
+pub fn answer_to_proto(answer: Answer) -> proto::CheckSuppressedResponse {
+    let none = proto::CheckSuppressedResponse {
+        suppressed: false,
+        matched: None,
+        halt: None,
+        mandatory: None,
+    };
+    match answer {
+        Answer::Send => none,
+        Answer::Suppressed(m) => proto::CheckSuppressedResponse {
+            suppressed: true,
+            matched: Some(match_to_proto(m)),
+            ..none
+        },
+        Answer::Halted { halt, channel } => proto::CheckSuppressedResponse {
+            suppressed: true,
+            matched: Some(match_to_proto(halt.as_match(channel))),
+            halt: Some(halt_to_proto(Halt::clone(&halt))),
+            mandatory: None,
+        },
+        Answer::Overridden {
+            declaration,
+            overridden,
+        } => proto::CheckSuppressedResponse {
+            mandatory: Some(proto::MandatoryOverride {
+                declaration: Some(declaration_to_proto(MandatoryDeclaration::clone(
+                    &declaration,
+                ))),
+                overridden: Some(match_to_proto(overridden)),
+            }),
+            ..none
+        },
+    }
+}

@@ -1,0 +1,472 @@
+//! The operator's levers that act on checks, with no I/O: a [`Halt`] (a campaign stopped, whatever
+//! the recipients said) and a [`MandatoryDeclaration`] (a topic that must reach people on some
+//! channels despite their opt-outs, with its legal basis). [`Controls`] is the set in force that every
+//! replica holds in memory, and [`Controls::decide`] is the one rule that turns a check's opt-out
+//! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out.
+
+use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
+use std::sync::Arc;
+
+/// The longest free text (reasons, legal bases, approvers) a control carries.
+const MAX_TEXT: usize = 1_000;
+
+/// A set of channels, stored as a bit set (bit n = channel code n).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelSet(u8);
+
+impl ChannelSet {
+    pub const EVERY: ChannelSet = ChannelSet(0b11_1110);
+
+    pub fn of(channels: impl IntoIterator<Item = Channel>) -> Self {
+        ChannelSet(channels.into_iter().fold(0, |b, c| b | (1 << c.code())))
+    }
+
+    /// The set a stored bit set names; `None` if it has bits no channel has.
+    pub fn from_bits(bits: u8) -> Option<Self> {
+        (bits & !Self::EVERY.0 == 0).then_some(ChannelSet(bits))
+    }
+
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub fn contains(self, c: Channel) -> bool {
+        self.0 & (1 << c.code()) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Channel> {
+        Channel::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+/// How a control ended: who ended it, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub at: Millis,
+    pub by: String,
+    pub reason: String,
+}
+
+/// A campaign halt: every notice it covers is suppressed until it is resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halt {
+    pub id: ReceiptId,
+    pub tenant: String,
+    /// `""`: every topic (the campaign is then named).
+    pub topic: String,
+    /// `""`: every campaign of the topic.
+    pub campaign: String,
+    pub channels: ChannelSet,
+    pub reason: String,
+    pub actor: String,
+    pub at: Millis,
+    pub ended: Option<Ended>,
+}
+
+/// A topic declared mandatory on some channels, until `expires_at` or a revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MandatoryDeclaration {
+    pub id: ReceiptId,
+    pub tenant: String,
+    pub topic: String,
+    pub channels: ChannelSet,
+    pub legal_basis: String,
+    pub approver: String,
+    pub actor: String,
+    pub at: Millis,
+    pub expires_at: Millis,
+    pub ended: Option<Ended>,
+}
+
+/// Either lever, as the store keeps both in one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Halt(Halt),
+    Mandatory(MandatoryDeclaration),
+}
+
+/// A required free-text field: present and bounded.
+pub fn required_text(field: &str, value: &str) -> Result<String, Invalid> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Invalid::new(field, "is required"));
+    }
+    if value.len() > MAX_TEXT {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {MAX_TEXT} bytes"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Tenant, topic and campaign checked as an opt-out's scope would be, named as the request names them.
+fn names(tenant: &str, topic: &str, campaign: &str) -> Result<(), Invalid> {
+    Scope::parse(tenant, None, topic, campaign)
+        .map(drop)
+        .map_err(|e| Invalid {
+            field: e.field.trim_start_matches("scope.").to_owned(),
+            message: e.message,
+        })
+}
+
+impl Halt {
+    /// A new halt; `channels` empty means every channel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ReceiptId,
+        tenant: &str,
+        topic: &str,
+        campaign: &str,
+        channels: ChannelSet,
+        reason: &str,
+        actor: String,
+        at: Millis,
+    ) -> Result<Halt, Invalid> {
+        names(tenant, topic, campaign)?;
+        if topic.is_empty() && campaign.is_empty() {
+            return Err(Invalid::new(
+                "topic",
+                "name a topic or a campaign (or both): a halt of a whole tenant is not a campaign halt",
+            ));
+        }
+        let reason = required_text("reason", reason)?;
+        let channels = if channels.is_empty() {
+            ChannelSet::EVERY
+        } else {
+            channels
+        };
+        Ok(Halt {
+            id,
+            tenant: tenant.to_owned(),
+            topic: topic.to_owned(),
+            campaign: campaign.to_owned(),
+            channels,
+            reason,
+            actor,
+            at,
+            ended: None,
+        })
+    }
+
+    pub fn covers(&self, n: &Notice) -> bool {
+        self.ended.is_none()
+            && self.tenant == n.tenant
+            && (self.topic.is_empty() || self.topic == n.topic)
+            && (self.campaign.is_empty() || self.campaign == n.campaign)
+            && self.channels.contains(n.channel)
+    }
+
+    /// The record a check shows for a notice this halt blocks: an operator suppression whose receipt
+    /// is the halt.
+    pub fn as_match(&self, channel: Channel) -> Match {
+        Match {
+            scope: Scope {
+                tenant: self.tenant.clone(),
+                channel: Some(channel),
+                topic: self.topic.clone(),
+                campaign: self.campaign.clone(),
+            },
+            reason: super::Reason::Operator,
+            source: super::Source::Api,
+            received_at: self.at,
+            effective_at: self.at,
+            expires_at: None,
+            receipt: self.id,
+        }
+    }
+}
+
+impl MandatoryDeclaration {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ReceiptId,
+        tenant: &str,
+        topic: &str,
+        channels: ChannelSet,
+        legal_basis: &str,
+        approver: &str,
+        actor: String,
+        at: Millis,
+        expires_at: Option<Millis>,
+    ) -> Result<MandatoryDeclaration, Invalid> {
+        names(tenant, topic, "")?;
+        if topic.is_empty() {
+            return Err(Invalid::new(
+                "topic",
+                "is required: name the mandatory topic",
+            ));
+        }
+        if channels.is_empty() {
+            return Err(Invalid::new(
+                "channels",
+                "name at least one channel (CHANNEL_UNSPECIFIED is not a channel here)",
+            ));
+        }
+        let legal_basis = required_text("legal_basis", legal_basis)?;
+        let approver = required_text("approver", approver)?;
+        let expires_at = expires_at
+            .ok_or_else(|| Invalid::new("expires_at", "is required: a declaration must end"))?;
+        if expires_at <= at {
+            return Err(Invalid::new("expires_at", "must be in the future"));
+        }
+        Ok(MandatoryDeclaration {
+            id,
+            tenant: tenant.to_owned(),
+            topic: topic.to_owned(),
+            channels,
+            legal_basis,
+            approver,
+            actor,
+            at,
+            expires_at,
+            ended: None,
+        })
+    }
+
+    pub fn in_force_at(&self, now: Millis) -> bool {
+        self.ended.is_none() && now < self.expires_at
+    }
+
+    pub fn applies(&self, n: &Notice, now: Millis) -> bool {
+        self.in_force_at(now)
+            && self.tenant == n.tenant
+            && self.topic == n.topic
+            && self.channels.contains(n.channel)
+    }
+}
+
+/// The answer to one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Nothing blocks the notice: it may go.
+    Send,
+    /// An opt-out blocks it: the one a check names (`best_match`).
+    Suppressed(Match),
+    /// An operator halt blocks it, on the notice's channel.
+    Halted { halt: Arc<Halt>, channel: Channel },
+    /// A mandatory declaration lets it go despite the opt-out it overrode.
+    Overridden {
+        declaration: Arc<MandatoryDeclaration>,
+        overridden: Match,
+    },
+}
+
+impl Answer {
+    pub fn is_suppressed(&self) -> bool {
+        matches!(self, Answer::Suppressed(_) | Answer::Halted { .. })
+    }
+}
+
+/// The controls in force, as one replica holds them: few, read on every check, replaced whole.
+#[derive(Debug, Default)]
+pub struct Controls {
+    /// `control_head.version` they were read at.
+    pub version: i64,
+    /// In force; earliest first, so overlapping halts always name the same one.
+    pub halts: Vec<Arc<Halt>>,
+    /// Not revoked (possibly expired: expiry is decided at check time, by the service's clock).
+    pub mandatory: Vec<Arc<MandatoryDeclaration>>,
+}
+
+impl Controls {
+    /// Holds only what is (or may still be) in force, sorted by id, i.e. by creation time.
+    pub fn new(version: i64, controls: Vec<Control>) -> Controls {
+        let mut out = Controls {
+            version,
+            ..Controls::default()
+        };
+        for c in controls {
+            match c {
+                Control::Halt(h) if h.ended.is_none() => out.halts.push(Arc::new(h)),
+                Control::Mandatory(d) if d.ended.is_none() => out.mandatory.push(Arc::new(d)),
+                _ => {}
+            }
+        }
+        out.halts.sort_by_key(|h| h.id);
+        out.mandatory.sort_by_key(|d| d.id);
+        out
+    }
+
+    /// What a check answers, given the opt-out its lookup found (if any). Allocates nothing when no
+    /// control is in force.
+    pub fn decide(&self, matched: Option<Match>, notice: &Notice, now: Millis) -> Answer {
+        if let Some(halt) = self.halts.iter().find(|h| h.covers(notice)) {
+            return Answer::Halted {
+                halt: halt.clone(),
+                channel: notice.channel,
+            };
+        }
+        let Some(matched) = matched else {
+            return Answer::Send;
+        };
+        match self.mandatory.iter().find(|d| d.applies(notice, now)) {
+            Some(d) => Answer::Overridden {
+                declaration: d.clone(),
+                overridden: matched,
+            },
+            None => Answer::Suppressed(matched),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Reason, Source};
+
+    const NOW: Millis = 1_800_000_000_000;
+
+    fn notice(tenant: &str, channel: Channel, topic: &str, campaign: &str) -> Notice {
+        Notice::parse(tenant, Some(channel), topic, campaign).unwrap()
+    }
+
+    fn halt(topic: &str, campaign: &str, channels: &[Channel]) -> Halt {
+        let set = ChannelSet::of(channels.iter().copied());
+        Halt::new(
+            ReceiptId::new(NOW),
+            "acme",
+            topic,
+            campaign,
+            set,
+            "why",
+            "op".into(),
+            NOW,
+        )
+        .unwrap()
+    }
+
+    fn postal_recalls(expires_at: Millis) -> MandatoryDeclaration {
+        let set = ChannelSet::of([Channel::Postal]);
+        MandatoryDeclaration::new(
+            ReceiptId::new(NOW),
+            "acme",
+            "recall",
+            set,
+            "49 U.S.C. 30118",
+            "counsel",
+            "op".into(),
+            NOW,
+            Some(expires_at),
+        )
+        .unwrap()
+    }
+
+    fn opt_out() -> Match {
+        Match {
+            scope: Scope::parse("acme", None, "", "").unwrap(),
+            reason: Reason::UserRequest,
+            source: Source::Link,
+            received_at: 1,
+            effective_at: 1,
+            expires_at: None,
+            receipt: ReceiptId::from_bytes([7; 16]),
+        }
+    }
+
+    #[test]
+    fn a_halt_covers_by_tenant_topic_campaign_and_channel() {
+        let h = halt("recall", "RC-1", &[Channel::Email]);
+        assert!(h.covers(&notice("acme", Channel::Email, "recall", "RC-1")));
+        assert!(!h.covers(&notice("acme", Channel::Sms, "recall", "RC-1")));
+        assert!(!h.covers(&notice("acme", Channel::Email, "recall", "RC-2")));
+        assert!(!h.covers(&notice("other", Channel::Email, "recall", "RC-1")));
+        let every = halt("", "RC-1", &[]);
+        assert_eq!(every.channels, ChannelSet::EVERY);
+        assert!(every.covers(&notice("acme", Channel::Postal, "marketing", "RC-1")));
+    }
+
+    #[test]
+    fn a_halt_names_a_topic_or_a_campaign_and_a_reason() {
+        let new = |topic, campaign, reason| {
+            Halt::new(
+                ReceiptId::new(NOW),
+                "",
+                topic,
+                campaign,
+                ChannelSet::EVERY,
+                reason,
+                "op".into(),
+                NOW,
+            )
+        };
+        assert_eq!(new("", "", "why").unwrap_err().field, "topic");
+        assert_eq!(new("t", "", " ").unwrap_err().field, "reason");
+        assert_eq!(new("a b", "", "why").unwrap_err().field, "topic");
+    }
+
+    #[test]
+    fn a_halt_wins_over_a_declaration_which_wins_over_an_opt_out() {
+        let n = notice("acme", Channel::Postal, "recall", "");
+        let mut controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
+        let got = controls.decide(Some(opt_out()), &n, NOW);
+        assert!(matches!(got, Answer::Overridden { .. }), "{got:?}");
+        assert_eq!(controls.decide(None, &n, NOW), Answer::Send);
+        assert_eq!(
+            controls.decide(Some(opt_out()), &n, NOW + 10),
+            Answer::Suppressed(opt_out())
+        );
+        controls.halts.push(Arc::new(halt("recall", "", &[])));
+        assert!(controls.decide(None, &n, NOW).is_suppressed());
+    }
+
+    #[test]
+    fn a_declaration_applies_only_to_its_topic_and_channels() {
+        let controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
+        for n in [
+            notice("acme", Channel::Email, "recall", ""),
+            notice("acme", Channel::Postal, "marketing", ""),
+            notice("other", Channel::Postal, "recall", ""),
+        ] {
+            assert_eq!(
+                controls.decide(Some(opt_out()), &n, NOW),
+                Answer::Suppressed(opt_out())
+            );
+        }
+    }
+
+    #[test]
+    fn a_declaration_needs_its_particulars_and_a_future_expiry() {
+        let new = |channels, basis, expires| {
+            MandatoryDeclaration::new(
+                ReceiptId::new(NOW),
+                "",
+                "recall",
+                channels,
+                basis,
+                "x",
+                "op".into(),
+                NOW,
+                expires,
+            )
+        };
+        let postal = ChannelSet::of([Channel::Postal]);
+        assert_eq!(
+            new(ChannelSet::default(), "b", Some(NOW + 1))
+                .unwrap_err()
+                .field,
+            "channels"
+        );
+        assert_eq!(
+            new(postal, "", Some(NOW + 1)).unwrap_err().field,
+            "legal_basis"
+        );
+        assert_eq!(new(postal, "b", None).unwrap_err().field, "expires_at");
+        assert_eq!(new(postal, "b", Some(NOW)).unwrap_err().field, "expires_at");
+    }
+
+    #[test]
+    fn channel_sets_round_trip_their_bits() {
+        let set = ChannelSet::of([Channel::Sms, Channel::Postal]);
+        assert_eq!(ChannelSet::from_bits(set.bits()), Some(set));
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [Channel::Sms, Channel::Postal]
+        );
+        assert_eq!(ChannelSet::from_bits(1), None);
+    }
+}
