@@ -13,8 +13,8 @@ use crate::{
     service::{Check, Durability, OptOutCommand, ReceiptState, ReceiptView, audit::CheckpointView},
 };
 
-pub mod imports;
 pub mod controls;
+pub mod imports;
 pub use controls::answer_to_proto;
 
 /// The most checks one `CheckSuppressedBatch` may carry.

@@ -2,8 +2,8 @@
 //! that parse arguments, call the library or a running server, print, and choose the exit code.
 
 pub mod audit;
-pub mod import;
 pub mod controls;
+pub mod import;
 pub mod receipt;
 pub mod rights;
 

@@ -221,7 +221,7 @@ impl Import {
             Err(e) => {
                 return Err(self.failed(ServiceError::unavailable(
                     "the durable store failed after Redis took this chunk (its rows suppress \
-                     until the cache is next rebuilt; none is in the batch)",
+                     until the cache is next rebuilt, but none of them is in the batch)",
                     e,
                 )));
             }

@@ -7,8 +7,8 @@
 
 pub mod audit;
 mod check;
-pub mod import;
 pub mod controls;
+pub mod import;
 mod opt_out;
 pub mod rebuild;
 mod receipts;
