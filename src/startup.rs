@@ -97,7 +97,6 @@ impl Application {
         let service = Suppressions::new(
             cache.clone(),
             store.clone(),
-            audit_log.clone(),
             pepper,
             clock.clone(),
             ServiceSettings {

@@ -143,7 +143,7 @@ impl Suppressions {
         );
         self.inner
             .store
-            .insert_control(&control, entry, &self.inner.settings.audit_log)
+            .insert_control(&control, entry, self.audit_log())
             .await?;
         self.propagate().await?;
         let Control::Halt(halt) = control else {
@@ -198,7 +198,7 @@ impl Suppressions {
         );
         self.inner
             .store
-            .insert_control(&control, entry, &self.inner.settings.audit_log)
+            .insert_control(&control, entry, self.audit_log())
             .await?;
         self.propagate().await?;
         let Control::Mandatory(d) = control else {
@@ -257,7 +257,7 @@ impl Suppressions {
         };
         let detail = json!({"reason": end.reason}).to_string();
         let entry = entry(action, &control, &end.by, now, detail);
-        let log = &self.inner.settings.audit_log;
+        let log = self.audit_log();
         if !self.inner.store.end_control(id, &end, entry, log).await? {
             return Err(already());
         }

@@ -92,7 +92,8 @@ pub struct ServiceSettings {
     pub durable_wait: Duration,
     /// Uncommitted stream entries above which `ACCEPTED`-only opt-outs are refused (0 = no limit).
     pub backlog_limit: u64,
-    /// Signs the audit entries of the changes made here (controls), as the worker signs opt-outs.
+    /// Signs the audit entries of the changes made here (opt-ins, controls), as the worker signs
+    /// opt-outs.
     pub audit_log: AuditLog,
     /// This replica's name: how it reports the controls version it has loaded.
     pub replica: String,
@@ -109,8 +110,6 @@ pub struct Suppressions {
 struct Inner {
     cache: Cache,
     store: Store,
-    /// Signs what the use cases append to the audit log directly (opt-ins, operator actions).
-    log: AuditLog,
     pepper: Pepper,
     clock: Clock,
     settings: ServiceSettings,
@@ -121,11 +120,9 @@ struct Inner {
 }
 
 impl Suppressions {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cache: Cache,
         store: Store,
-        log: AuditLog,
         pepper: Pepper,
         clock: Clock,
         settings: ServiceSettings,
@@ -136,7 +133,6 @@ impl Suppressions {
             inner: Arc::new(Inner {
                 cache,
                 store,
-                log,
                 pepper,
                 clock,
                 settings,
@@ -155,8 +151,9 @@ impl Suppressions {
         &self.inner.store
     }
 
+    /// Signs the audit entries of the changes the use cases make directly (opt-ins, controls).
     pub fn audit_log(&self) -> &AuditLog {
-        &self.inner.log
+        &self.inner.settings.audit_log
     }
 
     /// The service's notion of "now"; opt-out tokens expire by it.

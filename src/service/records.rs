@@ -11,7 +11,10 @@ use super::{ServiceError, Suppressions};
 use crate::{
     audit::Action,
     cache::{Cache, Retraction, layout},
-    domain::{Match, Millis, Scope, SubjectHash, Suppression},
+    domain::{
+        Match, Millis, Scope, SubjectHash, Suppression,
+        control::{Control, MandatoryDeclaration},
+    },
     store::{Store, records::StoredRecord},
 };
 use std::collections::{HashMap, HashSet};
@@ -47,8 +50,9 @@ pub struct RecordEvent {
     pub at: Millis,
     pub actor: String,
     pub detail: String,
-    /// The audit log index of the entry.
-    pub log_index: u64,
+    /// The audit log index of the entry; `None` for an `overridden` event, which is derived from a
+    /// mandatory declaration rather than logged per record.
+    pub log_index: Option<u64>,
 }
 
 impl Suppressions {
@@ -127,19 +131,72 @@ impl Suppressions {
                     at: row.recorded_at,
                     actor: row.actor,
                     detail: row.detail.unwrap_or_default(),
-                    log_index: row.seq as u64,
+                    log_index: Some(row.seq as u64),
                 });
         }
+        let declarations: Vec<MandatoryDeclaration> = self
+            .store()
+            .controls(Some(tenant))
+            .await?
+            .into_iter()
+            .filter_map(|c| match c {
+                Control::Mandatory(d) => Some(d),
+                Control::Halt(_) => None,
+            })
+            .collect();
+        let now = self.now();
         Ok(records
             .into_iter()
-            .map(|record| RecordHistory {
-                events: events
+            .map(|record| {
+                let mut events = events
                     .remove(&record.record.receipt.to_string())
-                    .unwrap_or_default(),
-                record,
+                    .unwrap_or_default();
+                events.extend(
+                    declarations
+                        .iter()
+                        .filter_map(|d| overridden(&record, d, now)),
+                );
+                events.sort_by_key(|e| e.at);
+                RecordHistory { record, events }
             })
             .collect())
     }
+}
+
+/// The `overridden` event of a record, if a mandatory declaration covered part of its scope while
+/// both were in force: from then on, checks of those notices went out despite it.
+fn overridden(r: &StoredRecord, d: &MandatoryDeclaration, now: Millis) -> Option<RecordEvent> {
+    let scope = &r.record.scope;
+    let topic = scope.topic.is_empty() || scope.topic == d.topic;
+    let channel = scope.channel.is_none_or(|c| d.channels.contains(c));
+    let record_end = r.ended_at.or(r.record.expires_at).unwrap_or(now);
+    let declaration_end = d
+        .ended
+        .as_ref()
+        .map_or(d.expires_at, |e| e.at.min(d.expires_at));
+    let at = r.record.received_at.max(d.at);
+    if !(topic && channel) || at >= record_end.min(declaration_end) {
+        return None;
+    }
+    let channels: Vec<String> = d
+        .channels
+        .iter()
+        .map(|c| format!("{c:?}").to_lowercase())
+        .collect();
+    Some(RecordEvent {
+        action: "overridden".into(),
+        at,
+        actor: d.actor.clone(),
+        detail: format!(
+            "mandatory declaration {} for topic {:?} on {}: {} (approved by {})",
+            d.id,
+            d.topic,
+            channels.join(", "),
+            d.legal_basis,
+            d.approver
+        ),
+        log_index: None,
+    })
 }
 
 /// Refills the cache fields that `ended` records held from the records of those fields that remain

@@ -29,7 +29,7 @@ pub fn halt_request(
     }
 }
 
-fn declaration(
+pub fn declaration(
     topic: &str,
     channels: &[Channel],
     expires_at: i64,

@@ -381,6 +381,41 @@ async fn opt_ins_racing_opt_outs_leave_cache_and_store_agreeing(backend: Backend
     }
 }
 
+async fn a_listing_shows_where_a_mandatory_declaration_overrode_a_record(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let everything = scope("acme", Channel::Unspecified, "", "");
+    app.opt_out(opt_out_request(email(PERSON), everything))
+        .await;
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    let in_a_year = suppressd::domain::Clock::System.now() + 365 * 24 * 3600 * 1000;
+    app.client
+        .declare_mandatory(crate::controls::declaration(
+            "recall",
+            &[Channel::Postal],
+            in_a_year,
+        ))
+        .await
+        .unwrap();
+
+    let records = history(&mut app, PERSON).await;
+
+    let everything = &records[0];
+    assert_eq!(actions(everything), ["opt_out", "overridden"]);
+    let event = &everything.events[1];
+    assert!(event.log_index.is_none());
+    assert!(
+        event.detail.contains("recall") && event.detail.contains("postal"),
+        "{}",
+        event.detail
+    );
+    assert_eq!(
+        actions(&records[1]),
+        ["opt_out"],
+        "email marketing: not covered"
+    );
+}
+
 /// Runs the real binary against the app; returns (success, stdout + stderr).
 async fn suppressd(app: &TestApp, key: Option<&str>, args: &[&str]) -> (bool, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_suppressd"));
@@ -450,4 +485,5 @@ on_both_stores!(
     a_person_lists_their_own_records_with_their_opt_out_token,
     an_operator_acts_from_the_command_line,
     opt_ins_racing_opt_outs_leave_cache_and_store_agreeing,
+    a_listing_shows_where_a_mandatory_declaration_overrode_a_record,
 );

@@ -156,7 +156,7 @@ fn event_to_proto(e: RecordEvent) -> proto::RecordEvent {
         at: Some(timestamp(at)),
         actor,
         detail,
-        log_index: Some(log_index),
+        log_index,
     }
 }
 
