@@ -206,7 +206,7 @@ impl Import {
         }
         match inner
             .store
-            .commit_import_chunk(&batch, &records, counts, now, &inner.log)
+            .commit_import_chunk(&batch, &records, counts, now, service.audit_log())
             .await
         {
             Ok(true) => {}
