@@ -45,6 +45,14 @@ pub enum Command {
     OptInToken(OptInTokenArgs),
     /// Lists every record kept about one person within a tenant, with its history.
     Records(RecordsArgs),
+    // Imports (issue 5): kept in one block.
+    /// Bulk-imports suppressions from a CSV or JSON-lines file, streamed, with a progress bar.
+    Import(crate::cli::import::ImportArgs),
+    /// Rolls back one import batch: ends exactly the records it created, nothing a person created.
+    Rollback(crate::cli::import::RollbackArgs),
+    /// Import batches.
+    #[command(subcommand)]
+    Imports(crate::cli::import::ImportsCommand),
     /// Halts a campaign on every replica until resumed (role admin).
     Halt(HaltArgs),
     /// Ends a halt: checks answer as they did before it (role admin).

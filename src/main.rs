@@ -57,6 +57,12 @@ async fn main() -> anyhow::Result<()> {
         Command::OptIn(args) => cli::rights::opt_in(args).await?,
         Command::OptInToken(args) => cli::rights::opt_in_token(args).await?,
         Command::Records(args) => cli::rights::records(args).await?,
+        // Imports (issue 5): kept in one block.
+        Command::Import(args) => cli::import::import(args).await?,
+        Command::Rollback(args) => cli::import::rollback(args).await?,
+        Command::Imports(cli::import::ImportsCommand::List { limit, server }) => {
+            cli::import::list(limit, &server).await?
+        }
         Command::Halt(args) => cli::controls::halt(args).await?,
         Command::Resume(args) => cli::controls::resume(args).await?,
         Command::Mandatory(command) => cli::controls::mandatory(command).await?,

@@ -14,6 +14,7 @@ use crate::{
 };
 
 pub mod controls;
+pub mod imports;
 pub use controls::answer_to_proto;
 
 /// The most checks one `CheckSuppressedBatch` may carry.

@@ -1,29 +1,52 @@
 //! Bulk imports and their rollback. Handlers of `suppress.v1.Suppression`, split from `suppression`
-//! by topic.
+//! by topic; the role (`admin`) was checked by the auth layer, the tenant of each row is checked here
+//! (a row of a tenant the caller may not use is rejected, not the whole import).
 
-use super::SuppressionApi;
-use crate::proto;
+use super::{SuppressionApi, convert::imports as convert, suppression::principal};
+use crate::{proto, service::ServiceError};
 use tonic::{Request, Response, Status};
 
 impl SuppressionApi {
     pub(super) async fn import_suppressions_impl(
         &self,
-        _request: Request<tonic::Streaming<proto::ImportRow>>,
+        request: Request<tonic::Streaming<proto::ImportRow>>,
     ) -> Result<Response<proto::ImportSummary>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let principal = principal(&request)?;
+        let mut rows = request.into_inner();
+        let mut import = self.service.begin_import(principal.name.clone()).await?;
+        let mut ordinal = 0;
+        while let Some(row) = rows.message().await? {
+            ordinal += 1;
+            let (line, item) = convert::import_row(row, ordinal, |t| principal.may_use_tenant(t));
+            import.add(line, item).await?;
+        }
+        let summary = import.finish().await?;
+        Ok(Response::new(convert::summary_to_proto(summary)))
     }
 
     pub(super) async fn rollback_import_impl(
         &self,
-        _request: Request<proto::RollbackImportRequest>,
+        request: Request<proto::RollbackImportRequest>,
     ) -> Result<Response<proto::RollbackSummary>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        let principal = principal(&request)?;
+        let (batch_id, reason) =
+            convert::rollback(request.into_inner()).map_err(ServiceError::from)?;
+        let summary = self
+            .service
+            .rollback_import(&batch_id, &reason, &principal.name)
+            .await?;
+        Ok(Response::new(convert::rollback_to_proto(summary)))
     }
 
     pub(super) async fn list_imports_impl(
         &self,
-        _request: Request<proto::ListImportsRequest>,
+        request: Request<proto::ListImportsRequest>,
     ) -> Result<Response<proto::ListImportsResponse>, Status> {
-        Err(Status::unimplemented("not built yet"))
+        principal(&request)?;
+        let limit = convert::list_limit(request.into_inner()).map_err(ServiceError::from)?;
+        let batches = self.service.list_imports(limit).await?;
+        Ok(Response::new(proto::ListImportsResponse {
+            batches: batches.into_iter().map(convert::batch_to_proto).collect(),
+        }))
     }
 }

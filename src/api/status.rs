@@ -9,6 +9,7 @@ impl From<ServiceError> for Status {
         match e {
             ServiceError::Invalid(invalid) => Status::invalid_argument(invalid.to_string()),
             ServiceError::NotFound(message) => Status::not_found(message),
+            ServiceError::Aborted(message) => Status::aborted(message),
             ServiceError::Precondition(message) => Status::failed_precondition(message),
             ServiceError::Unavailable { message, cause } => {
                 match cause {

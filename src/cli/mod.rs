@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod controls;
+pub mod import;
 pub mod receipt;
 pub mod rights;
 

@@ -8,10 +8,12 @@
 pub mod audit;
 mod check;
 pub mod controls;
+pub mod import;
 mod opt_out;
 pub mod rebuild;
 mod receipts;
 pub mod records;
+pub mod rollback;
 pub mod waiters;
 
 use crate::{
@@ -38,6 +40,10 @@ pub enum ServiceError {
     Invalid(#[from] Invalid),
     #[error("{0}")]
     NotFound(String),
+    /// A concurrent change stopped the operation (an import whose batch was rolled back meanwhile);
+    /// retrying the same call will not help.
+    #[error("{0}")]
+    Aborted(String),
     /// The request is valid but the state it acts on does not allow it (a halt already resumed).
     #[error("{0}")]
     Precondition(String),

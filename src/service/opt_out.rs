@@ -47,12 +47,7 @@ impl OptOutCommand {
         expires_at: Option<Millis>,
         actor: String,
     ) -> Result<Self, Invalid> {
-        if expires_at.is_some() && !reason.may_expire() {
-            return Err(Invalid::new(
-                "expires_at",
-                "only BOUNCE and OPERATOR suppressions may expire; a person's own opt-out never does",
-            ));
-        }
+        check_expiry(reason, expires_at)?;
         if idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
             return Err(Invalid::new(
                 "idempotency_key",
@@ -76,6 +71,17 @@ impl OptOutCommand {
             actor,
         })
     }
+}
+
+/// Only system-originated suppressions may carry an expiry (imports follow the same rule).
+pub(super) fn check_expiry(reason: Reason, expires_at: Option<Millis>) -> Result<(), Invalid> {
+    if expires_at.is_some() && !reason.may_expire() {
+        return Err(Invalid::new(
+            "expires_at",
+            "only BOUNCE and OPERATOR suppressions may expire; a person's own opt-out never does",
+        ));
+    }
+    Ok(())
 }
 
 impl Suppressions {

@@ -86,6 +86,47 @@ macro_rules! columns {
     };
 }
 
+/// Inserts records in statements of [`INSERT_CHUNK`] rows inside a transaction, skipping those already
+/// present, and evaluates to the receipt ids that were new. A macro because each engine's transaction
+/// is its own type; the worker's commits and imports (`import_batch` set) share it.
+macro_rules! insert_records {
+    ($tx:expr, $records:expr, $committed_at:expr, $import_batch:expr) => {{
+        let mut inserted: Vec<String> = Vec::with_capacity($records.len());
+        for chunk in $records.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::new(concat!(
+                "INSERT INTO suppressions (",
+                columns!(),
+                ", committed_at, import_batch) "
+            ));
+            insert.push_values(chunk, |mut row, s| {
+                row.push_bind(s.receipt.to_string())
+                    .push_bind(s.subject.0.to_vec())
+                    .push_bind(s.scope.tenant.clone())
+                    .push_bind(i32::from(channel_code(s.scope.channel)))
+                    .push_bind(s.scope.topic.clone())
+                    .push_bind(s.scope.campaign.clone())
+                    .push_bind(i32::from(s.reason.code()))
+                    .push_bind(i32::from(s.source.code()))
+                    .push_bind(s.actor.clone())
+                    .push_bind(s.received_at)
+                    .push_bind(s.effective_at)
+                    .push_bind(s.expires_at)
+                    .push_bind(s.idempotency_key.clone())
+                    .push_bind($committed_at)
+                    .push_bind($import_batch.map(str::to_owned));
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING receipt_id");
+            let new: Vec<String> = insert
+                .build_query_scalar()
+                .fetch_all($tx)
+                .await
+                .context("inserting a batch")?;
+            inserted.extend(new);
+        }
+        inserted
+    }};
+}
+
 // After `columns!`, which it uses.
 pub mod records;
 
@@ -216,35 +257,7 @@ impl Store {
         }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning a batch")?;
-            let mut inserted: Vec<String> = Vec::with_capacity(batch.len());
-            for chunk in batch.chunks(INSERT_CHUNK) {
-                let mut insert = QueryBuilder::new(concat!(
-                    "INSERT INTO suppressions (", columns!(), ", committed_at) "
-                ));
-                insert.push_values(chunk, |mut row, s| {
-                    row.push_bind(s.receipt.to_string())
-                        .push_bind(s.subject.0.to_vec())
-                        .push_bind(s.scope.tenant.clone())
-                        .push_bind(i32::from(channel_code(s.scope.channel)))
-                        .push_bind(s.scope.topic.clone())
-                        .push_bind(s.scope.campaign.clone())
-                        .push_bind(i32::from(s.reason.code()))
-                        .push_bind(i32::from(s.source.code()))
-                        .push_bind(s.actor.clone())
-                        .push_bind(s.received_at)
-                        .push_bind(s.effective_at)
-                        .push_bind(s.expires_at)
-                        .push_bind(s.idempotency_key.clone())
-                        .push_bind(committed_at);
-                });
-                insert.push(" ON CONFLICT DO NOTHING RETURNING receipt_id");
-                let new: Vec<String> = insert
-                    .build_query_scalar()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .context("inserting a batch")?;
-                inserted.extend(new);
-            }
+            let inserted = insert_records!(&mut *tx, batch, committed_at, None::<&str>);
             if inserted.is_empty() {
                 tx.commit().await.context("committing a batch")?;
                 return Ok(0);
@@ -421,3 +434,6 @@ impl Store {
         on_pool!(self, pool => pool.close().await)
     }
 }
+
+// Last, after the macros it uses.
+pub mod imports;

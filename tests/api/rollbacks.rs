@@ -1,0 +1,207 @@
+//! Rolling back an import takes back exactly what it created and nothing a person created, before
+//! or after (SPEC §5, invariant 6); it stops an import still streaming; it can be repeated.
+
+use crate::{helpers::*, imports::*};
+use suppressd::proto::{self, Channel, Reason};
+use tonic::Code;
+
+async fn a_rollback_takes_back_only_what_the_import_created(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let sms = scope("", Channel::Sms, "", "");
+    // Before the import: Ann left marketing email herself (the scope her import row names, with
+    // another reason), Bob left every SMS.
+    app.opt_out(opt_out_request(email("ann@example.com"), marketing()))
+        .await;
+    app.opt_out(opt_out_request(email("bob@example.com"), sms.clone()))
+        .await;
+    let mut ann = row(1, "ann@example.com", marketing());
+    ann.reason = Reason::Legal as i32;
+    let mut dan = row(4, "dan@example.com", scope("", Channel::Email, "", "RC-9"));
+    dan.reason = Reason::Operator as i32;
+    dan.expires_at = at(4_000_000_000);
+    let rows = vec![
+        ann,
+        row(2, "bob@example.com", marketing()),
+        row(3, "cat@example.com", marketing()),
+        dan,
+    ];
+    let summary = import(&mut app.client, rows).await;
+    assert_eq!((summary.imported, summary.duplicates), (4, 0));
+    // After the import: Cat leaves marketing email herself, the scope her import row named.
+    app.opt_out(opt_out_request(email("cat@example.com"), marketing()))
+        .await;
+    let rows_before = app.rows(None).await;
+
+    let first = rollback(&mut app.client, &summary.batch_id).await;
+
+    assert_eq!((first.removed, first.already_ended), (4, 0));
+    let own = [
+        ("ann@example.com", marketing()),
+        ("bob@example.com", scope("", Channel::Sms, "recall", "")),
+        ("cat@example.com", marketing()),
+    ];
+    let import_only = [
+        ("bob@example.com", marketing()),
+        (
+            "dan@example.com",
+            scope("", Channel::Email, "recall", "RC-9"),
+        ),
+    ];
+    for pass in ["cache", "store"] {
+        for (who, s) in own.clone() {
+            assert!(app.is_suppressed(email(who), s).await, "{who} ({pass})");
+        }
+        for (who, s) in import_only.clone() {
+            assert!(!app.is_suppressed(email(who), s).await, "{who} ({pass})");
+        }
+        // The same answers from the store alone: checks fall back to it while Redis is empty.
+        app.flush_redis();
+    }
+    let batch = summary.batch_id.as_str();
+    let ended = "SELECT COUNT(*) FROM suppressions WHERE import_batch = $1 \
+                 AND ended_at IS NOT NULL AND ended_by = 'rollback'";
+    assert_eq!(count(&app, ended, batch).await, 4, "ended, not deleted");
+    let untouched = "SELECT COUNT(*) FROM suppressions WHERE import_batch IS NULL \
+                     AND ended_at IS NULL AND $1 <> ''";
+    assert_eq!(
+        count(&app, untouched, batch).await,
+        3,
+        "every own opt-out stays"
+    );
+    assert_eq!(app.rows(None).await, rows_before);
+    let audited = "SELECT COUNT(*) FROM audit_log WHERE action = 'rollback' \
+                   AND actor = 'admin' AND detail = $1";
+    assert_eq!(
+        count(&app, audited, &format!("batch {batch}: wrong file")).await,
+        4
+    );
+    let history = app
+        .client
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: Some(email("cat@example.com")),
+            tenant: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let states: Vec<(i32, Vec<&str>)> = history
+        .records
+        .iter()
+        .map(|h| {
+            (
+                h.state,
+                h.events.iter().map(|e| e.action.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (
+                proto::RecordState::RolledBack as i32,
+                vec!["import", "rollback"]
+            ),
+            (proto::RecordState::Active as i32, vec!["opt_out"]),
+        ],
+        "the import's record, then her own: {history:?}"
+    );
+
+    let again = rollback(&mut app.client, batch).await;
+    assert_eq!((again.removed, again.already_ended), (0, 4));
+    let audited_any = "SELECT COUNT(*) FROM audit_log WHERE action = 'rollback' OR $1 = ''";
+    assert_eq!(count(&app, audited_any, batch).await, 4);
+    let listed = app
+        .client
+        .list_imports(proto::ListImportsRequest { limit: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .batches;
+    assert!(listed[0].rolled_back_at.is_some());
+    assert_eq!(listed[0].rolled_back_by, "admin");
+}
+
+async fn a_rollback_stops_an_import_still_streaming(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut client = app.client.clone();
+    let call = tokio::spawn(async move {
+        client
+            .import_suppressions(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    // One full chunk, then wait until it is committed (the batch's count says so).
+    for i in 0..1_000 {
+        tx.send(row(i + 1, &format!("s{i}@example.com"), marketing()))
+            .await
+            .unwrap();
+    }
+    let batch = loop {
+        let listed = app
+            .client
+            .list_imports(proto::ListImportsRequest { limit: 1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .batches;
+        if let Some(b) = listed.into_iter().find(|b| b.imported == 1_000) {
+            break b.batch_id;
+        }
+        tokio::task::yield_now().await;
+    };
+
+    let rolled = rollback(&mut app.client, &batch).await;
+    for i in 1_000..2_500 {
+        if tx
+            .send(row(i + 1, &format!("s{i}@example.com"), marketing()))
+            .await
+            .is_err()
+        {
+            break; // the server stopped reading
+        }
+    }
+    drop(tx);
+    let stopped = call.await.unwrap().unwrap_err();
+
+    assert_eq!(rolled.removed, 1_000);
+    assert_eq!(stopped.code(), Code::Aborted, "{stopped:?}");
+    let active = "SELECT COUNT(*) FROM suppressions WHERE import_batch = $1 AND ended_at IS NULL";
+    assert_eq!(count(&app, active, &batch).await, 0);
+    for i in [0, 999, 1_000, 2_499] {
+        let who = format!("s{i}@example.com");
+        assert!(!app.is_suppressed(email(&who), marketing()).await, "{who}");
+    }
+}
+
+async fn rolling_back_an_unknown_import_is_not_found(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut admin = app.client.clone();
+    let unknown = admin
+        .rollback_import(proto::RollbackImportRequest {
+            batch_id: uuid::Uuid::new_v4().to_string(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    for (batch_id, reason) in [
+        (uuid::Uuid::new_v4().to_string(), " "),
+        ("nope".into(), "x"),
+    ] {
+        let invalid = admin
+            .rollback_import(proto::RollbackImportRequest {
+                batch_id,
+                reason: reason.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+    }
+}
+
+on_both_stores!(
+    a_rollback_takes_back_only_what_the_import_created,
+    rolling_back_an_unknown_import_is_not_found,
+    a_rollback_stops_an_import_still_streaming,
+);
