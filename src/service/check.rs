@@ -53,10 +53,12 @@ impl Suppressions {
             .map(|(c, s)| inner.cache.probe(s, &c.notice))
             .collect();
         let now = self.now();
+        let seen = inner.rebuild.seen_writes();
         let (answers, source) = match inner.cache.lookup(probes).await {
             Ok(lookups) => {
-                // A Redis that lost writes this replica saw vouches for nothing, markers or not.
-                let stale = inner.rebuild.went_back(lookups.writes);
+                // A Redis that lost writes this replica saw (before the read) vouches for nothing,
+                // markers or not.
+                let stale = inner.rebuild.went_back(seen, lookups.writes);
                 let mut answers = Vec::with_capacity(checks.len());
                 let mut fell_back = false;
                 for ((lookup, check), subject) in

@@ -54,14 +54,24 @@ impl RebuildTrigger {
         self.highest_writes.fetch_max(writes, Ordering::SeqCst);
     }
 
-    /// Whether Redis answering with this write counter has lost writes this replica saw; if so,
-    /// asks for the markers to be removed and the cache rebuilt.
-    pub fn went_back(&self, writes: u64) -> bool {
-        let stale = writes < self.highest_writes.load(Ordering::SeqCst);
+    /// The write counter this replica has seen so far. Take it *before* sending a read of the
+    /// counter and pass it to [`Self::went_back`]: only writes acknowledged before the read was sent
+    /// must show in its answer. Comparing with the highest count seen once the answer is in raced
+    /// with opt-outs answered meanwhile, and under write load took a healthy Redis for a stale one
+    /// (markers removed, checks sent to the store, a rebuild).
+    pub fn seen_writes(&self) -> u64 {
+        self.highest_writes.load(Ordering::SeqCst)
+    }
+
+    /// Whether Redis, answering a read sent when this replica had seen `seen` writes (see
+    /// [`Self::seen_writes`]) with this write counter, has lost writes; if so, asks for the markers
+    /// to be removed and the cache rebuilt.
+    pub fn went_back(&self, seen: u64, writes: u64) -> bool {
+        let stale = writes < seen;
         if stale && !self.stale.swap(true, Ordering::SeqCst) {
             tracing::error!(
                 writes,
-                seen = self.highest_writes.load(Ordering::SeqCst),
+                seen,
                 "Redis lost writes it had acknowledged (stale failover or old snapshot); \
                  answering from the store and rebuilding"
             );
@@ -119,7 +129,8 @@ impl Rebuilder {
     pub async fn step(&self, trigger: &RebuildTrigger) -> anyhow::Result<RebuildOutcome> {
         let suspect = trigger.take();
         let suspect = suspect.as_deref();
-        if trigger.went_back(self.cache.writes().await?) {
+        let seen = trigger.seen_writes();
+        if trigger.went_back(seen, self.cache.writes().await?) {
             self.cache
                 .unmark_all(trigger.highest_writes.load(Ordering::SeqCst))
                 .await?;
@@ -236,5 +247,23 @@ impl Rebuilder {
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_writes_seen_before_a_read_must_show_in_it() {
+        let trigger = RebuildTrigger::default();
+        trigger.saw_writes(10);
+        let seen = trigger.seen_writes();
+        // An opt-out answered while the read was in flight: the read may predate it.
+        trigger.saw_writes(12);
+        assert!(!trigger.went_back(seen, 11));
+        assert!(!trigger.went_back(trigger.seen_writes(), 12));
+        // A read sent after 12 was seen that answers 11 lost a write.
+        assert!(trigger.went_back(trigger.seen_writes(), 11));
     }
 }
