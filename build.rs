@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
+    // `sqlx::migrate!` embeds the migration folders at compile time, but cargo does not know it reads
+    // them: without this a new migration file leaves the binary without it.
+    println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(out.join("suppress_descriptor.bin"), fds.encode_to_vec())?;

@@ -328,6 +328,15 @@ pub async fn measure(
         sizes.rebuild_limit,
     )
     .await?;
+    // A fresh process runs its first seconds slower (its allocator, pools and connections warm
+    // up); the audited server has been warm for minutes.
+    if !sizes.warmup.is_zero() {
+        let warmup = Load {
+            duration: sizes.warmup,
+            ..opting_out
+        };
+        cx.load("warmup-unaudited", unaudited_addr, warmup).await?;
+    }
     let bare = cx
         .load("opt-out-durable-unaudited", unaudited_addr, opting_out)
         .await?;
@@ -357,7 +366,7 @@ pub async fn measure(
         args: &serve_args,
         env: &env,
     };
-    let tracing = tracing_rows(&mut cx, &traced, server_addr, checking).await?;
+    let tracing = tracing_rows(&mut cx, &traced, server_addr, checking, sizes.warmup).await?;
     cx.report.rows.extend(tracing);
 
     cx.report.rows.push(Row::new(
@@ -407,6 +416,7 @@ async fn tracing_rows(
     traced: &Traced<'_>,
     untraced: SocketAddr,
     checking: Load<'_>,
+    warmup: Duration,
 ) -> anyhow::Result<Vec<Row>> {
     eprintln!("tracing off / 1 % / always on…");
     let sink = otlp_sink::Sink::default();
@@ -437,6 +447,17 @@ async fn tracing_rows(
         )?;
         server.wait_listening(addr).await?;
         servers.push((addr, server));
+    }
+    // Fresh processes run their first seconds slower; the untraced server is long warm.
+    if !warmup.is_zero() {
+        for (k, (addr, _)) in servers.iter().enumerate() {
+            let load = Load {
+                duration: warmup,
+                ..checking
+            };
+            cx.load(&format!("warmup-trace-{}", samplers[k].0), *addr, load)
+                .await?;
+        }
     }
     let measured = async {
         let mut off = vec![ok_rps(&cx.load("trace-off-0", untraced, checking).await?)];
