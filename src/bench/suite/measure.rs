@@ -27,6 +27,8 @@ const PEPPER: &str = "suppressd-benchmark-pepper-0123456789";
 const PREFIX: &str = "bench:";
 /// The key prefix of the server that commits without the audit log (the audit cost baseline).
 const UNAUDITED_PREFIX: &str = "bench-unaudited:";
+/// Rounds of the audit cost row (unaudited, then audited, each round; audited once before).
+const AUDIT_ROUNDS: usize = 2;
 /// Rounds of the tracing rows (off, 1 %, always on, each round; off once more at the end).
 const TRACING_ROUNDS: usize = 2;
 /// Buckets of 40 to 80 entries, as the README advises (2^bits buckets): a check's `HMGET` scans its
@@ -337,26 +339,57 @@ pub async fn measure(
         };
         cx.load("warmup-unaudited", unaudited_addr, warmup).await?;
     }
-    let bare = cx
-        .load("opt-out-durable-unaudited", unaudited_addr, opting_out)
-        .await?;
+    // Alternating rounds (audited, unaudited, audited, …), each unaudited run compared with the
+    // audited runs on either side of it, so that drift on a shared machine lands on both alike.
+    let mut audited = vec![ok_rps(&opt)];
+    let mut costs = Vec::new();
+    let mut bare = Vec::new();
+    let rounds = async {
+        for round in 0..AUDIT_ROUNDS {
+            let without = cx
+                .load(
+                    &format!("opt-out-durable-unaudited-{round}"),
+                    unaudited_addr,
+                    opting_out,
+                )
+                .await?;
+            let with = cx
+                .load(
+                    &format!("opt-out-durable-{}", round + 1),
+                    server_addr,
+                    opting_out,
+                )
+                .await?;
+            audited.push(ok_rps(&with));
+            let around = (audited[round] + audited[round + 1]) / 2.0;
+            bare.push(ok_rps(&without));
+            costs.push((1.0 - around / ok_rps(&without)) * 100.0);
+        }
+        anyhow::Ok(())
+    }
+    .await;
     unaudited.stop().await;
-    let again = cx
-        .load("opt-out-durable-again", server_addr, opting_out)
-        .await?;
-    let audited = (ok_rps(&opt) + ok_rps(&again)) / 2.0;
-    let cost = (1.0 - audited / ok_rps(&bare)) * 100.0;
+    rounds?;
+    let cost = costs.iter().sum::<f64>() / costs.len() as f64;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let list = |v: &[f64], decimals: usize| {
+        v.iter()
+            .map(|x| format!("{x:.decimals$}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     cx.report.rows.push(Row::new(
         "audit_log_cost_pct",
         "audit log cost: OptOut DURABLE throughput on PostgreSQL, with vs without the log",
         cost,
-        format!("{cost:.1} % ({audited:.0}/s)"),
+        format!("{cost:.1} % ({:.0}/s)", mean(&audited)),
         format!(
-            "without the log {:.0}/s (hidden `serve --bench-unaudited-baseline`); with it: {:.0}/s \
-             before, {:.0}/s after",
-            ok_rps(&bare),
-            ok_rps(&opt),
-            ok_rps(&again)
+            "mean of {} rounds ({} %); without the log (hidden `serve --bench-unaudited-baseline`): \
+             {}/s; with it: {}/s",
+            costs.len(),
+            list(&costs, 1),
+            list(&bare, 0),
+            list(&audited, 0)
         ),
     ));
 
