@@ -351,8 +351,9 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_WORKER_CLAIM_IDLE_MS", default_value_t = 5_000)]
     pub worker_claim_idle_ms: u64,
 
-    /// Cache buckets are 2^bits small hashes; about 200 active opt-outs per bucket keeps them compact.
-    /// Changing it makes the cache rebuild.
+    /// Cache buckets are 2^bits small hashes; 40 to 80 active opt-outs per bucket is the sweet spot
+    /// (each check scans its bucket once per candidate scope, so larger buckets cost Redis CPU;
+    /// smaller ones cost memory per entry). Changing it makes the cache rebuild.
     #[arg(long, env = "SUPPRESSD_CACHE_BUCKET_BITS", default_value_t = 16,
           value_parser = clap::value_parser!(u8).range(1..=24))]
     pub cache_bucket_bits: u8,
@@ -369,6 +370,12 @@ pub struct ServeSettings {
     /// acknowledges the stream entries. Lets the failure tests kill a replica at exactly that point.
     #[arg(long, env = "SUPPRESSD_FAILPOINT_CRASH_AFTER_COMMIT", hide = true)]
     pub failpoint_crash_after_commit: bool,
+
+    /// BENCHMARK BASELINE ONLY: the worker commits opt-outs without audit entries, so that
+    /// `bench-suite` can measure the audit log's cost side by side (the way `bench-baseline` serves
+    /// empty handlers). Breaks SPEC §5.5 on purpose; allowed only with --dev-no-auth.
+    #[arg(long, hide = true)]
+    pub bench_unaudited_baseline: bool,
     /// Admin HTTP address serving Prometheus metrics at /metrics (port 0 picks a free port). Off
     /// when unset; keep it on a private interface.
     #[arg(long, env = "SUPPRESSD_ADMIN_LISTEN")]
@@ -448,13 +455,18 @@ impl ServeSettings {
 
     /// The audit log's signer, and whether it is the development key.
     pub fn audit_log(&self) -> anyhow::Result<(AuditLog, bool)> {
-        let log = AuditLog::new(&self.audit_origin, self.audit_signing_key.as_deref())?;
+        let mut log = AuditLog::new(&self.audit_origin, self.audit_signing_key.as_deref())?;
+        log.bench_unaudited = self.bench_unaudited_baseline;
         Ok((log, self.audit_signing_key.is_none()))
     }
 
     /// The rules between settings that clap cannot express. Authentication is on unless the
     /// development flag says otherwise, and then nothing may listen beyond loopback.
     pub fn check(&self) -> anyhow::Result<()> {
+        ensure!(
+            !self.bench_unaudited_baseline || self.dev_no_auth,
+            "--bench-unaudited-baseline is a benchmark baseline and needs --dev-no-auth"
+        );
         if self.dev_no_auth {
             let addrs = std::iter::once(self.listen).chain(self.http_listen);
             for addr in addrs {

@@ -130,6 +130,9 @@ impl AuditEntry {
 pub struct AuditLog {
     pub origin: String,
     pub signer: NoteSigner,
+    /// BENCHMARK BASELINE ONLY (`serve --bench-unaudited-baseline`): commits write no audit entries,
+    /// so `bench-suite` can measure what the log costs the write path. Never set otherwise.
+    pub bench_unaudited: bool,
 }
 
 /// The name of the development key, so its checkpoints are recognisable as such.
@@ -146,6 +149,7 @@ impl AuditLog {
         Ok(AuditLog {
             origin: origin.to_owned(),
             signer,
+            bench_unaudited: false,
         })
     }
 
@@ -153,6 +157,7 @@ impl AuditLog {
         AuditLog {
             origin: "suppressd".into(),
             signer: Self::development_signer(),
+            bench_unaudited: false,
         }
     }
 

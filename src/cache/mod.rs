@@ -13,7 +13,7 @@ mod retract;
 pub mod stream;
 
 use crate::{
-    domain::{Match, Notice, ReceiptId, Scope, SubjectHash, Suppression},
+    domain::{Match, Notice, ReceiptId, SubjectHash, Suppression},
     telemetry::metrics::names,
 };
 use layout::{Keys, MARKER_FIELD};
@@ -63,11 +63,13 @@ pub const KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// One check, as the cache sees it: the bucket and the fields of every candidate scope.
-pub struct Probe {
+/// One check, as the cache sees it: the bucket and the fields of every candidate scope. The scopes
+/// themselves are only built for fields that hold a record (most checks find none).
+pub struct Probe<'a> {
     bucket: String,
-    scopes: Vec<Scope>,
-    fields: Vec<[u8; 16]>,
+    notice: &'a Notice,
+    fields: [layout::Field; 8],
+    n: usize,
 }
 
 /// What the cache knows about one check.
@@ -155,13 +157,13 @@ impl Cache {
             .context("PING")
     }
 
-    pub fn probe(&self, subject: &SubjectHash, notice: &Notice) -> Probe {
-        let scopes = notice.candidates();
-        let fields = scopes.iter().map(|s| layout::field(subject, s)).collect();
+    pub fn probe<'a>(&self, subject: &SubjectHash, notice: &'a Notice) -> Probe<'a> {
+        let (fields, n) = layout::candidate_fields(subject, notice);
         Probe {
             bucket: self.keys.bucket_for(subject),
-            scopes,
+            notice,
             fields,
+            n,
         }
     }
 
@@ -169,11 +171,11 @@ impl Cache {
     #[tracing::instrument(name = "HMGET", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "HMGET",
         db.redis.pipeline_length = probes.len() as i64))]
-    pub async fn lookup(&self, probes: Vec<Probe>) -> Result<Lookups, CacheError> {
+    pub async fn lookup(&self, probes: Vec<Probe<'_>>) -> Result<Lookups, CacheError> {
         let mut pipe = redis::pipe();
         for probe in &probes {
             pipe.cmd("HMGET").arg(&probe.bucket).arg(MARKER_FIELD);
-            for field in &probe.fields {
+            for field in &probe.fields[..probe.n] {
                 pipe.arg(&field[..]);
             }
         }
@@ -189,12 +191,17 @@ impl Cache {
             .map(|(probe, values)| {
                 let mut values = values.into_iter();
                 let complete = values.next().flatten().is_some();
-                let found = probe
-                    .scopes
-                    .into_iter()
-                    .zip(values)
-                    .filter_map(|(scope, v)| layout::decode_value(scope, &v?))
-                    .collect();
+                let found = if values.as_slice().iter().all(Option::is_none) {
+                    Vec::new()
+                } else {
+                    probe
+                        .notice
+                        .candidates()
+                        .into_iter()
+                        .zip(values)
+                        .filter_map(|(scope, v)| layout::decode_value(scope, &v?))
+                        .collect()
+                };
                 Lookup { complete, found }
             })
             .collect();

@@ -172,9 +172,10 @@ fn normalize_postal(raw: &str) -> Result<String, String> {
 }
 
 /// The secret that keys the subject hash. Without it a stolen cache or store cannot be matched against
-/// a list of addresses.
+/// a list of addresses. It holds the HMAC already keyed (the key's inner and outer blocks hashed
+/// once), so each subject hash starts from that state instead of re-deriving it on every check.
 #[derive(Clone)]
-pub struct Pepper(Vec<u8>);
+pub struct Pepper(Hmac<Sha256>);
 
 impl fmt::Debug for Pepper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -193,12 +194,14 @@ impl Pepper {
                 format!("must be at least {} bytes", Self::MIN_LEN),
             ));
         }
-        Ok(Self(secret))
+        Ok(Self(
+            Hmac::new_from_slice(&secret).expect("HMAC takes any key length"),
+        ))
     }
 
     /// HMAC-SHA256 over the kind's tag and the normalized value.
     pub fn subject(&self, recipient: &Recipient) -> SubjectHash {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = self.0.clone();
         mac.update(&[recipient.kind.tag()]);
         mac.update(recipient.normalized.as_bytes());
         SubjectHash(mac.finalize().into_bytes().into())

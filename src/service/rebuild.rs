@@ -69,7 +69,7 @@ impl RebuildTrigger {
         if stale && !self.stale.swap(true, Ordering::SeqCst) {
             tracing::error!(
                 writes,
-                seen = self.highest_writes.load(Ordering::SeqCst),
+                seen = seen_before,
                 "Redis lost writes it had acknowledged (stale failover or old snapshot); \
                  answering from the store and rebuilding"
             );

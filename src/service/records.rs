@@ -208,7 +208,7 @@ pub(crate) async fn retract(
     ended: &[Suppression],
     now: Millis,
 ) -> Result<u64, ServiceError> {
-    let mut fields: HashMap<[u8; 16], Retraction> = HashMap::new();
+    let mut fields: HashMap<layout::Field, Retraction> = HashMap::new();
     for s in ended {
         fields
             .entry(layout::field(&s.subject, &s.scope))
@@ -238,7 +238,7 @@ pub(crate) async fn retract(
     // still held an ended record (the merge rule keeps a permanent record), would now be missing:
     // write back what is active now. Its write came before the retract emptied the field, so this
     // later query sees it.
-    let fields: HashSet<[u8; 16]> = retractions
+    let fields: HashSet<layout::Field> = retractions
         .iter()
         .map(|r| layout::field(&r.subject, &r.scope))
         .collect();

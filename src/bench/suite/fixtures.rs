@@ -120,7 +120,7 @@ pub fn opt_out_data() -> String {
 #[derive(Clone)]
 pub struct Probe {
     pub bucket: String,
-    pub fields: Vec<[u8; 16]>,
+    pub fields: Vec<layout::Field>,
 }
 
 pub fn probe(pepper: &Pepper, keys: &Keys, i: u64) -> Probe {
@@ -129,10 +129,9 @@ pub fn probe(pepper: &Pepper, keys: &Keys, i: u64) -> Probe {
         .expect("the benchmark notice is valid");
     Probe {
         bucket: keys.bucket_for(&subject),
-        fields: notice
-            .candidates()
-            .iter()
-            .map(|s| layout::field(&subject, s))
-            .collect(),
+        fields: {
+            let (fields, n) = layout::candidate_fields(&subject, &notice);
+            fields[..n].to_vec()
+        },
     }
 }

@@ -4,14 +4,15 @@
 
 use super::{
     Sizes, fixtures,
-    load::{Ctx, Load, cpu_per_call, intended_p99, ms, ok_rps, p, us},
+    load::{Ctx, Load, cpu_per_call, intended_p99, ms, ok_count, ok_rps, p, us},
+    otlp_sink,
     procs::{PgDatabase, PrivateRedis, Proc, free_port},
     raw,
     table::{Row, SuiteReport},
 };
 use crate::{
     bench::request::Call,
-    cache::layout::{Keys, VALUE_LEN},
+    cache::layout::{FIELD_LEN, Keys, VALUE_LEN},
     domain::Pepper,
 };
 use anyhow::{Context, bail};
@@ -24,10 +25,18 @@ use std::{
 
 const PEPPER: &str = "suppressd-benchmark-pepper-0123456789";
 const PREFIX: &str = "bench:";
-/// Buckets of about 200 entries, as the README advises (2^bits buckets).
+/// The key prefix of the server that commits without the audit log (the audit cost baseline).
+const UNAUDITED_PREFIX: &str = "bench-unaudited:";
+/// Rounds of the audit cost row (unaudited, then audited, each round; audited once before).
+const AUDIT_ROUNDS: usize = 2;
+/// Rounds of the tracing rows (off, 1 %, always on, each round; off once more at the end).
+const TRACING_ROUNDS: usize = 2;
+/// Buckets of 40 to 80 entries, as the README advises (2^bits buckets): a check's `HMGET` scans its
+/// bucket's listpack once per field, so Redis CPU per check grows with the bucket, while below ~30
+/// entries the per-key overhead pushes memory per entry up.
 fn bucket_bits(entries: u64) -> u8 {
-    let per_bucket = (entries / 200).max(2);
-    (63 - per_bucket.leading_zeros()).clamp(1, 24) as u8
+    let buckets = (entries / 40).max(2);
+    (63 - buckets.leading_zeros()).clamp(1, 24) as u8
 }
 
 pub async fn measure(
@@ -64,31 +73,33 @@ pub async fn measure(
     // Rebuild: the server starts on an empty Redis and copies the store into it.
     let memory_before = redis.used_memory().await?;
     let server_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let serve_args: Vec<String> = [
-        "serve",
-        "--listen",
-        &server_addr.to_string(),
-        "--redis-url",
-        &redis.url,
-        "--redis-prefix",
-        PREFIX,
-        "--store-url",
-        &db.url,
-        "--cache-bucket-bits",
-        &bits.to_string(),
-        // A private server on loopback: measured without authentication (its cost is a SHA-256
-        // and a table look-up per call), which is what `--dev-no-auth` allows there.
-        "--dev-no-auth",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let serve_args = |listen: SocketAddr| -> Vec<String> {
+        [
+            "serve",
+            "--listen",
+            &listen.to_string(),
+            "--redis-url",
+            &redis.url,
+            "--redis-prefix",
+            PREFIX,
+            "--store-url",
+            &db.url,
+            "--cache-bucket-bits",
+            &bits.to_string(),
+            // A private server on loopback: measured without authentication (its cost is a SHA-256
+            // and a table look-up per call), which is what `--dev-no-auth` allows there.
+            "--dev-no-auth",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
     let env = [("RUST_LOG", "warn"), ("SUPPRESSD_PEPPER", PEPPER)];
     eprintln!("starting the server; timing the cache rebuild…");
     let started = Instant::now();
     let mut server = Proc::spawn(
         "suppressd serve",
         bin,
-        &serve_args,
+        &serve_args(server_addr),
         &env,
         &out.join("server.log"),
     )?;
@@ -115,7 +126,7 @@ pub async fn measure(
         ),
         per_entry,
         format!("{per_entry:.1} B"),
-        format!("payload 16 B field + {VALUE_LEN} B value; 2^{bits} buckets (`used_memory` delta)"),
+        format!("payload {FIELD_LEN} B field + {VALUE_LEN} B value; 2^{bits} buckets (`used_memory` delta)"),
     ));
 
     let baseline_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
@@ -292,7 +303,104 @@ pub async fn measure(
         format!("p50 {}", ms(p(&opt, 50))),
     ));
 
-    cx.report.rows.extend(tracing_rows());
+    // What the audit log costs the write path (issue 6: at most 10 %): the same OptOut load against a
+    // server whose worker commits without audit entries, between two runs of the audited one. It
+    // has its own key prefix (its own stream and consumer group, so the audited server's worker
+    // cannot take its entries) and rebuilds its own cache first.
+    eprintln!("OptOut DURABLE without the audit log (baseline)…");
+    let unaudited_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let mut unaudited_args = serve_args(unaudited_addr);
+    let prefix_at = unaudited_args
+        .iter()
+        .position(|a| a == PREFIX)
+        .expect("the prefix is set");
+    unaudited_args[prefix_at] = UNAUDITED_PREFIX.into();
+    unaudited_args.push("--bench-unaudited-baseline".into());
+    let mut unaudited = Proc::spawn(
+        "suppressd serve (unaudited baseline)",
+        bin,
+        &unaudited_args,
+        &env,
+        &out.join("server-unaudited.log"),
+    )?;
+    unaudited.wait_listening(unaudited_addr).await?;
+    wait_complete(
+        redis,
+        &Keys::new(UNAUDITED_PREFIX, bits),
+        sizes.rebuild_limit,
+    )
+    .await?;
+    // A fresh process runs its first seconds slower (its allocator, pools and connections warm
+    // up); the audited server has been warm for minutes.
+    if !sizes.warmup.is_zero() {
+        let warmup = Load {
+            duration: sizes.warmup,
+            ..opting_out
+        };
+        cx.load("warmup-unaudited", unaudited_addr, warmup).await?;
+    }
+    // Alternating rounds (audited, unaudited, audited, …), each unaudited run compared with the
+    // audited runs on either side of it, so that drift on a shared machine lands on both alike.
+    let mut audited = vec![ok_rps(&opt)];
+    let mut costs = Vec::new();
+    let mut bare = Vec::new();
+    let rounds = async {
+        for round in 0..AUDIT_ROUNDS {
+            let without = cx
+                .load(
+                    &format!("opt-out-durable-unaudited-{round}"),
+                    unaudited_addr,
+                    opting_out,
+                )
+                .await?;
+            let with = cx
+                .load(
+                    &format!("opt-out-durable-{}", round + 1),
+                    server_addr,
+                    opting_out,
+                )
+                .await?;
+            audited.push(ok_rps(&with));
+            let around = (audited[round] + audited[round + 1]) / 2.0;
+            bare.push(ok_rps(&without));
+            costs.push((1.0 - around / ok_rps(&without)) * 100.0);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    unaudited.stop().await;
+    rounds?;
+    let cost = costs.iter().sum::<f64>() / costs.len() as f64;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let list = |v: &[f64], decimals: usize| {
+        v.iter()
+            .map(|x| format!("{x:.decimals$}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    cx.report.rows.push(Row::new(
+        "audit_log_cost_pct",
+        "audit log cost: OptOut DURABLE throughput on PostgreSQL, with vs without the log",
+        cost,
+        format!("{cost:.1} % ({:.0}/s)", mean(&audited)),
+        format!(
+            "mean of {} rounds ({} %); without the log (hidden `serve --bench-unaudited-baseline`): \
+             {}/s; with it: {}/s",
+            costs.len(),
+            list(&costs, 1),
+            list(&bare, 0),
+            list(&audited, 0)
+        ),
+    ));
+
+    let traced = Traced {
+        bin,
+        out,
+        args: &serve_args,
+        env: &env,
+    };
+    let tracing = tracing_rows(&mut cx, &traced, server_addr, checking, sizes.warmup).await?;
+    cx.report.rows.extend(tracing);
 
     cx.report.rows.push(Row::new(
         "server_cpu_us_per_check",
@@ -321,17 +429,141 @@ pub async fn measure(
     Ok(cx.report)
 }
 
-/// Tracing cost at 1 % sampling and always on.
-fn tracing_rows() -> Vec<Row> {
-    // TODO: restart the server with OTEL_TRACES_SAMPLER=parentbased_traceidratio and
-    // OTEL_TRACES_SAMPLER_ARG=0.01 / always_on and an OTLP sink, rerun the closed-loop CheckSuppressed
-    // run, and report 1 − rps/rps_off. `serve` reads OTEL_* now; `examples/trace_cost.rs` measures it
-    // meanwhile.
-    let why = "not wired into the suite yet (cargo run --release --example trace_cost)";
-    vec![
-        Row::not_measured("tracing_1pct_cost_pct", "tracing cost at 1 % sampling", why),
-        Row::not_measured("tracing_always_cost_pct", "tracing cost, always on", why),
-    ]
+/// How to start one more `suppressd serve` on the same Redis and database, with other variables.
+struct Traced<'a> {
+    bin: &'a Path,
+    out: &'a Path,
+    args: &'a dyn Fn(SocketAddr) -> Vec<String>,
+    env: &'a [(&'a str, &'a str)],
+}
+
+/// Tracing cost at 1 % sampling and always on: closed-loop CheckSuppressed runs against the measured
+/// server (traces off) and two more servers on the same Redis and database, one per sampler,
+/// exporting over OTLP/gRPC to a sink in this process. The sink decodes and counts the spans, so the
+/// export is real; the exporters' queues are raised (`OTEL_BSP_MAX_QUEUE_SIZE`) so that spans are
+/// exported, not dropped, which would flatter the always-on row. The three alternate for
+/// `TRACING_ROUNDS` rounds (off, 1 %, always, …, off), and each traced run is compared with the mean
+/// of the untraced runs on either side of it, so that drift on a shared machine lands on all alike.
+async fn tracing_rows(
+    cx: &mut Ctx,
+    traced: &Traced<'_>,
+    untraced: SocketAddr,
+    checking: Load<'_>,
+    warmup: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    eprintln!("tracing off / 1 % / always on…");
+    let sink = otlp_sink::Sink::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    sink.serve(listener, stop.clone());
+    let samplers = [
+        ("1pct", "parentbased_traceidratio", "0.01"),
+        ("always", "parentbased_always_on", "1"),
+    ];
+    let mut servers = Vec::new();
+    for (name, sampler, arg) in samplers {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let mut env = traced.env.to_vec();
+        env.extend([
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_SAMPLER", sampler),
+            ("OTEL_TRACES_SAMPLER_ARG", arg),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+        ]);
+        let mut server = Proc::spawn(
+            "suppressd serve (traced)",
+            traced.bin,
+            &(traced.args)(addr),
+            &env,
+            &traced.out.join(format!("server-trace-{name}.log")),
+        )?;
+        server.wait_listening(addr).await?;
+        servers.push((addr, server));
+    }
+    // Fresh processes run their first seconds slower; the untraced server is long warm.
+    if !warmup.is_zero() {
+        for (k, (addr, _)) in servers.iter().enumerate() {
+            let load = Load {
+                duration: warmup,
+                ..checking
+            };
+            cx.load(&format!("warmup-trace-{}", samplers[k].0), *addr, load)
+                .await?;
+        }
+    }
+    let measured = async {
+        let mut off = vec![ok_rps(&cx.load("trace-off-0", untraced, checking).await?)];
+        // (rps, the untraced runs' mean around it, spans per call), per round, per sampler.
+        let mut runs: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..TRACING_ROUNDS {
+            let mut this_round = Vec::new();
+            for (k, (addr, _)) in servers.iter().enumerate() {
+                let spans = sink.spans();
+                let run = cx
+                    .load(&format!("trace-{}-{round}", samplers[k].0), *addr, checking)
+                    .await?;
+                this_round.push((ok_rps(&run), sink.spans() - spans, ok_count(&run)));
+            }
+            off.push(ok_rps(
+                &cx.load(&format!("trace-off-{}", round + 1), untraced, checking)
+                    .await?,
+            ));
+            let around = (off[off.len() - 2] + off[off.len() - 1]) / 2.0;
+            for (k, (rps, spans, calls)) in this_round.into_iter().enumerate() {
+                runs[k].push((rps, around, spans as f64 / calls.max(1) as f64));
+            }
+        }
+        anyhow::Ok((off, runs))
+    }
+    .await;
+    for (_, server) in servers {
+        server.stop().await;
+    }
+    stop.cancel();
+    let (off, runs) = measured?;
+    let off_shown = off
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = |id: &str, what: &str, runs: &[(f64, f64, f64)]| {
+        let costs: Vec<f64> = runs
+            .iter()
+            .map(|(rps, around, _)| (1.0 - rps / around) * 100.0)
+            .collect();
+        let cost = costs.iter().sum::<f64>() / costs.len() as f64;
+        let rps = runs.iter().map(|r| r.0).sum::<f64>() / runs.len() as f64;
+        let spans = runs.iter().map(|r| r.2).sum::<f64>() / runs.len() as f64;
+        let each = costs
+            .iter()
+            .map(|c| format!("{c:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Row::new(
+            id,
+            what,
+            cost,
+            format!("{cost:.1} % ({rps:.0}/s)"),
+            format!(
+                "mean of {} rounds ({each} %) against the untraced runs around each; untraced runs: \
+                 {off_shown}/s; {spans:.2} spans exported per call",
+                runs.len()
+            ),
+        )
+    };
+    Ok(vec![
+        row(
+            "tracing_1pct_cost_pct",
+            "tracing cost at 1 % sampling (CheckSuppressed throughput)",
+            &runs[0],
+        ),
+        row(
+            "tracing_always_cost_pct",
+            "tracing cost, always on (CheckSuppressed throughput)",
+            &runs[1],
+        ),
+    ])
 }
 
 /// Waits until the rebuild has marked the cache complete (the `complete` key equals `generation`).
@@ -379,9 +611,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_hold_about_two_hundred() {
-        assert_eq!(bucket_bits(1_000_000), 12);
-        assert_eq!(bucket_bits(2_000), 3);
+    fn buckets_hold_forty_to_eighty() {
+        assert_eq!(bucket_bits(1_000_000), 14);
+        assert_eq!(bucket_bits(100_000), 11);
+        assert_eq!(bucket_bits(2_000), 5);
         assert_eq!(bucket_bits(10), 1);
     }
 }

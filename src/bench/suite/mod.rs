@@ -11,6 +11,7 @@
 mod fixtures;
 mod load;
 mod measure;
+mod otlp_sink;
 mod procs;
 mod raw;
 mod table;
