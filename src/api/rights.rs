@@ -9,6 +9,7 @@ use super::{
     SuppressionApi, auth,
     convert::{self, ListRequest, OptInRequest},
     status::Refusal,
+    suppression::verify_person_token,
 };
 use crate::{
     auth::{Principal, Purpose, Role, TokenClaims},
@@ -55,17 +56,9 @@ impl SuppressionApi {
         request: Request<proto::IssueOptInTokenRequest>,
     ) -> Result<Response<proto::IssueOptInTokenResponse>, Status> {
         let principal = super::suppression::principal(&request)?;
-        let (recipient, scope, ttl) =
+        let asked =
             convert::issue_opt_in_token(request.into_inner()).map_err(ServiceError::from)?;
-        auth::authorize_tenants(&principal, [scope.tenant.as_str()])?;
-        let expires_at = self.service.clock().now() + ttl;
-        let subject = self.service.subject(&recipient);
-        let token = self
-            .keys
-            .current()
-            .tokens
-            .issue(subject, &scope, Purpose::OptIn, expires_at)
-            .map_err(|e| Refusal::NotConfigured(e.to_string()))?;
+        let (token, expires_at) = self.mint(&principal, asked, Purpose::OptIn)?;
         Ok(Response::new(proto::IssueOptInTokenResponse {
             token,
             expires_at: Some(convert::timestamp(expires_at)),
@@ -101,7 +94,7 @@ impl SuppressionApi {
     }
 
     /// A person's token of `purpose`, verified by the service's clock; anonymous callers spend the
-    /// shared anonymous rate limit. Every failure is the same UNAUTHENTICATED; the reason is logged.
+    /// shared anonymous rate limit.
     fn person_token(
         &self,
         caller: Option<&Principal>,
@@ -112,14 +105,7 @@ impl SuppressionApi {
             self.auth.admit_anonymous()?;
         }
         let now = self.service.clock().now();
-        self.keys
-            .current()
-            .tokens
-            .verify(token, purpose, now)
-            .map_err(|e| {
-                tracing::info!(reason = %e, purpose = purpose.as_str(), "person's token refused");
-                Refusal::unauthenticated(format!("invalid or expired {} token", purpose.as_str()))
-            })
+        verify_person_token(&self.keys, token, purpose, now)
     }
 }
 

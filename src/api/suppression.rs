@@ -9,6 +9,7 @@ use super::{
 };
 use crate::{
     auth::{KeyStore, Principal, Purpose, TokenClaims, TokenError},
+    domain::{Millis, Recipient, Scope},
     proto,
     service::{ServiceError, Suppressions, audit},
 };
@@ -39,18 +40,54 @@ impl SuppressionApi {
     }
 }
 
+impl SuppressionApi {
+    /// A person's token of `purpose` for (recipient, scope, lifetime), if the caller may use the
+    /// scope's tenant: what both token-issuing RPCs do. Returns the token and its expiry.
+    pub(super) fn mint(
+        &self,
+        principal: &Principal,
+        (recipient, scope, ttl): (Recipient, Scope, Millis),
+        purpose: Purpose,
+    ) -> Result<(String, Millis), Status> {
+        auth::authorize_tenants(principal, [scope.tenant.as_str()])?;
+        let expires_at = self.service.clock().now() + ttl;
+        let subject = self.service.subject(&recipient);
+        let token = self
+            .keys
+            .current()
+            .tokens
+            .issue(subject, &scope, purpose, expires_at)
+            .map_err(|e| Refusal::NotConfigured(e.to_string()))?;
+        Ok((token, expires_at))
+    }
+}
+
 /// Shared by the gRPC handler and the HTTP front: a token fit to opt out with, or UNAUTHENTICATED.
 pub fn verify_opt_out_token(
     keys: &KeyStore,
     token: &str,
     now: crate::domain::Millis,
 ) -> Result<TokenClaims, Refusal> {
+    verify_person_token(keys, token, Purpose::OptOut, now)
+}
+
+/// A person's token of `purpose`, verified at `now`. Every failure is the same UNAUTHENTICATED to
+/// the caller; the reason goes to the log.
+pub(super) fn verify_person_token(
+    keys: &KeyStore,
+    token: &str,
+    purpose: Purpose,
+    now: crate::domain::Millis,
+) -> Result<TokenClaims, Refusal> {
     keys.current()
         .tokens
-        .verify(token, Purpose::OptOut, now)
+        .verify(token, purpose, now)
         .map_err(|e: TokenError| {
-            tracing::info!(reason = %e, "opt-out token refused");
-            Refusal::unauthenticated("invalid or expired opt-out token")
+            tracing::info!(reason = %e, purpose = purpose.as_str(), "person's token refused");
+            Refusal::unauthenticated(format!(
+                "invalid or expired {} token",
+                purpose.as_str().replace('_', "-")
+            ))
         })
 }
 
@@ -169,17 +206,8 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         request: Request<proto::IssueOptOutTokenRequest>,
     ) -> Result<Response<proto::IssueOptOutTokenResponse>, Status> {
         let principal = principal(&request)?;
-        let (recipient, scope, ttl) =
-            convert::issue_token(request.into_inner()).map_err(ServiceError::from)?;
-        auth::authorize_tenants(&principal, [scope.tenant.as_str()])?;
-        let expires_at = self.service.clock().now() + ttl;
-        let subject = self.service.subject(&recipient);
-        let token = self
-            .keys
-            .current()
-            .tokens
-            .issue(subject, &scope, Purpose::OptOut, expires_at)
-            .map_err(|e| Refusal::NotConfigured(e.to_string()))?;
+        let asked = convert::issue_token(request.into_inner()).map_err(ServiceError::from)?;
+        let (token, expires_at) = self.mint(&principal, asked, Purpose::OptOut)?;
         Ok(Response::new(proto::IssueOptOutTokenResponse {
             token,
             expires_at: Some(convert::timestamp(expires_at)),

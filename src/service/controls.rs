@@ -124,9 +124,25 @@ impl Suppressions {
             now,
         )?;
         let detail = json!({"reason": halt.reason, "channels": channel_names(halt.channels)});
-        let control = Control::Halt(halt);
+        let Control::Halt(halt) = self
+            .create(Control::Halt(halt), Action::Halt, detail, now)
+            .await?
+        else {
+            unreachable!("built as a halt")
+        };
+        Ok(halt)
+    }
+
+    /// Stores a new control with its audit entry, then waits until the replicas answer by it.
+    async fn create(
+        &self,
+        control: Control,
+        action: Action,
+        detail: serde_json::Value,
+        now: Millis,
+    ) -> Result<Control, ServiceError> {
         let entry = entry(
-            Action::Halt,
+            action,
             &control,
             &actor_of(&control),
             now,
@@ -137,10 +153,7 @@ impl Suppressions {
             .insert_control(&control, entry, self.audit_log())
             .await?;
         self.propagate().await?;
-        let Control::Halt(halt) = control else {
-            unreachable!("built as a halt")
-        };
-        Ok(halt)
+        Ok(control)
     }
 
     #[tracing::instrument(name = "resume", skip_all, err)]
@@ -180,19 +193,10 @@ impl Suppressions {
             "channels": channel_names(d.channels),
         });
         let control = Control::Mandatory(d);
-        let entry = entry(
-            Action::DeclareMandatory,
-            &control,
-            &actor_of(&control),
-            now,
-            detail.to_string(),
-        );
-        self.inner
-            .store
-            .insert_control(&control, entry, self.audit_log())
-            .await?;
-        self.propagate().await?;
-        let Control::Mandatory(d) = control else {
+        let Control::Mandatory(d) = self
+            .create(control, Action::DeclareMandatory, detail, now)
+            .await?
+        else {
             unreachable!("built as a declaration")
         };
         Ok(d)
