@@ -243,16 +243,17 @@ impl MandatoryDeclaration {
 }
 
 #[cfg(test)]
+// The fixtures are shared with `answer`'s tests.
 mod tests {
     use super::*;
 
-    const NOW: Millis = 1_800_000_000_000;
+    pub(super) const NOW: Millis = 1_800_000_000_000;
 
-    fn notice(tenant: &str, channel: Channel, topic: &str, campaign: &str) -> Notice {
+    pub(super) fn notice(tenant: &str, channel: Channel, topic: &str, campaign: &str) -> Notice {
         Notice::parse(tenant, Some(channel), topic, campaign).unwrap()
     }
 
-    fn halt(topic: &str, campaign: &str, channels: &[Channel]) -> Halt {
+    pub(super) fn halt(topic: &str, campaign: &str, channels: &[Channel]) -> Halt {
         let set = ChannelSet::of(channels.iter().copied());
         Halt::new(
             ReceiptId::new(NOW),

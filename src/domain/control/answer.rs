@@ -82,28 +82,13 @@ impl Controls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Reason, ReceiptId, Scope, Source, control::ChannelSet};
-
-    const NOW: Millis = 1_800_000_000_000;
-
-    fn notice(tenant: &str, channel: Channel, topic: &str, campaign: &str) -> Notice {
-        Notice::parse(tenant, Some(channel), topic, campaign).unwrap()
-    }
-
-    fn halt(topic: &str, campaign: &str, channels: &[Channel]) -> Halt {
-        let set = ChannelSet::of(channels.iter().copied());
-        Halt::new(
-            ReceiptId::new(NOW),
-            "acme",
-            topic,
-            campaign,
-            set,
-            "why",
-            "op".into(),
-            NOW,
-        )
-        .unwrap()
-    }
+    use crate::domain::{
+        Reason, ReceiptId, Scope, Source,
+        control::{
+            ChannelSet,
+            tests::{NOW, halt, notice},
+        },
+    };
 
     fn postal_recalls(expires_at: Millis) -> MandatoryDeclaration {
         let set = ChannelSet::of([Channel::Postal]);
