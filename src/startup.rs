@@ -22,7 +22,6 @@ use crate::{
 use anyhow::Context;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -269,14 +268,13 @@ impl Application {
 
         let draining = background.clone();
         let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
-        let serve =
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                shutdown.await;
-                tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
-                set_health(&health, ServingStatus::NotServing).await;
-                draining.cancel();
-                let _ = drain_started.send(());
-            });
+        let serve = router.serve_with_incoming_shutdown(api::incoming(listener), async move {
+            shutdown.await;
+            tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
+            set_health(&health, ServingStatus::NotServing).await;
+            draining.cancel();
+            let _ = drain_started.send(());
+        });
         // Graceful shutdown waits for every open call; a client holding a stream open (a health
         // watch) must not keep the process alive past the grace period.
         let served = tokio::select! {

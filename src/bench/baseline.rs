@@ -6,7 +6,6 @@ use crate::proto::{self, suppression_server::Suppression};
 use clap::Args;
 use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 #[derive(Args, Clone, Debug)]
@@ -162,7 +161,7 @@ pub async fn serve(
         .max_decoding_message_size(crate::api::MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(server)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::api::incoming(listener), shutdown)
         .await?;
     Ok(())
 }
