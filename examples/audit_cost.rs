@@ -14,7 +14,7 @@ use suppressd::{
         Pepper, Reason, ReceiptId, Recipient, RecipientKind, Scope, Source, Suppression,
         clock::system_now,
     },
-    store::Store,
+    store::{AuditHint, Store},
 };
 
 fn batch(pepper: &Pepper, start: usize, n: usize) -> Vec<Suppression> {
@@ -67,44 +67,20 @@ async fn main() {
     for with_log in [false, true, false, true] {
         let (name, url) = fresh_db(&admin).await;
         let store = Store::connect(&url).await.unwrap();
-        let Store::Postgres(pool) = &store else {
-            unreachable!()
+        // The baseline is the store's own (`serve --bench-unaudited-baseline`): the same statement
+        // shape, records only.
+        let log = AuditLog {
+            bench_unaudited: !with_log,
+            ..log.clone()
         };
+        let mut hint = AuditHint::default();
         let started = Instant::now();
         for b in 0..batches {
             let records = batch(&pepper, b * size, size);
-            if with_log {
-                store
-                    .commit(&records, &[], system_now(), &log)
-                    .await
-                    .unwrap();
-            } else {
-                // The same rows, the same single transaction, without the log.
-                let mut tx = pool.begin().await.unwrap();
-                let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO suppressions (receipt_id, subject, tenant, channel, topic, campaign, reason, \
-                     source, actor, received_at, effective_at, expires_at, idempotency_key, committed_at) ",
-                );
-                q.push_values(&records, |mut row, s| {
-                    row.push_bind(s.receipt.to_string())
-                        .push_bind(s.subject.0.to_vec())
-                        .push_bind(s.scope.tenant.clone())
-                        .push_bind(0)
-                        .push_bind(s.scope.topic.clone())
-                        .push_bind(s.scope.campaign.clone())
-                        .push_bind(1)
-                        .push_bind(5)
-                        .push_bind(s.actor.clone())
-                        .push_bind(s.received_at)
-                        .push_bind(s.effective_at)
-                        .push_bind(s.expires_at)
-                        .push_bind(s.idempotency_key.clone())
-                        .push_bind(system_now());
-                });
-                q.push(" ON CONFLICT DO NOTHING RETURNING receipt_id");
-                let _: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await.unwrap();
-                tx.commit().await.unwrap();
-            }
+            store
+                .commit(&records, &[], system_now(), &log, &mut hint)
+                .await
+                .unwrap();
         }
         let rate = (batches * size) as f64 / started.elapsed().as_secs_f64();
         println!(

@@ -7,10 +7,13 @@
 //! path; SQLite, which has no round trips, takes three plain statements.
 
 use super::{Context, Store, StoreError};
-use crate::audit::{
-    AuditEntry, AuditLog,
-    merkle::{Frontier, Hash},
-    note::Checkpoint,
+use crate::{
+    audit::{
+        AuditEntry, AuditLog,
+        merkle::{Frontier, Hash},
+        note::Checkpoint,
+    },
+    domain::{Suppression, scope::channel_code},
 };
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 use std::collections::HashMap;
@@ -89,6 +92,7 @@ const LOCK_HEAD_PG: &str = "SELECT size, frontier FROM audit_head WHERE id = 1 F
 const LOCK_HEAD_SQLITE: &str = "SELECT size, frontier FROM audit_head WHERE id = 1";
 
 /// The log's head as locked in a transaction: entries appended now are numbered from `size`.
+#[derive(Debug)]
 pub(super) struct Head {
     pub size: i64,
     pub frontier: Vec<u8>,
@@ -115,19 +119,29 @@ pub(super) struct Append {
     pub note: String,
 }
 
-/// Extends the tree stored in the head with `entries`; `sign` turns the new head into a note.
+impl Append {
+    /// The head this append leaves behind.
+    pub fn head(&self) -> Head {
+        Head {
+            size: self.size as i64,
+            frontier: self.frontier.clone(),
+        }
+    }
+}
+
+/// Extends the tree stored in `head` with `entries` and signs a checkpoint of the new tree head
+/// with `log`'s key.
 fn plan_append(
-    size: i64,
-    frontier: &[u8],
+    head: &Head,
     entries: impl IntoIterator<Item = AuditEntry>,
-    sign: impl FnOnce(u64, Hash) -> String,
+    log: &AuditLog,
 ) -> Result<Append, StoreError> {
     let corrupt = || StoreError::Corrupt {
         receipt: "audit_head".into(),
         problem: "the frontier does not match the size".into(),
     };
-    let size = u64::try_from(size).map_err(|_| corrupt())?;
-    let mut frontier = Frontier::from_bytes(size, frontier).ok_or_else(corrupt)?;
+    let size = u64::try_from(head.size).map_err(|_| corrupt())?;
+    let mut frontier = Frontier::from_bytes(size, &head.frontier).ok_or_else(corrupt)?;
     let entries: Vec<_> = entries
         .into_iter()
         .map(|entry| {
@@ -145,7 +159,11 @@ fn plan_append(
         size,
         root,
         frontier: frontier.to_bytes(),
-        note: sign(size, root),
+        note: log.signer.sign(&Checkpoint {
+            origin: log.origin.clone(),
+            size,
+            root,
+        }),
     })
 }
 
@@ -164,15 +182,10 @@ pub(super) trait AuditTx {
         entries: impl IntoIterator<Item = AuditEntry>,
         log: &AuditLog,
         now: i64,
-    ) -> Result<(), StoreError> {
-        let append = plan_append(head.size, &head.frontier, entries, |size, root| {
-            log.signer.sign(&Checkpoint {
-                origin: log.origin.clone(),
-                size,
-                root,
-            })
-        })?;
-        self.write_audit(&append, now).await
+    ) -> Result<Head, StoreError> {
+        let append = plan_append(&head, entries, log)?;
+        self.write_audit(&append, now).await?;
+        Ok(append.head())
     }
 }
 
@@ -209,27 +222,9 @@ impl AuditTx for Transaction<'_, Postgres> {
     }
 
     async fn write_audit(&mut self, a: &Append, now: i64) -> Result<(), StoreError> {
-        let mut q = QueryBuilder::new(concat!(
-            "WITH entries AS (INSERT INTO audit_log (",
-            audit_columns!(),
-            ") "
-        ));
-        q.push_values(&a.entries, |mut row, (e, hashes)| {
-            push_entry!(row, e, hashes)
-        });
-        q.push("), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (")
-            .push_bind(a.size as i64)
-            .push(", ")
-            .push_bind(a.root.to_vec())
-            .push(", ")
-            .push_bind(a.note.clone())
-            .push(", ")
-            .push_bind(now)
-            .push(")) UPDATE audit_head SET size = ")
-            .push_bind(a.size as i64)
-            .push(", frontier = ")
-            .push_bind(a.frontier.clone())
-            .push(" WHERE id = 1");
+        let mut q = QueryBuilder::new("WITH ");
+        push_append(&mut q, a, now);
+        q.push(" SELECT 1");
         q.build()
             .execute(&mut **self)
             .await
@@ -237,6 +232,91 @@ impl AuditTx for Transaction<'_, Postgres> {
         Ok(())
     }
 }
+
+/// The data-modifying CTEs of an append on PostgreSQL, named `entries`, `checkpoint` and `head`
+/// (`head` yields a row only if the head still had the size the append was planned from).
+fn push_append(q: &mut QueryBuilder<Postgres>, a: &Append, now: i64) {
+    let from = a.entries.first().map_or(a.size, |(e, _)| e.seq) as i64;
+    q.push(concat!(
+        "entries AS (INSERT INTO audit_log (",
+        audit_columns!(),
+        ") "
+    ));
+    q.push_values(&a.entries, |mut row, (e, hashes)| {
+        push_entry!(row, e, hashes)
+    });
+    q.push(
+        "), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (",
+    )
+    .push_bind(a.size as i64)
+    .push(", ")
+    .push_bind(a.root.to_vec())
+    .push(", ")
+    .push_bind(a.note.clone())
+    .push(", ")
+    .push_bind(now)
+    .push(")), head AS (UPDATE audit_head SET size = ")
+    .push_bind(a.size as i64)
+    .push(", frontier = ")
+    .push_bind(a.frontier.clone())
+    .push(" WHERE id = 1 AND size = ")
+    .push_bind(from)
+    .push(" RETURNING 1)");
+}
+
+/// The worker's commit of new opt-outs on PostgreSQL in one round trip: the records, their audit
+/// entries, the checkpoint and the head in one autocommitted statement, planned on the head this
+/// worker last wrote (`head`) instead of one read under the head's lock. It holds only if every
+/// record is new and the head has not moved; otherwise the statement refuses (`suppressd_refuse`,
+/// or the audit key taken by another writer), nothing of it stays, and this returns `None` for the
+/// caller to commit under the lock. Returns the head it leaves behind.
+pub(super) async fn commit_at_once(
+    pool: &sqlx::PgPool,
+    batch: &[Suppression],
+    trace_ids: &[String],
+    committed_at: i64,
+    log: &AuditLog,
+    head: Head,
+) -> Result<Option<Head>, StoreError> {
+    let traces = trace_ids
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::repeat(""));
+    let entries = batch
+        .iter()
+        .zip(traces)
+        .enumerate()
+        .map(|(k, (s, trace))| AuditEntry::opt_out(head.seq(k), committed_at, s, trace));
+    let append = plan_append(&head, entries, log)?;
+    let mut q = QueryBuilder::new(concat!(
+        "WITH new AS (INSERT INTO suppressions (",
+        columns!(),
+        ", committed_at, import_batch) "
+    ));
+    q.push_values(batch, |mut row, s| {
+        push_record!(row, s, committed_at, None::<&str>)
+    });
+    q.push(" ON CONFLICT DO NOTHING RETURNING 1), ");
+    push_append(&mut q, &append, committed_at);
+    q.push(
+        " SELECT suppressd_refuse('a record was already stored, or the audit head moved') \
+         FROM (SELECT (SELECT count(*) FROM new) AS n, (SELECT count(*) FROM head) AS h) c \
+         WHERE c.n <> ",
+    )
+    .push_bind(batch.len() as i64)
+    .push(" OR c.h <> 1");
+    match q.build().execute(pool).await {
+        Ok(_) => Ok(Some(append.head())),
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some(REFUSED | TAKEN)) => {
+            Ok(None)
+        }
+        Err(e) => Err(e).context("committing a batch with its audit entries"),
+    }
+}
+
+/// `suppressd_refuse`'s error code (migration 0006), and PostgreSQL's for a unique key already taken.
+const REFUSED: &str = "SDR01";
+const TAKEN: &str = "23505";
 
 impl AuditTx for Transaction<'_, Sqlite> {
     async fn lock_head(&mut self) -> Result<Head, StoreError> {

@@ -35,7 +35,8 @@ pub mod names {
     pub const OLDEST_PENDING_AGE: &str = "suppressd_writebehind_oldest_pending_age_seconds";
     /// Records per store transaction of the worker.
     pub const BATCH_SIZE: &str = "suppressd_writebehind_batch_size";
-    /// Time the store took to commit one batch.
+    /// Time the store took to commit one batch, by `path`: `at_once` (one round trip) or `locked`
+    /// (a transaction under the audit head's lock: the first commit, or after another writer).
     pub const COMMIT_DURATION: &str = "suppressd_writebehind_commit_duration_seconds";
     /// Records the worker committed that the store did not have (redeliveries add none).
     pub const COMMITTED: &str = "suppressd_writebehind_committed_total";

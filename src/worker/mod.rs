@@ -14,7 +14,7 @@ use crate::{
         stream::{Consumer, Delivery},
     },
     domain::{Clock, Suppression},
-    store::Store,
+    store::{AuditHint, Store},
     telemetry::{metrics::names, propagation},
 };
 use std::time::{Duration, Instant};
@@ -58,6 +58,8 @@ pub struct Worker {
     store: Store,
     clock: Clock,
     log: AuditLog,
+    /// The audit head this worker's last commit left (see [`Store::commit`]).
+    audit_head: AuditHint,
     settings: WorkerSettings,
     /// Whether this member may hold pending entries of its own (at start, and after a failure).
     own_pending: bool,
@@ -81,6 +83,7 @@ impl Worker {
             store,
             clock,
             log,
+            audit_head: AuditHint::default(),
             settings,
             own_pending: true,
             last_claim: None,
@@ -185,15 +188,27 @@ impl Worker {
             return Ok(report);
         }
         let started = Instant::now();
-        report.inserted = self
+        let committed = self
             .store
-            .commit(&records, &trace_ids, self.clock.now(), &self.log)
+            .commit(
+                &records,
+                &trace_ids,
+                self.clock.now(),
+                &self.log,
+                &mut self.audit_head,
+            )
             .await?;
         if self.settings.crash_after_commit {
             tracing::error!("failpoint: aborting between the store commit and the acknowledgement");
             std::process::abort();
         }
-        metrics::histogram!(names::COMMIT_DURATION).record(started.elapsed());
+        report.inserted = committed.inserted;
+        let path = if committed.at_once {
+            "at_once"
+        } else {
+            "locked"
+        };
+        metrics::histogram!(names::COMMIT_DURATION, "path" => path).record(started.elapsed());
         metrics::histogram!(names::BATCH_SIZE).record(records.len() as f64);
         metrics::counter!(names::COMMITTED).increment(report.inserted);
         span.record("suppressd.inserted", report.inserted as i64);
@@ -208,8 +223,6 @@ impl Worker {
         Ok(report)
     }
 
-    /// Steps until shutdown. A failing step (store or Redis away) is retried with a growing pause;
-    /// the entries stay pending meanwhile, so nothing is lost.
     /// Appends an `expire` audit entry for each system suppression that expired since the last
     /// sweep (the check path already ignores expired records; this puts the change on the record).
     pub async fn log_expiries(&mut self) -> anyhow::Result<u64> {
@@ -220,6 +233,8 @@ impl Worker {
             .await?)
     }
 
+    /// Steps until shutdown. A failing step (store or Redis away) is retried with a growing pause;
+    /// the entries stay pending meanwhile, so nothing is lost.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut pause = Duration::from_millis(50);
         while !shutdown.is_cancelled() {

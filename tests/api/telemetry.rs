@@ -366,7 +366,13 @@ async fn child_serves_metrics() {
     let batches = delta("suppressd_writebehind_batch_size_count", &[]);
     assert!((1.0..=2.0).contains(&batches));
     assert_eq!(
-        delta("suppressd_writebehind_commit_duration_seconds_count", &[]),
+        ["locked", "at_once"]
+            .map(|path| delta(
+                "suppressd_writebehind_commit_duration_seconds_count",
+                &[("path", path)]
+            ))
+            .iter()
+            .sum::<f64>(),
         batches
     );
     assert_eq!(after.value("suppressd_cache_complete", &[]), 1.0);

@@ -9,7 +9,8 @@ use suppressd::{
         Clock, Pepper, Reason, ReceiptId, Recipient, RecipientKind, Scope, Source, Suppression,
         clock::system_now,
     },
-    store::Store,
+    service::audit::verify_log,
+    store::{AuditHint, Committed, Store},
     worker::{Worker, WorkerSettings},
 };
 
@@ -39,26 +40,31 @@ async fn rig(backend: Backend) -> Rig {
     }
 }
 
+/// An opt-out of `user-{i}` from the news topic, received now.
+fn suppression(i: usize) -> Suppression {
+    let pepper = Pepper::new(PEPPER.as_bytes()).unwrap();
+    let now = system_now();
+    let recipient = Recipient::parse(RecipientKind::UserId, &format!("user-{i}")).unwrap();
+    Suppression {
+        receipt: ReceiptId::new(now),
+        subject: pepper.subject(&recipient),
+        scope: Scope::parse("", None, "news", "").unwrap(),
+        reason: Reason::UserRequest,
+        source: Source::Api,
+        actor: "test".into(),
+        received_at: now,
+        effective_at: now,
+        expires_at: None,
+        idempotency_key: None,
+    }
+}
+
 impl Rig {
     /// Queues `n` opt-outs the way `OptOut` does, and returns them.
     async fn queue(&self, n: usize) -> Vec<Suppression> {
-        let pepper = Pepper::new(PEPPER.as_bytes()).unwrap();
         let mut queued = Vec::new();
         for i in 0..n {
-            let now = system_now();
-            let recipient = Recipient::parse(RecipientKind::UserId, &format!("user-{i}")).unwrap();
-            let s = Suppression {
-                receipt: ReceiptId::new(now),
-                subject: pepper.subject(&recipient),
-                scope: Scope::parse("", None, "news", "").unwrap(),
-                reason: Reason::UserRequest,
-                source: Source::Api,
-                actor: "test".into(),
-                received_at: now,
-                effective_at: now,
-                expires_at: None,
-                idempotency_key: None,
-            };
+            let s = suppression(i);
             let recorded = self
                 .cache
                 .record(&s, &StreamEntry::encode(&s), 0)
@@ -133,9 +139,16 @@ async fn a_consumer_that_dies_between_commit_and_ack_leaves_one_row_each(backend
     let records: Vec<_> = read.into_iter().map(|d| d.record.unwrap()).collect();
     assert_eq!(
         rig.store
-            .commit(&records, &[], system_now(), &AuditLog::development())
+            .commit(
+                &records,
+                &[],
+                system_now(),
+                &AuditLog::development(),
+                &mut Default::default(),
+            )
             .await
-            .unwrap(),
+            .unwrap()
+            .inserted,
         7
     );
     drop(dying); // committed, never acknowledged
@@ -199,3 +212,38 @@ on_both_stores!(
     entries_drain_in_order_of_arrival,
     an_undecodable_entry_is_dead_lettered_not_lost_or_blocking,
 );
+
+/// On PostgreSQL a worker commits a batch in one round trip planned on the audit head it last wrote.
+/// When another writer has moved the head since, or a record of the batch is already stored, the
+/// database refuses that statement and the batch commits under the head's lock instead: one entry
+/// per new record either way, and a log that verifies.
+#[tokio::test]
+async fn a_commit_planned_on_a_moved_head_or_with_a_stored_record_falls_back_whole() {
+    let rig = rig(Backend::Postgres).await;
+    let log = AuditLog::development();
+    let records: Vec<_> = (0..15).map(suppression).collect();
+    let (mut a, mut b) = (AuditHint::default(), AuditHint::default());
+    let commit = async |batch: &[Suppression], hint: &mut AuditHint| {
+        rig.store
+            .commit(batch, &[], system_now(), &log, hint)
+            .await
+            .unwrap()
+    };
+    let committed = |inserted, at_once| Committed { inserted, at_once };
+
+    // No hint yet: under the lock. Then planned on the head it left: at once.
+    assert_eq!(commit(&records[0..3], &mut a).await, committed(3, false));
+    assert_eq!(commit(&records[3..6], &mut a).await, committed(3, true));
+    // Another writer moves the head: A's next plan is refused, and A commits under the lock.
+    assert_eq!(commit(&records[6..8], &mut b).await, committed(2, false));
+    assert_eq!(commit(&records[8..11], &mut a).await, committed(3, false));
+    // A redelivered record among new ones: refused whole, then only the new ones get entries.
+    let mixed = [&records[10..11], &records[11..13]].concat();
+    assert_eq!(commit(&mixed, &mut a).await, committed(2, false));
+    assert_eq!(commit(&records[13..15], &mut a).await, committed(2, true));
+
+    assert_eq!(rig.rows().await, receipts(&records));
+    let report = verify_log(&rig.store, log.verifier(), None).await.unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert_eq!((report.entries, report.checkpoints), (15, 6));
+}
