@@ -1,5 +1,5 @@
 //! The flags of `suppressd bench`, named and defaulted as ghz names them, so that a ghz command line
-//! for this service runs here unchanged (TLS aside: only `--insecure` is supported for now).
+//! for this service runs here unchanged (ghz's `--skipTLS` aside: certificates are always verified).
 
 use clap::{Args, Parser, ValueEnum};
 use std::{path::PathBuf, time::Duration};
@@ -44,9 +44,30 @@ pub struct BenchSettings {
     #[arg(short = 'm', long)]
     pub metadata: Option<String>,
 
-    /// Plaintext HTTP/2. Required for now: TLS is not supported by this load generator yet.
-    #[arg(long)]
+    /// Plaintext HTTP/2. Without it the connection is TLS, verified against `--cacert`.
+    #[arg(long, conflicts_with_all = ["cacert", "cert", "key", "cname"])]
     pub insecure: bool,
+
+    /// PEM file of the CA certificate(s) that sign the server's certificate (TLS).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+
+    /// PEM file of a client certificate to present (mutual TLS); needs `--key`.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key; needs `--cert`.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// The server name to verify the certificate against, when it is not the host's.
+    #[arg(long)]
+    pub cname: Option<String>,
+
+    /// ghz's "skip certificate verification". Refused: a load test that trusts any certificate
+    /// measures a connection no client of this service would make.
+    #[arg(long = "skipTLS", hide = true)]
+    pub skip_tls: bool,
 
     /// Deadline of each call; a call past it counts as DeadlineExceeded.
     #[arg(short = 't', long, default_value = "20s", value_parser = parse_go_duration)]

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{
     Status,
     metadata::{MetadataKey, MetadataMap, MetadataValue},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 /// How each request is made: parsed once, before the first call, so that a mistake in `--data`
@@ -153,21 +153,49 @@ struct Shared {
     stop: CancellationToken,
 }
 
+/// The client's TLS settings from ghz's flags, or `None` for plaintext (`--insecure`).
+fn tls_config(settings: &BenchSettings) -> anyhow::Result<Option<ClientTlsConfig>> {
+    if settings.insecure {
+        return Ok(None);
+    }
+    if settings.skip_tls {
+        bail!("--skipTLS is not supported: pass the server's CA with --cacert (or use --insecure)");
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let Some(ca) = &settings.cacert else {
+        bail!(
+            "TLS needs the server's CA certificate: pass --cacert FILE (or --insecure for plaintext)"
+        );
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let Some(name) = &settings.cname {
+        tls = tls.domain_name(name.clone());
+    }
+    if let (Some(cert), Some(key)) = (&settings.cert, &settings.key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
+
 /// Runs a load test and returns its report. `cancel` ends it early (end reason `cancel`).
 pub async fn run(settings: &BenchSettings, cancel: CancellationToken) -> anyhow::Result<Report> {
-    if !settings.insecure {
-        bail!("only plaintext is supported for now: pass --insecure (TLS is not implemented yet)");
-    }
     if settings.rps.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rps must be a positive number");
     }
     let plan = Plan::new(settings)?;
     let mut channels = Vec::new();
+    let tls = tls_config(settings)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     for _ in 0..settings.connections {
-        let endpoint = Endpoint::from_shared(format!("http://{}", settings.host))
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", settings.host))
             .with_context(|| format!("{:?} is not a host:port", settings.host))?
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
         channels.push(
             endpoint
                 .connect()

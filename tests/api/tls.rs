@@ -219,3 +219,63 @@ async fn mtls_maps_the_certificate_to_a_principal_and_refuses_clients_without_on
         .expect("still serving");
     assert_eq!(app.rows(None).await, 1);
 }
+
+/// The load generator speaks TLS as ghz does (`--cacert`, `--cname`): every call through it is
+/// answered, and it refuses to start without a CA to verify the server against, or with the wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_verifies_the_server_and_loads_it_over_tls() {
+    use suppressd::bench::{self, BenchSettings};
+    use tokio_util::sync::CancellationToken;
+
+    let pki = Pki::new();
+    let app = pki.app(false).await;
+    let ca = pki.write("bench-ca.pem", &pki.ca.cert_pem);
+    let host = app.addr.to_string();
+    let metadata = format!(r#"{{"authorization":"Bearer {ADMIN_KEY}"}}"#);
+    let settings = |tls: &[&str]| {
+        let mut args = vec![
+            "--call",
+            "suppress.v1.Suppression.CheckSuppressed",
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "-m",
+            &metadata,
+            "-d",
+            r#"{"recipient":{"email":"tls@example.com"},"scope":{"tenant":"t","channel":"CHANNEL_EMAIL","topic":"news"}}"#,
+        ];
+        args.extend_from_slice(tls);
+        args.push(&host);
+        BenchSettings::from_args(args).unwrap()
+    };
+    let run = async |s: BenchSettings| bench::run(&s, CancellationToken::new()).await;
+
+    let ca_path = ca.to_str().unwrap();
+    let report = run(settings(&["--cacert", ca_path, "--cname", "localhost"]))
+        .await
+        .unwrap();
+    assert_eq!(report.count, 20);
+    assert_eq!(
+        report.status_code_distribution,
+        [("OK".into(), 20)].into(),
+        "{:?}",
+        report.error_distribution
+    );
+
+    let refused = run(settings(&[])).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("--cacert"), "{refused:#}");
+    let stranger = Pki::new();
+    let other_ca = stranger.write("other-ca.pem", &stranger.ca.cert_pem);
+    let refused = run(settings(&[
+        "--cacert",
+        other_ca.to_str().unwrap(),
+        "--cname",
+        "localhost",
+    ]))
+    .await;
+    assert!(
+        refused.is_err(),
+        "a server signed by another CA was trusted"
+    );
+}
