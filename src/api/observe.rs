@@ -11,7 +11,7 @@
 
 use crate::{
     proto,
-    telemetry::{metrics::names, propagation},
+    telemetry::{metrics::names, propagation, sampling},
 };
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -64,10 +64,10 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let call = Call::start(&request);
-        let inner = {
+        let inner = sampling::within(call.sampled, || {
             let _entered = call.span.enter();
             self.inner.call(request)
-        };
+        });
         ObservedFuture {
             inner,
             call: Some(call),
@@ -92,10 +92,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
+        let decision = this.call.as_ref().and_then(|c| c.sampled);
+        let result = sampling::within(decision, || {
             let _entered = this.call.as_ref().map(|c| c.span.enter());
-            ready!(this.inner.poll(cx))
-        };
+            this.inner.poll(cx)
+        });
+        let result = ready!(result);
         let mut call = this.call.take().expect("polled after completion");
         Poll::Ready(match result {
             Ok(response) => {
@@ -139,10 +141,12 @@ impl<B: Body> Body for ObservedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let polled = {
+        let decision = this.call.as_ref().and_then(|c| c.sampled);
+        let polled = sampling::within(decision, || {
             let _entered = this.call.as_ref().map(|c| c.span.enter());
-            ready!(this.inner.poll_frame(cx))
-        };
+            this.inner.poll_frame(cx)
+        });
+        let polled = ready!(polled);
         let code = match &polled {
             Some(Ok(frame)) => frame
                 .trailers_ref()
@@ -170,6 +174,8 @@ impl<B: Body> Body for ObservedBody<B> {
 /// client went away first.
 struct Call {
     span: Span,
+    /// Whether the call's trace is recorded, decided as it arrived (`None`: traces are off).
+    sampled: Option<bool>,
     method: &'static Method,
     started: Instant,
     code: Option<i32>,
@@ -178,24 +184,29 @@ struct Call {
 impl Call {
     fn start<B>(request: &http::Request<B>) -> Call {
         let method = Method::of(request.uri().path());
-        let span = tracing::info_span!(
-            "rpc",
-            otel.name = method.full,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = method.service,
-            rpc.method = method.method,
-            rpc.grpc.status_code = Empty,
-            otel.status_code = Empty,
-            // The authenticated principal's name (never the key), filled in by the handler.
-            principal = Empty,
-        );
-        if let Some(parent) = propagation::from_headers(request.headers()) {
-            // Fails only when traces are off, and then there is nothing to continue.
+        let parent = propagation::from_headers(request.headers());
+        let sampled = sampling::decide(parent.as_ref());
+        let span = sampling::within(sampled, || {
+            tracing::info_span!(
+                "rpc",
+                otel.name = method.full,
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = method.service,
+                rpc.method = method.method,
+                rpc.grpc.status_code = Empty,
+                otel.status_code = Empty,
+                // The authenticated principal's name (never the key), filled in by the handler.
+                principal = Empty,
+            )
+        });
+        if let Some(parent) = parent {
+            // Fails when the span is not recorded (traces off, or not sampled): nothing to continue.
             let _ = span.set_parent(parent);
         }
         Call {
             span,
+            sampled,
             method,
             started: Instant::now(),
             code: None,

@@ -19,6 +19,7 @@ use crate::{
     auth::{KeyStore, token},
     domain::{Reason, Source, Subject},
     service::{Durability, OptOutCommand, ServiceError, Suppressions},
+    telemetry::sampling,
 };
 use axum::{
     Router,
@@ -95,7 +96,9 @@ async fn unsubscribe(
             return html(StatusCode::INTERNAL_SERVER_ERROR, page::failed());
         }
     };
-    match front.service.opt_out(cmd).await {
+    // A person's click starts a trace of its own, sampled here.
+    let recorded = sampling::Sampled::new(front.service.opt_out(cmd), sampling::decide(None));
+    match recorded.await {
         Ok(receipt) => html(StatusCode::OK, page::done(&scope, &receipt.id.to_string())),
         Err(ServiceError::Unavailable { message, cause }) => {
             tracing::warn!(error = ?cause, "{message}");

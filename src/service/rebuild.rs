@@ -16,7 +16,7 @@ use crate::{
     cache::Cache,
     domain::{Clock, Millis},
     store::Store,
-    telemetry::metrics::names,
+    telemetry::{metrics::names, sampling},
 };
 use std::{
     sync::{
@@ -151,7 +151,7 @@ impl Rebuilder {
         }
         metrics::gauge!(names::REBUILD_RUNNING).set(1.0);
         metrics::gauge!(names::REBUILD_RECORDS).set(0.0);
-        let outcome = self.rebuild().await;
+        let outcome = sampling::Sampled::new(self.rebuild(), sampling::decide(None)).await;
         metrics::gauge!(names::REBUILD_RUNNING).set(0.0);
         let label = match &outcome {
             Ok(RebuildOutcome::Rebuilt { .. }) => "rebuilt",

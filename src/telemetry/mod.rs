@@ -13,6 +13,7 @@
 mod json;
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 
 use crate::config::LogFormat;
 use anyhow::Context as _;
@@ -20,7 +21,12 @@ use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use std::time::Duration;
 use tracing::Level;
-use tracing_subscriber::{EnvFilter, Layer, Registry, filter::Targets, fmt, prelude::*};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry,
+    filter::{FilterExt, Targets},
+    fmt,
+    prelude::*,
+};
 
 /// The service name used when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
 pub const SERVICE_NAME: &str = "suppressd";
@@ -57,6 +63,9 @@ impl Drop for TelemetryGuard {
 /// runtime: the exporter's channel is created on it.
 pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let provider = tracing_configured().then(tracer_provider).transpose()?;
+    if provider.is_some() {
+        sampling::install(sampling::HeadSampler::from_env().map_err(anyhow::Error::msg)?);
+    }
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
 
     let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -90,7 +99,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
                 .with_location(false)
                 .with_threads(false)
                 .with_target(false)
-                .with_filter(ours)
+                .with_filter(ours.and(sampling::HeadSampling))
                 .boxed(),
         );
     }
@@ -116,9 +125,9 @@ fn tracing_configured() -> bool {
 }
 
 /// The OTLP/gRPC exporter behind a batch processor. The exporter reads the endpoint, headers and
-/// timeout from `OTEL_EXPORTER_OTLP_*`; the SDK's default configuration reads the sampler from
-/// `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`) and the batch
-/// settings from `OTEL_BSP_*`.
+/// timeout from `OTEL_EXPORTER_OTLP_*`; the SDK's default configuration reads the batch settings
+/// from `OTEL_BSP_*`. Its sampler records every span it is given: the sampler the variables name
+/// has already decided, at the head of each trace ([`sampling`]).
 fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -126,6 +135,7 @@ fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
         .context("building the OTLP span exporter")?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_resource(resource())
         .build())
 }

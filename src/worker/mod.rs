@@ -15,7 +15,7 @@ use crate::{
     },
     domain::{Clock, Suppression},
     store::{AuditHint, Store},
-    telemetry::{metrics::names, propagation},
+    telemetry::{metrics::names, propagation, sampling},
 };
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -98,7 +98,9 @@ impl Worker {
             // An idle read: nothing to commit, and no span for it.
             return Ok(StepReport::default());
         }
-        match self.commit(batch).await {
+        // Each batch starts a trace of its own (linked to its requests' traces), sampled here.
+        let decision = sampling::decide(None);
+        match sampling::Sampled::new(self.commit(batch), decision).await {
             Ok(report) => Ok(report),
             Err(e) => {
                 self.own_pending = true;

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::{Span, span::SpanKind},
 };
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -223,6 +223,90 @@ fn traceparent<T>(request: &mut tonic::Request<T>, trace: &str) {
         format!("00-{trace}-{CALLER_SPAN}-01").parse().unwrap(),
     );
     metadata.insert("tracestate", TRACESTATE.parse().unwrap());
+}
+
+/// A caller's trace that asked not to be sampled (`traceparent` flags `00`).
+const UNSAMPLED_TRACE: &str = "5e0c63257de34c926f9efcd03927272e";
+
+/// The sampler decides at the head of each trace, so a trace is exported whole or not at all: with
+/// `parentbased_always_off`, calls that bring no decision and the worker's commits export nothing,
+/// not even a fragment, a caller's unsampled trace stays unsampled, and a caller's sampled trace
+/// arrives with every span of the call beneath it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_sampled_whole_at_their_head() {
+    let receiver = Receiver::start("127.0.0.1:0").await.unwrap();
+    run_child(
+        "telemetry::child_samples_at_the_head",
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{}", receiver.addr),
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_off".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+    )
+    .await;
+    let exported = receiver.stop();
+    let spans: Vec<&Span> = exported
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+
+    let traces: BTreeSet<String> = spans.iter().map(|s| hex(&s.trace_id)).collect();
+    assert_eq!(
+        traces,
+        [CHECK_TRACE, OPT_OUT_TRACE].map(str::to_owned).into(),
+        "only the callers' sampled traces are exported"
+    );
+    // Whole: every span hangs from the caller's span or from another exported span.
+    let ids: BTreeSet<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
+    for span in &spans {
+        assert!(
+            hex(&span.parent_span_id) == CALLER_SPAN
+                || ids.contains(span.parent_span_id.as_slice()),
+            "{} is a fragment",
+            span.name
+        );
+    }
+    let check_rpc = one(&spans, |s| {
+        s.name == "suppress.v1.Suppression/CheckSuppressed"
+    });
+    let check = child_of(&spans, check_rpc, "check");
+    child_of(&spans, check, "HMGET");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of traces_are_sampled_whole_at_their_head"]
+async fn child_samples_at_the_head() {
+    if !is_child() {
+        return;
+    }
+    let guard = telemetry::init(LogFormat::Text).unwrap();
+    let mut app = spawn_app(Backend::Sqlite).await;
+    app.wait_cache_complete().await;
+    let notice = scope("acme", Channel::Email, "recall", "");
+    for i in 0..10 {
+        let who = email(&format!("unsampled-{i}@example.com"));
+        assert!(!app.is_suppressed(who.clone(), notice.clone()).await);
+        app.opt_out(opt_out_request(who, notice.clone())).await;
+    }
+    let mut unsampled = tonic::Request::new(proto::CheckSuppressedRequest {
+        recipient: Some(email(RAW_EMAIL)),
+        scope: Some(notice.clone()),
+    });
+    unsampled.metadata_mut().insert(
+        "traceparent",
+        format!("00-{UNSAMPLED_TRACE}-{CALLER_SPAN}-00")
+            .parse()
+            .unwrap(),
+    );
+    app.client.check_suppressed(unsampled).await.unwrap();
+    calls_with_traceparent(&mut app).await;
+    app.stop().await;
+    drop(guard);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
