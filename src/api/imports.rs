@@ -1,8 +1,9 @@
 //! Bulk imports and their rollback. Handlers of `suppress.v1.Suppression`, split from `suppression`
-//! by topic; the role (`admin`) was checked by the auth layer, the tenant of each row is checked here
-//! (a row of a tenant the caller may not use is rejected, not the whole import).
+//! by topic; the role (`admin`) was checked by the auth layer, tenants are checked here: a row of a
+//! tenant the caller may not use is rejected (not the whole import), and an admin whose key names
+//! tenants lists and rolls back only batches whose records all belong to them (and its own).
 
-use super::{SuppressionApi, convert::imports as convert, suppression::principal};
+use super::{SuppressionApi, auth, convert::imports as convert, suppression::principal};
 use crate::{proto, service::ServiceError};
 use tonic::{Request, Response, Status};
 
@@ -31,6 +32,11 @@ impl SuppressionApi {
         let principal = principal(&request)?;
         let (batch_id, reason) =
             convert::rollback(request.into_inner()).map_err(ServiceError::from)?;
+        if !principal.may_use_every_tenant() {
+            let tenants = self.service.import_tenants(&[batch_id.clone()]).await?;
+            let tenants = tenants.get(&batch_id).into_iter().flatten();
+            auth::authorize_tenants(&principal, tenants.map(String::as_str))?;
+        }
         let summary = self
             .service
             .rollback_import(&batch_id, &reason, &principal.name)
@@ -42,9 +48,19 @@ impl SuppressionApi {
         &self,
         request: Request<proto::ListImportsRequest>,
     ) -> Result<Response<proto::ListImportsResponse>, Status> {
-        principal(&request)?;
+        let principal = principal(&request)?;
         let limit = convert::list_limit(request.into_inner()).map_err(ServiceError::from)?;
-        let batches = self.service.list_imports(limit).await?;
+        let mut batches = self.service.list_imports(limit).await?;
+        if !principal.may_use_every_tenant() {
+            let ids: Vec<String> = batches.iter().map(|b| b.batch_id.clone()).collect();
+            let tenants = self.service.import_tenants(&ids).await?;
+            batches.retain(|b| {
+                b.actor == principal.name
+                    || tenants
+                        .get(&b.batch_id)
+                        .is_some_and(|ts| ts.iter().all(|t| principal.may_use_tenant(t)))
+            });
+        }
         Ok(Response::new(proto::ListImportsResponse {
             batches: batches.into_iter().map(convert::batch_to_proto).collect(),
         }))

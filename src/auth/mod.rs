@@ -90,6 +90,11 @@ impl Principal {
     pub fn may_use_tenant(&self, tenant: &str) -> bool {
         self.tenants.as_ref().is_none_or(|t| t.contains(tenant))
     }
+
+    /// Whether the principal may use every tenant (its key names none).
+    pub fn may_use_every_tenant(&self) -> bool {
+        self.tenants.is_none()
+    }
 }
 
 /// The hex SHA-256 of an API key, as the key file stores it. KeyTable are long random strings (see

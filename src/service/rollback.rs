@@ -14,6 +14,7 @@ use crate::{
     domain::{Millis, ReceiptId, Suppression},
     store::imports::ImportBatchRow,
 };
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Records of a batch read (and ended) at a time.
 const PAGE: usize = 1_000;
@@ -61,6 +62,14 @@ impl From<ImportBatchRow> for ImportBatch {
 
 impl Suppressions {
     /// Import batches, newest first.
+    /// The tenants of the records each batch created (one absent: it created none).
+    pub async fn import_tenants(
+        &self,
+        batches: &[String],
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, ServiceError> {
+        Ok(self.inner.store.import_tenants(batches).await?)
+    }
+
     pub async fn list_imports(&self, limit: usize) -> Result<Vec<ImportBatch>, ServiceError> {
         let rows = self.inner.store.list_imports(limit).await?;
         Ok(rows.into_iter().map(ImportBatch::from).collect())

@@ -13,6 +13,7 @@ use crate::{
     domain::{Millis, Suppression, scope::channel_code},
 };
 use sqlx::QueryBuilder;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One import batch as listed.
 #[derive(sqlx::FromRow, Debug, Clone, PartialEq, Eq)]
@@ -174,6 +175,32 @@ impl Store {
         on_pool!(self, pool => sqlx::query_as(sql)
             .bind(limit as i64).fetch_all(pool).await)
         .context("listing import batches")
+    }
+
+    /// The tenants of the records each of `batches` created (a batch that created none is absent).
+    pub async fn import_tenants(
+        &self,
+        batches: &[String],
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
+        let mut tenants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for chunk in batches.chunks(INSERT_CHUNK) {
+            let pairs: Vec<(String, String)> = on_pool!(self, pool => {
+                let mut q = QueryBuilder::new(
+                    "SELECT DISTINCT import_batch, tenant FROM suppressions WHERE import_batch IN (",
+                );
+                let mut list = q.separated(", ");
+                for batch in chunk {
+                    list.push_bind(batch.clone());
+                }
+                q.push(")");
+                q.build_query_as().fetch_all(pool).await
+            })
+            .context("reading the tenants of import batches")?;
+            for (batch, tenant) in pairs {
+                tenants.entry(batch).or_default().insert(tenant);
+            }
+        }
+        Ok(tenants)
     }
 
     /// The import batch that created a record, if one did.

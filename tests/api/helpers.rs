@@ -32,10 +32,12 @@ pub const WRITE_KEY: &str = "sk_test_write_7e6d5c4b3a291807f6e5d4c3b2a19081";
 /// Restricted to tenant "acme".
 pub const ACME_CHECK_KEY: &str = "sk_test_acmechk_0f1e2d3c4b5a69788796a5b4c3d2e1f0";
 pub const ACME_WRITE_KEY: &str = "sk_test_acmewr_1a2b3c4d5e6f708192a3b4c5d6e7f809";
+/// An admin whose key names one tenant, `acme`.
+pub const ACME_ADMIN_KEY: &str = "sk_test_acmeadm_9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a3";
 /// The token key the harness's key file issues with.
 pub const TOKEN_KEY: (&str, [u8; 32]) = ("k1", [0x11; 32]);
 
-/// The key file's text: the five principals and the given token keys (`(id, secret, issues)`).
+/// The key file's text: the six principals and the given token keys (`(id, secret, issues)`).
 pub fn key_file_text(token_keys: &[(&str, [u8; 32], bool)]) -> String {
     let principal = |name: &str, roles: &str, tenants: &str, key: &str| {
         format!(
@@ -50,6 +52,7 @@ pub fn key_file_text(token_keys: &[(&str, [u8; 32], bool)]) -> String {
     text += &principal("writer", "\"write\"", "", WRITE_KEY);
     text += &principal("acme-checker", "\"check\"", acme, ACME_CHECK_KEY);
     text += &principal("acme-writer", "\"write\"", acme, ACME_WRITE_KEY);
+    text += &principal("acme-admin", "\"admin\"", acme, ACME_ADMIN_KEY);
     for (id, secret, issue) in token_keys {
         text += &format!(
             "[[token_key]]\nid = \"{id}\"\nsecret = \"{}\"\nissue = {issue}\n\n",

@@ -200,8 +200,89 @@ async fn rolling_back_an_unknown_import_is_not_found(backend: Backend) {
     }
 }
 
+/// An admin whose key names tenants sees and rolls back only import batches whose records all belong
+/// to them (and its own): another tenant's records are out of its reach, whoever imported them.
+async fn a_tenant_admin_rolls_back_only_its_tenants_imports(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let acme = |topic: &str| scope("acme", Channel::Email, topic, "");
+    let other = scope("globex", Channel::Email, "news", "");
+    // The unrestricted admin imports for two tenants, and for acme alone.
+    let both = import(
+        &mut app.client,
+        vec![
+            row(1, "ann@example.com", acme("news")),
+            row(2, "bob@example.com", other.clone()),
+        ],
+    )
+    .await;
+    let acme_only = import(
+        &mut app.client,
+        vec![row(1, "cat@example.com", acme("news"))],
+    )
+    .await;
+    let mut tenant_admin = app.client_with_key(Some(ACME_ADMIN_KEY)).await;
+    let own = import(
+        &mut tenant_admin,
+        vec![
+            row(1, "dan@example.com", acme("news")),
+            row(2, "eve@example.com", other.clone()),
+        ],
+    )
+    .await;
+    assert_eq!((own.imported, own.rejected), (1, 1), "globex row refused");
+
+    let listed = |client: &mut Client| {
+        let mut client = client.clone();
+        async move {
+            let mut ids: Vec<String> = client
+                .list_imports(proto::ListImportsRequest { limit: 0 })
+                .await
+                .unwrap()
+                .into_inner()
+                .batches
+                .into_iter()
+                .map(|b| b.batch_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut visible = vec![acme_only.batch_id.clone(), own.batch_id.clone()];
+    visible.sort();
+    assert_eq!(listed(&mut tenant_admin).await, visible);
+    assert_eq!(listed(&mut app.client).await.len(), 3);
+
+    let refused = tenant_admin
+        .rollback_import(proto::RollbackImportRequest {
+            batch_id: both.batch_id.clone(),
+            reason: "not mine".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("globex"),
+        "{}",
+        refused.message()
+    );
+    assert!(app.is_suppressed(email("bob@example.com"), other).await);
+    assert!(
+        app.is_suppressed(email("ann@example.com"), acme("news"))
+            .await
+    );
+
+    for batch in [&acme_only.batch_id, &own.batch_id] {
+        assert_eq!(rollback(&mut tenant_admin, batch).await.removed, 1);
+    }
+    assert!(
+        !app.is_suppressed(email("cat@example.com"), acme("news"))
+            .await
+    );
+}
+
 on_both_stores!(
     a_rollback_takes_back_only_what_the_import_created,
     rolling_back_an_unknown_import_is_not_found,
     a_rollback_stops_an_import_still_streaming,
+    a_tenant_admin_rolls_back_only_its_tenants_imports,
 );
