@@ -385,7 +385,8 @@ impl Store {
             .context("reading an audit entry")
     }
 
-    /// One person's audit entries within a tenant, in log order.
+    /// One person's audit entries within a tenant, in log order: those of their records (every
+    /// entry that names a person is about one of its records; see migration 0007).
     pub async fn audit_rows_for_subject(
         &self,
         subject: &[u8],
@@ -394,7 +395,9 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             audit_columns!(),
-            " FROM audit_log WHERE subject = $1 AND tenant = $2 ORDER BY seq"
+            " FROM audit_log WHERE receipt_id IN \
+               (SELECT receipt_id FROM suppressions WHERE subject = $1 AND tenant = $2) \
+             AND subject = $1 AND tenant = $2 ORDER BY seq"
         );
         on_pool!(self, pool => sqlx::query_as(sql).bind(subject.to_vec()).bind(tenant).fetch_all(pool).await)
             .context("reading a subject's audit entries")

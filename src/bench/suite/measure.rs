@@ -28,9 +28,9 @@ const PREFIX: &str = "bench:";
 /// The key prefix of the server that commits without the audit log (the audit cost baseline).
 const UNAUDITED_PREFIX: &str = "bench-unaudited:";
 /// Rounds of the audit cost row (unaudited, then audited, each round; audited once before).
-const AUDIT_ROUNDS: usize = 2;
+const AUDIT_ROUNDS: usize = 3;
 /// Rounds of the tracing rows (off, 1 %, always on, each round; off once more at the end).
-const TRACING_ROUNDS: usize = 2;
+const TRACING_ROUNDS: usize = 3;
 /// Buckets of 40 to 80 entries, as the README advises (2^bits buckets): a check's `HMGET` scans its
 /// bucket's listpack once per field, so Redis CPU per check grows with the bucket, while below ~30
 /// entries the per-key overhead pushes memory per entry up.
