@@ -33,7 +33,10 @@ impl SuppressionApi {
         let (batch_id, reason) =
             convert::rollback(request.into_inner()).map_err(ServiceError::from)?;
         if !principal.may_use_every_tenant() {
-            let tenants = self.service.import_tenants(&[batch_id.clone()]).await?;
+            let tenants = self
+                .service
+                .import_tenants(std::slice::from_ref(&batch_id))
+                .await?;
             let tenants = tenants.get(&batch_id).into_iter().flatten();
             auth::authorize_tenants(&principal, tenants.map(String::as_str))?;
         }

@@ -318,6 +318,36 @@ impl Consumer {
 }
 
 impl Cache {
+    /// The newest entry of the write-behind stream, if it holds any: a barrier for
+    /// [`Cache::settled_through`].
+    pub async fn stream_head(&self) -> Result<Option<String>, CacheError> {
+        let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(self.keys.stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn())
+            .await
+            .context("XREVRANGE")?;
+        Ok(newest.into_iter().next().map(|(id, _)| id))
+    }
+
+    /// Whether every entry up to `barrier` has left the stream: committed (or dead-lettered), since
+    /// the worker deletes what it settles.
+    pub async fn settled_through(&self, barrier: &str) -> Result<bool, CacheError> {
+        let left: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(self.keys.stream())
+            .arg("-")
+            .arg(barrier)
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn())
+            .await
+            .context("XRANGE")?;
+        Ok(left.is_empty())
+    }
+
     /// The write-behind backlog.
     pub async fn backlog(&self) -> Result<Backlog, CacheError> {
         let mut conn = self.conn();

@@ -2,6 +2,10 @@
 //! primitive), taking ended records out of the cache, and reading one person's records with their
 //! history for a data-subject request.
 //!
+//! An ending first waits until every opt-out queued before it has been committed
+//! ([`Suppressions::queued_committed`]): an opt-in ends all of a person's earlier opt-outs, those still
+//! in the write-behind stream too, and a refilled cache field must not miss one that is about to land.
+//!
 //! The order of an ending is store first, cache second: the store transaction ends the records and
 //! logs it; then each affected cache field is refilled from what remains active. If the cache step
 //! fails, the cache still suppresses (never a false "send"), and repeating the call heals it,
@@ -18,6 +22,9 @@ use crate::{
     store::{Store, records::StoredRecord},
 };
 use std::collections::{HashMap, HashSet};
+
+/// How often [`Suppressions::queued_committed`] looks at the stream again.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why an opt-in is allowed: the stronger proof SPEC issue 5 asks for.
 #[derive(Debug, Clone)]
@@ -61,6 +68,7 @@ impl Suppressions {
     /// records it ended (none on a repeat); NOT_FOUND if the person never had one of that scope.
     #[tracing::instrument(name = "opt_in", skip_all, err)]
     pub async fn opt_in(&self, cmd: OptInCommand) -> Result<Vec<Suppression>, ServiceError> {
+        self.queued_committed().await?;
         let now = self.now();
         let own: Vec<StoredRecord> = self
             .store()
@@ -103,6 +111,28 @@ impl Suppressions {
         let all: Vec<Suppression> = own.into_iter().map(|r| r.record).collect();
         retract(&self.inner.cache, self.store(), &all, now).await?;
         Ok(ended)
+    }
+
+    /// Waits until every opt-out queued so far is in the store, up to the DURABLE wait; UNAVAILABLE
+    /// past it (the store is behind: nothing was changed, retry).
+    pub(super) async fn queued_committed(&self) -> Result<(), ServiceError> {
+        let cache = &self.inner.cache;
+        let Some(barrier) = cache.stream_head().await? else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + self.inner.settings.durable_wait;
+        while !cache.settled_through(&barrier).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServiceError::Unavailable {
+                    message: "opt-outs received before this change are not committed yet; \
+                              nothing was changed, retry"
+                        .into(),
+                    cause: None,
+                });
+            }
+            tokio::time::sleep(QUEUE_POLL).await;
+        }
+        Ok(())
     }
 
     /// Takes ended records out of the cache (see [`retract`]).

@@ -85,6 +85,8 @@ impl Suppressions {
         reason: &str,
         actor: &str,
     ) -> Result<RollbackSummary, ServiceError> {
+        // A person's opt-out still queued must be in the store before fields are refilled from it.
+        self.queued_committed().await?;
         let store = self.store();
         let now = self.now();
         if store

@@ -381,6 +381,41 @@ async fn opt_ins_racing_opt_outs_leave_cache_and_store_agreeing(backend: Backend
     }
 }
 
+/// An opt-in ends every opt-out of the person's acknowledged before it, those still waiting in the
+/// write-behind stream (ACCEPTED) too: none of them comes back once the worker commits it.
+async fn an_opt_in_ends_opt_outs_still_queued(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    app.wait_cache_complete().await;
+    for i in 0..6 {
+        let person = format!("queued-{i}@example.com");
+        app.opt_out(opt_out_request(email(&person), marketing()))
+            .await;
+        let mut accepted = opt_out_request(email(&person), marketing());
+        accepted.durability = proto::Durability::Accepted as i32;
+        accepted.reason = proto::Reason::Complaint as i32;
+        app.opt_out(accepted).await;
+        app.client
+            .opt_in(by_admin(&person, marketing(), "asked right after"))
+            .await
+            .expect("the opt-in succeeds");
+
+        let cache = app.cache().await;
+        while cache.backlog().await.unwrap().length > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            !app.is_suppressed(email(&person), marketing()).await,
+            "{person}: a queued opt-out outlived the opt-in"
+        );
+        let records = history(&mut app, &person).await;
+        assert_eq!(records.len(), 2, "{person}");
+        assert!(
+            records.iter().all(|r| actions(r).contains(&"opt_in")),
+            "{person}: {records:?}"
+        );
+    }
+}
+
 async fn a_listing_shows_where_a_mandatory_declaration_overrode_a_record(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let everything = scope("acme", Channel::Unspecified, "", "");
@@ -486,4 +521,5 @@ on_both_stores!(
     an_operator_acts_from_the_command_line,
     opt_ins_racing_opt_outs_leave_cache_and_store_agreeing,
     a_listing_shows_where_a_mandatory_declaration_overrode_a_record,
+    an_opt_in_ends_opt_outs_still_queued,
 );

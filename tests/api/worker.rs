@@ -211,6 +211,7 @@ on_both_stores!(
     a_consumer_that_dies_between_commit_and_ack_leaves_one_row_each,
     entries_drain_in_order_of_arrival,
     an_undecodable_entry_is_dead_lettered_not_lost_or_blocking,
+    the_stream_barrier_passes_once_everything_before_it_is_committed,
 );
 
 /// On PostgreSQL a worker commits a batch in one round trip planned on the audit head it last wrote.
@@ -246,4 +247,23 @@ async fn a_commit_planned_on_a_moved_head_or_with_a_stored_record_falls_back_who
     let report = verify_log(&rig.store, log.verifier(), None).await.unwrap();
     assert!(report.problem.is_none(), "{:?}", report.problem);
     assert_eq!((report.entries, report.checkpoints), (15, 6));
+}
+
+/// The barrier an ending waits on: the newest queued entry, passed once the worker has committed
+/// (and so deleted) everything up to it.
+async fn the_stream_barrier_passes_once_everything_before_it_is_committed(backend: Backend) {
+    let rig = rig(backend).await;
+    assert_eq!(rig.cache.stream_head().await.unwrap(), None);
+    rig.queue(3).await;
+    let barrier = rig
+        .cache
+        .stream_head()
+        .await
+        .unwrap()
+        .expect("entries queued");
+    assert!(!rig.cache.settled_through(&barrier).await.unwrap());
+    let mut worker = rig.worker("only", NEVER).await;
+    assert_eq!(worker.step().await.unwrap().inserted, 3);
+    assert!(rig.cache.settled_through(&barrier).await.unwrap());
+    assert_eq!(rig.cache.stream_head().await.unwrap(), None);
 }

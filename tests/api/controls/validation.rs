@@ -126,18 +126,8 @@ on_both_stores!(bad_requests_and_non_admins_are_refused_and_store_nothing);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_bound_admin_controls_only_its_own_tenant() {
-    const ACME_ADMIN: &str = "sk_test_acmeadm_9a8b7c6d5e4f30211203f4e5d6c7b8a9";
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.toml");
-    let text = key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)])
-        + &format!(
-            "[[principal]]\nname = \"acme-admin\"\nroles = [\"admin\"]\ntenants = [\"acme\"]\n\
-             key_sha256 = [\"{}\"]\n",
-            suppressd::auth::hash_key(ACME_ADMIN)
-        );
-    std::fs::write(&path, text).unwrap();
-    let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| s.keys = Some(path)).await;
-    let mut acme = app.client_with_key(Some(ACME_ADMIN)).await;
+    let mut app = spawn_app(Backend::Sqlite).await;
+    let mut acme = app.client_with_key(Some(ACME_ADMIN_KEY)).await;
     let own = acme
         .halt_campaign(halt_request("acme", "recall", "", "why"))
         .await
