@@ -266,14 +266,17 @@ impl Cache {
     }
 
     /// Writes committed records into the cache with the same merge rule as an opt-out: used by the
-    /// rebuild and by the worker after each commit (so a record committed just after a flush is not
-    /// missed by a rebuild that had already read past it).
+    /// rebuild, by imports, and by the worker after each commit (so a record committed just after a
+    /// flush is not missed by a rebuild that had already read past it). Bumps the write counter
+    /// after them, in the same pipeline, and returns it: a Redis that comes back without these
+    /// records (an old snapshot, a lagging replica) comes back without the bump too, which is how a
+    /// replica that saw the bump tells (see [`Keys::writes`]).
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "merge", db.redis.pipeline_length = records.len() as i64))]
-    pub async fn merge(&self, records: &[Suppression]) -> Result<(), CacheError> {
+    pub async fn merge(&self, records: &[Suppression]) -> Result<u64, CacheError> {
         if records.is_empty() {
-            return Ok(());
+            return self.writes().await;
         }
         let mut conn = self.conn();
         // Load once so the pipeline can use EVALSHA; a restart between here and the pipeline only
@@ -294,9 +297,12 @@ impl Cache {
                 .arg(layout::encode_value(&Match::from(s)))
                 .ignore();
         }
-        pipe.query_async::<()>(&mut conn)
+        pipe.incr(self.keys.writes(), 1);
+        let (writes,): (u64,) = pipe
+            .query_async(&mut conn)
             .await
-            .context("merging records")
+            .context("merging records")?;
+        Ok(writes)
     }
 
     /// The receipt an idempotency key was used for, while Redis still remembers it.

@@ -198,11 +198,14 @@ impl Import {
         {
             return Err(self.rolled_back());
         }
-        if let Err(e) = inner.cache.merge(&records).await {
-            return Err(self.failed(ServiceError::unavailable(
-                "Redis is unavailable; this chunk was not imported",
-                e,
-            )));
+        match inner.cache.merge(&records).await {
+            Ok(writes) => inner.rebuild.saw_writes(writes),
+            Err(e) => {
+                return Err(self.failed(ServiceError::unavailable(
+                    "Redis is unavailable; this chunk was not imported",
+                    e,
+                )));
+            }
         }
         match inner
             .store
@@ -228,8 +231,11 @@ impl Import {
         }
         // A rebuild that read the store just before this commit would miss the chunk: merge it once
         // more, as the worker does after each commit. Best effort; the catch-up pass covers a miss.
-        if let Err(e) = inner.cache.merge(&records).await {
-            tracing::warn!(error = %e, batch_id = batch, "re-applying an import chunk to Redis");
+        match inner.cache.merge(&records).await {
+            Ok(writes) => inner.rebuild.saw_writes(writes),
+            Err(e) => {
+                tracing::warn!(error = %e, batch_id = batch, "re-applying an import chunk to Redis")
+            }
         }
         self.summary.imported += records.len() as u64;
         self.summary.duplicates += counts.duplicates;

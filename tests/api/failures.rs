@@ -238,8 +238,25 @@ async fn redis_restarted_empty_answers_from_the_store_then_the_rebuilt_cache() {
     assert_eq!(matched.receipt_id, own.receipt_id);
 }
 
+/// How the writes that the stale Redis will have lost were made.
+#[derive(Clone, Copy)]
+enum Later {
+    OptOuts,
+    Import,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_went_back_in_time_is_not_trusted() {
+    went_back_in_time(Later::OptOuts).await;
+}
+
+/// The same, when what the old snapshot lacks is an import: the import bumps the write counter too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_went_back_to_before_an_import_is_not_trusted() {
+    went_back_in_time(Later::Import).await;
+}
+
+async fn went_back_in_time(later: Later) {
     let db = TestDb::new(Backend::Postgres).await;
     let mut redis = PrivateRedis::start().await;
     let prefix = prefix();
@@ -252,15 +269,30 @@ async fn a_redis_that_went_back_in_time_is_not_trusted() {
     .await;
     let before = opt_out_everyone(&mut client, 3).await;
     redis.snapshot(); // complete, marked, and about to be out of date
-    let mut after = Vec::new();
-    for i in 0..10 {
-        let person = email(&format!("later{i}@example.com"));
-        client
-            .opt_out(opt_out_request(person.clone(), everywhere()))
-            .await
-            .unwrap();
-        after.push(person);
+    let addresses: Vec<String> = (0..10).map(|i| format!("later{i}@example.com")).collect();
+    match later {
+        Later::OptOuts => {
+            for address in &addresses {
+                client
+                    .opt_out(opt_out_request(email(address), everywhere()))
+                    .await
+                    .unwrap();
+            }
+        }
+        Later::Import => {
+            let rows = addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| crate::imports::row(i as u64 + 1, a, everywhere()));
+            let summary = client
+                .import_suppressions(tokio_stream::iter(rows.collect::<Vec<_>>()))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(summary.imported, 10);
+        }
     }
+    let after: Vec<_> = addresses.iter().map(|a| email(a)).collect();
     // The node comes back from the old snapshot: markers everywhere, the later opt-outs missing.
     redis.kill();
     redis.restart().await;
