@@ -64,10 +64,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let call = Call::start(&request);
-        let inner = sampling::within(call.sampled, || {
-            let _entered = call.span.enter();
-            self.inner.call(request)
-        });
+        let inner = call.inside(|| self.inner.call(request));
         ObservedFuture {
             inner,
             call: Some(call),
@@ -92,11 +89,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let decision = this.call.as_ref().and_then(|c| c.sampled);
-        let result = sampling::within(decision, || {
-            let _entered = this.call.as_ref().map(|c| c.span.enter());
-            this.inner.poll(cx)
-        });
+        let inner = this.inner;
+        let result = match this.call.as_ref() {
+            Some(call) => call.inside(|| inner.poll(cx)),
+            None => inner.poll(cx),
+        };
         let result = ready!(result);
         let mut call = this.call.take().expect("polled after completion");
         Poll::Ready(match result {
@@ -141,11 +138,11 @@ impl<B: Body> Body for ObservedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let decision = this.call.as_ref().and_then(|c| c.sampled);
-        let polled = sampling::within(decision, || {
-            let _entered = this.call.as_ref().map(|c| c.span.enter());
-            this.inner.poll_frame(cx)
-        });
+        let inner = this.inner;
+        let polled = match this.call.as_ref() {
+            Some(call) => call.inside(|| inner.poll_frame(cx)),
+            None => inner.poll_frame(cx),
+        };
         let polled = ready!(polled);
         let code = match &polled {
             Some(Ok(frame)) => frame
@@ -182,6 +179,14 @@ struct Call {
 }
 
 impl Call {
+    /// Runs `f` as part of this call: inside its span, and of its trace's sampling decision.
+    fn inside<R>(&self, f: impl FnOnce() -> R) -> R {
+        sampling::within(self.sampled, || {
+            let _entered = self.span.enter();
+            f()
+        })
+    }
+
     fn start<B>(request: &http::Request<B>) -> Call {
         let method = Method::of(request.uri().path());
         let parent = propagation::from_headers(request.headers());

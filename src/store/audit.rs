@@ -3,8 +3,10 @@
 //! anyway).
 //!
 //! An append is one statement on PostgreSQL (entries, checkpoint and head together, as data-modifying
-//! CTEs), because round trips inside the commit transaction are what the audit log costs the write
-//! path; SQLite, which has no round trips, takes three plain statements.
+//! CTEs), because round trips are what the audit log costs the write path; SQLite, which has no round
+//! trips, takes three plain statements. The worker goes one step further ([`commit_at_once`]): its
+//! records and their append in one autocommitted statement, planned on the head it last wrote instead
+//! of one read under the lock, and refused whole when that head has moved.
 
 use super::{Context, Store, StoreError};
 use crate::{

@@ -91,12 +91,7 @@ async fn traces_continue_the_callers_trace_and_follow_the_conventions() {
         string(&resource.attributes, "deployment.environment"),
         "test"
     );
-    let spans: Vec<&Span> = exported
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .collect();
+    let spans = spans_in(&exported);
 
     // The check: the caller's trace continues into a server span named by the conventions …
     let check_rpc = one(&spans, |s| {
@@ -248,12 +243,7 @@ async fn traces_are_sampled_whole_at_their_head() {
     )
     .await;
     let exported = receiver.stop();
-    let spans: Vec<&Span> = exported
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .collect();
+    let spans = spans_in(&exported);
 
     let traces: BTreeSet<String> = spans.iter().map(|s| hex(&s.trace_id)).collect();
     assert_eq!(
@@ -637,6 +627,16 @@ impl Receiver {
     fn stop(self) -> Vec<ExportTraceServiceRequest> {
         std::mem::take(&mut *self.collected.0.lock().unwrap())
     }
+}
+
+/// Every span of every export request, in the order received.
+fn spans_in(exported: &[ExportTraceServiceRequest]) -> Vec<&Span> {
+    exported
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
