@@ -197,20 +197,18 @@ impl Rebuilder {
     }
 
     /// Copies active records committed at or after `since` into Redis. `None` if the generation or
-    /// the lease was lost on the way.
+    /// the lease was lost on the way. The next page is read from the store while the current one
+    /// is written to Redis: the two servers work at once.
     async fn copy_since(&self, since: Millis, generation: &str) -> anyhow::Result<Option<u64>> {
-        let mut after = None;
+        let read = |after| self.store.active_page(after, since, PAGE, self.clock.now());
+        let mut page = read(None).await?;
         let mut copied = 0;
         loop {
-            let page = self
-                .store
-                .active_page(after, since, PAGE, self.clock.now())
-                .await?;
             let Some(last) = page.last() else {
                 return Ok(Some(copied));
             };
-            after = Some(last.receipt);
-            self.cache.merge(&page).await?;
+            let (next, merged) = tokio::join!(read(Some(last.receipt)), self.cache.merge(&page));
+            merged?;
             copied += page.len() as u64;
             metrics::gauge!(names::REBUILD_RECORDS).increment(page.len() as f64);
             if !self.cache.generation_is(generation).await?
@@ -228,6 +226,7 @@ impl Rebuilder {
             if copied % (PAGE as u64 * 50) == 0 {
                 tracing::info!(copied, "cache rebuild progress");
             }
+            page = next?;
         }
     }
 

@@ -309,16 +309,22 @@ pub(super) async fn commit_at_once(
     .push(" OR c.h <> 1");
     match q.build().execute(pool).await {
         Ok(_) => Ok(Some(append.head())),
-        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some(REFUSED | TAKEN)) => {
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some(REFUSED | TAKEN | DEADLOCK)) =>
+        {
             Ok(None)
         }
         Err(e) => Err(e).context("committing a batch with its audit entries"),
     }
 }
 
-/// `suppressd_refuse`'s error code (migration 0006), and PostgreSQL's for a unique key already taken.
+/// `suppressd_refuse`'s error code (migration 0006); PostgreSQL's for a unique key already taken; and
+/// for a deadlock victim (a writer under the head's lock waiting on this statement's entries while it
+/// waits on the head: not seen, as the head is updated before the entries are written, but the
+/// statement was rolled back whole either way).
 const REFUSED: &str = "SDR01";
 const TAKEN: &str = "23505";
+const DEADLOCK: &str = "40P01";
 
 impl AuditTx for Transaction<'_, Sqlite> {
     async fn lock_head(&mut self) -> Result<Head, StoreError> {
