@@ -270,13 +270,14 @@ impl Cache {
     /// flush is not missed by a rebuild that had already read past it). Bumps the write counter
     /// after them, in the same pipeline, and returns it: a Redis that comes back without these
     /// records (an old snapshot, a lagging replica) comes back without the bump too, which is how a
-    /// replica that saw the bump tells (see [`Keys::writes`]).
+    /// replica that saw the bump tells (see [`Keys::writes`]). With no records, nothing is sent and
+    /// this is 0.
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "merge", db.redis.pipeline_length = records.len() as i64))]
     pub async fn merge(&self, records: &[Suppression]) -> Result<u64, CacheError> {
         if records.is_empty() {
-            return self.writes().await;
+            return Ok(0);
         }
         let mut conn = self.conn();
         // Load once so the pipeline can use EVALSHA; a restart between here and the pipeline only

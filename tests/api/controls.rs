@@ -67,6 +67,18 @@ fn revoke_request(id: &str, reason: &str) -> proto::RevokeMandatoryRequest {
 }
 
 /// Asserts the answer is a suppression by the halt `id`, with the halt as its record.
+/// Every control of `tenant`, ended ones included.
+pub async fn all_controls(client: &mut Client, tenant: &str) -> proto::ListControlsResponse {
+    client
+        .list_controls(proto::ListControlsRequest {
+            tenant: tenant.into(),
+            include_ended: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 pub fn assert_halted(answer: &proto::CheckSuppressedResponse, id: &str) {
     assert!(answer.suppressed, "{answer:?}");
     assert_eq!(answer.halt.as_ref().map(|h| h.halt_id.as_str()), Some(id));

@@ -111,15 +111,7 @@ async fn a_mandatory_declaration_overrides_opt_outs_only_where_declared(backend:
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
-    let listed = app
-        .client
-        .list_controls(proto::ListControlsRequest {
-            tenant: "acme".into(),
-            include_ended: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = all_controls(&mut app.client, "acme").await;
     assert_eq!((listed.halts.len(), listed.mandatory.len()), (1, 2));
 }
 

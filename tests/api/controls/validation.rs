@@ -88,15 +88,7 @@ async fn bad_requests_and_non_admins_are_refused_and_store_nothing(backend: Back
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
-    let listed = app
-        .client
-        .list_controls(proto::ListControlsRequest {
-            tenant: "acme".into(),
-            include_ended: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = all_controls(&mut app.client, "acme").await;
     assert!(listed.halts.is_empty() && listed.mandatory.is_empty());
     assert_eq!(app.store().await.audit_size().await.unwrap(), 0);
 
