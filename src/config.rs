@@ -358,6 +358,12 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u8).range(1..=24))]
     pub cache_bucket_bits: u8,
 
+    /// Answer checks from Redis on every call instead of from this replica's near-cache (an
+    /// in-memory copy of the cache that follows Redis's change feed; see README "Near-cache").
+    /// Writes still wait for the near-caches of other replicas.
+    #[arg(long, env = "SUPPRESSD_NO_NEAR_CACHE")]
+    pub no_near_cache: bool,
+
     /// This replica's name in the consumer group and the rebuild lease (default: host-pid-random).
     #[arg(long, env = "SUPPRESSD_REPLICA_NAME")]
     pub replica_name: Option<String>,

@@ -7,7 +7,7 @@ use crate::{
     admin::Admin,
     api::{self, Router},
     auth::{KeyStore, KeyTable},
-    cache::{Cache, layout::Keys},
+    cache::{Cache, layout::Keys, near::NearCache},
     config::ServeSettings,
     domain::Clock,
     service::{
@@ -48,6 +48,8 @@ pub struct Application {
     rebuilder: Rebuilder,
     controls: ControlsPoller,
     controls_poll: Duration,
+    /// This replica's near-cache, to follow the feed (`None`: checks always ask Redis).
+    near: Option<Arc<NearCache>>,
     admin: Option<Admin>,
     grace: Duration,
 }
@@ -93,8 +95,10 @@ impl Application {
             .context("connecting to Redis")?;
         let waiters = Arc::new(Waiters::default());
         let trigger = Arc::new(RebuildTrigger::default());
+        let near = Arc::new(NearCache::new(cache.clone(), &replica));
         let service = Suppressions::new(
             cache.clone(),
+            near.clone(),
             store.clone(),
             pepper,
             clock.clone(),
@@ -186,9 +190,15 @@ impl Application {
             rebuilder,
             controls,
             controls_poll: settings.controls_poll,
+            near: (!settings.no_near_cache).then_some(near),
             admin,
             grace: settings.shutdown_grace(),
         })
+    }
+
+    /// This replica's near-cache, when it follows the feed (tests look at whether it serves).
+    pub fn near_cache(&self) -> Option<Arc<NearCache>> {
+        self.near.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -226,6 +236,7 @@ impl Application {
             rebuilder,
             controls,
             controls_poll,
+            near,
             admin,
             grace,
         } = self;
@@ -241,6 +252,7 @@ impl Application {
         // Runs until the very end of the drain: calls still in flight keep answering by fresh controls.
         let stop_controls = CancellationToken::new();
         let polling = tokio::spawn(controls.run(controls_poll, stop_controls.clone()));
+        let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
         let working = tokio::spawn(worker.run(stop_worker.clone()));
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
@@ -299,6 +311,9 @@ impl Application {
             let _ = tokio::join!(rebuilding, monitoring, listening, watching, polling);
             if let Some(front) = front {
                 let _ = front.await;
+            }
+            if let Some(following) = following {
+                let _ = following.await;
             }
         };
         if tokio::time::timeout(grace, finished).await.is_err() {

@@ -118,6 +118,29 @@ impl Keys {
     pub fn controls_seen(&self) -> String {
         format!("{}controls-seen", self.prefix)
     }
+
+    /// The change feed: every write that changes a bucket field (an opt-out, an import, an opt-in's
+    /// or a rollback's retraction) appends the field's new value here, numbered by
+    /// [`change_seq`](Self::change_seq), for the replicas' near-caches to follow (`cache::near`).
+    pub fn changes(&self) -> String {
+        format!("{}changes", self.prefix)
+    }
+
+    /// The number of the last change fed: consecutive, so a follower tells a gap from a quiet feed.
+    pub fn change_seq(&self) -> String {
+        format!("{}change-seq", self.prefix)
+    }
+
+    /// Hash of replica name → `applied:renewed_at:renewal` for every replica with a near-cache: the
+    /// last change it applied and its lease, which writers wait on before they return.
+    pub fn near_replicas(&self) -> String {
+        format!("{}near-replicas", self.prefix)
+    }
+
+    /// Counts lease renewals; only grows, so a Redis that lost leases answers with less.
+    pub fn near_renewals(&self) -> String {
+        format!("{}near-renewals", self.prefix)
+    }
 }
 
 /// Bytes of a record's hash field. 96 bits keep a false match out of reach: two of a bucket's ~250
@@ -291,52 +314,86 @@ local function merge(bucket, field, value)
 end
 ";
 
-/// Records one opt-out atomically: idempotency check, cache write, stream append, receipt marker.
-///
-/// KEYS: bucket, stream, idempotency key, receipt key, write counter.
-/// ARGV: use idempotency ("1"/"0"), field, value, receipt id, stream payload, TTL ms of the
-/// idempotency and receipt keys, backlog limit (0 = none).
-/// Returns `{0, receipt, writes}` for a replay, `{1, stream id, writes}` when recorded, `{2, length,
-/// writes}` when the backlog is over the limit (nothing written); `writes` is the write counter.
-pub fn opt_out_script() -> String {
+/// How many changes the feed keeps (about: trimmed with `~`). A near-cache further behind than this
+/// finds a gap in the numbers and loads again.
+pub const CHANGES_KEPT: u64 = 100_000;
+
+/// Appends a field's new value (empty: removed) to the change feed. Every script that calls it
+/// takes the feed and its counter as its last two KEYS. Returns the change's number.
+fn feed_fn() -> String {
     format!(
-        "{MERGE_FN}{}",
         r"
-local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
-if ARGV[1] == '1' then
-  local prior = redis.call('GET', KEYS[3])
-  if prior then return {0, prior, writes} end
+local function feed(field, value)
+  local seq = redis.call('INCR', KEYS[#KEYS])
+  redis.call('XADD', KEYS[#KEYS - 1], 'MAXLEN', '~', '{CHANGES_KEPT}', '*', 's', seq, 'f', field, 'v', value)
+  return seq
 end
-local limit = tonumber(ARGV[7])
-if limit > 0 then
-  local backlog = redis.call('XLEN', KEYS[2])
-  if backlog >= limit then return {2, tostring(backlog), writes} end
-end
-merge(KEYS[1], ARGV[2], ARGV[3])
-local id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[5])
-if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[6]) end
-redis.call('SET', KEYS[4], id, 'PX', ARGV[6])
-return {1, id, redis.call('INCR', KEYS[5])}
 "
     )
 }
 
-/// Writes one record from the store into the cache during a rebuild (KEYS: bucket; ARGV: field,
-/// value). Also used by the worker to re-apply what it committed, so that a record committed just
-/// after a flush reaches the rebuilt cache.
+/// Records one opt-out atomically: idempotency check, cache write, stream append, receipt marker,
+/// and the change feed when the field changed.
+///
+/// KEYS: bucket, stream, idempotency key, receipt key, write counter, change feed, change counter.
+/// ARGV: use idempotency ("1"/"0"), field, value, receipt id, stream payload, TTL ms of the
+/// idempotency and receipt keys, backlog limit (0 = none).
+/// Returns `{0, receipt, writes, last change}` for a replay (its own change is at most that), `{1, stream id, writes, change}` when recorded,
+/// `{2, length, writes, 0}` when the backlog is over the limit (nothing written); `writes` is the
+/// write counter, `change` the number of the change fed (0 when the field kept a stronger record).
+pub fn opt_out_script() -> String {
+    format!(
+        "{MERGE_FN}{}{}",
+        feed_fn(),
+        r"
+local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
+if ARGV[1] == '1' then
+  local prior = redis.call('GET', KEYS[3])
+  if prior then return {0, prior, writes, tonumber(redis.call('GET', KEYS[7]) or '0')} end
+end
+local limit = tonumber(ARGV[7])
+if limit > 0 then
+  local backlog = redis.call('XLEN', KEYS[2])
+  if backlog >= limit then return {2, tostring(backlog), writes, 0} end
+end
+local change = 0
+if merge(KEYS[1], ARGV[2], ARGV[3]) == 1 then change = feed(ARGV[2], ARGV[3]) end
+local id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[5])
+if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[6]) end
+redis.call('SET', KEYS[4], id, 'PX', ARGV[6])
+return {1, id, redis.call('INCR', KEYS[5]), change}
+"
+    )
+}
+
+/// Writes one record from the store into the cache: for imports, for the worker re-applying what it
+/// committed (so that a record committed just after a flush reaches the rebuilt cache), and for the
+/// rebuild. KEYS: bucket, then (when fed) the change feed and its counter; ARGV: field, value.
+/// Returns the number of the change fed, 0 when the field kept its record or nothing was fed.
+///
+/// A rebuild does not feed: it only puts back what Redis lost, which every near-cache that is
+/// serving already holds, and a near-cache stops serving (and loads again) when Redis loses data.
 pub fn merge_script() -> String {
-    format!("{MERGE_FN}return merge(KEYS[1], ARGV[1], ARGV[2])")
+    format!(
+        "{MERGE_FN}{}{}",
+        feed_fn(),
+        r"
+if merge(KEYS[1], ARGV[1], ARGV[2]) == 0 or #KEYS == 1 then return 0 end
+return feed(ARGV[1], ARGV[2])
+"
+    )
 }
 
 /// Takes ended records out of one field: if the field holds one of the ended receipts, it is
 /// removed and refilled from the records that remain active (by the merge rule); a field that holds
 /// something else (a newer opt-out) is left as it is.
 ///
-/// KEYS: bucket. ARGV: field, n, n ended receipt ids (16 bytes each), then the remaining values.
-/// Returns 1 if the field changed.
+/// KEYS: bucket, change feed, change counter. ARGV: field, n, n ended receipt ids (16 bytes each),
+/// then the remaining values. Returns the number of the change fed, 0 if the field did not change.
 pub fn retract_script() -> String {
     format!(
-        "{MERGE_FN}{}",
+        "{MERGE_FN}{}{}",
+        feed_fn(),
         r"
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return 0 end
@@ -346,7 +403,7 @@ for i = 3, 2 + n do
   if ARGV[i] == receipt then
     redis.call('HDEL', KEYS[1], ARGV[1])
     for j = 3 + n, #ARGV do merge(KEYS[1], ARGV[1], ARGV[j]) end
-    return 1
+    return feed(ARGV[1], redis.call('HGET', KEYS[1], ARGV[1]) or '')
   end
 end
 return 0

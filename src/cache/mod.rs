@@ -8,6 +8,7 @@
 
 mod controls;
 pub mod layout;
+pub mod near;
 pub mod rebuild;
 mod retract;
 pub mod stream;
@@ -102,6 +103,15 @@ pub struct Lookups {
 pub struct Written {
     pub outcome: Recorded,
     pub writes: u64,
+    /// The number of the change fed to the near-caches (0: none; see [`near`]).
+    pub change: u64,
+}
+
+/// What a merge of records did: the write counter after it, and the last change it fed (0: none).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub writes: u64,
+    pub change: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -232,13 +242,15 @@ impl Cache {
         backlog_limit: u64,
     ) -> Result<Written, CacheError> {
         let idem = s.idempotency_key.as_deref();
-        let reply: (i64, String, u64) = self
+        let reply: (i64, String, u64, u64) = self
             .opt_out
             .key(self.keys.bucket_for(&s.subject))
             .key(self.keys.stream())
             .key(self.keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
             .key(self.keys.receipt(s.receipt))
             .key(self.keys.writes())
+            .key(self.keys.changes())
+            .key(self.keys.change_seq())
             .arg(if idem.is_some() { "1" } else { "0" })
             .arg(&layout::field(&s.subject, &s.scope)[..])
             .arg(layout::encode_value(&Match::from(s)))
@@ -249,7 +261,7 @@ impl Cache {
             .invoke_async(&mut self.conn())
             .await
             .context("recording an opt-out")?;
-        let (code, detail, writes) = reply;
+        let (code, detail, writes, change) = reply;
         let outcome = match (code, detail) {
             (0, prior) => Recorded::Replay(ReceiptId::parse("receipt", &prior).map_err(|_| {
                 CacheError::new(
@@ -262,7 +274,11 @@ impl Cache {
             },
             (_, stream_id) => Recorded::Queued { stream_id },
         };
-        Ok(Written { outcome, writes })
+        Ok(Written {
+            outcome,
+            writes,
+            change,
+        })
     }
 
     /// Writes committed records into the cache with the same merge rule as an opt-out: used by the
@@ -270,14 +286,16 @@ impl Cache {
     /// flush is not missed by a rebuild that had already read past it). Bumps the write counter
     /// after them, in the same pipeline, and returns it: a Redis that comes back without these
     /// records (an old snapshot, a lagging replica) comes back without the bump too, which is how a
-    /// replica that saw the bump tells (see [`Keys::writes`]). With no records, nothing is sent and
-    /// this is 0.
+    /// replica that saw the bump tells (see [`Keys::writes`]). With no records, nothing is sent.
+    ///
+    /// `feed`: whether the fields it changes go to the change feed (everything but a rebuild; see
+    /// [`layout::merge_script`]).
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "merge", db.redis.pipeline_length = records.len() as i64))]
-    pub async fn merge(&self, records: &[Suppression]) -> Result<u64, CacheError> {
+    pub async fn merge(&self, records: &[Suppression], feed: bool) -> Result<Merged, CacheError> {
         if records.is_empty() {
-            return Ok(0);
+            return Ok(Merged::default());
         }
         let mut conn = self.conn();
         // Load once so the pipeline can use EVALSHA; a restart between here and the pipeline only
@@ -290,20 +308,28 @@ impl Cache {
             .context("loading the merge script")?;
         let mut pipe = redis::pipe();
         for s in records {
-            pipe.cmd("EVALSHA")
-                .arg(self.merge.get_hash())
-                .arg(1)
-                .arg(self.keys.bucket_for(&s.subject))
-                .arg(&layout::field(&s.subject, &s.scope)[..])
-                .arg(layout::encode_value(&Match::from(s)))
-                .ignore();
+            let call = pipe.cmd("EVALSHA").arg(self.merge.get_hash());
+            if feed {
+                call.arg(3)
+                    .arg(self.keys.bucket_for(&s.subject))
+                    .arg(self.keys.changes())
+                    .arg(self.keys.change_seq());
+            } else {
+                call.arg(1).arg(self.keys.bucket_for(&s.subject));
+            }
+            call.arg(&layout::field(&s.subject, &s.scope)[..])
+                .arg(layout::encode_value(&Match::from(s)));
         }
         pipe.incr(self.keys.writes(), 1);
-        let (writes,): (u64,) = pipe
+        let mut replies: Vec<u64> = pipe
             .query_async(&mut conn)
             .await
             .context("merging records")?;
-        Ok(writes)
+        let writes = replies.pop().unwrap_or(0);
+        Ok(Merged {
+            writes,
+            change: replies.into_iter().max().unwrap_or(0),
+        })
     }
 
     /// The receipt an idempotency key was used for, while Redis still remembers it.
@@ -344,13 +370,18 @@ impl Cache {
 
     /// Whether the last rebuild finished and nothing has removed its work since.
     pub async fn is_complete(&self) -> Result<bool, CacheError> {
+        Ok(self.complete_generation().await?.is_some())
+    }
+
+    /// The generation of the rebuild the cache is complete from, if it is complete.
+    pub async fn complete_generation(&self) -> Result<Option<String>, CacheError> {
         let (complete, generation): (Option<String>, Option<String>) = redis::pipe()
             .get(self.keys.complete())
             .get(self.keys.generation())
             .query_async(&mut self.conn())
             .await
             .context("reading the completeness marker")?;
-        Ok(complete.is_some() && complete == generation)
+        Ok(complete.filter(|c| generation.as_ref() == Some(c)))
     }
 }
 

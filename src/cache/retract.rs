@@ -20,14 +20,14 @@ pub struct Retraction {
 
 impl Cache {
     /// Applies each retraction atomically per field (one script call each, pipelined). Returns how
-    /// many fields changed. A field that holds a record not among the ended ones (written since)
-    /// is left alone.
+    /// many fields changed and the last change fed (0: none). A field that holds a record not among
+    /// the ended ones (written since) is left alone.
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "retract", db.redis.pipeline_length = retractions.len() as i64))]
-    pub async fn retract(&self, retractions: &[Retraction]) -> Result<u64, CacheError> {
+    pub async fn retract(&self, retractions: &[Retraction]) -> Result<(u64, u64), CacheError> {
         if retractions.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let mut conn = self.conn();
         RETRACT
@@ -39,8 +39,10 @@ impl Cache {
             let call = pipe
                 .cmd("EVALSHA")
                 .arg(RETRACT.get_hash())
-                .arg(1)
+                .arg(3)
                 .arg(self.keys.bucket_for(&r.subject))
+                .arg(self.keys.changes())
+                .arg(self.keys.change_seq())
                 .arg(&layout::field(&r.subject, &r.scope)[..])
                 .arg(r.ended.len());
             for id in &r.ended {
@@ -50,10 +52,11 @@ impl Cache {
                 call.arg(layout::encode_value(m));
             }
         }
-        let changed: Vec<u64> = pipe
+        let changes: Vec<u64> = pipe
             .query_async(&mut conn)
             .await
             .context("retracting records")?;
-        Ok(changed.iter().sum())
+        let changed = changes.iter().filter(|&&c| c > 0).count() as u64;
+        Ok((changed, changes.into_iter().max().unwrap_or(0)))
     }
 }

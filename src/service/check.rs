@@ -3,6 +3,7 @@
 
 use super::{ServiceError, Suppressions};
 use crate::{
+    cache::Lookups,
     domain::{Match, Notice, Recipient, SubjectHash, best_match},
     telemetry::metrics::names,
 };
@@ -47,7 +48,7 @@ impl Suppressions {
             .iter()
             .map(|c| inner.pepper.subject(&c.recipient))
             .collect();
-        let probes = checks
+        let probes: Vec<_> = checks
             .iter()
             .zip(&subjects)
             .map(|(c, s)| inner.cache.probe(s, &c.notice))
@@ -57,10 +58,18 @@ impl Suppressions {
         // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
         let controls = self.controls();
         let decide = |m: Option<Match>, check: &Check| controls.decide(m, &check.notice, now);
-        let (answers, source) = match inner.cache.lookup(probes).await {
+        // This replica's near-cache answers when it can vouch; otherwise Redis, then the store.
+        let near = inner.near.lookup(&probes);
+        let from_memory = near.is_some();
+        let looked_up = match near {
+            Some(checks) => Ok(Lookups { checks, writes: 0 }),
+            None => inner.cache.lookup(probes).await,
+        };
+        let (answers, source) = match looked_up {
             Ok(lookups) => {
                 // A Redis that lost writes this replica saw vouches for nothing, markers or not.
-                let stale = inner.rebuild.went_back(seen, lookups.writes);
+                // (The near-cache reads no counter: it stops answering when Redis loses data.)
+                let stale = !from_memory && inner.rebuild.went_back(seen, lookups.writes);
                 let mut answers = Vec::with_capacity(checks.len());
                 let mut fell_back = false;
                 for ((lookup, check), subject) in

@@ -198,15 +198,18 @@ impl Import {
         {
             return Err(self.rolled_back());
         }
-        match inner.cache.merge(&records).await {
-            Ok(writes) => inner.rebuild.saw_writes(writes),
+        let change = match inner.cache.merge(&records, true).await {
+            Ok(merged) => {
+                inner.rebuild.saw_writes(merged.writes);
+                merged.change
+            }
             Err(e) => {
                 return Err(self.failed(ServiceError::unavailable(
                     "Redis is unavailable; this chunk was not imported",
                     e,
                 )));
             }
-        }
+        };
         match inner
             .store
             .commit_import_chunk(&batch, &records, counts, now, service.audit_log())
@@ -231,12 +234,14 @@ impl Import {
         }
         // A rebuild that read the store just before this commit would miss the chunk: merge it once
         // more, as the worker does after each commit. Best effort; the catch-up pass covers a miss.
-        match inner.cache.merge(&records).await {
-            Ok(writes) => inner.rebuild.saw_writes(writes),
+        match inner.cache.merge(&records, true).await {
+            Ok(merged) => inner.rebuild.saw_writes(merged.writes),
             Err(e) => {
                 tracing::warn!(error = %e, batch_id = batch, "re-applying an import chunk to Redis")
             }
         }
+        // Every replica answers by the chunk before it counts as imported.
+        service.settled(change).await.map_err(|e| self.failed(e))?;
         self.summary.imported += records.len() as u64;
         self.summary.duplicates += counts.duplicates;
         Ok(())

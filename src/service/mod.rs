@@ -18,7 +18,7 @@ pub mod waiters;
 
 use crate::{
     audit::AuditLog,
-    cache::{Cache, CacheError},
+    cache::{Cache, CacheError, near::NearCache},
     domain::{
         Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash, control::Controls,
     },
@@ -109,6 +109,7 @@ pub struct Suppressions {
 
 struct Inner {
     cache: Cache,
+    near: Arc<NearCache>,
     store: Store,
     pepper: Pepper,
     clock: Clock,
@@ -120,8 +121,10 @@ struct Inner {
 }
 
 impl Suppressions {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cache: Cache,
+        near: Arc<NearCache>,
         store: Store,
         pepper: Pepper,
         clock: Clock,
@@ -132,6 +135,7 @@ impl Suppressions {
         Suppressions {
             inner: Arc::new(Inner {
                 cache,
+                near,
                 store,
                 pepper,
                 clock,
@@ -145,6 +149,17 @@ impl Suppressions {
 
     fn now(&self) -> Millis {
         self.inner.clock.now()
+    }
+
+    /// Waits until every replica answers by the cache writes up to `change` (see `cache::near`).
+    pub(crate) async fn settled(&self, change: u64) -> Result<(), ServiceError> {
+        self.inner.near.settled(change).await.map_err(|e| {
+            ServiceError::unavailable(
+                "the change is recorded but not yet confirmed by every replica; retry (an opt-out \
+                 with the same idempotency key returns the same receipt)",
+                e,
+            )
+        })
     }
 
     pub fn store(&self) -> &Store {

@@ -141,6 +141,11 @@ impl Suppressions {
             }
         };
         inner.rebuild.saw_writes(recorded.writes);
+        // In force on every replica before anything is returned (SPEC §5, invariant 1).
+        if let Err(e) = self.settled(recorded.change).await {
+            inner.waiters.forget(record.receipt);
+            return Err(e);
+        }
         match recorded.outcome {
             Recorded::Queued { .. } => {
                 metrics::counter!(names::OPT_OUTS,

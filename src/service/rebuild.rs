@@ -207,7 +207,8 @@ impl Rebuilder {
             let Some(last) = page.last() else {
                 return Ok(Some(copied));
             };
-            let (next, merged) = tokio::join!(read(Some(last.receipt)), self.cache.merge(&page));
+            let (next, merged) =
+                tokio::join!(read(Some(last.receipt)), self.cache.merge(&page, false));
             merged?;
             copied += page.len() as u64;
             metrics::gauge!(names::REBUILD_RECORDS).increment(page.len() as f64);

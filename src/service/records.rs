@@ -109,7 +109,8 @@ impl Suppressions {
         // Every own record of the scope is ended now, including any an earlier opt-in ended but
         // could not take out of the cache.
         let all: Vec<Suppression> = own.into_iter().map(|r| r.record).collect();
-        retract(&self.inner.cache, self.store(), &all, now).await?;
+        let change = retract(&self.inner.cache, self.store(), &all, now).await?;
+        self.settled(change).await?;
         Ok(ended)
     }
 
@@ -135,9 +136,10 @@ impl Suppressions {
         Ok(())
     }
 
-    /// Takes ended records out of the cache (see [`retract`]).
-    pub async fn retract(&self, ended: &[Suppression]) -> Result<u64, ServiceError> {
-        retract(&self.inner.cache, self.store(), ended, self.now()).await
+    /// Takes ended records out of the cache (see [`retract`]), on every replica before it returns.
+    pub async fn retract(&self, ended: &[Suppression]) -> Result<(), ServiceError> {
+        let change = retract(&self.inner.cache, self.store(), ended, self.now()).await?;
+        self.settled(change).await
     }
 
     /// Every record of a person within a tenant, oldest first, each with its audit entries.
@@ -231,7 +233,8 @@ fn overridden(r: &StoredRecord, d: &MandatoryDeclaration, now: Millis) -> Option
 
 /// Refills the cache fields that `ended` records held from the records of those fields that remain
 /// active in the store. A field now holding a record not among `ended` (written meanwhile) is left
-/// alone. Shared with the rebuild, which re-applies endings that raced with its copy.
+/// alone. Shared with the rebuild, which re-applies endings that raced with its copy. Returns the
+/// last change it fed to the near-caches (0: none).
 pub(crate) async fn retract(
     cache: &Cache,
     store: &Store,
@@ -263,7 +266,7 @@ pub(crate) async fn retract(
         }
     }
     let retractions: Vec<Retraction> = fields.into_values().collect();
-    let changed = cache.retract(&retractions).await?;
+    let (_, retracted) = cache.retract(&retractions).await?;
     // A record committed after the query above, whose own cache write was refused while the field
     // still held an ended record (the merge rule keeps a permanent record), would now be missing:
     // write back what is active now. Its write came before the retract emptied the field, so this
@@ -278,6 +281,6 @@ pub(crate) async fn retract(
         .into_iter()
         .filter(|s| fields.contains(&layout::field(&s.subject, &s.scope)))
         .collect();
-    cache.merge(&active).await?;
-    Ok(changed)
+    let refilled = cache.merge(&active, true).await?;
+    Ok(retracted.max(refilled.change))
 }

@@ -48,6 +48,10 @@ pub mod names {
     pub const STORE_ERRORS: &str = "suppressd_store_errors_total";
     /// Time since this replica last read the controls (halts, mandatory declarations) from the store.
     pub const CONTROLS_AGE: &str = "suppressd_controls_snapshot_age_seconds";
+    /// 1 while this replica answers checks from its near-cache, else 0.
+    pub const NEAR_CACHE_SERVING: &str = "suppressd_near_cache_serving";
+    /// Records this replica's near-cache copied when it last loaded.
+    pub const NEAR_CACHE_ENTRIES: &str = "suppressd_near_cache_loaded_records";
 
     /// Every name above: what dashboards and the README may refer to.
     pub const ALL: &[&str] = &[
@@ -69,6 +73,8 @@ pub mod names {
         REDIS_ERRORS,
         STORE_ERRORS,
         CONTROLS_AGE,
+        NEAR_CACHE_SERVING,
+        NEAR_CACHE_ENTRIES,
     ];
 }
 
@@ -168,5 +174,13 @@ fn describe() {
         CONTROLS_AGE,
         Unit::Seconds,
         "Time since this replica last read the controls from the store"
+    );
+    describe_gauge!(
+        NEAR_CACHE_SERVING,
+        "1 while this replica answers checks from its near-cache"
+    );
+    describe_gauge!(
+        NEAR_CACHE_ENTRIES,
+        "Records copied by this replica's near-cache when it last loaded"
     );
 }

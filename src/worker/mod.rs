@@ -214,7 +214,7 @@ impl Worker {
         metrics::histogram!(names::BATCH_SIZE).record(records.len() as f64);
         metrics::counter!(names::COMMITTED).increment(report.inserted);
         span.record("suppressd.inserted", report.inserted as i64);
-        self.cache.merge(&records).await?;
+        self.cache.merge(&records, true).await?;
         let receipts: Vec<_> = records.iter().map(|r| r.receipt).collect();
         self.consumer.settle(&ids, &receipts).await?;
         tracing::debug!(

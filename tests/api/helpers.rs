@@ -210,6 +210,8 @@ pub struct TestApp {
     keys_dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The near-cache of the running application, when it has one.
+    pub near: Option<std::sync::Arc<suppressd::cache::near::NearCache>>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -247,6 +249,7 @@ pub async fn spawn_app_with(
         keys_dir,
         stop: None,
         handle: None,
+        near: None,
     };
     app.start().await;
     app
@@ -258,6 +261,7 @@ impl TestApp {
             .await
             .expect("the application builds");
         self.addr = app.local_addr();
+        self.near = app.near_cache();
         self.admin = app.admin_addr();
         self.http_addr = app.http_addr();
         let (tx, rx) = oneshot::channel();
@@ -349,6 +353,19 @@ impl TestApp {
 
     /// Waits until a rebuild has marked the cache complete. The rebuild runs in the background by
     /// design; this polls the marker, it does not guess a duration.
+    /// Waits until this replica answers checks from its near-cache.
+    pub async fn wait_near_cache_serving(&self) {
+        let near = self.near.clone().expect("the near-cache is on");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !near.serving() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the near-cache never served"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn wait_cache_complete(&self) {
         let cache = self.cache().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

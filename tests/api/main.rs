@@ -16,6 +16,7 @@ mod import_cli;
 mod imports;
 mod lifecycle;
 mod limits;
+mod near_cache;
 mod one_click;
 mod opt_outs;
 mod processes;

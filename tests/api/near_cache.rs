@@ -1,0 +1,195 @@
+//! The near-cache (src/cache/near.rs): checks answered from each replica's copy in memory, and the
+//! first invariant of SPEC §5 kept with it: an opt-out that returned is in force on every replica,
+//! including one that was frozen while it was written.
+
+use crate::helpers::*;
+use crate::processes::{Replica, ReplicaConfig};
+use std::{sync::Arc, time::Duration};
+use suppressd::{
+    cache::{layout, near::NearCache},
+    domain::{Channel as DomainChannel, Recipient, RecipientKind, Scope},
+    proto::{self, Channel},
+    startup::Application,
+};
+use tokio::sync::oneshot;
+
+/// Another replica in this process, on the same store and Redis prefix as `settings`.
+struct Peer {
+    client: Client,
+    near: Option<Arc<NearCache>>,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn peer(app: &TestApp, near_cache: bool) -> Peer {
+    let mut settings = app.settings.clone();
+    settings.no_near_cache = !near_cache;
+    let built = Application::build(&settings, app.clock.clone())
+        .await
+        .expect("the peer builds");
+    let (addr, near) = (built.local_addr(), built.near_cache());
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(built.run_until(async {
+        let _ = stopped.await;
+    }));
+    Peer {
+        client: connect(addr).await,
+        near,
+        _stop: stop,
+    }
+}
+
+async fn serving(near: &NearCache) {
+    for _ in 0..2_000 {
+        if near.serving() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the near-cache never served");
+}
+
+fn notice() -> proto::Scope {
+    scope("acme", Channel::Email, "recall", "")
+}
+
+fn accepted(address: &str) -> proto::OptOutRequest {
+    proto::OptOutRequest {
+        durability: proto::Durability::Accepted as i32,
+        ..opt_out_request(email(address), notice())
+    }
+}
+
+async fn suppressed(client: &mut Client, address: &str) -> bool {
+    client
+        .check_suppressed(proto::CheckSuppressedRequest {
+            recipient: Some(email(address)),
+            scope: Some(notice()),
+        })
+        .await
+        .expect("the check answers")
+        .into_inner()
+        .suppressed
+}
+
+/// Deletes an opt-out's field from Redis directly, behind the change feed's back.
+async fn remove_behind_the_feed(app: &TestApp, address: &str) {
+    let (pepper, _) = app.settings.pepper().unwrap();
+    let subject = pepper.subject(&Recipient::parse(RecipientKind::Email, address).unwrap());
+    let scope = Scope::parse("acme", Some(DomainChannel::Email), "recall", "").unwrap();
+    let bucket = app.cache().await.keys().bucket_for(&subject);
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let removed: u64 = redis::cmd("HDEL")
+        .arg(bucket)
+        .arg(&layout::field(&subject, &scope)[..])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the opt-out of {address} was in Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_answer_from_the_copy_in_memory_once_it_has_loaded() {
+    let mut app = spawn_app(Backend::Postgres).await;
+    app.wait_cache_complete().await;
+    app.opt_out(accepted("before@example.com")).await;
+    app.wait_near_cache_serving().await;
+    app.opt_out(accepted("after@example.com")).await;
+
+    // Redis alone now says "send" for both (a replica without a near-cache shows it) …
+    let mut redis_only = peer(&app, false).await;
+    for who in ["before@example.com", "after@example.com"] {
+        remove_behind_the_feed(&app, who).await;
+        assert!(!suppressed(&mut redis_only.client, who).await);
+    }
+    // … while the copy, loaded with the first and fed the second, still holds both.
+    for who in ["before@example.com", "after@example.com"] {
+        assert!(suppressed(&mut app.client, who).await, "{who}");
+    }
+    assert!(!suppressed(&mut app.client, "never@example.com").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_is_in_force_on_every_replica_when_it_returns() {
+    let mut app = spawn_app(Backend::Postgres).await;
+    app.wait_cache_complete().await;
+    let mut other = peer(&app, true).await;
+    app.wait_near_cache_serving().await;
+    serving(other.near.as_ref().unwrap()).await;
+    // Each opt-out returns on one replica, and the very next call asks the other one, which
+    // learns of it only through the feed.
+    for i in 0..300 {
+        let who = format!("race-{i}@example.com");
+        let (writer, reader) = if i % 2 == 0 {
+            (&mut app.client, &mut other.client)
+        } else {
+            (&mut other.client, &mut app.client)
+        };
+        writer.opt_out(accepted(&who)).await.expect("opt-out");
+        assert!(
+            suppressed(reader, &who).await,
+            "opt-out {i} returned, yet the other replica said send"
+        );
+    }
+    // And an opt-in ends it everywhere too.
+    let opt_in = proto::OptInRequest {
+        recipient: Some(email("race-0@example.com")),
+        scope: Some(notice()),
+        token: String::new(),
+        reason: "verified by phone".into(),
+    };
+    app.client.opt_in(opt_in).await.expect("opt-in");
+    assert!(!suppressed(&mut other.client, "race-0@example.com").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_stops_answering_from_memory_and_holds_writers_up_only_for_its_lease() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let prefix = format!("n{}:", uuid::Uuid::new_v4().simple());
+    let config = ReplicaConfig::new(&db.url, REDIS_URL, &prefix);
+    let a = Replica::start(&config).await;
+    let b = Replica::start(&config).await;
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Both hold a lease (and so have loaded their copies).
+    for _ in 0..2_000 {
+        let leases: u64 = redis::cmd("HLEN")
+            .arg(format!("{prefix}near-replicas"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if leases == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (mut at_a, mut at_b) = (a.client().await, b.client().await);
+    assert!(!suppressed(&mut at_b, "frozen@example.com").await);
+
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &b.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // The writer waits for b's lease to run out, not for b.
+    let written = tokio::time::timeout(
+        Duration::from_secs(5),
+        at_a.opt_out(accepted("frozen@example.com")),
+    )
+    .await;
+    signal("-CONT");
+    written
+        .expect("the opt-out returned")
+        .expect("the opt-out succeeded");
+    // Woken, b must not answer from the copy it had before the opt-out.
+    assert!(suppressed(&mut at_b, "frozen@example.com").await);
+}
