@@ -47,6 +47,8 @@ const READ_COUNT: usize = 1_000;
 const LOAD_CHUNK: u32 = 256;
 /// How often a writer waiting on other replicas looks at their acknowledgements.
 const POLL: Duration = Duration::from_millis(1);
+/// Pause before a writer reads the leases again after the read failed.
+const PEEK_RETRY: Duration = Duration::from_millis(20);
 /// A writer gives up after this (a lease always runs out well before).
 const SETTLE_LIMIT: Duration = Duration::from_secs(3);
 /// Pause before following again after the copy stopped.
@@ -193,7 +195,16 @@ impl NearCache {
         }
         loop {
             let asked = Instant::now();
-            let (now, renewals, registry) = self.peek().await.map_err(NotSettled::Redis)?;
+            let (now, renewals, registry) = match self.peek().await {
+                Ok(peeked) => peeked,
+                // A slow or reconnecting Redis: ask again while there is time.
+                Err(e) if tokio::time::Instant::now() + PEEK_RETRY < deadline => {
+                    tracing::debug!(error = %e, "reading the near-cache leases; retrying");
+                    tokio::time::sleep(PEEK_RETRY).await;
+                    continue;
+                }
+                Err(e) => return Err(NotSettled::Redis(e)),
+            };
             let blind_until = self.observe(renewals, asked);
             let lease = LEASE.as_millis() as u64;
             let behind = registry.iter().any(|r| {
