@@ -8,14 +8,17 @@
 //! records and their append in one autocommitted statement, planned on the head it last wrote instead
 //! of one read under the lock, and refused whole when that head has moved.
 
-use super::{Context, Store, StoreError};
+use super::{
+    Context, Store, StoreError,
+    unnest::{EntryColumns, push_insert_records},
+};
 use crate::{
     audit::{
         AuditEntry, AuditLog,
         merkle::{Frontier, Hash},
         note::Checkpoint,
     },
-    domain::{Suppression, scope::channel_code},
+    domain::Suppression,
 };
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 use std::collections::HashMap;
@@ -191,29 +194,6 @@ pub(super) trait AuditTx {
     }
 }
 
-/// Binds one entry and its hashes as an audit row (a macro: the same binds for both engines).
-macro_rules! push_entry {
-    ($row:expr, $e:expr, $hashes:expr) => {{
-        let e: &AuditEntry = $e;
-        $row.push_bind(e.seq as i64)
-            .push_bind(e.time)
-            .push_bind(e.actor.clone())
-            .push_bind(e.action.clone())
-            .push_bind(e.tenant.clone())
-            .push_bind(hex::decode(&e.subject).unwrap_or_default())
-            .push_bind(i32::from(e.channel))
-            .push_bind(e.topic.clone())
-            .push_bind(e.campaign.clone())
-            .push_bind(i32::from(e.reason))
-            .push_bind(i32::from(e.source))
-            .push_bind(e.receipt.clone())
-            .push_bind(e.trace_id.clone())
-            .push_bind(e.expires_at)
-            .push_bind(e.detail.clone())
-            .push_bind($hashes.clone());
-    }};
-}
-
 impl AuditTx for Transaction<'_, Postgres> {
     async fn lock_head(&mut self) -> Result<Head, StoreError> {
         let (size, frontier) = sqlx::query_as(LOCK_HEAD_PG)
@@ -244,9 +224,7 @@ fn push_append(q: &mut QueryBuilder<Postgres>, a: &Append, now: i64) {
         audit_columns!(),
         ") "
     ));
-    q.push_values(&a.entries, |mut row, (e, hashes)| {
-        push_entry!(row, e, hashes)
-    });
+    EntryColumns::new(&a.entries).push_select(q);
     q.push(
         "), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (",
     )
@@ -290,15 +268,9 @@ pub(super) async fn commit_at_once(
         .enumerate()
         .map(|(k, (s, trace))| AuditEntry::opt_out(head.seq(k), committed_at, s, trace));
     let append = plan_append(&head, entries, log)?;
-    let mut q = QueryBuilder::new(concat!(
-        "WITH new AS (INSERT INTO suppressions (",
-        columns!(),
-        ", committed_at, import_batch) "
-    ));
-    q.push_values(batch, |mut row, s| {
-        push_record!(row, s, committed_at, None::<&str>)
-    });
-    q.push(" ON CONFLICT DO NOTHING RETURNING 1), ");
+    let mut q = QueryBuilder::new("WITH new AS (");
+    push_insert_records(&mut q, batch, committed_at, None, "1");
+    q.push("), ");
     push_append(&mut q, &append, committed_at);
     q.push(
         " SELECT suppressd_refuse('a record was already stored, or the audit head moved') \
@@ -340,7 +312,24 @@ impl AuditTx for Transaction<'_, Sqlite> {
         for chunk in a.entries.chunks(1_000) {
             let mut q =
                 QueryBuilder::new(concat!("INSERT INTO audit_log (", audit_columns!(), ") "));
-            q.push_values(chunk, |mut row, (e, hashes)| push_entry!(row, e, hashes));
+            q.push_values(chunk, |mut row, (e, hashes)| {
+                row.push_bind(e.seq as i64)
+                    .push_bind(e.time)
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.action.clone())
+                    .push_bind(e.tenant.clone())
+                    .push_bind(hex::decode(&e.subject).unwrap_or_default())
+                    .push_bind(i32::from(e.channel))
+                    .push_bind(e.topic.clone())
+                    .push_bind(e.campaign.clone())
+                    .push_bind(i32::from(e.reason))
+                    .push_bind(i32::from(e.source))
+                    .push_bind(e.receipt.clone())
+                    .push_bind(e.trace_id.clone())
+                    .push_bind(e.expires_at)
+                    .push_bind(e.detail.clone())
+                    .push_bind(hashes.clone());
+            });
             q.build()
                 .execute(&mut **self)
                 .await

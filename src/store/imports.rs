@@ -7,10 +7,10 @@
 //! and a write as the first statement takes the write lock before any snapshot is read.
 
 use super::audit::AuditTx;
-use super::{Context, INSERT_CHUNK, Row, Store, StoreError};
+use super::{Context, INSERT_CHUNK, InsertRecords, Row, Store, StoreError};
 use crate::{
     audit::{Action, AuditEntry, AuditLog},
-    domain::{Millis, Suppression, scope::channel_code},
+    domain::{Millis, Suppression},
 };
 use sqlx::QueryBuilder;
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,7 +101,7 @@ impl Store {
             }
             if !records.is_empty() {
                 // Receipts are new ids, so every record is new; the audit follows the insert anyway.
-                let inserted = insert_records!(&mut *tx, records, now, Some(batch_id));
+                let inserted = tx.insert_records(records, now, Some(batch_id)).await?;
                 let new: std::collections::HashSet<String> = inserted.into_iter().collect();
                 let head = tx.lock_head().await?;
                 let entries: Vec<_> = records

@@ -3,6 +3,8 @@
 //!
 //! Both engines run the same SQL (integers for times and codes, `$n` placeholders, which SQLite reads
 //! as numbered parameters), so one [`Store`] enum dispatches each statement to whichever pool it holds.
+//! Batch inserts are the exception: PostgreSQL binds a batch as one array per column (`unnest`),
+//! SQLite, which has no arrays, as rows of `VALUES`.
 //! Writes are idempotent: a redelivered stream entry hits the primary key or the idempotency index and
 //! changes nothing.
 
@@ -16,7 +18,7 @@ use crate::{
 };
 use audit::AuditTx;
 use sqlx::{
-    PgPool, QueryBuilder, SqlitePool,
+    PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool, Transaction,
     postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -85,7 +87,9 @@ macro_rules! on_pool {
     };
 }
 
-/// Rows written in one INSERT; both engines take this many parameters comfortably.
+/// Rows in one `VALUES` insert on SQLite, which binds at most 32766 parameters per statement (15 a
+/// record), and ids in one `IN` list. PostgreSQL binds a batch of records as arrays (`unnest`) and
+/// inserts it whole.
 const INSERT_CHUNK: usize = 500;
 
 /// The columns of a record, as a macro so that statements stay `&'static str` (sqlx refuses dynamic SQL).
@@ -96,60 +100,79 @@ macro_rules! columns {
     };
 }
 
-/// Binds one record as a `suppressions` row with the columns of [`columns!`], `committed_at` and
-/// `import_batch` (a macro: the same binds for both engines).
-macro_rules! push_record {
-    ($row:expr, $s:expr, $committed_at:expr, $import_batch:expr) => {{
-        let s: &Suppression = $s;
-        $row.push_bind(s.receipt.to_string())
-            .push_bind(s.subject.0.to_vec())
-            .push_bind(s.scope.tenant.clone())
-            .push_bind(i32::from(channel_code(s.scope.channel)))
-            .push_bind(s.scope.topic.clone())
-            .push_bind(s.scope.campaign.clone())
-            .push_bind(i32::from(s.reason.code()))
-            .push_bind(i32::from(s.source.code()))
-            .push_bind(s.actor.clone())
-            .push_bind(s.received_at)
-            .push_bind(s.effective_at)
-            .push_bind(s.expires_at)
-            .push_bind(s.idempotency_key.clone())
-            .push_bind($committed_at)
-            .push_bind($import_batch.map(str::to_owned));
-    }};
+/// Inserting records inside a transaction, skipping those already present: the worker's commits
+/// under the audit head's lock, and imports (`import_batch` set). A trait because each engine's
+/// transaction is its own type and each engine inserts a batch its own way.
+trait InsertRecords {
+    /// Inserts `records` tagged with `committed_at` and `import_batch`; returns the receipt ids that
+    /// were new.
+    async fn insert_records(
+        &mut self,
+        records: &[Suppression],
+        committed_at: Millis,
+        import_batch: Option<&str>,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
-/// Inserts records in statements of [`INSERT_CHUNK`] rows inside a transaction, skipping those already
-/// present, and evaluates to the receipt ids that were new. A macro because each engine's transaction
-/// is its own type; the worker's commits and imports (`import_batch` set) share it.
-macro_rules! insert_records {
-    ($tx:expr, $records:expr, $committed_at:expr, $import_batch:expr) => {{
-        let mut inserted: Vec<String> = Vec::with_capacity($records.len());
-        for chunk in $records.chunks(INSERT_CHUNK) {
+impl InsertRecords for Transaction<'_, Postgres> {
+    async fn insert_records(
+        &mut self,
+        records: &[Suppression],
+        committed_at: Millis,
+        import_batch: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        unnest::insert_records(&mut **self, records, committed_at, import_batch).await
+    }
+}
+
+impl InsertRecords for Transaction<'_, Sqlite> {
+    async fn insert_records(
+        &mut self,
+        records: &[Suppression],
+        committed_at: Millis,
+        import_batch: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inserted = Vec::with_capacity(records.len());
+        for chunk in records.chunks(INSERT_CHUNK) {
             let mut insert = QueryBuilder::new(concat!(
                 "INSERT INTO suppressions (",
                 columns!(),
                 ", committed_at, import_batch) "
             ));
             insert.push_values(chunk, |mut row, s| {
-                push_record!(row, s, $committed_at, $import_batch)
+                row.push_bind(s.receipt.to_string())
+                    .push_bind(s.subject.0.to_vec())
+                    .push_bind(s.scope.tenant.clone())
+                    .push_bind(i32::from(channel_code(s.scope.channel)))
+                    .push_bind(s.scope.topic.clone())
+                    .push_bind(s.scope.campaign.clone())
+                    .push_bind(i32::from(s.reason.code()))
+                    .push_bind(i32::from(s.source.code()))
+                    .push_bind(s.actor.clone())
+                    .push_bind(s.received_at)
+                    .push_bind(s.effective_at)
+                    .push_bind(s.expires_at)
+                    .push_bind(s.idempotency_key.clone())
+                    .push_bind(committed_at)
+                    .push_bind(import_batch.map(str::to_owned));
             });
             insert.push(" ON CONFLICT DO NOTHING RETURNING receipt_id");
             let new: Vec<String> = insert
                 .build_query_scalar()
-                .fetch_all($tx)
+                .fetch_all(&mut **self)
                 .await
                 .context("inserting a batch")?;
             inserted.extend(new);
         }
-        inserted
-    }};
+        Ok(inserted)
+    }
 }
 
 // After the macros above, which they use.
 pub mod audit;
 mod controls;
 pub mod records;
+mod unnest;
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -286,12 +309,10 @@ impl Store {
         if batch.is_empty() {
             return Ok(locked(0));
         }
-        if let Store::Postgres(pool) = self
-            && batch.len() <= INSERT_CHUNK
-        {
+        if let Store::Postgres(pool) = self {
             if log.bench_unaudited {
                 // The baseline of the audit cost: the same one round trip, records only.
-                let inserted = insert_records!(pool, batch, committed_at, None::<&str>);
+                let inserted = unnest::insert_records(pool, batch, committed_at, None).await?;
                 return Ok(Committed {
                     inserted: inserted.len() as u64,
                     at_once: true,
@@ -310,7 +331,7 @@ impl Store {
         }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning a batch")?;
-            let inserted = insert_records!(&mut *tx, batch, committed_at, None::<&str>);
+            let inserted = tx.insert_records(batch, committed_at, None).await?;
             if inserted.is_empty() || log.bench_unaudited {
                 tx.commit().await.context("committing a batch")?;
                 return Ok(locked(inserted.len()));
