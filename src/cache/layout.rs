@@ -335,9 +335,12 @@ end
 /// Records one opt-out atomically: idempotency check, cache write, stream append, receipt marker,
 /// and the change feed when the field changed.
 ///
-/// KEYS: bucket, stream, idempotency key, receipt key, write counter, change feed, change counter.
+/// KEYS: bucket, stream, idempotency key, receipt key, write counter, near-cache leases, their
+/// renewal counter, change feed, change counter.
 /// ARGV: use idempotency ("1"/"0"), field, value, receipt id, stream payload, TTL ms of the
 /// idempotency and receipt keys, backlog limit (0 = none).
+/// Every reply ends with Redis's clock (ms), the renewal count and the leases, which is what the
+/// writer then waits on (`cache::near`), read after the write in the same round trip.
 /// Returns `{0, receipt, writes, last change}` for a replay (its own change is at most that), `{1, stream id, writes, change}` when recorded,
 /// `{2, length, writes, 0}` when the backlog is over the limit (nothing written); `writes` is the
 /// write counter, `change` the number of the change fed (0 when the field kept a stronger record).
@@ -346,22 +349,29 @@ pub fn opt_out_script() -> String {
         "{MERGE_FN}{}{}",
         feed_fn(),
         r"
+local function leases(reply)
+  local t = redis.call('TIME')
+  table.insert(reply, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  table.insert(reply, tonumber(redis.call('GET', KEYS[7]) or '0'))
+  table.insert(reply, redis.call('HGETALL', KEYS[6]))
+  return reply
+end
 local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
 if ARGV[1] == '1' then
   local prior = redis.call('GET', KEYS[3])
-  if prior then return {0, prior, writes, tonumber(redis.call('GET', KEYS[7]) or '0')} end
+  if prior then return leases({0, prior, writes, tonumber(redis.call('GET', KEYS[9]) or '0')}) end
 end
 local limit = tonumber(ARGV[7])
 if limit > 0 then
   local backlog = redis.call('XLEN', KEYS[2])
-  if backlog >= limit then return {2, tostring(backlog), writes, 0} end
+  if backlog >= limit then return leases({2, tostring(backlog), writes, 0}) end
 end
 local change = 0
 if merge(KEYS[1], ARGV[2], ARGV[3]) == 1 then change = feed(ARGV[2], ARGV[3]) end
 local id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[5])
 if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[6]) end
 redis.call('SET', KEYS[4], id, 'PX', ARGV[6])
-return {1, id, redis.call('INCR', KEYS[5]), change}
+return leases({1, id, redis.call('INCR', KEYS[5]), change})
 "
     )
 }

@@ -99,12 +99,14 @@ pub struct Lookups {
 }
 
 /// What happened to an opt-out written to the cache, and the write counter after it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Written {
     pub outcome: Recorded,
     pub writes: u64,
     /// The number of the change fed to the near-caches (0: none; see [`near`]).
     pub change: u64,
+    /// The near-cache leases as they stood just after the write: what the writer waits on.
+    pub leases: near::Leases,
 }
 
 /// What a merge of records did: the write counter after it, and the last change it fed (0: none).
@@ -242,13 +244,16 @@ impl Cache {
         backlog_limit: u64,
     ) -> Result<Written, CacheError> {
         let idem = s.idempotency_key.as_deref();
-        let reply: (i64, String, u64, u64) = self
+        let asked = std::time::Instant::now();
+        let reply: OptOutReply = self
             .opt_out
             .key(self.keys.bucket_for(&s.subject))
             .key(self.keys.stream())
             .key(self.keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
             .key(self.keys.receipt(s.receipt))
             .key(self.keys.writes())
+            .key(self.keys.near_replicas())
+            .key(self.keys.near_renewals())
             .key(self.keys.changes())
             .key(self.keys.change_seq())
             .arg(if idem.is_some() { "1" } else { "0" })
@@ -261,7 +266,7 @@ impl Cache {
             .invoke_async(&mut self.conn())
             .await
             .context("recording an opt-out")?;
-        let (code, detail, writes, change) = reply;
+        let (code, detail, writes, change, now, renewals, registry) = reply;
         let outcome = match (code, detail) {
             (0, prior) => Recorded::Replay(ReceiptId::parse("receipt", &prior).map_err(|_| {
                 CacheError::new(
@@ -278,6 +283,7 @@ impl Cache {
             outcome,
             writes,
             change,
+            leases: near::Leases::new(asked, now, renewals, registry),
         })
     }
 
@@ -384,6 +390,10 @@ impl Cache {
         Ok(complete.filter(|c| generation.as_ref() == Some(c)))
     }
 }
+
+/// The opt-out script's reply: outcome code, its detail, the write counter, the change fed, then
+/// Redis's clock, the renewal count and the near-cache leases (see [`layout::opt_out_script`]).
+type OptOutReply = (i64, String, u64, u64, u64, u64, Vec<(String, String)>);
 
 /// One `HMGET` reply: the marker, then one value per candidate scope.
 type Candidates = Vec<Option<Vec<u8>>>;

@@ -7,7 +7,7 @@
 //!   from the noted head on. Every write that changes a bucket field feeds the field's new value,
 //!   numbered consecutively, so a gap in the numbers (the feed trimmed past this replica, Redis
 //!   restarted) ends the copy's life.
-//! - **Leases that acknowledge.** After each read of the feed the replica renews its lease in
+//! - **Leases that acknowledge.** Soon after each read of the feed the replica renews its lease in
 //!   [`Keys::near_replicas`], reporting the last change it applied. It answers from memory only
 //!   until that lease runs out, measured on its own clock from before it asked, and only while each
 //!   renewal finds the previous one where it left it and the cache still complete under the same
@@ -43,6 +43,9 @@ const MARGIN: Duration = Duration::from_millis(100);
 /// How long a read of the feed waits for changes: renewals come at least this often.
 const BLOCK: Duration = Duration::from_millis(100);
 const READ_COUNT: usize = 1_000;
+/// How soon after applying a change the replica acknowledges it (renews): what a writer on another
+/// replica waits for, at most, beyond the feed's own delay.
+const ACK_EVERY: Duration = Duration::from_millis(2);
 /// Buckets copied per pipeline while loading.
 const LOAD_CHUNK: u32 = 256;
 /// How often a writer waiting on other replicas looks at their acknowledgements.
@@ -88,6 +91,41 @@ struct Registered {
     replica: String,
     applied: u64,
     renewed_at: u64,
+}
+
+/// The leases as one read of Redis found them.
+#[derive(Debug)]
+pub struct Leases {
+    /// When (this process's clock) the read was sent.
+    asked: Instant,
+    /// Redis's clock (ms) when it answered.
+    now: u64,
+    renewals: u64,
+    registry: Vec<Registered>,
+}
+
+impl Leases {
+    pub(super) fn new(
+        asked: Instant,
+        now: u64,
+        renewals: u64,
+        registry: Vec<(String, String)>,
+    ) -> Leases {
+        Leases {
+            asked,
+            now,
+            renewals,
+            registry: parse_registry(registry),
+        }
+    }
+
+    /// Whether a replica other than `me` holds a live lease and has not applied `change`.
+    fn behind(&self, change: u64, me: &str) -> bool {
+        let lease = LEASE.as_millis() as u64;
+        self.registry
+            .iter()
+            .any(|r| r.replica != me && r.renewed_at + lease > self.now && r.applied < change)
+    }
 }
 
 /// What a writer knows of the leases it may not see in the registry.
@@ -178,8 +216,9 @@ impl NearCache {
     }
 
     /// Returns once every replica that may answer from memory has applied `change`, or its lease has
-    /// run out; at once for 0 (nothing fed). Fails when that cannot be known in time (Redis away).
-    pub async fn settled(&self, change: u64) -> Result<(), NotSettled> {
+    /// run out; at once for 0 (nothing fed). `leases`: a read of them made after the write, if the
+    /// write brought one back. Fails when that cannot be known in time (Redis away).
+    pub async fn settled(&self, change: u64, leases: Option<Leases>) -> Result<(), NotSettled> {
         if change == 0 {
             return Ok(());
         }
@@ -193,10 +232,14 @@ impl NearCache {
                 .map_err(|_| NotSettled::Timeout)?
                 .map_err(|_| NotSettled::Timeout)?;
         }
+        let mut leases = leases;
         loop {
-            let asked = Instant::now();
-            let (now, renewals, registry) = match self.peek().await {
-                Ok(peeked) => peeked,
+            let read = match leases.take() {
+                Some(read) => Ok(read),
+                None => self.peek().await,
+            };
+            let read = match read {
+                Ok(read) => read,
                 // A slow or reconnecting Redis: ask again while there is time.
                 Err(e) if tokio::time::Instant::now() + PEEK_RETRY < deadline => {
                     tracing::debug!(error = %e, "reading the near-cache leases; retrying");
@@ -205,11 +248,8 @@ impl NearCache {
                 }
                 Err(e) => return Err(NotSettled::Redis(e)),
             };
-            let blind_until = self.observe(renewals, asked);
-            let lease = LEASE.as_millis() as u64;
-            let behind = registry.iter().any(|r| {
-                r.replica != self.replica && r.renewed_at + lease > now && r.applied < change
-            });
+            let blind_until = self.observe(read.renewals, read.asked);
+            let behind = read.behind(change, &self.replica);
             let blind = Instant::now() < blind_until;
             if !behind && !blind {
                 return Ok(());
@@ -246,16 +286,17 @@ impl NearCache {
         view.blind_until
     }
 
-    /// Redis's clock (ms), the renewal count and the registry, in one round trip.
-    async fn peek(&self) -> Result<(u64, u64, Vec<Registered>), CacheError> {
+    /// Reads the leases: Redis's clock, the renewal count and the registry, in one round trip.
+    async fn peek(&self) -> Result<Leases, CacheError> {
         let keys = self.cache.keys();
+        let asked = Instant::now();
         let (now, renewals, registry): (u64, u64, Vec<(String, String)>) = PEEK
             .key(keys.near_replicas())
             .key(keys.near_renewals())
             .invoke_async(&mut self.cache.conn())
             .await
             .context("reading the near-cache leases")?;
-        Ok((now, renewals, parse_registry(registry)))
+        Ok(Leases::new(asked, now, renewals, registry))
     }
 
     /// Follows the feed, loading again whenever the copy stops, until `stop`.
@@ -333,7 +374,23 @@ impl NearCache {
             self.serving_until
                 .store(until.as_nanos() as u64, Ordering::Release);
             metrics::gauge!(names::NEAR_CACHE_SERVING).set(1.0);
-            self.read(&mut conn, &mut feed, Some(BLOCK)).await?;
+            // Read until there is something to acknowledge and it has waited ACK_EVERY (so that a
+            // busy feed costs one renewal per ACK_EVERY, not one per change), or until BLOCK of quiet.
+            let mut unacked = false;
+            loop {
+                let block = if unacked {
+                    ACK_EVERY
+                        .saturating_sub(lease.sent.elapsed())
+                        .max(Duration::from_millis(1))
+                } else {
+                    BLOCK
+                };
+                let read = self.read(&mut conn, &mut feed, Some(block)).await?;
+                unacked |= read > 0;
+                if read == 0 || lease.sent.elapsed() >= ACK_EVERY {
+                    break;
+                }
+            }
         }
     }
 

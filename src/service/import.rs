@@ -241,7 +241,10 @@ impl Import {
             }
         }
         // Every replica answers by the chunk before it counts as imported.
-        service.settled(change).await.map_err(|e| self.failed(e))?;
+        service
+            .settled(change, None)
+            .await
+            .map_err(|e| self.failed(e))?;
         self.summary.imported += records.len() as u64;
         self.summary.duplicates += counts.duplicates;
         Ok(())

@@ -18,7 +18,10 @@ pub mod waiters;
 
 use crate::{
     audit::AuditLog,
-    cache::{Cache, CacheError, near::NearCache},
+    cache::{
+        Cache, CacheError,
+        near::{Leases, NearCache},
+    },
     domain::{
         Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash, control::Controls,
     },
@@ -152,8 +155,12 @@ impl Suppressions {
     }
 
     /// Waits until every replica answers by the cache writes up to `change` (see `cache::near`).
-    pub(crate) async fn settled(&self, change: u64) -> Result<(), ServiceError> {
-        self.inner.near.settled(change).await.map_err(|e| {
+    pub(crate) async fn settled(
+        &self,
+        change: u64,
+        leases: Option<Leases>,
+    ) -> Result<(), ServiceError> {
+        self.inner.near.settled(change, leases).await.map_err(|e| {
             ServiceError::unavailable(
                 "the change is recorded but not yet confirmed by every replica; retry (an opt-out \
                  with the same idempotency key returns the same receipt)",

@@ -110,7 +110,7 @@ impl Suppressions {
         // could not take out of the cache.
         let all: Vec<Suppression> = own.into_iter().map(|r| r.record).collect();
         let change = retract(&self.inner.cache, self.store(), &all, now).await?;
-        self.settled(change).await?;
+        self.settled(change, None).await?;
         Ok(ended)
     }
 
@@ -139,7 +139,7 @@ impl Suppressions {
     /// Takes ended records out of the cache (see [`retract`]), on every replica before it returns.
     pub async fn retract(&self, ended: &[Suppression]) -> Result<(), ServiceError> {
         let change = retract(&self.inner.cache, self.store(), ended, self.now()).await?;
-        self.settled(change).await
+        self.settled(change, None).await
     }
 
     /// Every record of a person within a tenant, oldest first, each with its audit entries.
