@@ -22,7 +22,7 @@ use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use std::time::Duration;
 use tracing::Level;
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry,
+    EnvFilter, Layer,
     filter::{FilterExt, Targets},
     fmt,
     prelude::*,
@@ -66,10 +66,8 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     if provider.is_some() {
         sampling::install(sampling::HeadSampler::from_env().map_err(anyhow::Error::msg)?);
     }
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
-
     let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    layers.push(match format {
+    let log_layer = match format {
         LogFormat::Text => fmt::layer()
             .with_writer(std::io::stderr)
             .with_filter(logs)
@@ -80,32 +78,30 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
             .with_writer(std::io::stderr)
             .with_filter(logs)
             .boxed(),
-    });
+    };
 
-    if let Some(provider) = &provider {
+    let trace_layer = provider.as_ref().map(|provider| {
         // Only this crate's spans are exported; RUST_LOG governs logs, the sampler governs traces,
         // and the spans of the libraries below (h2, sqlx, redis) would only add noise and cost.
         let ours = Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO);
-        layers.push(
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer(SERVICE_NAME))
-                // Per-span extras that cost clock reads, allocations or a context push on every
-                // poll of every span, sampled or not, and that no one reads here: nothing else in
-                // the process uses the active OpenTelemetry context (the layer's own span data is
-                // what propagation reads), and code locations, threads and busy/idle times are
-                // noise in an RPC trace.
-                .with_context_activation(false)
-                .with_tracked_inactivity(false)
-                .with_location(false)
-                .with_threads(false)
-                .with_target(false)
-                .with_filter(ours.and(sampling::HeadSampling))
-                .boxed(),
-        );
-    }
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(SERVICE_NAME))
+            // Per-span extras that cost clock reads, allocations or a context push on every
+            // poll of every span, sampled or not, and that no one reads here: nothing else in
+            // the process uses the active OpenTelemetry context (the layer's own span data is
+            // what propagation reads), and code locations, threads and busy/idle times are
+            // noise in an RPC trace.
+            .with_context_activation(false)
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_filter(ours.and(sampling::HeadSampling))
+    });
 
     tracing_subscriber::registry()
-        .with(layers)
+        .with(log_layer)
+        .with(trace_layer)
         .try_init()
         .context("installing the tracing subscriber")?;
     Ok(TelemetryGuard { provider })
