@@ -1,7 +1,8 @@
 //! Redis: the complete set of active suppressions (the hot path reads only this), the write-behind
 //! stream, idempotency keys, pending receipts, and the marker that says the set is complete.
 //!
-//! The hot path asks one question per check — `HMGET bucket marker field₁ … field₈` — and sends every
+//! The hot path answers from this replica's copy of the buckets when it can vouch for it ([`near`]);
+//! otherwise it asks one question per check — `HMGET bucket marker field₁ … field₈` — and sends every
 //! check of a batch in one pipeline, so a call costs one round trip however many scopes and checks it
 //! carries. It must never answer "not suppressed" from a bucket that lacks the marker; [`Lookup`]
 //! carries that fact up to the service, which falls back to the store.

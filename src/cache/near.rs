@@ -307,7 +307,13 @@ impl NearCache {
                 () = stop.cancelled() => break,
             };
             self.stop_serving().await;
-            tracing::warn!(reason = %stopped, "near-cache stopped answering; checks go to Redis until it has loaded again");
+            if matches!(stopped, Stopped::Incomplete) {
+                // Waiting for a rebuild to finish: expected at start and after Redis lost data.
+                tracing::debug!("near-cache waits for the cache to be complete");
+            } else {
+                tracing::warn!(reason = %stopped,
+                    "near-cache stopped answering; checks go to Redis until it has loaded again");
+            }
             tokio::select! {
                 () = tokio::time::sleep(RETRY) => {}
                 () = stop.cancelled() => break,
@@ -366,6 +372,7 @@ impl NearCache {
             .await?;
         self.registered.store(true, Ordering::Release);
         self.catch_up(&mut conn, &mut feed).await?;
+        let mut announced = false;
         loop {
             lease = self
                 .renew(&mut conn, feed.applied, Some(&lease.entry), &generation)
@@ -374,6 +381,13 @@ impl NearCache {
             self.serving_until
                 .store(until.as_nanos() as u64, Ordering::Release);
             metrics::gauge!(names::NEAR_CACHE_SERVING).set(1.0);
+            if !announced {
+                tracing::info!(
+                    records = entries,
+                    "near-cache loaded; checks answered from memory"
+                );
+                announced = true;
+            }
             // Read until there is something to acknowledge and it has waited ACK_EVERY (so that a
             // busy feed costs one renewal per ACK_EVERY, not one per change), or until BLOCK of quiet.
             let mut unacked = false;

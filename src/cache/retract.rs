@@ -19,15 +19,15 @@ pub struct Retraction {
 }
 
 impl Cache {
-    /// Applies each retraction atomically per field (one script call each, pipelined). Returns how
-    /// many fields changed and the last change fed (0: none). A field that holds a record not among
-    /// the ended ones (written since) is left alone.
+    /// Applies each retraction atomically per field (one script call each, pipelined). Returns the
+    /// last change fed to the near-caches (0: no field changed). A field that holds a record not
+    /// among the ended ones (written since) is left alone.
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "retract", db.redis.pipeline_length = retractions.len() as i64))]
-    pub async fn retract(&self, retractions: &[Retraction]) -> Result<(u64, u64), CacheError> {
+    pub async fn retract(&self, retractions: &[Retraction]) -> Result<u64, CacheError> {
         if retractions.is_empty() {
-            return Ok((0, 0));
+            return Ok(0);
         }
         let mut conn = self.conn();
         RETRACT
@@ -56,7 +56,6 @@ impl Cache {
             .query_async(&mut conn)
             .await
             .context("retracting records")?;
-        let changed = changes.iter().filter(|&&c| c > 0).count() as u64;
-        Ok((changed, changes.into_iter().max().unwrap_or(0)))
+        Ok(changes.into_iter().max().unwrap_or(0))
     }
 }

@@ -2,8 +2,8 @@
 //! and [`ServiceError`]; the API layer turns those into gRPC, and nothing here knows about tonic.
 //!
 //! The rule that runs through all of it (SPEC §5, invariant 2): "not suppressed" is said only from a
-//! cache bucket that carries the completeness marker, or from the durable store. Anything else is
-//! [`ServiceError::Unavailable`].
+//! cache bucket that carries the completeness marker (in Redis, or in this replica's near-cache copy
+//! of marked buckets), or from the durable store. Anything else is [`ServiceError::Unavailable`].
 
 pub mod audit;
 mod check;

@@ -266,7 +266,7 @@ pub(crate) async fn retract(
         }
     }
     let retractions: Vec<Retraction> = fields.into_values().collect();
-    let (_, retracted) = cache.retract(&retractions).await?;
+    let retracted = cache.retract(&retractions).await?;
     // A record committed after the query above, whose own cache write was refused while the field
     // still held an ended record (the merge rule keeps a permanent record), would now be missing:
     // write back what is active now. Its write came before the retract emptied the field, so this
