@@ -208,6 +208,9 @@ impl Call {
                     otel.status_code = Empty,
                     // The authenticated principal's name (never the key), filled in by the handler.
                     principal = Empty,
+                    // What a check call asked and where its answers came from (`service::check`).
+                    suppressd.checks = Empty,
+                    suppressd.answer_source = Empty,
                 )
             })
         };

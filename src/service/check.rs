@@ -41,8 +41,11 @@ impl AnswerSource {
 }
 
 impl Suppressions {
-    #[tracing::instrument(name = "check", skip_all, fields(suppressd.checks = checks.len() as i64, suppressd.answer_source))]
+    /// Answers each check. Records `suppressd.checks` and `suppressd.answer_source` on the current
+    /// span, the call's server span: a span of its own per check was a third of what tracing
+    /// every call cost, and told nothing the server span does not.
     pub async fn check(&self, checks: &[Check]) -> Result<Vec<Answer>, ServiceError> {
+        Span::current().record("suppressd.checks", checks.len() as i64);
         let inner = &self.inner;
         let subjects: Vec<SubjectHash> = checks
             .iter()
