@@ -53,17 +53,30 @@ impl SuppressionApi {
     ) -> Result<Response<proto::ListImportsResponse>, Status> {
         let principal = principal(&request)?;
         let limit = convert::list_limit(request.into_inner()).map_err(ServiceError::from)?;
-        let mut batches = self.service.list_imports(limit).await?;
-        if !principal.may_use_every_tenant() {
-            let ids: Vec<String> = batches.iter().map(|b| b.batch_id.clone()).collect();
-            let tenants = self.service.import_tenants(&ids).await?;
-            batches.retain(|b| {
-                b.actor == principal.name
-                    || tenants
-                        .get(&b.batch_id)
-                        .is_some_and(|ts| ts.iter().all(|t| principal.may_use_tenant(t)))
-            });
+        // A tenant-restricted admin sees its own batches and those of its tenants only: pages are
+        // read until `limit` of those are found, so batches it may not see do not crowd them out.
+        let mut batches = Vec::with_capacity(limit);
+        let mut after = None;
+        loop {
+            let mut page = self.service.list_imports(limit, after.as_ref()).await?;
+            let last_page = page.len() < limit;
+            after = page.last().cloned();
+            if !principal.may_use_every_tenant() {
+                let ids: Vec<String> = page.iter().map(|b| b.batch_id.clone()).collect();
+                let tenants = self.service.import_tenants(&ids).await?;
+                page.retain(|b| {
+                    b.actor == principal.name
+                        || tenants
+                            .get(&b.batch_id)
+                            .is_some_and(|ts| ts.iter().all(|t| principal.may_use_tenant(t)))
+                });
+            }
+            batches.extend(page);
+            if last_page || batches.len() >= limit {
+                break;
+            }
         }
+        batches.truncate(limit);
         Ok(Response::new(proto::ListImportsResponse {
             batches: batches.into_iter().map(convert::batch_to_proto).collect(),
         }))

@@ -70,8 +70,14 @@ impl Suppressions {
         Ok(self.inner.store.import_tenants(batches).await?)
     }
 
-    pub async fn list_imports(&self, limit: usize) -> Result<Vec<ImportBatch>, ServiceError> {
-        let rows = self.inner.store.list_imports(limit).await?;
+    /// Import batches, newest first: the first `limit`, or those older than `after`.
+    pub async fn list_imports(
+        &self,
+        limit: usize,
+        after: Option<&ImportBatch>,
+    ) -> Result<Vec<ImportBatch>, ServiceError> {
+        let after = after.map(|b| (b.started_at, b.batch_id.as_str()));
+        let rows = self.inner.store.list_imports(limit, after).await?;
         Ok(rows.into_iter().map(ImportBatch::from).collect())
     }
 }

@@ -167,13 +167,21 @@ impl Store {
             .collect()
     }
 
-    /// Import batches, newest first.
-    pub async fn list_imports(&self, limit: usize) -> Result<Vec<ImportBatchRow>, StoreError> {
+    /// Import batches, newest first: the first `limit`, or the `limit` after (older than) the batch
+    /// `after` names by its start time and id.
+    pub async fn list_imports(
+        &self,
+        limit: usize,
+        after: Option<(i64, &str)>,
+    ) -> Result<Vec<ImportBatchRow>, StoreError> {
         let sql = "SELECT batch_id, actor, started_at, finished_at, imported, duplicates, rejected, \
                    rolled_back_at, rolled_back_by FROM imports \
+                   WHERE started_at < $2 OR (started_at = $2 AND batch_id < $3) \
                    ORDER BY started_at DESC, batch_id DESC LIMIT $1";
+        // With no `after`, a position past every batch (each started before i64::MAX ms).
+        let (before_at, before_id) = after.unwrap_or((i64::MAX, ""));
         on_pool!(self, pool => sqlx::query_as(sql)
-            .bind(limit as i64).fetch_all(pool).await)
+            .bind(limit as i64).bind(before_at).bind(before_id).fetch_all(pool).await)
         .context("listing import batches")
     }
 
