@@ -332,6 +332,30 @@ end
     )
 }
 
+/// Redis's clock in milliseconds, for the near-cache leases.
+pub const NOW_MS_FN: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+";
+
+/// `leases(reply)`: appends Redis's clock (ms), the renewal count and the near-cache leases to
+/// `reply`, what a writer waits on (`cache::near`); the registry and the counter are the KEYS at
+/// these (1-based) positions.
+pub fn leases_fn(registry: usize, renewals: usize) -> String {
+    format!(
+        r"{NOW_MS_FN}
+local function leases(reply)
+  table.insert(reply, now_ms())
+  table.insert(reply, tonumber(redis.call('GET', KEYS[{renewals}]) or '0'))
+  table.insert(reply, redis.call('HGETALL', KEYS[{registry}]))
+  return reply
+end
+"
+    )
+}
+
 /// Records one opt-out atomically: idempotency check, cache write, stream append, receipt marker,
 /// and the change feed when the field changed.
 ///
@@ -341,21 +365,16 @@ end
 /// idempotency and receipt keys, backlog limit (0 = none).
 /// Every reply ends with Redis's clock (ms), the renewal count and the leases, which is what the
 /// writer then waits on (`cache::near`), read after the write in the same round trip.
-/// Returns `{0, receipt, writes, last change}` for a replay (its own change is at most that), `{1, stream id, writes, change}` when recorded,
-/// `{2, length, writes, 0}` when the backlog is over the limit (nothing written); `writes` is the
-/// write counter, `change` the number of the change fed (0 when the field kept a stronger record).
+/// Returns `{0, receipt, writes, last change}` for a replay (its own change is at most that),
+/// `{1, stream id, writes, change}` when recorded, `{2, length, writes, 0}` when the backlog is over
+/// the limit (nothing written); `writes` is the write counter, `change` the number of the change fed
+/// (0 when the field kept a stronger record).
 pub fn opt_out_script() -> String {
     format!(
-        "{MERGE_FN}{}{}",
+        "{MERGE_FN}{}{}{}",
         feed_fn(),
+        leases_fn(6, 7),
         r"
-local function leases(reply)
-  local t = redis.call('TIME')
-  table.insert(reply, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-  table.insert(reply, tonumber(redis.call('GET', KEYS[7]) or '0'))
-  table.insert(reply, redis.call('HGETALL', KEYS[6]))
-  return reply
-end
 local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
 if ARGV[1] == '1' then
   local prior = redis.call('GET', KEYS[3])

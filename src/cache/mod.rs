@@ -76,7 +76,8 @@ pub fn open(url: &str) -> Result<Client, CacheError> {
 /// One check, as the cache sees it: the bucket and the fields of every candidate scope. The scopes
 /// themselves are only built for fields that hold a record (most checks find none).
 pub struct Probe<'a> {
-    bucket: String,
+    /// The bucket's index: its key is only needed when Redis is asked (the near-cache is not).
+    bucket: u32,
     notice: &'a Notice,
     fields: [layout::Field; 8],
     n: usize,
@@ -181,7 +182,7 @@ impl Cache {
     pub fn probe<'a>(&self, subject: &SubjectHash, notice: &'a Notice) -> Probe<'a> {
         let (fields, n) = layout::candidate_fields(subject, notice);
         Probe {
-            bucket: self.keys.bucket_for(subject),
+            bucket: self.keys.bucket_of(subject),
             notice,
             fields,
             n,
@@ -195,7 +196,9 @@ impl Cache {
     pub async fn lookup(&self, probes: Vec<Probe<'_>>) -> Result<Lookups, CacheError> {
         let mut pipe = redis::pipe();
         for probe in &probes {
-            pipe.cmd("HMGET").arg(&probe.bucket).arg(MARKER_FIELD);
+            pipe.cmd("HMGET")
+                .arg(self.keys.bucket(probe.bucket))
+                .arg(MARKER_FIELD);
             for field in &probe.fields[..probe.n] {
                 pipe.arg(&field[..]);
             }

@@ -190,21 +190,15 @@ impl NearCache {
     }
 
     fn lookup_one(&self, probe: &Probe<'_>) -> Lookup {
-        let mut values = Vec::new();
+        // The candidate scopes are built only for a check that finds a record (most find none).
+        let mut candidates = None;
+        let mut found = Vec::new();
         for (k, field) in probe.fields[..probe.n].iter().enumerate() {
             if let Some(v) = self.shard(field).read().expect("shard lock").get(field) {
-                values.push((k, v.clone()));
+                let scope = candidates.get_or_insert_with(|| probe.notice.candidates())[k].clone();
+                found.extend(layout::decode_value(scope, v));
             }
         }
-        let found = if values.is_empty() {
-            Vec::new()
-        } else {
-            let candidates = probe.notice.candidates();
-            values
-                .into_iter()
-                .filter_map(|(k, v)| layout::decode_value(candidates[k].clone(), &v))
-                .collect()
-        };
         Lookup {
             complete: true,
             found,
@@ -598,19 +592,15 @@ fn parse_registry(registry: Vec<(String, String)>) -> Vec<Registered> {
 }
 
 static HEAD: LazyLock<Script> = LazyLock::new(|| Script::new(HEAD_SCRIPT));
-static PEEK: LazyLock<Script> = LazyLock::new(|| Script::new(PEEK_SCRIPT));
-static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
+/// KEYS: registry, renewal counter. Returns Redis's clock (ms), the counter and the registry.
+static PEEK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{}return leases({{}})", layout::leases_fn(1, 2))));
+static RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{}{RENEW_SCRIPT}", layout::NOW_MS_FN)));
 
 /// KEYS: feed, change counter. Returns the last change (as XREVRANGE gives it) and the counter.
 const HEAD_SCRIPT: &str = r"
 return {redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1), redis.call('GET', KEYS[2]) or '0'}
-";
-
-/// KEYS: registry, renewal counter. Returns Redis's clock (ms), the counter and the registry.
-const PEEK_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {now, tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('HGETALL', KEYS[1])}
 ";
 
 /// Renews one replica's lease. KEYS: registry, renewal counter, generation, complete. ARGV: replica,
@@ -618,8 +608,7 @@ return {now, tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('HGETALL', 
 /// replica's entry is kept. Returns whether the previous entry was found as written, the new entry,
 /// the generation the cache is complete under ('' if none) and the renewal count.
 const RENEW_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local kept = (redis.call('HGET', KEYS[1], ARGV[1]) or '') == ARGV[3]
 local n = redis.call('INCR', KEYS[2])
 local entry = ARGV[2] .. ':' .. now .. ':' .. n
