@@ -4,6 +4,10 @@
 //!
 //! `cargo run --release --example audit_cost [-- POSTGRES_ADMIN_URL [BATCHES [BATCH_SIZE]]]`
 //!
+//! It also prints the CPU each side spent per record (PostgreSQL's backends, and this process,
+//! which builds the batches as the worker would and, with the log, the entries, their hashes and
+//! the checkpoint's signature), because on a shared machine CPU is what the log takes from the rest.
+//!
 //! The commit is the only part of a DURABLE opt-out the log touches, so this ratio bounds the
 //! end-to-end cost from above.
 
@@ -36,6 +40,35 @@ fn batch(pepper: &Pepper, start: usize, n: usize) -> Vec<Suppression> {
             }
         })
         .collect()
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used so far by the PostgreSQL backends serving database `url` (but this query's).
+async fn backends_cpu(url: &str) -> f64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    pids.iter().map(|pid| cpu_seconds(&pid.to_string())).sum()
 }
 
 async fn fresh_db(admin: &str) -> (String, String) {
@@ -74,6 +107,7 @@ async fn main() {
             ..log.clone()
         };
         let mut hint = AuditHint::default();
+        let own_cpu = cpu_seconds("self");
         let started = Instant::now();
         for b in 0..batches {
             let records = batch(&pepper, b * size, size);
@@ -82,9 +116,15 @@ async fn main() {
                 .await
                 .unwrap();
         }
-        let rate = (batches * size) as f64 / started.elapsed().as_secs_f64();
+        let records = (batches * size) as f64;
+        let rate = records / started.elapsed().as_secs_f64();
+        // Per record: the backends' CPU (PostgreSQL's side; the backends live as long as the store),
+        // and this process's (building the batch, the entries, the hashes and the signature).
+        let store_us = backends_cpu(&url).await / records * 1e6;
+        let own_us = (cpu_seconds("self") - own_cpu) / records * 1e6;
         println!(
-            "{:<28} {rate:>10.0} records/s",
+            "{:<28} {rate:>10.0} records/s  PostgreSQL CPU {store_us:5.1} µs/record, \
+             client CPU {own_us:5.1} µs/record",
             if with_log {
                 "commit with audit log"
             } else {
