@@ -11,6 +11,7 @@ impl From<ServiceError> for Status {
             ServiceError::NotFound(message) => Status::not_found(message),
             ServiceError::Aborted(message) => Status::aborted(message),
             ServiceError::Precondition(message) => Status::failed_precondition(message),
+            ServiceError::Forbidden(message) => Status::permission_denied(message),
             ServiceError::Unavailable { message, cause } => {
                 match cause {
                     Some(cause) => tracing::warn!(error = format!("{cause:#}"), "{message}"),

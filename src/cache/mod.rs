@@ -308,14 +308,6 @@ impl Cache {
             return Ok(Merged::default());
         }
         let mut conn = self.conn();
-        // Load once so the pipeline can use EVALSHA; a restart between here and the pipeline only
-        // costs a retry by the caller.
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(layout::merge_script())
-            .query_async::<String>(&mut conn)
-            .await
-            .context("loading the merge script")?;
         let mut pipe = redis::pipe();
         for s in records {
             let call = pipe.cmd("EVALSHA").arg(self.merge.get_hash());
@@ -331,10 +323,23 @@ impl Cache {
                 .arg(layout::encode_value(&Match::from(s)));
         }
         pipe.incr(self.keys.writes(), 1);
-        let mut replies: Vec<u64> = pipe
-            .query_async(&mut conn)
-            .await
-            .context("merging records")?;
+        // EVALSHA first, as redis-rs's `Script` does: the script is loaded only when Redis does not
+        // know it (a first merge, or a Redis restarted since), and the pipeline is then sent again.
+        // Sent again, nothing goes wrong: a record merged twice is merged once, and the write
+        // counter only goes up one more.
+        let mut replies: Vec<u64> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(layout::merge_script())
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .context("loading the merge script")?;
+                pipe.query_async(&mut conn).await
+            }
+            replies => replies,
+        }
+        .context("merging records")?;
         let writes = replies.pop().unwrap_or(0);
         Ok(Merged {
             writes,

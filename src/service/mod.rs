@@ -50,6 +50,10 @@ pub enum ServiceError {
     /// The request is valid but the state it acts on does not allow it (a halt already resumed).
     #[error("{0}")]
     Precondition(String),
+    /// The caller may not act on something the request reaches (a tenant of the records an import
+    /// batch holds); nothing was changed.
+    #[error("{0}")]
+    Forbidden(String),
     /// The service cannot answer correctly now; the caller must not send and may retry.
     #[error("{message}")]
     Unavailable {

@@ -12,7 +12,7 @@ use super::{ServiceError, Suppressions};
 use crate::{
     audit::Action,
     domain::{Millis, ReceiptId, Suppression},
-    store::imports::ImportBatchRow,
+    store::imports::{ImportBatchRow, Marked},
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,26 +83,37 @@ impl Suppressions {
 }
 
 impl Suppressions {
-    /// Rolls back one import batch (see the module doc). NOT_FOUND for an unknown batch.
+    /// Rolls back one import batch (see the module doc). NOT_FOUND for an unknown batch;
+    /// PERMISSION_DENIED, changing nothing, when the batch holds a record of a tenant `may_use`
+    /// refuses (`None`: the actor may use every tenant).
     #[tracing::instrument(name = "rollback_import", skip_all, fields(suppressd.batch_id = batch_id))]
     pub async fn rollback_import(
         &self,
         batch_id: &str,
         reason: &str,
         actor: &str,
+        may_use: Option<&(dyn Fn(&str) -> bool + Sync)>,
     ) -> Result<RollbackSummary, ServiceError> {
         // A person's opt-out still queued must be in the store before fields are refilled from it.
         self.queued_committed().await?;
         let store = self.store();
         let now = self.now();
-        if store
-            .mark_rolled_back(batch_id, actor, now)
+        match store
+            .mark_rolled_back(batch_id, actor, now, may_use)
             .await?
-            .is_none()
         {
-            return Err(ServiceError::NotFound(format!(
-                "no import batch {batch_id}"
-            )));
+            Marked::Marked(_) => {}
+            Marked::Unknown => {
+                return Err(ServiceError::NotFound(format!(
+                    "no import batch {batch_id}"
+                )));
+            }
+            Marked::Refused { tenant } => {
+                return Err(ServiceError::Forbidden(format!(
+                    "principal {actor:?} may not use tenant {tenant:?}, which import batch \
+                     {batch_id} holds records of"
+                )));
+            }
         }
         let detail = format!("batch {batch_id}: {reason}");
         let (mut removed, mut total) = (0, 0);

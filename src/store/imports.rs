@@ -29,6 +29,17 @@ pub struct ImportBatchRow {
     pub rolled_back_by: Option<String>,
 }
 
+/// What marking a batch rolled back found.
+#[derive(Debug)]
+pub enum Marked {
+    /// No batch of that id.
+    Unknown,
+    /// A record of the batch is of a tenant the caller may not use; the batch is left as it was.
+    Refused { tenant: String },
+    /// The batch as marked (now or by an earlier rollback).
+    Marked(ImportBatchRow),
+}
+
 /// What one chunk adds to its batch's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChunkCounts {
@@ -129,20 +140,48 @@ impl Store {
     }
 
     /// Marks a batch rolled back (the first rollback's time and actor are kept), which stops any
-    /// chunk still to come. `None` for an unknown batch.
+    /// chunk still to come, if `may_use` allows every tenant of its records (`None`: any tenant).
+    /// The tenants are read after the mark, in its transaction: the mark waits for a chunk being
+    /// committed (which holds the batch's row) and no chunk lands after it, so they are all the
+    /// batch will ever hold. A batch with a tenant `may_use` refuses is left unmarked.
     pub async fn mark_rolled_back(
         &self,
         batch_id: &str,
         actor: &str,
         now: Millis,
-    ) -> Result<Option<ImportBatchRow>, StoreError> {
-        let sql = "UPDATE imports SET rolled_back_at = COALESCE(rolled_back_at, $2), \
-                   rolled_back_by = COALESCE(rolled_back_by, $3) WHERE batch_id = $1 \
-                   RETURNING batch_id, actor, started_at, finished_at, imported, duplicates, \
-                   rejected, rolled_back_at, rolled_back_by";
-        on_pool!(self, pool => sqlx::query_as(sql).bind(batch_id).bind(now).bind(actor)
-            .fetch_optional(pool).await)
-        .context("marking an import rolled back")
+        may_use: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    ) -> Result<Marked, StoreError> {
+        let mark = "UPDATE imports SET rolled_back_at = COALESCE(rolled_back_at, $2), \
+                    rolled_back_by = COALESCE(rolled_back_by, $3) WHERE batch_id = $1 \
+                    RETURNING batch_id, actor, started_at, finished_at, imported, duplicates, \
+                    rejected, rolled_back_at, rolled_back_by";
+        let tenants = "SELECT DISTINCT tenant FROM suppressions WHERE import_batch = $1";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.context("beginning a rollback's mark")?;
+            let row: Option<ImportBatchRow> = sqlx::query_as(mark)
+                .bind(batch_id)
+                .bind(now)
+                .bind(actor)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("marking an import rolled back")?;
+            let Some(row) = row else {
+                return Ok(Marked::Unknown);
+            };
+            if let Some(may_use) = may_use {
+                let tenants: Vec<String> = sqlx::query_scalar(tenants)
+                    .bind(batch_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .context("reading the tenants of an import batch")?;
+                if let Some(foreign) = tenants.into_iter().find(|t| !may_use(t)) {
+                    tx.rollback().await.context("leaving an import unmarked")?;
+                    return Ok(Marked::Refused { tenant: foreign });
+                }
+            }
+            tx.commit().await.context("committing a rollback's mark")?;
+            Ok(Marked::Marked(row))
+        })
     }
 
     /// One page of a batch's records in receipt order after `after`, each with whether it has

@@ -302,3 +302,83 @@ on_both_stores!(
     a_rollback_stops_an_import_still_streaming,
     a_tenant_admin_rolls_back_only_its_tenants_imports,
 );
+
+/// The tenants a tenant admin's rollback is checked against are those of every record the batch
+/// will ever hold: a chunk committing while the rollback starts (here, a transaction holding the
+/// batch's row, as a chunk's does, that adds a globex record once the rollback waits on it) is seen
+/// by the check, and the refused rollback leaves the batch unmarked. Checked before marking, it
+/// would pass on acme alone and then roll back the globex record too.
+#[tokio::test]
+async fn a_tenant_admins_rollback_sees_a_chunk_committed_as_it_starts() {
+    let mut app = spawn_app(Backend::Postgres).await;
+    let acme = scope("acme", Channel::Email, "news", "");
+    let batch = import(
+        &mut app.client,
+        vec![row(1, "ann@example.com", acme.clone())],
+    )
+    .await
+    .batch_id;
+    let suppressd::store::Store::Postgres(pool) = app.store().await else {
+        unreachable!("a PostgreSQL app")
+    };
+    let mut chunk = pool.begin().await.unwrap();
+    sqlx::query("UPDATE imports SET imported = imported + 1 WHERE batch_id = $1")
+        .bind(&batch)
+        .execute(&mut *chunk)
+        .await
+        .unwrap();
+
+    let mut tenant_admin = app.client_with_key(Some(ACME_ADMIN_KEY)).await;
+    let request = proto::RollbackImportRequest {
+        batch_id: batch.clone(),
+        reason: "mine?".into(),
+    };
+    let rollback = tokio::spawn(async move { tenant_admin.rollback_import(request).await });
+    // Until the rollback waits on the batch's row.
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollback never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    sqlx::query(
+        "INSERT INTO suppressions (receipt_id, subject, tenant, channel, topic, campaign, reason, \
+         source, actor, received_at, effective_at, committed_at, import_batch) \
+         SELECT gen_random_uuid()::text, subject, 'globex', channel, topic, campaign, reason, \
+         source, actor, received_at, effective_at, committed_at, import_batch \
+         FROM suppressions WHERE import_batch = $1",
+    )
+    .bind(&batch)
+    .execute(&mut *chunk)
+    .await
+    .unwrap();
+    chunk.commit().await.unwrap();
+
+    let refused = rollback.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("globex"),
+        "{}",
+        refused.message()
+    );
+    let marked: Option<i64> =
+        sqlx::query_scalar("SELECT rolled_back_at FROM imports WHERE batch_id = $1")
+            .bind(&batch)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        marked, None,
+        "a refused rollback leaves the batch as it was"
+    );
+    assert!(app.is_suppressed(email("ann@example.com"), acme).await);
+}

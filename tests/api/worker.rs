@@ -267,3 +267,41 @@ async fn the_stream_barrier_passes_once_everything_before_it_is_committed(backen
     assert!(rig.cache.settled_through(&barrier).await.unwrap());
     assert_eq!(rig.cache.stream_head().await.unwrap(), None);
 }
+
+/// Redis forgets its scripts when it restarts. The worker's merge pipelines `EVALSHA` without
+/// loading its script first, so on `NOSCRIPT` it must load the script and send the batch again
+/// instead of failing every batch from then on.
+#[tokio::test]
+async fn the_merge_loads_its_script_again_when_redis_has_forgotten_it() {
+    let redis = crate::processes::PrivateRedis::start().await;
+    let keys = Keys::new("m:", 4);
+    let cache = Cache::connect(&redis.url(), keys.clone()).await.unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let records: Vec<_> = (round * 4..round * 4 + 4).map(suppression).collect();
+        let merged = cache.merge(&records, true).await.unwrap();
+        assert!(
+            merged.change > 0,
+            "round {round}: the merge fed its changes"
+        );
+        for s in &records {
+            let field = suppressd::cache::layout::field(&s.subject, &s.scope);
+            let present: bool = redis::cmd("HEXISTS")
+                .arg(keys.bucket_for(&s.subject))
+                .arg(&field[..])
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(present, "round {round}: {} merged", s.receipt);
+        }
+    }
+}
