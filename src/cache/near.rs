@@ -119,12 +119,12 @@ impl Leases {
         }
     }
 
-    /// Whether a replica other than `me` holds a live lease and has not applied `change`.
-    fn behind(&self, change: u64, me: &str) -> bool {
+    /// The replicas other than `me` that hold a live lease and have not applied `change`.
+    fn behind<'a>(&'a self, change: u64, me: &'a str) -> impl Iterator<Item = &'a Registered> {
         let lease = LEASE.as_millis() as u64;
-        self.registry
-            .iter()
-            .any(|r| r.replica != me && r.renewed_at + lease > self.now && r.applied < change)
+        self.registry.iter().filter(move |r| {
+            r.replica != me && r.renewed_at + lease > self.now && r.applied < change
+        })
     }
 }
 
@@ -223,8 +223,8 @@ impl NearCache {
                 applied.wait_for(|&a| a >= change || !self.registered.load(Ordering::Acquire));
             tokio::time::timeout_at(deadline, here)
                 .await
-                .map_err(|_| NotSettled::Timeout)?
-                .map_err(|_| NotSettled::Timeout)?;
+                .map_err(|_| self.local_timeout(change))?
+                .map_err(|_| self.local_timeout(change))?;
         }
         let mut leases = leases;
         loop {
@@ -243,13 +243,30 @@ impl NearCache {
                 Err(e) => return Err(NotSettled::Redis(e)),
             };
             let blind_until = self.observe(read.renewals, read.asked);
-            let behind = read.behind(change, &self.replica);
+            let behind = read.behind(change, &self.replica).next().is_some();
             let blind = Instant::now() < blind_until;
             if !behind && !blind {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(NotSettled::Timeout);
+                let mut waiting: Vec<String> = read
+                    .behind(change, &self.replica)
+                    .map(|r| {
+                        format!(
+                            "replica {} at change {} (renewed {} ms before)",
+                            r.replica,
+                            r.applied,
+                            read.now.saturating_sub(r.renewed_at)
+                        )
+                    })
+                    .collect();
+                if blind {
+                    waiting.push("leases Redis lost".into());
+                }
+                return Err(NotSettled::Timeout(format!(
+                    "change {change}: waiting on {}",
+                    waiting.join(", ")
+                )));
             }
             let pause = if behind {
                 POLL
@@ -258,6 +275,13 @@ impl NearCache {
             };
             tokio::time::sleep(pause).await;
         }
+    }
+
+    fn local_timeout(&self, change: u64) -> NotSettled {
+        NotSettled::Timeout(format!(
+            "change {change}: waiting on this replica, at change {}",
+            *self.applied.borrow()
+        ))
     }
 
     /// Notes a renewal count read from Redis by a read sent at `asked`; returns until when writers
@@ -573,8 +597,9 @@ struct Position {
 pub enum NotSettled {
     #[error("the near-cache leases could not be read")]
     Redis(#[source] CacheError),
-    #[error("replicas did not confirm the change in time")]
-    Timeout,
+    /// What it was still waiting on.
+    #[error("replicas did not confirm the change in time ({0})")]
+    Timeout(String),
 }
 
 fn parse_registry(registry: Vec<(String, String)>) -> Vec<Registered> {
