@@ -11,7 +11,8 @@
 //!   [`Keys::near_replicas`], reporting the last change it applied. It answers from memory only
 //!   until that lease runs out, measured on its own clock from before it asked, and only while each
 //!   renewal finds the previous one where it left it and the cache still complete under the same
-//!   rebuild generation.
+//!   rebuild generation. A renewal that comes after its lease ran out (the replica stalled, and
+//!   writers stopped waiting for it) counts as registering again: it catches up before it serves.
 //! - **Writers wait.** A write that fed change `c` returns only once every replica holding a live
 //!   lease has applied `c`, or its lease has run out ([`NearCache::settled`]). A replica that
 //!   registers after the write catches up past it before it serves. A writer that cannot have seen
@@ -83,6 +84,9 @@ struct Lease {
     entry: String,
     /// When (this replica's clock) the renewal was sent: the lease runs from no earlier.
     sent: Instant,
+    /// The previous lease had run out by Redis's clock when this renewal came: writers meanwhile
+    /// stopped waiting for this copy.
+    lapsed: bool,
 }
 
 /// One replica's line in the registry.
@@ -395,6 +399,14 @@ impl NearCache {
             lease = self
                 .renew(&mut conn, feed.applied, Some(&lease.entry), &generation)
                 .await?;
+            if lease.lapsed {
+                // Stalled past its lease (its own clock had already stopped it answering), so
+                // writers meanwhile returned without it: it answers again only once it has caught
+                // up past everything they wrote, which this renewal, waited for from now on, bounds.
+                self.serving_until.store(0, Ordering::Release);
+                self.catch_up(&mut conn, &mut feed).await?;
+                continue;
+            }
             let until = (lease.sent + LEASE - MARGIN).duration_since(self.start);
             self.serving_until
                 .store(until.as_nanos() as u64, Ordering::Release);
@@ -560,7 +572,7 @@ impl NearCache {
     ) -> Result<Lease, Stopped> {
         let keys = self.cache.keys();
         let sent = Instant::now();
-        let (kept, entry, complete, renewals): (bool, String, String, u64) = RENEW
+        let (kept, entry, complete, renewals, lapsed): (bool, String, String, u64, bool) = RENEW
             .key(keys.near_replicas())
             .key(keys.near_renewals())
             .key(keys.generation())
@@ -569,6 +581,7 @@ impl NearCache {
             .arg(applied)
             .arg(previous.unwrap_or(""))
             .arg(10 * LEASE.as_millis() as u64)
+            .arg(LEASE.as_millis() as u64)
             .invoke_async(conn)
             .await
             .context("renewing the near-cache lease")?;
@@ -579,7 +592,11 @@ impl NearCache {
         if complete != generation {
             return Err(Stopped::Rebuilt);
         }
-        Ok(Lease { entry, sent })
+        Ok(Lease {
+            entry,
+            sent,
+            lapsed: previous.is_some() && lapsed,
+        })
     }
 }
 
@@ -630,11 +647,14 @@ return {redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1), redis.call('GET'
 
 /// Renews one replica's lease. KEYS: registry, renewal counter, generation, complete. ARGV: replica,
 /// applied, the entry its last renewal wrote ('' when registering), how long (ms) a silent
-/// replica's entry is kept. Returns whether the previous entry was found as written, the new entry,
-/// the generation the cache is complete under ('' if none) and the renewal count.
+/// replica's entry is kept, the lease (ms). Returns whether the previous entry was found as
+/// written, the new entry, the generation the cache is complete under ('' if none), the renewal
+/// count, and whether the previous lease had run out (as writers count it: renewed + lease <= now).
 const RENEW_SCRIPT: &str = r"
 local now = now_ms()
 local kept = (redis.call('HGET', KEYS[1], ARGV[1]) or '') == ARGV[3]
+local before = tonumber(string.match(ARGV[3], '^%d+:(%d+)') or '')
+local lapsed = before ~= nil and before + tonumber(ARGV[5]) <= now
 local n = redis.call('INCR', KEYS[2])
 local entry = ARGV[2] .. ':' .. now .. ':' .. n
 redis.call('HSET', KEYS[1], ARGV[1], entry)
@@ -647,12 +667,67 @@ local gen = redis.call('GET', KEYS[3])
 local complete = redis.call('GET', KEYS[4])
 local whole = ''
 if gen and gen == complete then whole = gen end
-return {kept and 1 or 0, entry, whole, n}
+return {kept and 1 or 0, entry, whole, n, lapsed and 1 or 0}
 ";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A renewal that comes after the lease ran out says so, and the follower then catches up
+    /// before it answers again (writers stopped waiting for it meanwhile); one in time does not;
+    /// one that finds its entry gone is lost, whatever the time.
+    #[tokio::test]
+    async fn a_renewal_after_the_lease_ran_out_is_lapsed() {
+        let prefix = format!("lapse{}:", uuid::Uuid::new_v4().simple());
+        let keys = layout::Keys::new(&prefix, 2);
+        let cache = Cache::connect("redis://127.0.0.1:6379", keys.clone())
+            .await
+            .unwrap();
+        let near = NearCache::new(cache.clone(), "r1");
+        let mut conn = cache
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::pipe()
+            .set(keys.generation(), "g")
+            .set(keys.complete(), "g")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+
+        let first = near.renew(&mut conn, 0, None, "g").await.unwrap();
+        assert!(!first.lapsed, "registering");
+        let in_time = near
+            .renew(&mut conn, 1, Some(&first.entry), "g")
+            .await
+            .unwrap();
+        assert!(!in_time.lapsed, "renewed at once");
+        tokio::time::sleep(LEASE + Duration::from_millis(20)).await;
+        let late = near
+            .renew(&mut conn, 2, Some(&in_time.entry), "g")
+            .await
+            .unwrap();
+        assert!(late.lapsed, "renewed a lease late");
+        let () = redis::cmd("HDEL")
+            .arg(keys.near_replicas())
+            .arg("r1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let gone = near.renew(&mut conn, 3, Some(&late.entry), "g").await;
+        assert!(matches!(gone, Err(Stopped::LeaseLost)), "{:?}", gone.err());
+
+        let () = redis::cmd("DEL")
+            .arg(keys.near_replicas())
+            .arg(keys.near_renewals())
+            .arg(keys.generation())
+            .arg(keys.complete())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn registry_lines_parse_and_bad_ones_are_skipped() {
