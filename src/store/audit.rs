@@ -205,7 +205,7 @@ impl AuditTx for Transaction<'_, Postgres> {
 
     async fn write_audit(&mut self, a: &Append, now: i64) -> Result<(), StoreError> {
         let mut q = QueryBuilder::new("WITH ");
-        push_append(&mut q, a, now);
+        push_append(&mut q, a, now, None);
         q.push(" SELECT 1");
         q.build()
             .execute(&mut **self)
@@ -216,40 +216,46 @@ impl AuditTx for Transaction<'_, Postgres> {
 }
 
 /// The data-modifying CTEs of an append on PostgreSQL, named `entries`, `checkpoint` and `head`
-/// (`head` yields a row only if the head still had the size the append was planned from).
-fn push_append(q: &mut QueryBuilder<Postgres>, a: &Append, now: i64) {
+/// (`head` yields a row only if the head still had the size the append was planned from); with
+/// `only_if`, a condition, none of them writes anything unless it holds.
+fn push_append(q: &mut QueryBuilder<Postgres>, a: &Append, now: i64, only_if: Option<&str>) {
     let from = a.entries.first().map_or(a.size, |(e, _)| e.seq) as i64;
+    let gate = only_if.map(|c| format!(" WHERE {c}")).unwrap_or_default();
     q.push(concat!(
         "entries AS (INSERT INTO audit_log (",
         audit_columns!(),
         ") "
     ));
     EntryColumns::new(&a.entries).push_select(q);
-    q.push(
-        "), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (",
-    )
-    .push_bind(a.size as i64)
-    .push(", ")
-    .push_bind(a.root.to_vec())
-    .push(", ")
-    .push_bind(a.note.clone())
-    .push(", ")
-    .push_bind(now)
-    .push(")), head AS (UPDATE audit_head SET size = ")
-    .push_bind(a.size as i64)
-    .push(", frontier = ")
-    .push_bind(a.frontier.clone())
-    .push(" WHERE id = 1 AND size = ")
-    .push_bind(from)
-    .push(" RETURNING 1)");
+    q.push(&gate)
+        .push("), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at) SELECT ")
+        .push_bind(a.size as i64)
+        .push(", ")
+        .push_bind(a.root.to_vec())
+        .push(", ")
+        .push_bind(a.note.clone())
+        .push(", ")
+        .push_bind(now)
+        .push(&gate)
+        .push("), head AS (UPDATE audit_head SET size = ")
+        .push_bind(a.size as i64)
+        .push(", frontier = ")
+        .push_bind(a.frontier.clone())
+        .push(" WHERE id = 1 AND size = ")
+        .push_bind(from);
+    if let Some(condition) = only_if {
+        q.push(" AND ").push(condition);
+    }
+    q.push(" RETURNING 1)");
 }
 
 /// The worker's commit of new opt-outs on PostgreSQL in one round trip: the records, their audit
 /// entries, the checkpoint and the head in one autocommitted statement, planned on the head this
 /// worker last wrote (`head`) instead of one read under the head's lock. It holds only if every
-/// record is new and the head has not moved; otherwise the statement refuses (`suppressd_refuse`,
-/// or the audit key taken by another writer), nothing of it stays, and this returns `None` for the
-/// caller to commit under the lock. Returns the head it leaves behind.
+/// record is new and the head has not moved; otherwise the statement writes nothing, and this
+/// returns `None` for the caller to commit under the lock. The statement first locks the head and
+/// checks it, so the usual refusal passes quietly; a record already stored makes it raise
+/// (`suppressd_refuse`) and roll back whole. Returns the head it leaves behind.
 pub(super) async fn commit_at_once(
     pool: &sqlx::PgPool,
     batch: &[Suppression],
@@ -268,19 +274,29 @@ pub(super) async fn commit_at_once(
         .enumerate()
         .map(|(k, (s, trace))| AuditEntry::opt_out(head.seq(k), committed_at, s, trace));
     let append = plan_append(&head, entries, log)?;
-    let mut q = QueryBuilder::new("WITH new AS (");
-    push_insert_records(&mut q, batch, committed_at, None, "1");
+    // `planned`: the head, locked until the statement ends, is the one planned on. Everything
+    // below writes only if it holds, so the usual refusal (another replica's worker moved the
+    // head) changes nothing and raises nothing. A record already stored (a redelivery, after a
+    // crash) is found only by the insert: then `suppressd_refuse` rolls the statement back.
+    let mut q =
+        QueryBuilder::new("WITH planned AS (SELECT 1 FROM audit_head WHERE id = 1 AND size = ");
+    q.push_bind(head.size).push(" FOR UPDATE), new AS (");
+    let planned = "EXISTS (SELECT 1 FROM planned)";
+    push_insert_records(&mut q, batch, committed_at, None, Some(planned), "1");
     q.push("), ");
-    push_append(&mut q, &append, committed_at);
-    q.push(
-        " SELECT suppressd_refuse('a record was already stored, or the audit head moved') \
-         FROM (SELECT (SELECT count(*) FROM new) AS n, (SELECT count(*) FROM head) AS h) c \
-         WHERE c.n <> ",
-    )
-    .push_bind(batch.len() as i64)
-    .push(" OR c.h <> 1");
-    match q.build().execute(pool).await {
-        Ok(_) => Ok(Some(append.head())),
+    push_append(&mut q, &append, committed_at, Some(planned));
+    q.push(" SELECT CASE WHEN NOT ")
+        .push(planned)
+        .push(" THEN 0 WHEN (SELECT count(*) FROM new) <> ")
+        .push_bind(batch.len() as i64)
+        .push(
+            " OR (SELECT count(*) FROM head) <> 1 \
+             THEN suppressd_refuse('a record was already stored, or the audit head moved') \
+             ELSE 1 END",
+        );
+    match q.build_query_scalar::<i32>().fetch_one(pool).await {
+        Ok(1) => Ok(Some(append.head())),
+        Ok(_) => Ok(None),
         Err(sqlx::Error::Database(e))
             if matches!(e.code().as_deref(), Some(REFUSED | TAKEN | DEADLOCK)) =>
         {

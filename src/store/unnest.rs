@@ -96,14 +96,15 @@ impl RecordColumns {
 }
 
 /// The insert of `records` that skips those already present (same receipt, or same tenant and
-/// idempotency key) and returns `returning` of each new row. Every PostgreSQL path writes records
-/// with this one statement shape, the unaudited baseline included, so that the audit log's measured
-/// cost is the log's alone.
+/// idempotency key) and returns `returning` of each new row; with `only_if`, a condition, nothing
+/// unless it holds. Every PostgreSQL path writes records with this one statement shape, the
+/// unaudited baseline included, so that the audit log's measured cost is the log's alone.
 pub(super) fn push_insert_records(
     q: &mut QueryBuilder<Postgres>,
     records: &[Suppression],
     committed_at: Millis,
     import_batch: Option<&str>,
+    only_if: Option<&str>,
     returning: &str,
 ) {
     q.push(concat!(
@@ -112,6 +113,9 @@ pub(super) fn push_insert_records(
         ", committed_at, import_batch) "
     ));
     RecordColumns::new(records).push_select(q, committed_at, import_batch);
+    if let Some(condition) = only_if {
+        q.push(" WHERE ").push(condition);
+    }
     q.push(" ON CONFLICT DO NOTHING RETURNING ").push(returning);
 }
 
@@ -124,7 +128,14 @@ pub(super) async fn insert_records<'e>(
     import_batch: Option<&str>,
 ) -> Result<Vec<String>, StoreError> {
     let mut q = QueryBuilder::new("");
-    push_insert_records(&mut q, records, committed_at, import_batch, "receipt_id");
+    push_insert_records(
+        &mut q,
+        records,
+        committed_at,
+        import_batch,
+        None,
+        "receipt_id",
+    );
     q.build_query_scalar()
         .fetch_all(executor)
         .await
