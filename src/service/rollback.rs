@@ -102,7 +102,7 @@ impl Suppressions {
             .mark_rolled_back(batch_id, actor, now, may_use)
             .await?
         {
-            Marked::Marked(_) => {}
+            Marked::Marked => {}
             Marked::Unknown => {
                 return Err(ServiceError::NotFound(format!(
                     "no import batch {batch_id}"

@@ -36,8 +36,8 @@ pub enum Marked {
     Unknown,
     /// A record of the batch is of a tenant the caller may not use; the batch is left as it was.
     Refused { tenant: String },
-    /// The batch as marked (now or by an earlier rollback).
-    Marked(ImportBatchRow),
+    /// The batch is marked (now, or by an earlier rollback, whose time and actor it keeps).
+    Marked,
 }
 
 /// What one chunk adds to its batch's counts.
@@ -153,21 +153,20 @@ impl Store {
     ) -> Result<Marked, StoreError> {
         let mark = "UPDATE imports SET rolled_back_at = COALESCE(rolled_back_at, $2), \
                     rolled_back_by = COALESCE(rolled_back_by, $3) WHERE batch_id = $1 \
-                    RETURNING batch_id, actor, started_at, finished_at, imported, duplicates, \
-                    rejected, rolled_back_at, rolled_back_by";
+                    RETURNING 1";
         let tenants = "SELECT DISTINCT tenant FROM suppressions WHERE import_batch = $1";
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning a rollback's mark")?;
-            let row: Option<ImportBatchRow> = sqlx::query_as(mark)
+            let found: Option<i32> = sqlx::query_scalar(mark)
                 .bind(batch_id)
                 .bind(now)
                 .bind(actor)
                 .fetch_optional(&mut *tx)
                 .await
                 .context("marking an import rolled back")?;
-            let Some(row) = row else {
+            if found.is_none() {
                 return Ok(Marked::Unknown);
-            };
+            }
             if let Some(may_use) = may_use {
                 let tenants: Vec<String> = sqlx::query_scalar(tenants)
                     .bind(batch_id)
@@ -180,7 +179,7 @@ impl Store {
                 }
             }
             tx.commit().await.context("committing a rollback's mark")?;
-            Ok(Marked::Marked(row))
+            Ok(Marked::Marked)
         })
     }
 
