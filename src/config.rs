@@ -377,6 +377,12 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_FAILPOINT_CRASH_AFTER_COMMIT", hide = true)]
     pub failpoint_crash_after_commit: bool,
 
+    /// Testing hook: the near-cache stalls when told to through Redis (see
+    /// `NearCache::with_stall_failpoint`). Lets a test stall a replica's copy at exactly the point
+    /// where it renews its lease, which a signal cannot aim at.
+    #[arg(long, env = "SUPPRESSD_FAILPOINT_NEAR_STALL", hide = true)]
+    pub failpoint_near_stall: bool,
+
     /// BENCHMARK BASELINE ONLY: the worker commits opt-outs without audit entries, so that
     /// `bench-suite` can measure the audit log's cost side by side (the way `bench-baseline` serves
     /// empty handlers). Breaks SPEC §5.5 on purpose; allowed only with --dev-no-auth.

@@ -95,7 +95,11 @@ impl Application {
             .context("connecting to Redis")?;
         let waiters = Arc::new(Waiters::default());
         let trigger = Arc::new(RebuildTrigger::default());
-        let near = Arc::new(NearCache::new(cache.clone(), &replica));
+        let mut near = NearCache::new(cache.clone(), &replica);
+        if settings.failpoint_near_stall {
+            near = near.with_stall_failpoint();
+        }
+        let near = Arc::new(near);
         let service = Suppressions::new(
             cache.clone(),
             near.clone(),

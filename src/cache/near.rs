@@ -157,6 +157,8 @@ pub struct NearCache {
     /// The last change applied.
     applied: watch::Sender<u64>,
     view: Mutex<View>,
+    /// See [`Self::with_stall_failpoint`].
+    stall_failpoint: bool,
 }
 
 impl NearCache {
@@ -176,7 +178,32 @@ impl NearCache {
                 seen_at: start,
                 blind_until: start + LEASE,
             }),
+            stall_failpoint: false,
         }
+    }
+
+    /// TESTS ONLY: before each renewal while it serves, the copy takes `{prefix}failpoint-near-stall`
+    /// from Redis; when the key holds `before:after` (ms), it stalls `before`, renews, and once it
+    /// answers from memory again stalls `after` before it reads the feed: a replica stalled past its
+    /// lease just as it renews, and slow to read the feed then.
+    pub fn with_stall_failpoint(mut self) -> NearCache {
+        self.stall_failpoint = true;
+        self
+    }
+
+    /// The failpoint's stalls (see [`Self::with_stall_failpoint`]), if it is on and was told to.
+    async fn stall_told(&self, conn: &mut MultiplexedConnection) -> Option<(Duration, Duration)> {
+        if !self.stall_failpoint {
+            return None;
+        }
+        let key = format!("{}failpoint-near-stall", self.cache.keys().prefix());
+        let told: Option<String> = redis::cmd("GETDEL").arg(key).query_async(conn).await.ok()?;
+        let (before, after) = told?.split_once(':').map(|(b, a)| (b.parse(), a.parse()))?;
+        tracing::warn!("failpoint: the near-cache stalls around a renewal");
+        Some((
+            Duration::from_millis(before.ok()?),
+            Duration::from_millis(after.ok()?),
+        ))
     }
 
     /// Whether checks may be answered from memory now.
@@ -395,7 +422,12 @@ impl NearCache {
         self.registered.store(true, Ordering::Release);
         self.catch_up(&mut conn, &mut feed).await?;
         let mut announced = false;
+        let mut stall_after = None;
         loop {
+            if let Some((before, after)) = self.stall_told(&mut conn).await {
+                tokio::time::sleep(before).await;
+                stall_after = Some(after);
+            }
             lease = self
                 .renew(&mut conn, feed.applied, Some(&lease.entry), &generation)
                 .await?;
@@ -417,6 +449,9 @@ impl NearCache {
                     "near-cache loaded; checks answered from memory"
                 );
                 announced = true;
+            }
+            if let Some(after) = stall_after.take() {
+                tokio::time::sleep(after).await;
             }
             // Read until there is something to acknowledge and it has waited ACK_EVERY (so that a
             // busy feed costs one renewal per ACK_EVERY, not one per change), or until BLOCK of quiet.

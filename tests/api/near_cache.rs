@@ -21,8 +21,14 @@ struct Peer {
 }
 
 async fn peer(app: &TestApp, near_cache: bool) -> Peer {
+    peer_with(app, near_cache, false).await
+}
+
+/// A peer whose near-cache stalls when told to (see `NearCache::with_stall_failpoint`).
+async fn peer_with(app: &TestApp, near_cache: bool, stall_failpoint: bool) -> Peer {
     let mut settings = app.settings.clone();
     settings.no_near_cache = !near_cache;
+    settings.failpoint_near_stall = stall_failpoint;
     let built = Application::build(&settings, app.clock.clone())
         .await
         .expect("the peer builds");
@@ -192,4 +198,58 @@ async fn a_frozen_replica_stops_answering_from_memory_and_holds_writers_up_only_
         .expect("the opt-out succeeded");
     // Woken, b must not answer from the copy it had before the opt-out.
     assert!(suppressed(&mut at_b, "frozen@example.com").await);
+}
+
+/// A replica whose copy stalls past its lease just as it renews is skipped by writers meanwhile, so
+/// it must catch up on the feed before it answers from memory again. Here it is then slow to read
+/// the feed, too (the failpoint stalls it 800 ms before the renewal and 600 ms after): a copy that
+/// answered as soon as it renewed would say "send" for the opt-out written meanwhile, all that time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_renews_after_its_lease_ran_out_catches_up_before_it_answers() {
+    let mut app = spawn_app(Backend::Postgres).await;
+    app.wait_cache_complete().await;
+    let mut stalled = peer_with(&app, true, true).await;
+    app.wait_near_cache_serving().await;
+    let near = stalled.near.clone().unwrap();
+    serving(&near).await;
+    assert!(!suppressed(&mut stalled.client, "lapse@example.com").await);
+
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let told = format!("{}failpoint-near-stall", app.prefix());
+    let () = redis::cmd("SET")
+        .arg(&told)
+        .arg("800:600")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Until the copy has taken the order: from then on it stalls.
+    for _ in 0..500 {
+        let left: Option<String> = redis::cmd("GET")
+            .arg(&told)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if left.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Returns once the stalled copy's lease has run out.
+    app.opt_out(accepted("lapse@example.com")).await;
+    let until = std::time::Instant::now() + Duration::from_millis(800 + 600 + 300);
+    let mut asked = 0;
+    while std::time::Instant::now() < until {
+        assert!(
+            suppressed(&mut stalled.client, "lapse@example.com").await,
+            "check {asked} after the opt-out returned said send"
+        );
+        asked += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    serving(&near).await;
+    assert!(suppressed(&mut stalled.client, "lapse@example.com").await);
 }
