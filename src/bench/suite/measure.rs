@@ -3,7 +3,7 @@
 //! with the same client settings, one after the other (never at once: they would share 2 cores).
 
 use super::{
-    Sizes, fixtures,
+    Sizes, SuiteSettings, fixtures,
     load::{Ctx, Load, cpu_per_call, intended_p99, ms, ok_count, ok_rps, p, us},
     otlp_sink,
     procs::{PgDatabase, PrivateRedis, Proc, free_port},
@@ -45,7 +45,7 @@ pub async fn measure(
     bin: &Path,
     out: &Path,
     sizes: &Sizes,
-    smoke: bool,
+    settings: &SuiteSettings,
     redis: &PrivateRedis,
     db: &PgDatabase,
 ) -> anyhow::Result<SuiteReport> {
@@ -55,7 +55,12 @@ pub async fn measure(
     let mut cx = Ctx {
         report: SuiteReport {
             date: crate::bench::report::now_rfc3339(),
-            mode: if smoke { "smoke" } else { "full" }.into(),
+            mode: match (settings.smoke, settings.only_tracing) {
+                (_, true) => "tracing rows only",
+                (true, false) => "smoke",
+                (false, false) => "full",
+            }
+            .into(),
             machine: machine(),
             layout:
                 "server, baseline, Redis and the load client share the machine's cores, unpinned"
@@ -168,6 +173,19 @@ pub async fn measure(
         };
         cx.load("warmup-baseline", baseline_addr, warmup).await?;
         cx.load("warmup-server", server_addr, warmup).await?;
+    }
+    let traced = Traced {
+        bin,
+        out,
+        args: &serve_args,
+        env: &env,
+    };
+    if settings.only_tracing {
+        let tracing = tracing_rows(&mut cx, &traced, server_addr, checking, sizes.warmup).await;
+        baseline.stop().await;
+        server.stop().await;
+        cx.report.rows.extend(tracing?);
+        return Ok(cx.report);
     }
 
     // Throughput, closed loop, with each process's CPU per call.
@@ -395,12 +413,6 @@ pub async fn measure(
         ),
     ));
 
-    let traced = Traced {
-        bin,
-        out,
-        args: &serve_args,
-        env: &env,
-    };
     let tracing = tracing_rows(&mut cx, &traced, server_addr, checking, sizes.warmup).await?;
     cx.report.rows.extend(tracing);
 
