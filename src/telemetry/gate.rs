@@ -12,8 +12,9 @@
 //! span or event being filtered (and what interest it took in a new callsite). [`Gate`], a layer
 //! installed directly on the registry, is asked last (layers are asked outermost first) and
 //! answers with what was noted: enabled if any filter enabled it, the sum of the filters' interests
-//! for a new callsite. It must see every per-layer filter of the subscriber noted, or it would
-//! disable what an unnoted one wants.
+//! for a new callsite, the largest of their level hints. It must see every per-layer filter of the
+//! subscriber noted, or it would disable what an unnoted one wants. What a subscriber without a
+//! gate leaves noted (only tests build one) can only make a later answer more permissive.
 
 use std::cell::Cell;
 use tracing::{
@@ -26,6 +27,9 @@ thread_local! {
     static WANTED: Cell<bool> = const { Cell::new(false) };
     /// The filters' interest in the callsite this thread is registering, summed.
     static INTEREST: Cell<Option<Sum>> = const { Cell::new(None) };
+    /// The most verbose of the filters' level hints, while the subscriber's is computed (`None`
+    /// inside: a filter without a hint, which may enable any level).
+    static HINT: Cell<Option<Option<LevelFilter>>> = const { Cell::new(None) };
 }
 
 /// An `Interest` as the registry sums them: `Never` or `Always` only when every filter says so.
@@ -75,7 +79,12 @@ impl<S, F: Filter<S>> Filter<S> for Noted<F> {
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        self.0.max_level_hint()
+        let hint = self.0.max_level_hint();
+        HINT.set(Some(match HINT.get() {
+            Some(noted) => noted.zip(hint).map(|(a, b)| a.max(b)),
+            None => hint,
+        }));
+        hint
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: layer::Context<'_, S>) {
@@ -119,7 +128,66 @@ impl<S: Subscriber> Layer<S> for Gate {
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        // It enables nothing by itself: the filters' hints decide.
-        Some(LevelFilter::OFF)
+        // The filters' hints (it is asked after them): with none of its own the subscriber's
+        // maximum level would be TRACE, and `Some(OFF)` would hide a filter that has no hint
+        // (`Layered` takes the larger, and `None` sorts below `Some`).
+        HINT.take().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::{layer::Identity, prelude::*};
+
+    /// A filter that decides per span, as head sampling does: `sometimes` for every callsite.
+    struct Wants(bool);
+
+    impl<S> Filter<S> for Wants {
+        fn enabled(&self, _: &Metadata<'_>, _: &layer::Context<'_, S>) -> bool {
+            self.0
+        }
+
+        fn callsite_enabled(&self, _: &'static Metadata<'static>) -> Interest {
+            Interest::sometimes()
+        }
+    }
+
+    /// Two layers that record nothing, each behind a noted filter that wants the span or not.
+    fn layers<S>([a, b]: [bool; 2]) -> impl Layer<S>
+    where
+        S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        Identity::new()
+            .with_filter(Noted(Wants(a)))
+            .and_then(Identity::new().with_filter(Noted(Wants(b))))
+    }
+
+    /// Whether a span is created under those filters, with the gate or without.
+    fn span_with(filters: [bool; 2], gated: bool) -> bool {
+        let dispatch: tracing::Dispatch = if gated {
+            tracing_subscriber::registry()
+                .with(Gate)
+                .with(layers(filters))
+                .into()
+        } else {
+            tracing_subscriber::registry().with(layers(filters)).into()
+        };
+        tracing::dispatcher::with_default(&dispatch, || {
+            !tracing::info_span!("filtered").is_disabled()
+        })
+    }
+
+    #[test]
+    fn a_span_no_filter_wants_is_not_created() {
+        // What the gate is for: without it, the registry creates the span all the same.
+        assert!(span_with([false, false], false));
+        assert!(!span_with([false, false], true));
+    }
+
+    #[test]
+    fn a_span_any_filter_wants_is_created() {
+        assert!(span_with([true, false], true));
+        assert!(span_with([false, true], true));
     }
 }
