@@ -139,8 +139,12 @@ impl<B: Body> Body for ObservedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let inner = this.inner;
+        // Outside the span (only within its trace's decision): sending the response makes no span
+        // and logs nothing, and every exit of a recorded span costs the OpenTelemetry layer a clock
+        // read and two locks (it stamps the span's end at each exit). So the span ends when the
+        // handler returns; the status is still recorded on it when the trailers have gone out.
         let polled = match this.call.as_ref() {
-            Some(call) => call.inside(|| inner.poll_frame(cx)),
+            Some(call) => sampling::within(call.sampled, || inner.poll_frame(cx)),
             None => inner.poll_frame(cx),
         };
         let polled = ready!(polled);

@@ -10,6 +10,7 @@
 //! Both `tracing`'s subscriber and the `metrics` recorder are process-wide and can be installed only
 //! once: the test suite therefore runs the tests that install them in child processes of their own.
 
+mod gate;
 mod json;
 pub mod metrics;
 pub mod propagation;
@@ -17,6 +18,7 @@ pub mod sampling;
 
 use crate::config::LogFormat;
 use anyhow::Context as _;
+use gate::{Gate, Noted};
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use std::time::Duration;
@@ -70,13 +72,13 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let log_layer = match format {
         LogFormat::Text => fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(logs)
+            .with_filter(Noted(logs))
             .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .event_format(json::WithTraceIds::default())
             .with_writer(std::io::stderr)
-            .with_filter(logs)
+            .with_filter(Noted(logs))
             .boxed(),
     };
 
@@ -96,10 +98,13 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
             .with_location(false)
             .with_threads(false)
             .with_target(false)
-            .with_filter(ours.and(sampling::HeadSampling))
+            .with_filter(Noted(ours.and(sampling::HeadSampling)))
     });
 
+    // Every per-layer filter above is `Noted`, and the gate sits on the registry, below them all:
+    // a span that neither logs nor traces want (an unsampled call's) is then never created.
     tracing_subscriber::registry()
+        .with(Gate)
         .with(log_layer)
         .with(trace_layer)
         .try_init()

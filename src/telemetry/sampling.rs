@@ -21,7 +21,7 @@ use std::{
     sync::OnceLock,
     task::{Context, Poll},
 };
-use tracing::{Metadata, Subscriber};
+use tracing::{Metadata, Subscriber, level_filters::LevelFilter};
 use tracing_subscriber::{
     layer::{self, Filter},
     registry::LookupSpan,
@@ -153,6 +153,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for HeadSampling {
             Some(decision) => decision,
             None => cx.lookup_current().is_some(),
         }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        // It filters by trace, not by level. Without a hint, `ours.and(HeadSampling)` has none either,
+        // the process's maximum level becomes TRACE, and every `log` record of every library (which
+        // `tracing-log` turns into a filter pass) gets past `log`'s own level check.
+        Some(LevelFilter::TRACE)
     }
 }
 

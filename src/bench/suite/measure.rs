@@ -3,7 +3,7 @@
 //! with the same client settings, one after the other (never at once: they would share 2 cores).
 
 use super::{
-    Sizes, fixtures,
+    Sizes, SuiteSettings, fixtures,
     load::{Ctx, Load, cpu_per_call, intended_p99, ms, ok_count, ok_rps, p, us},
     otlp_sink,
     procs::{PgDatabase, PrivateRedis, Proc, free_port},
@@ -45,7 +45,7 @@ pub async fn measure(
     bin: &Path,
     out: &Path,
     sizes: &Sizes,
-    smoke: bool,
+    settings: &SuiteSettings,
     redis: &PrivateRedis,
     db: &PgDatabase,
 ) -> anyhow::Result<SuiteReport> {
@@ -55,7 +55,12 @@ pub async fn measure(
     let mut cx = Ctx {
         report: SuiteReport {
             date: crate::bench::report::now_rfc3339(),
-            mode: if smoke { "smoke" } else { "full" }.into(),
+            mode: match (settings.smoke, settings.only_tracing) {
+                (_, true) => "tracing rows only",
+                (true, false) => "smoke",
+                (false, false) => "full",
+            }
+            .into(),
             machine: machine(),
             layout:
                 "server, baseline, Redis and the load client share the machine's cores, unpinned"
@@ -168,6 +173,26 @@ pub async fn measure(
         };
         cx.load("warmup-baseline", baseline_addr, warmup).await?;
         cx.load("warmup-server", server_addr, warmup).await?;
+    }
+    let traced = Traced {
+        bin,
+        out,
+        args: &serve_args,
+        env: &env,
+    };
+    if settings.only_tracing {
+        let tracing = tracing_rows(
+            &mut cx,
+            &traced,
+            (server_addr, &server),
+            checking,
+            sizes.warmup,
+        )
+        .await;
+        baseline.stop().await;
+        server.stop().await;
+        cx.report.rows.extend(tracing?);
+        return Ok(cx.report);
     }
 
     // Throughput, closed loop, with each process's CPU per call.
@@ -395,13 +420,14 @@ pub async fn measure(
         ),
     ));
 
-    let traced = Traced {
-        bin,
-        out,
-        args: &serve_args,
-        env: &env,
-    };
-    let tracing = tracing_rows(&mut cx, &traced, server_addr, checking, sizes.warmup).await?;
+    let tracing = tracing_rows(
+        &mut cx,
+        &traced,
+        (server_addr, &server),
+        checking,
+        sizes.warmup,
+    )
+    .await?;
     cx.report.rows.extend(tracing);
 
     cx.report.rows.push(Row::new(
@@ -446,10 +472,13 @@ struct Traced<'a> {
 /// exported, not dropped, which would flatter the always-on row. The three alternate for
 /// `TRACING_ROUNDS` rounds (off, 1 %, always, …, off), and each traced run is compared with the mean
 /// of the untraced runs on either side of it, so that drift on a shared machine lands on all alike.
+/// Each row also gives each server's CPU per call over all its measured runs (the traced ones read
+/// a second after the last run, so that their exporters have sent what they queued): contention
+/// moves it far less than throughput, which other work on the machine swings by tens of percent.
 async fn tracing_rows(
     cx: &mut Ctx,
     traced: &Traced<'_>,
-    untraced: SocketAddr,
+    (untraced, untraced_proc): (SocketAddr, &Proc),
     checking: Load<'_>,
     warmup: Duration,
 ) -> anyhow::Result<Vec<Row>> {
@@ -494,8 +523,16 @@ async fn tracing_rows(
                 .await?;
         }
     }
+    // CPU at the start of the measured runs: the untraced server's, then each traced server's.
+    let cpu_before: Vec<Duration> = std::iter::once(untraced_proc.cpu())
+        .chain(servers.iter().map(|(_, s)| s.cpu()))
+        .collect();
+    // Successful calls made to each server, in the same order.
+    let mut calls = [0u64; 3];
     let measured = async {
-        let mut off = vec![ok_rps(&cx.load("trace-off-0", untraced, checking).await?)];
+        let run = cx.load("trace-off-0", untraced, checking).await?;
+        calls[0] += ok_count(&run);
+        let mut off = vec![ok_rps(&run)];
         // (rps, the untraced runs' mean around it, spans per call), per round, per sampler.
         let mut runs: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
         for round in 0..TRACING_ROUNDS {
@@ -505,12 +542,14 @@ async fn tracing_rows(
                 let run = cx
                     .load(&format!("trace-{}-{round}", samplers[k].0), *addr, checking)
                     .await?;
+                calls[k + 1] += ok_count(&run);
                 this_round.push((ok_rps(&run), sink.spans() - spans, ok_count(&run)));
             }
-            off.push(ok_rps(
-                &cx.load(&format!("trace-off-{}", round + 1), untraced, checking)
-                    .await?,
-            ));
+            let run = cx
+                .load(&format!("trace-off-{}", round + 1), untraced, checking)
+                .await?;
+            calls[0] += ok_count(&run);
+            off.push(ok_rps(&run));
             let around = (off[off.len() - 2] + off[off.len() - 1]) / 2.0;
             for (k, (rps, spans, calls)) in this_round.into_iter().enumerate() {
                 runs[k].push((rps, around, spans as f64 / calls.max(1) as f64));
@@ -519,6 +558,14 @@ async fn tracing_rows(
         anyhow::Ok((off, runs))
     }
     .await;
+    let untraced_cpu = untraced_proc.cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_after: Vec<Duration> = std::iter::once(untraced_cpu)
+        .chain(servers.iter().map(|(_, s)| s.cpu()))
+        .collect();
+    let cpu_us: Vec<f64> = (0..3)
+        .map(|k| cpu_per_call(cpu_after[k] - cpu_before[k], calls[k]))
+        .collect();
     for (_, server) in servers {
         server.stop().await;
     }
@@ -529,7 +576,7 @@ async fn tracing_rows(
         .map(|r| format!("{r:.0}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let row = |id: &str, what: &str, runs: &[(f64, f64, f64)]| {
+    let row = |id: &str, what: &str, runs: &[(f64, f64, f64)], cpu: f64| {
         let costs: Vec<f64> = runs
             .iter()
             .map(|(rps, around, _)| (1.0 - rps / around) * 100.0)
@@ -549,8 +596,11 @@ async fn tracing_rows(
             format!("{cost:.1} % ({rps:.0}/s)"),
             format!(
                 "mean of {} rounds ({each} %) against the untraced runs around each; untraced runs: \
-                 {off_shown}/s; {spans:.2} spans exported per call",
-                runs.len()
+                 {off_shown}/s; {spans:.2} spans exported per call; server CPU per call {cpu:.1} µs \
+                 vs {:.1} µs untraced ({:+.1} µs)",
+                runs.len(),
+                cpu_us[0],
+                cpu - cpu_us[0],
             ),
         )
     };
@@ -559,11 +609,13 @@ async fn tracing_rows(
             "tracing_1pct_cost_pct",
             "tracing cost at 1 % sampling (CheckSuppressed throughput)",
             &runs[0],
+            cpu_us[1],
         ),
         row(
             "tracing_always_cost_pct",
             "tracing cost, always on (CheckSuppressed throughput)",
             &runs[1],
+            cpu_us[2],
         ),
     ])
 }

@@ -62,6 +62,11 @@ pub struct SuiteSettings {
     /// Length of each measured load run, e.g. `10s` (default 10s; 300ms with --smoke).
     #[arg(long, value_parser = crate::bench::args::parse_go_duration)]
     pub duration: Option<Duration>,
+
+    /// Measures only the tracing rows (after the population, the rebuild and the warm-up), for a
+    /// quicker loop while working on tracing. Hidden: its report is not a run of the suite.
+    #[arg(long, hide = true)]
+    pub only_tracing: bool,
 }
 
 impl SuiteSettings {
@@ -152,7 +157,7 @@ pub async fn run(s: &SuiteSettings) -> anyhow::Result<SuiteReport> {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()?,
     };
-    let measured = measure::measure(&bin, &out, &sizes, s.smoke, &redis, &db).await;
+    let measured = measure::measure(&bin, &out, &sizes, s, &redis, &db).await;
     redis.stop().await;
     db.drop_now().await;
     let mut report = measured?;

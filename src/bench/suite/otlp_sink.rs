@@ -29,10 +29,12 @@ struct ResourceSpans {
     scope_spans: Vec<ScopeSpans>,
 }
 
+/// Each span stays an undecoded slice of the request's buffer (no copy, no allocation): the sink
+/// shares the machine with the servers it measures, and a real collector would not.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ScopeSpans {
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    spans: Vec<Vec<u8>>,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    spans: Vec<prost::bytes::Bytes>,
 }
 
 /// The receiver: spans received so far.
