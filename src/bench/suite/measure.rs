@@ -469,7 +469,8 @@ struct Traced<'a> {
 /// server (traces off) and two more servers on the same Redis and database, one per sampler,
 /// exporting over OTLP/gRPC to a sink in this process. The sink decodes and counts the spans, so the
 /// export is real; the exporters' queues are raised (`OTEL_BSP_MAX_QUEUE_SIZE`) so that spans are
-/// exported, not dropped, which would flatter the always-on row. The three alternate for
+/// exported, not dropped, which would flatter the always-on row, and each traced run's count waits
+/// for its exporter to have sent its queue (see [`otlp_sink::Sink::drained`]). The three alternate for
 /// `TRACING_ROUNDS` rounds (off, 1 %, always, …, off), and each traced run is compared with the mean
 /// of the untraced runs on either side of it, so that drift on a shared machine lands on all alike.
 /// Each row also gives each server's CPU per call over all its measured runs (the traced ones read
@@ -543,7 +544,7 @@ async fn tracing_rows(
                     .load(&format!("trace-{}-{round}", samplers[k].0), *addr, checking)
                     .await?;
                 calls[k + 1] += ok_count(&run);
-                this_round.push((ok_rps(&run), sink.spans() - spans, ok_count(&run)));
+                this_round.push((ok_rps(&run), sink.drained().await - spans, ok_count(&run)));
             }
             let run = cx
                 .load(&format!("trace-off-{}", round + 1), untraced, checking)

@@ -48,6 +48,24 @@ impl Sink {
         self.spans.load(Ordering::Relaxed)
     }
 
+    /// The count once nothing has arrived for a while: the traced servers' exporters have sent
+    /// what they queued (at most 10 s). A batch exporter that falls behind during a run exports the
+    /// rest afterwards; counted then, it is neither lost from the spans per call nor left to slow
+    /// down the next run, which would flatter the row it belongs to.
+    pub async fn drained(&self) -> u64 {
+        let quiet = std::time::Duration::from_millis(300);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut last = self.spans();
+        loop {
+            tokio::time::sleep(quiet).await;
+            let now = self.spans();
+            if now == last || tokio::time::Instant::now() >= deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     /// Serves on `listener` until `stop` is cancelled.
     pub fn serve(&self, listener: TcpListener, stop: CancellationToken) {
         let service = self.clone();
