@@ -141,6 +141,11 @@ impl Keys {
     pub fn near_renewals(&self) -> String {
         format!("{}near-renewals", self.prefix)
     }
+
+    /// TESTS ONLY: an order to the near-cache's stall failpoint (`NearCache::with_stall_failpoint`).
+    pub fn near_stall_failpoint(&self) -> String {
+        format!("{}failpoint-near-stall", self.prefix)
+    }
 }
 
 /// Bytes of a record's hash field. 96 bits keep a false match out of reach: two of a bucket's ~250

@@ -182,10 +182,11 @@ impl NearCache {
         }
     }
 
-    /// TESTS ONLY: before each renewal while it serves, the copy takes `{prefix}failpoint-near-stall`
-    /// from Redis; when the key holds `before:after` (ms), it stalls `before`, renews, and once it
-    /// answers from memory again stalls `after` before it reads the feed: a replica stalled past its
-    /// lease just as it renews, and slow to read the feed then.
+    /// TESTS ONLY: before each renewal while it serves, the copy takes
+    /// [`Keys::near_stall_failpoint`](layout::Keys::near_stall_failpoint) from Redis; when the key
+    /// holds `before:after` (ms), it stalls `before`, renews, and once it answers from memory again
+    /// stalls `after` before it reads the feed: a replica stalled past its lease just as it renews,
+    /// and slow to read the feed then.
     pub fn with_stall_failpoint(mut self) -> NearCache {
         self.stall_failpoint = true;
         self
@@ -196,7 +197,7 @@ impl NearCache {
         if !self.stall_failpoint {
             return None;
         }
-        let key = format!("{}failpoint-near-stall", self.cache.keys().prefix());
+        let key = self.cache.keys().near_stall_failpoint();
         let told: Option<String> = redis::cmd("GETDEL").arg(key).query_async(conn).await.ok()?;
         let (before, after) = told?.split_once(':').map(|(b, a)| (b.parse(), a.parse()))?;
         tracing::warn!("failpoint: the near-cache stalls around a renewal");

@@ -61,7 +61,6 @@ impl From<ImportBatchRow> for ImportBatch {
 }
 
 impl Suppressions {
-    /// Import batches, newest first.
     /// The tenants of the records each batch created (one absent: it created none).
     pub async fn import_tenants(
         &self,

@@ -219,7 +219,8 @@ async fn a_replica_that_renews_after_its_lease_ran_out_catches_up_before_it_answ
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let told = format!("{}failpoint-near-stall", app.prefix());
+    let told =
+        layout::Keys::new(app.prefix(), app.settings.cache_bucket_bits).near_stall_failpoint();
     let () = redis::cmd("SET")
         .arg(&told)
         .arg("800:600")
