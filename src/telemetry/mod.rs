@@ -13,6 +13,7 @@
 mod gate;
 mod json;
 pub mod metrics;
+pub mod otlp;
 pub mod propagation;
 pub mod sampling;
 
@@ -125,14 +126,16 @@ fn tracing_configured() -> bool {
         || var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
 }
 
-/// The OTLP/gRPC exporter behind a batch processor. The exporter reads the endpoint, headers and
-/// timeout from `OTEL_EXPORTER_OTLP_*`; the SDK's default configuration reads the batch settings
-/// from `OTEL_BSP_*`. Its sampler records every span it is given: the sampler the variables name
-/// has already decided, at the head of each trace ([`sampling`]).
+/// The OTLP/gRPC exporter ([`otlp`], configured by `OTEL_EXPORTER_OTLP_*`) behind the SDK's batch
+/// processor, which reads its settings from `OTEL_BSP_*`. Its sampler records every span it is
+/// given: the sampler the variables name has already decided, at the head of each trace
+/// ([`sampling`]).
 fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()
+    let config = otlp::ExportConfig::from_vars(|name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)
+        .context("configuring the OTLP span exporter")?;
+    let exporter = otlp::OtlpExporter::new(&config)
+        .map_err(anyhow::Error::msg)
         .context("building the OTLP span exporter")?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)

@@ -74,12 +74,25 @@ async fn traces_continue_the_callers_trace_and_follow_the_conventions() {
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "deployment.environment=test".into(),
             ),
+            // A collector's key, percent-encoded as the specification has it.
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-collector-key=s3cr%3Dt".into(),
+            ),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
             ("RUST_LOG", "info,suppressd=debug".into()),
         ],
     )
     .await;
+    let keys = receiver.collected.keys();
     let exported = receiver.stop();
+
+    // Assert: every export carried the configured header.
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter().all(|k| k.as_deref() == Some("s3cr=t")),
+        "{keys:?}"
+    );
 
     // Assert: the resource says who sent them.
     let resource = &exported[0].resource_spans[0].resource.as_ref().unwrap();
@@ -541,6 +554,8 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 const INHERITED: &[&str] = &[
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     "OTEL_SERVICE_NAME",
     "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_TRACES_SAMPLER",
@@ -581,9 +596,19 @@ async fn run_child(test: &str, envs: &[(&str, String)]) -> String {
     stderr
 }
 
-/// An OTLP/gRPC trace receiver: the collector's side of the protocol, keeping what it is sent.
+/// An OTLP/gRPC trace receiver: the collector's side of the protocol, keeping what it is sent and
+/// the `x-collector-key` header each request came with.
 #[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+struct Collected(
+    Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    Arc<Mutex<Vec<Option<String>>>>,
+);
+
+impl Collected {
+    fn keys(&self) -> Vec<Option<String>> {
+        self.1.lock().unwrap().clone()
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Collected {
@@ -591,6 +616,9 @@ impl TraceService for Collected {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let key = request.metadata().get("x-collector-key");
+        let key = key.map(|k| k.to_str().unwrap().to_owned());
+        self.1.lock().unwrap().push(key);
         self.0.lock().unwrap().push(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
