@@ -242,6 +242,48 @@ const UNSAMPLED_TRACE: &str = "5e0c63257de34c926f9efcd03927272e";
 /// not even a fragment, a caller's unsampled trace stays unsampled, and a caller's sampled trace
 /// arrives with every span of the call beneath it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_exports_the_spans_it_still_holds() {
+    // Arrange: the real binary, exporting to a receiver, with a batch schedule far longer than the
+    // test, so that only the flush at shutdown can send what it traced.
+    let receiver = Receiver::start("127.0.0.1:0").await.unwrap();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let config = crate::processes::ReplicaConfig::new(&db.url, REDIS_URL, &prefix)
+        .with(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://{}", receiver.addr),
+        )
+        .with("OTEL_BSP_SCHEDULE_DELAY", "600000");
+    let mut replica = crate::processes::Replica::start(&config).await;
+    let mut client = replica.client().await;
+    client
+        .check_suppressed(proto::CheckSuppressedRequest {
+            recipient: Some(email(RAW_EMAIL)),
+            scope: Some(scope("acme", proto::Channel::Email, "recall", "")),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        spans_in(&receiver.collected.0.lock().unwrap()).is_empty(),
+        "nothing is sent before the schedule or the shutdown"
+    );
+
+    // Act: stop it as an orchestrator would.
+    replica.terminate();
+    let status = replica.wait().await;
+
+    // Assert: a clean exit, and the check's span arrived on the way out.
+    assert!(status.success(), "{status:?}");
+    let exported = receiver.stop();
+    let spans = spans_in(&exported);
+    one(&spans, |s| {
+        s.name == "suppress.v1.Suppression/CheckSuppressed"
+    });
+    delete_prefix(REDIS_URL, &prefix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_are_sampled_whole_at_their_head() {
     let receiver = Receiver::start("127.0.0.1:0").await.unwrap();
     run_child(
