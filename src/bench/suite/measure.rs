@@ -180,15 +180,12 @@ pub async fn measure(
         args: &serve_args,
         env: &env,
     };
+    // Against the untraced server started above; last in a full run, alone with --only-tracing.
+    let measure_tracing = async |cx: &mut Ctx| {
+        tracing_rows(cx, &traced, (server_addr, &server), checking, sizes.warmup).await
+    };
     if settings.only_tracing {
-        let tracing = tracing_rows(
-            &mut cx,
-            &traced,
-            (server_addr, &server),
-            checking,
-            sizes.warmup,
-        )
-        .await;
+        let tracing = measure_tracing(&mut cx).await;
         baseline.stop().await;
         server.stop().await;
         cx.report.rows.extend(tracing?);
@@ -420,14 +417,7 @@ pub async fn measure(
         ),
     ));
 
-    let tracing = tracing_rows(
-        &mut cx,
-        &traced,
-        (server_addr, &server),
-        checking,
-        sizes.warmup,
-    )
-    .await?;
+    let tracing = measure_tracing(&mut cx).await?;
     cx.report.rows.extend(tracing);
 
     cx.report.rows.push(Row::new(
