@@ -5,15 +5,21 @@
 //! that sheds load), and so that its span is the parent of everything a handler does. The span
 //! follows the OpenTelemetry RPC conventions: named `package.Service/Method`, kind server, with
 //! `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`; a caller's W3C context
-//! (`traceparent`/`tracestate` metadata) becomes its parent. The status is read where gRPC puts it:
-//! in the response headers for an error (trailers-only), else in the trailers after the body, which
-//! is why the response body is wrapped too.
+//! (`traceparent`/`tracestate` metadata) becomes its parent. It is built with the SDK directly
+//! (`telemetry::call`); the call's `tracing` span, `rpc`, names the method in its log lines. The
+//! status is read where gRPC puts it: in the response headers for an error (trailers-only), else
+//! in the trailers after the body, which is why the response body is wrapped too.
 
 use crate::{
     proto,
-    telemetry::{metrics::names, propagation, sampling},
+    telemetry::{
+        call::{self, ServerSpan},
+        metrics::names,
+        propagation, sampling,
+    },
 };
 use http_body::{Body, Frame, SizeHint};
+use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
 use prost::Message;
 use std::{
@@ -26,7 +32,6 @@ use std::{
 };
 use tower::{Layer, Service};
 use tracing::{Span, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// gRPC status codes this layer names itself.
 const OK: i32 = 0;
@@ -139,10 +144,9 @@ impl<B: Body> Body for ObservedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let inner = this.inner;
-        // Outside the span (only within its trace's decision): sending the response makes no span
-        // and logs nothing, and every exit of a recorded span costs the OpenTelemetry layer a clock
-        // read and two locks (it stamps the span's end at each exit). So the span ends when the
-        // handler returns; the status is still recorded on it when the trailers have gone out.
+        // Outside the spans (only within its trace's decision): sending the response makes no span
+        // and logs nothing. The server span ends with the call, once the trailers (and so its
+        // status) have gone out.
         let polled = match this.call.as_ref() {
             Some(call) => sampling::within(call.sampled, || inner.poll_frame(cx)),
             None => inner.poll_frame(cx),
@@ -174,7 +178,10 @@ impl<B: Body> Body for ObservedBody<B> {
 /// One call in flight. Dropping it ends the call: with the status seen, or `CANCELLED` when the
 /// client went away first.
 struct Call {
+    /// For the logs: its fields prefix every line logged during the call.
     span: Span,
+    /// The server span, when the call is traced.
+    trace: Option<ServerSpan>,
     /// Whether the call's trace is recorded, decided as it arrived (`None`: traces are off).
     sampled: Option<bool>,
     method: &'static Method,
@@ -183,10 +190,11 @@ struct Call {
 }
 
 impl Call {
-    /// Runs `f` as part of this call: inside its span, and of its trace's sampling decision.
+    /// Runs `f` as part of this call: inside its spans, and of its trace's sampling decision.
     fn inside<R>(&self, f: impl FnOnce() -> R) -> R {
         sampling::within(self.sampled, || {
             let _entered = self.span.enter();
+            let _attached = self.trace.as_ref().map(ServerSpan::attach);
             f()
         })
     }
@@ -195,35 +203,35 @@ impl Call {
         let method = Method::of(request.uri().path());
         let parent = propagation::from_headers(request.headers());
         let sampled = sampling::decide(parent.as_ref());
-        // A trace that is not sampled gets no server span at all: nothing would export it, and
-        // building and entering it on every poll was most of what tracing at 1 % cost a check.
+        // A trace that is not sampled gets no span at all: nothing would export it, and building
+        // and entering it on every poll was most of what tracing at 1 % cost a check.
         let span = if sampled == Some(false) {
             Span::none()
         } else {
-            sampling::within(sampled, || {
-                tracing::info_span!(
-                    "rpc",
-                    otel.name = method.full,
-                    otel.kind = "server",
-                    rpc.system = "grpc",
-                    rpc.service = method.service,
-                    rpc.method = method.method,
-                    rpc.grpc.status_code = Empty,
-                    otel.status_code = Empty,
-                    // The authenticated principal's name (never the key), filled in by the handler.
-                    principal = Empty,
-                    // What a check call asked and where its answers came from (`service::check`).
-                    suppressd.checks = Empty,
-                    suppressd.answer_source = Empty,
-                )
-            })
+            tracing::info_span!(
+                target: call::LOG_ONLY,
+                "rpc",
+                method = method.full,
+                // The authenticated principal's name (never the key), filled in by the handler.
+                principal = Empty,
+                // What a check call asked and where its answers came from (`service::check`).
+                suppressd.checks = Empty,
+                suppressd.answer_source = Empty,
+            )
         };
-        if let Some(parent) = parent {
-            // Fails when the span is not recorded (traces off, or not sampled): nothing to continue.
-            let _ = span.set_parent(parent);
-        }
+        let trace = (sampled == Some(true))
+            .then(|| {
+                let attributes = [
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", method.service),
+                    KeyValue::new("rpc.method", method.method),
+                ];
+                ServerSpan::start(method.full, attributes, parent)
+            })
+            .flatten();
         Call {
             span,
+            trace,
             sampled,
             method,
             started: Instant::now(),
@@ -236,17 +244,19 @@ impl Drop for Call {
     fn drop(&mut self) {
         let code = self.code.unwrap_or(CANCELLED);
         let elapsed = self.started.elapsed();
-        self.span.record("rpc.grpc.status_code", code);
-        if is_server_error(code) {
-            self.span.record("otel.status_code", "ERROR");
-        }
         let (service, method) = (self.method.service, self.method.method);
         metrics::counter!(names::RPC_REQUESTS,
             "rpc_service" => service, "rpc_method" => method, "code" => code_name(code))
         .increment(1);
         metrics::histogram!(names::RPC_DURATION, "rpc_service" => service, "rpc_method" => method)
             .record(elapsed);
+        // Attached so that a JSON log line carries the trace's ids.
+        let attached = self.trace.as_ref().map(ServerSpan::attach);
         tracing::debug!(parent: &self.span, code = code_name(code), elapsed_us = elapsed.as_micros() as u64, "rpc finished");
+        drop(attached);
+        if let Some(trace) = self.trace.take() {
+            trace.end(code, is_server_error(code));
+        }
     }
 }
 

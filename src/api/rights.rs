@@ -11,6 +11,7 @@ use super::{
     status::Refusal,
     suppression::verify_person_token,
 };
+use crate::telemetry::call::CallSpan;
 use crate::{
     auth::{Principal, Purpose, Role, TokenClaims},
     proto,
@@ -18,7 +19,6 @@ use crate::{
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
-use tracing::Span;
 
 impl SuppressionApi {
     pub(super) async fn opt_in_impl(
@@ -74,7 +74,7 @@ impl SuppressionApi {
             match convert::list_suppressions(request.into_inner()).map_err(ServiceError::from)? {
                 ListRequest::Token(token) => {
                     let claims = self.person_token(caller.as_deref(), &token, Purpose::OptOut)?;
-                    Span::current().record("principal", actor(caller.as_deref(), &claims));
+                    CallSpan::current().record_str("principal", &actor(caller.as_deref(), &claims));
                     (claims.subject, claims.scope.tenant)
                 }
                 ListRequest::Person { recipient, tenant } => {
@@ -112,7 +112,7 @@ impl SuppressionApi {
 /// Who is recorded as acting on a token: the caller with a key, else the token's key id.
 fn actor(caller: Option<&Principal>, claims: &TokenClaims) -> String {
     let actor = caller.map_or_else(|| format!("token:{}", claims.key_id), |p| p.name.clone());
-    Span::current().record("principal", actor.as_str());
+    CallSpan::current().record_str("principal", actor.as_str());
     actor
 }
 
@@ -123,7 +123,7 @@ fn admin(caller: Option<Arc<Principal>>, what: &str) -> Result<Arc<Principal>, R
             "missing credentials: {what} needs an admin's API key"
         ))
     })?;
-    Span::current().record("principal", principal.name.as_str());
+    CallSpan::current().record_str("principal", principal.name.as_str());
     if !principal.has(Role::Admin) {
         return Err(Refusal::PermissionDenied(format!(
             "principal {:?} is not an admin; {what} needs one (or the person's token)",

@@ -7,6 +7,7 @@ use super::{
     convert,
     status::Refusal,
 };
+use crate::telemetry::call::CallSpan;
 use crate::{
     auth::{KeyStore, Principal, Purpose, TokenClaims, TokenError},
     domain::{Millis, Recipient, Scope},
@@ -15,7 +16,6 @@ use crate::{
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
-use tracing::Span;
 
 pub struct SuppressionApi {
     pub(super) service: Suppressions,
@@ -96,7 +96,7 @@ pub(super) fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Refus
     let principal =
         auth::caller(request).ok_or_else(|| Refusal::unauthenticated("missing credentials"))?;
     // The current span is the RPC's server span (`observe`), which declares the field.
-    Span::current().record("principal", principal.name.as_str());
+    CallSpan::current().record_str("principal", principal.name.as_str());
     Ok(principal)
 }
 
@@ -145,12 +145,12 @@ impl proto::suppression_server::Suppression for SuppressionApi {
                 let claims = self.verify_token(&req.token)?;
                 let actor =
                     caller.map_or_else(|| format!("token:{}", claims.key_id), |p| p.name.clone());
-                Span::current().record("principal", actor.as_str());
+                CallSpan::current().record_str("principal", actor.as_str());
                 convert::token_opt_out(req, claims, actor).map_err(ServiceError::from)?
             }
             Some(principal) => {
                 // The current span is the RPC's server span (`observe`), which declares the field.
-                Span::current().record("principal", principal.name.as_str());
+                CallSpan::current().record_str("principal", principal.name.as_str());
                 let cmd =
                     convert::opt_out(req, principal.name.clone()).map_err(ServiceError::from)?;
                 auth::authorize_tenants(&principal, [cmd.scope.tenant.as_str()])?;

@@ -5,9 +5,8 @@ use super::{ServiceError, Suppressions};
 use crate::{
     cache::Lookups,
     domain::{Match, Notice, Recipient, SubjectHash, best_match},
-    telemetry::metrics::names,
+    telemetry::{call::CallSpan, metrics::names},
 };
-use tracing::Span;
 
 /// One notice about to be sent to one recipient.
 #[derive(Debug, Clone)]
@@ -46,8 +45,8 @@ impl Suppressions {
     /// every call cost, and told nothing the server span does not.
     pub async fn check(&self, checks: &[Check]) -> Result<Vec<Answer>, ServiceError> {
         // Looked up once: each `Span::current()` is a registry look-up, a clone and a close.
-        let span = Span::current();
-        span.record("suppressd.checks", checks.len() as i64);
+        let span = CallSpan::current();
+        span.record_i64("suppressd.checks", checks.len() as i64);
         let inner = &self.inner;
         let subjects: Vec<SubjectHash> = checks
             .iter()
@@ -116,7 +115,7 @@ impl Suppressions {
                 (answers, AnswerSource::Store)
             }
         };
-        span.record("suppressd.answer_source", source.as_str());
+        span.record_str("suppressd.answer_source", source.as_str());
         metrics::counter!(names::CHECKS, "answer_source" => source.as_str())
             .increment(checks.len() as u64);
         Ok(answers)

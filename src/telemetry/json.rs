@@ -37,15 +37,22 @@ where
         event: &Event<'_>,
     ) -> std::fmt::Result {
         // Looked up before formatting: the look-up locks the span's extensions, which the inner
-        // formatter reads too.
-        let ids = ctx.parent_span().and_then(|span| {
-            let cx = tracing::dispatcher::get_default(|dispatch| {
-                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
-            })?;
+        // formatter reads too. A span the OpenTelemetry layer records names its own ids; else the
+        // current context does, which is a traced call's server span while the call runs
+        // (`call`).
+        let cx = ctx
+            .parent_span()
+            .and_then(|span| {
+                tracing::dispatcher::get_default(|dispatch| {
+                    tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+                })
+            })
+            .unwrap_or_else(opentelemetry::Context::current);
+        let ids = {
             let span = cx.span();
             let sc = span.span_context();
             sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
-        });
+        };
         let Some((trace_id, span_id)) = ids else {
             return self.inner.format_event(ctx, writer, event);
         };

@@ -10,6 +10,7 @@
 //! Both `tracing`'s subscriber and the `metrics` recorder are process-wide and can be installed only
 //! once: the test suite therefore runs the tests that install them in child processes of their own.
 
+pub mod call;
 mod gate;
 mod json;
 pub mod metrics;
@@ -23,7 +24,7 @@ use gate::{Gate, Noted};
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use std::time::Duration;
-use tracing::Level;
+use tracing::{Level, level_filters::LevelFilter};
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, Targets},
@@ -86,19 +87,25 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let trace_layer = provider.as_ref().map(|provider| {
         // Only this crate's spans are exported; RUST_LOG governs logs, the sampler governs traces,
         // and the spans of the libraries below (h2, sqlx, redis) would only add noise and cost.
-        let ours = Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO);
+        // A call's `tracing` span is for the logs: its server span is built directly ([`call`]).
+        let ours = Targets::new()
+            .with_target(env!("CARGO_CRATE_NAME"), Level::INFO)
+            .with_target(call::LOG_ONLY, LevelFilter::OFF);
+        let tracer = provider.tracer(SERVICE_NAME);
+        call::install(tracer.clone());
         tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(SERVICE_NAME))
+            .with_tracer(tracer)
             // Per-span extras that cost clock reads, allocations or a context push on every
-            // poll of every span, sampled or not, and that no one reads here: nothing else in
-            // the process uses the active OpenTelemetry context (the layer's own span data is
-            // what propagation reads), and code locations, threads and busy/idle times are
-            // noise in an RPC trace.
+            // poll of every span, sampled or not, and that no one reads here: a span finds its
+            // parent through the registry (or, under a call's server span, in the context the call
+            // attaches), propagation reads the layer's own span data, and code locations, threads
+            // and busy/idle times are noise in an RPC trace.
             .with_context_activation(false)
             .with_tracked_inactivity(false)
             .with_location(false)
             .with_threads(false)
             .with_target(false)
+            .and_then(call::CallEvents)
             .with_filter(Noted(ours.and(sampling::HeadSampling)))
     });
 

@@ -41,6 +41,7 @@ const RAW_EMAIL: &str = "Jane.Telemetry@Example.com";
 /// The callers' traces that suppressd must continue.
 const CHECK_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const OPT_OUT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const REFUSED_TRACE: &str = "d4cda95b652f4a1592b449d5929fda1b";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const TRACESTATE: &str = "congo=t61rcWkgMzE";
 
@@ -124,7 +125,9 @@ async fn traces_continue_the_callers_trace_and_follow_the_conventions() {
         "CheckSuppressed"
     );
     assert_eq!(int(&check_rpc.attributes, "rpc.grpc.status_code"), 0);
-    // … which records where the answer came from, and whose child reads Redis.
+    assert!(check_rpc.status.as_ref().is_none_or(|s| s.code == 0));
+    // … which records who called, where the answer came from, and whose child reads Redis.
+    assert_eq!(string(&check_rpc.attributes, "principal"), "admin");
     assert_eq!(
         string(&check_rpc.attributes, "suppressd.answer_source"),
         "cache"
@@ -136,7 +139,9 @@ async fn traces_continue_the_callers_trace_and_follow_the_conventions() {
     assert_eq!(string(&hmget.attributes, "db.operation"), "HMGET");
 
     // The opt-out: its own caller's trace, the service span, the Redis script.
-    let opt_out_rpc = one(&spans, |s| s.name == "suppress.v1.Suppression/OptOut");
+    let opt_out_rpc = one(&spans, |s| {
+        s.name == "suppress.v1.Suppression/OptOut" && hex(&s.trace_id) == OPT_OUT_TRACE
+    });
     assert_eq!(hex(&opt_out_rpc.trace_id), OPT_OUT_TRACE);
     assert_eq!(hex(&opt_out_rpc.parent_span_id), CALLER_SPAN);
     assert_eq!(int(&opt_out_rpc.attributes, "rpc.grpc.status_code"), 0);
@@ -147,6 +152,19 @@ async fn traces_continue_the_callers_trace_and_follow_the_conventions() {
     );
     let script = child_of(&spans, opt_out, "EVALSHA");
     assert_eq!(string(&script.attributes, "suppressd.script"), "opt_out");
+
+    // A refused opt-out: its status, and the reason logged in the call, as an event of its span.
+    let refused = one(&spans, |s| hex(&s.trace_id) == REFUSED_TRACE);
+    assert_eq!(refused.name, "suppress.v1.Suppression/OptOut");
+    assert_eq!(int(&refused.attributes, "rpc.grpc.status_code"), 16);
+    let event = refused
+        .events
+        .iter()
+        .find(|e| e.name == "person's token refused")
+        .expect("the refusal logged in the call is an event of its span");
+    assert_eq!(string(&event.attributes, "level"), "INFO");
+    assert_eq!(string(&event.attributes, "purpose"), "opt_out");
+    assert!(!string(&event.attributes, "reason").is_empty());
 
     // The worker's commit: a trace of its own, linked to the request that queued the record, with
     // the store's INSERT beneath it.
@@ -223,6 +241,17 @@ async fn calls_with_traceparent(app: &mut TestApp) {
         receipt.receipt.unwrap().state,
         proto::ReceiptState::Durable as i32
     );
+
+    let mut refused = tonic::Request::new(proto::OptOutRequest {
+        token: "not-a-token".into(),
+        ..opt_out_request(
+            email(RAW_EMAIL),
+            scope("acme", Channel::Email, "recall", ""),
+        )
+    });
+    traceparent(&mut refused, REFUSED_TRACE);
+    let status = app.client.opt_out(refused).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
 }
 
 fn traceparent<T>(request: &mut tonic::Request<T>, trace: &str) {
@@ -304,7 +333,9 @@ async fn traces_are_sampled_whole_at_their_head() {
     let traces: BTreeSet<String> = spans.iter().map(|s| hex(&s.trace_id)).collect();
     assert_eq!(
         traces,
-        [CHECK_TRACE, OPT_OUT_TRACE].map(str::to_owned).into(),
+        [CHECK_TRACE, OPT_OUT_TRACE, REFUSED_TRACE]
+            .map(str::to_owned)
+            .into(),
         "only the callers' sampled traces are exported"
     );
     // Whole: every span hangs from the caller's span or from another exported span.
