@@ -13,6 +13,10 @@ pub struct BaselineSettings {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
+    /// Also accept OTLP/gRPC trace exports on the same address, counted and dropped: a collector
+    /// for measuring a traced server by hand (`scripts/trace-instructions`).
+    #[arg(long)]
+    pub otlp_sink: bool,
 }
 
 /// Answers every call at once with an empty response.
@@ -152,15 +156,18 @@ impl Suppression for EmptySuppression {
     }
 }
 
-/// Serves the empty handlers on `listener` until `shutdown` resolves.
+/// Serves the empty handlers (and, with `otlp_sink`, a trace sink) on `listener` until `shutdown`
+/// resolves.
 pub async fn serve(
     listener: TcpListener,
+    otlp_sink: bool,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let server = proto::suppression_server::SuppressionServer::new(EmptySuppression)
         .max_decoding_message_size(crate::api::MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(server)
+        .add_optional_service(otlp_sink.then(super::suite::otlp_sink::Sink::default))
         .serve_with_incoming_shutdown(crate::api::incoming(listener), shutdown)
         .await?;
     Ok(())
@@ -173,5 +180,5 @@ pub async fn main(
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen).await?;
     eprintln!("baseline listening on {}", listener.local_addr()?);
-    serve(listener, shutdown).await
+    serve(listener, settings.otlp_sink, shutdown).await
 }

@@ -225,6 +225,47 @@ async fn benchmark_suite_smoke_mode_runs() {
     assert!(out.path().join("report.md").exists());
 }
 
+/// `bench-baseline --otlp-sink` (the collector of `scripts/trace-instructions`) accepts trace
+/// exports; without the flag the baseline serves only the suppression service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_accepts_trace_exports_only_as_a_sink() {
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::{
+            ExportTraceServiceRequest, trace_service_client::TraceServiceClient,
+        },
+        trace::v1::{ResourceSpans, ScopeSpans, Span},
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span::default(); 3],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    for sink in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(bench::baseline::serve(
+            listener,
+            sink,
+            stop.clone().cancelled_owned(),
+        ));
+        let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let exported = client.export(request.clone()).await;
+        match sink {
+            true => assert!(exported.is_ok(), "{exported:?}"),
+            false => assert_eq!(exported.unwrap_err().code(), tonic::Code::Unimplemented),
+        }
+        stop.cancel();
+        serving.await.unwrap().unwrap();
+    }
+}
+
 #[test]
 fn ghz_configs_hold_valid_requests_for_their_calls() {
     use suppressd::bench::{

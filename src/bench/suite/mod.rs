@@ -11,7 +11,7 @@
 mod fixtures;
 mod load;
 mod measure;
-mod otlp_sink;
+pub(crate) mod otlp_sink;
 mod procs;
 mod raw;
 mod table;
