@@ -11,11 +11,11 @@ use super::{
     status::Refusal,
     suppression::verify_person_token,
 };
-use crate::telemetry::call::CallSpan;
 use crate::{
     auth::{Principal, Purpose, Role, TokenClaims},
     proto,
     service::{OptInCommand, OptInGrounds, ServiceError},
+    telemetry::call::CallSpan,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -74,7 +74,8 @@ impl SuppressionApi {
             match convert::list_suppressions(request.into_inner()).map_err(ServiceError::from)? {
                 ListRequest::Token(token) => {
                     let claims = self.person_token(caller.as_deref(), &token, Purpose::OptOut)?;
-                    CallSpan::current().record_str("principal", &actor(caller.as_deref(), &claims));
+                    // Recorded as the call's principal; the listing needs no actor.
+                    actor(caller.as_deref(), &claims);
                     (claims.subject, claims.scope.tenant)
                 }
                 ListRequest::Person { recipient, tenant } => {
@@ -109,7 +110,8 @@ impl SuppressionApi {
     }
 }
 
-/// Who is recorded as acting on a token: the caller with a key, else the token's key id.
+/// Who is recorded as acting on a token: the caller with a key, else the token's key id. It is
+/// also recorded on the call's span as its principal.
 fn actor(caller: Option<&Principal>, claims: &TokenClaims) -> String {
     let actor = caller.map_or_else(|| format!("token:{}", claims.key_id), |p| p.name.clone());
     CallSpan::current().record_str("principal", actor.as_str());

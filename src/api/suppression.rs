@@ -7,12 +7,12 @@ use super::{
     convert,
     status::Refusal,
 };
-use crate::telemetry::call::CallSpan;
 use crate::{
     auth::{KeyStore, Principal, Purpose, TokenClaims, TokenError},
     domain::{Millis, Recipient, Scope},
     proto,
     service::{ServiceError, Suppressions, audit},
+    telemetry::call::CallSpan,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};

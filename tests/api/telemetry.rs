@@ -128,6 +128,14 @@ async fn traces_continue_the_callers_trace_and_follow_the_conventions() {
     assert!(check_rpc.status.as_ref().is_none_or(|s| s.code == 0));
     // … which records who called, where the answer came from, and whose child reads Redis.
     assert_eq!(string(&check_rpc.attributes, "principal"), "admin");
+    // Each attribute once: recording one again must not add a second copy to the span.
+    for span in &spans {
+        let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        keys.sort();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), before, "{} repeats an attribute", span.name);
+    }
     assert_eq!(
         string(&check_rpc.attributes, "suppressd.answer_source"),
         "cache"
