@@ -479,7 +479,7 @@ struct EncodedResource {
 fn encode_resource(resource: &Resource) -> EncodedResource {
     let mut w = Writer(Vec::new());
     for (key, value) in resource.iter() {
-        w.message(1, |w| encode_key_value(w, key.as_str(), value));
+        encode_key_value(&mut w, 1, key.as_str(), value);
     }
     EncodedResource {
         message: w.0,
@@ -575,14 +575,46 @@ fn encode_attributes<'a>(
     attributes: impl IntoIterator<Item = &'a KeyValue>,
 ) {
     for kv in attributes {
-        w.message(field, |w| encode_key_value(w, kv.key.as_str(), &kv.value));
+        encode_key_value(w, field, kv.key.as_str(), &kv.value);
     }
 }
 
-/// A `KeyValue`: key = 1, value = 2 (an `AnyValue`).
-fn encode_key_value(w: &mut Writer, key: &str, value: &Value) {
+/// A `KeyValue` (key = 1, value = 2, an `AnyValue`) as field `field`. A scalar value's lengths are
+/// known before it is written, so it is written straight through, without `message`'s move.
+fn encode_key_value(w: &mut Writer, field: u32, key: &str, value: &Value) {
+    let Some(value_len) = scalar_len(value) else {
+        return w.message(field, |w| {
+            w.string(1, key);
+            w.message(2, |w| encode_any_value(w, value));
+        });
+    };
+    let key_len = if key.is_empty() {
+        0 // an empty string is not written
+    } else {
+        1 + varint_len(key.len() as u64) + key.len()
+    };
+    w.key(field, LEN);
+    w.varint((key_len + 1 + varint_len(value_len as u64) + value_len) as u64);
     w.string(1, key);
-    w.message(2, |w| encode_any_value(w, value));
+    w.key(2, LEN);
+    w.varint(value_len as u64);
+    encode_any_value(w, value);
+}
+
+/// The encoded length of an `AnyValue` holding a scalar (`None` for an array or a later kind).
+fn scalar_len(value: &Value) -> Option<usize> {
+    Some(match value {
+        Value::Bool(_) => 2,
+        Value::I64(i) => 1 + varint_len(*i as u64),
+        Value::F64(_) => 9,
+        Value::String(s) => 1 + varint_len(s.as_str().len() as u64) + s.as_str().len(),
+        _ => return None,
+    })
+}
+
+/// How many bytes `v` takes as a varint: one per 7 significant bits.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// An `AnyValue`, a oneof: string_value = 1, bool_value = 2, int_value = 3, double_value = 4,
@@ -704,6 +736,10 @@ mod tests {
                     Value::Array(Array::String(vec![StringValue::from("a"), "".into()])),
                 ),
                 KeyValue::new("unicode", "opt-out ✓ ünïcödé"),
+                // Lengths of more than one varint byte, and an empty key (written as nothing).
+                KeyValue::new("long", "x".repeat(300)),
+                KeyValue::new("big", i64::MAX),
+                KeyValue::new("", "no key"),
             ],
             dropped_attributes_count: 4,
             events,
@@ -724,6 +760,14 @@ mod tests {
                 batch,
                 &ResourceAttributesWithSchema::from(resource),
             ),
+        }
+    }
+
+    #[test]
+    fn varint_lengths_are_what_is_written() {
+        let edges = [0, 1, 127, 128, 16_383, 16_384, 1 << 35, u64::MAX];
+        for v in edges {
+            assert_eq!(varint_len(v), put_varint(&mut [0; 10], v), "{v}");
         }
     }
 
