@@ -24,9 +24,13 @@ pub fn from_headers(headers: &http::HeaderMap) -> Option<Context> {
 }
 
 /// The context of the current span, if it is sampled: a link to an unrecorded span leads nowhere.
-/// `None` whenever traces are off.
+/// `None` whenever traces are off. Directly in a call, outside any span of its own, that is the
+/// call's server span, which the current context holds (`call`).
 pub fn current_carrier() -> Option<Carrier> {
-    let cx = tracing::Span::current().context();
+    let mut cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        cx = Context::current();
+    }
     if !cx.span().span_context().is_sampled() {
         return None;
     }
@@ -85,5 +89,17 @@ mod tests {
         assert!(span_context(&carrier).is_none());
         // Outside any traced span there is nothing to carry.
         assert!(current_carrier().is_none());
+    }
+
+    #[test]
+    fn the_span_of_the_current_context_is_carried() {
+        use opentelemetry::trace::{Span as _, Tracer, TracerProvider};
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let span = provider.tracer("test").start("rpc");
+        let trace_id = span.span_context().trace_id().to_string();
+        let _attached = Context::current_with_span(span).attach();
+
+        let carrier = current_carrier().expect("a sampled span is current");
+        assert!(carrier["traceparent"].contains(&trace_id), "{carrier:?}");
     }
 }
