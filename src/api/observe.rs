@@ -250,10 +250,12 @@ impl Drop for Call {
         .increment(1);
         metrics::histogram!(names::RPC_DURATION, "rpc_service" => service, "rpc_method" => method)
             .record(elapsed);
-        // Attached so that a JSON log line carries the trace's ids.
-        let attached = self.trace.as_ref().map(ServerSpan::attach);
-        tracing::debug!(parent: &self.span, code = code_name(code), elapsed_us = elapsed.as_micros() as u64, "rpc finished");
-        drop(attached);
+        // Only when it is logged (not at the default level): the server span is attached so that
+        // a JSON line carries the trace's ids.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let _attached = self.trace.as_ref().map(ServerSpan::attach);
+            tracing::debug!(parent: &self.span, code = code_name(code), elapsed_us = elapsed.as_micros() as u64, "rpc finished");
+        }
         if let Some(trace) = self.trace.take() {
             trace.end(code, is_server_error(code));
         }
