@@ -63,13 +63,6 @@ pub enum Command {
     /// Lists the halts and mandatory declarations of a tenant.
     #[command(subcommand)]
     Controls(ControlsCommand),
-    /// Load-tests a server of `suppress.v1.Suppression` the way ghz does (same flags, same reports).
-    Bench(crate::bench::BenchSettings),
-    /// Measures SPEC §8 side by side with its baselines (`scripts/bench` builds and runs it).
-    BenchSuite(crate::bench::suite::SuiteSettings),
-    /// Serves empty handlers on the same proto: the benchmark's baseline.
-    #[command(hide = true)]
-    BenchBaseline(crate::bench::baseline::BaselineSettings),
 }
 
 #[derive(Subcommand, Debug)]
@@ -359,7 +352,7 @@ pub struct ServeSettings {
     pub cache_bucket_bits: u8,
 
     /// Answer checks from Redis on every call instead of from this replica's near-cache (an
-    /// in-memory copy of the cache that follows Redis's change feed; see README "Near-cache").
+    /// in-memory copy of the cache that follows Redis's change feed; see docs/architecture.md, "The near-cache").
     /// Writes still wait for the near-caches of other replicas.
     #[arg(long, env = "SUPPRESSD_NO_NEAR_CACHE")]
     pub no_near_cache: bool,
@@ -372,22 +365,27 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
-    /// Testing hook: the worker aborts the process right after its first store commit, before it
-    /// acknowledges the stream entries. Lets the failure tests kill a replica at exactly that point.
+    /// Testing hook (feature `failpoints`, never in a release build): the worker aborts the process
+    /// right after its first store commit, before it acknowledges the stream entries. Lets the
+    /// failure tests kill a replica at exactly that point.
+    #[cfg(feature = "failpoints")]
     #[arg(long, env = "SUPPRESSD_FAILPOINT_CRASH_AFTER_COMMIT", hide = true)]
     pub failpoint_crash_after_commit: bool,
 
-    /// Testing hook: the near-cache stalls when told to through Redis (see
+    /// Testing hook (feature `failpoints`): the near-cache stalls when told to through Redis (see
     /// `NearCache::with_stall_failpoint`). Lets a test stall a replica's copy at exactly the point
     /// where it renews its lease, which a signal cannot aim at.
+    #[cfg(feature = "failpoints")]
     #[arg(long, env = "SUPPRESSD_FAILPOINT_NEAR_STALL", hide = true)]
     pub failpoint_near_stall: bool,
 
-    /// BENCHMARK BASELINE ONLY: the worker commits opt-outs without audit entries, so that
-    /// `bench-suite` can measure the audit log's cost side by side (the way `bench-baseline` serves
-    /// empty handlers). Breaks SPEC §5.5 on purpose; allowed only with --dev-no-auth.
-    #[arg(long, hide = true)]
-    pub bench_unaudited_baseline: bool,
+    /// BENCHMARK BASELINE ONLY (feature `bench-baseline`; no flag reaches it): the worker commits
+    /// opt-outs without audit entries, so that `suppressd-bench serve-unaudited` can serve the
+    /// baseline the audit log's cost is measured against. Breaks SPEC §5.5 on purpose.
+    #[cfg(feature = "bench-baseline")]
+    #[arg(skip)]
+    pub bench_unaudited: bool,
+
     /// Admin HTTP address serving Prometheus metrics at /metrics (port 0 picks a free port). Off
     /// when unset; keep it on a private interface.
     #[arg(long, env = "SUPPRESSD_ADMIN_LISTEN")]
@@ -467,18 +465,18 @@ impl ServeSettings {
 
     /// The audit log's signer, and whether it is the development key.
     pub fn audit_log(&self) -> anyhow::Result<(AuditLog, bool)> {
+        #[allow(unused_mut)] // written only under the benchmark's feature
         let mut log = AuditLog::new(&self.audit_origin, self.audit_signing_key.as_deref())?;
-        log.bench_unaudited = self.bench_unaudited_baseline;
+        #[cfg(feature = "bench-baseline")]
+        {
+            log.bench_unaudited = self.bench_unaudited;
+        }
         Ok((log, self.audit_signing_key.is_none()))
     }
 
     /// The rules between settings that clap cannot express. Authentication is on unless the
     /// development flag says otherwise, and then nothing may listen beyond loopback.
     pub fn check(&self) -> anyhow::Result<()> {
-        ensure!(
-            !self.bench_unaudited_baseline || self.dev_no_auth,
-            "--bench-unaudited-baseline is a benchmark baseline and needs --dev-no-auth"
-        );
         if self.dev_no_auth {
             let addrs = std::iter::once(self.listen).chain(self.http_listen);
             for addr in addrs {

@@ -15,14 +15,12 @@
 //! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed;
 //!   [`admin`] serves its metrics.
 //! - [`cli`]: the operator and client commands of the binary.
-//! - [`bench`]: the ghz-compatible load generator and the benchmark suite (a client of the service).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -5,7 +5,7 @@ use suppressd::{
     auth, cli,
     config::{AuditCommand, Cli, Command, KeysCommand, ReceiptCommand, pepper_or_development},
     domain::Clock,
-    startup::Application,
+    startup::{Application, shutdown_signal},
     telemetry,
 };
 
@@ -73,11 +73,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Resume(args) => cli::controls::resume(args).await?,
         Command::Mandatory(command) => cli::controls::mandatory(command).await?,
         Command::Controls(command) => cli::controls::controls(command).await?,
-        Command::Bench(settings) => return suppressd::bench::main(settings).await,
-        Command::BenchSuite(settings) => return suppressd::bench::suite::main(settings).await,
-        Command::BenchBaseline(settings) => {
-            return suppressd::bench::baseline::main(settings, shutdown_signal()).await;
-        }
     };
     print!("{printed}");
     Ok(())
@@ -126,26 +121,4 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

@@ -95,7 +95,9 @@ impl Application {
             .context("connecting to Redis")?;
         let waiters = Arc::new(Waiters::default());
         let trigger = Arc::new(RebuildTrigger::default());
+        #[allow(unused_mut)] // changed only by the tests' failpoint
         let mut near = NearCache::new(cache.clone(), &replica);
+        #[cfg(feature = "failpoints")]
         if settings.failpoint_near_stall {
             near = near.with_stall_failpoint();
         }
@@ -132,6 +134,7 @@ impl Application {
                 batch: settings.worker_batch as usize,
                 block: WORKER_BLOCK,
                 claim_idle: settings.worker_claim_idle(),
+                #[cfg(feature = "failpoints")]
                 crash_after_commit: settings.failpoint_crash_after_commit,
             },
         )
@@ -410,5 +413,27 @@ async fn monitor_health(
         if !shutdown.is_cancelled() {
             set_health(&health, status).await;
         }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
     }
 }

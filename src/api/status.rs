@@ -1,4 +1,4 @@
-//! The one mapping from service errors to gRPC status codes (the README's status-code contract).
+//! The one mapping from service errors to gRPC status codes (the status-code contract of README.md and docs/api.md).
 //! Internal errors tell the client nothing and are logged once, with their cause chain, here.
 
 use crate::service::ServiceError;

@@ -130,8 +130,9 @@ impl AuditEntry {
 pub struct AuditLog {
     pub origin: String,
     pub signer: NoteSigner,
-    /// BENCHMARK BASELINE ONLY (`serve --bench-unaudited-baseline`): commits write no audit entries,
-    /// so `bench-suite` can measure what the log costs the write path. Never set otherwise.
+    /// BENCHMARK BASELINE ONLY (feature `bench-baseline`, `suppressd-bench serve-unaudited`):
+    /// commits write no audit entries, so the suite can measure what the log costs the write path.
+    #[cfg(feature = "bench-baseline")]
     pub bench_unaudited: bool,
 }
 
@@ -149,6 +150,7 @@ impl AuditLog {
         Ok(AuditLog {
             origin: origin.to_owned(),
             signer,
+            #[cfg(feature = "bench-baseline")]
             bench_unaudited: false,
         })
     }
@@ -157,8 +159,18 @@ impl AuditLog {
         AuditLog {
             origin: "suppressd".into(),
             signer: Self::development_signer(),
+            #[cfg(feature = "bench-baseline")]
             bench_unaudited: false,
         }
+    }
+
+    /// Whether commits skip the log: only ever in the benchmark's baseline build; a constant
+    /// `false` (and the branches on it gone) in every other.
+    pub fn unaudited(&self) -> bool {
+        #[cfg(feature = "bench-baseline")]
+        return self.bench_unaudited;
+        #[cfg(not(feature = "bench-baseline"))]
+        false
     }
 
     fn development_signer() -> NoteSigner {

@@ -143,6 +143,7 @@ impl Keys {
     }
 
     /// TESTS ONLY: an order to the near-cache's stall failpoint (`NearCache::with_stall_failpoint`).
+    #[cfg(feature = "failpoints")]
     pub fn near_stall_failpoint(&self) -> String {
         format!("{}failpoint-near-stall", self.prefix)
     }

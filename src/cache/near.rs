@@ -158,6 +158,7 @@ pub struct NearCache {
     applied: watch::Sender<u64>,
     view: Mutex<View>,
     /// See [`Self::with_stall_failpoint`].
+    #[cfg(feature = "failpoints")]
     stall_failpoint: bool,
 }
 
@@ -178,6 +179,7 @@ impl NearCache {
                 seen_at: start,
                 blind_until: start + LEASE,
             }),
+            #[cfg(feature = "failpoints")]
             stall_failpoint: false,
         }
     }
@@ -187,12 +189,20 @@ impl NearCache {
     /// holds `before:after` (ms), it stalls `before`, renews, and once it answers from memory again
     /// stalls `after` before it reads the feed: a replica stalled past its lease just as it renews,
     /// and slow to read the feed then.
+    #[cfg(feature = "failpoints")]
     pub fn with_stall_failpoint(mut self) -> NearCache {
         self.stall_failpoint = true;
         self
     }
 
     /// The failpoint's stalls (see [`Self::with_stall_failpoint`]), if it is on and was told to.
+    #[cfg(not(feature = "failpoints"))]
+    async fn stall_told(&self, _: &mut MultiplexedConnection) -> Option<(Duration, Duration)> {
+        None
+    }
+
+    /// The failpoint's stalls (see [`Self::with_stall_failpoint`]), if it is on and was told to.
+    #[cfg(feature = "failpoints")]
     async fn stall_told(&self, conn: &mut MultiplexedConnection) -> Option<(Duration, Duration)> {
         if !self.stall_failpoint {
             return None;

@@ -9,7 +9,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::{sync::OnceLock, time::Duration};
 
-/// The metric names (the README's "Observability" section lists them with their labels).
+/// The metric names (docs/operations.md lists them with their labels).
 pub mod names {
     /// Calls answered, by `rpc_service`, `rpc_method` and gRPC `code` (`OK`, `UNAVAILABLE`, …).
     pub const RPC_REQUESTS: &str = "suppressd_rpc_requests_total";
@@ -53,7 +53,7 @@ pub mod names {
     /// Records this replica's near-cache copied when it last loaded.
     pub const NEAR_CACHE_ENTRIES: &str = "suppressd_near_cache_loaded_records";
 
-    /// Every name above: what dashboards and the README may refer to.
+    /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
         RPC_REQUESTS,
         RPC_DURATION,

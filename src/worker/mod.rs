@@ -37,7 +37,9 @@ pub struct WorkerSettings {
     pub block: Duration,
     /// How long an entry stays unacknowledged by its consumer before another may claim it.
     pub claim_idle: Duration,
-    /// Testing hook: abort the process after the first commit, before acknowledging.
+    /// Testing hook (feature `failpoints`): abort the process after the first commit, before
+    /// acknowledging.
+    #[cfg(feature = "failpoints")]
     pub crash_after_commit: bool,
 }
 
@@ -200,6 +202,7 @@ impl Worker {
                 &mut self.audit_head,
             )
             .await?;
+        #[cfg(feature = "failpoints")]
         if self.settings.crash_after_commit {
             tracing::error!("failpoint: aborting between the store commit and the acknowledgement");
             std::process::abort();

@@ -47,15 +47,15 @@ fn the_dashboard_parses_and_charts_only_metrics_that_exist() {
 }
 
 #[test]
-fn the_readme_documents_every_metric() {
-    let documented = metrics_named_in(&read("README.md"));
+fn the_operations_guide_documents_every_metric() {
+    let documented = metrics_named_in(&read("docs/operations.md"));
     for name in names::ALL {
-        assert!(documented.contains(*name), "README does not mention {name}");
+        assert!(documented.contains(*name), "docs/operations.md does not mention {name}");
     }
     for name in &documented {
         assert!(
             names::ALL.contains(&name.as_str()),
-            "README names unknown {name}"
+            "docs/operations.md names unknown {name}"
         );
     }
 }

@@ -6,7 +6,7 @@ mod helpers;
 
 mod audit;
 mod auth;
-mod bench;
+
 mod chaos;
 mod checks;
 mod controls;

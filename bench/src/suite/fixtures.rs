@@ -3,7 +3,7 @@
 //! checks are suppressed. The same recipients are also turned into the Redis keys and fields a check
 //! reads, for the raw Redis baselines ("the same keys").
 
-use crate::{
+use suppressd::{
     cache::layout::{self, Keys},
     domain::{Channel, Notice, Pepper, ReceiptId, Recipient, RecipientKind, SubjectHash},
 };
@@ -35,10 +35,10 @@ pub fn subject(pepper: &Pepper, i: u64) -> SubjectHash {
 pub async fn load_store(db_url: &str, pepper: &Pepper, entries: u64) -> anyhow::Result<Duration> {
     let began = Instant::now();
     let pool = sqlx::PgPool::connect(db_url).await?;
-    let at = crate::domain::clock::system_now() - AGE_MS;
+    let at = suppressd::domain::clock::system_now() - AGE_MS;
     let channel = i32::from(Channel::Email.code());
-    let reason = i32::from(crate::domain::Reason::UserRequest.code());
-    let source = i32::from(crate::domain::Source::Import.code());
+    let reason = i32::from(suppressd::domain::Reason::UserRequest.code());
+    let source = i32::from(suppressd::domain::Source::Import.code());
     let mut i = 0;
     while i < entries {
         let end = (i + COPY_CHUNK as u64).min(entries);

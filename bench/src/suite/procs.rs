@@ -144,7 +144,7 @@ impl PrivateRedis {
         let mut proc = Proc::spawn("redis-server", program, &args, &[], &dir.join("redis.log"))?;
         proc.wait_listening(([127, 0, 0, 1], port).into()).await?;
         let url = format!("redis://127.0.0.1:{port}");
-        let client = crate::cache::open(&url)?;
+        let client = suppressd::cache::open(&url)?;
         Ok(PrivateRedis { url, proc, client })
     }
 

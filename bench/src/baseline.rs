@@ -2,7 +2,7 @@
 //! settings as `suppressd serve`, so that the difference between the two is what suppressd itself costs
 //! (validation, hashing, Redis), measured with the same client in the same run.
 
-use crate::proto::{self, suppression_server::Suppression};
+use suppressd::proto::{self, suppression_server::Suppression};
 use clap::Args;
 use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
@@ -164,11 +164,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let server = proto::suppression_server::SuppressionServer::new(EmptySuppression)
-        .max_decoding_message_size(crate::api::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(suppressd::api::MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(server)
         .add_optional_service(otlp_sink.then(super::suite::otlp_sink::Sink::default))
-        .serve_with_incoming_shutdown(crate::api::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(suppressd::api::incoming(listener), shutdown)
         .await?;
     Ok(())
 }

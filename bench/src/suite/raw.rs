@@ -3,7 +3,8 @@
 //! asks); a pipelined read is 100 of them in one pipeline (what one batch asks).
 
 use super::fixtures::Probe;
-use crate::{bench::stats::Latencies, cache::layout::MARKER_FIELD};
+use crate::stats::Latencies;
+use suppressd::cache::layout::MARKER_FIELD;
 use redis::aio::MultiplexedConnection;
 use std::time::{Duration, Instant};
 

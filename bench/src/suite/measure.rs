@@ -3,15 +3,15 @@
 //! with the same client settings, one after the other (never at once: they would share 2 cores).
 
 use super::{
-    Sizes, SuiteSettings, fixtures,
+    Bins, Sizes, SuiteSettings, fixtures,
     load::{Ctx, Load, cpu_per_call, intended_p99, ms, ok_count, ok_rps, p, us},
     otlp_sink,
     procs::{PgDatabase, PrivateRedis, Proc, free_port},
     raw,
     table::{Row, SuiteReport},
 };
-use crate::{
-    bench::request::Call,
+use crate::request::Call;
+use suppressd::{
     cache::layout::{FIELD_LEN, Keys, VALUE_LEN},
     domain::Pepper,
 };
@@ -42,7 +42,7 @@ fn bucket_bits(entries: u64) -> u8 {
 }
 
 pub async fn measure(
-    bin: &Path,
+    bins: &Bins,
     out: &Path,
     sizes: &Sizes,
     settings: &SuiteSettings,
@@ -54,7 +54,7 @@ pub async fn measure(
     let keys = Keys::new(PREFIX, bits);
     let mut cx = Ctx {
         report: SuiteReport {
-            date: crate::bench::report::now_rfc3339(),
+            date: crate::report::now_rfc3339(),
             mode: match (settings.smoke, settings.only_tracing) {
                 (_, true) => "tracing rows only",
                 (true, false) => "smoke",
@@ -74,7 +74,7 @@ pub async fn measure(
 
     // The population, straight into PostgreSQL (migrations first, by opening the store once).
     eprintln!("loading {} opt-outs into PostgreSQL…", sizes.entries);
-    crate::store::Store::connect(&db.url).await?.close().await;
+    suppressd::store::Store::connect(&db.url).await?.close().await;
     let loaded = fixtures::load_store(&db.url, &pepper, sizes.entries).await?;
 
     // Rebuild: the server starts on an empty Redis and copies the store into it.
@@ -105,7 +105,7 @@ pub async fn measure(
     let started = Instant::now();
     let mut server = Proc::spawn(
         "suppressd serve",
-        bin,
+        &bins.server,
         &serve_args(server_addr),
         &env,
         &out.join("server.log"),
@@ -138,13 +138,13 @@ pub async fn measure(
 
     let baseline_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let baseline_args = [
-        "bench-baseline".to_owned(),
+        "baseline".to_owned(),
         "--listen".into(),
         baseline_addr.to_string(),
     ];
     let mut baseline = Proc::spawn(
-        "bench-baseline",
-        bin,
+        "suppressd-bench baseline",
+        &bins.bench,
         &baseline_args,
         &[],
         &out.join("baseline.log"),
@@ -175,7 +175,7 @@ pub async fn measure(
         cx.load("warmup-server", server_addr, warmup).await?;
     }
     let traced = Traced {
-        bin,
+        bin: &bins.server,
         out,
         args: &serve_args,
         env: &env,
@@ -348,10 +348,10 @@ pub async fn measure(
         .position(|a| a == PREFIX)
         .expect("the prefix is set");
     unaudited_args[prefix_at] = UNAUDITED_PREFIX.into();
-    unaudited_args.push("--bench-unaudited-baseline".into());
+    unaudited_args[0] = "serve-unaudited".into();
     let mut unaudited = Proc::spawn(
-        "suppressd serve (unaudited baseline)",
-        bin,
+        "suppressd-bench serve-unaudited",
+        &bins.bench,
         &unaudited_args,
         &env,
         &out.join("server-unaudited.log"),
@@ -417,7 +417,7 @@ pub async fn measure(
         cost,
         format!("{cost:.1} % ({:.0}/s)", mean(&audited)),
         format!(
-            "mean of {} rounds ({} %); without the log (hidden `serve --bench-unaudited-baseline`): \
+            "mean of {} rounds ({} %); without the log (`suppressd-bench serve-unaudited`): \
              {}/s; with it: {}/s",
             costs.len(),
             list(&costs, 1),

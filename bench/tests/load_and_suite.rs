@@ -1,8 +1,10 @@
 //! The load generator against a real server whose answers are known, and the benchmark suite in its
 //! smoke mode. Nothing here asserts a speed: counts, distributions and the report's shape only.
 
-use crate::helpers::{ADMIN_KEY, Backend, spawn_app};
-use suppressd::bench::{self, BenchSettings, Report, suite};
+mod harness;
+
+use harness::{ADMIN_KEY, spawn_app};
+use suppressd_bench::{self as bench, BenchSettings, Report, suite};
 use tokio_util::sync::CancellationToken;
 
 /// Runs the load generator with the harness's admin key, as a load test against a real deployment
@@ -37,7 +39,7 @@ const OPT_OUT_MIX: &str = r#"[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_generator_counts_what_the_server_recorded() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app().await;
     let host = app.addr.to_string();
 
     let report = load(&[
@@ -68,14 +70,14 @@ async fn load_generator_counts_what_the_server_recorded() {
         "{error}"
     );
     // DURABLE opt-outs answered OK are committed: the store holds exactly the 30 accepted ones.
-    assert_eq!(app.rows(None).await, 30);
+    assert_eq!(app.rows().await, 30);
     assert_eq!(report.details.len(), 40);
     assert_eq!(report.end_reason, bench::report::EndReason::Normal);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn percentiles_are_ordered_and_within_fastest_and_slowest() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app().await;
     app.wait_cache_complete().await;
 
     let report = load(&[
@@ -113,7 +115,7 @@ async fn percentiles_are_ordered_and_within_fastest_and_slowest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_report_uses_ghz_field_names() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app().await;
 
     let report = load(&[
         "--call",
@@ -178,7 +180,7 @@ async fn json_report_uses_ghz_field_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_paces_requests_and_reports_latency_from_intended_start() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app().await;
     app.wait_cache_complete().await;
 
     let report = load(&[
@@ -210,8 +212,17 @@ async fn benchmark_suite_smoke_mode_runs() {
     let out = tempfile::tempdir().unwrap();
     let mut settings = suite::SuiteSettings::defaults(true);
     settings.out = out.path().to_owned();
-    settings.server_bin = Some(env!("CARGO_BIN_EXE_suppressd").into());
-    settings.thresholds = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/thresholds.json").into();
+    // The service binary that `cargo test --workspace` builds beside this crate's own.
+    let bench_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_suppressd-bench"));
+    let server_bin = bench_bin.with_file_name("suppressd");
+    assert!(
+        server_bin.exists(),
+        "{} is missing: run the workspace's tests (`cargo test --workspace`)",
+        server_bin.display()
+    );
+    settings.server_bin = Some(server_bin);
+    settings.bench_bin = Some(bench_bin);
+    settings.thresholds = concat!(env!("CARGO_MANIFEST_DIR"), "/thresholds.json").into();
 
     let report = suite::run(&settings).await.expect("the smoke suite runs");
 
@@ -268,11 +279,11 @@ async fn the_baseline_accepts_trace_exports_only_as_a_sink() {
 
 #[test]
 fn ghz_configs_hold_valid_requests_for_their_calls() {
-    use suppressd::bench::{
+    use suppressd_bench::{
         request::{Call, Request},
         template::{CallData, Template},
     };
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ghz");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ghz");
     let mut seen = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -296,4 +307,63 @@ fn ghz_configs_hold_valid_requests_for_their_calls() {
         seen += 1;
     }
     assert_eq!(seen, 4, "one config per RPC");
+}
+
+/// The load generator speaks TLS as ghz does (`--cacert`, `--cname`): every call through it is
+/// answered, and it refuses to start without a CA to verify the server against, or with the wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_verifies_the_server_and_loads_it_over_tls() {
+    let pki = harness::Pki::new();
+    let app = pki.app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("bench-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let host = app.addr.to_string();
+    let metadata = format!(r#"{{"authorization":"Bearer {ADMIN_KEY}"}}"#);
+    let settings = |tls: &[&str]| {
+        let mut args = vec![
+            "--call",
+            "suppress.v1.Suppression.CheckSuppressed",
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "-m",
+            &metadata,
+            "-d",
+            r#"{"recipient":{"email":"tls@example.com"},"scope":{"tenant":"t","channel":"CHANNEL_EMAIL","topic":"news"}}"#,
+        ];
+        args.extend_from_slice(tls);
+        args.push(&host);
+        BenchSettings::from_args(args).unwrap()
+    };
+    let run = async |s: BenchSettings| bench::run(&s, CancellationToken::new()).await;
+
+    let ca_path = ca.to_str().unwrap();
+    let report = run(settings(&["--cacert", ca_path, "--cname", "localhost"]))
+        .await
+        .unwrap();
+    assert_eq!(report.count, 20);
+    assert_eq!(
+        report.status_code_distribution,
+        [("OK".into(), 20)].into(),
+        "{:?}",
+        report.error_distribution
+    );
+
+    let refused = run(settings(&[])).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("--cacert"), "{refused:#}");
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, harness::Pki::new().ca_pem).unwrap();
+    let refused = run(settings(&[
+        "--cacert",
+        other_ca.to_str().unwrap(),
+        "--cname",
+        "localhost",
+    ]))
+    .await;
+    assert!(
+        refused.is_err(),
+        "a server signed by another CA was trusted"
+    );
 }

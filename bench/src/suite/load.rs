@@ -3,7 +3,7 @@
 //! ghz report, and notes failed calls (a benchmark with failures is not a clean result).
 
 use super::table::SuiteReport;
-use crate::bench::{BenchSettings, Report, request::Call};
+use crate::{BenchSettings, Report, request::Call};
 use std::{net::SocketAddr, time::Duration};
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +54,7 @@ impl Ctx {
         }
         args.push(addr.to_string());
         let settings = BenchSettings::from_args(args)?;
-        let mut report = crate::bench::run(&settings, CancellationToken::new()).await?;
+        let mut report = crate::run(&settings, CancellationToken::new()).await?;
         // The data arrays are large and identical across runs: keep the JSON report readable.
         report.options.data = None;
         let ok = ok_count(&report);

@@ -51,16 +51,21 @@ pub struct SuiteSettings {
     #[arg(long, default_value = "redis-server")]
     pub redis_server: PathBuf,
 
-    /// The suppressd binary to run as server and baseline (default: this one).
+    /// The suppressd binary to measure (default: `suppressd` beside this program, as
+    /// `cargo build --release --workspace` leaves it).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+
+    /// The suppressd-bench binary that serves the baselines (default: this program).
+    #[arg(long)]
+    pub bench_bin: Option<PathBuf>,
 
     /// Opt-outs loaded before measuring (default 1,000,000; 2,000 with --smoke).
     #[arg(long)]
     pub entries: Option<u64>,
 
     /// Length of each measured load run, e.g. `10s` (default 10s; 300ms with --smoke).
-    #[arg(long, value_parser = crate::bench::args::parse_go_duration)]
+    #[arg(long, value_parser = crate::args::parse_go_duration)]
     pub duration: Option<Duration>,
 
     /// Measures only the tracing rows (after the population, the rebuild and the warm-up), for a
@@ -140,6 +145,33 @@ impl Sizes {
     }
 }
 
+/// The programs the suite starts: the service it measures, and this crate's binary for the
+/// baselines (the empty handlers, the service without its audit log).
+pub struct Bins {
+    pub server: PathBuf,
+    pub bench: PathBuf,
+}
+
+impl Bins {
+    fn of(s: &SuiteSettings) -> anyhow::Result<Bins> {
+        let here = std::env::current_exe()?;
+        let bench = s.bench_bin.clone().unwrap_or_else(|| here.clone());
+        let server = match &s.server_bin {
+            Some(bin) => bin.clone(),
+            None => here.with_file_name("suppressd"),
+        };
+        for bin in [&server, &bench] {
+            anyhow::ensure!(
+                bin.exists(),
+                "{} does not exist: build it (`cargo build --release --workspace`) or name it with \
+                 --server-bin / --bench-bin",
+                bin.display()
+            );
+        }
+        Ok(Bins { server, bench })
+    }
+}
+
 /// Runs the suite: sets up, measures, always tears down, writes the reports.
 pub async fn run(s: &SuiteSettings) -> anyhow::Result<SuiteReport> {
     let sizes = Sizes::of(s);
@@ -153,11 +185,15 @@ pub async fn run(s: &SuiteSettings) -> anyhow::Result<SuiteReport> {
             return Err(e);
         }
     };
-    let bin = match &s.server_bin {
-        Some(bin) => bin.clone(),
-        None => std::env::current_exe()?,
+    let bins = match Bins::of(s) {
+        Ok(bins) => bins,
+        Err(e) => {
+            redis.stop().await;
+            db.drop_now().await;
+            return Err(e);
+        }
     };
-    let measured = measure::measure(&bin, &out, &sizes, s, &redis, &db).await;
+    let measured = measure::measure(&bins, &out, &sizes, s, &redis, &db).await;
     redis.stop().await;
     db.drop_now().await;
     let mut report = measured?;
@@ -168,7 +204,7 @@ pub async fn run(s: &SuiteSettings) -> anyhow::Result<SuiteReport> {
     Ok(report)
 }
 
-/// `suppressd bench-suite`: runs, prints the table, and with `--check` fails on any shortfall.
+/// `suppressd-bench suite`: runs, prints the table, and with `--check` fails on any shortfall.
 pub async fn main(s: SuiteSettings) -> anyhow::Result<()> {
     let report = run(&s).await?;
     println!("{}", report.markdown());

@@ -11,7 +11,7 @@ use super::{
     stats::{Outcome, Tally},
     template::{CallData, Template},
 };
-use crate::proto::suppression_client::SuppressionClient;
+use suppressd::proto::suppression_client::SuppressionClient;
 use anyhow::{Context, bail};
 use serde_json::Value;
 use std::{
@@ -221,7 +221,7 @@ pub async fn run(settings: &BenchSettings, cancel: CancellationToken) -> anyhow:
         .map(|w| {
             let conn = w % settings.connections;
             let client = SuppressionClient::new(channels[conn as usize].clone())
-                .max_decoding_message_size(crate::api::MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(suppressd::api::MAX_MESSAGE_BYTES);
             tokio::spawn(worker(format!("c{conn}w{w}"), client, shared.clone()))
         })
         .collect();

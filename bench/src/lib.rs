@@ -1,14 +1,15 @@
 //! Load testing and the benchmark of SPEC §8.
 //!
-//! - `suppressd bench` ([`args`], [`runner`], [`report`]): a gRPC load generator in the manner of ghz,
+//! - `suppressd-bench load` ([`args`], [`runner`], [`report`]): a gRPC load generator in the manner of ghz,
 //!   with ghz's flags and its summary and JSON report formats, for the four RPCs of
 //!   `suppress.v1.Suppression` ([`request`]), with ghz-style templates in the request data
 //!   ([`template`]) and HDR histograms over every call ([`stats`]).
-//! - `suppressd bench-baseline` ([`baseline`]): empty handlers on the same proto, the yardstick.
-//! - `suppressd bench-suite` ([`suite`]): starts what it needs and measures every row of SPEC §8 next
+//! - `suppressd-bench baseline` ([`baseline`]): empty handlers on the same proto, the yardstick.
+//! - `suppressd-bench suite` ([`suite`]): starts what it needs and measures every row of SPEC §8 next
 //!   to its baseline, in one run.
 //!
-//! Nothing here is used by `serve`; it is a client of the service like any other.
+//! Nothing here is used by the service; it is a client of the service like any other. The
+//! binary (`src/main.rs`) adds `serve-unaudited`, the service without its audit log.
 
 pub mod args;
 pub mod baseline;
@@ -26,7 +27,7 @@ pub use runner::run;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-/// `suppressd bench`: runs the load test (Ctrl-C ends it early, with a report) and prints the report.
+/// `suppressd-bench load`: runs the load test (Ctrl-C ends it early, with a report) and prints the report.
 pub async fn main(settings: BenchSettings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();

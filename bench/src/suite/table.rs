@@ -2,7 +2,7 @@
 //! measured in the same run, written as JSON and as a markdown table, and checked against the
 //! committed thresholds (`bench/thresholds.json`).
 
-use crate::bench::Report;
+use crate::Report;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, fmt::Write, path::Path};

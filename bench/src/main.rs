@@ -1,0 +1,58 @@
+//! `suppressd-bench`: the load generator, the benchmark suite, and the two servers the suite measures
+//! suppressd against (the empty handlers, and suppressd without its audit log).
+
+use clap::{Parser, Subcommand};
+use suppressd::{config::ServeSettings, domain::Clock, startup, telemetry};
+use suppressd_bench::{BenchSettings, baseline::BaselineSettings, suite::SuiteSettings};
+
+/// The same allocator as the service, so the baselines differ from it only in what they measure.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "suppressd-bench",
+    version,
+    about = "Load tests and benchmarks suppressd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load-tests a server of `suppress.v1.Suppression` the way ghz does (same flags, same reports).
+    Load(BenchSettings),
+    /// Measures SPEC §8 side by side with its baselines (`scripts/bench` builds and runs it).
+    Suite(SuiteSettings),
+    /// Serves empty handlers on the same proto: the benchmark's baseline.
+    Baseline(BaselineSettings),
+    /// suppressd itself, but committing opt-outs WITHOUT audit entries: the baseline that the
+    /// suite measures the audit log's cost against. Breaks SPEC §5.5 on purpose; needs
+    /// --dev-no-auth (and so listens on loopback only).
+    ServeUnaudited(ServeSettings),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Load(settings) => suppressd_bench::main(settings).await,
+        Command::Suite(settings) => suppressd_bench::suite::main(settings).await,
+        Command::Baseline(settings) => {
+            suppressd_bench::baseline::main(settings, startup::shutdown_signal()).await
+        }
+        Command::ServeUnaudited(mut settings) => {
+            anyhow::ensure!(
+                settings.dev_no_auth,
+                "serve-unaudited is a benchmark baseline and needs --dev-no-auth"
+            );
+            settings.bench_unaudited = true;
+            let _telemetry = telemetry::init(settings.log_format)?;
+            let app = startup::Application::build(&settings, Clock::System).await?;
+            app.run_until(startup::shutdown_signal()).await
+        }
+    }
+}
