@@ -1,246 +1,11 @@
-//! One typed settings tree, read from flags and `SUPPRESSD_*` environment variables. Loading it binds
-//! and connects to nothing; a bad value stops the process before it starts anything.
+//! The settings of `suppressd serve`: one typed tree, read from flags and `SUPPRESSD_*` environment
+//! variables. Loading it binds and connects to nothing; a bad value stops the process before it
+//! starts anything. The rest of the command line is the CLI's own (`cli::args`).
 
-use crate::{
-    audit::AuditLog,
-    domain::{Pepper, Recipient, RecipientKind},
-};
+use crate::{audit::AuditLog, domain::Pepper, telemetry::LogFormat};
 use anyhow::{bail, ensure};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
-
-mod controls;
-use controls::parse_interval;
-pub use controls::{ControlClientArgs, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "suppressd",
-    version,
-    about = "May this notice go to this person on this channel, now?"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-// Parsed once per process: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Runs the gRPC service and its write-behind worker.
-    Serve(ServeSettings),
-    /// Makes API keys and token keys for the key file.
-    #[command(subcommand)]
-    Keys(KeysCommand),
-    /// The audit log: make a signing key, verify the whole log, export one person's entries.
-    #[command(subcommand)]
-    Audit(AuditCommand),
-    /// Receipts: fetch one with its proof, verify a saved one offline.
-    #[command(subcommand)]
-    Receipt(ReceiptCommand),
-    /// Opts a person back in: with their opt-in token, or as an admin with written grounds.
-    OptIn(OptInArgs),
-    /// Mints a person's opt-in token (admin; at most an hour), after they confirmed it is them.
-    OptInToken(OptInTokenArgs),
-    /// Lists every record kept about one person within a tenant, with its history.
-    Records(RecordsArgs),
-    // Imports (issue 5): kept in one block.
-    /// Bulk-imports suppressions from a CSV or JSON-lines file, streamed, with a progress bar.
-    Import(crate::cli::import::ImportArgs),
-    /// Rolls back one import batch: ends exactly the records it created, nothing a person created.
-    Rollback(crate::cli::import::RollbackArgs),
-    /// Import batches.
-    #[command(subcommand)]
-    Imports(crate::cli::import::ImportsCommand),
-    /// Halts a campaign on every replica until resumed (role admin).
-    Halt(HaltArgs),
-    /// Ends a halt: checks answer as they did before it (role admin).
-    Resume(ResumeArgs),
-    /// Mandatory declarations: topics that opt-outs do not suppress on some channels.
-    #[command(subcommand)]
-    Mandatory(MandatoryCommand),
-    /// Lists the halts and mandatory declarations of a tenant.
-    #[command(subcommand)]
-    Controls(ControlsCommand),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum AuditCommand {
-    /// Prints a new Ed25519 signing key and its public key (C2SP note key format).
-    Keygen {
-        /// The key's name, e.g. the log's host name.
-        #[arg(long, default_value = "suppressd")]
-        name: String,
-    },
-    /// Recomputes the whole log from the store, checks every checkpoint's signature and that each
-    /// matches the entries; exits non-zero naming the first bad index.
-    Verify {
-        #[arg(
-            long,
-            env = "SUPPRESSD_STORE_URL",
-            default_value = "sqlite://data/suppressd.db"
-        )]
-        store_url: String,
-        /// The log's public key (`name+id+base64`).
-        #[arg(long, env = "SUPPRESSD_AUDIT_PUBLIC_KEY")]
-        public_key: String,
-        /// A checkpoint saved earlier (a signed note file); the log must extend it. This is what
-        /// catches a history rewritten and re-signed with the right key.
-        #[arg(long)]
-        trusted_checkpoint: Option<String>,
-    },
-    /// Writes one person's entries (or, with --all, every entry) with inclusion proofs as JSON.
-    Export {
-        #[arg(
-            long,
-            env = "SUPPRESSD_STORE_URL",
-            default_value = "sqlite://data/suppressd.db"
-        )]
-        store_url: String,
-        #[arg(long, env = "SUPPRESSD_PEPPER", hide_env_values = true)]
-        pepper: Option<String>,
-        #[arg(long, default_value = "")]
-        tenant: String,
-        #[command(flatten)]
-        recipient: RecipientArgs,
-        /// Export every entry instead of one person's.
-        #[arg(long, conflicts_with_all = ["email", "phone", "user_id", "push_token", "postal_address"])]
-        all: bool,
-    },
-}
-
-/// One recipient, named on the command line.
-#[derive(Args, Debug, Clone)]
-#[group(multiple = false)]
-pub struct RecipientArgs {
-    #[arg(long)]
-    pub email: Option<String>,
-    #[arg(long)]
-    pub phone: Option<String>,
-    #[arg(long)]
-    pub user_id: Option<String>,
-    #[arg(long)]
-    pub push_token: Option<String>,
-    #[arg(long)]
-    pub postal_address: Option<String>,
-}
-
-impl RecipientArgs {
-    pub fn parse(&self) -> anyhow::Result<Option<Recipient>> {
-        let named = [
-            (RecipientKind::Email, &self.email),
-            (RecipientKind::Phone, &self.phone),
-            (RecipientKind::UserId, &self.user_id),
-            (RecipientKind::PushToken, &self.push_token),
-            (RecipientKind::PostalAddress, &self.postal_address),
-        ];
-        named
-            .into_iter()
-            .find_map(|(kind, v)| v.as_deref().map(|v| Recipient::parse(kind, v)))
-            .transpose()
-            .map_err(Into::into)
-    }
-}
-
-/// The server a client command calls, and the key it calls with.
-#[derive(Args, Debug, Clone)]
-pub struct ServerArgs {
-    /// The server (host:port, or an http:// or https:// URL).
-    #[arg(long, env = "SUPPRESSD_SERVER", default_value = "127.0.0.1:50051")]
-    pub server: String,
-    /// The API key to send (`authorization: Bearer …`); operator commands need an admin's.
-    #[arg(long, env = "SUPPRESSD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-}
-
-/// A channel on the command line.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelArg {
-    Email,
-    Sms,
-    Push,
-    Voice,
-    Postal,
-}
-
-/// A scope on the command line; unset channel, topic or campaign are the wildcards.
-#[derive(Args, Debug, Clone)]
-pub struct ScopeArgs {
-    #[arg(long, default_value = "")]
-    pub tenant: String,
-    /// Unset: every channel.
-    #[arg(long, value_enum)]
-    pub channel: Option<ChannelArg>,
-    /// Unset: every topic.
-    #[arg(long, default_value = "")]
-    pub topic: String,
-    /// Unset: every campaign.
-    #[arg(long, default_value = "")]
-    pub campaign: String,
-}
-
-#[derive(Args, Debug)]
-pub struct OptInArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-    /// The person's opt-in token: it names the person and the scope (no key needed).
-    #[arg(long, conflicts_with_all = ["email", "phone", "user_id", "push_token", "postal_address", "reason"])]
-    pub token: Option<String>,
-    #[command(flatten)]
-    pub recipient: RecipientArgs,
-    /// The exact scope of the opt-out to remove.
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-    /// Without a token: the admin's written grounds (logged).
-    #[arg(long)]
-    pub reason: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct OptInTokenArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub recipient: RecipientArgs,
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-    /// Lifetime in seconds (at most 3600; the server's default is 900).
-    #[arg(long)]
-    pub ttl_secs: Option<i64>,
-}
-
-#[derive(Args, Debug)]
-pub struct RecordsArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-    /// The person's own opt-out token, in place of recipient, tenant and key.
-    #[arg(long, conflicts_with_all = ["email", "phone", "user_id", "push_token", "postal_address"])]
-    pub token: Option<String>,
-    #[command(flatten)]
-    pub recipient: RecipientArgs,
-    #[arg(long, default_value = "")]
-    pub tenant: String,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ReceiptCommand {
-    /// Prints a receipt as JSON; once DURABLE it carries its audit entry and proof.
-    Get {
-        receipt_id: String,
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        server: String,
-    },
-    /// Checks a saved receipt (JSON from `receipt get` or grpcurl) with the public key alone.
-    Verify {
-        file: String,
-        #[arg(long, env = "SUPPRESSD_AUDIT_PUBLIC_KEY")]
-        public_key: String,
-        /// Also ask this server for its latest checkpoint and prove the log only grew since.
-        #[arg(long)]
-        server: Option<String>,
-    },
-}
 
 /// The configured pepper, or the development one (and `true` to say it is).
 pub fn pepper_or_development(pepper: Option<&str>) -> anyhow::Result<(Pepper, bool)> {
@@ -248,37 +13,6 @@ pub fn pepper_or_development(pepper: Option<&str>) -> anyhow::Result<(Pepper, bo
         Some(secret) => Ok((Pepper::new(secret.as_bytes())?, false)),
         None => Ok((Pepper::new(DEV_PEPPER.as_bytes())?, true)),
     }
-}
-
-/// `suppressd keys …`: the key file holds hashes and token secrets; these print what to paste.
-#[derive(Subcommand, Debug)]
-pub enum KeysCommand {
-    /// Prints a fresh API key (give it to the caller) and the `[[principal]]` entry with its hash.
-    New {
-        /// The principal's name, recorded as the actor of its opt-outs.
-        #[arg(long)]
-        name: String,
-        /// check, write or admin (repeatable).
-        #[arg(long = "role", required = true)]
-        roles: Vec<String>,
-        /// Restricts the principal to these tenants (repeatable; none = every tenant).
-        #[arg(long = "tenant")]
-        tenants: Vec<String>,
-    },
-    /// Reads an API key on standard input and prints its SHA-256, as `key_sha256` wants it.
-    Hash,
-    /// Prints a `[[token_key]]` entry with a fresh random secret.
-    TokenKey {
-        /// The key id (travels in each token's footer), e.g. the month it was made.
-        #[arg(long)]
-        id: String,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// The development pepper: only for a developer's machine. Start-up warns loudly when it is used.
@@ -516,5 +250,38 @@ impl ServeSettings {
                 rand::random::<u16>()
             )
         })
+    }
+}
+
+/// `25ms`, `2s`: a short interval with its unit, at least 1 ms.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |at| text.split_at(at));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 25ms"))?;
+    let interval = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => return Err(format!("{text:?}: the unit must be ms or s")),
+    };
+    if interval.is_zero() {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_have_a_unit_and_are_not_zero() {
+        assert_eq!(parse_interval("25ms"), Ok(Duration::from_millis(25)));
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        for bad in ["25", "0ms", "ms", "1m", "-1s"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
     }
 }

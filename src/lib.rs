@@ -1,20 +1,29 @@
 //! suppressd answers "may this notice go to this person on this channel, now?" and records the
 //! opt-outs that decide it.
 //!
-//! The modules, from the outside in (dependencies point inward):
+//! The modules, from the outside in. Dependencies point inward: a module imports only the ones
+//! listed below it (`tests/api/layers.rs` holds the exact table and fails on an upward import).
+//! - [`cli`]: the binary's command line (all of its grammar, [`cli::args`]) and its client and
+//!   operator commands.
+//! - [`startup`]: assembles a process from [`config`]: pools, listeners, the server, the worker.
+//! - [`config`]: the settings of `serve`; loading them binds and connects to nothing.
 //! - [`api`]: the tonic services; validate → convert → call [`service`] → convert back.
 //! - [`http`]: the public HTTP front (unsubscribe pages, RFC 8058 one-click) over the same use case.
-//! - [`auth`]: principals, roles, the key file, opt-out tokens; decides who may do what.
-//! - [`service`]: the use cases (check, opt out, receipts) over the cache and the store.
-//! - [`cache`]: Redis: the complete set of active suppressions, the write-behind stream, the marker
-//!   that says the set is complete.
-//! - [`store`]: the durable store (PostgreSQL or SQLite) and its migrations.
+//! - [`admin`]: the admin HTTP port (Prometheus metrics).
+//! - [`service`]: the use cases (check, opt out, receipts, controls, imports) over the cache and
+//!   the store.
 //! - [`worker`]: the write-behind worker that moves the stream into the store.
-//! - [`domain`]: recipients, scopes, records; no I/O.
+//! - [`cache`]: Redis: the complete set of active suppressions, the write-behind stream, the marker
+//!   that says the set is complete. Nothing else speaks Redis.
+//! - [`store`]: the durable store (PostgreSQL or SQLite) and its migrations. Nothing else speaks
+//!   SQL. The cache and the store never import each other.
+//! - [`auth`]: principals, roles, the key file, opt-out tokens; decides who may do what.
 //! - [`audit`]: the tamper-evident log: entries, RFC 9162 Merkle tree, signed checkpoints, checks.
-//! - [`config`], [`startup`], [`telemetry`]: how a process is configured, assembled and observed;
-//!   [`admin`] serves its metrics.
-//! - [`cli`]: the operator and client commands of the binary.
+//! - [`telemetry`], [`domain`]: how a process is observed (with its own settings), and recipients,
+//!   scopes, records (no I/O); every layer may use them.
+//!
+//! Public items are what another crate of the workspace uses: the integration tests under `tests/`
+//! and the benchmark crate (`bench/`). Everything else is `pub(crate)`.
 #![forbid(unsafe_code)]
 
 pub mod admin;

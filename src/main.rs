@@ -2,8 +2,9 @@
 
 use clap::Parser;
 use suppressd::{
-    auth, cli,
-    config::{AuditCommand, Cli, Command, KeysCommand, ReceiptCommand, pepper_or_development},
+    cli,
+    cli::args::{AuditCommand, Cli, Command, ReceiptCommand},
+    config::pepper_or_development,
     domain::Clock,
     startup::{Application, shutdown_signal},
     telemetry,
@@ -25,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(&settings, Clock::System).await?;
             return app.run_until(shutdown_signal()).await;
         }
-        Command::Keys(command) => return keys(command),
+        Command::Keys(command) => return cli::keys::keys(command),
         Command::Audit(AuditCommand::Keygen { name }) => cli::audit::keygen(&name)?,
         Command::Audit(AuditCommand::Verify {
             store_url,
@@ -66,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         // Imports (issue 5): kept in one block.
         Command::Import(args) => cli::import::import(args).await?,
         Command::Rollback(args) => cli::import::rollback(args).await?,
-        Command::Imports(cli::import::ImportsCommand::List { limit, server }) => {
+        Command::Imports(cli::args::ImportsCommand::List { limit, server }) => {
             cli::import::list(limit, &server).await?
         }
         Command::Halt(args) => cli::controls::halt(args).await?,
@@ -75,50 +76,5 @@ async fn main() -> anyhow::Result<()> {
         Command::Controls(command) => cli::controls::controls(command).await?,
     };
     print!("{printed}");
-    Ok(())
-}
-
-/// `suppressd keys …`: prints what goes into the key file. The API key is printed once, here; the
-/// file only ever holds its hash.
-fn keys(command: KeysCommand) -> anyhow::Result<()> {
-    match command {
-        KeysCommand::New {
-            name,
-            roles,
-            tenants,
-        } => {
-            for role in &roles {
-                auth::Role::parse(role)?;
-            }
-            let key = auth::new_api_key();
-            let quote = |v: &[String]| {
-                v.iter()
-                    .map(|s| format!("{s:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            eprintln!("API key for {name:?} (give it to the caller; it is not stored):");
-            println!("# API key: {key}");
-            println!("[[principal]]");
-            println!("name = {name:?}");
-            println!("roles = [{}]", quote(&roles));
-            if !tenants.is_empty() {
-                println!("tenants = [{}]", quote(&tenants));
-            }
-            println!("key_sha256 = [\"{}\"]", auth::hash_key(&key));
-        }
-        KeysCommand::Hash => {
-            let mut key = String::new();
-            std::io::stdin().read_line(&mut key)?;
-            println!("{}", auth::hash_key(key.trim()));
-        }
-        KeysCommand::TokenKey { id } => {
-            let secret: [u8; 32] = rand::random();
-            println!("[[token_key]]");
-            println!("id = {id:?}");
-            println!("secret = \"{}\"", hex::encode(secret));
-            println!("issue = true");
-        }
-    }
     Ok(())
 }

@@ -20,7 +20,7 @@ mod suppression;
 
 pub use convert::MAX_BATCH;
 pub use observe::RpcLayer;
-pub use suppression::{SuppressionApi, verify_opt_out_token};
+pub use suppression::SuppressionApi;
 
 use crate::{auth::KeyStore, proto, service::Suppressions};
 use tonic::transport::ServerTlsConfig;

@@ -8,7 +8,7 @@ use super::{
     status::Refusal,
 };
 use crate::{
-    auth::{KeyStore, Principal, Purpose, TokenClaims, TokenError},
+    auth::{KeyStore, Principal, Purpose, TokenClaims},
     domain::{Millis, Recipient, Scope},
     proto,
     service::{ServiceError, Suppressions, audit},
@@ -36,7 +36,7 @@ impl SuppressionApi {
     /// UNAUTHENTICATED to the caller; the reason goes to the log.
     fn verify_token(&self, token: &str) -> Result<TokenClaims, Refusal> {
         let now = self.service.clock().now();
-        verify_opt_out_token(&self.keys, token, now)
+        verify_person_token(&self.keys, token, Purpose::OptOut, now)
     }
 }
 
@@ -62,15 +62,6 @@ impl SuppressionApi {
     }
 }
 
-/// Shared by the gRPC handler and the HTTP front: a token fit to opt out with, or UNAUTHENTICATED.
-pub fn verify_opt_out_token(
-    keys: &KeyStore,
-    token: &str,
-    now: crate::domain::Millis,
-) -> Result<TokenClaims, Refusal> {
-    verify_person_token(keys, token, Purpose::OptOut, now)
-}
-
 /// A person's token of `purpose`, verified at `now`. Every failure is the same UNAUTHENTICATED to
 /// the caller; the reason goes to the log.
 pub(super) fn verify_person_token(
@@ -79,11 +70,8 @@ pub(super) fn verify_person_token(
     purpose: Purpose,
     now: crate::domain::Millis,
 ) -> Result<TokenClaims, Refusal> {
-    keys.current()
-        .tokens
-        .verify(token, purpose, now)
-        .map_err(|e: TokenError| {
-            tracing::info!(reason = %e, purpose = purpose.as_str(), "person's token refused");
+    keys.verify_person_token(token, purpose, now)
+        .map_err(|_| {
             Refusal::unauthenticated(format!(
                 "invalid or expired {} token",
                 purpose.as_str().replace('_', "-")

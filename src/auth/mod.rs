@@ -184,6 +184,23 @@ impl KeyStore {
         self.inner.current.load_full()
     }
 
+    /// A person's token of `purpose`, verified at `now` with the keys in force: shared by the gRPC
+    /// API and the HTTP front. The reason of a refusal goes to the log; callers tell the person
+    /// only that the token was refused.
+    pub fn verify_person_token(
+        &self,
+        token: &str,
+        purpose: Purpose,
+        now: crate::domain::Millis,
+    ) -> Result<TokenClaims, TokenError> {
+        self.current()
+            .tokens
+            .verify(token, purpose, now)
+            .inspect_err(|e| {
+                tracing::info!(reason = %e, purpose = purpose.as_str(), "person's token refused");
+            })
+    }
+
     /// Reads the file again and swaps the table in. A file that does not parse leaves the old table
     /// in force (and says why): a typo must not lock every caller out.
     pub fn reload(&self) -> anyhow::Result<()> {

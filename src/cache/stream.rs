@@ -318,6 +318,31 @@ impl Consumer {
 }
 
 impl Cache {
+    /// Subscribes to the commit announcements that acknowledging committed entries publishes: each
+    /// item is the receipts one commit made durable. The stream ends when Redis drops the
+    /// connection; subscribe again then (an announcement missed meanwhile costs a waiter only
+    /// latency: it asks the store when its wait runs out).
+    pub async fn commit_announcements(
+        &self,
+    ) -> Result<impl tokio_stream::Stream<Item = Vec<ReceiptId>> + Send + use<>, CacheError> {
+        let mut pubsub = self
+            .client()
+            .get_async_pubsub()
+            .await
+            .context("connecting for commit announcements")?;
+        pubsub
+            .subscribe(self.keys.durable_channel())
+            .await
+            .context("subscribing to commit announcements")?;
+        Ok(tokio_stream::StreamExt::map(pubsub.into_on_message(), |msg| {
+            std::str::from_utf8(msg.get_payload_bytes())
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|id| ReceiptId::parse("receipt", id).ok())
+                .collect()
+        }))
+    }
+
     /// The newest entry of the write-behind stream, if it holds any: a barrier for
     /// [`Cache::settled_through`].
     pub async fn stream_head(&self) -> Result<Option<String>, CacheError> {

@@ -4,7 +4,6 @@ use crate::{
     audit::note::{Checkpoint, NoteSigner, NoteVerifier},
     domain::{Pepper, Recipient},
     service::audit as log,
-    store::Store,
 };
 use anyhow::{Context, bail};
 
@@ -35,7 +34,7 @@ pub async fn verify(
         }
         None => None,
     };
-    let store = Store::connect(store_url).await?;
+    let store = log::open_store(store_url).await?;
     let report = log::verify_log(&store, verifier, trusted).await?;
     match report.problem {
         None => Ok(format!(
@@ -52,7 +51,7 @@ pub async fn export(
     pepper: &Pepper,
     who: Option<(&Recipient, &str)>,
 ) -> anyhow::Result<String> {
-    let store = Store::connect(store_url).await?;
+    let store = log::open_store(store_url).await?;
     let subject = who.map(|(r, tenant)| (pepper.subject(r), tenant));
     let export = log::export(&store, subject.as_ref().map(|(s, t)| (s, *t)))
         .await

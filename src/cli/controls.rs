@@ -4,7 +4,7 @@
 
 use super::{channel, client, refused};
 use crate::{
-    config::{ChannelArg, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs},
+    cli::args::{ChannelArg, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs},
     domain::clock::system_now,
     proto,
 };

@@ -11,16 +11,16 @@
 mod file;
 
 use super::{client, refused, time};
-use crate::config::ServerArgs;
+use crate::cli::args::{Format, ImportArgs, RollbackArgs, ServerArgs};
 use crate::proto;
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand, ValueEnum};
+
 use file::{Counting, ReadOutcome, Rejected, read_csv, read_jsonl};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::{
     fs::File,
     io::BufReader,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -31,53 +31,6 @@ use tokio::sync::mpsc;
 
 /// Rows parsed ahead of the server: enough to keep the stream busy, small enough to stay flat.
 const AHEAD: usize = 2_048;
-
-#[derive(Args, Debug)]
-pub struct ImportArgs {
-    /// A CSV file with a header row, or JSON lines (one object per line), with the columns
-    /// recipient_type, recipient, tenant, channel, topic, campaign, reason, source, received_at,
-    /// expires_at.
-    pub file: PathBuf,
-    /// The file's format; by default from its extension (.csv, .jsonl, .ndjson).
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
-    /// Rejected lines printed in the summary.
-    #[arg(long, default_value_t = 20)]
-    pub show_rejections: usize,
-    /// Also write every rejection the summary knows (line,problem as CSV) to this file.
-    #[arg(long)]
-    pub rejections_file: Option<PathBuf>,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Jsonl,
-}
-
-#[derive(Args, Debug)]
-pub struct RollbackArgs {
-    /// The batch id `suppressd import` printed.
-    pub batch_id: String,
-    /// Why the import is rolled back (recorded in the audit log).
-    #[arg(long)]
-    pub reason: String,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ImportsCommand {
-    /// Lists import batches, newest first.
-    List {
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-}
 
 /// `suppressd import FILE`: streams the file to the server; prints the summary.
 pub async fn import(args: ImportArgs) -> anyhow::Result<String> {

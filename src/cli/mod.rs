@@ -1,14 +1,16 @@
 //! The client and operator commands of the `suppressd` binary (everything but `serve`): thin edges
 //! that parse arguments, call the library or a running server, print, and choose the exit code.
 
+pub mod args;
 pub mod audit;
 pub mod controls;
 pub mod import;
+pub mod keys;
 pub mod receipt;
 pub mod rights;
 
 use crate::{
-    config::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs},
+    cli::args::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs},
     proto::{self, suppression_client::SuppressionClient},
 };
 use anyhow::Context;

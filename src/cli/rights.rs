@@ -3,7 +3,7 @@
 
 use super::{client, recipient, refused, scope, time};
 use crate::{
-    config::{OptInArgs, OptInTokenArgs, RecordsArgs},
+    cli::args::{OptInArgs, OptInTokenArgs, RecordsArgs},
     proto,
 };
 use anyhow::bail;
@@ -112,7 +112,7 @@ pub async fn records(args: RecordsArgs) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn person(args: &crate::config::RecipientArgs) -> anyhow::Result<proto::Recipient> {
+fn person(args: &crate::cli::args::RecipientArgs) -> anyhow::Result<proto::Recipient> {
     match recipient(args) {
         Some(r) => Ok(r),
         None => bail!(

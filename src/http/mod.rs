@@ -15,8 +15,7 @@
 mod page;
 
 use crate::{
-    api,
-    auth::{KeyStore, token},
+    auth::{KeyStore, Purpose, token},
     domain::{Reason, Source, Subject},
     service::{Durability, OptOutCommand, ServiceError, Suppressions},
     telemetry::sampling,
@@ -50,7 +49,7 @@ pub fn router(service: Suppressions, keys: KeyStore) -> Router {
 /// `GET`: the confirmation page with one button, or a page that says the link is not valid.
 async fn show(State(front): State<Front>, Path(token): Path<String>) -> Response {
     let now = front.service.clock().now();
-    match api::verify_opt_out_token(&front.keys, &token, now) {
+    match front.keys.verify_person_token(&token, Purpose::OptOut, now) {
         Ok(claims) => html(StatusCode::OK, page::confirm(&claims.scope)),
         Err(_) => html(StatusCode::BAD_REQUEST, page::invalid_link()),
     }
@@ -67,7 +66,7 @@ async fn unsubscribe(
         return html(StatusCode::BAD_REQUEST, page::missing_field());
     };
     let now = front.service.clock().now();
-    let claims = match api::verify_opt_out_token(&front.keys, &token, now) {
+    let claims = match front.keys.verify_person_token(&token, Purpose::OptOut, now) {
         Ok(claims) => claims,
         Err(_) => {
             return html(StatusCode::BAD_REQUEST, page::invalid_link());
@@ -109,8 +108,7 @@ async fn unsubscribe(
             response
         }
         Err(e) => {
-            // Logged once, with its cause, by the one status mapping.
-            let _ = tonic::Status::from(e);
+            tracing::error!(error = format!("{e:#}"), "a person's one-click opt-out failed");
             html(StatusCode::INTERNAL_SERVER_ERROR, page::failed())
         }
     }

@@ -111,6 +111,12 @@ pub async fn consistency_proof(
     Ok((old_size, new_size, proof))
 }
 
+/// The store at `url`, for the offline audit commands (`suppressd audit verify|export`), which read
+/// the log where it lies rather than through a server.
+pub async fn open_store(url: &str) -> Result<Store, StoreError> {
+    Store::connect(url).await
+}
+
 /// Recomputes the whole log from the store and holds every checkpoint (and a trusted one) against it.
 pub async fn verify_log(
     store: &Store,

@@ -1,6 +1,6 @@
 //! `DURABLE` opt-outs waiting for their commit. Any replica's worker may commit a record, so workers
-//! announce committed receipts on a Redis pub/sub channel and every replica's listener wakes its own
-//! waiters. A missed announcement costs only latency: a waiter that times out asks the store.
+//! announce committed receipts (through the cache, which owns that pub/sub protocol) and every
+//! replica's listener wakes its own waiters. A missed announcement costs only latency: a waiter that times out asks the store.
 
 use crate::{cache::Cache, domain::ReceiptId};
 use std::{collections::HashMap, sync::Mutex, time::Duration};
@@ -43,15 +43,9 @@ impl Waiters {
         ready: CancellationToken,
         shutdown: CancellationToken,
     ) {
-        let channel = cache.keys().durable_channel();
         while !shutdown.is_cancelled() {
-            let subscribed = async {
-                let mut pubsub = cache.client().get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            };
-            let pubsub = match subscribed.await {
-                Ok(p) => p,
+            let announcements = match cache.commit_announcements().await {
+                Ok(announcements) => announcements,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot subscribe to commit announcements; retrying");
                     tokio::select! {
@@ -61,18 +55,11 @@ impl Waiters {
                 }
             };
             ready.cancel();
-            let mut messages = pubsub.into_on_message();
+            let mut announcements = std::pin::pin!(announcements);
             loop {
                 tokio::select! {
-                    msg = messages.next() => match msg {
-                        Some(msg) => {
-                            let payload = msg.get_payload_bytes();
-                            let ids = std::str::from_utf8(payload)
-                                .unwrap_or_default()
-                                .split(',')
-                                .filter_map(|id| ReceiptId::parse("receipt", id).ok());
-                            self.committed(ids);
-                        }
+                    committed = announcements.next() => match committed {
+                        Some(ids) => self.committed(ids),
                         None => break,
                     },
                     _ = shutdown.cancelled() => return,

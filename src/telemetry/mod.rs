@@ -18,7 +18,6 @@ pub mod otlp;
 pub mod propagation;
 pub mod sampling;
 
-use crate::config::LogFormat;
 use anyhow::Context as _;
 use gate::{Gate, Noted};
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
@@ -60,6 +59,15 @@ impl Drop for TelemetryGuard {
             eprintln!("suppressd: flushing traces at shutdown failed: {e}");
         }
     }
+}
+
+/// How log lines are written on standard error (`serve --log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line per event.
+    Text,
+    /// For log pipelines: one JSON object per line, with trace and span ids.
+    Json,
 }
 
 /// Installs the process-wide subscriber: logs always, OpenTelemetry export when configured. Fails if

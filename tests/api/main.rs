@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod helpers;
+mod layers;
 
 mod audit;
 mod auth;

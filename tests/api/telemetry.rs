@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 use suppressd::{
-    config::LogFormat,
+    telemetry::LogFormat,
     domain::Clock,
     proto::{self, Channel},
     telemetry,

@@ -1,10 +1,8 @@
 //! The arguments of the operator's commands (`halt`, `resume`, `mandatory`, `controls`): gRPC clients
 //! of a running server, so they act through the same rules, roles and audit log as any caller.
-//! Also the interval syntax of `serve --controls-poll`.
 
 use super::{ChannelArg, ServerArgs};
 use clap::{Args, Subcommand};
-use std::time::Duration;
 
 /// How an operator command reaches a running server, and how it prints the answer.
 #[derive(Args, Debug, Clone)]
@@ -90,37 +88,4 @@ pub enum ControlsCommand {
         #[command(flatten)]
         server: ControlClientArgs,
     },
-}
-
-/// `25ms`, `2s`: a short interval with its unit, at least 1 ms.
-pub(super) fn parse_interval(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, ""), |at| text.split_at(at));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 25ms"))?;
-    let interval = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        _ => return Err(format!("{text:?}: the unit must be ms or s")),
-    };
-    if interval.is_zero() {
-        return Err("must be at least 1ms".into());
-    }
-    Ok(interval)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn intervals_have_a_unit_and_are_not_zero() {
-        assert_eq!(parse_interval("25ms"), Ok(Duration::from_millis(25)));
-        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
-        for bad in ["25", "0ms", "ms", "1m", "-1s"] {
-            assert!(parse_interval(bad).is_err(), "{bad}");
-        }
-    }
 }
