@@ -131,6 +131,11 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_KEYS")]
     pub keys: Option<PathBuf>,
 
+    /// Refuse to start when the key file is readable or writable by group or others (without it:
+    /// a loud warning at start-up).
+    #[arg(long, env = "SUPPRESSD_STRICT_KEY_FILE")]
+    pub strict_key_file: bool,
+
     /// DEVELOPMENT ONLY: no authentication; every caller is an admin. Refuses to listen on anything
     /// but a loopback address.
     #[arg(long, env = "SUPPRESSD_DEV_NO_AUTH")]
@@ -212,7 +217,14 @@ impl ServeSettings {
     /// development flag says otherwise, and then nothing may listen beyond loopback.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.dev_no_auth {
-            let addrs = std::iter::once(self.listen).chain(self.http_listen);
+            ensure!(
+                self.keys.is_none(),
+                "--dev-no-auth and --keys contradict each other: --dev-no-auth turns authentication \
+                 off, so the key file would be ignored; give one or the other"
+            );
+            let addrs = std::iter::once(self.listen)
+                .chain(self.http_listen)
+                .chain(self.admin_listen);
             for addr in addrs {
                 ensure!(
                     addr.ip().is_loopback(),
@@ -225,6 +237,15 @@ impl ServeSettings {
                 "authentication is on: give a key file with --keys (SUPPRESSD_KEYS), or \
                  --dev-no-auth on a developer machine"
             );
+        }
+        if let Some(path) = &self.keys
+            && let Some(problem) = crate::auth::key_file_exposure(path)?
+        {
+            ensure!(
+                !self.strict_key_file,
+                "{problem} (refused: --strict-key-file)"
+            );
+            tracing::warn!("{problem}: anyone who can read it can forge opt-out tokens");
         }
         Ok(())
     }

@@ -120,8 +120,7 @@ impl Authenticator {
             let key = header
                 .to_str()
                 .ok()
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .map(str::trim)
+                .and_then(bearer_key)
                 .ok_or_else(|| Refusal::unauthenticated("authorization must be 'Bearer <key>'"))?;
             return keys
                 .by_api_key(key)
@@ -232,6 +231,14 @@ where
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for AuthService<S> {
     const NAME: &'static str = S::NAME;
+}
+
+/// The key of an `authorization: Bearer <key>` value. The scheme is case-insensitive (RFC 9110
+/// §11.1), so `bearer` and `BEARER` are the same; the key is not.
+fn bearer_key(value: &str) -> Option<&str> {
+    let (scheme, key) = value.trim().split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
 #[cfg(test)]

@@ -244,6 +244,30 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
+/// Why the key file is exposed, if it is: readable or writable by group or others (it holds token
+/// secrets, and API key hashes that would let a reader test guesses offline). `None` when only its
+/// owner may read it, or on a platform without Unix permissions.
+pub fn key_file_exposure(path: &Path) -> anyhow::Result<Option<String>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading the key file {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Ok(Some(format!(
+                "the key file {} is open to group or others (mode {:03o}); make it private \
+                 with `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )));
+        }
+    }
+    Ok(None)
+}
+
 fn read(path: &Path) -> anyhow::Result<KeyTable> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the key file {}", path.display()))?;

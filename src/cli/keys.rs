@@ -2,6 +2,7 @@
 //! only ever holds its hash.
 
 use crate::{auth, cli::args::KeysCommand};
+use anyhow::Context;
 
 /// `suppressd keys …`: prints what goes into the key file. The API key is printed once, here; the
 /// file only ever holds its hash.
@@ -11,6 +12,7 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
             name,
             roles,
             tenants,
+            key_out,
         } => {
             for role in &roles {
                 auth::Role::parse(role)?;
@@ -22,8 +24,21 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            eprintln!("API key for {name:?} (give it to the caller; it is not stored):");
-            println!("# API key: {key}");
+            // Never on standard output: that is the entry, which goes into the key file.
+            match key_out {
+                Some(path) => {
+                    write_private(&path, &format!("{key}\n"))?;
+                    eprintln!(
+                        "API key for {name:?} written to {} (give it to the caller; the key \
+                         file holds only its hash)",
+                        path.display()
+                    );
+                }
+                None => eprintln!(
+                    "API key for {name:?} (give it to the caller; the key file holds only its \
+                     hash):\n{key}"
+                ),
+            }
             println!("[[principal]]");
             println!("name = {name:?}");
             println!("roles = [{}]", quote(&roles));
@@ -46,4 +61,18 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates `path` (never overwriting) readable by its owner alone, and writes `text` into it.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

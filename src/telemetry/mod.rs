@@ -82,6 +82,12 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let log_layer = match format {
         LogFormat::Text => fmt::layer()
             .with_writer(std::io::stderr)
+            // Colours for a person at a terminal only: a file or a pipe gets plain text, as does
+            // anyone who asks for it with NO_COLOR (https://no-color.org).
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
             .with_filter(Noted(logs))
             .boxed(),
         LogFormat::Json => fmt::layer()

@@ -202,6 +202,38 @@ async fn malformed_authorization_headers_are_unauthenticated() {
     }
 }
 
+/// RFC 9110 §11.1: the scheme of an authorization header is case-insensitive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for header in [
+        format!("bearer {ADMIN_KEY}"),
+        format!("BEARER {ADMIN_KEY}"),
+        format!("Bearer  {ADMIN_KEY}"),
+    ] {
+        let mut client = proto::suppression_client::SuppressionClient::with_interceptor(
+            channel.clone(),
+            move |mut req: tonic::Request<()>| {
+                req.metadata_mut()
+                    .insert("authorization", header.parse().unwrap());
+                Ok(req)
+            },
+        );
+        client
+            .check_suppressed(proto::CheckSuppressedRequest {
+                recipient: Some(email("m@example.com")),
+                scope: Some(scope("", Channel::Email, "news", "")),
+            })
+            .await
+            .expect("the key is accepted whatever the scheme's case");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_principal_is_the_recorded_actor() {
     let app = spawn_app(Backend::Postgres).await;
@@ -340,6 +372,51 @@ async fn dev_no_auth_serves_loopback_without_keys_and_refuses_anything_else() {
             .await
             .is_err()
     );
+    let mut admin_exposed = app.settings.clone();
+    admin_exposed.admin_listen = Some("0.0.0.0:0".parse().unwrap());
+    let err = Application::build(&admin_exposed, Clock::System)
+        .await
+        .err()
+        .expect("an admin port beyond loopback without authentication is refused");
+    assert!(format!("{err:#}").contains("loopback"), "{err:#}");
+}
+
+/// `--dev-no-auth` beside `--keys` would silently turn the key file off: refused, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_no_auth_with_a_key_file_is_refused() {
+    let mut settings = ServeSettings::defaults();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.dev_no_auth = true;
+    settings.keys = Some(shared_key_file().into());
+    let err = Application::build(&settings, Clock::System)
+        .await
+        .err()
+        .expect("refused");
+    let err = format!("{err:#}");
+    assert!(err.contains("--dev-no-auth") && err.contains("--keys"), "{err}");
+}
+
+/// A key file open to group or others is refused under --strict-key-file (and only warned about
+/// without it); a private one is accepted.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_open_to_others_is_refused_when_strict() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, key_file_text(&[])).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut settings = ServeSettings::defaults();
+    settings.keys = Some(path.clone());
+    settings.strict_key_file = true;
+    let err = settings.check().expect_err("a world-readable key file is refused");
+    assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
+    settings.strict_key_file = false;
+    settings.check().expect("without the flag it only warns");
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    settings.strict_key_file = true;
+    settings.check().expect("a private key file is accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,4 +429,46 @@ async fn without_a_key_file_the_server_refuses_to_start() {
         .err()
         .unwrap();
     assert!(format!("{err:#}").contains("--keys"), "{err:#}");
+}
+
+/// `keys new … >> keys.toml` (the README's quick start) appends the entry alone: the key goes to
+/// standard error, or to a private file with --key-out, never into the key file.
+#[test]
+fn keys_new_never_writes_the_key_into_the_entry() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
+            .args(["keys", "new", "--name", "me", "--role", "admin"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let key_in = |text: &str| {
+        text.split_whitespace()
+            .find(|w| w.starts_with("sk_"))
+            .map(str::to_owned)
+    };
+
+    let (entry, said) = run(&[]);
+    let key = key_in(&said).expect("the key is on standard error");
+    assert_eq!(key_in(&entry), None, "the key is not in the entry: {entry}");
+    assert!(entry.contains(&suppressd::auth::hash_key(&key)), "{entry}");
+    assert!(entry.starts_with("[[principal]]"), "{entry}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("me.key");
+    let (entry, said) = run(&["--key-out", file.to_str().unwrap()]);
+    let key = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(key_in(&said), None, "with --key-out the key is only in the file");
+    assert!(entry.contains(&suppressd::auth::hash_key(&key)));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

@@ -22,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("api", &["domain", "telemetry", "audit", "auth", "service", "proto"]),
     ("http", &["domain", "telemetry", "auth", "service"]),
     ("admin", &["domain", "telemetry", "cache"]),
-    ("config", &["domain", "telemetry", "audit"]),
+    ("config", &["domain", "telemetry", "audit", "auth"]),
     (
         "startup",
         &[

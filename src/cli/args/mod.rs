@@ -247,6 +247,9 @@ pub enum ReceiptCommand {
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Prints a fresh API key (give it to the caller) and the `[[principal]]` entry with its hash.
+    ///
+    /// Standard output is the entry alone (`>> keys.toml` is safe); the key itself goes to standard
+    /// error, or with --key-out to a new file that only its owner may read.
     New {
         /// The principal's name, recorded as the actor of its opt-outs.
         #[arg(long)]
@@ -257,6 +260,9 @@ pub enum KeysCommand {
         /// Restricts the principal to these tenants (repeatable; none = every tenant).
         #[arg(long = "tenant")]
         tenants: Vec<String>,
+        /// Write the API key to this new file (mode 600) instead of standard error.
+        #[arg(long)]
+        key_out: Option<std::path::PathBuf>,
     },
     /// Reads an API key on standard input and prints its SHA-256, as `key_sha256` wants it.
     Hash,
