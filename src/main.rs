@@ -65,7 +65,11 @@ async fn main() -> anyhow::Result<()> {
         Command::OptInToken(args) => cli::rights::opt_in_token(args).await?,
         Command::Records(args) => cli::rights::records(args).await?,
         // Imports (issue 5): kept in one block.
-        Command::Import(args) => cli::import::import(args).await?,
+        Command::Import(args) => {
+            let (summary, status) = cli::import::import(args).await?;
+            print!("{summary}");
+            std::process::exit(status as i32);
+        }
         Command::Rollback(args) => cli::import::rollback(args).await?,
         Command::Imports(cli::args::ImportsCommand::List { limit, server }) => {
             cli::import::list(limit, &server).await?

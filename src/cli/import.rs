@@ -32,8 +32,30 @@ use tokio::sync::mpsc;
 /// Rows parsed ahead of the server: enough to keep the stream busy, small enough to stay flat.
 const AHEAD: usize = 2_048;
 
-/// `suppressd import FILE`: streams the file to the server; prints the summary.
-pub async fn import(args: ImportArgs) -> anyhow::Result<String> {
+/// How an import went, as its exit status (the command's help documents the codes): a script must
+/// be able to tell a partial or empty import from a complete one without parsing the summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportStatus {
+    /// Every row was imported, or was a duplicate of an active record.
+    Complete = 0,
+    /// Some rows were rejected; the others were imported.
+    SomeRejected = 3,
+    /// Nothing was imported: every row was rejected, or the file held none.
+    NothingImported = 4,
+}
+
+impl ImportStatus {
+    fn of(rows: u64, rejected: u64) -> ImportStatus {
+        match rejected {
+            _ if rows == 0 || rejected >= rows => ImportStatus::NothingImported,
+            0 => ImportStatus::Complete,
+            _ => ImportStatus::SomeRejected,
+        }
+    }
+}
+
+/// `suppressd import FILE`: streams the file to the server; the summary to print, and the status.
+pub async fn import(args: ImportArgs) -> anyhow::Result<(String, ImportStatus)> {
     let format = match args.format {
         Some(f) => f,
         None => format_of(&args.file)?,
@@ -102,7 +124,8 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<String> {
         .context("the import call panicked")?
         .map_err(refused)?
         .into_inner();
-    report(summary, outcome, started.elapsed(), &args)
+    let status = ImportStatus::of(outcome.rows, summary.rejected + outcome.local_count);
+    Ok((report(summary, outcome, started.elapsed(), &args)?, status))
 }
 
 /// `suppressd rollback BATCH_ID --reason R`.

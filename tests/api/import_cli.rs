@@ -3,8 +3,8 @@
 use crate::{helpers::*, imports::marketing};
 use suppressd::proto::{self, Channel};
 
-/// Runs the real binary against the app; returns its exit success, stdout and stderr.
-async fn suppressd(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+/// Runs the real binary against the app; returns its exit status, stdout and stderr.
+async fn suppressd(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
         .args(args)
         .args(["--server", &app.addr.to_string(), "--api-key", ADMIN_KEY])
@@ -12,7 +12,7 @@ async fn suppressd(app: &TestApp, args: &[&str]) -> (bool, String, String) {
         .await
         .unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.success(), text(out.stdout), text(out.stderr))
+    (out.status.code().unwrap(), text(out.stdout), text(out.stderr))
 }
 
 /// The value of a `name: value` line of the printed summary.
@@ -40,9 +40,9 @@ async fn the_cli_imports_csv_and_json_lines_and_prints_the_summary() {
     )
     .unwrap();
 
-    let (ok, out, err) = suppressd(&app, &["import", csv.to_str().unwrap()]).await;
+    let (status, out, err) = suppressd(&app, &["import", csv.to_str().unwrap()]).await;
 
-    assert!(ok, "{out}{err}");
+    assert_eq!(status, 3, "some rows rejected: {out}{err}");
     assert_eq!(
         ["imported", "duplicates", "rejected"].map(|n| field(&out, n)),
         ["3", "1", "3"],
@@ -77,8 +77,8 @@ async fn the_cli_imports_csv_and_json_lines_and_prints_the_summary() {
          {\"recipient_type\":\"email\",\"recipient\":\"y@example.com\",\"reason\":\"legal\",\"colour\":\"red\"}\n",
     )
     .unwrap();
-    let (ok, out, err) = suppressd(&app, &["import", jsonl.to_str().unwrap()]).await;
-    assert!(ok, "{out}{err}");
+    let (status, out, err) = suppressd(&app, &["import", jsonl.to_str().unwrap()]).await;
+    assert_eq!(status, 3, "some rows rejected: {out}{err}");
     assert_eq!(
         ["imported", "duplicates", "rejected"].map(|n| field(&out, n)),
         ["2", "0", "2"],
@@ -98,8 +98,8 @@ async fn the_cli_imports_csv_and_json_lines_and_prints_the_summary() {
             .await
     );
 
-    let (ok, listed, _) = suppressd(&app, &["imports", "list"]).await;
-    assert!(ok);
+    let (status, listed, _) = suppressd(&app, &["imports", "list"]).await;
+    assert_eq!(status, 0);
     assert_eq!(
         listed.lines().count(),
         3,
@@ -112,4 +112,39 @@ async fn the_cli_imports_csv_and_json_lines_and_prints_the_summary() {
             .unwrap()
             .starts_with(field(&out, "batch_id"))
     );
+}
+
+/// The exit status tells a complete import (0) from one where nothing was imported (4), and a
+/// file with CRLF line endings (RFC 4180, Excel) names the same lines as one with LF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exit_status_says_whether_anything_was_imported_and_crlf_lines_are_counted_right() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let header = "recipient_type,recipient,reason\r\n";
+
+    let all_good = write("good.csv", &format!("{header}email,g@example.com,user_request\r\n"));
+    let (status, out, err) = suppressd(&app, &["import", &all_good]).await;
+    assert_eq!(status, 0, "{out}{err}");
+    assert_eq!(field(&out, "imported"), "1");
+
+    let all_bad = write(
+        "bad.csv",
+        &format!("{header}fax,1,user_request\r\nemail,x@example.com\r\nemail,no-at,user_request\r\n"),
+    );
+    let (status, out, err) = suppressd(&app, &["import", &all_bad]).await;
+    assert_eq!(status, 4, "nothing imported: {out}{err}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (line, expected) in lines.iter().zip(["line 2: ", "line 3: ", "line 4: "]) {
+        assert!(line.starts_with(expected), "{line} (expected {expected}…)");
+    }
+
+    let empty = write("empty.csv", header);
+    let (status, out, err) = suppressd(&app, &["import", &empty]).await;
+    assert_eq!(status, 4, "an empty file imports nothing: {out}{err}");
 }

@@ -4,7 +4,10 @@
 use crate::proto;
 use anyhow::{Context, bail};
 use std::{
+    cell::RefCell,
+    collections::VecDeque,
     io::{BufRead, Read},
+    rc::Rc,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -96,6 +99,7 @@ pub(super) fn read_csv(
     tx: &mpsc::Sender<proto::ImportRow>,
     sent: &AtomicU64,
 ) -> anyhow::Result<ReadOutcome> {
+    let (reader, mut lines) = Newlines::wrap(reader);
     let mut csv = csv::ReaderBuilder::new()
         .flexible(false)
         .from_reader(reader);
@@ -116,7 +120,7 @@ pub(super) fn read_csv(
     let mut outcome = ReadOutcome::default();
     let mut record = csv::StringRecord::new();
     loop {
-        let line = csv.position().line() + u64::from(csv.position().line() == 0);
+        let start = csv.position().byte();
         let parsed = match csv.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => record
@@ -125,12 +129,89 @@ pub(super) fn read_csv(
             Err(e) if e.is_io_error() => return Err(e).context("reading the file"),
             Err(e) => Err(anyhow::anyhow!("{}", csv_problem(&e))),
         };
-        let line = record.position().map_or(line, |p| p.line());
+        let line = lines.line_at(record.position().map_or(start, |p| p.byte()));
         if !deliver(line, parsed, tx, sent, &mut outcome) {
             break;
         }
     }
     Ok(outcome)
+}
+
+/// Line numbers of CSV records, counted here because the csv crate's cannot be trusted: it starts
+/// a record's position where its parser resumed, which after a CRLF (RFC 4180's and Excel's line
+/// ending) is the LF, and before a blank line is that line. The reader notes where each LF is and
+/// where each line with content starts; a record is on the first line with content at or after its
+/// position. Only marks not yet passed are kept, so memory stays flat.
+struct Newlines<R> {
+    inner: R,
+    read: u64,
+    after_lf: bool,
+    marks: Rc<RefCell<Marks>>,
+}
+
+#[derive(Default)]
+struct Marks {
+    lfs: VecDeque<u64>,
+    starts: VecDeque<u64>,
+}
+
+/// The counting side of [`Newlines`].
+struct LineCount {
+    marks: Rc<RefCell<Marks>>,
+    passed: u64,
+}
+
+impl<R: Read> Newlines<R> {
+    fn wrap(inner: R) -> (Newlines<R>, LineCount) {
+        let marks = Rc::new(RefCell::new(Marks::default()));
+        let count = LineCount {
+            marks: marks.clone(),
+            passed: 0,
+        };
+        let reader = Newlines {
+            inner,
+            read: 0,
+            after_lf: true,
+            marks,
+        };
+        (reader, count)
+    }
+}
+
+impl<R: Read> Read for Newlines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut marks = self.marks.borrow_mut();
+        for (i, &byte) in buf[..n].iter().enumerate() {
+            let at = self.read + i as u64;
+            match byte {
+                b'\n' => marks.lfs.push_back(at),
+                b'\r' => {}
+                _ if self.after_lf => marks.starts.push_back(at),
+                _ => {}
+            }
+            self.after_lf = byte == b'\n' || (self.after_lf && byte == b'\r');
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl LineCount {
+    /// The 1-based line of a record the csv crate positions at `offset`; offsets must not go
+    /// backwards.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        let mut marks = self.marks.borrow_mut();
+        while marks.starts.front().is_some_and(|&s| s < offset) {
+            marks.starts.pop_front();
+        }
+        let start = marks.starts.front().copied().unwrap_or(offset);
+        while marks.lfs.front().is_some_and(|&lf| lf < start) {
+            marks.lfs.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
 }
 
 /// A CSV error as a rejection, without the byte offsets and record numbers csv adds.
@@ -258,4 +339,43 @@ fn to_proto(line: u64, r: FileRow) -> anyhow::Result<proto::ImportRow> {
         received_at: time("received_at", &r.received_at)?,
         expires_at: time("expires_at", &r.expires_at)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line of every row sent and every row rejected, as the operator would count lines.
+    fn lines_of(text: &str) -> (Vec<u64>, Vec<u64>) {
+        let (tx, mut rx) = mpsc::channel(1_000);
+        let outcome = read_csv(text.as_bytes(), &tx, &AtomicU64::new(0)).unwrap();
+        drop(tx);
+        let mut sent = Vec::new();
+        while let Ok(row) = rx.try_recv() {
+            sent.push(row.line);
+        }
+        (sent, outcome.local.iter().map(|r| r.line).collect())
+    }
+
+    /// RFC 4180 and Excel end lines with CRLF: the lines named are the same as with LF, also after
+    /// a quoted field that spans lines.
+    #[test]
+    fn csv_lines_are_counted_alike_with_crlf_and_lf() {
+        let lf = "recipient_type,recipient,tenant\n\
+                  email,a@example.com,t\n\
+                  fax,b@example.com,t\n\
+                  email,\"c@example.com\",\"multi\nline\"\n\
+                  email,d@example.com\n\
+                  email,e@example.com,t\n\
+                  nope,f@example.com,t\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let expected = (vec![2, 4, 7], vec![3, 6, 8]);
+        assert_eq!(lines_of(lf), expected);
+        assert_eq!(lines_of(&crlf), expected);
+        // A blank line is skipped, and still counted.
+        let blank = lf.replace("email,e@example.com,t\n", "\nemail,e@example.com,t\n");
+        let expected = (vec![2, 4, 8], vec![3, 6, 9]);
+        assert_eq!(lines_of(&blank), expected);
+        assert_eq!(lines_of(&blank.replace('\n', "\r\n")), expected);
+    }
 }
