@@ -161,11 +161,13 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         &self,
         request: Request<proto::GetReceiptRequest>,
     ) -> Result<Response<proto::Receipt>, Status> {
-        // A receipt id is an unguessable capability and the request names no tenant: the role is
-        // the whole rule here.
-        principal(&request)?;
+        // The request names no tenant: the receipt's own tenant must be one the caller may use.
+        let caller = principal(&request)?;
         let id = convert::receipt_id(request.into_inner()).map_err(ServiceError::from)?;
-        let receipt = self.service.receipt(id).await?;
+        let receipt = self
+            .service
+            .receipt_for(id, |tenant| caller.may_use_tenant(tenant))
+            .await?;
         Ok(Response::new(convert::receipt_to_proto(receipt)))
     }
 

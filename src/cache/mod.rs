@@ -363,16 +363,6 @@ impl Cache {
         Ok(prior.and_then(|p| ReceiptId::parse("receipt", &p).ok()))
     }
 
-    /// Whether a receipt was accepted (and may still be waiting for the store).
-    #[tracing::instrument(name = "EXISTS", skip_all, fields(
-        otel.kind = "client", db.system = "redis", db.operation = "EXISTS"))]
-    pub async fn is_pending(&self, id: ReceiptId) -> Result<bool, CacheError> {
-        self.conn()
-            .exists(self.keys.receipt(id))
-            .await
-            .context("EXISTS receipt")
-    }
-
     /// The write counter, for the periodic staleness check.
     pub async fn writes(&self) -> Result<u64, CacheError> {
         let writes: Option<u64> = self

@@ -15,7 +15,8 @@ use crate::{
 use redis::{
     RedisError,
     aio::{ConnectionManager, ConnectionManagerConfig},
-    streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
+    AsyncCommands,
+    streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -356,6 +357,31 @@ impl Cache {
             .await
             .context("XREVRANGE")?;
         Ok(newest.into_iter().next().map(|(id, _)| id))
+    }
+
+    /// Whether a receipt is queued (its marker is in Redis) and, while its entry is still in the
+    /// stream, the tenant it was recorded for: `Some(None)` once the entry has left (committed, or
+    /// set aside as unreadable).
+    pub async fn queued_tenant(&self, id: ReceiptId) -> Result<Option<Option<String>>, CacheError> {
+        let mut conn = self.conn();
+        let entry: Option<String> = conn
+            .get(self.keys.receipt(id))
+            .await
+            .context("GET receipt marker")?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let found: StreamRangeReply = conn
+            .xrange(self.keys.stream(), &entry, &entry)
+            .await
+            .context("XRANGE receipt entry")?;
+        let tenant = found
+            .ids
+            .into_iter()
+            .next()
+            .and_then(|e| delivery(e).record.ok())
+            .map(|record| record.scope.tenant);
+        Ok(Some(tenant))
     }
 
     /// Whether every entry up to `barrier` has left the stream: committed (or dead-lettered), since

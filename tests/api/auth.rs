@@ -472,3 +472,33 @@ fn keys_new_never_writes_the_key_into_the_entry() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+/// A key restricted to one tenant reads that tenant's receipts only: another tenant's receipt id
+/// is answered as one that does not exist (no oracle for ids across tenants).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_receipt_keeps_to_the_callers_tenants() {
+    let mut app = spawn_app(Backend::Sqlite).await;
+    let mine = app
+        .opt_out(opt_out_request(email("r@example.com"), scope("acme", Channel::Email, "", "")))
+        .await;
+    let theirs = app
+        .opt_out(opt_out_request(email("r@example.com"), scope("globex", Channel::Email, "", "")))
+        .await;
+    let mut acme = app.client_with_key(Some(ACME_WRITE_KEY)).await;
+    let get = |id: &str| proto::GetReceiptRequest {
+        receipt_id: id.to_owned(),
+    };
+    let seen = acme.get_receipt(get(&mine.receipt_id)).await.unwrap().into_inner();
+    assert_eq!(seen.receipt_id, mine.receipt_id);
+    let refused = acme.get_receipt(get(&theirs.receipt_id)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let missing = acme
+        .get_receipt(get("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.message().replace(&theirs.receipt_id, "ID"),
+        missing.message().replace("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "ID"),
+        "the same answer as for an id nobody has");
+    // Unrestricted keys read both.
+    app.client.get_receipt(get(&theirs.receipt_id)).await.unwrap();
+}
