@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(out.join("suppress_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // prost's codec, but a request that does not decode is INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::proto::codec::Codec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -45,6 +45,8 @@ pub mod worker;
 pub mod proto {
     tonic::include_proto!("suppress.v1");
 
+    pub mod codec;
+
     /// The encoded descriptor set, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/suppress_descriptor.bin"));

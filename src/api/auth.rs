@@ -117,11 +117,10 @@ impl Authenticator {
         };
         let keys = store.current();
         if let Some(header) = req.headers().get(http::header::AUTHORIZATION) {
-            let key = header
-                .to_str()
-                .ok()
-                .and_then(bearer_key)
-                .ok_or_else(|| Refusal::unauthenticated("authorization must be 'Bearer <key>'"))?;
+            let key =
+                header.to_str().ok().and_then(bearer_key).ok_or_else(|| {
+                    Refusal::unauthenticated("authorization must be 'Bearer <key>'")
+                })?;
             return keys
                 .by_api_key(key)
                 .map(Some)

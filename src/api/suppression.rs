@@ -70,13 +70,12 @@ pub(super) fn verify_person_token(
     purpose: Purpose,
     now: crate::domain::Millis,
 ) -> Result<TokenClaims, Refusal> {
-    keys.verify_person_token(token, purpose, now)
-        .map_err(|_| {
-            Refusal::unauthenticated(format!(
-                "invalid or expired {} token",
-                purpose.as_str().replace('_', "-")
-            ))
-        })
+    keys.verify_person_token(token, purpose, now).map_err(|_| {
+        Refusal::unauthenticated(format!(
+            "invalid or expired {} token",
+            purpose.as_str().replace('_', "-")
+        ))
+    })
 }
 
 /// The caller the auth layer admitted; its absence here is a wiring fault, refused all the same.

@@ -13,9 +13,8 @@ use crate::{
     telemetry::propagation::{self, Carrier},
 };
 use redis::{
-    RedisError,
+    AsyncCommands, RedisError,
     aio::{ConnectionManager, ConnectionManagerConfig},
-    AsyncCommands,
     streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
 };
 use serde::{Deserialize, Serialize};
@@ -335,13 +334,16 @@ impl Cache {
             .subscribe(self.keys.durable_channel())
             .await
             .context("subscribing to commit announcements")?;
-        Ok(tokio_stream::StreamExt::map(pubsub.into_on_message(), |msg| {
-            std::str::from_utf8(msg.get_payload_bytes())
-                .unwrap_or_default()
-                .split(',')
-                .filter_map(|id| ReceiptId::parse("receipt", id).ok())
-                .collect()
-        }))
+        Ok(tokio_stream::StreamExt::map(
+            pubsub.into_on_message(),
+            |msg| {
+                std::str::from_utf8(msg.get_payload_bytes())
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|id| ReceiptId::parse("receipt", id).ok())
+                    .collect()
+            },
+        ))
     }
 
     /// The newest entry of the write-behind stream, if it holds any: a barrier for

@@ -108,7 +108,10 @@ async fn unsubscribe(
             response
         }
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "a person's one-click opt-out failed");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "a person's one-click opt-out failed"
+            );
             html(StatusCode::INTERNAL_SERVER_ERROR, page::failed())
         }
     }

@@ -27,4 +27,5 @@ mod telemetry;
 mod tls;
 mod tokens;
 mod validation;
+mod wire;
 mod worker;

@@ -5,10 +5,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Exit status: 0 when every row was imported (or was a duplicate); 3 when \
+#[command(
+    after_help = "Exit status: 0 when every row was imported (or was a duplicate); 3 when \
     some rows were rejected and the others imported; 4 when nothing was imported: every row was \
     rejected, or the file held no rows; 1 when the import could not run (file, server, \
-    permissions).")]
+    permissions)."
+)]
 pub struct ImportArgs {
     /// A CSV file with a header row, or JSON lines (one object per line), with the columns
     /// recipient_type, recipient, tenant, channel, topic, campaign, reason, source, received_at,
