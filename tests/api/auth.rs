@@ -393,7 +393,10 @@ async fn dev_no_auth_with_a_key_file_is_refused() {
         .err()
         .expect("refused");
     let err = format!("{err:#}");
-    assert!(err.contains("--dev-no-auth") && err.contains("--keys"), "{err}");
+    assert!(
+        err.contains("--dev-no-auth") && err.contains("--keys"),
+        "{err}"
+    );
 }
 
 /// A key file open to group or others is refused under --strict-key-file (and only warned about
@@ -409,7 +412,9 @@ async fn a_key_file_open_to_others_is_refused_when_strict() {
     let mut settings = ServeSettings::defaults();
     settings.keys = Some(path.clone());
     settings.strict_key_file = true;
-    let err = settings.check().expect_err("a world-readable key file is refused");
+    let err = settings
+        .check()
+        .expect_err("a world-readable key file is refused");
     assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
     settings.strict_key_file = false;
     settings.check().expect("without the flag it only warns");
@@ -463,7 +468,11 @@ fn keys_new_never_writes_the_key_into_the_entry() {
     let file = dir.path().join("me.key");
     let (entry, said) = run(&["--key-out", file.to_str().unwrap()]);
     let key = std::fs::read_to_string(&file).unwrap().trim().to_owned();
-    assert_eq!(key_in(&said), None, "with --key-out the key is only in the file");
+    assert_eq!(
+        key_in(&said),
+        None,
+        "with --key-out the key is only in the file"
+    );
     assert!(entry.contains(&suppressd::auth::hash_key(&key)));
     #[cfg(unix)]
     {
@@ -479,16 +488,26 @@ fn keys_new_never_writes_the_key_into_the_entry() {
 async fn get_receipt_keeps_to_the_callers_tenants() {
     let mut app = spawn_app(Backend::Sqlite).await;
     let mine = app
-        .opt_out(opt_out_request(email("r@example.com"), scope("acme", Channel::Email, "", "")))
+        .opt_out(opt_out_request(
+            email("r@example.com"),
+            scope("acme", Channel::Email, "", ""),
+        ))
         .await;
     let theirs = app
-        .opt_out(opt_out_request(email("r@example.com"), scope("globex", Channel::Email, "", "")))
+        .opt_out(opt_out_request(
+            email("r@example.com"),
+            scope("globex", Channel::Email, "", ""),
+        ))
         .await;
     let mut acme = app.client_with_key(Some(ACME_WRITE_KEY)).await;
     let get = |id: &str| proto::GetReceiptRequest {
         receipt_id: id.to_owned(),
     };
-    let seen = acme.get_receipt(get(&mine.receipt_id)).await.unwrap().into_inner();
+    let seen = acme
+        .get_receipt(get(&mine.receipt_id))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(seen.receipt_id, mine.receipt_id);
     let refused = acme.get_receipt(get(&theirs.receipt_id)).await.unwrap_err();
     assert_eq!(refused.code(), Code::NotFound);
@@ -496,9 +515,16 @@ async fn get_receipt_keeps_to_the_callers_tenants() {
         .get_receipt(get("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"))
         .await
         .unwrap_err();
-    assert_eq!(refused.message().replace(&theirs.receipt_id, "ID"),
-        missing.message().replace("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "ID"),
-        "the same answer as for an id nobody has");
+    assert_eq!(
+        refused.message().replace(&theirs.receipt_id, "ID"),
+        missing
+            .message()
+            .replace("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "ID"),
+        "the same answer as for an id nobody has"
+    );
     // Unrestricted keys read both.
-    app.client.get_receipt(get(&theirs.receipt_id)).await.unwrap();
+    app.client
+        .get_receipt(get(&theirs.receipt_id))
+        .await
+        .unwrap();
 }

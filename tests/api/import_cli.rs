@@ -12,7 +12,11 @@ async fn suppressd(app: &TestApp, args: &[&str]) -> (i32, String, String) {
         .await
         .unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.code().unwrap(), text(out.stdout), text(out.stderr))
+    (
+        out.status.code().unwrap(),
+        text(out.stdout),
+        text(out.stderr),
+    )
 }
 
 /// The value of a `name: value` line of the printed summary.
@@ -127,14 +131,19 @@ async fn the_exit_status_says_whether_anything_was_imported_and_crlf_lines_are_c
     };
     let header = "recipient_type,recipient,reason\r\n";
 
-    let all_good = write("good.csv", &format!("{header}email,g@example.com,user_request\r\n"));
+    let all_good = write(
+        "good.csv",
+        &format!("{header}email,g@example.com,user_request\r\n"),
+    );
     let (status, out, err) = suppressd(&app, &["import", &all_good]).await;
     assert_eq!(status, 0, "{out}{err}");
     assert_eq!(field(&out, "imported"), "1");
 
     let all_bad = write(
         "bad.csv",
-        &format!("{header}fax,1,user_request\r\nemail,x@example.com\r\nemail,no-at,user_request\r\n"),
+        &format!(
+            "{header}fax,1,user_request\r\nemail,x@example.com\r\nemail,no-at,user_request\r\n"
+        ),
     );
     let (status, out, err) = suppressd(&app, &["import", &all_bad]).await;
     assert_eq!(status, 4, "nothing imported: {out}{err}");

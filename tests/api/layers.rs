@@ -17,23 +17,49 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("auth", &["domain"]),
     ("cache", &["domain", "telemetry"]),
     ("store", &["domain", "telemetry", "audit"]),
-    ("worker", &["domain", "telemetry", "audit", "cache", "store"]),
-    ("service", &["domain", "telemetry", "audit", "cache", "store"]),
-    ("api", &["domain", "telemetry", "audit", "auth", "service", "proto"]),
+    (
+        "worker",
+        &["domain", "telemetry", "audit", "cache", "store"],
+    ),
+    (
+        "service",
+        &["domain", "telemetry", "audit", "cache", "store"],
+    ),
+    (
+        "api",
+        &["domain", "telemetry", "audit", "auth", "service", "proto"],
+    ),
     ("http", &["domain", "telemetry", "auth", "service"]),
     ("admin", &["domain", "telemetry", "cache"]),
     ("config", &["domain", "telemetry", "audit", "auth"]),
     (
         "startup",
         &[
-            "domain", "telemetry", "audit", "auth", "cache", "store", "worker", "service", "api",
-            "http", "admin", "config", "proto",
+            "domain",
+            "telemetry",
+            "audit",
+            "auth",
+            "cache",
+            "store",
+            "worker",
+            "service",
+            "api",
+            "http",
+            "admin",
+            "config",
+            "proto",
         ],
     ),
     (
         "cli",
         &[
-            "domain", "telemetry", "audit", "auth", "service", "config", "proto",
+            "domain",
+            "telemetry",
+            "audit",
+            "auth",
+            "service",
+            "config",
+            "proto",
         ],
     ),
 ];
@@ -142,7 +168,11 @@ fn violations(src: &Path) -> Vec<String> {
 fn every_module_imports_only_the_layers_below_it() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let wrong = violations(&src);
-    assert!(wrong.is_empty(), "imports against the layering rule:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layering rule:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// The check itself fails on an upward import: a copy of `src/` with one added to the store.
@@ -159,8 +189,11 @@ fn an_upward_import_is_caught() {
     }
     let store = copy.path().join("store/mod.rs");
     let text = std::fs::read_to_string(&store).unwrap();
-    std::fs::write(&store, format!("use crate::{{domain::Millis, service::Suppressions}};\n{text}"))
-        .unwrap();
+    std::fs::write(
+        &store,
+        format!("use crate::{{domain::Millis, service::Suppressions}};\n{text}"),
+    )
+    .unwrap();
     assert_eq!(
         violations(copy.path()),
         ["src/store/mod.rs imports crate::service"]

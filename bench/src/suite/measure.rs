@@ -11,16 +11,16 @@ use super::{
     table::{Row, SuiteReport},
 };
 use crate::request::Call;
-use suppressd::{
-    cache::layout::{FIELD_LEN, Keys, VALUE_LEN},
-    domain::Pepper,
-};
 use anyhow::{Context, bail};
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
+};
+use suppressd::{
+    cache::layout::{FIELD_LEN, Keys, VALUE_LEN},
+    domain::Pepper,
 };
 
 const PEPPER: &str = "suppressd-benchmark-pepper-0123456789";
@@ -74,7 +74,10 @@ pub async fn measure(
 
     // The population, straight into PostgreSQL (migrations first, by opening the store once).
     eprintln!("loading {} opt-outs into PostgreSQL…", sizes.entries);
-    suppressd::store::Store::connect(&db.url).await?.close().await;
+    suppressd::store::Store::connect(&db.url)
+        .await?
+        .close()
+        .await;
     let loaded = fixtures::load_store(&db.url, &pepper, sizes.entries).await?;
 
     // Rebuild: the server starts on an empty Redis and copies the store into it.
