@@ -2,9 +2,9 @@
 //! settings as `suppressd serve`, so that the difference between the two is what suppressd itself costs
 //! (validation, hashing, Redis), measured with the same client in the same run.
 
-use suppressd::proto::{self, suppression_server::Suppression};
 use clap::Args;
 use std::{future::Future, net::SocketAddr};
+use suppressd::proto::{self, suppression_server::Suppression};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 

@@ -3,8 +3,8 @@
 //! timestamps in RFC 3339. A hand-written mapping rather than serde derives on generated code: it is
 //! short, it names every field, and an unknown field is an error instead of being dropped.
 
-use suppressd::proto;
 use serde_json::{Map, Value};
+use suppressd::proto;
 
 /// One RPC of the Suppression service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

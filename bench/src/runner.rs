@@ -11,7 +11,6 @@ use super::{
     stats::{Outcome, Tally},
     template::{CallData, Template},
 };
-use suppressd::proto::suppression_client::SuppressionClient;
 use anyhow::{Context, bail};
 use serde_json::Value;
 use std::{
@@ -21,6 +20,7 @@ use std::{
     },
     time::{Duration, Instant, SystemTime},
 };
+use suppressd::proto::suppression_client::SuppressionClient;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Status,

@@ -50,7 +50,10 @@ fn the_dashboard_parses_and_charts_only_metrics_that_exist() {
 fn the_operations_guide_documents_every_metric() {
     let documented = metrics_named_in(&read("docs/operations.md"));
     for name in names::ALL {
-        assert!(documented.contains(*name), "docs/operations.md does not mention {name}");
+        assert!(
+            documented.contains(*name),
+            "docs/operations.md does not mention {name}"
+        );
     }
     for name in &documented {
         assert!(

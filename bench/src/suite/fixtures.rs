@@ -3,14 +3,14 @@
 //! checks are suppressed. The same recipients are also turned into the Redis keys and fields a check
 //! reads, for the raw Redis baselines ("the same keys").
 
-use suppressd::{
-    cache::layout::{self, Keys},
-    domain::{Channel, Notice, Pepper, ReceiptId, Recipient, RecipientKind, SubjectHash},
-};
 use anyhow::Context;
 use rand::Rng;
 use sqlx::postgres::PgPoolCopyExt;
 use std::time::{Duration, Instant};
+use suppressd::{
+    cache::layout::{self, Keys},
+    domain::{Channel, Notice, Pepper, ReceiptId, Recipient, RecipientKind, SubjectHash},
+};
 
 pub const TENANT: &str = "bench";
 pub const TOPIC: &str = "marketing";

@@ -4,9 +4,9 @@
 
 use super::fixtures::Probe;
 use crate::stats::Latencies;
-use suppressd::cache::layout::MARKER_FIELD;
 use redis::aio::MultiplexedConnection;
 use std::time::{Duration, Instant};
+use suppressd::cache::layout::MARKER_FIELD;
 
 fn hmget(pipe: &mut redis::Pipeline, p: &Probe) {
     pipe.cmd("HMGET").arg(&p.bucket).arg(MARKER_FIELD);

@@ -81,10 +81,15 @@ impl TestApp {
     /// Waits until the rebuild marked the cache complete (it runs in the background by design).
     pub async fn wait_cache_complete(&self) {
         let keys = Keys::new(&self.settings.redis_prefix, self.settings.cache_bucket_bits);
-        let cache = Cache::connect(&self.settings.redis_url, keys).await.unwrap();
+        let cache = Cache::connect(&self.settings.redis_url, keys)
+            .await
+            .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !cache.is_complete().await.unwrap() {
-            assert!(tokio::time::Instant::now() < deadline, "cache never became complete");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cache never became complete"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -110,7 +115,9 @@ impl Pki {
         let key = KeyPair::generate().unwrap();
         let mut server =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        server.distinguished_name.push(DnType::CommonName, "localhost");
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         let cert = server.signed_by(&key, &issuer).unwrap();
         Pki {
             ca_pem,
