@@ -8,6 +8,7 @@ use crate::{
     domain::{Invalid, Millis, Reason, ReceiptId, Scope, Source, Subject, Suppression},
     telemetry::metrics::names,
 };
+use tokio::sync::oneshot;
 use tracing::Span;
 
 const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -121,13 +122,39 @@ impl Suppressions {
         // Register before the write, so a commit that lands first is not missed.
         let committed =
             (cmd.durability == Durability::Durable).then(|| inner.waiters.register(record.receipt));
-        let backlog_limit = match cmd.durability {
+        if let Some(replay) = self.write(&record, cmd.durability).await? {
+            return Ok(replay);
+        }
+
+        let accepted = ReceiptView {
+            id: record.receipt,
+            accepted_at: record.received_at,
+            state: ReceiptState::Accepted,
+            proof: None,
+        };
+        let Some(committed) = committed else {
+            return Ok(accepted);
+        };
+        Ok(self.durable_or_accepted(accepted, committed).await)
+    }
+
+    /// Writes `record` to Redis (the bucket, the stream and the change feed in one script) and
+    /// waits until every replica answers by it. `Some`: the idempotency key had been used, and this
+    /// is its receipt. The receipt's commit waiter, if any, is forgotten when Redis or the wait for
+    /// the replicas fails, and on a replay (a full backlog refuses only callers that have none).
+    async fn write(
+        &self,
+        record: &Suppression,
+        durability: Durability,
+    ) -> Result<Option<ReceiptView>, ServiceError> {
+        let inner = &self.inner;
+        let backlog_limit = match durability {
             Durability::Accepted => inner.settings.backlog_limit,
             // A DURABLE caller learns the truth from its receipt; it is not refused for the backlog.
             Durability::Durable => 0,
         };
-        let payload = StreamEntry::encode(&record);
-        let recorded = inner.cache.record(&record, &payload, backlog_limit).await;
+        let payload = StreamEntry::encode(record);
+        let recorded = inner.cache.record(record, &payload, backlog_limit).await;
         let recorded = match recorded {
             Ok(r) => r,
             Err(e) => {
@@ -151,48 +178,47 @@ impl Suppressions {
                 metrics::counter!(names::OPT_OUTS,
                     "reason" => record.reason.as_str(), "source" => record.source.as_str())
                 .increment(1);
+                Ok(None)
             }
             Recorded::Replay(prior) => {
                 inner.waiters.forget(record.receipt);
-                return self.receipt(prior).await;
+                self.receipt(prior).await.map(Some)
             }
-            Recorded::BacklogFull { backlog } => {
-                return Err(ServiceError::Unavailable {
-                    message: format!(
-                        "the write-behind backlog is full ({backlog} uncommitted opt-outs); \
-                         not recorded, retry later or use DURABLE"
-                    ),
-                    cause: None,
-                });
-            }
+            Recorded::BacklogFull { backlog } => Err(ServiceError::Unavailable {
+                message: format!(
+                    "the write-behind backlog is full ({backlog} uncommitted opt-outs); \
+                     not recorded, retry later or use DURABLE"
+                ),
+                cause: None,
+            }),
         }
+    }
 
-        let accepted = ReceiptView {
-            id: record.receipt,
-            accepted_at: record.received_at,
-            state: ReceiptState::Accepted,
-            proof: None,
-        };
-        let Some(committed) = committed else {
-            return Ok(accepted);
-        };
+    /// `accepted`, made `DURABLE` if the store commits it within the wait (`committed` resolves)
+    /// or, the announcement missed, the store already holds it.
+    async fn durable_or_accepted(
+        &self,
+        accepted: ReceiptView,
+        committed: oneshot::Receiver<()>,
+    ) -> ReceiptView {
+        let inner = &self.inner;
         if tokio::time::timeout(inner.settings.durable_wait, committed)
             .await
             .is_ok_and(|r| r.is_ok())
         {
-            return Ok(ReceiptView {
+            return ReceiptView {
                 state: ReceiptState::Durable,
                 ..accepted
-            });
+            };
         }
-        inner.waiters.forget(record.receipt);
+        inner.waiters.forget(accepted.id);
         // The announcement may have been missed (a reconnecting subscriber): ask the store once.
-        match inner.store.receipt(record.receipt).await {
-            Ok(Some(_)) => Ok(ReceiptView {
+        match inner.store.receipt(accepted.id).await {
+            Ok(Some(_)) => ReceiptView {
                 state: ReceiptState::Durable,
                 ..accepted
-            }),
-            _ => Ok(accepted),
+            },
+            _ => accepted,
         }
     }
 

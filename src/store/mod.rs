@@ -9,16 +9,14 @@
 //! changes nothing.
 
 use crate::{
-    audit::{Action, AuditEntry, AuditLog},
     domain::{
         Channel, Invalid, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash,
-        Suppression, scope::channel_code,
+        Suppression,
     },
     telemetry::metrics::names,
 };
-use audit::AuditTx;
 use sqlx::{
-    PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool, Transaction,
+    PgPool, SqlitePool,
     postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -56,20 +54,6 @@ impl<T> Context<T> for Result<T, sqlx::Error> {
     }
 }
 
-/// The audit head a writer's last commit left behind, which its next commit may plan on (see
-/// [`Store::commit`]). Empty at first: the first commit reads the head under its lock.
-#[derive(Debug, Default)]
-pub struct AuditHint(Option<audit::Head>);
-
-/// What a group commit did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Committed {
-    /// Rows the store did not have before (redeliveries add none).
-    pub inserted: u64,
-    /// In one round trip planned on the hint; else in a transaction under the audit head's lock.
-    pub at_once: bool,
-}
-
 /// A pool on one of the two engines. Cloning shares the pool.
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -87,11 +71,6 @@ macro_rules! on_pool {
     };
 }
 
-/// Rows in one `VALUES` insert on SQLite, which binds at most 32766 parameters per statement (15 a
-/// record), and ids in one `IN` list. PostgreSQL binds a batch of records as arrays (`unnest`) and
-/// inserts it whole.
-const INSERT_CHUNK: usize = 500;
-
 /// The columns of a record, as a macro so that statements stay `&'static str` (sqlx refuses dynamic SQL).
 macro_rules! columns {
     () => {
@@ -100,79 +79,15 @@ macro_rules! columns {
     };
 }
 
-/// Inserting records inside a transaction, skipping those already present: the worker's commits
-/// under the audit head's lock, and imports (`import_batch` set). A trait because each engine's
-/// transaction is its own type and each engine inserts a batch its own way.
-trait InsertRecords {
-    /// Inserts `records` tagged with `committed_at` and `import_batch`; returns the receipt ids that
-    /// were new.
-    async fn insert_records(
-        &mut self,
-        records: &[Suppression],
-        committed_at: Millis,
-        import_batch: Option<&str>,
-    ) -> Result<Vec<String>, StoreError>;
-}
-
-impl InsertRecords for Transaction<'_, Postgres> {
-    async fn insert_records(
-        &mut self,
-        records: &[Suppression],
-        committed_at: Millis,
-        import_batch: Option<&str>,
-    ) -> Result<Vec<String>, StoreError> {
-        unnest::insert_records(&mut **self, records, committed_at, import_batch).await
-    }
-}
-
-impl InsertRecords for Transaction<'_, Sqlite> {
-    async fn insert_records(
-        &mut self,
-        records: &[Suppression],
-        committed_at: Millis,
-        import_batch: Option<&str>,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut inserted = Vec::with_capacity(records.len());
-        for chunk in records.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::new(concat!(
-                "INSERT INTO suppressions (",
-                columns!(),
-                ", committed_at, import_batch) "
-            ));
-            insert.push_values(chunk, |mut row, s| {
-                row.push_bind(s.receipt.to_string())
-                    .push_bind(s.subject.0.to_vec())
-                    .push_bind(s.scope.tenant.clone())
-                    .push_bind(i32::from(channel_code(s.scope.channel)))
-                    .push_bind(s.scope.topic.clone())
-                    .push_bind(s.scope.campaign.clone())
-                    .push_bind(i32::from(s.reason.code()))
-                    .push_bind(i32::from(s.source.code()))
-                    .push_bind(s.actor.clone())
-                    .push_bind(s.received_at)
-                    .push_bind(s.effective_at)
-                    .push_bind(s.expires_at)
-                    .push_bind(s.idempotency_key.clone())
-                    .push_bind(committed_at)
-                    .push_bind(import_batch.map(str::to_owned));
-            });
-            insert.push(" ON CONFLICT DO NOTHING RETURNING receipt_id");
-            let new: Vec<String> = insert
-                .build_query_scalar()
-                .fetch_all(&mut **self)
-                .await
-                .context("inserting a batch")?;
-            inserted.extend(new);
-        }
-        Ok(inserted)
-    }
-}
-
 // After the macros above, which they use.
 pub mod audit;
+mod commit;
 mod controls;
 pub mod records;
 mod unnest;
+
+pub use commit::{AuditHint, Committed};
+use commit::{INSERT_CHUNK, InsertRecords};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -279,122 +194,6 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
             .context("ping")
-    }
-
-    /// Writes a batch atomically (the worker's group commit): the records, one audit entry for each
-    /// new record, the Merkle subtrees those entries complete, and a signed checkpoint of the new
-    /// tree head. Records already present (same receipt, or same tenant and idempotency key) are
-    /// skipped, with no audit entry, which makes redelivery harmless. `trace_ids` (same order, may be
-    /// empty) name the trace of the request behind each record. Returns how many rows were new.
-    ///
-    /// `hint` is the audit head this writer's last commit left. On PostgreSQL a batch commits in one
-    /// round trip planned on it (`audit::commit_at_once`) whenever that is still the head and every
-    /// record is new, the common case; otherwise, and on SQLite, in a transaction under the head's
-    /// lock. Either way `hint` is left at the head this commit wrote.
-    #[tracing::instrument(name = "INSERT suppressions", skip_all, fields(
-        otel.kind = "client", db.system = self.engine(), db.operation = "INSERT",
-        db.sql.table = "suppressions", suppressd.records = batch.len() as i64))]
-    pub async fn commit(
-        &self,
-        batch: &[Suppression],
-        trace_ids: &[String],
-        committed_at: Millis,
-        log: &AuditLog,
-        hint: &mut AuditHint,
-    ) -> Result<Committed, StoreError> {
-        let locked = |inserted: usize| Committed {
-            inserted: inserted as u64,
-            at_once: false,
-        };
-        if batch.is_empty() {
-            return Ok(locked(0));
-        }
-        if let Store::Postgres(pool) = self {
-            if log.unaudited() {
-                // The baseline of the audit cost: the same one round trip, records only.
-                let inserted = unnest::insert_records(pool, batch, committed_at, None).await?;
-                return Ok(Committed {
-                    inserted: inserted.len() as u64,
-                    at_once: true,
-                });
-            }
-            if let Some(head) = hint.0.take()
-                && let Some(next) =
-                    audit::commit_at_once(pool, batch, trace_ids, committed_at, log, head).await?
-            {
-                hint.0 = Some(next);
-                return Ok(Committed {
-                    inserted: batch.len() as u64,
-                    at_once: true,
-                });
-            }
-        }
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await.context("beginning a batch")?;
-            let inserted = tx.insert_records(batch, committed_at, None).await?;
-            if inserted.is_empty() || log.unaudited() {
-                tx.commit().await.context("committing a batch")?;
-                return Ok(locked(inserted.len()));
-            }
-            let head = tx.lock_head().await?;
-            let new: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
-            let traces = trace_ids.iter().map(String::as_str).chain(std::iter::repeat(""));
-            let entries = batch
-                .iter()
-                .zip(traces)
-                .filter(|(s, _)| new.contains(s.receipt.to_string().as_str()))
-                .enumerate()
-                .map(|(k, (s, trace))| AuditEntry::opt_out(head.seq(k), committed_at, s, trace))
-                .collect::<Vec<_>>();
-            let next = tx.append_audit(head, entries, log, committed_at).await?;
-            tx.commit().await.context("committing a batch")?;
-            hint.0 = Some(next);
-            Ok(locked(inserted.len()))
-        })
-    }
-
-    /// Records that expired by `now` and have no `expire` audit entry yet get one, up to `limit` per
-    /// call, in one transaction under the audit head's lock (so two replicas never log one expiry
-    /// twice). Returns how many were logged; the worker calls it between batches.
-    pub async fn log_expiries(
-        &self,
-        now: Millis,
-        limit: usize,
-        log: &AuditLog,
-    ) -> Result<u64, StoreError> {
-        let due_sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM suppressions s \
-             WHERE expires_at IS NOT NULL AND expires_at <= $1 \
-               AND (ended_at IS NULL OR ended_at > expires_at) \
-               AND NOT EXISTS (SELECT 1 FROM audit_log a \
-                               WHERE a.receipt_id = s.receipt_id AND a.action = 'expire') \
-             ORDER BY expires_at, receipt_id LIMIT $2"
-        );
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await.context("beginning an expiry batch")?;
-            let head = tx.lock_head().await?;
-            let due: Vec<Row> = sqlx::query_as(due_sql)
-                .bind(now)
-                .bind(limit as i64)
-                .fetch_all(&mut *tx)
-                .await
-                .context("finding expired records")?;
-            if due.is_empty() {
-                tx.rollback().await.context("ending an expiry batch")?;
-                return Ok(0);
-            }
-            let records = due.into_iter().map(Row::into_suppression).collect::<Result<Vec<_>, _>>()?;
-            let entries: Vec<_> = records
-                .iter()
-                .enumerate()
-                .map(|(k, s)| AuditEntry::about(Action::Expire, head.seq(k), now, s, ""))
-                .collect();
-            tx.append_audit(head, entries, log, now).await?;
-            tx.commit().await.context("committing an expiry batch")?;
-            Ok(records.len() as u64)
-        })
     }
 
     /// The record behind a receipt, if it has been committed.

@@ -1,0 +1,105 @@
+//! The first rows: the population loaded into PostgreSQL, then the server started on an empty
+//! Redis, timed until its rebuild marks the cache complete, and the cache weighed in Redis.
+
+use super::{ENV, Setup};
+use crate::suite::{
+    fixtures,
+    load::Ctx,
+    procs::{PrivateRedis, Proc, free_port},
+    table::Row,
+};
+use anyhow::{Context, bail};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+use suppressd::cache::layout::{FIELD_LEN, Keys, VALUE_LEN};
+
+/// The population into PostgreSQL, then the server started on an empty Redis: how long it takes to
+/// copy the store into the cache, and what the cache weighs there. Returns the server, running.
+pub(super) async fn rebuild_rows(
+    cx: &mut Ctx,
+    setup: &Setup<'_>,
+) -> anyhow::Result<(SocketAddr, Proc)> {
+    let Setup {
+        bins,
+        out,
+        sizes,
+        redis,
+        db,
+        pepper,
+        keys,
+        bits,
+    } = setup;
+    // The population, straight into PostgreSQL (migrations first, by opening the store once).
+    eprintln!("loading {} opt-outs into PostgreSQL…", sizes.entries);
+    suppressd::store::Store::connect(&db.url)
+        .await?
+        .close()
+        .await;
+    let loaded = fixtures::load_store(&db.url, pepper, sizes.entries).await?;
+
+    // Rebuild: the server starts on an empty Redis and copies the store into it.
+    let memory_before = redis.used_memory().await?;
+    let server_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    eprintln!("starting the server; timing the cache rebuild…");
+    let started = Instant::now();
+    let mut server = Proc::spawn(
+        "suppressd serve",
+        &bins.server,
+        &setup.serve_args(server_addr),
+        &ENV,
+        &out.join("server.log"),
+    )?;
+    server.wait_listening(server_addr).await?;
+    wait_complete(redis, keys, sizes.rebuild_limit).await?;
+    let rebuild = started.elapsed();
+    let memory = redis.used_memory().await?.saturating_sub(memory_before);
+    cx.report.rows.push(Row::new(
+        "rebuild_seconds",
+        &format!("cache rebuild from PostgreSQL, {} entries", sizes.entries),
+        rebuild.as_secs_f64(),
+        format!("{:.1} s", rebuild.as_secs_f64()),
+        format!(
+            "from process start; loading the rows with COPY took {:.1} s",
+            loaded.as_secs_f64()
+        ),
+    ));
+    let per_entry = memory as f64 / sizes.entries as f64;
+    cx.report.rows.push(Row::new(
+        "redis_bytes_per_entry",
+        &format!(
+            "Redis memory per active suppression ({} entries)",
+            sizes.entries
+        ),
+        per_entry,
+        format!("{per_entry:.1} B"),
+        format!("payload {FIELD_LEN} B field + {VALUE_LEN} B value; 2^{bits} buckets (`used_memory` delta)"),
+    ));
+    Ok((server_addr, server))
+}
+
+/// Waits until the rebuild has marked the cache complete (the `complete` key equals `generation`).
+pub(super) async fn wait_complete(
+    redis: &PrivateRedis,
+    keys: &Keys,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let mut conn = redis.conn().await?;
+    let deadline = Instant::now() + limit;
+    loop {
+        let (complete, generation): (Option<String>, Option<String>) = redis::pipe()
+            .get(keys.complete())
+            .get(keys.generation())
+            .query_async(&mut conn)
+            .await
+            .context("reading the completeness marker")?;
+        if complete.is_some() && complete == generation {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the cache rebuild did not complete within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

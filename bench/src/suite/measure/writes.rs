@@ -1,0 +1,173 @@
+//! The write rows: OptOut DURABLE on PostgreSQL, and what the audit log costs it, against a server
+//! that commits without it.
+
+use super::{Cpu, ENV, PREFIX, Rig, Setup, rebuild::wait_complete};
+use crate::suite::{
+    load::{Ctx, Load, cpu_per_call, ms, ok_rps, p},
+    procs::{Proc, free_port},
+    table::Row,
+};
+use std::net::SocketAddr;
+use suppressd::cache::layout::Keys;
+
+/// The key prefix of the server that commits without the audit log (the audit cost baseline).
+const UNAUDITED_PREFIX: &str = "bench-unaudited:";
+/// Rounds of the audit cost row (unaudited, then audited, each round; audited once before). Single
+/// rounds on a shared 2-core machine spread over ±10 points (PostgreSQL's checkpoints and the
+/// worker's batch sizes); five keep the mean within a few.
+const AUDIT_ROUNDS: usize = 5;
+
+/// What the opt-out rows measured that later rows need.
+pub(super) struct OptedOut {
+    /// Successful calls per second, the first audited run of the audit cost rounds.
+    pub(super) rps: f64,
+    pub(super) cpu: Cpu,
+}
+
+/// OptOut DURABLE on PostgreSQL: throughput (beside the empty handler's, `base_rps`) and p99.
+pub(super) async fn opt_out_rows(
+    cx: &mut Ctx,
+    rig: &Rig<'_>,
+    opting_out: Load<'_>,
+    base_rps: f64,
+) -> anyhow::Result<OptedOut> {
+    let (server_addr, server, redis) = (rig.server_addr, &rig.server, rig.setup.redis);
+    let c = rig.setup.sizes.concurrency;
+    eprintln!("OptOut DURABLE on PostgreSQL…");
+    let (cpu, redis_cpu) = (server.cpu(), redis.cpu());
+    let opt = cx.load("opt-out-durable", server_addr, opting_out).await?;
+    let opt_cpu = cpu_per_call(server.cpu() - cpu, opt.count);
+    let opt_redis_cpu = cpu_per_call(redis.cpu() - redis_cpu, opt.count);
+    let opt_p99 = p(&opt, 99);
+    cx.report.rows.push(Row::new(
+        "opt_out_durable_rps",
+        &format!("OptOut DURABLE on PostgreSQL throughput (c={c})"),
+        ok_rps(&opt),
+        format!("{:.0}/s", ok_rps(&opt)),
+        format!("empty handler (CheckSuppressed) {:.0}/s", base_rps),
+    ));
+    cx.report.rows.push(Row::new(
+        "opt_out_durable_p99_ms",
+        "OptOut DURABLE on PostgreSQL p99",
+        opt_p99 as f64 / 1e6,
+        ms(opt_p99),
+        format!("p50 {}", ms(p(&opt, 50))),
+    ));
+    Ok(OptedOut {
+        rps: ok_rps(&opt),
+        cpu: Cpu {
+            server: opt_cpu,
+            redis: opt_redis_cpu,
+        },
+    })
+}
+
+/// The audit log's cost: `opting_out` against a server without it, alternating with the audited
+/// server (whose first run, `audited_rps`, the opt-out rows made).
+pub(super) async fn audit_rows(
+    cx: &mut Ctx,
+    rig: &Rig<'_>,
+    opting_out: Load<'_>,
+    audited_rps: f64,
+) -> anyhow::Result<()> {
+    let (sizes, server_addr) = (rig.setup.sizes, rig.server_addr);
+    // What the audit log costs the write path (issue 6: at most 10 %): the same OptOut load against a
+    // server whose worker commits without audit entries, between two runs of the audited one. It
+    // has its own key prefix (its own stream and consumer group, so the audited server's worker
+    // cannot take its entries) and rebuilds its own cache first.
+    eprintln!("OptOut DURABLE without the audit log (baseline)…");
+    let (unaudited_addr, unaudited) = start_unaudited(rig.setup).await?;
+    // A fresh process runs its first seconds slower (its allocator, pools and connections warm
+    // up); the audited server has been warm for minutes.
+    if !sizes.warmup.is_zero() {
+        let warmup = Load {
+            duration: sizes.warmup,
+            ..opting_out
+        };
+        cx.load("warmup-unaudited", unaudited_addr, warmup).await?;
+    }
+    // Alternating rounds (audited, unaudited, audited, …), each unaudited run compared with the
+    // audited runs on either side of it, so that drift on a shared machine lands on both alike.
+    let mut audited = vec![audited_rps];
+    let mut costs = Vec::new();
+    let mut bare = Vec::new();
+    let rounds = async {
+        for round in 0..AUDIT_ROUNDS {
+            let without = cx
+                .load(
+                    &format!("opt-out-durable-unaudited-{round}"),
+                    unaudited_addr,
+                    opting_out,
+                )
+                .await?;
+            let with = cx
+                .load(
+                    &format!("opt-out-durable-{}", round + 1),
+                    server_addr,
+                    opting_out,
+                )
+                .await?;
+            audited.push(ok_rps(&with));
+            let around = (audited[round] + audited[round + 1]) / 2.0;
+            bare.push(ok_rps(&without));
+            costs.push((1.0 - around / ok_rps(&without)) * 100.0);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    unaudited.stop().await;
+    rounds?;
+    let cost = costs.iter().sum::<f64>() / costs.len() as f64;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let list = |v: &[f64], decimals: usize| {
+        v.iter()
+            .map(|x| format!("{x:.decimals$}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    cx.report.rows.push(Row::new(
+        "audit_log_cost_pct",
+        "audit log cost: OptOut DURABLE throughput on PostgreSQL, with vs without the log",
+        cost,
+        format!("{cost:.1} % ({:.0}/s)", mean(&audited)),
+        format!(
+            "mean of {} rounds ({} %); without the log (`suppressd-bench serve-unaudited`): \
+             {}/s; with it: {}/s",
+            costs.len(),
+            list(&costs, 1),
+            list(&bare, 0),
+            list(&audited, 0)
+        ),
+    ));
+    Ok(())
+}
+
+/// `suppressd-bench serve-unaudited` on the same Redis (under its own prefix) and database, once it
+/// has rebuilt its cache.
+async fn start_unaudited(setup: &Setup<'_>) -> anyhow::Result<(SocketAddr, Proc)> {
+    let (bins, out, sizes, redis, bits) =
+        (setup.bins, setup.out, setup.sizes, setup.redis, setup.bits);
+    let unaudited_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let mut unaudited_args = setup.serve_args(unaudited_addr);
+    let prefix_at = unaudited_args
+        .iter()
+        .position(|a| a == PREFIX)
+        .expect("the prefix is set");
+    unaudited_args[prefix_at] = UNAUDITED_PREFIX.into();
+    unaudited_args[0] = "serve-unaudited".into();
+    let mut unaudited = Proc::spawn(
+        "suppressd-bench serve-unaudited",
+        &bins.bench,
+        &unaudited_args,
+        &ENV,
+        &out.join("server-unaudited.log"),
+    )?;
+    unaudited.wait_listening(unaudited_addr).await?;
+    wait_complete(
+        redis,
+        &Keys::new(UNAUDITED_PREFIX, bits),
+        sizes.rebuild_limit,
+    )
+    .await?;
+    Ok((unaudited_addr, unaudited))
+}

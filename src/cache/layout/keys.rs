@@ -1,0 +1,146 @@
+//! Key names: every key this service keeps in Redis, formatted here and nowhere else, under one
+//! prefix.
+
+use super::LAYOUT;
+use crate::domain::{ReceiptId, SubjectHash};
+use sha2::{Digest, Sha256};
+
+/// Key names under one prefix, so that several deployments (or tests) share a Redis without meeting.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+    bucket_bits: u8,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, bucket_bits: u8) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            bucket_bits,
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn bucket_count(&self) -> u32 {
+        1 << self.bucket_bits
+    }
+
+    /// The bucket a subject's records live in: the subject hash's leading bits.
+    pub fn bucket_of(&self, subject: &SubjectHash) -> u32 {
+        let lead = u32::from_be_bytes([subject.0[0], subject.0[1], subject.0[2], subject.0[3]]);
+        lead >> (32 - u32::from(self.bucket_bits))
+    }
+
+    /// The layout (its version and the bucket bits) is part of the name: a process started with
+    /// other bits, or one that lays fields and values out differently, finds no marked bucket and
+    /// rebuilds, instead of reading buckets laid out differently.
+    pub fn bucket(&self, index: u32) -> String {
+        format!("{}v{LAYOUT}b{}:{index:x}", self.prefix, self.bucket_bits)
+    }
+
+    pub fn bucket_for(&self, subject: &SubjectHash) -> String {
+        self.bucket(self.bucket_of(subject))
+    }
+
+    /// The write-behind stream: every accepted opt-out, until the store has committed it.
+    pub fn stream(&self) -> String {
+        format!("{}stream", self.prefix)
+    }
+
+    /// Entries that could not be decoded, kept for a person to look at rather than dropped.
+    pub fn dead_letters(&self) -> String {
+        format!("{}dead-letters", self.prefix)
+    }
+
+    /// Idempotency keys are the caller's strings: hashed, so that key names stay short and bounded.
+    pub fn idempotency(&self, tenant: &str, key: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(tenant.as_bytes());
+        h.update([0]);
+        h.update(key.as_bytes());
+        format!("{}idem:{}", self.prefix, hex::encode(&h.finalize()[..16]))
+    }
+
+    /// Present while a receipt is accepted but may not be committed yet.
+    pub fn receipt(&self, id: ReceiptId) -> String {
+        format!("{}rcpt:{id}", self.prefix)
+    }
+
+    /// The generation of the current (or running) rebuild; a flush removes it, which is how a rebuild
+    /// notices that what it wrote so far is gone.
+    pub fn generation(&self) -> String {
+        format!("{}generation", self.prefix)
+    }
+
+    /// Set to the generation once a rebuild has marked every bucket.
+    pub fn complete(&self) -> String {
+        format!("{}complete", self.prefix)
+    }
+
+    /// Counts opt-outs ever written to this Redis. It only grows, so a Redis that answers with a
+    /// smaller count than a replica has already seen has gone back in time: a stale replica was
+    /// promoted, or an old snapshot was loaded.
+    pub fn writes(&self) -> String {
+        format!("{}writes", self.prefix)
+    }
+
+    /// The lease that lets one replica at a time rebuild.
+    pub fn rebuild_lease(&self) -> String {
+        format!("{}rebuild-lease", self.prefix)
+    }
+
+    /// Pub/sub channel on which workers announce committed receipts to waiting `OptOut` calls.
+    pub fn durable_channel(&self) -> String {
+        format!("{}durable", self.prefix)
+    }
+
+    /// Hash of replica name → the controls version it has loaded and when it last looked: what a
+    /// halt waits on before it returns.
+    pub fn controls_seen(&self) -> String {
+        format!("{}controls-seen", self.prefix)
+    }
+
+    /// The change feed: every write that changes a bucket field (an opt-out, an import, an opt-in's
+    /// or a rollback's retraction) appends the field's new value here, numbered by
+    /// [`change_seq`](Self::change_seq), for the replicas' near-caches to follow (`cache::near`).
+    pub fn changes(&self) -> String {
+        format!("{}changes", self.prefix)
+    }
+
+    /// The number of the last change fed: consecutive, so a follower tells a gap from a quiet feed.
+    pub fn change_seq(&self) -> String {
+        format!("{}change-seq", self.prefix)
+    }
+
+    /// Hash of replica name → `applied:renewed_at:renewal` for every replica with a near-cache: the
+    /// last change it applied and its lease, which writers wait on before they return.
+    pub fn near_replicas(&self) -> String {
+        format!("{}near-replicas", self.prefix)
+    }
+
+    /// Counts lease renewals; only grows, so a Redis that lost leases answers with less.
+    pub fn near_renewals(&self) -> String {
+        format!("{}near-renewals", self.prefix)
+    }
+
+    /// TESTS ONLY: an order to the near-cache's stall failpoint (`NearCache::with_stall_failpoint`).
+    #[cfg(feature = "failpoints")]
+    pub fn near_stall_failpoint(&self) -> String {
+        format!("{}failpoint-near-stall", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_the_range() {
+        let keys = Keys::new("p:", 4);
+        assert_eq!(keys.bucket_of(&SubjectHash([0xff; 32])), 15);
+        assert_eq!(keys.bucket_of(&SubjectHash([0; 32])), 0);
+    }
+}

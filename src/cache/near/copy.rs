@@ -1,0 +1,191 @@
+//! The copy itself: every cached record in memory, sharded under read-write locks, and the reads of
+//! the change feed that keep it current. It answers lookups only while [`NearCache::serving`] says
+//! the lease allows; when to load and when to stop is `super`'s business, not this file's.
+
+use super::{NearCache, Stopped};
+use crate::cache::{Context, Lookup, Probe, layout};
+use redis::{Script, Value, aio::MultiplexedConnection, streams::StreamReadReply};
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, RwLock},
+    time::Duration,
+};
+
+const READ_COUNT: usize = 1_000;
+/// Buckets copied per pipeline while loading.
+const LOAD_CHUNK: u32 = 256;
+
+pub(super) type Shard = RwLock<HashMap<layout::Field, Box<[u8]>>>;
+pub(super) const SHARDS: usize = 64;
+
+impl NearCache {
+    /// The answers to `probes` from memory, or `None` when the copy cannot vouch for them.
+    pub fn lookup(&self, probes: &[Probe<'_>]) -> Option<Vec<Lookup>> {
+        if !self.serving() {
+            return None;
+        }
+        Some(probes.iter().map(|p| self.lookup_one(p)).collect())
+    }
+
+    fn lookup_one(&self, probe: &Probe<'_>) -> Lookup {
+        // The candidate scopes are built only for a check that finds a record (most find none).
+        let mut candidates = None;
+        let mut found = Vec::new();
+        for (k, field) in probe.fields[..probe.n].iter().enumerate() {
+            if let Some(v) = self.shard(field).read().expect("shard lock").get(field) {
+                let scope = candidates.get_or_insert_with(|| probe.notice.candidates())[k].clone();
+                found.extend(layout::decode_value(scope, v));
+            }
+        }
+        Lookup {
+            complete: true,
+            found,
+        }
+    }
+
+    fn shard(&self, field: &layout::Field) -> &Shard {
+        &self.shards[usize::from(field[0]) % SHARDS]
+    }
+
+    /// The feed's last change: where following starts.
+    pub(super) async fn feed_head(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<Position, Stopped> {
+        let keys = self.cache.keys();
+        let (last, seq): (Vec<FeedEntry>, u64) = HEAD
+            .key(keys.changes())
+            .key(keys.change_seq())
+            .invoke_async(conn)
+            .await
+            .context("reading the change feed's head")?;
+        Ok(match last.into_iter().next() {
+            Some((id, fields)) => Position {
+                id,
+                applied: fields
+                    .get("s")
+                    .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+                    .ok_or_else(|| Stopped::Malformed("a change without a number".into()))?,
+            },
+            None => Position {
+                id: "0-0".into(),
+                applied: seq,
+            },
+        })
+    }
+
+    /// Replaces the copy with every bucket as Redis holds it now. Returns the number of records.
+    pub(super) async fn load(&self, conn: &mut MultiplexedConnection) -> Result<usize, Stopped> {
+        for shard in &self.shards {
+            shard.write().expect("shard lock").clear();
+        }
+        let keys = self.cache.keys();
+        let mut entries = 0;
+        let mut from = 0;
+        while from < keys.bucket_count() {
+            let to = (from + LOAD_CHUNK).min(keys.bucket_count());
+            let mut pipe = redis::pipe();
+            for b in from..to {
+                pipe.cmd("HGETALL").arg(keys.bucket(b));
+            }
+            let buckets: Vec<Vec<(Vec<u8>, Vec<u8>)>> =
+                pipe.query_async(conn).await.context("copying buckets")?;
+            for bucket in buckets {
+                if !bucket.iter().any(|(f, _)| f == layout::MARKER_FIELD) {
+                    return Err(Stopped::Incomplete);
+                }
+                for (field, value) in bucket {
+                    if let Ok(field) = layout::Field::try_from(field.as_slice()) {
+                        self.shard(&field)
+                            .write()
+                            .expect("shard lock")
+                            .insert(field, value.into_boxed_slice());
+                        entries += 1;
+                    }
+                }
+            }
+            from = to;
+        }
+        Ok(entries)
+    }
+
+    /// Reads the feed until it has nothing more.
+    pub(super) async fn catch_up(
+        &self,
+        conn: &mut MultiplexedConnection,
+        feed: &mut Position,
+    ) -> Result<(), Stopped> {
+        while self.read(conn, feed, None).await? == READ_COUNT {}
+        Ok(())
+    }
+
+    /// Applies the changes after `feed`, waiting up to `block` for one. Returns how many it read.
+    pub(super) async fn read(
+        &self,
+        conn: &mut MultiplexedConnection,
+        feed: &mut Position,
+        block: Option<Duration>,
+    ) -> Result<usize, Stopped> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(READ_COUNT);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS")
+            .arg(self.cache.keys().changes())
+            .arg(&feed.id);
+        let reply: Option<StreamReadReply> = cmd
+            .query_async(conn)
+            .await
+            .context("reading the change feed")?;
+        let mut read = 0;
+        for change in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            let number = |name: &str| match change.map.get(name) {
+                Some(Value::BulkString(b)) => Ok(b.clone()),
+                other => Err(Stopped::Malformed(format!("{name}: {other:?}"))),
+            };
+            let seq: u64 = String::from_utf8_lossy(&number("s")?)
+                .parse()
+                .map_err(|_| Stopped::Malformed("s: not a number".into()))?;
+            if seq != feed.applied + 1 {
+                return Err(Stopped::Gap {
+                    applied: feed.applied,
+                    got: seq,
+                });
+            }
+            let field = layout::Field::try_from(number("f")?.as_slice())
+                .map_err(|_| Stopped::Malformed("f: not a field".into()))?;
+            let value = number("v")?;
+            let mut shard = self.shard(&field).write().expect("shard lock");
+            if value.is_empty() {
+                shard.remove(&field);
+            } else {
+                shard.insert(field, value.into_boxed_slice());
+            }
+            drop(shard);
+            feed.id = change.id;
+            feed.applied = seq;
+            read += 1;
+        }
+        if read > 0 {
+            self.applied.send_replace(feed.applied);
+        }
+        Ok(read)
+    }
+}
+
+/// A change as `XREVRANGE` returns it: its stream id and its fields.
+type FeedEntry = (String, HashMap<String, Vec<u8>>);
+
+/// Where following the feed stands: the last change read, by stream id and by number.
+pub(super) struct Position {
+    id: String,
+    pub(super) applied: u64,
+}
+
+static HEAD: LazyLock<Script> = LazyLock::new(|| Script::new(HEAD_SCRIPT));
+
+/// KEYS: feed, change counter. Returns the last change (as XREVRANGE gives it) and the counter.
+const HEAD_SCRIPT: &str = r"
+return {redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1), redis.call('GET', KEYS[2]) or '0'}
+";

@@ -1,0 +1,281 @@
+//! The near-cache: each replica's own copy, in memory, of every cached suppression, so that a check
+//! answers without a round trip to Redis (SPEC §8); and the protocol that keeps SPEC §5's first
+//! promise with it: once a write returns, every replica answers by it.
+//!
+//! - **Copied whole, then followed.** A replica notes the change feed's head ([`Keys::changes`]),
+//!   copies every bucket of a complete cache (each must carry its marker), and applies the feed
+//!   from the noted head on. Every write that changes a bucket field feeds the field's new value,
+//!   numbered consecutively, so a gap in the numbers (the feed trimmed past this replica, Redis
+//!   restarted) ends the copy's life.
+//! - **Leases that acknowledge.** Soon after each read of the feed the replica renews its lease in
+//!   [`Keys::near_replicas`], reporting the last change it applied. It answers from memory only
+//!   until that lease runs out, measured on its own clock from before it asked, and only while each
+//!   renewal finds the previous one where it left it and the cache still complete under the same
+//!   rebuild generation. A renewal that comes after its lease ran out (the replica stalled, and
+//!   writers stopped waiting for it) counts as registering again: it catches up before it serves.
+//! - **Writers wait.** A write that fed change `c` returns only once every replica holding a live
+//!   lease has applied `c`, or its lease has run out ([`NearCache::settled`]). A replica that
+//!   registers after the write catches up past it before it serves. A writer that cannot have seen
+//!   every lease (it started less than a lease ago, or Redis lost the leases) waits a lease out.
+//!
+//! Whenever the copy cannot vouch (still loading, Redis away longer than a lease, a rebuild), checks
+//! take the Redis path, which keeps its own rules.
+//!
+//! This file runs the copy's life (load, follow, serve, stop); `copy` holds the records in memory
+//! and reads the feed into them, `lease` is the protocol with the writers (renewals, and the wait
+//! in [`NearCache::settled`]).
+
+mod copy;
+mod lease;
+
+pub use lease::{Leases, NotSettled};
+
+use super::{Cache, CacheError, Context};
+use crate::telemetry::metrics::names;
+use copy::{SHARDS, Shard};
+use lease::View;
+use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long a renewal lets a replica answer from memory, as writers count it (Redis's clock).
+pub const LEASE: Duration = Duration::from_millis(500);
+/// What the replica itself takes off its lease, for clocks that do not tick alike.
+const MARGIN: Duration = Duration::from_millis(100);
+/// How long a read of the feed waits for changes: renewals come at least this often.
+const BLOCK: Duration = Duration::from_millis(100);
+/// How soon after applying a change the replica acknowledges it (renews): what a writer on another
+/// replica waits for, at most, beyond the feed's own delay.
+const ACK_EVERY: Duration = Duration::from_millis(2);
+/// Pause before following again after the copy stopped.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// Why the copy stopped answering; it loads again after [`RETRY`].
+#[derive(Debug, thiserror::Error)]
+enum Stopped {
+    #[error(transparent)]
+    Redis(#[from] CacheError),
+    #[error("the cache is not complete (rebuilding)")]
+    Incomplete,
+    #[error("the cache was rebuilt")]
+    Rebuilt,
+    #[error("change {got} followed change {applied}: the feed lost changes")]
+    Gap { applied: u64, got: u64 },
+    #[error("the lease was not where this replica left it: Redis lost it")]
+    LeaseLost,
+    #[error("a change in the feed could not be read: {0}")]
+    Malformed(String),
+}
+
+/// This replica's copy, and the writer's side of the protocol. Every replica has one; it follows
+/// the feed only when [`run`](Self::run) is running.
+pub struct NearCache {
+    cache: Cache,
+    replica: String,
+    shards: Box<[Shard]>,
+    start: Instant,
+    /// Nanoseconds after `start` until which answers from memory are allowed; 0: not serving.
+    serving_until: AtomicU64,
+    /// This replica's lease is in the registry: writers here wait for it to apply their change.
+    registered: AtomicBool,
+    /// The last change applied.
+    applied: watch::Sender<u64>,
+    view: Mutex<View>,
+    /// See [`Self::with_stall_failpoint`].
+    #[cfg(feature = "failpoints")]
+    stall_failpoint: bool,
+}
+
+impl NearCache {
+    pub fn new(cache: Cache, replica: &str) -> NearCache {
+        let start = Instant::now();
+        NearCache {
+            cache,
+            replica: replica.to_owned(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            start,
+            serving_until: AtomicU64::new(0),
+            registered: AtomicBool::new(false),
+            applied: watch::Sender::new(0),
+            // Leases granted before this process started are invisible to it for one lease.
+            view: Mutex::new(View {
+                renewals: 0,
+                seen_at: start,
+                blind_until: start + LEASE,
+            }),
+            #[cfg(feature = "failpoints")]
+            stall_failpoint: false,
+        }
+    }
+
+    /// TESTS ONLY: before each renewal while it serves, the copy takes
+    /// [`Keys::near_stall_failpoint`](layout::Keys::near_stall_failpoint) from Redis; when the key
+    /// holds `before:after` (ms), it stalls `before`, renews, and once it answers from memory again
+    /// stalls `after` before it reads the feed: a replica stalled past its lease just as it renews,
+    /// and slow to read the feed then.
+    #[cfg(feature = "failpoints")]
+    pub fn with_stall_failpoint(mut self) -> NearCache {
+        self.stall_failpoint = true;
+        self
+    }
+
+    /// The failpoint's stalls (see [`Self::with_stall_failpoint`]), if it is on and was told to.
+    #[cfg(not(feature = "failpoints"))]
+    async fn stall_told(&self, _: &mut MultiplexedConnection) -> Option<(Duration, Duration)> {
+        None
+    }
+
+    /// The failpoint's stalls (see [`Self::with_stall_failpoint`]), if it is on and was told to.
+    #[cfg(feature = "failpoints")]
+    async fn stall_told(&self, conn: &mut MultiplexedConnection) -> Option<(Duration, Duration)> {
+        if !self.stall_failpoint {
+            return None;
+        }
+        let key = self.cache.keys().near_stall_failpoint();
+        let told: Option<String> = redis::cmd("GETDEL").arg(key).query_async(conn).await.ok()?;
+        let (before, after) = told?.split_once(':').map(|(b, a)| (b.parse(), a.parse()))?;
+        tracing::warn!("failpoint: the near-cache stalls around a renewal");
+        Some((
+            Duration::from_millis(before.ok()?),
+            Duration::from_millis(after.ok()?),
+        ))
+    }
+
+    /// Whether checks may be answered from memory now.
+    pub fn serving(&self) -> bool {
+        let until = self.serving_until.load(Ordering::Acquire);
+        until != 0 && (self.start.elapsed().as_nanos() as u64) < until
+    }
+
+    /// Follows the feed, loading again whenever the copy stops, until `stop`.
+    pub async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let stopped = tokio::select! {
+                stopped = self.follow() => stopped,
+                () = stop.cancelled() => break,
+            };
+            self.stop_serving().await;
+            if matches!(stopped, Stopped::Incomplete) {
+                // Waiting for a rebuild to finish: expected at start and after Redis lost data.
+                tracing::debug!("near-cache waits for the cache to be complete");
+            } else {
+                tracing::warn!(reason = %stopped,
+                    "near-cache stopped answering; checks go to Redis until it has loaded again");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        self.stop_serving().await;
+    }
+
+    async fn stop_serving(&self) {
+        self.serving_until.store(0, Ordering::Release);
+        if self.registered.swap(false, Ordering::AcqRel) {
+            // Wake writers waiting on this copy; then stop holding up other replicas' writers.
+            self.applied.send_modify(|_| {});
+            let _ = redis::cmd("HDEL")
+                .arg(self.cache.keys().near_replicas())
+                .arg(&self.replica)
+                .query_async::<()>(&mut self.cache.conn())
+                .await;
+        }
+        metrics::gauge!(names::NEAR_CACHE_SERVING).set(0.0);
+    }
+
+    /// Loads and follows; returns only why it stopped.
+    async fn follow(&self) -> Stopped {
+        match self.try_follow().await {
+            Ok(never) => match never {},
+            Err(stopped) => stopped,
+        }
+    }
+
+    async fn try_follow(&self) -> Result<std::convert::Infallible, Stopped> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(BLOCK + Duration::from_millis(500)));
+        let mut conn = self
+            .cache
+            .client()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .context("connecting the near-cache")?;
+        let generation = self
+            .cache
+            .complete_generation()
+            .await?
+            .ok_or(Stopped::Incomplete)?;
+        let mut feed = self.feed_head(&mut conn).await?;
+        let entries = self.load(&mut conn).await?;
+        if self.cache.complete_generation().await?.as_deref() != Some(generation.as_str()) {
+            return Err(Stopped::Rebuilt);
+        }
+        metrics::gauge!(names::NEAR_CACHE_ENTRIES).set(entries as f64);
+        self.catch_up(&mut conn, &mut feed).await?;
+        // Registered: writers from now on wait for this copy. Then everything written before that.
+        let mut lease = self
+            .renew(&mut conn, feed.applied, None, &generation)
+            .await?;
+        self.registered.store(true, Ordering::Release);
+        self.catch_up(&mut conn, &mut feed).await?;
+        let mut announced = false;
+        let mut stall_after = None;
+        loop {
+            if let Some((before, after)) = self.stall_told(&mut conn).await {
+                tokio::time::sleep(before).await;
+                stall_after = Some(after);
+            }
+            lease = self
+                .renew(&mut conn, feed.applied, Some(&lease.entry), &generation)
+                .await?;
+            if lease.lapsed {
+                // Stalled past its lease (its own clock had already stopped it answering), so
+                // writers meanwhile returned without it: it answers again only once it has caught
+                // up past everything they wrote, which this renewal, waited for from now on, bounds.
+                self.serving_until.store(0, Ordering::Release);
+                self.catch_up(&mut conn, &mut feed).await?;
+                continue;
+            }
+            let until = (lease.sent + LEASE - MARGIN).duration_since(self.start);
+            self.serving_until
+                .store(until.as_nanos() as u64, Ordering::Release);
+            metrics::gauge!(names::NEAR_CACHE_SERVING).set(1.0);
+            if !announced {
+                tracing::info!(
+                    records = entries,
+                    "near-cache loaded; checks answered from memory"
+                );
+                announced = true;
+            }
+            if let Some(after) = stall_after.take() {
+                tokio::time::sleep(after).await;
+            }
+            // Read until there is something to acknowledge and it has waited ACK_EVERY (so that a
+            // busy feed costs one renewal per ACK_EVERY, not one per change), or until BLOCK of quiet.
+            let mut unacked = false;
+            loop {
+                let block = if unacked {
+                    ACK_EVERY
+                        .saturating_sub(lease.sent.elapsed())
+                        .max(Duration::from_millis(1))
+                } else {
+                    BLOCK
+                };
+                let read = self.read(&mut conn, &mut feed, Some(block)).await?;
+                unacked |= read > 0;
+                if read == 0 || lease.sent.elapsed() >= ACK_EVERY {
+                    break;
+                }
+            }
+        }
+    }
+}

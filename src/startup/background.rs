@@ -1,0 +1,245 @@
+//! What runs beside the gRPC server: the commit-announcement listener, the rebuilder, the controls
+//! poller, the near-cache, the write-behind worker, the admin port, the health monitor, the key
+//! file watcher and the HTTP front. [`Background::spawn`] starts them in the order they depend on
+//! one another; [`Running::stop`] stops them in the order the drain needs. It binds nothing: every
+//! listener was bound by `Application::build`.
+
+use crate::{
+    admin::Admin,
+    api,
+    auth::KeyStore,
+    cache::{Cache, near::NearCache},
+    service::{
+        controls::ControlsPoller,
+        rebuild::{RebuildTrigger, Rebuilder},
+        waiters::Waiters,
+    },
+    store::Store,
+    worker::Worker,
+};
+use std::{sync::Arc, time::Duration};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// How often health is re-evaluated.
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
+/// How often the key file's modification time is looked at (SIGHUP reloads at once).
+const KEYS_POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Everything that runs beside the gRPC server, built but not yet started.
+pub(super) struct Background {
+    /// The public HTTP front, when configured: its listener and its router.
+    pub(super) http: Option<(TcpListener, axum::Router)>,
+    pub(super) keys: KeyStore,
+    pub(super) cache: Cache,
+    pub(super) waiters: Arc<Waiters>,
+    pub(super) trigger: Arc<RebuildTrigger>,
+    pub(super) worker: Worker,
+    pub(super) rebuilder: Rebuilder,
+    pub(super) controls: ControlsPoller,
+    pub(super) controls_poll: Duration,
+    /// This replica's near-cache, to follow the feed (`None`: checks always ask Redis).
+    pub(super) near: Option<Arc<NearCache>>,
+    pub(super) admin: Option<Admin>,
+}
+
+/// The started tasks, and the three tokens that stop them: `background` when the drain begins,
+/// the worker (and the admin port) and the controls (and the near-cache) once calls have drained.
+pub(super) struct Running {
+    background: CancellationToken,
+    stop_worker: CancellationToken,
+    stop_controls: CancellationToken,
+    listening: JoinHandle<()>,
+    rebuilding: JoinHandle<()>,
+    polling: JoinHandle<()>,
+    following: Option<JoinHandle<()>>,
+    working: JoinHandle<()>,
+    admin: Option<JoinHandle<anyhow::Result<()>>>,
+    monitoring: JoinHandle<()>,
+    watching: JoinHandle<()>,
+    front: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts every task, and health as the cache and store find it now.
+    pub(super) async fn spawn(self, health: &HealthReporter, store: &Store) -> Running {
+        let Background {
+            http,
+            keys,
+            cache,
+            waiters,
+            trigger,
+            worker,
+            rebuilder,
+            controls,
+            controls_poll,
+            near,
+            admin,
+        } = self;
+        let background = CancellationToken::new();
+        let subscribed = CancellationToken::new();
+        let listening = {
+            let (cache, token, ready) = (cache.clone(), background.clone(), subscribed.clone());
+            tokio::spawn(async move { waiters.listen(cache, ready, token).await })
+        };
+        // DURABLE answers rely on the announcements; give the subscription a moment to be in place.
+        let _ = tokio::time::timeout(Duration::from_secs(2), subscribed.cancelled()).await;
+        let rebuilding = tokio::spawn(rebuilder.run(trigger, background.clone()));
+        // Runs until the very end of the drain: calls still in flight keep answering by fresh controls.
+        let stop_controls = CancellationToken::new();
+        let polling = tokio::spawn(controls.run(controls_poll, stop_controls.clone()));
+        let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
+        let stop_worker = CancellationToken::new();
+        let working = tokio::spawn(worker.run(stop_worker.clone()));
+        // Metrics stay scrapable while calls drain; the admin port closes with the worker.
+        let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
+        set_health(health, serving(&cache, store).await).await;
+        let monitoring = tokio::spawn(monitor_health(
+            health.clone(),
+            cache,
+            store.clone(),
+            background.clone(),
+        ));
+
+        let watching = tokio::spawn(watch_keys(keys, background.clone()));
+        let front = http.map(|(listener, app)| {
+            let stop = background.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the HTTP front stopped");
+                }
+            })
+        });
+        Running {
+            background,
+            stop_worker,
+            stop_controls,
+            listening,
+            rebuilding,
+            polling,
+            following,
+            working,
+            admin,
+            monitoring,
+            watching,
+            front,
+        }
+    }
+}
+
+impl Running {
+    /// Cancelled when the drain begins: stops the HTTP front, the rebuilder, the health monitor,
+    /// the announcement listener and the key watcher.
+    pub(super) fn background(&self) -> CancellationToken {
+        self.background.clone()
+    }
+
+    /// Stops every task and waits for them, within `grace`; the worker finishes its current batch.
+    pub(super) async fn stop(self, grace: Duration) {
+        let Running {
+            background,
+            stop_worker,
+            stop_controls,
+            listening,
+            rebuilding,
+            polling,
+            following,
+            working,
+            admin,
+            monitoring,
+            watching,
+            front,
+        } = self;
+        background.cancel();
+        stop_worker.cancel();
+        stop_controls.cancel();
+        let finished = async {
+            let _ = working.await;
+            if let Some(admin) = admin {
+                let _ = admin.await;
+            }
+            let _ = tokio::join!(rebuilding, monitoring, listening, watching, polling);
+            if let Some(front) = front {
+                let _ = front.await;
+            }
+            if let Some(following) = following {
+                let _ = following.await;
+            }
+        };
+        if tokio::time::timeout(grace, finished).await.is_err() {
+            tracing::warn!("shutdown grace period over; pending entries stay in the stream");
+        }
+    }
+}
+
+/// Reloads the key file on SIGHUP and whenever it changes on disk, until shutdown.
+async fn watch_keys(keys: KeyStore, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            _ = hup => {
+                tracing::info!("SIGHUP: reloading the key file");
+                if let Err(e) = keys.reload() {
+                    tracing::error!(error = format!("{e:#}"), "key file not reloaded; the old keys stay");
+                }
+            }
+            _ = tokio::time::sleep(KEYS_POLL_EVERY) => keys.reload_if_changed(),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// SERVING when a check can be answered correctly: from a complete cache, or from the store.
+async fn serving(cache: &Cache, store: &Store) -> ServingStatus {
+    let cache_ready = matches!(cache.is_complete().await, Ok(true));
+    if cache_ready || store.ping().await.is_ok() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+pub(super) async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_serving::<api::SuppressionServer>().await;
+    health
+        .set_service_status(
+            <api::SuppressionServer as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
+}
+
+async fn monitor_health(
+    health: HealthReporter,
+    cache: Cache,
+    store: Store,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let status = serving(&cache, &store).await;
+        if !shutdown.is_cancelled() {
+            set_health(&health, status).await;
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Assembles a process: pools, the listener, the gRPC server, the worker, the rebuilder, the health
+//! monitor. [`Application::build`] binds (port 0 works) and exposes [`Application::local_addr`];
+//! [`Application::run_until`] serves until a shutdown future resolves, which is what lets every test
+//! start the real server.
+//!
+//! The tasks that run beside the server live in `background`; this file builds the process and
+//! serves.
+
+mod background;
+
+use crate::{
+    admin::Admin,
+    api::{self, Router},
+    audit::AuditLog,
+    auth::{KeyStore, KeyTable},
+    cache::{Cache, layout::Keys, near::NearCache},
+    config::ServeSettings,
+    domain::{Clock, Pepper},
+    service::{
+        ServiceSettings, Suppressions,
+        controls::ControlsPoller,
+        rebuild::{RebuildTrigger, Rebuilder},
+        waiters::Waiters,
+    },
+    store::Store,
+    worker::{Worker, WorkerSettings},
+};
+use anyhow::Context;
+use background::{Background, set_health};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// How long a worker read blocks waiting for new entries (also bounds its shutdown).
+const WORKER_BLOCK: Duration = Duration::from_millis(500);
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    health: HealthReporter,
+    store: Store,
+    /// What runs beside the server, started by [`Application::run_until`].
+    background: Background,
+    grace: Duration,
+}
+
+impl Application {
+    /// Builds the process in the order its parts depend on one another: secrets and TLS (a bad one
+    /// fails before anything connects), the store and Redis, the service over them, the worker and
+    /// the rebuilder, then the listeners. Binds, but serves nothing until [`Self::run_until`].
+    pub async fn build(settings: &ServeSettings, clock: Clock) -> anyhow::Result<Application> {
+        settings.check()?;
+        // One crypto provider for every TLS use in the process (STACK.md trap 1). Installing twice
+        // (tests build many applications) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let secrets = Secrets::load(settings)?;
+        let replica = settings.replica_name();
+        let (store, cache) = connect(settings).await?;
+        let waiters = Arc::new(Waiters::default());
+        let trigger = Arc::new(RebuildTrigger::default());
+        #[allow(unused_mut)] // changed only by the tests' failpoint
+        let mut near = NearCache::new(cache.clone(), &replica);
+        #[cfg(feature = "failpoints")]
+        if settings.failpoint_near_stall {
+            near = near.with_stall_failpoint();
+        }
+        let near = Arc::new(near);
+        let service = Suppressions::new(
+            cache.clone(),
+            near.clone(),
+            store.clone(),
+            secrets.pepper,
+            clock.clone(),
+            ServiceSettings {
+                durable_wait: settings.durable_wait(),
+                backlog_limit: settings.backlog_limit,
+                audit_log: secrets.audit_log.clone(),
+                replica: replica.clone(),
+                controls_poll: settings.controls_poll,
+            },
+            waiters.clone(),
+            trigger.clone(),
+        );
+        // Halts must hold from the first check on: no store, no start.
+        service
+            .load_controls()
+            .await
+            .context("loading halts and mandatory declarations")?;
+        let controls = ControlsPoller::new(service.clone());
+        let worker = worker(
+            settings,
+            &cache,
+            &store,
+            &clock,
+            &secrets.audit_log,
+            &replica,
+        )
+        .await?;
+        let rebuilder = Rebuilder::new(cache.clone(), store.clone(), clock, replica.clone());
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(Admin::bind(addr, cache.clone()).await?),
+            None => None,
+        };
+        let http = bind_http(settings, &service, &secrets.keys).await?;
+        let tls_on = secrets.tls.is_some();
+        let (listener, router, health) =
+            bind_grpc(settings, service, secrets.keys.clone(), secrets.tls).await?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            replica,
+            store = store.engine(),
+            admin = ?admin.as_ref().map(Admin::local_addr),
+            tls = tls_on,
+            mtls = settings.tls_client_ca.is_some(),
+            authentication = !settings.dev_no_auth,
+            "suppressd ready to serve"
+        );
+        Ok(Application {
+            listener,
+            router,
+            health,
+            store,
+            background: Background {
+                http,
+                keys: secrets.keys,
+                cache,
+                waiters,
+                trigger,
+                worker,
+                rebuilder,
+                controls,
+                controls_poll: settings.controls_poll,
+                near: (!settings.no_near_cache).then_some(near),
+                admin,
+            },
+            grace: settings.shutdown_grace(),
+        })
+    }
+
+    /// This replica's near-cache, when it follows the feed (tests look at whether it serves).
+    pub fn near_cache(&self) -> Option<Arc<NearCache>> {
+        self.background.near.clone()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The admin (metrics) port's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.background.admin.as_ref().map(Admin::local_addr)
+    }
+
+    /// The HTTP front's address, when it is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.background
+            .http
+            .as_ref()
+            .map(|(l, _)| l.local_addr().expect("a bound listener has an address"))
+    }
+
+    /// Serves until `shutdown` resolves; then turns health NOT_SERVING, stops accepting, drains
+    /// in-flight calls, and lets the worker finish its current batch.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            router,
+            health,
+            store,
+            background,
+            grace,
+        } = self;
+        let running = background.spawn(&health, &store).await;
+        let served = serve(
+            router,
+            listener,
+            shutdown,
+            health,
+            running.background(),
+            grace,
+        )
+        .await;
+        running.stop(grace).await;
+        store.close().await;
+        tracing::info!("suppressd stopped");
+        served.context("serving gRPC")
+    }
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves; then turns health NOT_SERVING, cancels
+/// `draining` and waits for in-flight calls, at most `grace` longer.
+async fn serve(
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    health: HealthReporter,
+    draining: CancellationToken,
+    grace: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
+    let serve = router.serve_with_incoming_shutdown(api::incoming(listener), async move {
+        shutdown.await;
+        tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
+        set_health(&health, ServingStatus::NotServing).await;
+        draining.cancel();
+        let _ = drain_started.send(());
+    });
+    // Graceful shutdown waits for every open call; a client holding a stream open (a health
+    // watch) must not keep the process alive past the grace period.
+    tokio::select! {
+        served = serve => served,
+        _ = async {
+            let _ = drain_deadline.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("grace period over; closing the remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// The secrets and TLS settings the process runs with; the development ones are announced loudly.
+struct Secrets {
+    keys: KeyStore,
+    tls: Option<ServerTlsConfig>,
+    pepper: Pepper,
+    audit_log: AuditLog,
+}
+
+impl Secrets {
+    fn load(settings: &ServeSettings) -> anyhow::Result<Secrets> {
+        let key_store = match &settings.keys {
+            Some(path) => KeyStore::load(path)?,
+            None => KeyStore::fixed(KeyTable::default()),
+        };
+        if settings.dev_no_auth {
+            tracing::warn!(
+                "!!! --dev-no-auth: authentication is OFF and every caller is an admin. Listening on \
+             loopback only. Never run like this outside a developer machine !!!"
+            );
+        }
+        let tls = tls_config(settings)?;
+        let (pepper, dev_pepper) = settings.pepper()?;
+        if dev_pepper {
+            tracing::warn!(
+                "!!! SUPPRESSD_PEPPER is not set: using the DEVELOPMENT pepper. Recipient hashes are \
+             guessable; never run like this with real data !!!"
+            );
+        }
+        let (audit_log, dev_audit_key) = settings.audit_log()?;
+        if dev_audit_key {
+            tracing::warn!(
+                "!!! SUPPRESSD_AUDIT_SIGNING_KEY is not set: audit checkpoints are signed with the \
+             DEVELOPMENT key, which anyone can use to forge them !!!"
+            );
+        }
+        Ok(Secrets {
+            keys: key_store,
+            tls,
+            pepper,
+            audit_log,
+        })
+    }
+}
+
+/// Opens the durable store (running its migrations) and connects to Redis.
+async fn connect(settings: &ServeSettings) -> anyhow::Result<(Store, Cache)> {
+    let store = Store::connect(&settings.store_url)
+        .await
+        .context("opening the durable store")?;
+    let keys = Keys::new(&settings.redis_prefix, settings.cache_bucket_bits);
+    let cache = Cache::connect(&settings.redis_url, keys)
+        .await
+        .context("connecting to Redis")?;
+    Ok((store, cache))
+}
+
+/// The write-behind worker, joined to its consumer group.
+async fn worker(
+    settings: &ServeSettings,
+    cache: &Cache,
+    store: &Store,
+    clock: &Clock,
+    audit_log: &AuditLog,
+    replica: &str,
+) -> anyhow::Result<Worker> {
+    Worker::new(
+        cache.clone(),
+        store.clone(),
+        clock.clone(),
+        audit_log.clone(),
+        replica,
+        WorkerSettings {
+            batch: settings.worker_batch as usize,
+            block: WORKER_BLOCK,
+            claim_idle: settings.worker_claim_idle(),
+            #[cfg(feature = "failpoints")]
+            crash_after_commit: settings.failpoint_crash_after_commit,
+        },
+    )
+    .await
+    .context("joining the write-behind consumer group")
+}
+
+/// The gRPC server's router and health reporter, and its listener, bound.
+async fn bind_grpc(
+    settings: &ServeSettings,
+    service: Suppressions,
+    keys: KeyStore,
+    tls: Option<ServerTlsConfig>,
+) -> anyhow::Result<(TcpListener, Router, HealthReporter)> {
+    let (router, health) = api::router(
+        service,
+        api::ApiSettings {
+            keys,
+            authenticate: !settings.dev_no_auth,
+            rate_limit_per_principal: settings.rate_limit_per_principal,
+            max_concurrent_checks: settings.max_concurrent_checks as usize,
+            max_concurrent_writes: settings.max_concurrent_writes as usize,
+            tls,
+        },
+    )?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    Ok((listener, router, health))
+}
+
+/// Binds the public HTTP front, when one is configured.
+async fn bind_http(
+    settings: &ServeSettings,
+    service: &Suppressions,
+    key_store: &KeyStore,
+) -> anyhow::Result<Option<(TcpListener, axum::Router)>> {
+    Ok(match settings.http_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTP front to {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "HTTP front listening");
+            Some((
+                listener,
+                crate::http::router(service.clone(), key_store.clone()),
+            ))
+        }
+        None => None,
+    })
+}
+
+/// The gRPC server's TLS: a certificate and key, and for mTLS the CA that client certificates must
+/// chain to (a client without one is refused at the handshake).
+fn tls_config(settings: &ServeSettings) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &settings.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
