@@ -23,7 +23,10 @@ use crate::{
 use axum::{
     Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{
+        Path, State,
+        rejection::{BytesRejection, PathRejection},
+    },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -38,16 +41,48 @@ struct Front {
     keys: KeyStore,
 }
 
-/// The axum router of the front.
+/// The axum router of the front. Every answer, also those the framework makes itself (a method
+/// other than GET or POST, an unknown path), leaves through [`secured`].
 pub fn router(service: Suppressions, keys: KeyStore) -> Router {
     Router::new()
         .route("/unsubscribe/{token}", get(show).post(unsubscribe))
+        .fallback(|| async { html(StatusCode::NOT_FOUND, page::not_found()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(secured))
         .with_state(Front { service, keys })
 }
 
+/// The headers every answer carries: the token is in the URL, so nothing may be cached or passed
+/// on as a referrer, and pages run no script and cannot be framed.
+async fn secured(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+/// The token in the path; a path that does not decode (not UTF-8) is a link that is not valid.
+type TokenPath = Result<Path<String>, PathRejection>;
+
 /// `GET`: the confirmation page with one button, or a page that says the link is not valid.
-async fn show(State(front): State<Front>, Path(token): Path<String>) -> Response {
+async fn show(State(front): State<Front>, token: TokenPath) -> Response {
+    let Ok(Path(token)) = token else {
+        return html(StatusCode::BAD_REQUEST, page::invalid_link());
+    };
     let now = front.service.clock().now();
     match front.keys.verify_person_token(&token, Purpose::OptOut, now) {
         Ok(claims) => html(StatusCode::OK, page::confirm(&claims.scope)),
@@ -58,10 +93,16 @@ async fn show(State(front): State<Front>, Path(token): Path<String>) -> Response
 /// `POST`: records the opt-out the token names.
 async fn unsubscribe(
     State(front): State<Front>,
-    Path(token): Path<String>,
+    token: TokenPath,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let Ok(Path(token)) = token else {
+        return html(StatusCode::BAD_REQUEST, page::invalid_link());
+    };
+    let Ok(body) = body else {
+        return html(StatusCode::PAYLOAD_TOO_LARGE, page::too_large());
+    };
     let Some(via_page) = one_click(&headers, &body) else {
         return html(StatusCode::BAD_REQUEST, page::missing_field());
     };
@@ -152,26 +193,9 @@ fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
 
 fn html(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'",
-        ),
     );
     response
 }

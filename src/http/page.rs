@@ -67,6 +67,21 @@ pub fn invalid_link() -> String {
     )
 }
 
+pub fn not_found() -> String {
+    layout(
+        "Not found",
+        "<h1>Not found</h1>\n<p>There is no page here. Use the unsubscribe link in a message.</p>",
+    )
+}
+
+pub fn too_large() -> String {
+    layout(
+        "Not understood",
+        "<h1>Not understood</h1>\n<p>The request was too large. Use the button on the \
+         unsubscribe page.</p>",
+    )
+}
+
 pub fn missing_field() -> String {
     layout(
         "Not understood",

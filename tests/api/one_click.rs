@@ -203,6 +203,52 @@ impl Drop for Driver {
     }
 }
 
+/// Every answer carries the security headers, also those the framework makes itself: a method the
+/// front does not serve, an unknown path, a body over the limit, a token path that is not UTF-8
+/// (which shows the "link is not valid" page, as any bad link does). Nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_security_headers() {
+    let app = app_with_front().await;
+    let front = app.http_addr.unwrap();
+    let big = format!("List-Unsubscribe=One-Click&pad={}", "x".repeat(64 * 1024));
+    let answers = [
+        (http(front, "PUT", "/unsubscribe/abc", FORM, "").await, 405),
+        (
+            http(front, "OPTIONS", "/unsubscribe/abc", FORM, "").await,
+            405,
+        ),
+        (http(front, "GET", "/elsewhere", FORM, "").await, 404),
+        (
+            http(front, "POST", "/unsubscribe/abc", FORM, &big).await,
+            413,
+        ),
+        (
+            http(front, "GET", "/unsubscribe/%FF%FE", FORM, "").await,
+            400,
+        ),
+    ];
+    for (reply, status) in &answers {
+        assert_eq!(reply.status, *status, "{}", reply.headers);
+        for header in [
+            "cache-control: no-store",
+            "referrer-policy: no-referrer",
+            "content-security-policy: default-src 'none'",
+        ] {
+            assert!(
+                reply.headers.contains(header),
+                "{status}: no {header} in {}",
+                reply.headers
+            );
+        }
+    }
+    assert!(
+        answers[4].0.body.contains("This link is not valid"),
+        "{}",
+        answers[4].0.body
+    );
+    assert_eq!(app.rows(None).await, 0);
+}
+
 /// With `SUPPRESSD_SCREENSHOT_DIR` set, saves what the person sees, to look at by eye.
 async fn screenshot(browser: &fantoccini::Client, name: &str) {
     if let Some(dir) = std::env::var_os("SUPPRESSD_SCREENSHOT_DIR") {
