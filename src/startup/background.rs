@@ -94,9 +94,11 @@ impl Background {
         let working = tokio::spawn(worker.run(stop_worker.clone()));
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
         let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
-        set_health(health, serving(&cache, store).await).await;
+        let status = serving(&cache, store).await;
+        set_health(health, status).await;
         let monitoring = tokio::spawn(monitor_health(
             health.clone(),
+            status,
             cache,
             store.clone(),
             background.clone(),
@@ -215,8 +217,8 @@ async fn serving(cache: &Cache, store: &Store) -> ServingStatus {
     }
 }
 
+/// Sets the status of `suppress.v1.Suppression` and of the server as a whole ("").
 pub(super) async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health.set_serving::<api::SuppressionServer>().await;
     health
         .set_service_status(
             <api::SuppressionServer as tonic::server::NamedService>::NAME,
@@ -226,8 +228,11 @@ pub(super) async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
 }
 
+/// Follows the dependencies and sets the status when it changes, and only then: every set is a
+/// message to each `Health/Watch` stream, which should hear of changes, not of polls.
 async fn monitor_health(
     health: HealthReporter,
+    mut last: ServingStatus,
     cache: Cache,
     store: Store,
     shutdown: CancellationToken,
@@ -238,8 +243,9 @@ async fn monitor_health(
             _ = shutdown.cancelled() => return,
         }
         let status = serving(&cache, &store).await;
-        if !shutdown.is_cancelled() {
+        if status != last && !shutdown.is_cancelled() {
             set_health(&health, status).await;
+            last = status;
         }
     }
 }

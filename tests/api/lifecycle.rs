@@ -152,3 +152,29 @@ on_both_stores!(
     a_flush_while_running_falls_back_to_the_store_then_rebuilds,
     health_and_reflection_are_served,
 );
+
+/// `Health/Watch` sends a status when it changes, not on every poll of the dependencies (which
+/// runs every half second): a healthy server says SERVING once, then nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watch_sends_changes_only() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let repeated = tokio::time::timeout(std::time::Duration::from_secs(2), watch.message()).await;
+    assert!(
+        repeated.is_err(),
+        "a repeated status without a change: {repeated:?}"
+    );
+}
