@@ -174,6 +174,13 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_writes: u32,
 
+    /// Anonymous audit reads (GetCheckpoint, GetConsistencyProof) in flight at once: a budget of
+    /// their own, so a flood of them sheds neither checks nor opt-outs. Their anonymous rate bucket
+    /// is their own too.
+    #[arg(long, env = "SUPPRESSD_MAX_CONCURRENT_AUDIT_READS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_audit_reads: u32,
+
     /// How often this replica polls the store for changed halts and mandatory declarations
     /// (e.g. `25ms`, `1s`). A change waits for every live replica before it returns; this bounds how
     /// long a replica cut off from Redis takes to follow.

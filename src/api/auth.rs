@@ -147,7 +147,7 @@ impl Authenticator {
             return match rpc {
                 // The handler insists on a token; a token is the credential of an anonymous call.
                 Rpc::OptOut | Rpc::PersonRights => Ok(()),
-                Rpc::AuditLog => self.admit_anonymous(),
+                Rpc::AuditLog => self.admit_anonymous(Anonymous::AuditRead),
                 _ => Err(Refusal::unauthenticated(
                     "missing credentials: send 'authorization: Bearer <key>'",
                 )),
@@ -169,15 +169,29 @@ impl Authenticator {
         Ok(())
     }
 
-    /// The rate limit of anonymous token opt-outs (all of them share one bucket).
-    pub fn admit_anonymous(&self) -> Result<(), Refusal> {
+    /// The rate limit of anonymous calls: every call of one kind shares one bucket.
+    pub fn admit_anonymous(&self, kind: Anonymous) -> Result<(), Refusal> {
+        let (bucket, what) = match kind {
+            Anonymous::PersonsToken => ("(token)", "anonymous calls with a person's token"),
+            Anonymous::AuditRead => ("(audit)", "anonymous audit reads"),
+        };
         match &self.limiter {
-            Some(limiter) if limiter.check_key(&"(token)".to_owned()).is_err() => {
-                Err(Refusal::RateLimited("anonymous token opt-outs".into()))
+            Some(limiter) if limiter.check_key(&bucket.to_owned()).is_err() => {
+                Err(Refusal::RateLimited(what.into()))
             }
             _ => Ok(()),
         }
     }
+}
+
+/// The kinds of anonymous call, each with a rate bucket of its own: a flood of audit reads must
+/// never use up the bucket a person's token opt-out needs.
+#[derive(Clone, Copy, Debug)]
+pub enum Anonymous {
+    /// A call that carries a person's token (opt-out, opt-in, their records).
+    PersonsToken,
+    /// GetCheckpoint and GetConsistencyProof, which anyone may call.
+    AuditRead,
 }
 
 /// The subject CN of a DER certificate (already verified against the client CA by rustls).

@@ -1,8 +1,9 @@
-//! Load shedding with separate budgets. Checks and writes (opt-outs, token issuing, admin calls) each
-//! have a number of calls that may be in flight in this process; a call beyond its budget is
+//! Load shedding with separate budgets. Checks, writes (opt-outs, token issuing, admin calls) and
+//! audit reads (anyone may ask for a checkpoint or a proof, without a key) each have a number of calls that may be in flight in this process; a call beyond its budget is
 //! answered RESOURCE_EXHAUSTED at once instead of queueing (a queue under overload only turns into
-//! timeouts). The budgets are separate so that a flood of checks can never shed an opt-out: a person's
-//! opt-out is the call this service exists to take. Health and reflection sit outside the layer, so
+//! timeouts). The budgets are separate so that a flood of checks can never shed an opt-out (a person's
+//! opt-out is the call this service exists to take), and a flood of anonymous audit reads sheds
+//! neither. Health and reflection sit outside the layer, so
 //! they answer under any load.
 //!
 //! The layer sits inside [`super::auth`]: unauthenticated calls are refused before they take a slot.
@@ -24,20 +25,23 @@ use tower::{Layer, Service};
 pub struct Budgets {
     checks: Arc<Semaphore>,
     writes: Arc<Semaphore>,
+    audit_reads: Arc<Semaphore>,
 }
 
 impl Budgets {
-    pub fn new(checks: usize, writes: usize) -> Self {
+    pub fn new(checks: usize, writes: usize, audit_reads: usize) -> Self {
         Budgets {
             checks: Arc::new(Semaphore::new(checks)),
             writes: Arc::new(Semaphore::new(writes)),
+            audit_reads: Arc::new(Semaphore::new(audit_reads)),
         }
     }
 
     fn take(&self, rpc: Rpc) -> Result<OwnedSemaphorePermit, Refusal> {
         let (budget, what) = match rpc {
-            // Audit reads share the read budget: they must never take an opt-out's slot.
-            Rpc::Check | Rpc::AuditLog => (&self.checks, "checks"),
+            Rpc::Check => (&self.checks, "checks"),
+            // Anonymous and unbounded in number: never in a slot a check or an opt-out needs.
+            Rpc::AuditLog => (&self.audit_reads, "audit reads"),
             Rpc::OptOut
             | Rpc::GetReceipt
             | Rpc::IssueOptOutToken

@@ -50,9 +50,10 @@ pub struct ApiSettings {
     pub authenticate: bool,
     /// Requests per second per principal (0 = no limit).
     pub rate_limit_per_principal: u32,
-    /// In-flight budgets: checks, and writes (opt-outs and the rest).
+    /// In-flight budgets: checks, writes (opt-outs and the rest), and audit reads.
     pub max_concurrent_checks: usize,
     pub max_concurrent_writes: usize,
+    pub max_concurrent_audit_reads: usize,
     /// Server certificate and, for mTLS, the client CA.
     pub tls: Option<ServerTlsConfig>,
 }
@@ -69,6 +70,7 @@ pub fn router(
         rate_limit_per_principal,
         max_concurrent_checks,
         max_concurrent_writes,
+        max_concurrent_audit_reads,
         tls,
     } = settings;
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -91,6 +93,7 @@ pub fn router(
         .layer(limits::ShedLayer(limits::Budgets::new(
             max_concurrent_checks,
             max_concurrent_writes,
+            max_concurrent_audit_reads,
         )))
         .service(suppression);
     let mut server = tonic::transport::Server::builder();

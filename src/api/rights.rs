@@ -103,7 +103,7 @@ impl SuppressionApi {
         purpose: Purpose,
     ) -> Result<TokenClaims, Refusal> {
         if caller.is_none() {
-            self.auth.admit_anonymous()?;
+            self.auth.admit_anonymous(auth::Anonymous::PersonsToken)?;
         }
         let now = self.service.clock().now();
         verify_person_token(&self.keys, token, purpose, now)

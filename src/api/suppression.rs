@@ -127,7 +127,7 @@ impl proto::suppression_server::Suppression for SuppressionApi {
             // is recorded as the actor, else the token's key id is.
             _ if !req.token.is_empty() => {
                 if caller.is_none() {
-                    self.auth.admit_anonymous()?;
+                    self.auth.admit_anonymous(auth::Anonymous::PersonsToken)?;
                 }
                 let claims = self.verify_token(&req.token)?;
                 let actor =

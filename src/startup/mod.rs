@@ -321,6 +321,7 @@ async fn bind_grpc(
             rate_limit_per_principal: settings.rate_limit_per_principal,
             max_concurrent_checks: settings.max_concurrent_checks as usize,
             max_concurrent_writes: settings.max_concurrent_writes as usize,
+            max_concurrent_audit_reads: settings.max_concurrent_audit_reads as usize,
             tls,
         },
     )?;

@@ -166,3 +166,45 @@ async fn a_principal_over_its_rate_limit_is_refused_and_others_are_not() {
         .await
         .expect("another principal is not limited by the checker's calls");
 }
+
+/// Anonymous audit reads have a rate bucket of their own: a flood of them leaves a person's token
+/// opt-out its bucket (it shared one with them, so the opt-out was RESOURCE_EXHAUSTED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_anonymous_audit_reads_never_starves_a_persons_opt_out() {
+    let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
+        s.rate_limit_per_principal = 2;
+    })
+    .await;
+    let token = crate::tokens::issue(
+        &mut app.client,
+        "flooded@example.com",
+        scope("acme", proto::Channel::Email, "news", ""),
+        3600,
+    )
+    .await;
+    let mut anonymous = app.client_with_key(None).await;
+    let mut limited = 0;
+    for _ in 0..20 {
+        match anonymous
+            .get_consistency_proof(proto::GetConsistencyProofRequest {
+                old_size: 0,
+                new_size: 0,
+            })
+            .await
+        {
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(status.message().contains("audit"), "{}", status.message());
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        limited >= 10,
+        "20 quick reads against 2/s: {limited} limited"
+    );
+    anonymous
+        .opt_out(crate::tokens::by_token(&token))
+        .await
+        .expect("the person's opt-out is not starved by the reads");
+}
