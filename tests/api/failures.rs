@@ -425,9 +425,36 @@ async fn postgres_stopped_durable_becomes_accepted_then_durable_when_it_returns(
         .receipt
         .unwrap();
     assert_eq!(late.state, ReceiptState::Accepted as i32);
+    // A queued receipt shows its tenant's keys alone: to another tenant's it does not exist.
+    let mut acme = client_with(replica.channel().await, Some(ACME_WRITE_KEY));
+    assert_eq!(
+        receipt_state(&mut acme, &late.receipt_id).await,
+        ReceiptState::Accepted as i32
+    );
+    let other = client
+        .opt_out(opt_out_request(
+            email("other@example.com"),
+            scope("globex", Channel::Unspecified, "", ""),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    let refused = acme
+        .get_receipt(proto::GetReceiptRequest {
+            receipt_id: other.receipt_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
 
     pg.start_again().await;
-    let mut ids = vec![receipt.receipt_id.clone(), late.receipt_id.clone()];
+    let mut ids = vec![
+        receipt.receipt_id.clone(),
+        late.receipt_id.clone(),
+        other.receipt_id.clone(),
+    ];
     ids.extend(accepted_only);
     for id in &ids {
         let mut c = client.clone();
@@ -450,7 +477,7 @@ async fn postgres_stopped_durable_becomes_accepted_then_durable_when_it_returns(
 async fn a_replica_killed_between_commit_and_ack_leaves_exactly_one_row() {
     let db = TestDb::new(Backend::Postgres).await;
     let prefix = prefix();
-    let config = ReplicaConfig::new(&db.url, REDIS_URL, &prefix);
+    let config = ReplicaConfig::new(&db.url, redis_url(), &prefix);
     let mut doomed = Replica::start(
         &config
             .clone()
@@ -468,7 +495,7 @@ async fn a_replica_killed_between_commit_and_ack_leaves_exactly_one_row() {
 
     let survivor = Replica::start(&config).await;
     let keys = suppressd::cache::layout::Keys::new(&prefix, 6);
-    let cache = suppressd::cache::Cache::connect(REDIS_URL, keys)
+    let cache = suppressd::cache::Cache::connect(redis_url(), keys)
         .await
         .unwrap();
     wait_until(
@@ -490,14 +517,14 @@ async fn a_replica_killed_between_commit_and_ack_leaves_exactly_one_row() {
             .into_inner()
             .suppressed
     );
-    delete_prefix(REDIS_URL, &prefix);
+    delete_prefix(redis_url(), &prefix);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_opt_outs_and_survive_each_other() {
     let db = TestDb::new(Backend::Postgres).await;
     let prefix = prefix();
-    let config = ReplicaConfig::new(&db.url, REDIS_URL, &prefix);
+    let config = ReplicaConfig::new(&db.url, redis_url(), &prefix);
     let mut a = Replica::start(&config).await;
     let b = Replica::start(&config).await;
     let (mut via_a, mut via_b) = (a.client().await, b.client().await);
@@ -557,7 +584,7 @@ async fn two_replicas_share_opt_outs_and_survive_each_other() {
 
     // Every opt-out A acknowledged, even as ACCEPTED, reaches the store through B.
     let keys = suppressd::cache::layout::Keys::new(&prefix, 6);
-    let cache = suppressd::cache::Cache::connect(REDIS_URL, keys)
+    let cache = suppressd::cache::Cache::connect(redis_url(), keys)
         .await
         .unwrap();
     wait_until("B drains A's entries", Duration::from_secs(20), || {
@@ -588,7 +615,7 @@ async fn two_replicas_share_opt_outs_and_survive_each_other() {
         "A acknowledged {} opt-outs before SIGKILL; store has {rows} rows",
         acked.len()
     );
-    delete_prefix(REDIS_URL, &prefix);
+    delete_prefix(redis_url(), &prefix);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,7 +671,7 @@ async fn with_redis_and_store_gone_it_refuses_then_recovers_without_restart() {
 async fn sigterm_turns_health_not_serving_before_draining() {
     let db = TestDb::new(Backend::Sqlite).await;
     let prefix = prefix();
-    let mut replica = Replica::start(&ReplicaConfig::new(&db.url, REDIS_URL, &prefix)).await;
+    let mut replica = Replica::start(&ReplicaConfig::new(&db.url, redis_url(), &prefix)).await;
     let mut health = HealthClient::new(replica.channel().await);
     let mut watch = health
         .watch(HealthCheckRequest {
@@ -664,5 +691,5 @@ async fn sigterm_turns_health_not_serving_before_draining() {
     assert_eq!(next.status, ServingStatus::NotServing as i32);
     let status = replica.wait().await;
     assert!(status.success(), "a clean exit: {status:?}");
-    delete_prefix(REDIS_URL, &prefix);
+    delete_prefix(redis_url(), &prefix);
 }

@@ -6,7 +6,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::OnceLock,
+    sync::{LazyLock, OnceLock},
     time::Duration,
 };
 use suppressd::{
@@ -21,8 +21,49 @@ use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
-pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The shared Redis: `SUPPRESSD_TEST_REDIS_URL`, default `redis://127.0.0.1:6379` (`scripts/test`
+/// points it at a private redis-server when none answers there).
+pub fn redis_url() -> &'static str {
+    static URL: LazyLock<String> =
+        LazyLock::new(|| env_or("SUPPRESSD_TEST_REDIS_URL", "redis://127.0.0.1:6379"));
+    &URL
+}
+
+/// The PostgreSQL admin URL each test creates its own database with: `SUPPRESSD_TEST_PG_URL`,
+/// default `postgres://postgres@127.0.0.1:5432/postgres` (trust auth for user `postgres`).
+pub fn pg_admin_url() -> &'static str {
+    static URL: LazyLock<String> = LazyLock::new(|| {
+        env_or(
+            "SUPPRESSD_TEST_PG_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+    });
+    &URL
+}
+
+/// The URL of database `name` on the admin URL's server (same user, host, port and parameters).
+pub fn pg_database_url(name: &str) -> String {
+    let admin = pg_admin_url();
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |at| at + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |at| authority + at);
+    match query {
+        Some(query) => format!("{}/{name}?{query}", &base[..path]),
+        None => format!("{}/{name}", &base[..path]),
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
 pub const PEPPER: &str = "test-pepper-0123456789abcdef";
 
 /// The API keys of the harness's principals (the key file holds only their hashes).
@@ -126,14 +167,14 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let name = format!("suppressd_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = sqlx::PgPool::connect(PG_ADMIN_URL).await.unwrap();
+                let admin = sqlx::PgPool::connect(pg_admin_url()).await.unwrap();
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&admin)
                     .await
                     .unwrap();
                 admin.close().await;
                 TestDb {
-                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    url: pg_database_url(&name),
                     pg_name: Some(name),
                     _dir: None,
                 }
@@ -154,7 +195,7 @@ impl Drop for TestDb {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                if let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN_URL).await {
+                if let Ok(admin) = sqlx::PgPool::connect(pg_admin_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
                     let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
                     admin.close().await;
@@ -225,7 +266,7 @@ pub async fn spawn_app_with(
 ) -> TestApp {
     let db = TestDb::new(backend).await;
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
-    let mut settings = settings(&db.url, REDIS_URL, &prefix);
+    let mut settings = settings(&db.url, redis_url(), &prefix);
     let keys_dir = tempfile::tempdir().unwrap();
     let key_file = keys_dir.path().join("keys.toml");
     std::fs::write(

@@ -83,7 +83,7 @@ async fn remove_behind_the_feed(app: &TestApp, address: &str) {
     let subject = pepper.subject(&Recipient::parse(RecipientKind::Email, address).unwrap());
     let scope = Scope::parse("acme", Some(DomainChannel::Email), "recall", "").unwrap();
     let bucket = app.cache().await.keys().bucket_for(&subject);
-    let mut redis = redis::Client::open(REDIS_URL)
+    let mut redis = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -155,10 +155,10 @@ async fn an_opt_out_is_in_force_on_every_replica_when_it_returns() {
 async fn a_frozen_replica_stops_answering_from_memory_and_holds_writers_up_only_for_its_lease() {
     let db = TestDb::new(Backend::Postgres).await;
     let prefix = format!("n{}:", uuid::Uuid::new_v4().simple());
-    let config = ReplicaConfig::new(&db.url, REDIS_URL, &prefix);
+    let config = ReplicaConfig::new(&db.url, redis_url(), &prefix);
     let a = Replica::start(&config).await;
     let b = Replica::start(&config).await;
-    let mut redis = redis::Client::open(REDIS_URL)
+    let mut redis = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -214,7 +214,7 @@ async fn a_replica_that_renews_after_its_lease_ran_out_catches_up_before_it_answ
     serving(&near).await;
     assert!(!suppressed(&mut stalled.client, "lapse@example.com").await);
 
-    let mut redis = redis::Client::open(REDIS_URL)
+    let mut redis = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

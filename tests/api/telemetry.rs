@@ -22,10 +22,10 @@ use std::{
     time::Duration,
 };
 use suppressd::{
-    telemetry::LogFormat,
     domain::Clock,
     proto::{self, Channel},
     telemetry,
+    telemetry::LogFormat,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -285,7 +285,7 @@ async fn a_stopping_server_exports_the_spans_it_still_holds() {
     let receiver = Receiver::start("127.0.0.1:0").await.unwrap();
     let db = TestDb::new(Backend::Sqlite).await;
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
-    let config = crate::processes::ReplicaConfig::new(&db.url, REDIS_URL, &prefix)
+    let config = crate::processes::ReplicaConfig::new(&db.url, redis_url(), &prefix)
         .with(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             &format!("http://{}", receiver.addr),
@@ -317,7 +317,7 @@ async fn a_stopping_server_exports_the_spans_it_still_holds() {
     one(&spans, |s| {
         s.name == "suppress.v1.Suppression/CheckSuppressed"
     });
-    delete_prefix(REDIS_URL, &prefix);
+    delete_prefix(redis_url(), &prefix);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -785,4 +785,27 @@ fn child_of<'a>(spans: &[&'a Span], parent: &Span, name: &str) -> &'a Span {
     one(spans, |s| {
         s.name == name && s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id
     })
+}
+
+/// Text logs written to a file or a pipe carry no terminal colour codes (a log collector would store
+/// them as garbage).
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
+        .args(["serve", "--dev-no-auth", "--listen", "127.0.0.1:0"])
+        // Nothing listens there: the process logs its start-up warnings, then stops.
+        .args(["--redis-url", "redis://127.0.0.1:1"])
+        .arg("--store-url")
+        .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert!(said.contains(" WARN "), "it logged: {said}");
+    assert!(
+        !said.contains('\x1b'),
+        "colour codes in piped logs: {said:?}"
+    );
 }

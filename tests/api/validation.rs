@@ -102,7 +102,7 @@ async fn each_invalid_opt_out_field_is_named_and_nothing_is_stored(backend: Back
         .arg("STREAM")
         .arg(format!("{}stream", app.prefix()))
         .query_async(
-            &mut redis::Client::open(REDIS_URL)
+            &mut redis::Client::open(redis_url())
                 .unwrap()
                 .get_multiplexed_async_connection()
                 .await

@@ -23,7 +23,7 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        delete_prefix(REDIS_URL, &self.prefix);
+        delete_prefix(redis_url(), &self.prefix);
     }
 }
 
@@ -31,7 +31,7 @@ async fn rig(backend: Backend) -> Rig {
     let db = TestDb::new(backend).await;
     let prefix = format!("w{}:", uuid::Uuid::new_v4().simple());
     Rig {
-        cache: Cache::connect(REDIS_URL, Keys::new(&prefix, 4))
+        cache: Cache::connect(redis_url(), Keys::new(&prefix, 4))
             .await
             .unwrap(),
         store: Store::connect(&db.url).await.unwrap(),
@@ -179,7 +179,7 @@ async fn entries_drain_in_order_of_arrival(backend: Backend) {
 
 async fn an_undecodable_entry_is_dead_lettered_not_lost_or_blocking(backend: Backend) {
     let rig = rig(backend).await;
-    let mut conn = redis::Client::open(REDIS_URL)
+    let mut conn = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -298,9 +298,10 @@ mod tests {
     async fn a_renewal_after_the_lease_ran_out_is_lapsed() {
         let prefix = format!("lapse{}:", uuid::Uuid::new_v4().simple());
         let keys = layout::Keys::new(&prefix, 2);
-        let cache = Cache::connect("redis://127.0.0.1:6379", keys.clone())
-            .await
-            .unwrap();
+        // The test Redis, as the integration tests find it (scripts/test may start a private one).
+        let url = std::env::var("SUPPRESSD_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let cache = Cache::connect(&url, keys.clone()).await.unwrap();
         let near = NearCache::new(cache.clone(), "r1");
         let mut conn = cache
             .client()

@@ -84,7 +84,7 @@ fn ms_between(from: Instant, to: Option<Instant>) -> f64 {
 async fn a_halt_under_load_holds_on_every_replica_once_it_returns() {
     let db = TestDb::new(Backend::Postgres).await;
     let prefix = format!("h{}:", uuid::Uuid::new_v4().simple());
-    let config = ReplicaConfig::new(&db.url, REDIS_URL, &prefix);
+    let config = ReplicaConfig::new(&db.url, redis_url(), &prefix);
     let replicas = [Replica::start(&config).await, Replica::start(&config).await];
     let mut clients = Vec::new();
     for r in &replicas {
