@@ -165,33 +165,38 @@ async fn a_batch_is_refused_if_any_check_names_a_foreign_tenant() {
     assert!(err.message().contains("globex"), "{}", err.message());
 }
 
+/// A check sent with exactly this `authorization` header.
+async fn check_with_authorization(
+    channel: &tonic::transport::Channel,
+    header: String,
+) -> Result<tonic::Response<proto::CheckSuppressedResponse>, tonic::Status> {
+    let mut client = proto::suppression_client::SuppressionClient::with_interceptor(
+        channel.clone(),
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("authorization", header.parse().unwrap());
+            Ok(req)
+        },
+    );
+    client
+        .check_suppressed(proto::CheckSuppressedRequest {
+            recipient: Some(email("m@example.com")),
+            scope: Some(scope("", Channel::Email, "news", "")),
+        })
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_authorization_headers_are_unauthenticated() {
     let app = spawn_app(Backend::Sqlite).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     for header in [
         format!("Basic {ADMIN_KEY}"),
         ADMIN_KEY.to_owned(),
         "Bearer ".to_owned(),
         format!("Bearer {ADMIN_KEY}x"),
     ] {
-        let mut client = proto::suppression_client::SuppressionClient::with_interceptor(
-            channel.clone(),
-            move |mut req: tonic::Request<()>| {
-                req.metadata_mut()
-                    .insert("authorization", header.parse().unwrap());
-                Ok(req)
-            },
-        );
-        let err = client
-            .check_suppressed(proto::CheckSuppressedRequest {
-                recipient: Some(email("m@example.com")),
-                scope: Some(scope("", Channel::Email, "news", "")),
-            })
+        let err = check_with_authorization(&channel, header)
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
@@ -206,29 +211,13 @@ async fn malformed_authorization_headers_are_unauthenticated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bearer_scheme_is_case_insensitive() {
     let app = spawn_app(Backend::Sqlite).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     for header in [
         format!("bearer {ADMIN_KEY}"),
         format!("BEARER {ADMIN_KEY}"),
         format!("Bearer  {ADMIN_KEY}"),
     ] {
-        let mut client = proto::suppression_client::SuppressionClient::with_interceptor(
-            channel.clone(),
-            move |mut req: tonic::Request<()>| {
-                req.metadata_mut()
-                    .insert("authorization", header.parse().unwrap());
-                Ok(req)
-            },
-        );
-        client
-            .check_suppressed(proto::CheckSuppressedRequest {
-                recipient: Some(email("m@example.com")),
-                scope: Some(scope("", Channel::Email, "news", "")),
-            })
+        check_with_authorization(&channel, header)
             .await
             .expect("the key is accepted whatever the scheme's case");
     }

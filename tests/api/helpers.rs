@@ -341,6 +341,15 @@ impl TestApp {
         self.keys_dir.path().join("keys.toml")
     }
 
+    /// A plaintext channel to this app, for clients other than the harness's own.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     /// A client of this app that sends `key` (or no credentials) with every call.
     pub async fn client_with_key(&self, key: Option<&str>) -> Client {
         let channel = Channel::from_shared(format!("http://{}", self.addr))

@@ -69,7 +69,7 @@ async fn a_flush_while_running_falls_back_to_the_store_then_rebuilds(backend: Ba
 
 async fn health_and_reflection_are_served(backend: Backend) {
     let app = spawn_app(backend).await;
-    let mut health = HealthClient::new(channel(&app).await);
+    let mut health = HealthClient::new(app.channel().await);
     for service in ["", "suppress.v1.Suppression"] {
         let status = health
             .check(HealthCheckRequest {
@@ -86,7 +86,7 @@ async fn health_and_reflection_are_served(backend: Backend) {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let mut reflection = ServerReflectionClient::new(channel(&app).await);
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -115,7 +115,7 @@ async fn health_and_reflection_are_served(backend: Backend) {
         server_reflection_client::ServerReflectionClient as AlphaClient,
         server_reflection_request::MessageRequest as AlphaMessage,
     };
-    let mut alpha = AlphaClient::new(channel(&app).await);
+    let mut alpha = AlphaClient::new(app.channel().await);
     let request = AlphaRequest {
         host: String::new(),
         message_request: Some(AlphaMessage::FileContainingSymbol(
@@ -139,14 +139,6 @@ async fn health_and_reflection_are_served(backend: Backend) {
     let _ = proto::FILE_DESCRIPTOR_SET;
 }
 
-async fn channel(app: &TestApp) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 on_both_stores!(
     durable_opt_outs_survive_a_restart_with_redis_flushed,
     a_flush_while_running_falls_back_to_the_store_then_rebuilds,
@@ -158,11 +150,7 @@ on_both_stores!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_watch_sends_changes_only() {
     let app = spawn_app(Backend::Sqlite).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let mut watch = HealthClient::new(channel)
         .watch(HealthCheckRequest {
             service: String::new(),
