@@ -3,14 +3,13 @@
 //! caller wrote it.
 
 use crate::{
-    audit::{merkle::Hash, verify::ReceiptProof},
     auth::{TokenClaims, token},
     domain::{
-        Channel, Invalid, Match, Millis, Notice, Reason, ReceiptId, Recipient, RecipientKind,
-        Scope, Source, Subject,
+        Channel, Invalid, Match, Millis, Notice, Reason, Recipient, RecipientKind, Scope, Source,
+        Subject,
     },
     proto,
-    service::{Check, Durability, OptOutCommand, ReceiptState, ReceiptView, audit::CheckpointView},
+    service::{Check, Durability, OptOutCommand},
 };
 
 pub mod controls;
@@ -20,6 +19,10 @@ pub use controls::answer_to_proto;
 /// The most checks one `CheckSuppressedBatch` may carry.
 pub const MAX_BATCH: usize = 1_000;
 
+mod receipts;
+pub(crate) use receipts::{
+    checkpoint_to_proto, consistency_to_proto, receipt_id, receipt_to_proto,
+};
 mod rights;
 pub use rights::*;
 
@@ -318,29 +321,6 @@ fn token_ttl(
     Ok(ms)
 }
 
-pub fn receipt_id(req: proto::GetReceiptRequest) -> Result<ReceiptId, Invalid> {
-    let proto::GetReceiptRequest { receipt_id } = req;
-    ReceiptId::parse("receipt_id", &receipt_id)
-}
-
-pub fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
-    let ReceiptView {
-        id,
-        accepted_at,
-        state,
-        proof,
-    } = r;
-    proto::Receipt {
-        proof: proof.map(proof_to_proto),
-        receipt_id: id.to_string(),
-        accepted_at: Some(timestamp(accepted_at)),
-        state: match state {
-            ReceiptState::Accepted => proto::ReceiptState::Accepted,
-            ReceiptState::Durable => proto::ReceiptState::Durable,
-        } as i32,
-    }
-}
-
 /// A record as a check (or a listing) shows it.
 pub fn match_to_proto(m: Match) -> proto::SuppressionRecord {
     let Match {
@@ -372,44 +352,5 @@ pub fn match_to_proto(m: Match) -> proto::SuppressionRecord {
         receipt_id: receipt.to_string(),
         effective_at: Some(timestamp(effective_at)),
         import_batch: String::new(),
-    }
-}
-
-fn proof_to_proto(p: ReceiptProof) -> proto::AuditProof {
-    let ReceiptProof {
-        receipt_id: _,
-        log_index,
-        entry,
-        leaf_hash,
-        inclusion_proof,
-        checkpoint,
-        tree_size,
-    } = p;
-    proto::AuditProof {
-        log_index,
-        entry,
-        leaf_hash: leaf_hash.to_vec(),
-        inclusion_proof: inclusion_proof.iter().map(|h| h.to_vec()).collect(),
-        checkpoint,
-        tree_size,
-    }
-}
-
-pub fn checkpoint_to_proto(c: CheckpointView) -> proto::SignedCheckpoint {
-    let CheckpointView { note, size, root } = c;
-    proto::SignedCheckpoint {
-        note,
-        tree_size: size,
-        root_hash: root.to_vec(),
-    }
-}
-
-pub fn consistency_to_proto(
-    (old_size, new_size, hashes): (u64, u64, Vec<Hash>),
-) -> proto::ConsistencyProof {
-    proto::ConsistencyProof {
-        old_size,
-        new_size,
-        hashes: hashes.iter().map(|h| h.to_vec()).collect(),
     }
 }

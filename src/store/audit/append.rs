@@ -1,6 +1,7 @@
-//! The audit tables: entries (each carrying the Merkle hashes its leaf completes), signed checkpoints,
-//! and the head row that serializes appends (locked `FOR UPDATE` on PostgreSQL; SQLite has one writer
-//! anyway).
+//! The append path of the audit log: lock (or plan on) the head, extend the Merkle frontier with new
+//! entries, sign a checkpoint of the new tree head, and write entries, checkpoint and head together.
+//! It owns every write to the audit tables and the head's lock that orders them; it must not read
+//! the log beyond the head it appends under (reads are in `read`).
 //!
 //! An append is one statement on PostgreSQL (entries, checkpoint and head together, as data-modifying
 //! CTEs), because round trips are what the audit log costs the write path; SQLite, which has no round
@@ -8,10 +9,6 @@
 //! records and their append in one autocommitted statement, planned on the head it last wrote instead
 //! of one read under the lock, and refused whole when that head has moved.
 
-use super::{
-    Context, Store, StoreError,
-    unnest::{EntryColumns, push_insert_records},
-};
 use crate::{
     audit::{
         AuditEntry, AuditLog,
@@ -19,86 +16,19 @@ use crate::{
         note::Checkpoint,
     },
     domain::Suppression,
+    store::{
+        Context, StoreError,
+        unnest::{EntryColumns, push_insert_records},
+    },
 };
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
-use std::collections::HashMap;
-
-/// An audit row as stored; [`AuditRow::entry`] rebuilds the canonical entry from the columns, which
-/// is what makes a change to any column visible in the leaf hash.
-#[derive(sqlx::FromRow, Debug, Clone)]
-pub struct AuditRow {
-    pub seq: i64,
-    pub recorded_at: i64,
-    pub actor: String,
-    pub action: String,
-    pub tenant: String,
-    pub subject: Vec<u8>,
-    pub channel: i32,
-    pub topic: String,
-    pub campaign: String,
-    pub reason: i32,
-    pub source: i32,
-    pub receipt_id: String,
-    pub trace_id: String,
-    pub expires_at: Option<i64>,
-    pub detail: Option<String>,
-    /// The leaf hash, then the hashes of the subtrees this leaf completes, level by level.
-    pub hashes: Vec<u8>,
-}
-
-impl AuditRow {
-    /// The entry this row encodes, or why no entry could have produced it.
-    pub fn entry(&self) -> Result<AuditEntry, String> {
-        let small =
-            |name: &str, v: i32| u8::try_from(v).map_err(|_| format!("{name} {v} out of range"));
-        Ok(AuditEntry {
-            v: AuditEntry::VERSION,
-            seq: u64::try_from(self.seq).map_err(|_| "negative sequence".to_owned())?,
-            time: self.recorded_at,
-            actor: self.actor.clone(),
-            action: self.action.clone(),
-            tenant: self.tenant.clone(),
-            subject: hex::encode(&self.subject),
-            channel: small("channel", self.channel)?,
-            topic: self.topic.clone(),
-            campaign: self.campaign.clone(),
-            reason: small("reason", self.reason)?,
-            source: small("source", self.source)?,
-            receipt: self.receipt_id.clone(),
-            trace_id: self.trace_id.clone(),
-            expires_at: self.expires_at,
-            detail: self.detail.clone(),
-        })
-    }
-
-    /// The hash stored for the subtree of `level` this row completes (level 0: its leaf).
-    pub fn stored_hash(&self, level: u32) -> Option<Hash> {
-        let at = level as usize * 32;
-        self.hashes.get(at..at + 32).and_then(|h| h.try_into().ok())
-    }
-}
-
-/// A stored checkpoint: the tree size, its root, and the signed note.
-#[derive(sqlx::FromRow, Debug, Clone)]
-pub struct CheckpointRow {
-    pub size: i64,
-    pub root: Vec<u8>,
-    pub note: String,
-}
-
-macro_rules! audit_columns {
-    () => {
-        "seq, recorded_at, actor, action, tenant, subject, channel, topic, campaign, reason, source, \
-         receipt_id, trace_id, expires_at, detail, hashes"
-    };
-}
 
 const LOCK_HEAD_PG: &str = "SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE";
 const LOCK_HEAD_SQLITE: &str = "SELECT size, frontier FROM audit_head WHERE id = 1";
 
 /// The log's head as locked in a transaction: entries appended now are numbered from `size`.
 #[derive(Debug)]
-pub(super) struct Head {
+pub(crate) struct Head {
     pub size: i64,
     pub frontier: Vec<u8>,
 }
@@ -109,14 +39,8 @@ impl Head {
         self.size as u64 + k as u64
     }
 }
-
-/// The row of the leaf that completes the aligned subtree (`level`, `index`): its last leaf.
-fn completing_seq(level: u32, index: u64) -> u64 {
-    ((index + 1) << level) - 1
-}
-
 /// What one commit appends: each entry with its hashes, the checkpoint, the new head.
-pub(super) struct Append {
+pub(crate) struct Append {
     pub entries: Vec<(AuditEntry, Vec<u8>)>,
     pub size: u64,
     pub root: Hash,
@@ -173,7 +97,7 @@ fn plan_append(
 }
 
 /// The audit log's part of a store transaction: lock the head, append entries under it.
-pub(super) trait AuditTx {
+pub(crate) trait AuditTx {
     /// Locks the head until the transaction ends, so appends from several replicas never interleave.
     async fn lock_head(&mut self) -> Result<Head, StoreError>;
 
@@ -256,7 +180,7 @@ fn push_append(q: &mut QueryBuilder<Postgres>, a: &Append, now: i64, only_if: Op
 /// returns `None` for the caller to commit under the lock. The statement first locks the head and
 /// checks it, so the usual refusal passes quietly; a record already stored makes it raise
 /// (`suppressd_refuse`) and roll back whole. Returns the head it leaves behind.
-pub(super) async fn commit_at_once(
+pub(crate) async fn commit_at_once(
     pool: &sqlx::PgPool,
     batch: &[Suppression],
     trace_ids: &[String],
@@ -368,111 +292,5 @@ impl AuditTx for Transaction<'_, Sqlite> {
             .await
             .context("advancing the audit head")?;
         Ok(())
-    }
-}
-
-impl Store {
-    /// Audit rows in sequence order, after `after` (exclusive), for verification.
-    pub async fn audit_rows(&self, after: i64, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
-        );
-        on_pool!(self, pool => sqlx::query_as(sql).bind(after).bind(limit as i64).fetch_all(pool).await)
-            .context("reading audit rows")
-    }
-
-    /// The audit entry of one change.
-    pub async fn audit_row_for(
-        &self,
-        receipt: &str,
-        action: &str,
-    ) -> Result<Option<AuditRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit_log WHERE receipt_id = $1 AND action = $2"
-        );
-        on_pool!(self, pool => sqlx::query_as(sql).bind(receipt).bind(action).fetch_optional(pool).await)
-            .context("reading an audit entry")
-    }
-
-    /// One person's audit entries within a tenant, in log order: those of their records (every
-    /// entry that names a person is about one of its records; see migration 0007).
-    pub async fn audit_rows_for_subject(
-        &self,
-        subject: &[u8],
-        tenant: &str,
-    ) -> Result<Vec<AuditRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit_log WHERE receipt_id IN \
-               (SELECT receipt_id FROM suppressions WHERE subject = $1 AND tenant = $2) \
-             AND subject = $1 AND tenant = $2 ORDER BY seq"
-        );
-        on_pool!(self, pool => sqlx::query_as(sql).bind(subject.to_vec()).bind(tenant).fetch_all(pool).await)
-            .context("reading a subject's audit entries")
-    }
-
-    /// Stored hashes of aligned complete subtrees, by (level, index): each lives in the row of the
-    /// leaf that completed it.
-    pub async fn audit_nodes(
-        &self,
-        keys: &[(u32, u64)],
-    ) -> Result<HashMap<(u32, u64), Hash>, StoreError> {
-        let mut found = HashMap::new();
-        for chunk in keys.chunks(500) {
-            let rows: Vec<(i64, Vec<u8>)> = on_pool!(self, pool => {
-                let mut q = QueryBuilder::new("SELECT seq, hashes FROM audit_log WHERE seq IN (");
-                let mut list = q.separated(", ");
-                for (level, index) in chunk {
-                    list.push_bind(completing_seq(*level, *index) as i64);
-                }
-                q.push(")");
-                q.build_query_as().fetch_all(pool).await
-            })
-            .context("reading audit subtrees")?;
-            let by_seq: HashMap<i64, Vec<u8>> = rows.into_iter().collect();
-            for &(level, index) in chunk {
-                let at = level as usize * 32;
-                let hash = by_seq
-                    .get(&(completing_seq(level, index) as i64))
-                    .and_then(|h| h.get(at..at + 32))
-                    .and_then(|h| h.try_into().ok());
-                if let Some(hash) = hash {
-                    found.insert((level, index), hash);
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// Every checkpoint, smallest first.
-    pub async fn audit_checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
-        let sql = "SELECT size, root, note FROM audit_checkpoints ORDER BY size";
-        on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)
-            .context("reading checkpoints")
-    }
-
-    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
-        let sql = "SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1";
-        on_pool!(self, pool => sqlx::query_as(sql).fetch_optional(pool).await)
-            .context("reading the latest checkpoint")
-    }
-
-    /// The checkpoint of exactly this size, if one was signed.
-    pub async fn checkpoint_of_size(&self, size: i64) -> Result<Option<CheckpointRow>, StoreError> {
-        let sql = "SELECT size, root, note FROM audit_checkpoints WHERE size = $1";
-        on_pool!(self, pool => sqlx::query_as(sql).bind(size).fetch_optional(pool).await)
-            .context("reading a checkpoint")
-    }
-
-    /// The head's size: how many entries the log holds.
-    pub async fn audit_size(&self) -> Result<i64, StoreError> {
-        let sql = "SELECT size FROM audit_head WHERE id = 1";
-        on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
-            .context("reading the audit head")
     }
 }

@@ -1,0 +1,74 @@
+//! Receipts and the audit log's answers between proto and service values: a receipt id asked for,
+//! a receipt with its inclusion proof, a signed checkpoint, a consistency proof. Kept apart from the
+//! rest of `convert` by topic; the same rules hold (complete destructuring, errors naming the field
+//! as the caller wrote it). Proofs are only carried across: they are built and checked in `audit`.
+
+use super::timestamp;
+use crate::{
+    audit::{merkle::Hash, verify::ReceiptProof},
+    domain::{Invalid, ReceiptId},
+    proto,
+    service::{ReceiptState, ReceiptView, audit::CheckpointView},
+};
+
+pub(crate) fn receipt_id(req: proto::GetReceiptRequest) -> Result<ReceiptId, Invalid> {
+    let proto::GetReceiptRequest { receipt_id } = req;
+    ReceiptId::parse("receipt_id", &receipt_id)
+}
+
+pub(crate) fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
+    let ReceiptView {
+        id,
+        accepted_at,
+        state,
+        proof,
+    } = r;
+    proto::Receipt {
+        proof: proof.map(proof_to_proto),
+        receipt_id: id.to_string(),
+        accepted_at: Some(timestamp(accepted_at)),
+        state: match state {
+            ReceiptState::Accepted => proto::ReceiptState::Accepted,
+            ReceiptState::Durable => proto::ReceiptState::Durable,
+        } as i32,
+    }
+}
+
+fn proof_to_proto(p: ReceiptProof) -> proto::AuditProof {
+    let ReceiptProof {
+        receipt_id: _,
+        log_index,
+        entry,
+        leaf_hash,
+        inclusion_proof,
+        checkpoint,
+        tree_size,
+    } = p;
+    proto::AuditProof {
+        log_index,
+        entry,
+        leaf_hash: leaf_hash.to_vec(),
+        inclusion_proof: inclusion_proof.iter().map(|h| h.to_vec()).collect(),
+        checkpoint,
+        tree_size,
+    }
+}
+
+pub(crate) fn checkpoint_to_proto(c: CheckpointView) -> proto::SignedCheckpoint {
+    let CheckpointView { note, size, root } = c;
+    proto::SignedCheckpoint {
+        note,
+        tree_size: size,
+        root_hash: root.to_vec(),
+    }
+}
+
+pub(crate) fn consistency_to_proto(
+    (old_size, new_size, hashes): (u64, u64, Vec<Hash>),
+) -> proto::ConsistencyProof {
+    proto::ConsistencyProof {
+        old_size,
+        new_size,
+        hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+    }
+}

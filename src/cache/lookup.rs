@@ -1,0 +1,116 @@
+//! The checks' read of the cache: the candidate fields of each check, asked in one pipeline with
+//! the marker of their buckets and the write counter, and decoded into [`Lookup`]s. It reports
+//! whether a bucket was complete and never decides what an absent record means: that is the
+//! service's call.
+
+use super::{Cache, CacheError, Context, layout};
+use crate::domain::{Match, Notice, SubjectHash};
+use layout::MARKER_FIELD;
+use redis::RedisError;
+
+/// One check, as the cache sees it: the bucket and the fields of every candidate scope. The scopes
+/// themselves are only built for fields that hold a record (most checks find none).
+pub struct Probe<'a> {
+    /// The bucket's index: its key is only needed when Redis is asked (the near-cache is not).
+    bucket: u32,
+    pub(super) notice: &'a Notice,
+    pub(super) fields: [layout::Field; 8],
+    pub(super) n: usize,
+}
+
+/// What the cache knows about one check.
+#[derive(Debug)]
+pub struct Lookup {
+    /// The bucket carries the marker: absent records really are absent.
+    pub complete: bool,
+    /// Covering records found, expired ones included (the service filters by its clock).
+    pub found: Vec<Match>,
+}
+
+/// What one round trip of checks found.
+#[derive(Debug)]
+pub struct Lookups {
+    pub checks: Vec<Lookup>,
+    /// The write counter as this Redis has it (see [`Keys::writes`](layout::Keys::writes)).
+    pub writes: u64,
+}
+
+impl Cache {
+    pub fn probe<'a>(&self, subject: &SubjectHash, notice: &'a Notice) -> Probe<'a> {
+        let (fields, n) = layout::candidate_fields(subject, notice);
+        Probe {
+            bucket: self.keys.bucket_of(subject),
+            notice,
+            fields,
+            n,
+        }
+    }
+
+    /// Reads every probe, and the write counter, in one round trip.
+    #[tracing::instrument(name = "HMGET", skip_all, fields(
+        otel.kind = "client", db.system = "redis", db.operation = "HMGET",
+        db.redis.pipeline_length = probes.len() as i64))]
+    pub async fn lookup(&self, probes: Vec<Probe<'_>>) -> Result<Lookups, CacheError> {
+        let mut pipe = redis::pipe();
+        for probe in &probes {
+            pipe.cmd("HMGET")
+                .arg(self.keys.bucket(probe.bucket))
+                .arg(MARKER_FIELD);
+            for field in &probe.fields[..probe.n] {
+                pipe.arg(&field[..]);
+            }
+        }
+        pipe.get(self.keys.writes());
+        let (replies, writes) = pipe
+            .query_async::<redis::Value>(&mut self.conn())
+            .await
+            .and_then(|v| split_lookup_reply(v, probes.len()))
+            .context("HMGET candidates")?;
+        let checks = probes
+            .into_iter()
+            .zip(replies)
+            .map(|(probe, values)| {
+                let mut values = values.into_iter();
+                let complete = values.next().flatten().is_some();
+                let found = if values.as_slice().iter().all(Option::is_none) {
+                    Vec::new()
+                } else {
+                    probe
+                        .notice
+                        .candidates()
+                        .into_iter()
+                        .zip(values)
+                        .filter_map(|(scope, v)| layout::decode_value(scope, &v?))
+                        .collect()
+                };
+                Lookup { complete, found }
+            })
+            .collect();
+        Ok(Lookups {
+            checks,
+            writes: writes.unwrap_or(0),
+        })
+    }
+}
+
+/// One `HMGET` reply: the marker, then one value per candidate scope.
+type Candidates = Vec<Option<Vec<u8>>>;
+
+/// Splits a lookup pipeline's reply: one `HMGET` reply per probe, then the write counter.
+fn split_lookup_reply(
+    reply: redis::Value,
+    probes: usize,
+) -> Result<(Vec<Candidates>, Option<u64>), RedisError> {
+    let redis::Value::Array(mut items) = reply else {
+        return Err((redis::ErrorKind::Parse, "a pipeline answers with an array").into());
+    };
+    if items.len() != probes + 1 {
+        return Err((redis::ErrorKind::Parse, "one reply per command").into());
+    }
+    let writes = items.pop().expect("checked length");
+    let hmget = items
+        .into_iter()
+        .map(redis::from_redis_value)
+        .collect::<Result<_, _>>()?;
+    Ok((hmget, redis::from_redis_value(writes)?))
+}
