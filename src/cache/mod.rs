@@ -15,6 +15,7 @@ pub mod layout;
 mod lookup;
 pub mod near;
 pub mod rebuild;
+mod receipts;
 mod record;
 mod retract;
 pub mod stream;

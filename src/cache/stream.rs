@@ -13,9 +13,9 @@ use crate::{
     telemetry::propagation::{self, Carrier},
 };
 use redis::{
-    AsyncCommands, RedisError,
+    RedisError,
     aio::{ConnectionManager, ConnectionManagerConfig},
-    streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
+    streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -112,7 +112,7 @@ pub struct Delivery {
     pub trace: Option<Carrier>,
 }
 
-fn delivery(entry: StreamId) -> Delivery {
+pub(super) fn delivery(entry: StreamId) -> Delivery {
     let (record, trace) = match entry.map.get("r") {
         Some(redis::Value::BulkString(bytes)) => {
             match serde_json::from_slice::<StreamEntry>(bytes) {
@@ -318,34 +318,6 @@ impl Consumer {
 }
 
 impl Cache {
-    /// Subscribes to the commit announcements that acknowledging committed entries publishes: each
-    /// item is the receipts one commit made durable. The stream ends when Redis drops the
-    /// connection; subscribe again then (an announcement missed meanwhile costs a waiter only
-    /// latency: it asks the store when its wait runs out).
-    pub async fn commit_announcements(
-        &self,
-    ) -> Result<impl tokio_stream::Stream<Item = Vec<ReceiptId>> + Send + use<>, CacheError> {
-        let mut pubsub = self
-            .client()
-            .get_async_pubsub()
-            .await
-            .context("connecting for commit announcements")?;
-        pubsub
-            .subscribe(self.keys.durable_channel())
-            .await
-            .context("subscribing to commit announcements")?;
-        Ok(tokio_stream::StreamExt::map(
-            pubsub.into_on_message(),
-            |msg| {
-                std::str::from_utf8(msg.get_payload_bytes())
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter_map(|id| ReceiptId::parse("receipt", id).ok())
-                    .collect()
-            },
-        ))
-    }
-
     /// The newest entry of the write-behind stream, if it holds any: a barrier for
     /// [`Cache::settled_through`].
     pub async fn stream_head(&self) -> Result<Option<String>, CacheError> {
@@ -359,31 +331,6 @@ impl Cache {
             .await
             .context("XREVRANGE")?;
         Ok(newest.into_iter().next().map(|(id, _)| id))
-    }
-
-    /// Whether a receipt is queued (its marker is in Redis) and, while its entry is still in the
-    /// stream, the tenant it was recorded for: `Some(None)` once the entry has left (committed, or
-    /// set aside as unreadable).
-    pub async fn queued_tenant(&self, id: ReceiptId) -> Result<Option<Option<String>>, CacheError> {
-        let mut conn = self.conn();
-        let entry: Option<String> = conn
-            .get(self.keys.receipt(id))
-            .await
-            .context("GET receipt marker")?;
-        let Some(entry) = entry else {
-            return Ok(None);
-        };
-        let found: StreamRangeReply = conn
-            .xrange(self.keys.stream(), &entry, &entry)
-            .await
-            .context("XRANGE receipt entry")?;
-        let tenant = found
-            .ids
-            .into_iter()
-            .next()
-            .and_then(|e| delivery(e).record.ok())
-            .map(|record| record.scope.tenant);
-        Ok(Some(tenant))
     }
 
     /// Whether every entry up to `barrier` has left the stream: committed (or dead-lettered), since
