@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     auth::{Principal, Purpose, Role, TokenClaims},
+    domain::token_actor,
     proto,
     service::{OptInCommand, OptInGrounds, ServiceError},
     telemetry::call::CallSpan,
@@ -113,7 +114,7 @@ impl SuppressionApi {
 /// Who is recorded as acting on a token: the caller with a key, else the token's key id. It is
 /// also recorded on the call's span as its principal.
 fn actor(caller: Option<&Principal>, claims: &TokenClaims) -> String {
-    let actor = caller.map_or_else(|| format!("token:{}", claims.key_id), |p| p.name.clone());
+    let actor = caller.map_or_else(|| token_actor(&claims.key_id), |p| p.name.clone());
     CallSpan::current().record_str("principal", actor.as_str());
     actor
 }
