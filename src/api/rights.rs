@@ -3,7 +3,9 @@
 //!
 //! Both accept a person's token in place of an API key: an opt-in token (purpose `opt_in`, minted
 //! by an admin, an hour at most) for `OptIn`, the person's own opt-out token for `ListSuppressions`.
-//! Without a token, both are admin-only, whatever role the auth layer let through.
+//! Without a token, both are admin-only, whatever role the auth layer let through. What a listing
+//! shows to a token's holder (what the token covers, no operator's names or text) is the
+//! service's rule ([`Viewer`]); this layer only says who is asking.
 
 use super::{
     SuppressionApi, auth,
@@ -13,8 +15,9 @@ use super::{
 };
 use crate::{
     auth::{Principal, Purpose, Role, TokenClaims},
+    domain::token_actor,
     proto,
-    service::{OptInCommand, OptInGrounds, ServiceError},
+    service::{OptInCommand, OptInGrounds, ServiceError, Viewer},
     telemetry::call::CallSpan,
 };
 use std::sync::Arc;
@@ -70,22 +73,32 @@ impl SuppressionApi {
         request: Request<proto::ListSuppressionsRequest>,
     ) -> Result<Response<proto::ListSuppressionsResponse>, Status> {
         let caller = auth::caller(&request);
-        let (subject, tenant) =
+        // A token shows what it covers and no operator's names or text, even to a caller with a
+        // key: the token, not the key, is what the request is about.
+        let (subject, viewer) =
             match convert::list_suppressions(request.into_inner()).map_err(ServiceError::from)? {
                 ListRequest::Token(token) => {
                     let claims = self.person_token(caller.as_deref(), &token, Purpose::OptOut)?;
                     // Recorded as the call's principal; the listing needs no actor.
                     actor(caller.as_deref(), &claims);
-                    (claims.subject, claims.scope.tenant)
+                    (
+                        claims.subject,
+                        Viewer::Token {
+                            scope: claims.scope,
+                        },
+                    )
                 }
                 ListRequest::Person { recipient, tenant } => {
                     let principal = admin(caller, "a listing without a token")?;
                     auth::authorize_tenants(&principal, [tenant.as_str()])?;
-                    (self.service.subject(&recipient), tenant)
+                    (
+                        self.service.subject(&recipient),
+                        Viewer::Operator { tenant },
+                    )
                 }
             };
         let now = self.service.clock().now();
-        let records = self.service.history(&subject, &tenant).await?;
+        let records = self.service.history(&subject, &viewer).await?;
         Ok(Response::new(proto::ListSuppressionsResponse {
             records: records
                 .into_iter()
@@ -113,7 +126,7 @@ impl SuppressionApi {
 /// Who is recorded as acting on a token: the caller with a key, else the token's key id. It is
 /// also recorded on the call's span as its principal.
 fn actor(caller: Option<&Principal>, claims: &TokenClaims) -> String {
-    let actor = caller.map_or_else(|| format!("token:{}", claims.key_id), |p| p.name.clone());
+    let actor = caller.map_or_else(|| token_actor(&claims.key_id), |p| p.name.clone());
     CallSpan::current().record_str("principal", actor.as_str());
     actor
 }

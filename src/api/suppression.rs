@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     auth::{KeyStore, Principal, Purpose, TokenClaims},
-    domain::{Millis, Recipient, Scope},
+    domain::{Millis, Recipient, Scope, token_actor},
     proto,
     service::{ServiceError, Suppressions, audit},
     telemetry::call::CallSpan,
@@ -130,8 +130,7 @@ impl proto::suppression_server::Suppression for SuppressionApi {
                     self.auth.admit_anonymous(auth::Anonymous::PersonsToken)?;
                 }
                 let claims = self.verify_token(&req.token)?;
-                let actor =
-                    caller.map_or_else(|| format!("token:{}", claims.key_id), |p| p.name.clone());
+                let actor = caller.map_or_else(|| token_actor(&claims.key_id), |p| p.name.clone());
                 CallSpan::current().record_str("principal", actor.as_str());
                 convert::token_opt_out(req, claims, actor).map_err(ServiceError::from)?
             }

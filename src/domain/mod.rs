@@ -14,7 +14,9 @@ pub mod scope;
 
 pub use clock::{Clock, Millis};
 pub use recipient::{Pepper, Recipient, RecipientKind, Subject, SubjectHash};
-pub use record::{Match, Reason, ReceiptId, Source, Suppression, best_match};
+pub use record::{
+    Match, Reason, ReceiptId, Source, Suppression, best_match, is_token_actor, token_actor,
+};
 pub use scope::{Channel, Notice, Scope};
 
 /// A value that failed to parse: which field, and what was wrong with it. The field is a path as the

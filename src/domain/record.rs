@@ -155,6 +155,19 @@ impl fmt::Debug for ReceiptId {
     }
 }
 
+/// The actor recorded for what a person does with their own token and no API key:
+/// `token:<key id>`. Formatted in this one place because a person's view of their records
+/// recognises it ([`is_token_actor`]) and shows it as "you".
+pub fn token_actor(key_id: &str) -> String {
+    format!("{TOKEN_ACTOR}{key_id}")
+}
+
+pub fn is_token_actor(actor: &str) -> bool {
+    actor.starts_with(TOKEN_ACTOR)
+}
+
+const TOKEN_ACTOR: &str = "token:";
+
 /// One recorded opt-out: what the store keeps and the stream carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suppression {

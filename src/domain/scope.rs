@@ -108,6 +108,17 @@ impl Scope {
             && (self.campaign.is_empty() || self.campaign == notice.campaign)
     }
 
+    /// Whether every notice `other` covers is covered by this scope too: the same tenant, and each
+    /// of channel, topic and campaign here the wildcard or equal. This is what a person's token
+    /// for this scope may show of their records (a record broader than the token speaks of notices
+    /// the token is not about).
+    pub fn includes(&self, other: &Scope) -> bool {
+        self.tenant == other.tenant
+            && self.channel.is_none_or(|c| other.channel == Some(c))
+            && (self.topic.is_empty() || self.topic == other.topic)
+            && (self.campaign.is_empty() || self.campaign == other.campaign)
+    }
+
     /// How broad the scope is: the matched record is the one with the most wildcards.
     pub fn wildcards(&self) -> u8 {
         u8::from(self.channel.is_none())
@@ -289,6 +300,24 @@ mod tests {
         fn candidates_are_exactly_the_covering_scopes(s in arb_scope(), n in arb_notice()) {
             // Brute force over the small universe: a scope covers the notice iff it is a candidate.
             prop_assert_eq!(n.candidates().contains(&s), reference_covers(&s, &n));
+        }
+
+        #[test]
+        fn includes_means_covering_every_notice_the_other_covers(s in arb_scope(), o in arb_scope()) {
+            // Every notice of a universe one name wider than the scopes' (topic z, campaign r), so
+            // that a wildcard is told apart from any one name.
+            let mut every = true;
+            for tenant in ["", "a", "b"] {
+                for channel in Channel::ALL {
+                    for topic in ["x", "y", "z"] {
+                        for campaign in ["", "p", "q", "r"] {
+                            let n = Notice::parse(tenant, Some(channel), topic, campaign).unwrap();
+                            every &= !o.covers(&n) || s.covers(&n);
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(s.includes(&o), every);
         }
 
         #[test]

@@ -16,7 +16,7 @@ mod page;
 
 use crate::{
     auth::{KeyStore, Purpose, token},
-    domain::{Reason, Source, Subject},
+    domain::{Reason, Source, Subject, token_actor},
     service::{Durability, OptOutCommand, ServiceError, Suppressions},
     telemetry::sampling,
 };
@@ -127,7 +127,7 @@ async fn unsubscribe(
         &token::idempotency_key(&token),
         Durability::Durable,
         None,
-        format!("token:{}", claims.key_id),
+        token_actor(&claims.key_id),
     );
     let cmd = match cmd {
         Ok(cmd) => cmd,

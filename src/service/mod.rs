@@ -14,6 +14,7 @@ pub mod rebuild;
 mod receipts;
 pub mod records;
 pub mod rollback;
+mod view;
 pub mod waiters;
 
 use crate::{
@@ -33,6 +34,7 @@ pub use opt_out::{Durability, OptOutCommand};
 use rebuild::RebuildTrigger;
 pub use records::{OptInCommand, OptInGrounds, RecordEvent, RecordHistory};
 use std::{sync::Arc, time::Duration};
+pub use view::Viewer;
 use waiters::Waiters;
 
 /// Errors of the use cases, already sorted by what the caller can do about them.

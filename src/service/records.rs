@@ -11,7 +11,7 @@
 //! fails, the cache still suppresses (never a false "send"), and repeating the call heals it,
 //! because the cache step works from every ended record of the field, not only the newly ended.
 
-use super::{ServiceError, Suppressions};
+use super::{ServiceError, Suppressions, view::Viewer};
 use crate::{
     audit::Action,
     cache::{Cache, Retraction, layout},
@@ -22,6 +22,10 @@ use crate::{
     store::{Store, records::StoredRecord},
 };
 use std::collections::{HashMap, HashSet};
+
+/// How the detail of an opt-in made with the person's opt-in token begins (then the key id); an
+/// admin's begins `admin: `. A person's view tells the two apart by it.
+pub(super) const TOKEN_OPT_IN_DETAIL: &str = "opt-in token ";
 
 /// How often [`Suppressions::queued_committed`] looks at the stream again.
 const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
@@ -92,7 +96,7 @@ impl Suppressions {
             .map(|r| r.record.receipt)
             .collect();
         let detail = match &cmd.grounds {
-            OptInGrounds::Token { key_id } => format!("opt-in token {key_id}"),
+            OptInGrounds::Token { key_id } => format!("{TOKEN_OPT_IN_DETAIL}{key_id}"),
             OptInGrounds::Admin { reason } => format!("admin: {reason}"),
         };
         let ended = self
@@ -142,12 +146,15 @@ impl Suppressions {
         self.settled(change, None).await
     }
 
-    /// Every record of a person within a tenant, oldest first, each with its audit entries.
+    /// The records of a person within a tenant, oldest first, each with its audit entries: all of
+    /// them as logged for an operator, what their token covers and no operator's names or text
+    /// for the holder of their token ([`Viewer`]).
     pub async fn history(
         &self,
         subject: &SubjectHash,
-        tenant: &str,
+        viewer: &Viewer,
     ) -> Result<Vec<RecordHistory>, ServiceError> {
+        let tenant = viewer.tenant();
         let records = self.store().records_of(subject, tenant).await?;
         let rows = self
             .store()
@@ -177,7 +184,7 @@ impl Suppressions {
             })
             .collect();
         let now = self.now();
-        Ok(records
+        let all = records
             .into_iter()
             .map(|record| {
                 let mut events = events
@@ -191,7 +198,8 @@ impl Suppressions {
                 events.sort_by_key(|e| e.at);
                 RecordHistory { record, events }
             })
-            .collect())
+            .collect();
+        Ok(viewer.shown(all))
     }
 }
 

@@ -332,6 +332,186 @@ async fn a_person_lists_their_own_records_with_their_opt_out_token(backend: Back
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
+/// Everything an operator wrote or was named by; a person's view must carry none of it.
+const GROUNDS: &str = "ticket 4711: Jane Roe's signed consent form";
+
+/// The words a person's view uses in place of an actor's name.
+const ROLES: [&str; 5] = ["you", "a service", "an operator", "an import", "the system"];
+
+async fn list_by_token(client: &mut Client, token: String) -> Vec<proto::RecordHistory> {
+    client
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: None,
+            tenant: String::new(),
+            token,
+        })
+        .await
+        .expect("a person may list their records with their token")
+        .into_inner()
+        .records
+}
+
+fn scope_of(h: &proto::RecordHistory) -> proto::Scope {
+    h.record.as_ref().unwrap().scope.clone().unwrap()
+}
+
+/// (action, actor) of each event.
+fn who(h: &proto::RecordHistory) -> Vec<(&str, &str)> {
+    h.events
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor.as_str()))
+        .collect()
+}
+
+/// No principal name, no operator's text, no import batch: only role words and empty details.
+fn assert_nothing_of_operators(records: &[proto::RecordHistory], batch_id: &str) {
+    for h in records {
+        assert_eq!(h.record.as_ref().unwrap().import_batch, "", "{h:?}");
+        for e in &h.events {
+            assert!(ROLES.contains(&e.actor.as_str()), "a name shown: {e:?}");
+            assert_eq!(e.detail, "", "operator text shown: {e:?}");
+        }
+    }
+    let shown = format!("{records:?}");
+    for secret in [
+        "admin", "writer", "4711", "Jane", "counsel", "30118", batch_id,
+    ] {
+        assert!(!shown.contains(secret), "{secret:?} shown: {shown}");
+    }
+}
+
+/// An unsubscribe link sits in mailboxes and gets forwarded: whoever holds it sees the records of
+/// the person that the token's scope covers, and no operator's name, grounds or batch.
+async fn a_token_shows_only_what_it_covers_without_names_or_grounds(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mut writer = app.client_with_key(Some(WRITE_KEY)).await;
+    let mut anonymous = app.client_with_key(None).await;
+    // Covered by a token for acme's marketing email: the scope itself (opted out, then opted back
+    // in by an admin with written grounds), a campaign of it, an imported campaign of it, and the
+    // person's own click on the link.
+    app.opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    app.client
+        .opt_in(by_admin(PERSON, marketing(), GROUNDS))
+        .await
+        .unwrap();
+    let spring = scope("acme", Channel::Email, "marketing", "spring-sale");
+    writer
+        .opt_out(opt_out_request(email(PERSON), spring.clone()))
+        .await
+        .unwrap();
+    let autumn = scope("acme", Channel::Email, "marketing", "autumn-sale");
+    let batch = crate::imports::import(
+        &mut app.client,
+        vec![crate::imports::row(1, PERSON, autumn.clone())],
+    )
+    .await
+    .batch_id;
+    let token = issue_opt_out_token(&mut app.client, PERSON, marketing(), 3600).await;
+    anonymous
+        .opt_out(crate::tokens::by_token(&token))
+        .await
+        .unwrap();
+    // Not covered: another channel, another topic, every channel (broader than the token), and a
+    // mandatory declaration whose legal basis and approver are an operator's text.
+    for other in [
+        scope("acme", Channel::Sms, "marketing", ""),
+        scope("acme", Channel::Email, "account", ""),
+        scope("acme", Channel::Unspecified, "", ""),
+    ] {
+        app.opt_out(opt_out_request(email(PERSON), other)).await;
+    }
+    let in_a_year = suppressd::domain::Clock::System.now() + 365 * 24 * 3600 * 1000;
+    app.client
+        .declare_mandatory(crate::controls::declaration(
+            "recall",
+            &[Channel::Postal],
+            in_a_year,
+        ))
+        .await
+        .unwrap();
+
+    let records = list_by_token(&mut anonymous, token).await;
+
+    let scopes: Vec<proto::Scope> = records.iter().map(scope_of).collect();
+    assert_eq!(
+        scopes,
+        [marketing(), spring, autumn, marketing()],
+        "{records:?}"
+    );
+    assert_eq!(
+        who(&records[0]),
+        [("opt_out", "a service"), ("opt_in", "an operator")]
+    );
+    assert_eq!(records[0].state, RecordState::OptedIn as i32);
+    assert_eq!(who(&records[1]), [("opt_out", "a service")]);
+    assert_eq!(who(&records[2]), [("import", "an import")]);
+    assert_eq!(who(&records[3]), [("opt_out", "you")]);
+    assert!(
+        records
+            .iter()
+            .flat_map(|h| &h.events)
+            .all(|e| e.log_index.is_some())
+    );
+    assert_nothing_of_operators(&records, &batch);
+
+    // A token for every channel and topic of acme covers all of it, still without names or text.
+    let everything = scope("acme", Channel::Unspecified, "", "");
+    let broad = issue_opt_out_token(&mut app.client, PERSON, everything.clone(), 3600).await;
+    let records = list_by_token(&mut anonymous, broad).await;
+    assert_eq!(records.len(), 7, "{records:?}");
+    let overridden = records.iter().find(|h| scope_of(h) == everything).unwrap();
+    assert_eq!(
+        who(overridden),
+        [("opt_out", "a service"), ("overridden", "an operator")]
+    );
+    assert_nothing_of_operators(&records, &batch);
+
+    // The operator's view is unchanged: every record, with names, grounds and the batch.
+    let full = history(&mut app, PERSON).await;
+    assert_eq!(full.len(), 7);
+    assert_eq!(who(&full[0]), [("opt_out", "admin"), ("opt_in", "admin")]);
+    assert_eq!(full[0].events[1].detail, format!("admin: {GROUNDS}"));
+    assert_eq!(who(&full[1]), [("opt_out", "writer")]);
+    assert_eq!(full[2].record.as_ref().unwrap().import_batch, batch);
+    assert_eq!(full[3].events[0].actor, "token:k1");
+}
+
+/// A token names one person in one tenant: with it, nothing of anyone else, nor of the same person
+/// in another tenant, is shown.
+async fn a_token_for_another_tenant_or_person_shows_nothing_of_this_one(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let mine = app
+        .opt_out(opt_out_request(email(PERSON), marketing()))
+        .await;
+    let elsewhere = scope("other-tenant", Channel::Email, "marketing", "");
+    let theirs = app
+        .opt_out(opt_out_request(email(PERSON), elsewhere.clone()))
+        .await;
+    let someone = "someone-else@example.com";
+    let someones = app
+        .opt_out(opt_out_request(email(someone), marketing()))
+        .await;
+    let mut anonymous = app.client_with_key(None).await;
+
+    let other_tenant = issue_opt_out_token(&mut app.client, PERSON, elsewhere, 3600).await;
+    let records = list_by_token(&mut anonymous, other_tenant).await;
+    let receipts: Vec<&str> = records
+        .iter()
+        .map(|h| h.record.as_ref().unwrap().receipt_id.as_str())
+        .collect();
+    assert_eq!(receipts, [theirs.receipt_id.as_str()], "{records:?}");
+
+    let other_person = issue_opt_out_token(&mut app.client, someone, marketing(), 3600).await;
+    let records = list_by_token(&mut anonymous, other_person).await;
+    let receipts: Vec<&str> = records
+        .iter()
+        .map(|h| h.record.as_ref().unwrap().receipt_id.as_str())
+        .collect();
+    assert_eq!(receipts, [someones.receipt_id.as_str()], "{records:?}");
+    assert_ne!(mine.receipt_id, someones.receipt_id);
+}
+
 /// An opt-in racing a fresh opt-out of the same person and scope may go either way, but once both
 /// returned, the cache must say what the store says: an active record that the cache lacks would
 /// be a false "send" from a bucket that vouches for absences.
@@ -522,4 +702,6 @@ on_both_stores!(
     opt_ins_racing_opt_outs_leave_cache_and_store_agreeing,
     a_listing_shows_where_a_mandatory_declaration_overrode_a_record,
     an_opt_in_ends_opt_outs_still_queued,
+    a_token_shows_only_what_it_covers_without_names_or_grounds,
+    a_token_for_another_tenant_or_person_shows_nothing_of_this_one,
 );
