@@ -32,9 +32,10 @@ use arc_swap::ArcSwap;
 pub use check::{Answer, AnswerSource, Check};
 pub use opt_out::{Durability, OptOutCommand};
 use rebuild::RebuildTrigger;
-pub use records::{OptInCommand, OptInGrounds, RecordEvent, RecordHistory};
+pub use records::{OptInCommand, OptInGrounds};
 use std::{sync::Arc, time::Duration};
 pub use view::Viewer;
+pub use view::{RecordEvent, RecordHistory};
 use waiters::Waiters;
 
 /// Errors of the use cases, already sorted by what the caller can do about them.

@@ -11,7 +11,10 @@
 //! fails, the cache still suppresses (never a false "send"), and repeating the call heals it,
 //! because the cache step works from every ended record of the field, not only the newly ended.
 
-use super::{ServiceError, Suppressions, view::Viewer};
+use super::{
+    ServiceError, Suppressions,
+    view::{RecordEvent, RecordHistory, TOKEN_OPT_IN_DETAIL, Viewer},
+};
 use crate::{
     audit::Action,
     cache::{Cache, Retraction, layout},
@@ -22,10 +25,6 @@ use crate::{
     store::{Store, records::StoredRecord},
 };
 use std::collections::{HashMap, HashSet};
-
-/// How the detail of an opt-in made with the person's opt-in token begins (then the key id); an
-/// admin's begins `admin: `. A person's view tells the two apart by it.
-pub(super) const TOKEN_OPT_IN_DETAIL: &str = "opt-in token ";
 
 /// How often [`Suppressions::queued_committed`] looks at the stream again.
 const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
@@ -46,24 +45,6 @@ pub struct OptInCommand {
     pub scope: Scope,
     pub actor: String,
     pub grounds: OptInGrounds,
-}
-
-/// One record and the audit entries about it, as a data-subject request shows them.
-#[derive(Debug, Clone)]
-pub struct RecordHistory {
-    pub record: StoredRecord,
-    pub events: Vec<RecordEvent>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RecordEvent {
-    pub action: String,
-    pub at: Millis,
-    pub actor: String,
-    pub detail: String,
-    /// The audit log index of the entry; `None` for an `overridden` event, which is derived from a
-    /// mandatory declaration rather than logged per record.
-    pub log_index: Option<u64>,
 }
 
 impl Suppressions {

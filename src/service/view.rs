@@ -12,11 +12,32 @@
 //! The rule lives here, in the service, so every front that lists records for a person gets the
 //! same view; the API only converts what it is given.
 
-use super::records::{RecordEvent, RecordHistory, TOKEN_OPT_IN_DETAIL};
 use crate::{
-    domain::{Scope, Suppression, is_token_actor},
+    domain::{Millis, Scope, Suppression, is_token_actor},
     store::records::StoredRecord,
 };
+
+/// How the detail of an opt-in made with the person's opt-in token begins (then the key id); an
+/// admin's begins `admin: `. A person's view tells the two apart by it.
+pub(super) const TOKEN_OPT_IN_DETAIL: &str = "opt-in token ";
+
+/// One record and the audit entries about it, as a data-subject request shows them.
+#[derive(Debug, Clone)]
+pub struct RecordHistory {
+    pub record: StoredRecord,
+    pub events: Vec<RecordEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordEvent {
+    pub action: String,
+    pub at: Millis,
+    pub actor: String,
+    pub detail: String,
+    /// The audit log index of the entry; `None` for an `overridden` event, which is derived from a
+    /// mandatory declaration rather than logged per record.
+    pub log_index: Option<u64>,
+}
 
 /// Who asks for a person's records, which decides what the listing holds.
 #[derive(Debug, Clone)]
