@@ -22,10 +22,10 @@ use std::{
     time::Duration,
 };
 use suppressd::{
-    telemetry::LogFormat,
     domain::Clock,
     proto::{self, Channel},
     telemetry,
+    telemetry::LogFormat,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
