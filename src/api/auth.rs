@@ -70,17 +70,17 @@ impl Rpc {
 
 /// The authenticated caller, put into the request's extensions for the handlers.
 #[derive(Clone, Debug)]
-pub struct Caller(pub Arc<Principal>);
+pub(crate) struct Caller(pub(crate) Arc<Principal>);
 
 /// The principal of a request the layer admitted (`None`: an anonymous `OptOut`, which must carry a
 /// token).
-pub fn caller<T>(request: &tonic::Request<T>) -> Option<Arc<Principal>> {
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Option<Arc<Principal>> {
     request.extensions().get::<Caller>().map(|c| c.0.clone())
 }
 
 /// The tenant half of authorization: every tenant the request names must be one the principal may
 /// use (every check of a batch, not only the first).
-pub fn authorize_tenants<'a>(
+pub(crate) fn authorize_tenants<'a>(
     principal: &Principal,
     tenants: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), Refusal> {
@@ -97,14 +97,14 @@ pub fn authorize_tenants<'a>(
 
 /// What the layer needs: the key table (`None` with `--dev-no-auth`) and the rate limiter.
 #[derive(Clone)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     keys: Option<KeyStore>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
 }
 
 impl Authenticator {
     /// `keys: None` turns authentication off (every caller is the development admin).
-    pub fn new(keys: Option<KeyStore>, per_second: u32) -> Self {
+    pub(crate) fn new(keys: Option<KeyStore>, per_second: u32) -> Self {
         let limiter =
             NonZeroU32::new(per_second).map(|n| Arc::new(RateLimiter::keyed(Quota::per_second(n))));
         Authenticator { keys, limiter }
@@ -170,7 +170,7 @@ impl Authenticator {
     }
 
     /// The rate limit of anonymous token opt-outs (all of them share one bucket).
-    pub fn admit_anonymous(&self) -> Result<(), Refusal> {
+    pub(crate) fn admit_anonymous(&self) -> Result<(), Refusal> {
         match &self.limiter {
             Some(limiter) if limiter.check_key(&"(token)".to_owned()).is_err() => {
                 Err(Refusal::RateLimited("anonymous token opt-outs".into()))
@@ -189,7 +189,7 @@ fn common_name(der: &[u8]) -> Option<String> {
 
 /// The tower layer that applies an [`Authenticator`].
 #[derive(Clone)]
-pub struct AuthLayer(pub Authenticator);
+pub(crate) struct AuthLayer(pub(crate) Authenticator);
 
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
@@ -203,7 +203,7 @@ impl<S> Layer<S> for AuthLayer {
 }
 
 #[derive(Clone)]
-pub struct AuthService<S> {
+pub(crate) struct AuthService<S> {
     inner: S,
     auth: Authenticator,
 }

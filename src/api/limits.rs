@@ -21,13 +21,13 @@ use tower::{Layer, Service};
 
 /// How many calls of each kind may be in flight.
 #[derive(Clone)]
-pub struct Budgets {
+pub(crate) struct Budgets {
     checks: Arc<Semaphore>,
     writes: Arc<Semaphore>,
 }
 
 impl Budgets {
-    pub fn new(checks: usize, writes: usize) -> Self {
+    pub(crate) fn new(checks: usize, writes: usize) -> Self {
         Budgets {
             checks: Arc::new(Semaphore::new(checks)),
             writes: Arc::new(Semaphore::new(writes)),
@@ -52,7 +52,7 @@ impl Budgets {
 }
 
 #[derive(Clone)]
-pub struct ShedLayer(pub Budgets);
+pub(crate) struct ShedLayer(pub(crate) Budgets);
 
 impl<S> Layer<S> for ShedLayer {
     type Service = ShedService<S>;
@@ -66,7 +66,7 @@ impl<S> Layer<S> for ShedLayer {
 }
 
 #[derive(Clone)]
-pub struct ShedService<S> {
+pub(crate) struct ShedService<S> {
     inner: S,
     budgets: Budgets,
 }
@@ -100,7 +100,7 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for ShedService
 }
 
 /// A call's future holding its slot; the slot is freed when the call has answered (or was dropped).
-pub struct Permitted<F> {
+pub(crate) struct Permitted<F> {
     inner: F,
     _permit: OwnedSemaphorePermit,
 }

@@ -39,7 +39,7 @@ struct Front {
 }
 
 /// The axum router of the front.
-pub fn router(service: Suppressions, keys: KeyStore) -> Router {
+pub(crate) fn router(service: Suppressions, keys: KeyStore) -> Router {
     Router::new()
         .route("/unsubscribe/{token}", get(show).post(unsubscribe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
