@@ -21,14 +21,14 @@ use tokio_util::sync::CancellationToken;
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The bound admin listener and what its handlers read.
-pub struct Admin {
+pub(crate) struct Admin {
     listener: TcpListener,
     cache: Cache,
 }
 
 impl Admin {
     /// Binds the admin port (port 0 works) and installs the process's Prometheus recorder.
-    pub async fn bind(addr: SocketAddr, cache: Cache) -> anyhow::Result<Admin> {
+    pub(crate) async fn bind(addr: SocketAddr, cache: Cache) -> anyhow::Result<Admin> {
         metrics::prometheus();
         let listener = TcpListener::bind(addr)
             .await
@@ -36,14 +36,14 @@ impl Admin {
         Ok(Admin { listener, cache })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled.
-    pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let app = axum::Router::new()
             .route("/metrics", get(scrape))
             .with_state(self.cache);

@@ -66,17 +66,17 @@ pub struct ServeSettings {
     /// Uncommitted opt-outs above which ACCEPTED-only opt-outs are refused with UNAVAILABLE (0 = no
     /// limit). DURABLE opt-outs are not refused: their receipt tells the truth.
     #[arg(long, env = "SUPPRESSD_BACKLOG_LIMIT", default_value_t = 100_000)]
-    pub backlog_limit: u64,
+    pub(crate) backlog_limit: u64,
 
     /// Most opt-outs the worker commits in one transaction.
     #[arg(long, env = "SUPPRESSD_WORKER_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub worker_batch: u32,
+    pub(crate) worker_batch: u32,
 
     /// How long an entry may stay unacknowledged by a worker before another replica claims it, in
     /// milliseconds.
     #[arg(long, env = "SUPPRESSD_WORKER_CLAIM_IDLE_MS", default_value_t = 5_000)]
-    pub worker_claim_idle_ms: u64,
+    pub(crate) worker_claim_idle_ms: u64,
 
     /// Cache buckets are 2^bits small hashes; 40 to 80 active opt-outs per bucket is the sweet spot
     /// (each check scans its bucket once per candidate scope, so larger buckets cost Redis CPU;
@@ -93,7 +93,7 @@ pub struct ServeSettings {
 
     /// This replica's name in the consumer group and the rebuild lease (default: host-pid-random).
     #[arg(long, env = "SUPPRESSD_REPLICA_NAME")]
-    pub replica_name: Option<String>,
+    pub(crate) replica_name: Option<String>,
 
     /// How long shutdown waits for in-flight calls and the worker's last commit, in milliseconds.
     #[arg(long, env = "SUPPRESSD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
@@ -104,7 +104,7 @@ pub struct ServeSettings {
     /// failure tests kill a replica at exactly that point.
     #[cfg(feature = "failpoints")]
     #[arg(long, env = "SUPPRESSD_FAILPOINT_CRASH_AFTER_COMMIT", hide = true)]
-    pub failpoint_crash_after_commit: bool,
+    pub(crate) failpoint_crash_after_commit: bool,
 
     /// Testing hook (feature `failpoints`): the near-cache stalls when told to through Redis (see
     /// `NearCache::with_stall_failpoint`). Lets a test stall a replica's copy at exactly the point
@@ -186,7 +186,7 @@ pub struct ServeSettings {
     /// long a replica cut off from Redis takes to follow.
     #[arg(long, env = "SUPPRESSD_CONTROLS_POLL", default_value = "25ms",
           value_parser = parse_interval)]
-    pub controls_poll: Duration,
+    pub(crate) controls_poll: Duration,
 
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -210,7 +210,7 @@ impl ServeSettings {
     }
 
     /// The audit log's signer, and whether it is the development key.
-    pub fn audit_log(&self) -> anyhow::Result<(AuditLog, bool)> {
+    pub(crate) fn audit_log(&self) -> anyhow::Result<(AuditLog, bool)> {
         #[allow(unused_mut)] // written only under the benchmark's feature
         let mut log = AuditLog::new(&self.audit_origin, self.audit_signing_key.as_deref())?;
         #[cfg(feature = "bench-baseline")]
@@ -257,19 +257,19 @@ impl ServeSettings {
         Ok(())
     }
 
-    pub fn durable_wait(&self) -> Duration {
+    pub(crate) fn durable_wait(&self) -> Duration {
         Duration::from_millis(self.durable_wait_ms)
     }
 
-    pub fn worker_claim_idle(&self) -> Duration {
+    pub(crate) fn worker_claim_idle(&self) -> Duration {
         Duration::from_millis(self.worker_claim_idle_ms)
     }
 
-    pub fn shutdown_grace(&self) -> Duration {
+    pub(crate) fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    pub fn replica_name(&self) -> String {
+    pub(crate) fn replica_name(&self) -> String {
         self.replica_name.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "suppressd".into());
             format!(

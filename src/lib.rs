@@ -8,8 +8,8 @@
 //! - [`startup`]: assembles a process from [`config`]: pools, listeners, the server, the worker.
 //! - [`config`]: the settings of `serve`; loading them binds and connects to nothing.
 //! - [`api`]: the tonic services; validate → convert → call [`service`] → convert back.
-//! - [`http`]: the public HTTP front (unsubscribe pages, RFC 8058 one-click) over the same use case.
-//! - [`admin`]: the admin HTTP port (Prometheus metrics).
+//! - `http`: the public HTTP front (unsubscribe pages, RFC 8058 one-click) over the same use case.
+//! - `admin`: the admin HTTP port (Prometheus metrics).
 //! - [`service`]: the use cases (check, opt out, receipts, controls, imports) over the cache and
 //!   the store.
 //! - [`worker`]: the write-behind worker that moves the stream into the store.
@@ -22,11 +22,12 @@
 //! - [`telemetry`], [`domain`]: how a process is observed (with its own settings), and recipients,
 //!   scopes, records (no I/O); every layer may use them.
 //!
-//! Public items are what another crate of the workspace uses: the integration tests under `tests/`
-//! and the benchmark crate (`bench/`). Everything else is `pub(crate)`.
+//! Public items are what another crate uses: the binary (`src/main.rs`), the integration tests
+//! under `tests/`, the benchmark crate (`bench/`) and the fuzz targets (`fuzz/`), or what the
+//! signatures of those items name. Everything else is `pub(crate)`.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -34,7 +35,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;
-pub mod http;
+pub(crate) mod http;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -70,17 +70,17 @@ impl Rpc {
 
 /// The authenticated caller, put into the request's extensions for the handlers.
 #[derive(Clone, Debug)]
-pub struct Caller(pub Arc<Principal>);
+pub(crate) struct Caller(pub(crate) Arc<Principal>);
 
 /// The principal of a request the layer admitted (`None`: an anonymous `OptOut`, which must carry a
 /// token).
-pub fn caller<T>(request: &tonic::Request<T>) -> Option<Arc<Principal>> {
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Option<Arc<Principal>> {
     request.extensions().get::<Caller>().map(|c| c.0.clone())
 }
 
 /// The tenant half of authorization: every tenant the request names must be one the principal may
 /// use (every check of a batch, not only the first).
-pub fn authorize_tenants<'a>(
+pub(crate) fn authorize_tenants<'a>(
     principal: &Principal,
     tenants: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), Refusal> {
@@ -97,14 +97,14 @@ pub fn authorize_tenants<'a>(
 
 /// What the layer needs: the key table (`None` with `--dev-no-auth`) and the rate limiter.
 #[derive(Clone)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     keys: Option<KeyStore>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
 }
 
 impl Authenticator {
     /// `keys: None` turns authentication off (every caller is the development admin).
-    pub fn new(keys: Option<KeyStore>, per_second: u32) -> Self {
+    pub(crate) fn new(keys: Option<KeyStore>, per_second: u32) -> Self {
         let limiter =
             NonZeroU32::new(per_second).map(|n| Arc::new(RateLimiter::keyed(Quota::per_second(n))));
         Authenticator { keys, limiter }
@@ -170,7 +170,7 @@ impl Authenticator {
     }
 
     /// The rate limit of anonymous calls: every call of one kind shares one bucket.
-    pub fn admit_anonymous(&self, kind: Anonymous) -> Result<(), Refusal> {
+    pub(crate) fn admit_anonymous(&self, kind: Anonymous) -> Result<(), Refusal> {
         let (bucket, what) = match kind {
             Anonymous::PersonsToken => ("(token)", "anonymous calls with a person's token"),
             Anonymous::AuditRead => ("(audit)", "anonymous audit reads"),
@@ -187,7 +187,7 @@ impl Authenticator {
 /// The kinds of anonymous call, each with a rate bucket of its own: a flood of audit reads must
 /// never use up the bucket a person's token opt-out needs.
 #[derive(Clone, Copy, Debug)]
-pub enum Anonymous {
+pub(crate) enum Anonymous {
     /// A call that carries a person's token (opt-out, opt-in, their records).
     PersonsToken,
     /// GetCheckpoint and GetConsistencyProof, which anyone may call.
@@ -203,7 +203,7 @@ fn common_name(der: &[u8]) -> Option<String> {
 
 /// The tower layer that applies an [`Authenticator`].
 #[derive(Clone)]
-pub struct AuthLayer(pub Authenticator);
+pub(crate) struct AuthLayer(pub(crate) Authenticator);
 
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
@@ -217,7 +217,7 @@ impl<S> Layer<S> for AuthLayer {
 }
 
 #[derive(Clone)]
-pub struct AuthService<S> {
+pub(crate) struct AuthService<S> {
     inner: S,
     auth: Authenticator,
 }

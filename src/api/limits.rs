@@ -22,14 +22,14 @@ use tower::{Layer, Service};
 
 /// How many calls of each kind may be in flight.
 #[derive(Clone)]
-pub struct Budgets {
+pub(crate) struct Budgets {
     checks: Arc<Semaphore>,
     writes: Arc<Semaphore>,
     audit_reads: Arc<Semaphore>,
 }
 
 impl Budgets {
-    pub fn new(checks: usize, writes: usize, audit_reads: usize) -> Self {
+    pub(crate) fn new(checks: usize, writes: usize, audit_reads: usize) -> Self {
         Budgets {
             checks: Arc::new(Semaphore::new(checks)),
             writes: Arc::new(Semaphore::new(writes)),
@@ -56,7 +56,7 @@ impl Budgets {
 }
 
 #[derive(Clone)]
-pub struct ShedLayer(pub Budgets);
+pub(crate) struct ShedLayer(pub(crate) Budgets);
 
 impl<S> Layer<S> for ShedLayer {
     type Service = ShedService<S>;
@@ -70,7 +70,7 @@ impl<S> Layer<S> for ShedLayer {
 }
 
 #[derive(Clone)]
-pub struct ShedService<S> {
+pub(crate) struct ShedService<S> {
     inner: S,
     budgets: Budgets,
 }
@@ -104,7 +104,7 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for ShedService
 }
 
 /// A call's future holding its slot; the slot is freed when the call has answered (or was dropped).
-pub struct Permitted<F> {
+pub(crate) struct Permitted<F> {
     inner: F,
     _permit: OwnedSemaphorePermit,
 }

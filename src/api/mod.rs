@@ -2,25 +2,24 @@
 //! v1alpha, so grpcurl and ghz work without the `.proto`). Cross-cutting layers are wired here, in
 //! one place.
 //!
-//! Around every service, outermost: [`observe`]'s RPC span and metrics layer. Around `Suppression`
-//! (outermost first): [`auth`] (who is calling, may they call this RPC, their
-//! rate limit), then [`limits`] (the in-flight budgets, so refused callers never take a slot), then
+//! Around every service, outermost: `observe`'s RPC span and metrics layer. Around `Suppression`
+//! (outermost first): `auth` (who is calling, may they call this RPC, their
+//! rate limit), then `limits` (the in-flight budgets, so refused callers never take a slot), then
 //! the generated server with its message-size cap. Health and reflection stay outside both: probes
 //! must answer under overload and without a key.
 
-pub mod auth;
+pub(crate) mod auth;
 mod controls;
 mod convert;
 mod imports;
-pub mod limits;
+pub(crate) mod limits;
 mod observe;
 mod rights;
-pub mod status;
+pub(crate) mod status;
 mod suppression;
 
-pub use convert::MAX_BATCH;
-pub use observe::RpcLayer;
-pub use suppression::SuppressionApi;
+pub(crate) use observe::RpcLayer;
+pub(crate) use suppression::SuppressionApi;
 
 use crate::{auth::KeyStore, proto, service::Suppressions};
 use tonic::transport::ServerTlsConfig;
@@ -28,7 +27,7 @@ use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
 /// The server with every layer applied, ready to serve.
-pub type Router = tonic::transport::server::Router<Stack<RpcLayer, Identity>>;
+pub(crate) type Router = tonic::transport::server::Router<Stack<RpcLayer, Identity>>;
 
 /// The largest request accepted: a full batch of 1,000 checks with long postal addresses fits.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -40,27 +39,27 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-pub type SuppressionServer = proto::suppression_server::SuppressionServer<SuppressionApi>;
+pub(crate) type SuppressionServer = proto::suppression_server::SuppressionServer<SuppressionApi>;
 
 /// How the gRPC surface guards itself.
-pub struct ApiSettings {
+pub(crate) struct ApiSettings {
     /// Principals, API key hashes and token keys (reloadable).
-    pub keys: KeyStore,
+    pub(crate) keys: KeyStore,
     /// `false` only with `--dev-no-auth`.
-    pub authenticate: bool,
+    pub(crate) authenticate: bool,
     /// Requests per second per principal (0 = no limit).
-    pub rate_limit_per_principal: u32,
+    pub(crate) rate_limit_per_principal: u32,
     /// In-flight budgets: checks, writes (opt-outs and the rest), and audit reads.
-    pub max_concurrent_checks: usize,
-    pub max_concurrent_writes: usize,
-    pub max_concurrent_audit_reads: usize,
+    pub(crate) max_concurrent_checks: usize,
+    pub(crate) max_concurrent_writes: usize,
+    pub(crate) max_concurrent_audit_reads: usize,
     /// Server certificate and, for mTLS, the client CA.
-    pub tls: Option<ServerTlsConfig>,
+    pub(crate) tls: Option<ServerTlsConfig>,
 }
 
 /// Builds the router with every service. Health starts NOT_SERVING; the caller turns it on once the
 /// process can answer.
-pub fn router(
+pub(crate) fn router(
     service: Suppressions,
     settings: ApiSettings,
 ) -> anyhow::Result<(Router, HealthReporter)> {

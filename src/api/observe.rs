@@ -40,7 +40,7 @@ const UNKNOWN: i32 = 2;
 
 /// Wraps every service of the router; see the module comment for why it sits outermost.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RpcLayer;
+pub(crate) struct RpcLayer;
 
 impl<S> Layer<S> for RpcLayer {
     type Service = Rpc<S>;
@@ -51,7 +51,7 @@ impl<S> Layer<S> for RpcLayer {
 }
 
 #[derive(Clone, Debug)]
-pub struct Rpc<S> {
+pub(crate) struct Rpc<S> {
     inner: S,
 }
 
@@ -79,7 +79,7 @@ where
 
 pin_project! {
     /// The handler's future, polled inside the server span.
-    pub struct ObservedFuture<F> {
+    pub(crate) struct ObservedFuture<F> {
         #[pin]
         inner: F,
         call: Option<Call>,
@@ -127,7 +127,7 @@ where
 
 pin_project! {
     /// The response body; the call ends when its trailers (and so its status) have gone out.
-    pub struct ObservedBody<B> {
+    pub(crate) struct ObservedBody<B> {
         #[pin]
         inner: B,
         call: Option<Call>,

@@ -30,7 +30,7 @@ impl From<ServiceError> for Status {
 /// Why the API layer refused a call before (or instead of) a use case: credentials, roles, tenants,
 /// tokens and limits. The message says what to fix and never echoes a key or a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Missing or invalid API key, unknown certificate, invalid or expired opt-out token.
     Unauthenticated(String),
     /// A valid caller without the role or the tenant the call needs.
@@ -44,7 +44,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn unauthenticated(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthenticated(message: impl Into<String>) -> Self {
         Refusal::Unauthenticated(message.into())
     }
 }

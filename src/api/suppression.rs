@@ -17,14 +17,14 @@ use crate::{
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct SuppressionApi {
+pub(crate) struct SuppressionApi {
     pub(super) service: Suppressions,
     pub(super) keys: KeyStore,
     pub(super) auth: Authenticator,
 }
 
 impl SuppressionApi {
-    pub fn new(service: Suppressions, keys: KeyStore, auth: Authenticator) -> Self {
+    pub(crate) fn new(service: Suppressions, keys: KeyStore, auth: Authenticator) -> Self {
         Self {
             service,
             keys,

@@ -2,7 +2,7 @@
 //! [`AuditEntry`], appended by the worker in the same store transaction as the change. Entries are the
 //! leaves of an RFC 9162 Merkle tree ([`merkle`]); after each appended batch the tree head is signed
 //! as a C2SP checkpoint ([`note`]), so anyone holding the public key can check, offline, that an entry
-//! is in the log ([`verify::verify_receipt`]) and that the log only ever grew ([`verify::verify_log`]).
+//! is in the log (`verify::verify_receipt`) and that the log only ever grew (`verify::LogCheck`).
 //!
 //! This module owns the encoding and the cryptography; the SQL lives in `store::audit`.
 
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 /// What a change did. The strings are part of the canonical encoding: never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     OptOut,
     /// A system suppression (BOUNCE, OPERATOR) reached its `expires_at` and stopped suppressing.
     Expire,
@@ -37,7 +37,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::OptOut => "opt_out",
             Action::Expire => "expire",
@@ -57,37 +57,43 @@ impl Action {
 /// those bytes, so a verifier in any language hashes the bytes it was given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
-    pub v: u8,
+    pub(crate) v: u8,
     pub seq: u64,
-    pub time: Millis,
-    pub actor: String,
+    pub(crate) time: Millis,
+    pub(crate) actor: String,
     pub action: String,
-    pub tenant: String,
+    pub(crate) tenant: String,
     /// The keyed hash of the recipient (hex); never the raw identifier.
-    pub subject: String,
-    pub channel: u8,
-    pub topic: String,
-    pub campaign: String,
-    pub reason: u8,
-    pub source: u8,
+    pub(crate) subject: String,
+    pub(crate) channel: u8,
+    pub(crate) topic: String,
+    pub(crate) campaign: String,
+    pub(crate) reason: u8,
+    pub(crate) source: u8,
     pub receipt: String,
-    pub trace_id: String,
-    pub expires_at: Option<Millis>,
+    pub(crate) trace_id: String,
+    pub(crate) expires_at: Option<Millis>,
     /// Particulars in free text (a halt's reason, an import's batch id). Left out of the encoding
     /// when absent, so entries without it keep the exact bytes of the first version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
 }
 
 impl AuditEntry {
-    pub const VERSION: u8 = 1;
+    pub(crate) const VERSION: u8 = 1;
 
-    pub fn opt_out(seq: u64, time: Millis, s: &Suppression, trace_id: &str) -> Self {
+    pub(crate) fn opt_out(seq: u64, time: Millis, s: &Suppression, trace_id: &str) -> Self {
         Self::about(Action::OptOut, seq, time, s, trace_id)
     }
 
     /// A change of `action` to the record `s`, by the record's actor.
-    pub fn about(action: Action, seq: u64, time: Millis, s: &Suppression, trace_id: &str) -> Self {
+    pub(crate) fn about(
+        action: Action,
+        seq: u64,
+        time: Millis,
+        s: &Suppression,
+        trace_id: &str,
+    ) -> Self {
         AuditEntry {
             v: Self::VERSION,
             seq,
@@ -109,14 +115,14 @@ impl AuditEntry {
     }
 
     /// The same entry with particulars.
-    pub fn with_detail(self, detail: impl Into<String>) -> Self {
+    pub(crate) fn with_detail(self, detail: impl Into<String>) -> Self {
         AuditEntry {
             detail: Some(detail.into()),
             ..self
         }
     }
 
-    pub fn canonical(&self) -> Vec<u8> {
+    pub(crate) fn canonical(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an audit entry always serializes")
     }
 
@@ -166,7 +172,7 @@ impl AuditLog {
 
     /// Whether commits skip the log: only ever in the benchmark's baseline build; a constant
     /// `false` (and the branches on it gone) in every other.
-    pub fn unaudited(&self) -> bool {
+    pub(crate) fn unaudited(&self) -> bool {
         #[cfg(feature = "bench-baseline")]
         return self.bench_unaudited;
         #[cfg(not(feature = "bench-baseline"))]

@@ -30,7 +30,7 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         format!(
             "{}\n{}\n{}\n",
             self.origin,
@@ -124,7 +124,7 @@ impl NoteSigner {
     }
 
     /// A signer from a 32-byte Ed25519 seed.
-    pub fn from_seed(name: &str, seed: [u8; 32]) -> NoteSigner {
+    pub(crate) fn from_seed(name: &str, seed: [u8; 32]) -> NoteSigner {
         NoteSigner {
             name: name.to_owned(),
             key: SigningKey::from_bytes(&seed),
@@ -155,7 +155,7 @@ impl NoteSigner {
         )
     }
 
-    pub fn verifier(&self) -> NoteVerifier {
+    pub(crate) fn verifier(&self) -> NoteVerifier {
         NoteVerifier {
             name: self.name.clone(),
             key: self.key.verifying_key(),
@@ -190,7 +190,7 @@ impl NoteVerifier {
         Ok(NoteVerifier { name, key })
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut key = vec![ED25519];
         key.extend_from_slice(self.key.as_bytes());
         format!(

@@ -1,6 +1,6 @@
 //! Checking the log, with nothing but its rows, its checkpoints and the public key. Pure: the caller
-//! feeds rows in sequence order ([`LogCheck::row`]) and gets a [`LogReport`] naming the first bad
-//! index; [`verify_receipt`] checks one saved receipt fully offline.
+//! feeds rows in sequence order (`LogCheck::row`) and gets a [`LogReport`] naming the first bad
+//! index; `verify_receipt` checks one saved receipt fully offline.
 
 use super::{
     AuditEntry,
@@ -25,14 +25,14 @@ pub struct LogReport {
 
 /// A stored checkpoint as the checker sees it: the columns and the signed note.
 #[derive(Debug, Clone)]
-pub struct StoredCheckpoint {
-    pub size: u64,
-    pub root: Vec<u8>,
-    pub note: String,
+pub(crate) struct StoredCheckpoint {
+    pub(crate) size: u64,
+    pub(crate) root: Vec<u8>,
+    pub(crate) note: String,
 }
 
 /// Recomputes the tree from the rows and holds every checkpoint against it.
-pub struct LogCheck {
+pub(crate) struct LogCheck {
     verifier: NoteVerifier,
     frontier: Frontier,
     /// Checkpoints not yet reached, smallest first.
@@ -47,7 +47,7 @@ pub struct LogCheck {
 impl LogCheck {
     /// `trusted`: a checkpoint kept from earlier (verified with the same key), which the log must
     /// extend; it is what catches a history rewritten and re-signed with the right key.
-    pub fn new(
+    pub(crate) fn new(
         verifier: NoteVerifier,
         mut checkpoints: Vec<StoredCheckpoint>,
         trusted: Option<Checkpoint>,
@@ -70,13 +70,18 @@ impl LogCheck {
         }
     }
 
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.problem.is_some()
     }
 
     /// Feeds the next row: its sequence number, the entry its columns encode (or why they encode
     /// none), and the leaf hash stored for it.
-    pub fn row(&mut self, seq: i64, entry: Result<AuditEntry, String>, stored_leaf: Option<Hash>) {
+    pub(crate) fn row(
+        &mut self,
+        seq: i64,
+        entry: Result<AuditEntry, String>,
+        stored_leaf: Option<Hash>,
+    ) {
         if self.failed() {
             return;
         }
@@ -142,7 +147,7 @@ impl LogCheck {
     }
 
     /// Closes the check once every row was fed; `head_size` is what the store says the log holds.
-    pub fn finish(mut self, head_size: u64) -> LogReport {
+    pub(crate) fn finish(mut self, head_size: u64) -> LogReport {
         let size = self.frontier.size();
         if let Some(c) = self.pending.front().cloned() {
             self.fail(
@@ -186,19 +191,22 @@ impl LogCheck {
 
 /// A receipt's proof, as saved by its holder.
 #[derive(Debug, Clone)]
-pub struct ReceiptProof {
-    pub receipt_id: String,
-    pub log_index: u64,
-    pub entry: Vec<u8>,
-    pub leaf_hash: Hash,
-    pub inclusion_proof: Vec<Hash>,
-    pub checkpoint: String,
-    pub tree_size: u64,
+pub(crate) struct ReceiptProof {
+    pub(crate) receipt_id: String,
+    pub(crate) log_index: u64,
+    pub(crate) entry: Vec<u8>,
+    pub(crate) leaf_hash: Hash,
+    pub(crate) inclusion_proof: Vec<Hash>,
+    pub(crate) checkpoint: String,
+    pub(crate) tree_size: u64,
 }
 
 /// Checks a receipt with nothing but the log's public key: the entry is the receipt's, hashes to the
 /// leaf, and the leaf is in the tree whose head the key signed. Returns that checkpoint.
-pub fn verify_receipt(p: &ReceiptProof, verifier: &NoteVerifier) -> Result<Checkpoint, String> {
+pub(crate) fn verify_receipt(
+    p: &ReceiptProof,
+    verifier: &NoteVerifier,
+) -> Result<Checkpoint, String> {
     let cp = verifier.verify(&p.checkpoint).map_err(|e| e.to_string())?;
     if cp.size != p.tree_size {
         return Err(format!(
@@ -227,7 +235,7 @@ pub fn verify_receipt(p: &ReceiptProof, verifier: &NoteVerifier) -> Result<Check
 }
 
 /// Checks that a newer signed checkpoint extends an older one.
-pub fn verify_growth(
+pub(crate) fn verify_growth(
     old: &Checkpoint,
     new_note: &str,
     proof: &[Hash],

@@ -53,7 +53,7 @@ struct TokenKeyEntry {
 }
 
 /// Parses and checks a key file's text.
-pub fn parse(text: &str) -> anyhow::Result<KeyTable> {
+pub(crate) fn parse(text: &str) -> anyhow::Result<KeyTable> {
     let file: File = toml::from_str(text).context("not a valid key file")?;
     let mut keys = KeyTable::default();
     let mut names = BTreeSet::new();

@@ -1,15 +1,15 @@
-//! Who may do what. A caller is a [`Principal`]: a name, roles and, optionally, the tenants it may
-//! name. Principals come from the key file ([`keyfile`]), which holds only SHA-256 hashes of API
+//! Who may do what. A caller is a `Principal`: a name, roles and, optionally, the tenants it may
+//! name. Principals come from the key file (`keyfile`), which holds only SHA-256 hashes of API
 //! keys, the certificate subjects (CN) that map to principals under mTLS, and the opt-out token keys
-//! ([`token`]). The file is read into an immutable [`KeyTable`] table behind an `ArcSwap`
-//! ([`KeyStore`]): a request looks its key up in memory without a lock, and a reload (SIGHUP or a
+//! (`token`). The file is read into an immutable `KeyTable` table behind an `ArcSwap`
+//! (`KeyStore`): a request looks its key up in memory without a lock, and a reload (SIGHUP or a
 //! changed file) swaps the whole table at once, so a request never sees half a file.
 //!
 //! This module decides; `api::auth` enforces (it is the one place requests are authenticated and
 //! authorized). Nothing here knows about tonic or HTTP.
 
-pub mod keyfile;
-pub mod token;
+pub(crate) mod keyfile;
+pub(crate) mod token;
 
 use crate::domain::Invalid;
 use anyhow::Context;
@@ -22,11 +22,12 @@ use std::{
     sync::Arc,
     time::SystemTime,
 };
-pub use token::{Purpose, TokenClaims, TokenError, TokenKeys};
+pub use token::{Purpose, TokenKeys};
+pub(crate) use token::{TokenClaims, TokenError};
 
 /// What a principal may do. `Admin` implies the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
+pub(crate) enum Role {
     /// `CheckSuppressed`, `CheckSuppressedBatch`.
     Check,
     /// `OptOut`, `GetReceipt`, `IssueOptOutToken`.
@@ -36,7 +37,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn parse(name: &str) -> Result<Role, Invalid> {
+    pub(crate) fn parse(name: &str) -> Result<Role, Invalid> {
         match name {
             "check" => Ok(Role::Check),
             "write" => Ok(Role::Write),
@@ -52,8 +53,8 @@ impl Role {
 /// An authenticated caller. Its name is the actor recorded on opt-outs and the `principal` field of
 /// traces; the key it used is never kept.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub name: String,
+pub(crate) struct Principal {
+    pub(crate) name: String,
     roles: BTreeSet<Role>,
     /// `None`: every tenant.
     tenants: Option<BTreeSet<String>>,
@@ -66,7 +67,7 @@ impl fmt::Debug for Principal {
 }
 
 impl Principal {
-    pub fn new(
+    pub(crate) fn new(
         name: impl Into<String>,
         roles: impl IntoIterator<Item = Role>,
         tenants: Option<BTreeSet<String>>,
@@ -79,20 +80,20 @@ impl Principal {
     }
 
     /// The principal of a server started with `--dev-no-auth`: everything, every tenant.
-    pub fn development() -> Self {
+    pub(crate) fn development() -> Self {
         Principal::new("dev-no-auth", [Role::Admin], None)
     }
 
-    pub fn has(&self, role: Role) -> bool {
+    pub(crate) fn has(&self, role: Role) -> bool {
         self.roles.contains(&Role::Admin) || self.roles.contains(&role)
     }
 
-    pub fn may_use_tenant(&self, tenant: &str) -> bool {
+    pub(crate) fn may_use_tenant(&self, tenant: &str) -> bool {
         self.tenants.as_ref().is_none_or(|t| t.contains(tenant))
     }
 
     /// Whether the principal may use every tenant (its key names none).
-    pub fn may_use_every_tenant(&self) -> bool {
+    pub(crate) fn may_use_every_tenant(&self) -> bool {
         self.tenants.is_none()
     }
 }
@@ -104,7 +105,7 @@ pub fn hash_key(key: &str) -> String {
 }
 
 /// A fresh API key: 32 random bytes, URL-safe base64, with a recognisable prefix.
-pub fn new_api_key() -> String {
+pub(crate) fn new_api_key() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::random();
     format!(
@@ -115,25 +116,25 @@ pub fn new_api_key() -> String {
 
 /// One immutable snapshot of the key file.
 #[derive(Debug, Default)]
-pub struct KeyTable {
+pub(crate) struct KeyTable {
     by_key_hash: HashMap<[u8; 32], Arc<Principal>>,
     by_cert_cn: HashMap<String, Arc<Principal>>,
-    pub tokens: TokenKeys,
+    pub(crate) tokens: TokenKeys,
 }
 
 impl KeyTable {
     /// The principal an API key belongs to.
-    pub fn by_api_key(&self, key: &str) -> Option<Arc<Principal>> {
+    pub(crate) fn by_api_key(&self, key: &str) -> Option<Arc<Principal>> {
         let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         self.by_key_hash.get(&hash).cloned()
     }
 
     /// The principal a verified client certificate's subject CN maps to.
-    pub fn by_cert_cn(&self, cn: &str) -> Option<Arc<Principal>> {
+    pub(crate) fn by_cert_cn(&self, cn: &str) -> Option<Arc<Principal>> {
         self.by_cert_cn.get(cn).cloned()
     }
 
-    pub fn principals(&self) -> usize {
+    pub(crate) fn principals(&self) -> usize {
         let mut names: BTreeSet<&str> = BTreeSet::new();
         for p in self.by_key_hash.values().chain(self.by_cert_cn.values()) {
             names.insert(&p.name);
@@ -144,7 +145,7 @@ impl KeyTable {
 
 /// The current key table and where it came from. Cheap to clone; every clone sees reloads.
 #[derive(Clone)]
-pub struct KeyStore {
+pub(crate) struct KeyStore {
     inner: Arc<StoreInner>,
 }
 
@@ -157,7 +158,7 @@ struct StoreInner {
 
 impl KeyStore {
     /// Reads the key file; a bad file stops start-up.
-    pub fn load(path: &Path) -> anyhow::Result<KeyStore> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<KeyStore> {
         let keys = read(path)?;
         let store = KeyStore {
             inner: Arc::new(StoreInner {
@@ -170,7 +171,7 @@ impl KeyStore {
     }
 
     /// A table that never changes (no file): `--dev-no-auth` without a key file, and unit tests.
-    pub fn fixed(keys: KeyTable) -> KeyStore {
+    pub(crate) fn fixed(keys: KeyTable) -> KeyStore {
         KeyStore {
             inner: Arc::new(StoreInner {
                 path: None,
@@ -180,14 +181,14 @@ impl KeyStore {
         }
     }
 
-    pub fn current(&self) -> Arc<KeyTable> {
+    pub(crate) fn current(&self) -> Arc<KeyTable> {
         self.inner.current.load_full()
     }
 
     /// A person's token of `purpose`, verified at `now` with the keys in force: shared by the gRPC
     /// API and the HTTP front. The reason of a refusal goes to the log; callers tell the person
     /// only that the token was refused.
-    pub fn verify_person_token(
+    pub(crate) fn verify_person_token(
         &self,
         token: &str,
         purpose: Purpose,
@@ -203,7 +204,7 @@ impl KeyStore {
 
     /// Reads the file again and swaps the table in. A file that does not parse leaves the old table
     /// in force (and says why): a typo must not lock every caller out.
-    pub fn reload(&self) -> anyhow::Result<()> {
+    pub(crate) fn reload(&self) -> anyhow::Result<()> {
         let Some(path) = &self.inner.path else {
             return Ok(());
         };
@@ -220,7 +221,7 @@ impl KeyStore {
     }
 
     /// Reloads if the file's modification time or length changed since it was last read.
-    pub fn reload_if_changed(&self) {
+    pub(crate) fn reload_if_changed(&self) {
         let Some(path) = &self.inner.path else {
             return;
         };
@@ -247,7 +248,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// Why the key file is exposed, if it is: readable or writable by group or others (it holds token
 /// secrets, and API key hashes that would let a reader test guesses offline). `None` when only its
 /// owner may read it, or on a platform without Unix permissions.
-pub fn key_file_exposure(path: &Path) -> anyhow::Result<Option<String>> {
+pub(crate) fn key_file_exposure(path: &Path) -> anyhow::Result<Option<String>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

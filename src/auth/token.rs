@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Longer than any token this service issues; anything longer is refused before it is parsed.
-pub const MAX_TOKEN_LEN: usize = 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 1024;
 
 /// What a token allows. Only `OptOut` is issued today; `OptIn` is reserved for the verified opt-in
 /// flow, and exists so that a token of one purpose can never be spent on the other.
@@ -28,7 +28,7 @@ pub enum Purpose {
 }
 
 impl Purpose {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Purpose::OptOut => "opt_out",
             Purpose::OptIn => "opt_in",
@@ -59,12 +59,12 @@ pub enum TokenError {
 /// What a valid token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenClaims {
-    pub subject: SubjectHash,
-    pub scope: Scope,
+    pub(crate) subject: SubjectHash,
+    pub(crate) scope: Scope,
     pub purpose: Purpose,
     pub expires_at: Millis,
     /// The id of the key that issued it.
-    pub key_id: String,
+    pub(crate) key_id: String,
 }
 
 /// The encrypted payload. Short field names keep the link short.
@@ -126,15 +126,15 @@ impl TokenKeys {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
-    pub fn can_issue(&self) -> bool {
+    pub(crate) fn can_issue(&self) -> bool {
         self.issuer.is_some()
     }
 
@@ -230,7 +230,7 @@ impl TokenKeys {
 
 /// The idempotency key of an opt-out by token: one token records one opt-out, however often the
 /// person clicks or the mail client retries. A hash, so the token itself is not stored.
-pub fn idempotency_key(token: &str) -> String {
+pub(crate) fn idempotency_key(token: &str) -> String {
     use sha2::{Digest, Sha256};
     format!(
         "token:{}",

@@ -9,15 +9,15 @@ use redis::AsyncCommands;
 /// One replica's report: the version it loaded, when (wall clock) it last read the store, and how
 /// often it reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub replica: String,
-    pub version: i64,
-    pub at: Millis,
-    pub every: Millis,
+pub(crate) struct Seen {
+    pub(crate) replica: String,
+    pub(crate) version: i64,
+    pub(crate) at: Millis,
+    pub(crate) every: Millis,
 }
 
 impl Cache {
-    pub async fn report_controls_seen(
+    pub(crate) async fn report_controls_seen(
         &self,
         replica: &str,
         version: i64,
@@ -31,7 +31,7 @@ impl Cache {
             .context("HSET controls-seen")
     }
 
-    pub async fn controls_seen(&self) -> Result<Vec<Seen>, CacheError> {
+    pub(crate) async fn controls_seen(&self) -> Result<Vec<Seen>, CacheError> {
         let all: Vec<(String, String)> = self
             .conn()
             .hgetall(self.keys.controls_seen())
@@ -52,7 +52,7 @@ impl Cache {
     }
 
     /// Drops the reports of replicas gone for good (they would only be skipped anyway).
-    pub async fn forget_controls_seen(&self, replicas: &[String]) -> Result<(), CacheError> {
+    pub(crate) async fn forget_controls_seen(&self, replicas: &[String]) -> Result<(), CacheError> {
         if replicas.is_empty() {
             return Ok(());
         }

@@ -21,7 +21,7 @@ return 1
 
 impl Cache {
     /// Takes the rebuild lease for `owner`, unless another replica holds it.
-    pub async fn acquire_rebuild_lease(
+    pub(crate) async fn acquire_rebuild_lease(
         &self,
         owner: &str,
         ttl: Duration,
@@ -39,7 +39,7 @@ impl Cache {
     }
 
     /// Extends the lease; false if it was lost (expired and taken by another replica).
-    pub async fn renew_rebuild_lease(
+    pub(crate) async fn renew_rebuild_lease(
         &self,
         owner: &str,
         ttl: Duration,
@@ -48,7 +48,7 @@ impl Cache {
         self.lease_script(owner, ms).await
     }
 
-    pub async fn release_rebuild_lease(&self, owner: &str) -> Result<(), CacheError> {
+    pub(crate) async fn release_rebuild_lease(&self, owner: &str) -> Result<(), CacheError> {
         self.lease_script(owner, 0).await.map(drop)
     }
 
@@ -64,14 +64,14 @@ impl Cache {
     }
 
     /// Starts a generation: from now on, a flush is visible as the generation's absence.
-    pub async fn begin_generation(&self, generation: &str) -> Result<(), CacheError> {
+    pub(crate) async fn begin_generation(&self, generation: &str) -> Result<(), CacheError> {
         self.conn()
             .set::<_, _, ()>(self.keys.generation(), generation)
             .await
             .context("setting the generation")
     }
 
-    pub async fn generation_is(&self, generation: &str) -> Result<bool, CacheError> {
+    pub(crate) async fn generation_is(&self, generation: &str) -> Result<bool, CacheError> {
         let current: Option<String> = self
             .conn()
             .get(self.keys.generation())
@@ -82,7 +82,7 @@ impl Cache {
 
     /// Marks every bucket complete and then the cache as a whole. Returns false, having marked
     /// nothing further, if the generation vanished (Redis was flushed or restarted mid-rebuild).
-    pub async fn mark_complete(&self, generation: &str) -> Result<bool, CacheError> {
+    pub(crate) async fn mark_complete(&self, generation: &str) -> Result<bool, CacheError> {
         let script = Script::new(MARK_SCRIPT);
         let mut start = 0;
         while start < self.keys.bucket_count() {
@@ -117,7 +117,7 @@ impl Cache {
 
     /// Takes the marker from every bucket and the cache as a whole, then raises the write counter to
     /// `writes`: after this no bucket answers "absent" until a rebuild has marked it again.
-    pub async fn unmark_all(&self, writes: u64) -> Result<(), CacheError> {
+    pub(crate) async fn unmark_all(&self, writes: u64) -> Result<(), CacheError> {
         let script = Script::new(UNMARK_SCRIPT);
         let mut start = 0;
         while start < self.keys.bucket_count() {
@@ -145,7 +145,7 @@ impl Cache {
     }
 
     /// Whether one bucket carries the marker.
-    pub async fn bucket_is_complete(&self, bucket: &str) -> Result<bool, CacheError> {
+    pub(crate) async fn bucket_is_complete(&self, bucket: &str) -> Result<bool, CacheError> {
         self.conn()
             .hexists(bucket, super::layout::MARKER_FIELD)
             .await

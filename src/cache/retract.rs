@@ -12,10 +12,10 @@ static RETRACT: LazyLock<Script> = LazyLock::new(|| Script::new(&layout::retract
 /// One field to fix: the records of it that ended, and those that remain active.
 #[derive(Debug, Clone)]
 pub struct Retraction {
-    pub subject: SubjectHash,
-    pub scope: Scope,
-    pub ended: Vec<ReceiptId>,
-    pub remaining: Vec<Match>,
+    pub(crate) subject: SubjectHash,
+    pub(crate) scope: Scope,
+    pub(crate) ended: Vec<ReceiptId>,
+    pub(crate) remaining: Vec<Match>,
 }
 
 impl Cache {
@@ -25,7 +25,7 @@ impl Cache {
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "retract", db.redis.pipeline_length = retractions.len() as i64))]
-    pub async fn retract(&self, retractions: &[Retraction]) -> Result<u64, CacheError> {
+    pub(crate) async fn retract(&self, retractions: &[Retraction]) -> Result<u64, CacheError> {
         if retractions.is_empty() {
             return Ok(0);
         }

@@ -20,30 +20,30 @@ use redis::{
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-pub const GROUP: &str = "suppressd-writers";
+pub(crate) const GROUP: &str = "suppressd-writers";
 
 /// One stream entry: the record, in a versioned JSON form that carries no raw identifier.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StreamEntry {
-    pub v: u8,
-    pub receipt: String,
-    pub subject: String,
-    pub tenant: String,
-    pub channel: u8,
-    pub topic: String,
-    pub campaign: String,
-    pub reason: u8,
-    pub source: u8,
-    pub actor: String,
-    pub received_at: Millis,
-    pub effective_at: Millis,
-    pub expires_at: Option<Millis>,
-    pub idempotency_key: Option<String>,
+    pub(crate) v: u8,
+    pub(crate) receipt: String,
+    pub(crate) subject: String,
+    pub(crate) tenant: String,
+    pub(crate) channel: u8,
+    pub(crate) topic: String,
+    pub(crate) campaign: String,
+    pub(crate) reason: u8,
+    pub(crate) source: u8,
+    pub(crate) actor: String,
+    pub(crate) received_at: Millis,
+    pub(crate) effective_at: Millis,
+    pub(crate) expires_at: Option<Millis>,
+    pub(crate) idempotency_key: Option<String>,
     /// The W3C trace context (`traceparent`, `tracestate`) of the request that queued the entry, so
     /// the worker's commit span can link to it. Absent when traces are off, the request was not
     /// sampled, or the entry predates the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<Carrier>,
+    pub(crate) trace: Option<Carrier>,
 }
 
 impl StreamEntry {
@@ -67,11 +67,6 @@ impl StreamEntry {
             trace: propagation::current_carrier(),
         };
         serde_json::to_string(&entry).expect("a stream entry always serializes")
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Suppression, String> {
-        let e: StreamEntry = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        e.into_record()
     }
 
     fn into_record(self) -> Result<Suppression, String> {
@@ -106,10 +101,10 @@ impl StreamEntry {
 /// An entry read from the stream: its id, and its record or why it could not be read.
 #[derive(Debug)]
 pub struct Delivery {
-    pub id: String,
+    pub(crate) id: String,
     pub record: Result<Suppression, String>,
     /// The trace context of the request that queued it, if it carried one.
-    pub trace: Option<Carrier>,
+    pub(crate) trace: Option<Carrier>,
 }
 
 pub(super) fn delivery(entry: StreamId) -> Delivery {
@@ -143,19 +138,19 @@ pub struct Backlog {
     /// Entries delivered to a consumer and not yet acknowledged.
     pub pending: u64,
     /// When the oldest of those was added to the stream (its id's time).
-    pub oldest_pending_at: Option<Millis>,
+    pub(crate) oldest_pending_at: Option<Millis>,
 }
 
 /// A consumer-group member. Its connection has no response timeout, because `XREADGROUP … BLOCK`
 /// legitimately waits; it is never the connection the hot path uses.
-pub struct Consumer {
+pub(crate) struct Consumer {
     conn: ConnectionManager,
     keys: Keys,
     name: String,
 }
 
 impl Consumer {
-    pub async fn connect(cache: &Cache, name: &str) -> Result<Consumer, CacheError> {
+    pub(crate) async fn connect(cache: &Cache, name: &str) -> Result<Consumer, CacheError> {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(None)
             .set_connection_timeout(Some(Duration::from_millis(500)))
@@ -173,12 +168,8 @@ impl Consumer {
         Ok(consumer)
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Creates the stream and the group if missing (a Redis restarted empty has neither).
-    pub async fn ensure_group(&self) -> Result<(), CacheError> {
+    pub(crate) async fn ensure_group(&self) -> Result<(), CacheError> {
         let created: Result<(), RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.keys.stream())
@@ -195,7 +186,7 @@ impl Consumer {
 
     /// Reads entries: `>` for new ones (waiting up to `block`), `0` for this consumer's own pending
     /// ones (delivered before, not acknowledged: a commit that failed).
-    pub async fn read(
+    pub(crate) async fn read(
         &self,
         from: &str,
         count: usize,
@@ -222,7 +213,7 @@ impl Consumer {
 
     /// Takes over entries that another consumer read and has not acknowledged for `min_idle`: that
     /// consumer has died, or is stuck.
-    pub async fn claim_abandoned(
+    pub(crate) async fn claim_abandoned(
         &self,
         min_idle: Duration,
         count: usize,
@@ -260,7 +251,11 @@ impl Consumer {
     #[tracing::instrument(name = "XACK", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "XACK",
         db.redis.pipeline_length = 3))]
-    pub async fn settle(&self, ids: &[String], receipts: &[ReceiptId]) -> Result<(), CacheError> {
+    pub(crate) async fn settle(
+        &self,
+        ids: &[String],
+        receipts: &[ReceiptId],
+    ) -> Result<(), CacheError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -292,7 +287,7 @@ impl Consumer {
 
     /// Moves an entry that cannot be decoded aside, so it stops blocking the group but stays for a
     /// person to inspect.
-    pub async fn dead_letter(&self, id: &str, problem: &str) -> Result<(), CacheError> {
+    pub(crate) async fn dead_letter(&self, id: &str, problem: &str) -> Result<(), CacheError> {
         redis::pipe()
             .cmd("XADD")
             .arg(self.keys.dead_letters())

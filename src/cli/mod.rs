@@ -21,11 +21,11 @@ use tonic::{
 };
 
 /// A client of a running server that sends the configured API key with every call.
-pub type Client = SuppressionClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Client = SuppressionClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds `authorization: Bearer <key>` to every call (nothing without a key).
 #[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(
@@ -42,7 +42,7 @@ impl Interceptor for Bearer {
 }
 
 /// Connects to `--server` with `--api-key`.
-pub async fn client(args: &ServerArgs) -> anyhow::Result<Client> {
+pub(crate) async fn client(args: &ServerArgs) -> anyhow::Result<Client> {
     let url = if args.server.contains("://") {
         args.server.clone()
     } else {
@@ -63,12 +63,12 @@ pub async fn client(args: &ServerArgs) -> anyhow::Result<Client> {
 }
 
 /// A refused call as one line: the gRPC code and the server's message.
-pub fn refused(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn refused(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
 /// The recipient named on the command line, as the server will read it (it normalizes).
-pub fn recipient(args: &RecipientArgs) -> Option<proto::Recipient> {
+pub(crate) fn recipient(args: &RecipientArgs) -> Option<proto::Recipient> {
     use proto::recipient::Id;
     let RecipientArgs {
         email,
@@ -86,7 +86,7 @@ pub fn recipient(args: &RecipientArgs) -> Option<proto::Recipient> {
     Some(proto::Recipient { id: Some(id) })
 }
 
-pub fn channel(c: Option<ChannelArg>) -> proto::Channel {
+pub(crate) fn channel(c: Option<ChannelArg>) -> proto::Channel {
     match c {
         None => proto::Channel::Unspecified,
         Some(ChannelArg::Email) => proto::Channel::Email,
@@ -97,7 +97,7 @@ pub fn channel(c: Option<ChannelArg>) -> proto::Channel {
     }
 }
 
-pub fn scope(args: &ScopeArgs) -> proto::Scope {
+pub(crate) fn scope(args: &ScopeArgs) -> proto::Scope {
     proto::Scope {
         tenant: args.tenant.clone(),
         channel: channel(args.channel) as i32,
@@ -107,7 +107,7 @@ pub fn scope(args: &ScopeArgs) -> proto::Scope {
 }
 
 /// A timestamp as RFC 3339 (UTC, milliseconds), or "-" when unset.
-pub fn time(t: Option<prost_types::Timestamp>) -> String {
+pub(crate) fn time(t: Option<prost_types::Timestamp>) -> String {
     t.and_then(|t| {
         let ms = t.seconds * 1000 + i64::from(t.nanos / 1_000_000);
         rfc3339(ms)

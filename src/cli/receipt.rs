@@ -19,9 +19,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReceiptFile {
-    pub receipt_id: String,
+    pub(crate) receipt_id: String,
     #[serde(default)]
-    pub state: String,
+    pub(crate) state: String,
     pub proof: Option<ProofFile>,
 }
 
@@ -33,14 +33,14 @@ pub struct ProofFile {
         serialize_with = "as_string",
         default
     )]
-    pub log_index: u64,
+    pub(crate) log_index: u64,
     pub entry: String,
-    pub leaf_hash: String,
+    pub(crate) leaf_hash: String,
     #[serde(default)]
-    pub inclusion_proof: Vec<String>,
-    pub checkpoint: String,
+    pub(crate) inclusion_proof: Vec<String>,
+    pub(crate) checkpoint: String,
     #[serde(deserialize_with = "u64_or_string", serialize_with = "as_string")]
-    pub tree_size: u64,
+    pub(crate) tree_size: u64,
 }
 
 /// proto3 JSON writes 64-bit integers as strings; accept numbers too.
@@ -87,7 +87,7 @@ impl ReceiptFile {
         }
     }
 
-    pub fn proof(&self) -> anyhow::Result<ReceiptProof> {
+    pub(crate) fn proof(&self) -> anyhow::Result<ReceiptProof> {
         let p = self
             .proof
             .as_ref()
@@ -108,7 +108,9 @@ impl ReceiptFile {
     }
 }
 
-pub async fn connect(server: &str) -> anyhow::Result<SuppressionClient<tonic::transport::Channel>> {
+pub(crate) async fn connect(
+    server: &str,
+) -> anyhow::Result<SuppressionClient<tonic::transport::Channel>> {
     let url = if server.contains("://") {
         server.to_owned()
     } else {

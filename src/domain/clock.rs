@@ -8,7 +8,7 @@ use std::sync::{
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch. Stored as is in Redis values and in the store's BIGINT columns.
-pub type Millis = i64;
+pub(crate) type Millis = i64;
 
 /// The service's source of "now". `System` in production; `Manual` lets a test set the time.
 #[derive(Clone, Debug, Default)]

@@ -7,92 +7,92 @@
 use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
 
 mod answer;
-pub use answer::{Answer, Controls};
+pub(crate) use answer::{Answer, Controls};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.
 const MAX_TEXT: usize = 1_000;
 
 /// A set of channels, stored as a bit set (bit n = channel code n).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ChannelSet(u8);
+pub(crate) struct ChannelSet(u8);
 
 impl ChannelSet {
-    pub const EVERY: ChannelSet = ChannelSet(0b11_1110);
+    pub(crate) const EVERY: ChannelSet = ChannelSet(0b11_1110);
 
-    pub fn of(channels: impl IntoIterator<Item = Channel>) -> Self {
+    pub(crate) fn of(channels: impl IntoIterator<Item = Channel>) -> Self {
         ChannelSet(channels.into_iter().fold(0, |b, c| b | (1 << c.code())))
     }
 
     /// The set a stored bit set names; `None` if it has bits no channel has.
-    pub fn from_bits(bits: u8) -> Option<Self> {
+    pub(crate) fn from_bits(bits: u8) -> Option<Self> {
         (bits & !Self::EVERY.0 == 0).then_some(ChannelSet(bits))
     }
 
-    pub fn bits(self) -> u8 {
+    pub(crate) fn bits(self) -> u8 {
         self.0
     }
 
-    pub fn contains(self, c: Channel) -> bool {
+    pub(crate) fn contains(self, c: Channel) -> bool {
         self.0 & (1 << c.code()) != 0
     }
 
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         self.0 == 0
     }
 
-    pub fn iter(self) -> impl Iterator<Item = Channel> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = Channel> {
         Channel::ALL.into_iter().filter(move |c| self.contains(*c))
     }
 }
 
 /// How a control ended: who ended it, when, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ended {
-    pub at: Millis,
-    pub by: String,
-    pub reason: String,
+pub(crate) struct Ended {
+    pub(crate) at: Millis,
+    pub(crate) by: String,
+    pub(crate) reason: String,
 }
 
 /// A campaign halt: every notice it covers is suppressed until it is resumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Halt {
-    pub id: ReceiptId,
-    pub tenant: String,
+pub(crate) struct Halt {
+    pub(crate) id: ReceiptId,
+    pub(crate) tenant: String,
     /// `""`: every topic (the campaign is then named).
-    pub topic: String,
+    pub(crate) topic: String,
     /// `""`: every campaign of the topic.
-    pub campaign: String,
-    pub channels: ChannelSet,
-    pub reason: String,
-    pub actor: String,
-    pub at: Millis,
-    pub ended: Option<Ended>,
+    pub(crate) campaign: String,
+    pub(crate) channels: ChannelSet,
+    pub(crate) reason: String,
+    pub(crate) actor: String,
+    pub(crate) at: Millis,
+    pub(crate) ended: Option<Ended>,
 }
 
 /// A topic declared mandatory on some channels, until `expires_at` or a revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MandatoryDeclaration {
-    pub id: ReceiptId,
-    pub tenant: String,
-    pub topic: String,
-    pub channels: ChannelSet,
-    pub legal_basis: String,
-    pub approver: String,
-    pub actor: String,
-    pub at: Millis,
-    pub expires_at: Millis,
-    pub ended: Option<Ended>,
+pub(crate) struct MandatoryDeclaration {
+    pub(crate) id: ReceiptId,
+    pub(crate) tenant: String,
+    pub(crate) topic: String,
+    pub(crate) channels: ChannelSet,
+    pub(crate) legal_basis: String,
+    pub(crate) approver: String,
+    pub(crate) actor: String,
+    pub(crate) at: Millis,
+    pub(crate) expires_at: Millis,
+    pub(crate) ended: Option<Ended>,
 }
 
 /// Either lever, as the store keeps both in one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum Control {
     Halt(Halt),
     Mandatory(MandatoryDeclaration),
 }
 
 /// A required free-text field: present and bounded.
-pub fn required_text(field: &str, value: &str) -> Result<String, Invalid> {
+pub(crate) fn required_text(field: &str, value: &str) -> Result<String, Invalid> {
     let value = value.trim();
     if value.is_empty() {
         return Err(Invalid::new(field, "is required"));
@@ -119,7 +119,7 @@ fn names(tenant: &str, topic: &str, campaign: &str) -> Result<(), Invalid> {
 impl Halt {
     /// A new halt; `channels` empty means every channel.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         id: ReceiptId,
         tenant: &str,
         topic: &str,
@@ -155,7 +155,7 @@ impl Halt {
         })
     }
 
-    pub fn covers(&self, n: &Notice) -> bool {
+    pub(crate) fn covers(&self, n: &Notice) -> bool {
         self.ended.is_none()
             && self.tenant == n.tenant
             && (self.topic.is_empty() || self.topic == n.topic)
@@ -165,7 +165,7 @@ impl Halt {
 
     /// The record a check shows for a notice this halt blocks: an operator suppression whose receipt
     /// is the halt.
-    pub fn as_match(&self, channel: Channel) -> Match {
+    pub(crate) fn as_match(&self, channel: Channel) -> Match {
         Match {
             scope: Scope {
                 tenant: self.tenant.clone(),
@@ -185,7 +185,7 @@ impl Halt {
 
 impl MandatoryDeclaration {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         id: ReceiptId,
         tenant: &str,
         topic: &str,
@@ -230,11 +230,11 @@ impl MandatoryDeclaration {
         })
     }
 
-    pub fn in_force_at(&self, now: Millis) -> bool {
+    pub(crate) fn in_force_at(&self, now: Millis) -> bool {
         self.ended.is_none() && now < self.expires_at
     }
 
-    pub fn applies(&self, n: &Notice, now: Millis) -> bool {
+    pub(crate) fn applies(&self, n: &Notice, now: Millis) -> bool {
         self.in_force_at(now)
             && self.tenant == n.tenant
             && self.topic == n.topic

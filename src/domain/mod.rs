@@ -1,22 +1,23 @@
 //! The vocabulary of suppressd, with no I/O: who a notice goes to ([`recipient`]), what it is and what an
-//! opt-out covers ([`scope`]), what is recorded about an opt-out ([`record`]), and the operator's
-//! halts and mandatory declarations that can overrule it ([`control`]).
+//! opt-out covers (`scope`), what is recorded about an opt-out (`record`), and the operator's
+//! halts and mandatory declarations that can overrule it (`control`).
 //!
 //! Everything here is parsed, not validated: constructors return `Result` and carry their invariants,
 //! so the layers above only ever see valid values. Nothing in this module knows about tonic, Redis or
 //! SQL.
 
 pub mod clock;
-pub mod control;
+pub(crate) mod control;
 pub mod recipient;
-pub mod record;
-pub mod scope;
+pub(crate) mod record;
+pub(crate) mod scope;
 
-pub use clock::{Clock, Millis};
-pub use recipient::{Pepper, Recipient, RecipientKind, Subject, SubjectHash};
-pub use record::{
-    Match, Reason, ReceiptId, Source, Suppression, best_match, is_token_actor, token_actor,
-};
+pub use clock::Clock;
+pub(crate) use clock::Millis;
+pub(crate) use recipient::Subject;
+pub use recipient::{Pepper, Recipient, RecipientKind, SubjectHash};
+pub(crate) use record::{Match, best_match, is_token_actor, token_actor};
+pub use record::{Reason, ReceiptId, Source, Suppression};
 pub use scope::{Channel, Notice, Scope};
 
 /// A value that failed to parse: which field, and what was wrong with it. The field is a path as the
@@ -24,12 +25,12 @@ pub use scope::{Channel, Notice, Scope};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct Invalid {
-    pub field: String,
-    pub message: String,
+    pub(crate) field: String,
+    pub(crate) message: String,
 }
 
 impl Invalid {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -37,7 +38,7 @@ impl Invalid {
     }
 
     /// Prefixes the field path, for values nested in a request (`checks[3]` + `scope.topic`).
-    pub fn within(mut self, parent: &str) -> Self {
+    pub(crate) fn within(mut self, parent: &str) -> Self {
         self.field = format!("{parent}.{}", self.field);
         self
     }

@@ -25,7 +25,7 @@ pub enum RecipientKind {
 
 impl RecipientKind {
     /// The request field this kind arrives in, for error messages.
-    pub fn field(self) -> &'static str {
+    pub(crate) fn field(self) -> &'static str {
         match self {
             RecipientKind::Email => "recipient.email",
             RecipientKind::Phone => "recipient.phone",
@@ -64,15 +64,6 @@ impl Recipient {
         let normalized =
             normalize(kind, raw).map_err(|message| Invalid::new(kind.field(), message))?;
         Ok(Self { kind, normalized })
-    }
-
-    pub fn kind(&self) -> RecipientKind {
-        self.kind
-    }
-
-    /// The normalized value. For tests of normalization; production code hashes it and forgets it.
-    pub fn normalized(&self) -> &str {
-        &self.normalized
     }
 }
 
@@ -184,7 +175,7 @@ impl fmt::Debug for Pepper {
 }
 
 impl Pepper {
-    pub const MIN_LEN: usize = 16;
+    pub(crate) const MIN_LEN: usize = 16;
 
     pub fn new(secret: impl Into<Vec<u8>>) -> Result<Self, Invalid> {
         let secret = secret.into();
@@ -211,14 +202,14 @@ impl Pepper {
 /// Whom an opt-out is about: a recipient the service hashes, or a hash it already made (an opt-out
 /// token carries the keyed hash, never the raw identifier, so a link reveals nothing readable).
 #[derive(Debug, Clone)]
-pub enum Subject {
+pub(crate) enum Subject {
     Recipient(Recipient),
     Hash(SubjectHash),
 }
 
 impl Pepper {
     /// The keyed hash of a subject; only a raw recipient is hashed.
-    pub fn subject_of(&self, subject: &Subject) -> SubjectHash {
+    pub(crate) fn subject_of(&self, subject: &Subject) -> SubjectHash {
         match subject {
             Subject::Recipient(r) => self.subject(r),
             Subject::Hash(h) => *h,
@@ -228,7 +219,7 @@ impl Pepper {
 
 /// The keyed hash of one recipient: the only form of a person's identifier that leaves a request.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubjectHash(pub [u8; 32]);
+pub struct SubjectHash(pub(crate) [u8; 32]);
 
 impl fmt::Debug for SubjectHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -237,7 +228,7 @@ impl fmt::Debug for SubjectHash {
 }
 
 impl SubjectHash {
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(SubjectHash)
     }
 

@@ -16,7 +16,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
+    pub(crate) const ALL: [Reason; 5] = [
         Reason::UserRequest,
         Reason::Complaint,
         Reason::Bounce,
@@ -25,13 +25,13 @@ impl Reason {
     ];
 
     /// Only system-originated suppressions (`BOUNCE`, `OPERATOR`) may carry an expiry.
-    pub fn may_expire(self) -> bool {
+    pub(crate) fn may_expire(self) -> bool {
         matches!(self, Reason::Bounce | Reason::Operator)
     }
 
     /// A person's own opt-out (the complement of `may_expire`): only that person's verified opt-in
     /// ends it (SPEC §5, invariant 6).
-    pub fn is_persons_own(self) -> bool {
+    pub(crate) fn is_persons_own(self) -> bool {
         !self.may_expire()
     }
 
@@ -46,7 +46,7 @@ impl Reason {
     }
 
     /// The name used in metrics and spans (the proto name, lower-cased, without its prefix).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::UserRequest => "user_request",
             Reason::Complaint => "complaint",
@@ -56,7 +56,7 @@ impl Reason {
         }
     }
 
-    pub fn from_code(code: u8) -> Option<Self> {
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
         Reason::ALL.into_iter().find(|r| r.code() == code)
     }
 }
@@ -74,7 +74,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 7] = [
+    pub(crate) const ALL: [Source; 7] = [
         Source::Link,
         Source::OneClick,
         Source::SmsKeyword,
@@ -97,7 +97,7 @@ impl Source {
     }
 
     /// The name used in metrics and spans (the proto name, lower-cased, without its prefix).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Link => "link",
             Source::OneClick => "one_click",
@@ -109,14 +109,14 @@ impl Source {
         }
     }
 
-    pub fn from_code(code: u8) -> Option<Self> {
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
         Source::ALL.into_iter().find(|s| s.code() == code)
     }
 }
 
 /// A receipt id: a UUIDv7, so ids sort by the time they were issued and no two replicas collide.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReceiptId(pub Uuid);
+pub struct ReceiptId(pub(crate) Uuid);
 
 impl ReceiptId {
     pub fn new(at: Millis) -> Self {
@@ -128,17 +128,17 @@ impl ReceiptId {
         ReceiptId(Uuid::new_v7(ts))
     }
 
-    pub fn parse(field: &str, raw: &str) -> Result<Self, Invalid> {
+    pub(crate) fn parse(field: &str, raw: &str) -> Result<Self, Invalid> {
         Uuid::try_parse(raw)
             .map(ReceiptId)
             .map_err(|_| Invalid::new(field, "must be a receipt id as returned by OptOut"))
     }
 
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> Self {
         ReceiptId(Uuid::from_bytes(bytes))
     }
 
-    pub fn as_bytes(&self) -> &[u8; 16] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
 }
@@ -186,7 +186,7 @@ pub struct Suppression {
 }
 
 impl Suppression {
-    pub fn is_active_at(&self, now: Millis) -> bool {
+    pub(crate) fn is_active_at(&self, now: Millis) -> bool {
         self.expires_at.is_none_or(|at| at > now)
     }
 }
@@ -194,17 +194,17 @@ impl Suppression {
 /// The fields a check answers with, however the record was found (cache or store).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
-    pub scope: Scope,
-    pub reason: Reason,
-    pub source: Source,
-    pub received_at: Millis,
-    pub effective_at: Millis,
-    pub expires_at: Option<Millis>,
-    pub receipt: ReceiptId,
+    pub(crate) scope: Scope,
+    pub(crate) reason: Reason,
+    pub(crate) source: Source,
+    pub(crate) received_at: Millis,
+    pub(crate) effective_at: Millis,
+    pub(crate) expires_at: Option<Millis>,
+    pub(crate) receipt: ReceiptId,
 }
 
 impl Match {
-    pub fn is_active_at(&self, now: Millis) -> bool {
+    pub(crate) fn is_active_at(&self, now: Millis) -> bool {
         self.expires_at.is_none_or(|at| at > now)
     }
 }
@@ -225,7 +225,10 @@ impl From<&Suppression> for Match {
 
 /// Of the active covering records, the one a check names: the most wildcards, then the earliest
 /// received (then the lowest receipt id, so the answer never depends on the order records arrive in).
-pub fn best_match(candidates: impl IntoIterator<Item = Match>, now: Millis) -> Option<Match> {
+pub(crate) fn best_match(
+    candidates: impl IntoIterator<Item = Match>,
+    now: Millis,
+) -> Option<Match> {
     candidates
         .into_iter()
         .filter(|m| m.is_active_at(now))

@@ -19,7 +19,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [
+    pub(crate) const ALL: [Channel; 5] = [
         Channel::Email,
         Channel::Sms,
         Channel::Push,
@@ -38,13 +38,13 @@ impl Channel {
         }
     }
 
-    pub fn from_code(code: u8) -> Option<Self> {
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
         Channel::ALL.into_iter().find(|c| c.code() == code)
     }
 }
 
 /// The code of an optional channel: 0 for the wildcard.
-pub fn channel_code(channel: Option<Channel>) -> u8 {
+pub(crate) fn channel_code(channel: Option<Channel>) -> u8 {
     channel.map_or(0, Channel::code)
 }
 
@@ -52,19 +52,19 @@ pub fn channel_code(channel: Option<Channel>) -> u8 {
 /// always matches exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope {
-    pub tenant: String,
-    pub channel: Option<Channel>,
-    pub topic: String,
-    pub campaign: String,
+    pub(crate) tenant: String,
+    pub(crate) channel: Option<Channel>,
+    pub(crate) topic: String,
+    pub(crate) campaign: String,
 }
 
 /// A concrete notice a sender is about to send: channel and topic are required.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Notice {
-    pub tenant: String,
-    pub channel: Channel,
-    pub topic: String,
-    pub campaign: String,
+    pub(crate) tenant: String,
+    pub(crate) channel: Channel,
+    pub(crate) topic: String,
+    pub(crate) campaign: String,
 }
 
 fn check_name(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
@@ -101,7 +101,10 @@ impl Scope {
         })
     }
 
-    pub fn covers(&self, notice: &Notice) -> bool {
+    /// Whether this scope covers a notice (the rule a check runs through its candidate scopes;
+    /// here for the tests that hold the two against each other).
+    #[cfg(test)]
+    pub(crate) fn covers(&self, notice: &Notice) -> bool {
         self.tenant == notice.tenant
             && self.channel.is_none_or(|c| c == notice.channel)
             && (self.topic.is_empty() || self.topic == notice.topic)
@@ -112,7 +115,7 @@ impl Scope {
     /// of channel, topic and campaign here the wildcard or equal. This is what a person's token
     /// for this scope may show of their records (a record broader than the token speaks of notices
     /// the token is not about).
-    pub fn includes(&self, other: &Scope) -> bool {
+    pub(crate) fn includes(&self, other: &Scope) -> bool {
         self.tenant == other.tenant
             && self.channel.is_none_or(|c| other.channel == Some(c))
             && (self.topic.is_empty() || self.topic == other.topic)
@@ -120,15 +123,19 @@ impl Scope {
     }
 
     /// How broad the scope is: the matched record is the one with the most wildcards.
-    pub fn wildcards(&self) -> u8 {
+    pub(crate) fn wildcards(&self) -> u8 {
         u8::from(self.channel.is_none())
             + u8::from(self.topic.is_empty())
             + u8::from(self.campaign.is_empty())
     }
 
-    /// An unambiguous byte encoding (names are printable ASCII, so NUL separates them), used to key the
-    /// cache. Changing it invalidates every cache, so it is versioned by the cache layout, not here.
-    pub fn canonical(&self) -> Vec<u8> {
+    /// An unambiguous byte encoding (names are printable ASCII, so NUL separates them): the bytes
+    /// the cache layout hashes into a field. The layout writes them inline without allocating, so
+    /// this spelling is only for the tests that hold it to them (injective here, the same bytes in
+    /// `cache::layout`). Changing it invalidates every cache, so it is versioned by the cache
+    /// layout, not here.
+    #[cfg(test)]
+    pub(crate) fn canonical(&self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(self.tenant.len() + self.topic.len() + self.campaign.len() + 4);
         out.extend_from_slice(self.tenant.as_bytes());
@@ -165,7 +172,7 @@ impl Notice {
 
     /// Every scope that covers this notice: channel ∈ {this, any} × topic ∈ {this, any} × campaign ∈
     /// {this, any}; four when the notice names no campaign.
-    pub fn candidates(&self) -> Vec<Scope> {
+    pub(crate) fn candidates(&self) -> Vec<Scope> {
         let campaigns: &[&str] = if self.campaign.is_empty() {
             &[""]
         } else {
@@ -217,8 +224,10 @@ mod tests {
             (scope("other", None, "", ""), false),
             (scope("", None, "", ""), false),
         ];
+        // A scope covers the notice iff it is one of the notice's candidates (what a check reads).
+        let candidates = n.candidates();
         for (s, want) in cases {
-            assert_eq!(s.covers(&n), want, "{s:?}");
+            assert_eq!(candidates.contains(&s), want, "{s:?}");
         }
     }
 
@@ -291,11 +300,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn covers_agrees_with_the_reference(s in arb_scope(), n in arb_notice()) {
-            prop_assert_eq!(s.covers(&n), reference_covers(&s, &n));
-        }
-
         #[test]
         fn candidates_are_exactly_the_covering_scopes(s in arb_scope(), n in arb_notice()) {
             // Brute force over the small universe: a scope covers the notice iff it is a candidate.

@@ -43,7 +43,7 @@ struct Front {
 
 /// The axum router of the front. Every answer, also those the framework makes itself (a method
 /// other than GET or POST, an unknown path), leaves through [`secured`].
-pub fn router(service: Suppressions, keys: KeyStore) -> Router {
+pub(crate) fn router(service: Suppressions, keys: KeyStore) -> Router {
     Router::new()
         .route("/unsubscribe/{token}", get(show).post(unsubscribe))
         .fallback(|| async { html(StatusCode::NOT_FOUND, page::not_found()) })

@@ -4,7 +4,7 @@
 use crate::domain::{Channel, Scope};
 
 /// What an opt-out scope means, in words a person reads: "emails about “marketing” from acme".
-pub fn scope_in_words(scope: &Scope) -> String {
+pub(crate) fn scope_in_words(scope: &Scope) -> String {
     let what = match scope.channel {
         None => "all messages",
         Some(Channel::Email) => "emails",
@@ -28,7 +28,7 @@ pub fn scope_in_words(scope: &Scope) -> String {
 }
 
 /// The page a GET shows: what the person is about to leave, and the one button.
-pub fn confirm(scope: &Scope) -> String {
+pub(crate) fn confirm(scope: &Scope) -> String {
     let words = escape(&scope_in_words(scope));
     layout(
         "Unsubscribe",
@@ -45,7 +45,7 @@ pub fn confirm(scope: &Scope) -> String {
 }
 
 /// The page after the opt-out was recorded.
-pub fn done(scope: &Scope, receipt_id: &str) -> String {
+pub(crate) fn done(scope: &Scope, receipt_id: &str) -> String {
     let words = escape(&scope_in_words(scope));
     let receipt = escape(receipt_id);
     layout(
@@ -58,7 +58,7 @@ pub fn done(scope: &Scope, receipt_id: &str) -> String {
     )
 }
 
-pub fn invalid_link() -> String {
+pub(crate) fn invalid_link() -> String {
     layout(
         "Link not valid",
         "<h1>This link is not valid</h1>\n\
@@ -67,14 +67,14 @@ pub fn invalid_link() -> String {
     )
 }
 
-pub fn not_found() -> String {
+pub(crate) fn not_found() -> String {
     layout(
         "Not found",
         "<h1>Not found</h1>\n<p>There is no page here. Use the unsubscribe link in a message.</p>",
     )
 }
 
-pub fn too_large() -> String {
+pub(crate) fn too_large() -> String {
     layout(
         "Not understood",
         "<h1>Not understood</h1>\n<p>The request was too large. Use the button on the \
@@ -82,14 +82,14 @@ pub fn too_large() -> String {
     )
 }
 
-pub fn missing_field() -> String {
+pub(crate) fn missing_field() -> String {
     layout(
         "Not understood",
         "<h1>Not understood</h1>\n<p>Use the button on the unsubscribe page.</p>",
     )
 }
 
-pub fn try_again() -> String {
+pub(crate) fn try_again() -> String {
     layout(
         "Please try again",
         "<h1>Please try again</h1>\n\
@@ -98,7 +98,7 @@ pub fn try_again() -> String {
     )
 }
 
-pub fn failed() -> String {
+pub(crate) fn failed() -> String {
     layout(
         "Something went wrong",
         "<h1>Something went wrong</h1>\n<p>Your request could not be recorded. Please try again \

@@ -18,10 +18,10 @@ const VERIFY_PAGE: usize = 5_000;
 
 /// A signed tree head.
 #[derive(Debug, Clone)]
-pub struct CheckpointView {
-    pub note: String,
-    pub size: u64,
-    pub root: Hash,
+pub(crate) struct CheckpointView {
+    pub(crate) note: String,
+    pub(crate) size: u64,
+    pub(crate) root: Hash,
 }
 
 fn corrupt(what: impl Into<String>) -> ServiceError {
@@ -40,7 +40,9 @@ async fn with_nodes<T>(store: &Store, run: impl Fn(&dyn Nodes) -> T) -> Result<T
     Ok(run(&|level: u32, index: u64| found[&(level, index)]))
 }
 
-pub async fn latest_checkpoint(store: &Store) -> Result<Option<CheckpointView>, ServiceError> {
+pub(crate) async fn latest_checkpoint(
+    store: &Store,
+) -> Result<Option<CheckpointView>, ServiceError> {
     let Some(row) = store.latest_checkpoint().await? else {
         return Ok(None);
     };
@@ -76,7 +78,7 @@ async fn prove(
 }
 
 /// A durable receipt's audit entry with its inclusion proof against the latest checkpoint.
-pub async fn receipt_proof(
+pub(crate) async fn receipt_proof(
     store: &Store,
     id: ReceiptId,
 ) -> Result<Option<ReceiptProof>, ServiceError> {
@@ -90,7 +92,7 @@ pub async fn receipt_proof(
 }
 
 /// Proof that the tree of `new_size` extends the tree of `old_size`; `new_size` 0 is the latest.
-pub async fn consistency_proof(
+pub(crate) async fn consistency_proof(
     store: &Store,
     old_size: u64,
     new_size: u64,
@@ -113,7 +115,7 @@ pub async fn consistency_proof(
 
 /// The store at `url`, for the offline audit commands (`suppressd audit verify|export`), which read
 /// the log where it lies rather than through a server.
-pub async fn open_store(url: &str) -> Result<Store, StoreError> {
+pub(crate) async fn open_store(url: &str) -> Result<Store, StoreError> {
     Store::connect(url).await
 }
 
@@ -150,19 +152,19 @@ pub async fn verify_log(
 /// One person's entries with proofs, for a regulator: checkable with the public key alone.
 #[derive(Debug, Serialize)]
 pub struct Export {
-    pub checkpoint: String,
-    pub tree_size: u64,
+    pub(crate) checkpoint: String,
+    pub(crate) tree_size: u64,
     pub root_hash: String,
     pub entries: Vec<ExportedEntry>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ExportedEntry {
-    pub log_index: u64,
+    pub(crate) log_index: u64,
     /// The canonical entry, exactly the bytes that were hashed.
-    pub entry: String,
-    pub leaf_hash: String,
-    pub inclusion_proof: Vec<String>,
+    pub(crate) entry: String,
+    pub(crate) leaf_hash: String,
+    pub(crate) inclusion_proof: Vec<String>,
 }
 
 /// Exports the entries of one subject in one tenant, or of the whole log (`subject: None`).

@@ -10,18 +10,18 @@ use crate::{
 
 /// One notice about to be sent to one recipient.
 #[derive(Debug, Clone)]
-pub struct Check {
-    pub recipient: Recipient,
-    pub notice: Notice,
+pub(crate) struct Check {
+    pub(crate) recipient: Recipient,
+    pub(crate) notice: Notice,
 }
 
 /// The answer to one check: send, an opt-out, a halt, or a mandatory override (`domain::control`).
-pub use crate::domain::control::Answer;
+pub(crate) use crate::domain::control::Answer;
 
 /// Where the answers of a call came from: a trace attribute and a metric label, so that an SRE sees
 /// when the service is running on its slower, store-backed path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnswerSource {
+pub(crate) enum AnswerSource {
     Cache,
     /// Some checks fell to the store (their bucket was not marked complete).
     Mixed,
@@ -30,7 +30,7 @@ pub enum AnswerSource {
 }
 
 impl AnswerSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AnswerSource::Cache => "cache",
             AnswerSource::Mixed => "cache+store",
@@ -43,7 +43,7 @@ impl Suppressions {
     /// Answers each check. Records `suppressd.checks` and `suppressd.answer_source` on the current
     /// span, the call's server span: a span of its own per check was a third of what tracing
     /// every call cost, and told nothing the server span does not.
-    pub async fn check(&self, checks: &[Check]) -> Result<Vec<Answer>, ServiceError> {
+    pub(crate) async fn check(&self, checks: &[Check]) -> Result<Vec<Answer>, ServiceError> {
         // Looked up once: each `Span::current()` is a registry look-up, a clone and a close.
         let span = CallSpan::current();
         span.record_i64("suppressd.checks", checks.len() as i64);

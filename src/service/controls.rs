@@ -25,34 +25,34 @@ use serde_json::json;
 use std::sync::Arc;
 
 mod poll;
-pub use poll::ControlsPoller;
+pub(crate) use poll::ControlsPoller;
 
 /// A halt as asked for; checked against the rules when the service gives it an id and a time.
 #[derive(Debug, Clone)]
-pub struct NewHalt {
-    pub tenant: String,
-    pub topic: String,
-    pub campaign: String,
-    pub channels: ChannelSet,
-    pub reason: String,
+pub(crate) struct NewHalt {
+    pub(crate) tenant: String,
+    pub(crate) topic: String,
+    pub(crate) campaign: String,
+    pub(crate) channels: ChannelSet,
+    pub(crate) reason: String,
 }
 
 /// A mandatory declaration as asked for.
 #[derive(Debug, Clone)]
-pub struct NewDeclaration {
-    pub tenant: String,
-    pub topic: String,
-    pub channels: ChannelSet,
-    pub legal_basis: String,
-    pub approver: String,
-    pub expires_at: Option<Millis>,
+pub(crate) struct NewDeclaration {
+    pub(crate) tenant: String,
+    pub(crate) topic: String,
+    pub(crate) channels: ChannelSet,
+    pub(crate) legal_basis: String,
+    pub(crate) approver: String,
+    pub(crate) expires_at: Option<Millis>,
 }
 
 /// The controls a `ListControls` returns.
 #[derive(Debug, Default)]
-pub struct ControlList {
-    pub halts: Vec<Halt>,
-    pub mandatory: Vec<MandatoryDeclaration>,
+pub(crate) struct ControlList {
+    pub(crate) halts: Vec<Halt>,
+    pub(crate) mandatory: Vec<MandatoryDeclaration>,
 }
 
 /// The audit entry of a change to a control: no subject; the receipt is the control's id; the
@@ -90,12 +90,12 @@ fn channel_names(set: ChannelSet) -> Vec<String> {
 
 impl Suppressions {
     /// The controls this replica answers by.
-    pub fn controls(&self) -> Arc<Controls> {
+    pub(crate) fn controls(&self) -> Arc<Controls> {
         self.inner.controls.load_full()
     }
 
     /// Reads the controls in force from the store and answers by them from now on.
-    pub async fn load_controls(&self) -> Result<i64, ServiceError> {
+    pub(crate) async fn load_controls(&self) -> Result<i64, ServiceError> {
         let (version, controls) = self.inner.store.controls_in_force().await?;
         self.inner
             .controls
@@ -104,7 +104,7 @@ impl Suppressions {
     }
 
     #[tracing::instrument(name = "halt", skip_all, err)]
-    pub async fn halt(&self, new: NewHalt, actor: String) -> Result<Halt, ServiceError> {
+    pub(crate) async fn halt(&self, new: NewHalt, actor: String) -> Result<Halt, ServiceError> {
         let now = self.now();
         let NewHalt {
             tenant,
@@ -157,7 +157,7 @@ impl Suppressions {
     }
 
     #[tracing::instrument(name = "resume", skip_all, err)]
-    pub async fn resume(
+    pub(crate) async fn resume(
         &self,
         id: ReceiptId,
         reason: &str,
@@ -170,7 +170,7 @@ impl Suppressions {
     }
 
     #[tracing::instrument(name = "declare_mandatory", skip_all, err)]
-    pub async fn declare_mandatory(
+    pub(crate) async fn declare_mandatory(
         &self,
         new: NewDeclaration,
         actor: String,
@@ -203,7 +203,7 @@ impl Suppressions {
     }
 
     #[tracing::instrument(name = "revoke_mandatory", skip_all, err)]
-    pub async fn revoke_mandatory(
+    pub(crate) async fn revoke_mandatory(
         &self,
         id: ReceiptId,
         reason: &str,
@@ -265,12 +265,12 @@ impl Suppressions {
     }
 
     /// One control, ended or not.
-    pub async fn control(&self, id: ReceiptId) -> Result<Option<Control>, ServiceError> {
+    pub(crate) async fn control(&self, id: ReceiptId) -> Result<Option<Control>, ServiceError> {
         Ok(self.inner.store.control(id).await?)
     }
 
     /// Every control of a tenant (or of all tenants); ended and expired ones only if asked.
-    pub async fn list_controls(
+    pub(crate) async fn list_controls(
         &self,
         tenant: Option<&str>,
         include_ended: bool,

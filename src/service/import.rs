@@ -18,25 +18,25 @@ use std::collections::HashSet;
 use tracing::Span;
 
 /// Rows validated, deduplicated and committed together.
-pub const CHUNK: usize = 1_000;
+pub(crate) const CHUNK: usize = 1_000;
 /// Rejections the summary lists (all are counted).
-pub const MAX_REJECTIONS: usize = 1_000;
+pub(crate) const MAX_REJECTIONS: usize = 1_000;
 
 /// One row as the caller sent it, parsed; the rules that need the clock are checked as it arrives.
 #[derive(Debug, Clone)]
-pub struct ImportItem {
-    pub recipient: Recipient,
-    pub scope: Scope,
-    pub reason: Reason,
-    pub source: Source,
+pub(crate) struct ImportItem {
+    pub(crate) recipient: Recipient,
+    pub(crate) scope: Scope,
+    pub(crate) reason: Reason,
+    pub(crate) source: Source,
     /// Backdated arrival; `None` = now.
-    pub received_at: Option<Millis>,
-    pub expires_at: Option<Millis>,
+    pub(crate) received_at: Option<Millis>,
+    pub(crate) expires_at: Option<Millis>,
 }
 
 impl ImportItem {
     /// Only system-originated reasons may expire (the rule `OptOut` applies).
-    pub fn new(
+    pub(crate) fn new(
         recipient: Recipient,
         scope: Scope,
         reason: Reason,
@@ -58,24 +58,24 @@ impl ImportItem {
 
 /// A row that created nothing, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub line: u64,
-    pub problem: String,
+pub(crate) struct Rejection {
+    pub(crate) line: u64,
+    pub(crate) problem: String,
 }
 
 /// What an import did.
 #[derive(Debug, Clone, Default)]
-pub struct ImportSummary {
-    pub batch_id: String,
-    pub imported: u64,
-    pub duplicates: u64,
-    pub rejected: u64,
+pub(crate) struct ImportSummary {
+    pub(crate) batch_id: String,
+    pub(crate) imported: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) rejected: u64,
     /// The first [`MAX_REJECTIONS`].
-    pub rejections: Vec<Rejection>,
+    pub(crate) rejections: Vec<Rejection>,
 }
 
 /// An import in progress: rows go in with [`Import::add`], [`Import::finish`] commits the rest.
-pub struct Import {
+pub(crate) struct Import {
     service: Suppressions,
     actor: String,
     /// The records of the pending chunk's valid rows, in stream order.
@@ -88,7 +88,7 @@ pub struct Import {
 impl Suppressions {
     /// Opens a batch (listed from now on) for `actor`'s rows.
     #[tracing::instrument(name = "import", skip_all, fields(suppressd.batch_id))]
-    pub async fn begin_import(&self, actor: String) -> Result<Import, ServiceError> {
+    pub(crate) async fn begin_import(&self, actor: String) -> Result<Import, ServiceError> {
         let now = self.now();
         let batch_id = ReceiptId::new(now).to_string();
         Span::current().record("suppressd.batch_id", batch_id.as_str());
@@ -111,12 +111,8 @@ impl Suppressions {
 }
 
 impl Import {
-    pub fn batch_id(&self) -> &str {
-        &self.summary.batch_id
-    }
-
     /// Takes one row (or the reason it could not be parsed); commits a chunk when one is full.
-    pub async fn add(
+    pub(crate) async fn add(
         &mut self,
         line: u64,
         row: Result<ImportItem, Invalid>,
@@ -133,7 +129,7 @@ impl Import {
     }
 
     /// Commits what is pending and closes the batch.
-    pub async fn finish(mut self) -> Result<ImportSummary, ServiceError> {
+    pub(crate) async fn finish(mut self) -> Result<ImportSummary, ServiceError> {
         self.flush().await?;
         let now = self.service.now();
         self.service

@@ -7,15 +7,15 @@
 
 pub mod audit;
 mod check;
-pub mod controls;
-pub mod import;
+pub(crate) mod controls;
+pub(crate) mod import;
 mod opt_out;
-pub mod rebuild;
+pub(crate) mod rebuild;
 mod receipts;
-pub mod records;
-pub mod rollback;
+pub(crate) mod records;
+pub(crate) mod rollback;
 mod view;
-pub mod waiters;
+pub(crate) mod waiters;
 
 use crate::{
     audit::AuditLog,
@@ -29,10 +29,10 @@ use crate::{
     store::{Store, StoreError},
 };
 use arc_swap::ArcSwap;
-pub use check::{Answer, AnswerSource, Check};
-pub use opt_out::{Durability, OptOutCommand};
+pub(crate) use check::Check;
+pub(crate) use opt_out::{Durability, OptOutCommand};
 use rebuild::RebuildTrigger;
-pub use records::{OptInCommand, OptInGrounds};
+pub(crate) use records::{OptInCommand, OptInGrounds};
 use std::{sync::Arc, time::Duration};
 pub use view::Viewer;
 pub use view::{RecordEvent, RecordHistory};
@@ -97,23 +97,23 @@ impl From<CacheError> for ServiceError {
 
 /// Tunables of the use cases.
 #[derive(Clone, Debug)]
-pub struct ServiceSettings {
+pub(crate) struct ServiceSettings {
     /// How long a `DURABLE` opt-out waits for the store before answering `ACCEPTED`.
-    pub durable_wait: Duration,
+    pub(crate) durable_wait: Duration,
     /// Uncommitted stream entries above which `ACCEPTED`-only opt-outs are refused (0 = no limit).
-    pub backlog_limit: u64,
+    pub(crate) backlog_limit: u64,
     /// Signs the audit entries of the changes made here (opt-ins, controls), as the worker signs
     /// opt-outs.
-    pub audit_log: AuditLog,
+    pub(crate) audit_log: AuditLog,
     /// This replica's name: how it reports the controls version it has loaded.
-    pub replica: String,
+    pub(crate) replica: String,
     /// How often the store's controls version is polled.
-    pub controls_poll: Duration,
+    pub(crate) controls_poll: Duration,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.
 #[derive(Clone)]
-pub struct Suppressions {
+pub(crate) struct Suppressions {
     inner: Arc<Inner>,
 }
 
@@ -132,7 +132,7 @@ struct Inner {
 
 impl Suppressions {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         cache: Cache,
         near: Arc<NearCache>,
         store: Store,
@@ -176,39 +176,39 @@ impl Suppressions {
         })
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
 
     /// Signs the audit entries of the changes the use cases make directly (opt-ins, controls).
-    pub fn audit_log(&self) -> &AuditLog {
+    pub(crate) fn audit_log(&self) -> &AuditLog {
         &self.inner.settings.audit_log
     }
 
     /// The service's notion of "now"; opt-out tokens expire by it.
-    pub fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &Clock {
         &self.inner.clock
     }
 
     /// The keyed hash of a recipient, which is what an opt-out token carries instead of the raw
     /// identifier.
-    pub fn subject(&self, recipient: &Recipient) -> SubjectHash {
+    pub(crate) fn subject(&self, recipient: &Recipient) -> SubjectHash {
         self.inner.pepper.subject(recipient)
     }
 }
 
 /// A receipt as the caller sees it.
 #[derive(Debug, Clone)]
-pub struct ReceiptView {
-    pub id: ReceiptId,
-    pub accepted_at: Millis,
-    pub state: ReceiptState,
+pub(crate) struct ReceiptView {
+    pub(crate) id: ReceiptId,
+    pub(crate) accepted_at: Millis,
+    pub(crate) state: ReceiptState,
     /// Once durable and asked for with `GetReceipt`: the audit entry and its proof.
-    pub proof: Option<crate::audit::verify::ReceiptProof>,
+    pub(crate) proof: Option<crate::audit::verify::ReceiptProof>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReceiptState {
+pub(crate) enum ReceiptState {
     /// Visible to checks and queued; not yet committed.
     Accepted,
     /// Committed by the durable store.

@@ -14,7 +14,7 @@ use tracing::Span;
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
+pub(crate) enum Durability {
     /// Answer after the store committed (or after the bound, with state `ACCEPTED`).
     Durable,
     /// Answer once visible and queued.
@@ -23,22 +23,22 @@ pub enum Durability {
 
 /// A valid opt-out request. [`OptOutCommand::new`] holds the rules that need no clock.
 #[derive(Debug, Clone)]
-pub struct OptOutCommand {
+pub(crate) struct OptOutCommand {
     /// A raw recipient (hashed here) or the keyed hash an opt-out token carries.
-    pub subject: Subject,
-    pub scope: Scope,
-    pub reason: Reason,
-    pub source: Source,
-    pub idempotency_key: Option<String>,
-    pub durability: Durability,
-    pub expires_at: Option<Millis>,
+    pub(crate) subject: Subject,
+    pub(crate) scope: Scope,
+    pub(crate) reason: Reason,
+    pub(crate) source: Source,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) durability: Durability,
+    pub(crate) expires_at: Option<Millis>,
     /// Who records it: the authenticated caller.
-    pub actor: String,
+    pub(crate) actor: String,
 }
 
 impl OptOutCommand {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         subject: Subject,
         scope: Scope,
         reason: Reason,
@@ -92,7 +92,7 @@ impl Suppressions {
         fields(suppressd.reason = cmd.reason.as_str(), suppressd.source = cmd.source.as_str(),
                suppressd.durability = ?cmd.durability, suppressd.receipt_id)
     )]
-    pub async fn opt_out(&self, cmd: OptOutCommand) -> Result<ReceiptView, ServiceError> {
+    pub(crate) async fn opt_out(&self, cmd: OptOutCommand) -> Result<ReceiptView, ServiceError> {
         let inner = &self.inner;
         let now = self.now();
         if let Some(at) = cmd.expires_at

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Records read from the store and written to Redis per page.
-pub const PAGE: usize = 2_000;
+pub(crate) const PAGE: usize = 2_000;
 /// How long the lease lasts without renewal: a rebuilder that died frees it after this.
 const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How far back the final pass looks, to cover worker batches that were in flight at the start.
@@ -40,7 +40,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// How the request path tells the rebuilder what it saw: a bucket without the marker, or a Redis
 /// that went back in time.
 #[derive(Default)]
-pub struct RebuildTrigger {
+pub(crate) struct RebuildTrigger {
     notify: Notify,
     suspect: Mutex<Option<String>>,
     /// The highest write counter this replica has seen.
@@ -50,21 +50,21 @@ pub struct RebuildTrigger {
 
 impl RebuildTrigger {
     /// Remembers a write counter returned by an opt-out.
-    pub fn saw_writes(&self, writes: u64) {
+    pub(crate) fn saw_writes(&self, writes: u64) {
         self.highest_writes.fetch_max(writes, Ordering::SeqCst);
     }
 
     /// The highest write counter seen so far. Read it *before* sending the read of the counter that
     /// [`went_back`](Self::went_back) compares: a concurrent opt-out whose reply arrives while the
     /// read is in flight may raise the highest past the value that read returns, with no write lost.
-    pub fn seen(&self) -> u64 {
+    pub(crate) fn seen(&self) -> u64 {
         self.highest_writes.load(Ordering::SeqCst)
     }
 
     /// Whether Redis, answering `writes` to a read sent after [`seen`](Self::seen) returned
     /// `seen_before`, has lost writes this replica saw; if so, asks for the markers to be removed
     /// and the cache rebuilt.
-    pub fn went_back(&self, seen_before: u64, writes: u64) -> bool {
+    pub(crate) fn went_back(&self, seen_before: u64, writes: u64) -> bool {
         let stale = writes < seen_before;
         if stale && !self.stale.swap(true, Ordering::SeqCst) {
             tracing::error!(
@@ -78,7 +78,7 @@ impl RebuildTrigger {
         stale || self.stale.load(Ordering::SeqCst)
     }
 
-    pub fn suspect(&self, bucket: &str) {
+    pub(crate) fn suspect(&self, bucket: &str) {
         let mut suspect = self.suspect.lock().expect("trigger lock");
         if suspect.is_none() {
             *suspect = Some(bucket.to_owned());
@@ -92,7 +92,7 @@ impl RebuildTrigger {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum RebuildOutcome {
+pub(crate) enum RebuildOutcome {
     /// The cache was complete; nothing done.
     NotNeeded,
     /// Another replica holds the lease.
@@ -105,7 +105,7 @@ pub enum RebuildOutcome {
     },
 }
 
-pub struct Rebuilder {
+pub(crate) struct Rebuilder {
     cache: Cache,
     store: Store,
     clock: Clock,
@@ -113,7 +113,7 @@ pub struct Rebuilder {
 }
 
 impl Rebuilder {
-    pub fn new(cache: Cache, store: Store, clock: Clock, owner: String) -> Self {
+    pub(crate) fn new(cache: Cache, store: Store, clock: Clock, owner: String) -> Self {
         Self {
             cache,
             store,
@@ -124,7 +124,7 @@ impl Rebuilder {
 
     /// Rebuilds if the cache is not complete, a suspected bucket lacks its marker, or Redis went
     /// back in time. The step function of the background loop.
-    pub async fn step(&self, trigger: &RebuildTrigger) -> anyhow::Result<RebuildOutcome> {
+    pub(crate) async fn step(&self, trigger: &RebuildTrigger) -> anyhow::Result<RebuildOutcome> {
         let suspect = trigger.take();
         let suspect = suspect.as_deref();
         let seen = trigger.seen();
@@ -246,7 +246,11 @@ impl Rebuilder {
 
     /// Runs until shutdown: rebuilds whenever the cache is found incomplete, by a check or by a
     /// periodic look.
-    pub async fn run(self, trigger: std::sync::Arc<RebuildTrigger>, shutdown: CancellationToken) {
+    pub(crate) async fn run(
+        self,
+        trigger: std::sync::Arc<RebuildTrigger>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             match self.step(&trigger).await {
                 Ok(RebuildOutcome::Interrupted) => continue,

@@ -8,13 +8,13 @@ use crate::domain::ReceiptId;
 impl Suppressions {
     /// The current state of a receipt. The store is asked first and, if Redis no longer knows the
     /// receipt, once more: the worker may have committed it between the two look-ups.
-    pub async fn receipt(&self, id: ReceiptId) -> Result<ReceiptView, ServiceError> {
+    pub(crate) async fn receipt(&self, id: ReceiptId) -> Result<ReceiptView, ServiceError> {
         self.receipt_for(id, |_| true).await
     }
 
     /// [`Self::receipt`], for a caller who may see only the tenants `may_see` accepts.
     #[tracing::instrument(name = "receipt", skip_all)]
-    pub async fn receipt_for(
+    pub(crate) async fn receipt_for(
         &self,
         id: ReceiptId,
         may_see: impl Fn(&str) -> bool,

@@ -31,7 +31,7 @@ const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why an opt-in is allowed: the stronger proof SPEC issue 5 asks for.
 #[derive(Debug, Clone)]
-pub enum OptInGrounds {
+pub(crate) enum OptInGrounds {
     /// An opt-in token for exactly this person and scope (its key id).
     Token { key_id: String },
     /// An admin's written reason.
@@ -40,11 +40,11 @@ pub enum OptInGrounds {
 
 /// A verified opt-in: the person, the exact scope of the opt-out to remove, who asks and why.
 #[derive(Debug, Clone)]
-pub struct OptInCommand {
-    pub subject: SubjectHash,
-    pub scope: Scope,
-    pub actor: String,
-    pub grounds: OptInGrounds,
+pub(crate) struct OptInCommand {
+    pub(crate) subject: SubjectHash,
+    pub(crate) scope: Scope,
+    pub(crate) actor: String,
+    pub(crate) grounds: OptInGrounds,
 }
 
 impl Suppressions {
@@ -52,7 +52,7 @@ impl Suppressions {
     /// nothing else: a bounce or an operator's suppression of the same scope stays. Returns the
     /// records it ended (none on a repeat); NOT_FOUND if the person never had one of that scope.
     #[tracing::instrument(name = "opt_in", skip_all, err)]
-    pub async fn opt_in(&self, cmd: OptInCommand) -> Result<Vec<Suppression>, ServiceError> {
+    pub(crate) async fn opt_in(&self, cmd: OptInCommand) -> Result<Vec<Suppression>, ServiceError> {
         self.queued_committed().await?;
         let now = self.now();
         let own: Vec<StoredRecord> = self
@@ -122,7 +122,7 @@ impl Suppressions {
     }
 
     /// Takes ended records out of the cache (see [`retract`]), on every replica before it returns.
-    pub async fn retract(&self, ended: &[Suppression]) -> Result<(), ServiceError> {
+    pub(crate) async fn retract(&self, ended: &[Suppression]) -> Result<(), ServiceError> {
         let change = retract(&self.inner.cache, self.store(), ended, self.now()).await?;
         self.settled(change, None).await
     }
@@ -130,7 +130,7 @@ impl Suppressions {
     /// The records of a person within a tenant, oldest first, each with its audit entries: all of
     /// them as logged for an operator, what their token covers and no operator's names or text
     /// for the holder of their token ([`Viewer`]).
-    pub async fn history(
+    pub(crate) async fn history(
         &self,
         subject: &SubjectHash,
         viewer: &Viewer,

@@ -21,26 +21,26 @@ const PAGE: usize = 1_000;
 
 /// What a rollback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RollbackSummary {
-    pub batch_id: String,
+pub(crate) struct RollbackSummary {
+    pub(crate) batch_id: String,
     /// Records of the batch that stopped suppressing now.
-    pub removed: u64,
+    pub(crate) removed: u64,
     /// Records of the batch that had already ended (expired, opted in, rolled back before).
-    pub already_ended: u64,
+    pub(crate) already_ended: u64,
 }
 
 /// One import batch as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportBatch {
-    pub batch_id: String,
-    pub actor: String,
-    pub started_at: Millis,
-    pub finished_at: Option<Millis>,
-    pub imported: u64,
-    pub duplicates: u64,
-    pub rejected: u64,
-    pub rolled_back_at: Option<Millis>,
-    pub rolled_back_by: Option<String>,
+pub(crate) struct ImportBatch {
+    pub(crate) batch_id: String,
+    pub(crate) actor: String,
+    pub(crate) started_at: Millis,
+    pub(crate) finished_at: Option<Millis>,
+    pub(crate) imported: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) rejected: u64,
+    pub(crate) rolled_back_at: Option<Millis>,
+    pub(crate) rolled_back_by: Option<String>,
 }
 
 impl From<ImportBatchRow> for ImportBatch {
@@ -62,7 +62,7 @@ impl From<ImportBatchRow> for ImportBatch {
 
 impl Suppressions {
     /// The tenants of the records each batch created (one absent: it created none).
-    pub async fn import_tenants(
+    pub(crate) async fn import_tenants(
         &self,
         batches: &[String],
     ) -> Result<BTreeMap<String, BTreeSet<String>>, ServiceError> {
@@ -70,7 +70,7 @@ impl Suppressions {
     }
 
     /// Import batches, newest first: the first `limit`, or those older than `after`.
-    pub async fn list_imports(
+    pub(crate) async fn list_imports(
         &self,
         limit: usize,
         after: Option<&ImportBatch>,
@@ -86,7 +86,7 @@ impl Suppressions {
     /// PERMISSION_DENIED, changing nothing, when the batch holds a record of a tenant `may_use`
     /// refuses (`None`: the actor may use every tenant).
     #[tracing::instrument(name = "rollback_import", skip_all, fields(suppressd.batch_id = batch_id))]
-    pub async fn rollback_import(
+    pub(crate) async fn rollback_import(
         &self,
         batch_id: &str,
         reason: &str,
@@ -101,7 +101,7 @@ impl Suppressions {
             .mark_rolled_back(batch_id, actor, now, may_use)
             .await?
         {
-            Marked::Marked => {}
+            Marked::Done => {}
             Marked::Unknown => {
                 return Err(ServiceError::NotFound(format!(
                     "no import batch {batch_id}"

@@ -9,24 +9,24 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
-pub struct Waiters {
+pub(crate) struct Waiters {
     waiting: Mutex<HashMap<ReceiptId, oneshot::Sender<()>>>,
 }
 
 impl Waiters {
     /// Returns a receiver that completes when `id` is announced as committed.
-    pub fn register(&self, id: ReceiptId) -> oneshot::Receiver<()> {
+    pub(crate) fn register(&self, id: ReceiptId) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().expect("waiters lock").insert(id, tx);
         rx
     }
 
-    pub fn forget(&self, id: ReceiptId) {
+    pub(crate) fn forget(&self, id: ReceiptId) {
         self.waiting.lock().expect("waiters lock").remove(&id);
     }
 
     /// Wakes the waiters of these receipts, if they are on this replica.
-    pub fn committed(&self, ids: impl IntoIterator<Item = ReceiptId>) {
+    pub(crate) fn committed(&self, ids: impl IntoIterator<Item = ReceiptId>) {
         let mut waiting = self.waiting.lock().expect("waiters lock");
         for id in ids {
             if let Some(tx) = waiting.remove(&id) {
@@ -37,7 +37,7 @@ impl Waiters {
 
     /// Listens for announcements until shutdown, resubscribing whenever Redis drops the connection.
     /// `ready` is cancelled once the first subscription is in place.
-    pub async fn listen(
+    pub(crate) async fn listen(
         &self,
         cache: Cache,
         ready: CancellationToken,

@@ -134,7 +134,7 @@ const BUMP: &str = "UPDATE control_head SET version = version + 1 WHERE id = 1";
 
 impl Store {
     /// The version of the controls: it moves with every change.
-    pub async fn controls_version(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn controls_version(&self) -> Result<i64, StoreError> {
         let sql = "SELECT version FROM control_head WHERE id = 1";
         on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
             .context("reading the controls version")
@@ -142,7 +142,7 @@ impl Store {
 
     /// The version, then every control not ended (declarations possibly expired). Read in that
     /// order, a change landing in between is seen now and reloaded once more at the next poll.
-    pub async fn controls_in_force(&self) -> Result<(i64, Vec<Control>), StoreError> {
+    pub(crate) async fn controls_in_force(&self) -> Result<(i64, Vec<Control>), StoreError> {
         let version = self.controls_version().await?;
         let sql = concat!(
             "SELECT ",
@@ -159,7 +159,7 @@ impl Store {
     }
 
     /// Every control of a tenant (or of all tenants), ended ones included, oldest first.
-    pub async fn controls(&self, tenant: Option<&str>) -> Result<Vec<Control>, StoreError> {
+    pub(crate) async fn controls(&self, tenant: Option<&str>) -> Result<Vec<Control>, StoreError> {
         let sql = concat!(
             "SELECT ",
             control_columns!(),
@@ -174,7 +174,7 @@ impl Store {
         rows.into_iter().map(Row::into_control).collect()
     }
 
-    pub async fn control(&self, id: ReceiptId) -> Result<Option<Control>, StoreError> {
+    pub(crate) async fn control(&self, id: ReceiptId) -> Result<Option<Control>, StoreError> {
         let sql = concat!(
             "SELECT ",
             control_columns!(),
@@ -190,7 +190,7 @@ impl Store {
 
     /// Stores a new control, bumps the version and appends `entry` (numbered here), in one
     /// transaction.
-    pub async fn insert_control(
+    pub(crate) async fn insert_control(
         &self,
         control: &Control,
         entry: AuditEntry,
@@ -229,7 +229,7 @@ impl Store {
 
     /// Ends a control that is still in force, bumps the version and appends `entry`, in one
     /// transaction. `false` when it was not in force (ended meanwhile): nothing changed.
-    pub async fn end_control(
+    pub(crate) async fn end_control(
         &self,
         id: ReceiptId,
         ended: &Ended,

@@ -17,34 +17,34 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// One import batch as listed.
 #[derive(sqlx::FromRow, Debug, Clone, PartialEq, Eq)]
-pub struct ImportBatchRow {
-    pub batch_id: String,
-    pub actor: String,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-    pub imported: i64,
-    pub duplicates: i64,
-    pub rejected: i64,
-    pub rolled_back_at: Option<i64>,
-    pub rolled_back_by: Option<String>,
+pub(crate) struct ImportBatchRow {
+    pub(crate) batch_id: String,
+    pub(crate) actor: String,
+    pub(crate) started_at: i64,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) imported: i64,
+    pub(crate) duplicates: i64,
+    pub(crate) rejected: i64,
+    pub(crate) rolled_back_at: Option<i64>,
+    pub(crate) rolled_back_by: Option<String>,
 }
 
 /// What marking a batch rolled back found.
 #[derive(Debug)]
-pub enum Marked {
+pub(crate) enum Marked {
     /// No batch of that id.
     Unknown,
     /// A record of the batch is of a tenant the caller may not use; the batch is left as it was.
     Refused { tenant: String },
     /// The batch is marked (now, or by an earlier rollback, whose time and actor it keeps).
-    Marked,
+    Done,
 }
 
 /// What one chunk adds to its batch's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ChunkCounts {
-    pub duplicates: u64,
-    pub rejected: u64,
+pub(crate) struct ChunkCounts {
+    pub(crate) duplicates: u64,
+    pub(crate) rejected: u64,
 }
 
 /// A record of a batch as a rollback sees it: whether something already ended it.
@@ -57,7 +57,7 @@ struct BatchRow {
 
 impl Store {
     /// Opens a batch: listed (and counted) from its first chunk on, even if the stream breaks off.
-    pub async fn create_import(
+    pub(crate) async fn create_import(
         &self,
         batch_id: &str,
         actor: &str,
@@ -71,7 +71,7 @@ impl Store {
 
     /// Whether a rollback has marked the batch (so its import must stop). An unknown batch counts as
     /// rolled back: nothing may be written into it.
-    pub async fn import_rolled_back(&self, batch_id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn import_rolled_back(&self, batch_id: &str) -> Result<bool, StoreError> {
         let sql = "SELECT rolled_back_at FROM imports WHERE batch_id = $1";
         let row: Option<Option<i64>> = on_pool!(self, pool =>
             sqlx::query_scalar(sql).bind(batch_id).fetch_optional(pool).await)
@@ -85,7 +85,7 @@ impl Store {
     #[tracing::instrument(name = "INSERT suppressions", skip_all, fields(
         otel.kind = "client", db.system = self.engine(), db.operation = "INSERT",
         db.sql.table = "suppressions", suppressd.records = records.len() as i64))]
-    pub async fn commit_import_chunk(
+    pub(crate) async fn commit_import_chunk(
         &self,
         batch_id: &str,
         records: &[Suppression],
@@ -132,7 +132,11 @@ impl Store {
     }
 
     /// Closes a batch whose stream ended normally.
-    pub async fn finish_import(&self, batch_id: &str, now: Millis) -> Result<(), StoreError> {
+    pub(crate) async fn finish_import(
+        &self,
+        batch_id: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let sql = "UPDATE imports SET finished_at = $2 WHERE batch_id = $1";
         on_pool!(self, pool => sqlx::query(sql).bind(batch_id).bind(now).execute(pool).await.map(drop))
             .context("closing an import batch")?;
@@ -144,7 +148,7 @@ impl Store {
     /// The tenants are read after the mark, in its transaction: the mark waits for a chunk being
     /// committed (which holds the batch's row) and no chunk lands after it, so they are all the
     /// batch will ever hold. A batch with a tenant `may_use` refuses is left unmarked.
-    pub async fn mark_rolled_back(
+    pub(crate) async fn mark_rolled_back(
         &self,
         batch_id: &str,
         actor: &str,
@@ -179,13 +183,13 @@ impl Store {
                 }
             }
             tx.commit().await.context("committing a rollback's mark")?;
-            Ok(Marked::Marked)
+            Ok(Marked::Done)
         })
     }
 
     /// One page of a batch's records in receipt order after `after`, each with whether it has
     /// ended. Only rows an import created carry a batch, so nothing else is ever selected.
-    pub async fn batch_page(
+    pub(crate) async fn batch_page(
         &self,
         batch_id: &str,
         after: &str,
@@ -207,7 +211,7 @@ impl Store {
 
     /// Import batches, newest first: the first `limit`, or the `limit` after (older than) the batch
     /// `after` names by its start time and id.
-    pub async fn list_imports(
+    pub(crate) async fn list_imports(
         &self,
         limit: usize,
         after: Option<(i64, &str)>,
@@ -224,7 +228,7 @@ impl Store {
     }
 
     /// The tenants of the records each of `batches` created (a batch that created none is absent).
-    pub async fn import_tenants(
+    pub(crate) async fn import_tenants(
         &self,
         batches: &[String],
     ) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
@@ -247,14 +251,5 @@ impl Store {
             }
         }
         Ok(tenants)
-    }
-
-    /// The import batch that created a record, if one did.
-    pub async fn import_batch_of(&self, receipt: &str) -> Result<Option<String>, StoreError> {
-        let sql = "SELECT import_batch FROM suppressions WHERE receipt_id = $1";
-        let found: Option<Option<String>> = on_pool!(self, pool =>
-            sqlx::query_scalar(sql).bind(receipt).fetch_optional(pool).await)
-        .context("reading a record's import batch")?;
-        Ok(found.flatten())
     }
 }

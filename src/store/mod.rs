@@ -80,10 +80,10 @@ macro_rules! columns {
 }
 
 // After the macros above, which they use.
-pub mod audit;
+pub(crate) mod audit;
 mod commit;
 mod controls;
-pub mod records;
+pub(crate) mod records;
 mod unnest;
 
 pub use commit::{AuditHint, Committed};
@@ -184,14 +184,14 @@ impl Store {
         Ok(store)
     }
 
-    pub fn engine(&self) -> &'static str {
+    pub(crate) fn engine(&self) -> &'static str {
         match self {
             Store::Postgres(_) => "postgresql",
             Store::Sqlite(_) => "sqlite",
         }
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
             .context("ping")
     }
@@ -200,7 +200,7 @@ impl Store {
     #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
         otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
         db.sql.table = "suppressions"))]
-    pub async fn receipt(&self, id: ReceiptId) -> Result<Option<Suppression>, StoreError> {
+    pub(crate) async fn receipt(&self, id: ReceiptId) -> Result<Option<Suppression>, StoreError> {
         let sql = concat!(
             "SELECT ",
             columns!(),
@@ -218,7 +218,7 @@ impl Store {
     #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
         otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
         db.sql.table = "suppressions"))]
-    pub async fn by_idempotency_key(
+    pub(crate) async fn by_idempotency_key(
         &self,
         tenant: &str,
         key: &str,
@@ -242,7 +242,7 @@ impl Store {
     #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
         otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
         db.sql.table = "suppressions"))]
-    pub async fn covering(
+    pub(crate) async fn covering(
         &self,
         subject: &SubjectHash,
         notice: &Notice,
@@ -277,7 +277,7 @@ impl Store {
     #[tracing::instrument(name = "SELECT suppressions", skip_all, fields(
         otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
         db.sql.table = "suppressions"))]
-    pub async fn active_page(
+    pub(crate) async fn active_page(
         &self,
         after: Option<ReceiptId>,
         committed_since: Millis,
@@ -310,4 +310,4 @@ impl Store {
 }
 
 // Last, after the macros it uses.
-pub mod imports;
+pub(crate) mod imports;

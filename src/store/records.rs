@@ -16,11 +16,11 @@ const END_CHUNK: usize = 500;
 /// A record as kept, with what happened to it since.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
-    pub record: Suppression,
-    pub ended_at: Option<Millis>,
+    pub(crate) record: Suppression,
+    pub(crate) ended_at: Option<Millis>,
     /// The audit action that ended it (`opt_in`, `rollback`).
-    pub ended_by: Option<String>,
-    pub import_batch: Option<String>,
+    pub(crate) ended_by: Option<String>,
+    pub(crate) import_batch: Option<String>,
 }
 
 impl StoredRecord {
@@ -62,7 +62,7 @@ impl Store {
     #[tracing::instrument(name = "UPDATE suppressions", skip_all, fields(
         otel.kind = "client", db.system = self.engine(), db.operation = "UPDATE",
         db.sql.table = "suppressions", suppressd.records = receipts.len() as i64))]
-    pub async fn end_records(
+    pub(crate) async fn end_records(
         &self,
         receipts: &[ReceiptId],
         action: Action,
@@ -153,7 +153,7 @@ impl Store {
 
     /// The active records of any of `subjects`: what remains to fill the cache fields that ended
     /// records leave.
-    pub async fn active_of_subjects(
+    pub(crate) async fn active_of_subjects(
         &self,
         subjects: &[SubjectHash],
         now: Millis,
@@ -183,7 +183,7 @@ impl Store {
 
     /// One page of records ended at or after `since`, in receipt order after `after`: what a cache
     /// rebuild re-applies at its end, in case it copied a record just before it ended.
-    pub async fn ended_page(
+    pub(crate) async fn ended_page(
         &self,
         after: Option<ReceiptId>,
         since: Millis,

@@ -163,7 +163,7 @@ pub(super) struct EntryColumns {
 }
 
 impl EntryColumns {
-    pub fn new(entries: &[(AuditEntry, Vec<u8>)]) -> EntryColumns {
+    pub(crate) fn new(entries: &[(AuditEntry, Vec<u8>)]) -> EntryColumns {
         EntryColumns {
             seq: column(entries, |(e, _)| e.seq as i64),
             recorded_at: column(entries, |(e, _)| e.time),
@@ -187,7 +187,7 @@ impl EntryColumns {
     }
 
     /// The rows as a `SELECT` of the columns of `audit_columns!`.
-    pub fn push_select(self, q: &mut QueryBuilder<Postgres>) {
+    pub(crate) fn push_select(self, q: &mut QueryBuilder<Postgres>) {
         q.push("SELECT * FROM UNNEST(");
         q.separated(", ")
             .push_bind(self.seq)

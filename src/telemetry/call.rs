@@ -24,7 +24,7 @@ use tracing::{Event, Subscriber, field::Field};
 use tracing_subscriber::{Layer, layer, registry::LookupSpan};
 
 /// The target of the calls' `tracing` spans, which only the logs see.
-pub const LOG_ONLY: &str = "suppressd::rpc";
+pub(crate) const LOG_ONLY: &str = "suppressd::rpc";
 
 /// Enough room for a call's attributes: the three it starts with, those the handler records
 /// (principal, checks, answer source) and the status.
@@ -38,12 +38,12 @@ pub(super) fn install(tracer: SdkTracer) {
 }
 
 /// A traced call's server span, in the context in which it is current.
-pub struct ServerSpan(Context);
+pub(crate) struct ServerSpan(Context);
 
 impl ServerSpan {
     /// Starts the server span named `name`, continuing a caller's context if it sent one. `None`
     /// when traces are off.
-    pub fn start(
+    pub(crate) fn start(
         name: &'static str,
         attributes: impl IntoIterator<Item = KeyValue>,
         caller: Option<Context>,
@@ -59,12 +59,12 @@ impl ServerSpan {
     }
 
     /// Makes the span current on this thread until the guard is dropped.
-    pub fn attach(&self) -> opentelemetry::ContextGuard {
+    pub(crate) fn attach(&self) -> opentelemetry::ContextGuard {
         self.0.clone().attach()
     }
 
     /// Ends the span with its gRPC status code; `failed` marks it an error.
-    pub fn end(self, code: i32, failed: bool) {
+    pub(crate) fn end(self, code: i32, failed: bool) {
         let span = self.0.span();
         span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
         if failed {
@@ -76,19 +76,19 @@ impl ServerSpan {
 
 /// The span of the call being served, to record an attribute on: on its `tracing` span (which must
 /// declare the field) for its log lines, and on its server span when the call is traced.
-pub struct CallSpan(tracing::Span);
+pub(crate) struct CallSpan(tracing::Span);
 
 impl CallSpan {
-    pub fn current() -> CallSpan {
+    pub(crate) fn current() -> CallSpan {
         CallSpan(tracing::Span::current())
     }
 
-    pub fn record_str(&self, key: &'static str, value: &str) {
+    pub(crate) fn record_str(&self, key: &'static str, value: &str) {
         self.0.record(key, value);
         on_server_span(|| KeyValue::new(key, value.to_owned()));
     }
 
-    pub fn record_i64(&self, key: &'static str, value: i64) {
+    pub(crate) fn record_i64(&self, key: &'static str, value: i64) {
         self.0.record(key, value);
         on_server_span(|| KeyValue::new(key, value));
     }

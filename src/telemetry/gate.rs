@@ -53,7 +53,7 @@ impl Sum {
 }
 
 /// A per-layer filter that notes its decisions for [`Gate`]; otherwise it is the filter it wraps.
-pub struct Noted<F>(pub F);
+pub(crate) struct Noted<F>(pub(crate) F);
 
 impl<S, F: Filter<S>> Filter<S> for Noted<F> {
     fn enabled(&self, meta: &Metadata<'_>, cx: &layer::Context<'_, S>) -> bool {
@@ -110,7 +110,7 @@ impl<S, F: Filter<S>> Filter<S> for Noted<F> {
 
 /// The subscriber's last word on a span or event: what the [`Noted`] filters above it decided.
 /// Install it first (`registry().with(Gate)`), so that it is asked after every filter.
-pub struct Gate;
+pub(crate) struct Gate;
 
 impl<S: Subscriber> Layer<S> for Gate {
     fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {

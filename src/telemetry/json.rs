@@ -13,7 +13,7 @@ use tracing_subscriber::{
 
 /// `tracing-subscriber`'s JSON format plus top-level `trace_id` and `span_id` fields, present when
 /// the event happened inside a span that OpenTelemetry knows (traces are on).
-pub struct WithTraceIds {
+pub(crate) struct WithTraceIds {
     inner: Format<Json>,
 }
 

@@ -1,7 +1,7 @@
 //! Every metric name, in one place, and the process-wide Prometheus recorder behind `/metrics`.
 //!
 //! Code records through the `metrics` facade (`metrics::counter!(names::X, …)`). Until
-//! [`prometheus`] installs the recorder (the admin port is configured), those calls go to the
+//! `prometheus` installs the recorder (the admin port is configured), those calls go to the
 //! facade's no-op recorder and cost next to nothing. Label values are always drawn from small, fixed
 //! sets (method names, status codes, reasons): never an identifier.
 
@@ -12,46 +12,46 @@ use std::{sync::OnceLock, time::Duration};
 /// The metric names (docs/operations.md lists them with their labels).
 pub mod names {
     /// Calls answered, by `rpc_service`, `rpc_method` and gRPC `code` (`OK`, `UNAVAILABLE`, …).
-    pub const RPC_REQUESTS: &str = "suppressd_rpc_requests_total";
+    pub(crate) const RPC_REQUESTS: &str = "suppressd_rpc_requests_total";
     /// Call latency from the request's headers to the response's status, by service and method.
-    pub const RPC_DURATION: &str = "suppressd_rpc_duration_seconds";
+    pub(crate) const RPC_DURATION: &str = "suppressd_rpc_duration_seconds";
     /// Checks answered, by `answer_source`: `cache`, `cache+store` or `store`.
-    pub const CHECKS: &str = "suppressd_checks_total";
+    pub(crate) const CHECKS: &str = "suppressd_checks_total";
     /// New opt-outs recorded (visible and queued), by `reason` and `source`.
-    pub const OPT_OUTS: &str = "suppressd_opt_outs_total";
+    pub(crate) const OPT_OUTS: &str = "suppressd_opt_outs_total";
     /// 1 when the cache carries a complete rebuild's marker, 0 when checks may fall to the store.
-    pub const CACHE_COMPLETE: &str = "suppressd_cache_complete";
+    pub(crate) const CACHE_COMPLETE: &str = "suppressd_cache_complete";
     /// 1 while this replica rebuilds the cache.
-    pub const REBUILD_RUNNING: &str = "suppressd_cache_rebuild_running";
+    pub(crate) const REBUILD_RUNNING: &str = "suppressd_cache_rebuild_running";
     /// Records copied from the store by the current (or last) rebuild of this replica.
-    pub const REBUILD_RECORDS: &str = "suppressd_cache_rebuild_records";
+    pub(crate) const REBUILD_RECORDS: &str = "suppressd_cache_rebuild_records";
     /// Rebuild attempts that did work, by `outcome`: `rebuilt`, `interrupted`, `failed`.
-    pub const REBUILDS: &str = "suppressd_cache_rebuilds_total";
+    pub(crate) const REBUILDS: &str = "suppressd_cache_rebuilds_total";
     /// Entries in the write-behind stream: opt-outs not yet committed (read or not).
-    pub const STREAM_LENGTH: &str = "suppressd_writebehind_stream_length";
+    pub(crate) const STREAM_LENGTH: &str = "suppressd_writebehind_stream_length";
     /// Entries delivered to a worker and not yet acknowledged.
-    pub const PENDING: &str = "suppressd_writebehind_pending_entries";
+    pub(crate) const PENDING: &str = "suppressd_writebehind_pending_entries";
     /// Age of the oldest entry delivered to a worker and not yet acknowledged (0 when none).
-    pub const OLDEST_PENDING_AGE: &str = "suppressd_writebehind_oldest_pending_age_seconds";
+    pub(crate) const OLDEST_PENDING_AGE: &str = "suppressd_writebehind_oldest_pending_age_seconds";
     /// Records per store transaction of the worker.
-    pub const BATCH_SIZE: &str = "suppressd_writebehind_batch_size";
+    pub(crate) const BATCH_SIZE: &str = "suppressd_writebehind_batch_size";
     /// Time the store took to commit one batch, by `path`: `at_once` (one round trip) or `locked`
     /// (a transaction under the audit head's lock: the first commit, or after another writer).
-    pub const COMMIT_DURATION: &str = "suppressd_writebehind_commit_duration_seconds";
+    pub(crate) const COMMIT_DURATION: &str = "suppressd_writebehind_commit_duration_seconds";
     /// Records the worker committed that the store did not have (redeliveries add none).
-    pub const COMMITTED: &str = "suppressd_writebehind_committed_total";
+    pub(crate) const COMMITTED: &str = "suppressd_writebehind_committed_total";
     /// Undecodable entries moved to the dead-letter stream.
-    pub const DEAD_LETTERS: &str = "suppressd_writebehind_dead_letters_total";
+    pub(crate) const DEAD_LETTERS: &str = "suppressd_writebehind_dead_letters_total";
     /// Failed Redis operations, by `operation`.
-    pub const REDIS_ERRORS: &str = "suppressd_redis_errors_total";
+    pub(crate) const REDIS_ERRORS: &str = "suppressd_redis_errors_total";
     /// Failed store operations, by `operation`.
-    pub const STORE_ERRORS: &str = "suppressd_store_errors_total";
+    pub(crate) const STORE_ERRORS: &str = "suppressd_store_errors_total";
     /// Time since this replica last read the controls (halts, mandatory declarations) from the store.
-    pub const CONTROLS_AGE: &str = "suppressd_controls_snapshot_age_seconds";
+    pub(crate) const CONTROLS_AGE: &str = "suppressd_controls_snapshot_age_seconds";
     /// 1 while this replica answers checks from its near-cache, else 0.
-    pub const NEAR_CACHE_SERVING: &str = "suppressd_near_cache_serving";
+    pub(crate) const NEAR_CACHE_SERVING: &str = "suppressd_near_cache_serving";
     /// Records this replica's near-cache copied when it last loaded.
-    pub const NEAR_CACHE_ENTRIES: &str = "suppressd_near_cache_loaded_records";
+    pub(crate) const NEAR_CACHE_ENTRIES: &str = "suppressd_near_cache_loaded_records";
 
     /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
@@ -96,7 +96,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process-wide recorder, installed on first use. Every application in the process (tests run
 /// several) shares it; a metric set outside suppressd's recorder (another global one installed
 /// first) makes this panic, which is a wiring bug, not a runtime condition.
-pub fn prometheus() -> &'static PrometheusHandle {
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)

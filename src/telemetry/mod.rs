@@ -10,13 +10,13 @@
 //! Both `tracing`'s subscriber and the `metrics` recorder are process-wide and can be installed only
 //! once: the test suite therefore runs the tests that install them in child processes of their own.
 
-pub mod call;
+pub(crate) mod call;
 mod gate;
 mod json;
 pub mod metrics;
 pub mod otlp;
-pub mod propagation;
-pub mod sampling;
+pub(crate) mod propagation;
+pub(crate) mod sampling;
 
 use anyhow::Context as _;
 use gate::{Gate, Noted};
@@ -32,7 +32,7 @@ use tracing_subscriber::{
 };
 
 /// The service name used when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
-pub const SERVICE_NAME: &str = "suppressd";
+pub(crate) const SERVICE_NAME: &str = "suppressd";
 
 /// How long shutdown waits for the last spans to reach the collector.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The W3C fields as a string map: what a stream entry carries.
-pub type Carrier = HashMap<String, String>;
+pub(crate) type Carrier = HashMap<String, String>;
 
 /// The caller's context from request headers (gRPC metadata), if it sent one.
-pub fn from_headers(headers: &http::HeaderMap) -> Option<Context> {
+pub(crate) fn from_headers(headers: &http::HeaderMap) -> Option<Context> {
     // Most calls carry none: skip the parse for them.
     if !headers.contains_key("traceparent") {
         return None;
@@ -26,7 +26,7 @@ pub fn from_headers(headers: &http::HeaderMap) -> Option<Context> {
 /// The context of the current span, if it is sampled: a link to an unrecorded span leads nowhere.
 /// `None` whenever traces are off. Directly in a call, outside any span of its own, that is the
 /// call's server span, which the current context holds (`call`).
-pub fn current_carrier() -> Option<Carrier> {
+pub(crate) fn current_carrier() -> Option<Carrier> {
     let mut cx = tracing::Span::current().context();
     if !cx.span().span_context().is_valid() {
         cx = Context::current();
@@ -40,7 +40,7 @@ pub fn current_carrier() -> Option<Carrier> {
 }
 
 /// The span a carrier names, if it names a valid one.
-pub fn span_context(carrier: &Carrier) -> Option<SpanContext> {
+pub(crate) fn span_context(carrier: &Carrier) -> Option<SpanContext> {
     let cx = TraceContextPropagator::new().extract(carrier);
     let sc = cx.span().span_context().clone();
     sc.is_valid().then_some(sc)

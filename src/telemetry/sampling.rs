@@ -29,7 +29,7 @@ use tracing_subscriber::{
 
 /// A sampler of the OpenTelemetry specification's environment configuration, applied at the head.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HeadSampler {
+pub(crate) struct HeadSampler {
     /// The share of new traces recorded (1 always on, 0 always off).
     ratio: f64,
     /// Whether a caller's decision (its `traceparent`'s sampled flag) wins over `ratio`.
@@ -38,7 +38,7 @@ pub struct HeadSampler {
 
 impl HeadSampler {
     /// From `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`).
-    pub fn from_env() -> Result<HeadSampler, String> {
+    pub(crate) fn from_env() -> Result<HeadSampler, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         Self::parse(
             var("OTEL_TRACES_SAMPLER").as_deref(),
@@ -97,7 +97,7 @@ pub(super) fn install(sampler: HeadSampler) {
 
 /// The decision for a trace starting here, continuing the caller's `parent` context if it brought
 /// one; `None` when traces are off.
-pub fn decide(parent: Option<&opentelemetry::Context>) -> Option<bool> {
+pub(crate) fn decide(parent: Option<&opentelemetry::Context>) -> Option<bool> {
     let sampler = SAMPLER.get()?;
     let parent = parent.map(|cx| cx.span().span_context().is_sampled());
     Some(sampler.decide(parent))
@@ -109,7 +109,7 @@ thread_local! {
 }
 
 /// Runs `f` as part of the trace with this decision (restoring whatever was current before).
-pub fn within<R>(decision: Option<bool>, f: impl FnOnce() -> R) -> R {
+pub(crate) fn within<R>(decision: Option<bool>, f: impl FnOnce() -> R) -> R {
     let Some(decision) = decision else {
         return f();
     };
@@ -121,7 +121,7 @@ pub fn within<R>(decision: Option<bool>, f: impl FnOnce() -> R) -> R {
 
 pin_project! {
     /// A future whose every poll runs as part of one trace's decision (see the module comment).
-    pub struct Sampled<F> {
+    pub(crate) struct Sampled<F> {
         #[pin]
         inner: F,
         decision: Option<bool>,
@@ -129,7 +129,7 @@ pin_project! {
 }
 
 impl<F> Sampled<F> {
-    pub fn new(inner: F, decision: Option<bool>) -> Self {
+    pub(crate) fn new(inner: F, decision: Option<bool>) -> Self {
         Sampled { inner, decision }
     }
 }
@@ -145,7 +145,7 @@ impl<F: Future> Future for Sampled<F> {
 
 /// The OpenTelemetry layer's filter: a span or event is recorded when the work running it belongs
 /// to a sampled trace, or, outside any such work, when its parent is recorded.
-pub struct HeadSampling;
+pub(crate) struct HeadSampling;
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for HeadSampling {
     fn enabled(&self, _: &Metadata<'_>, cx: &layer::Context<'_, S>) -> bool {

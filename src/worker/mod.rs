@@ -147,7 +147,7 @@ impl Worker {
     #[tracing::instrument(name = "writebehind.commit", skip_all, fields(
         otel.kind = "consumer", messaging.system = "redis", messaging.operation.type = "process",
         messaging.batch.message_count = batch.len() as i64, suppressd.inserted))]
-    pub async fn commit(&mut self, batch: Vec<Delivery>) -> anyhow::Result<StepReport> {
+    pub(crate) async fn commit(&mut self, batch: Vec<Delivery>) -> anyhow::Result<StepReport> {
         let span = Span::current();
         for link in batch.iter().filter_map(|d| d.trace.as_ref()) {
             if let Some(request) = propagation::span_context(link) {
@@ -230,7 +230,7 @@ impl Worker {
 
     /// Appends an `expire` audit entry for each system suppression that expired since the last
     /// sweep (the check path already ignores expired records; this puts the change on the record).
-    pub async fn log_expiries(&mut self) -> anyhow::Result<u64> {
+    pub(crate) async fn log_expiries(&mut self) -> anyhow::Result<u64> {
         self.last_expiry_sweep = Some(Instant::now());
         Ok(self
             .store
@@ -240,7 +240,7 @@ impl Worker {
 
     /// Steps until shutdown. A failing step (store or Redis away) is retried with a growing pause;
     /// the entries stay pending meanwhile, so nothing is lost.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut pause = Duration::from_millis(50);
         while !shutdown.is_cancelled() {
             if self

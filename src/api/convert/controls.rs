@@ -40,7 +40,7 @@ fn id(field: &str, raw: &str, what: &str) -> Result<ReceiptId, Invalid> {
         .map_err(|_| Invalid::new(field, format!("must be an id as returned by {what}")))
 }
 
-pub fn halt(req: proto::HaltCampaignRequest) -> Result<NewHalt, Invalid> {
+pub(crate) fn halt(req: proto::HaltCampaignRequest) -> Result<NewHalt, Invalid> {
     let proto::HaltCampaignRequest {
         tenant,
         topic,
@@ -57,12 +57,12 @@ pub fn halt(req: proto::HaltCampaignRequest) -> Result<NewHalt, Invalid> {
     })
 }
 
-pub fn resume(req: proto::ResumeCampaignRequest) -> Result<(ReceiptId, String), Invalid> {
+pub(crate) fn resume(req: proto::ResumeCampaignRequest) -> Result<(ReceiptId, String), Invalid> {
     let proto::ResumeCampaignRequest { halt_id, reason } = req;
     Ok((id("halt_id", &halt_id, "HaltCampaign")?, reason))
 }
 
-pub fn declare(req: proto::DeclareMandatoryRequest) -> Result<NewDeclaration, Invalid> {
+pub(crate) fn declare(req: proto::DeclareMandatoryRequest) -> Result<NewDeclaration, Invalid> {
     let proto::DeclareMandatoryRequest {
         tenant,
         topic,
@@ -81,7 +81,7 @@ pub fn declare(req: proto::DeclareMandatoryRequest) -> Result<NewDeclaration, In
     })
 }
 
-pub fn revoke(req: proto::RevokeMandatoryRequest) -> Result<(ReceiptId, String), Invalid> {
+pub(crate) fn revoke(req: proto::RevokeMandatoryRequest) -> Result<(ReceiptId, String), Invalid> {
     let proto::RevokeMandatoryRequest {
         declaration_id,
         reason,
@@ -93,7 +93,7 @@ pub fn revoke(req: proto::RevokeMandatoryRequest) -> Result<(ReceiptId, String),
 }
 
 /// The tenant a listing is for, and whether to include what has ended.
-pub fn list(req: proto::ListControlsRequest) -> (String, bool) {
+pub(crate) fn list(req: proto::ListControlsRequest) -> (String, bool) {
     let proto::ListControlsRequest {
         tenant,
         include_ended,
@@ -108,7 +108,7 @@ fn ended_parts(ended: Option<Ended>) -> (Option<prost_types::Timestamp>, String,
     }
 }
 
-pub fn halt_to_proto(h: Halt) -> proto::Halt {
+pub(crate) fn halt_to_proto(h: Halt) -> proto::Halt {
     let Halt {
         id,
         tenant,
@@ -141,7 +141,7 @@ pub fn halt_to_proto(h: Halt) -> proto::Halt {
     }
 }
 
-pub fn declaration_to_proto(d: MandatoryDeclaration) -> proto::MandatoryDeclaration {
+pub(crate) fn declaration_to_proto(d: MandatoryDeclaration) -> proto::MandatoryDeclaration {
     let MandatoryDeclaration {
         id,
         tenant,
@@ -171,7 +171,7 @@ pub fn declaration_to_proto(d: MandatoryDeclaration) -> proto::MandatoryDeclarat
     }
 }
 
-pub fn list_to_proto(list: ControlList) -> proto::ListControlsResponse {
+pub(crate) fn list_to_proto(list: ControlList) -> proto::ListControlsResponse {
     let ControlList { halts, mandatory } = list;
     proto::ListControlsResponse {
         halts: halts.into_iter().map(halt_to_proto).collect(),

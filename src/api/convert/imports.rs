@@ -17,7 +17,7 @@ const MAX_LIST: usize = 1_000;
 
 /// One row: its line (the sender's, or its place in the stream when the sender gave none) and the
 /// parsed item or its problem. `may_use_tenant` is the caller's tenant authorization.
-pub fn import_row(
+pub(crate) fn import_row(
     row: proto::ImportRow,
     ordinal: u64,
     may_use_tenant: impl Fn(&str) -> bool,
@@ -55,7 +55,7 @@ pub fn import_row(
     (line, item)
 }
 
-pub fn summary_to_proto(s: ImportSummary) -> proto::ImportSummary {
+pub(crate) fn summary_to_proto(s: ImportSummary) -> proto::ImportSummary {
     let ImportSummary {
         batch_id,
         imported,
@@ -76,7 +76,7 @@ pub fn summary_to_proto(s: ImportSummary) -> proto::ImportSummary {
 }
 
 /// The batch and the written reason of a rollback; both required.
-pub fn rollback(req: proto::RollbackImportRequest) -> Result<(String, String), Invalid> {
+pub(crate) fn rollback(req: proto::RollbackImportRequest) -> Result<(String, String), Invalid> {
     let proto::RollbackImportRequest { batch_id, reason } = req;
     let batch_id = batch_id.trim();
     if uuid::Uuid::try_parse(batch_id).is_err() {
@@ -98,7 +98,7 @@ pub fn rollback(req: proto::RollbackImportRequest) -> Result<(String, String), I
     Ok((batch_id.to_owned(), reason.to_owned()))
 }
 
-pub fn rollback_to_proto(s: RollbackSummary) -> proto::RollbackSummary {
+pub(crate) fn rollback_to_proto(s: RollbackSummary) -> proto::RollbackSummary {
     let RollbackSummary {
         batch_id,
         removed,
@@ -111,7 +111,7 @@ pub fn rollback_to_proto(s: RollbackSummary) -> proto::RollbackSummary {
     }
 }
 
-pub fn list_limit(req: proto::ListImportsRequest) -> Result<usize, Invalid> {
+pub(crate) fn list_limit(req: proto::ListImportsRequest) -> Result<usize, Invalid> {
     let proto::ListImportsRequest { limit } = req;
     match limit as usize {
         0 => Ok(DEFAULT_LIST),
@@ -120,7 +120,7 @@ pub fn list_limit(req: proto::ListImportsRequest) -> Result<usize, Invalid> {
     }
 }
 
-pub fn batch_to_proto(b: ImportBatch) -> proto::ImportBatch {
+pub(crate) fn batch_to_proto(b: ImportBatch) -> proto::ImportBatch {
     let ImportBatch {
         batch_id,
         actor,

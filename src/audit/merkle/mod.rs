@@ -12,7 +12,7 @@ pub use frontier::Frontier;
 use sha2::{Digest, Sha256};
 use std::{cell::RefCell, collections::BTreeSet};
 
-pub type Hash = [u8; 32];
+pub(crate) type Hash = [u8; 32];
 
 pub fn leaf_hash(entry: &[u8]) -> Hash {
     let mut h = Sha256::new();
@@ -21,7 +21,7 @@ pub fn leaf_hash(entry: &[u8]) -> Hash {
     h.finalize().into()
 }
 
-pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+pub(crate) fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut h = Sha256::new();
     h.update([1u8]);
     h.update(left);
@@ -30,7 +30,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// The hash of the empty tree.
-pub fn empty_root() -> Hash {
+pub(crate) fn empty_root() -> Hash {
     Sha256::digest([]).into()
 }
 
@@ -41,7 +41,7 @@ fn split(n: u64) -> u64 {
 }
 
 /// The hash of an aligned complete subtree: `level` 0 is a leaf hash.
-pub trait Nodes {
+pub(crate) trait Nodes {
     fn node(&self, level: u32, index: u64) -> Hash;
 }
 
@@ -67,10 +67,6 @@ fn range_hash(nodes: &dyn Nodes, start: u64, end: u64) -> Hash {
     )
 }
 
-pub fn root(nodes: &dyn Nodes, size: u64) -> Hash {
-    range_hash(nodes, 0, size)
-}
-
 /// PATH(m, D[start:end]) of RFC 9162 §2.1.3.1.
 fn path(nodes: &dyn Nodes, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
     let n = end - start;
@@ -87,7 +83,7 @@ fn path(nodes: &dyn Nodes, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
     }
 }
 
-pub fn inclusion_proof(nodes: &dyn Nodes, index: u64, size: u64) -> Vec<Hash> {
+pub(crate) fn inclusion_proof(nodes: &dyn Nodes, index: u64, size: u64) -> Vec<Hash> {
     let mut out = Vec::new();
     if index < size {
         path(nodes, index, 0, size, &mut out);
@@ -114,7 +110,7 @@ fn subproof(nodes: &dyn Nodes, m: u64, start: u64, end: u64, whole: bool, out: &
     }
 }
 
-pub fn consistency_proof(nodes: &dyn Nodes, old_size: u64, new_size: u64) -> Vec<Hash> {
+pub(crate) fn consistency_proof(nodes: &dyn Nodes, old_size: u64, new_size: u64) -> Vec<Hash> {
     let mut out = Vec::new();
     if 0 < old_size && old_size < new_size {
         subproof(nodes, old_size, 0, new_size, true, &mut out);
@@ -123,7 +119,7 @@ pub fn consistency_proof(nodes: &dyn Nodes, old_size: u64, new_size: u64) -> Vec
 }
 
 /// The aligned subtrees a computation reads, found by running it once against a recorder.
-pub fn needed_nodes(run: impl FnOnce(&dyn Nodes)) -> Vec<(u32, u64)> {
+pub(crate) fn needed_nodes(run: impl FnOnce(&dyn Nodes)) -> Vec<(u32, u64)> {
     let seen = RefCell::new(BTreeSet::new());
     let recorder = |level: u32, index: u64| {
         seen.borrow_mut().insert((level, index));
@@ -134,7 +130,13 @@ pub fn needed_nodes(run: impl FnOnce(&dyn Nodes)) -> Vec<(u32, u64)> {
 }
 
 /// RFC 9162 §2.1.3.2.
-pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
+pub(crate) fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+    root: &Hash,
+) -> bool {
     if index >= size {
         return false;
     }
@@ -159,7 +161,7 @@ pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root
 }
 
 /// RFC 9162 §2.1.4.2. An empty old tree is consistent with anything (with an empty proof).
-pub fn verify_consistency(
+pub(crate) fn verify_consistency(
     old_size: u64,
     new_size: u64,
     old_root: &Hash,
@@ -213,6 +215,12 @@ pub fn verify_consistency(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// MTH(D[0:size]) of RFC 9162 §2.1.1 straight from the stored nodes: the reference the
+    /// frontier's running root is checked against (the log itself only needs the frontier's).
+    fn root(nodes: &dyn Nodes, size: u64) -> Hash {
+        range_hash(nodes, 0, size)
+    }
 
     /// The leaves of the certificate-transparency reference tests.
     fn ct_leaves() -> Vec<Vec<u8>> {

@@ -30,7 +30,7 @@ pub fn field(subject: &SubjectHash, scope: &Scope) -> Field {
 }
 
 /// [`field`] from the parts of a scope, without building one: the hot path hashes eight candidate
-/// scopes per check and allocates none of them. Hashes exactly the bytes of [`Scope::canonical`].
+/// scopes per check and allocates none of them. Hashes exactly the bytes of `Scope::canonical` (a test holds it to them).
 fn field_of(
     subject: &SubjectHash,
     tenant: &str,
@@ -51,7 +51,7 @@ fn field_of(
     out
 }
 
-/// The fields of a notice's candidate scopes, in the order of [`Notice::candidates`], without
+/// The fields of a notice's candidate scopes, in the order of `Notice::candidates`, without
 /// allocating: the first `n` entries are used.
 pub fn candidate_fields(subject: &SubjectHash, notice: &Notice) -> ([Field; 8], usize) {
     let mut out = [[0; FIELD_LEN]; 8];
@@ -77,7 +77,7 @@ pub fn candidate_fields(subject: &SubjectHash, notice: &Notice) -> ([Field; 8], 
 pub(super) const EXPIRES_AT: usize = 1;
 pub(super) const EXPIRES_LEN: usize = 6;
 /// Byte offset of the 16-byte receipt id in a value, for Lua scripts that need it (1-based: 8).
-pub const RECEIPT_AT: usize = EXPIRES_AT + EXPIRES_LEN;
+pub(crate) const RECEIPT_AT: usize = EXPIRES_AT + EXPIRES_LEN;
 /// The fixed part of a value; two varints follow.
 const FIXED_LEN: usize = RECEIPT_AT + 16;
 /// A value's usual length: both time deltas fit one byte (received at the receipt's own time,
@@ -93,7 +93,7 @@ const MAX_EXPIRES: i64 = (1 << 48) - 1;
 ///  zigzag varint (received_ms − the receipt's own timestamp) | zigzag varint (effective − received)`.
 /// Receipt ids are UUIDv7 stamped with the receive time, so both deltas are usually 0 and a value is
 /// 25 bytes (version 1 took 43).
-pub fn encode_value(m: &Match) -> Vec<u8> {
+pub(crate) fn encode_value(m: &Match) -> Vec<u8> {
     let mut out = Vec::with_capacity(VALUE_LEN);
     out.push(m.reason.code() << 4 | m.source.code());
     let expires = m.expires_at.unwrap_or(0).clamp(0, MAX_EXPIRES);
@@ -108,7 +108,7 @@ pub fn encode_value(m: &Match) -> Vec<u8> {
 }
 
 /// Reads a cached value back; `None` for anything this layout did not write.
-pub fn decode_value(scope: Scope, bytes: &[u8]) -> Option<Match> {
+pub(crate) fn decode_value(scope: Scope, bytes: &[u8]) -> Option<Match> {
     if bytes.len() < FIXED_LEN {
         return None;
     }
@@ -222,6 +222,21 @@ mod tests {
                 .map(|s| field(&subject, s))
                 .collect();
             assert_eq!(&fields[..n], &expected[..]);
+        }
+    }
+
+    #[test]
+    fn a_field_hashes_the_subject_then_the_canonical_scope() {
+        let subject = SubjectHash([7; 32]);
+        for scope in [
+            Scope::parse("acme", Some(Channel::Email), "recall", "RC-1").unwrap(),
+            Scope::parse("acme", None, "", "").unwrap(),
+        ] {
+            let digest = Sha256::new()
+                .chain_update(subject.0)
+                .chain_update(scope.canonical())
+                .finalize();
+            assert_eq!(field(&subject, &scope)[..], digest[..FIELD_LEN]);
         }
     }
 

@@ -20,16 +20,12 @@ impl Keys {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub fn bucket_count(&self) -> u32 {
+    pub(crate) fn bucket_count(&self) -> u32 {
         1 << self.bucket_bits
     }
 
     /// The bucket a subject's records live in: the subject hash's leading bits.
-    pub fn bucket_of(&self, subject: &SubjectHash) -> u32 {
+    pub(crate) fn bucket_of(&self, subject: &SubjectHash) -> u32 {
         let lead = u32::from_be_bytes([subject.0[0], subject.0[1], subject.0[2], subject.0[3]]);
         lead >> (32 - u32::from(self.bucket_bits))
     }
@@ -37,7 +33,7 @@ impl Keys {
     /// The layout (its version and the bucket bits) is part of the name: a process started with
     /// other bits, or one that lays fields and values out differently, finds no marked bucket and
     /// rebuilds, instead of reading buckets laid out differently.
-    pub fn bucket(&self, index: u32) -> String {
+    pub(crate) fn bucket(&self, index: u32) -> String {
         format!("{}v{LAYOUT}b{}:{index:x}", self.prefix, self.bucket_bits)
     }
 
@@ -46,17 +42,17 @@ impl Keys {
     }
 
     /// The write-behind stream: every accepted opt-out, until the store has committed it.
-    pub fn stream(&self) -> String {
+    pub(crate) fn stream(&self) -> String {
         format!("{}stream", self.prefix)
     }
 
     /// Entries that could not be decoded, kept for a person to look at rather than dropped.
-    pub fn dead_letters(&self) -> String {
+    pub(crate) fn dead_letters(&self) -> String {
         format!("{}dead-letters", self.prefix)
     }
 
     /// Idempotency keys are the caller's strings: hashed, so that key names stay short and bounded.
-    pub fn idempotency(&self, tenant: &str, key: &str) -> String {
+    pub(crate) fn idempotency(&self, tenant: &str, key: &str) -> String {
         let mut h = Sha256::new();
         h.update(tenant.as_bytes());
         h.update([0]);
@@ -65,7 +61,7 @@ impl Keys {
     }
 
     /// Present while a receipt is accepted but may not be committed yet.
-    pub fn receipt(&self, id: ReceiptId) -> String {
+    pub(crate) fn receipt(&self, id: ReceiptId) -> String {
         format!("{}rcpt:{id}", self.prefix)
     }
 
@@ -83,46 +79,46 @@ impl Keys {
     /// Counts opt-outs ever written to this Redis. It only grows, so a Redis that answers with a
     /// smaller count than a replica has already seen has gone back in time: a stale replica was
     /// promoted, or an old snapshot was loaded.
-    pub fn writes(&self) -> String {
+    pub(crate) fn writes(&self) -> String {
         format!("{}writes", self.prefix)
     }
 
     /// The lease that lets one replica at a time rebuild.
-    pub fn rebuild_lease(&self) -> String {
+    pub(crate) fn rebuild_lease(&self) -> String {
         format!("{}rebuild-lease", self.prefix)
     }
 
     /// Pub/sub channel on which workers announce committed receipts to waiting `OptOut` calls.
-    pub fn durable_channel(&self) -> String {
+    pub(crate) fn durable_channel(&self) -> String {
         format!("{}durable", self.prefix)
     }
 
     /// Hash of replica name → the controls version it has loaded and when it last looked: what a
     /// halt waits on before it returns.
-    pub fn controls_seen(&self) -> String {
+    pub(crate) fn controls_seen(&self) -> String {
         format!("{}controls-seen", self.prefix)
     }
 
     /// The change feed: every write that changes a bucket field (an opt-out, an import, an opt-in's
     /// or a rollback's retraction) appends the field's new value here, numbered by
     /// [`change_seq`](Self::change_seq), for the replicas' near-caches to follow (`cache::near`).
-    pub fn changes(&self) -> String {
+    pub(crate) fn changes(&self) -> String {
         format!("{}changes", self.prefix)
     }
 
     /// The number of the last change fed: consecutive, so a follower tells a gap from a quiet feed.
-    pub fn change_seq(&self) -> String {
+    pub(crate) fn change_seq(&self) -> String {
         format!("{}change-seq", self.prefix)
     }
 
     /// Hash of replica name → `applied:renewed_at:renewal` for every replica with a near-cache: the
     /// last change it applied and its lease, which writers wait on before they return.
-    pub fn near_replicas(&self) -> String {
+    pub(crate) fn near_replicas(&self) -> String {
         format!("{}near-replicas", self.prefix)
     }
 
     /// Counts lease renewals; only grows, so a Redis that lost leases answers with less.
-    pub fn near_renewals(&self) -> String {
+    pub(crate) fn near_renewals(&self) -> String {
         format!("{}near-renewals", self.prefix)
     }
 

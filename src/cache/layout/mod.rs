@@ -14,13 +14,12 @@ mod codec;
 mod keys;
 mod scripts;
 
-pub use codec::{
-    FIELD_LEN, Field, RECEIPT_AT, VALUE_LEN, candidate_fields, decode_value, encode_value, field,
-};
+pub use codec::{FIELD_LEN, Field, VALUE_LEN, candidate_fields, field};
+pub(crate) use codec::{decode_value, encode_value};
 pub use keys::Keys;
-pub use scripts::{
-    CHANGES_KEPT, MARK_SCRIPT, NOW_MS_FN, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT, leases_fn,
-    merge_script, opt_out_script, retract_script,
+pub(crate) use scripts::{
+    MARK_SCRIPT, NOW_MS_FN, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT, leases_fn, merge_script,
+    opt_out_script, retract_script,
 };
 
 /// The field in every bucket that says the bucket holds every active suppression of its subjects.

@@ -22,7 +22,7 @@ end
 
 /// How many changes the feed keeps (about: trimmed with `~`). A near-cache further behind than this
 /// finds a gap in the numbers and loads again.
-pub const CHANGES_KEPT: u64 = 100_000;
+pub(crate) const CHANGES_KEPT: u64 = 100_000;
 
 /// Appends a field's new value (empty: removed) to the change feed. Every script that calls it
 /// takes the feed and its counter as its last two KEYS. Returns the change's number.
@@ -39,7 +39,7 @@ end
 }
 
 /// Redis's clock in milliseconds, for the near-cache leases.
-pub const NOW_MS_FN: &str = r"
+pub(crate) const NOW_MS_FN: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -49,7 +49,7 @@ end
 /// `leases(reply)`: appends Redis's clock (ms), the renewal count and the near-cache leases to
 /// `reply`, what a writer waits on (`cache::near`); the registry and the counter are the KEYS at
 /// these (1-based) positions.
-pub fn leases_fn(registry: usize, renewals: usize) -> String {
+pub(crate) fn leases_fn(registry: usize, renewals: usize) -> String {
     format!(
         r"{NOW_MS_FN}
 local function leases(reply)
@@ -75,7 +75,7 @@ end
 /// `{1, stream id, writes, change}` when recorded, `{2, length, writes, 0}` when the backlog is over
 /// the limit (nothing written); `writes` is the write counter, `change` the number of the change fed
 /// (0 when the field kept a stronger record).
-pub fn opt_out_script() -> String {
+pub(crate) fn opt_out_script() -> String {
     format!(
         "{MERGE_FN}{}{}{}",
         feed_fn(),
@@ -108,7 +108,7 @@ return leases({1, id, redis.call('INCR', KEYS[5]), change})
 ///
 /// A rebuild does not feed: it only puts back what Redis lost, which every near-cache that is
 /// serving already holds, and a near-cache stops serving (and loads again) when Redis loses data.
-pub fn merge_script() -> String {
+pub(crate) fn merge_script() -> String {
     format!(
         "{MERGE_FN}{}{}",
         feed_fn(),
@@ -125,7 +125,7 @@ return feed(ARGV[1], ARGV[2])
 ///
 /// KEYS: bucket, change feed, change counter. ARGV: field, n, n ended receipt ids (16 bytes each),
 /// then the remaining values. Returns the number of the change fed, 0 if the field did not change.
-pub fn retract_script() -> String {
+pub(crate) fn retract_script() -> String {
     format!(
         "{MERGE_FN}{}{}",
         feed_fn(),
@@ -149,14 +149,14 @@ return 0
 
 /// Removes the marker from buckets (KEYS), so that none answers "absent" until a rebuild marked it
 /// again: what a replica does on finding that Redis went back in time.
-pub const UNMARK_SCRIPT: &str = r"
+pub(crate) const UNMARK_SCRIPT: &str = r"
 for i = 1, #KEYS do redis.call('HDEL', KEYS[i], 'complete') end
 return 1
 ";
 
 /// Raises the write counter to at least ARGV[1] (KEYS: counter), after markers were removed, so that
 /// replicas stop seeing Redis as stale once it has been repaired.
-pub const RAISE_WRITES_SCRIPT: &str = r"
+pub(crate) const RAISE_WRITES_SCRIPT: &str = r"
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
@@ -166,7 +166,7 @@ return 1
 /// flushed mid-rebuild, the generation is gone and no bucket is marked.
 ///
 /// KEYS: generation, buckets… ARGV: generation.
-pub const MARK_SCRIPT: &str = r"
+pub(crate) const MARK_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 for i = 2, #KEYS do redis.call('HSET', KEYS[i], 'complete', ARGV[1]) end
 return 1

@@ -20,7 +20,7 @@ pub(super) const SHARDS: usize = 64;
 
 impl NearCache {
     /// The answers to `probes` from memory, or `None` when the copy cannot vouch for them.
-    pub fn lookup(&self, probes: &[Probe<'_>]) -> Option<Vec<Lookup>> {
+    pub(crate) fn lookup(&self, probes: &[Probe<'_>]) -> Option<Vec<Lookup>> {
         if !self.serving() {
             return None;
         }

@@ -87,7 +87,11 @@ impl NearCache {
     /// Returns once every replica that may answer from memory has applied `change`, or its lease has
     /// run out; at once for 0 (nothing fed). `leases`: a read of them made after the write, if the
     /// write brought one back. Fails when that cannot be known in time (Redis away).
-    pub async fn settled(&self, change: u64, leases: Option<Leases>) -> Result<(), NotSettled> {
+    pub(crate) async fn settled(
+        &self,
+        change: u64,
+        leases: Option<Leases>,
+    ) -> Result<(), NotSettled> {
         if change == 0 {
             return Ok(());
         }
@@ -233,7 +237,7 @@ impl NearCache {
 
 /// Why a write could not confirm that every replica answers by it.
 #[derive(Debug, thiserror::Error)]
-pub enum NotSettled {
+pub(crate) enum NotSettled {
     #[error("the near-cache leases could not be read")]
     Redis(#[source] CacheError),
     /// What it was still waiting on.

@@ -2,19 +2,19 @@
 //! answers without a round trip to Redis (SPEC §8); and the protocol that keeps SPEC §5's first
 //! promise with it: once a write returns, every replica answers by it.
 //!
-//! - **Copied whole, then followed.** A replica notes the change feed's head ([`Keys::changes`]),
+//! - **Copied whole, then followed.** A replica notes the change feed's head (`Keys::changes`),
 //!   copies every bucket of a complete cache (each must carry its marker), and applies the feed
 //!   from the noted head on. Every write that changes a bucket field feeds the field's new value,
 //!   numbered consecutively, so a gap in the numbers (the feed trimmed past this replica, Redis
 //!   restarted) ends the copy's life.
 //! - **Leases that acknowledge.** Soon after each read of the feed the replica renews its lease in
-//!   [`Keys::near_replicas`], reporting the last change it applied. It answers from memory only
+//!   `Keys::near_replicas`, reporting the last change it applied. It answers from memory only
 //!   until that lease runs out, measured on its own clock from before it asked, and only while each
 //!   renewal finds the previous one where it left it and the cache still complete under the same
 //!   rebuild generation. A renewal that comes after its lease ran out (the replica stalled, and
 //!   writers stopped waiting for it) counts as registering again: it catches up before it serves.
 //! - **Writers wait.** A write that fed change `c` returns only once every replica holding a live
-//!   lease has applied `c`, or its lease has run out ([`NearCache::settled`]). A replica that
+//!   lease has applied `c`, or its lease has run out (`NearCache::settled`). A replica that
 //!   registers after the write catches up past it before it serves. A writer that cannot have seen
 //!   every lease (it started less than a lease ago, or Redis lost the leases) waits a lease out.
 //!
@@ -23,12 +23,12 @@
 //!
 //! This file runs the copy's life (load, follow, serve, stop); `copy` holds the records in memory
 //! and reads the feed into them, `lease` is the protocol with the writers (renewals, and the wait
-//! in [`NearCache::settled`]).
+//! in `NearCache::settled`).
 
 mod copy;
 mod lease;
 
-pub use lease::{Leases, NotSettled};
+pub use lease::Leases;
 
 use super::{Cache, CacheError, Context};
 use crate::telemetry::metrics::names;
@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How long a renewal lets a replica answer from memory, as writers count it (Redis's clock).
-pub const LEASE: Duration = Duration::from_millis(500);
+pub(crate) const LEASE: Duration = Duration::from_millis(500);
 /// What the replica itself takes off its lease, for clocks that do not tick alike.
 const MARGIN: Duration = Duration::from_millis(100);
 /// How long a read of the feed waits for changes: renewals come at least this often.
@@ -75,7 +75,7 @@ enum Stopped {
 }
 
 /// This replica's copy, and the writer's side of the protocol. Every replica has one; it follows
-/// the feed only when [`run`](Self::run) is running.
+/// the feed only when `run` is running.
 pub struct NearCache {
     cache: Cache,
     replica: String,
@@ -94,7 +94,7 @@ pub struct NearCache {
 }
 
 impl NearCache {
-    pub fn new(cache: Cache, replica: &str) -> NearCache {
+    pub(crate) fn new(cache: Cache, replica: &str) -> NearCache {
         let start = Instant::now();
         NearCache {
             cache,
@@ -121,7 +121,7 @@ impl NearCache {
     /// stalls `after` before it reads the feed: a replica stalled past its lease just as it renews,
     /// and slow to read the feed then.
     #[cfg(feature = "failpoints")]
-    pub fn with_stall_failpoint(mut self) -> NearCache {
+    pub(crate) fn with_stall_failpoint(mut self) -> NearCache {
         self.stall_failpoint = true;
         self
     }
@@ -155,7 +155,7 @@ impl NearCache {
     }
 
     /// Follows the feed, loading again whenever the copy stops, until `stop`.
-    pub async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
+    pub(crate) async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
         while !stop.is_cancelled() {
             let stopped = tokio::select! {
                 stopped = self.follow() => stopped,

@@ -8,40 +8,40 @@ use clap::{Args, Subcommand};
 #[derive(Args, Debug, Clone)]
 pub struct ControlClientArgs {
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
     /// Print the server's answer as JSON instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct HaltArgs {
     #[arg(long, default_value = "")]
-    pub tenant: String,
+    pub(crate) tenant: String,
     /// The topic to halt ("" = every topic of the campaign).
     #[arg(long, default_value = "")]
-    pub topic: String,
+    pub(crate) topic: String,
     /// The campaign to halt ("" = every campaign of the topic).
     #[arg(long, default_value = "")]
-    pub campaign: String,
+    pub(crate) campaign: String,
     /// Only these channels (repeatable; none = every channel).
     #[arg(long = "channel", value_enum)]
-    pub channels: Vec<ChannelArg>,
+    pub(crate) channels: Vec<ChannelArg>,
     /// Why (recorded in the audit log and shown to senders).
     #[arg(long)]
-    pub reason: String,
+    pub(crate) reason: String,
     #[command(flatten)]
-    pub server: ControlClientArgs,
+    pub(crate) server: ControlClientArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct ResumeArgs {
-    pub halt_id: String,
+    pub(crate) halt_id: String,
     /// Why the halt ends (recorded in the audit log).
     #[arg(long)]
-    pub reason: String,
+    pub(crate) reason: String,
     #[command(flatten)]
-    pub server: ControlClientArgs,
+    pub(crate) server: ControlClientArgs,
 }
 
 #[derive(Subcommand, Debug)]

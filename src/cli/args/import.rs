@@ -15,22 +15,22 @@ pub struct ImportArgs {
     /// A CSV file with a header row, or JSON lines (one object per line), with the columns
     /// recipient_type, recipient, tenant, channel, topic, campaign, reason, source, received_at,
     /// expires_at.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The file's format; by default from its extension (.csv, .jsonl, .ndjson).
     #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    pub(crate) format: Option<Format>,
     /// Rejected lines printed in the summary.
     #[arg(long, default_value_t = 20)]
-    pub show_rejections: usize,
+    pub(crate) show_rejections: usize,
     /// Also write every rejection the summary knows (line,problem as CSV) to this file.
     #[arg(long)]
-    pub rejections_file: Option<PathBuf>,
+    pub(crate) rejections_file: Option<PathBuf>,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Csv,
     Jsonl,
 }
@@ -38,12 +38,12 @@ pub enum Format {
 #[derive(Args, Debug)]
 pub struct RollbackArgs {
     /// The batch id `suppressd import` printed.
-    pub batch_id: String,
+    pub(crate) batch_id: String,
     /// Why the import is rolled back (recorded in the audit log).
     #[arg(long)]
-    pub reason: String,
+    pub(crate) reason: String,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,8 +5,9 @@
 mod controls;
 mod import;
 
-pub use controls::{ControlClientArgs, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs};
-pub use import::{Format, ImportArgs, ImportsCommand, RollbackArgs};
+pub(crate) use controls::{ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs};
+pub use import::ImportsCommand;
+pub(crate) use import::{Format, ImportArgs, RollbackArgs};
 
 use crate::{
     config::ServeSettings,
@@ -116,15 +117,15 @@ pub enum AuditCommand {
 #[group(multiple = false)]
 pub struct RecipientArgs {
     #[arg(long)]
-    pub email: Option<String>,
+    pub(crate) email: Option<String>,
     #[arg(long)]
-    pub phone: Option<String>,
+    pub(crate) phone: Option<String>,
     #[arg(long)]
-    pub user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     #[arg(long)]
-    pub push_token: Option<String>,
+    pub(crate) push_token: Option<String>,
     #[arg(long)]
-    pub postal_address: Option<String>,
+    pub(crate) postal_address: Option<String>,
 }
 
 impl RecipientArgs {
@@ -149,10 +150,10 @@ impl RecipientArgs {
 pub struct ServerArgs {
     /// The server (host:port, or an http:// or https:// URL).
     #[arg(long, env = "SUPPRESSD_SERVER", default_value = "127.0.0.1:50051")]
-    pub server: String,
+    pub(crate) server: String,
     /// The API key to send (`authorization: Bearer …`); operator commands need an admin's.
     #[arg(long, env = "SUPPRESSD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub(crate) api_key: Option<String>,
 }
 
 /// A channel on the command line.
@@ -167,61 +168,61 @@ pub enum ChannelArg {
 
 /// A scope on the command line; unset channel, topic or campaign are the wildcards.
 #[derive(Args, Debug, Clone)]
-pub struct ScopeArgs {
+pub(crate) struct ScopeArgs {
     #[arg(long, default_value = "")]
-    pub tenant: String,
+    pub(crate) tenant: String,
     /// Unset: every channel.
     #[arg(long, value_enum)]
-    pub channel: Option<ChannelArg>,
+    pub(crate) channel: Option<ChannelArg>,
     /// Unset: every topic.
     #[arg(long, default_value = "")]
-    pub topic: String,
+    pub(crate) topic: String,
     /// Unset: every campaign.
     #[arg(long, default_value = "")]
-    pub campaign: String,
+    pub(crate) campaign: String,
 }
 
 #[derive(Args, Debug)]
 pub struct OptInArgs {
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
     /// The person's opt-in token: it names the person and the scope (no key needed).
     #[arg(long, conflicts_with_all = ["email", "phone", "user_id", "push_token", "postal_address", "reason"])]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     #[command(flatten)]
-    pub recipient: RecipientArgs,
+    pub(crate) recipient: RecipientArgs,
     /// The exact scope of the opt-out to remove.
     #[command(flatten)]
-    pub scope: ScopeArgs,
+    pub(crate) scope: ScopeArgs,
     /// Without a token: the admin's written grounds (logged).
     #[arg(long)]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct OptInTokenArgs {
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
     #[command(flatten)]
-    pub recipient: RecipientArgs,
+    pub(crate) recipient: RecipientArgs,
     #[command(flatten)]
-    pub scope: ScopeArgs,
+    pub(crate) scope: ScopeArgs,
     /// Lifetime in seconds (at most 3600; the server's default is 900).
     #[arg(long)]
-    pub ttl_secs: Option<i64>,
+    pub(crate) ttl_secs: Option<i64>,
 }
 
 #[derive(Args, Debug)]
 pub struct RecordsArgs {
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
     /// The person's own opt-out token, in place of recipient, tenant and key.
     #[arg(long, conflicts_with_all = ["email", "phone", "user_id", "push_token", "postal_address"])]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     #[command(flatten)]
-    pub recipient: RecipientArgs,
+    pub(crate) recipient: RecipientArgs,
     #[arg(long, default_value = "")]
-    pub tenant: String,
+    pub(crate) tenant: String,
 }
 
 #[derive(Subcommand, Debug)]

@@ -20,14 +20,14 @@ const MAX_LOCAL_REJECTIONS: usize = 1_000;
 
 /// One line that created nothing.
 pub(super) struct Rejected {
-    pub line: u64,
-    pub problem: String,
+    pub(crate) line: u64,
+    pub(crate) problem: String,
 }
 
 /// Counts the bytes the parser has read, for the progress bar.
 pub(super) struct Counting<R> {
-    pub inner: R,
-    pub read: Arc<AtomicU64>,
+    pub(crate) inner: R,
+    pub(crate) read: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -41,9 +41,9 @@ impl<R: Read> Read for Counting<R> {
 /// What the reader thread hands back once the file is read.
 #[derive(Default)]
 pub(super) struct ReadOutcome {
-    pub rows: u64,
-    pub local: Vec<Rejected>,
-    pub local_count: u64,
+    pub(crate) rows: u64,
+    pub(crate) local: Vec<Rejected>,
+    pub(crate) local_count: u64,
 }
 
 /// One row of the file, before it is checked: every column as text (absent = empty).

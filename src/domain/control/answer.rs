@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 /// The answer to one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// Nothing blocks the notice: it may go.
     Send,
     /// An opt-out blocks it: the one a check names (`best_match`).
@@ -21,26 +21,20 @@ pub enum Answer {
     },
 }
 
-impl Answer {
-    pub fn is_suppressed(&self) -> bool {
-        matches!(self, Answer::Suppressed(_) | Answer::Halted { .. })
-    }
-}
-
 /// The controls in force, as one replica holds them: few, read on every check, replaced whole.
 #[derive(Debug, Default)]
-pub struct Controls {
+pub(crate) struct Controls {
     /// `control_head.version` they were read at.
-    pub version: i64,
+    pub(crate) version: i64,
     /// In force; earliest first, so overlapping halts always name the same one.
-    pub halts: Vec<Arc<Halt>>,
+    pub(crate) halts: Vec<Arc<Halt>>,
     /// Not revoked (possibly expired: expiry is decided at check time, by the service's clock).
-    pub mandatory: Vec<Arc<MandatoryDeclaration>>,
+    pub(crate) mandatory: Vec<Arc<MandatoryDeclaration>>,
 }
 
 impl Controls {
     /// Holds only what is (or may still be) in force, sorted by id, i.e. by creation time.
-    pub fn new(version: i64, controls: Vec<Control>) -> Controls {
+    pub(crate) fn new(version: i64, controls: Vec<Control>) -> Controls {
         let mut out = Controls {
             version,
             ..Controls::default()
@@ -59,7 +53,7 @@ impl Controls {
 
     /// What a check answers, given the opt-out its lookup found (if any). Allocates nothing when no
     /// control is in force.
-    pub fn decide(&self, matched: Option<Match>, notice: &Notice, now: Millis) -> Answer {
+    pub(crate) fn decide(&self, matched: Option<Match>, notice: &Notice, now: Millis) -> Answer {
         if let Some(halt) = self.halts.iter().find(|h| h.covers(notice)) {
             return Answer::Halted {
                 halt: halt.clone(),
@@ -130,7 +124,8 @@ mod tests {
             Answer::Suppressed(opt_out())
         );
         controls.halts.push(Arc::new(halt("recall", "", &[])));
-        assert!(controls.decide(None, &n, NOW).is_suppressed());
+        let got = controls.decide(None, &n, NOW);
+        assert!(matches!(got, Answer::Halted { .. }), "{got:?}");
     }
 
     #[test]

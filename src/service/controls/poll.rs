@@ -76,13 +76,13 @@ impl Suppressions {
 }
 
 /// Keeps a replica's controls in step with the store: a loop around [`ControlsPoller::step`].
-pub struct ControlsPoller {
+pub(crate) struct ControlsPoller {
     service: Suppressions,
     last_read: tokio::time::Instant,
 }
 
 impl ControlsPoller {
-    pub fn new(service: Suppressions) -> Self {
+    pub(crate) fn new(service: Suppressions) -> Self {
         ControlsPoller {
             service,
             last_read: tokio::time::Instant::now(),
@@ -91,7 +91,7 @@ impl ControlsPoller {
 
     /// Reads the version; reloads when it moved; reports what this replica answers by. Store errors
     /// leave the snapshot as it was.
-    pub async fn step(&mut self) -> Result<(), ServiceError> {
+    pub(crate) async fn step(&mut self) -> Result<(), ServiceError> {
         let service = &self.service;
         let mut version = service.inner.controls.load().version;
         let outcome = async {
@@ -111,7 +111,7 @@ impl ControlsPoller {
     }
 
     /// Polls every `every` until shutdown; logs a store outage once when it starts.
-    pub async fn run(mut self, every: Duration, shutdown: CancellationToken) {
+    pub(crate) async fn run(mut self, every: Duration, shutdown: CancellationToken) {
         let mut failing = false;
         let mut forgot = tokio::time::Instant::now();
         loop {

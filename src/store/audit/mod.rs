@@ -17,4 +17,4 @@ mod append;
 mod read;
 
 pub(super) use append::{AuditTx, Head, commit_at_once};
-pub use read::{AuditRow, CheckpointRow};
+pub use read::AuditRow;

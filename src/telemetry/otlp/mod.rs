@@ -29,5 +29,5 @@ mod transport;
 mod wire;
 
 pub use encoder::encode;
-pub use settings::ExportConfig;
-pub use transport::OtlpExporter;
+pub(crate) use settings::ExportConfig;
+pub(crate) use transport::OtlpExporter;

@@ -9,15 +9,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how spans are sent, as the `OTEL_EXPORTER_OTLP_*` variables say.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExportConfig {
-    pub endpoint: String,
-    pub headers: Vec<(String, String)>,
-    pub timeout: Duration,
+pub(crate) struct ExportConfig {
+    pub(crate) endpoint: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) timeout: Duration,
 }
 
 impl ExportConfig {
     /// Reads the configuration through `var` (the process environment in production).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<ExportConfig, String> {
+    pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<ExportConfig, String> {
         let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         // The per-signal variable wins over the general one.
         let either = |suffix: &str| {

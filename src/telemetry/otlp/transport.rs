@@ -26,7 +26,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The exporter. Build it inside the Tokio runtime: its connection and its calls live there, while
 /// the batch processor calls [`SpanExporter::export`] from a thread of its own.
-pub struct OtlpExporter {
+pub(crate) struct OtlpExporter {
     grpc: tonic::client::Grpc<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
@@ -46,7 +46,7 @@ impl std::fmt::Debug for OtlpExporter {
 }
 
 impl OtlpExporter {
-    pub fn new(config: &ExportConfig) -> Result<OtlpExporter, String> {
+    pub(crate) fn new(config: &ExportConfig) -> Result<OtlpExporter, String> {
         let channel = Channel::from_shared(config.endpoint.clone())
             .map_err(|e| format!("OTLP endpoint {}: {e}", config.endpoint))?
             .tcp_nodelay(true)
