@@ -13,10 +13,15 @@ impl SuppressionApi {
         request: Request<tonic::Streaming<proto::ImportRow>>,
     ) -> Result<Response<proto::ImportSummary>, Status> {
         let principal = principal(&request)?;
-        let mut rows = request.into_inner();
         let mut import = self.service.begin_import(principal.name.clone()).await?;
+        let mut rows = drain(request.into_inner());
         let mut ordinal = 0;
-        while let Some(row) = rows.message().await? {
+        while let Some(row) = rows.recv().await {
+            let row = row.map_err(|status| {
+                let stopped = import.stopped();
+                tracing::warn!(batch_id = import.batch_id(), error = %status, "import stream failed");
+                Status::new(status.code(), format!("{}; {stopped}", status.message()))
+            })?;
             ordinal += 1;
             let (line, item) = convert::import_row(row, ordinal, |t| principal.may_use_tenant(t));
             import.add(line, item).await?;
@@ -82,4 +87,36 @@ impl SuppressionApi {
             batches: batches.into_iter().map(convert::batch_to_proto).collect(),
         }))
     }
+}
+
+/// Rows read ahead of the import: a chunk holds the handler while it commits, and meanwhile the rows
+/// keep being read, so h2 does not hold thousands of small DATA frames (which it counts against its
+/// flood budget, see [`super::STREAM_WINDOW`]). Bounded: once it is full, reading stops and the
+/// HTTP/2 window pushes back on the sender.
+const READ_AHEAD: usize = 2 * crate::service::import::CHUNK;
+
+/// Reads `rows` into a queue of [`READ_AHEAD`] rows from a task of its own, which ends with the
+/// stream (after passing on its error, if any) or when the handler drops the queue.
+fn drain(
+    mut rows: tonic::Streaming<proto::ImportRow>,
+) -> tokio::sync::mpsc::Receiver<Result<proto::ImportRow, Status>> {
+    use tracing::Instrument;
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::spawn(
+        async move {
+            loop {
+                let row = match rows.message().await {
+                    Ok(Some(row)) => Ok(row),
+                    Ok(None) => break,
+                    Err(status) => Err(status),
+                };
+                let last = row.is_err();
+                if tx.send(row).await.is_err() || last {
+                    break;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    rx
 }

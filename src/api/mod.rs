@@ -32,6 +32,16 @@ pub(crate) type Router = tonic::transport::server::Router<Stack<RpcLayer, Identi
 /// The largest request accepted: a full batch of 1,000 checks with long postal addresses fits.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// HTTP/2 flow-control windows. A stream's window bounds what h2 buffers for a handler that is not
+/// reading (an import committing a chunk); h2 counts each small buffered DATA frame against a
+/// connection budget of half the connection window and sends GOAWAY (`ENHANCE_YOUR_CALM`) when it
+/// runs out. A client sending one message per frame (grpcio does) fills a stream window with frames
+/// of a few dozen bytes, which cost up to 50 times their size: the connection window is large
+/// enough that a whole stream window of frames of 5 bytes or more (the smallest gRPC message) fits
+/// the budget, and so do several concurrent imports of ordinary rows.
+pub const STREAM_WINDOW: u32 = 64 * 1024;
+pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
 /// The accepted connections of a listener, with `TCP_NODELAY` on each. Serving from a listener
 /// skips tonic's own socket settings, and without it Nagle's algorithm holds a small response back
 /// until the peer's delayed ACK (~40 ms) whenever an earlier one is still unacknowledged.
@@ -95,7 +105,9 @@ pub(crate) fn router(
             max_concurrent_audit_reads,
         )))
         .service(suppression);
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }

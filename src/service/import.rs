@@ -246,14 +246,21 @@ impl Import {
         Ok(())
     }
 
-    /// An error that names the batch, so the operator knows what was kept and what to roll back.
-    fn failed(&self, e: ServiceError) -> ServiceError {
+    /// What a failure midway leaves: names the batch, so the operator knows what was kept and what
+    /// to roll back.
+    pub fn stopped(&self) -> String {
         let s = &self.summary;
-        let kept = format!(
+        format!(
             "import batch {} stopped; {} rows imported before this point stay (roll back the \
              batch to undo them)",
             s.batch_id, s.imported
-        );
+        )
+    }
+
+    /// An error that names the batch (see [`Import::stopped`]).
+    fn failed(&self, e: ServiceError) -> ServiceError {
+        let s = &self.summary;
+        let kept = self.stopped();
         match e {
             ServiceError::Unavailable { message, cause } => ServiceError::Unavailable {
                 message: format!("{message}; {kept}"),

@@ -260,9 +260,76 @@ async fn an_import_while_redis_is_unreachable_is_refused_and_stores_nothing(back
     assert_eq!((batches[0].imported, batches[0].finished_at), (0, None));
 }
 
+/// A standard client streams one row per message, each in its own small DATA frame, as fast as
+/// flow control lets it (grpcio does). While a chunk commits the handler reads nothing, so the
+/// frames wait in h2, which counts small buffered frames against a connection budget and sends
+/// GOAWAY when it runs out: the import must still go through whole. A raw HTTP/2 client, so the
+/// framing is the one such a client uses (tonic's own client coalesces messages into large frames).
+async fn an_import_streamed_one_small_frame_per_row_at_full_speed_completes(backend: Backend) {
+    use prost::Message;
+    let app = spawn_app(backend).await;
+    let n: u64 = 5_000;
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post(format!(
+        "http://{}/suppress.v1.Suppression/ImportSuppressions",
+        app.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("authorization", format!("Bearer {ADMIN_KEY}"))
+    .body(())
+    .unwrap();
+    let (response, mut send) = h2.send_request(request, false).unwrap();
+    for i in 0..n {
+        let message = row(i + 1, &format!("flood{i}@example.com"), marketing()).encode_to_vec();
+        let mut frame = Vec::with_capacity(5 + message.len());
+        frame.push(0);
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        if let Err(e) = send.send_data(frame.into(), false) {
+            panic!(
+                "row {i} could not be sent ({e}); the server: {:?}",
+                response.await.err()
+            );
+        }
+    }
+    send.send_data(bytes::Bytes::new(), true).unwrap();
+
+    let response = response.await.expect("the server answers (no GOAWAY)");
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    let mut body = response.into_body();
+    let mut payload = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.expect("the response body arrives whole");
+        body.flow_control().release_capacity(data.len()).unwrap();
+        payload.extend_from_slice(&data);
+    }
+    // A failure may come trailers-only, its status among the headers.
+    let trailers = body.trailers().await.unwrap().unwrap_or(headers);
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.to_str().unwrap()),
+        Some("0"),
+        "grpc-message: {:?}",
+        trailers.get("grpc-message")
+    );
+    assert!(payload.len() >= 5, "one response message");
+    let summary = proto::ImportSummary::decode(&payload[5..]).unwrap();
+    assert_eq!(
+        (summary.imported, summary.duplicates, summary.rejected),
+        (n, 0, 0)
+    );
+    let audited = "SELECT COUNT(*) FROM audit_log WHERE action = 'import' AND detail = $1";
+    assert_eq!(count(&app, audited, &summary.batch_id).await, n as i64);
+}
+
 on_both_stores!(
     an_import_counts_duplicates_and_names_rejected_lines,
     an_import_larger_than_a_chunk_deduplicates_across_chunks,
     only_an_admin_imports_rolls_back_or_lists,
     an_import_while_redis_is_unreachable_is_refused_and_stores_nothing,
+    an_import_streamed_one_small_frame_per_row_at_full_speed_completes,
 );
