@@ -111,6 +111,11 @@ impl Suppressions {
 }
 
 impl Import {
+    /// The batch every row of this import joins.
+    pub(crate) fn batch_id(&self) -> &str {
+        &self.summary.batch_id
+    }
+
     /// Takes one row (or the reason it could not be parsed); commits a chunk when one is full.
     pub(crate) async fn add(
         &mut self,
