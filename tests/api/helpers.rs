@@ -541,3 +541,11 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// Imports run one at a time: an import commits 1,000-row chunks and waits for every near-cache to
+/// apply each one (3 s at most), and several at once in a debug build on 2 shared cores can miss
+/// that bound (UNAVAILABLE "not yet confirmed by every replica"). Held for the whole test.
+pub async fn one_import_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static IMPORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    IMPORTS.lock().await
+}

@@ -6,6 +6,7 @@ use suppressd::proto::{self, Channel, Reason};
 use tonic::Code;
 
 async fn a_rollback_takes_back_only_what_the_import_created(backend: Backend) {
+    let _one = one_import_at_a_time().await;
     let mut app = spawn_app(backend).await;
     let sms = scope("", Channel::Sms, "", "");
     // Before the import: Ann left marketing email herself (the scope her import row names, with
@@ -123,6 +124,7 @@ async fn a_rollback_takes_back_only_what_the_import_created(backend: Backend) {
 }
 
 async fn a_rollback_stops_an_import_still_streaming(backend: Backend) {
+    let _one = one_import_at_a_time().await;
     let mut app = spawn_app(backend).await;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let mut client = app.client.clone();
@@ -175,6 +177,7 @@ async fn a_rollback_stops_an_import_still_streaming(backend: Backend) {
 }
 
 async fn rolling_back_an_unknown_import_is_not_found(backend: Backend) {
+    let _one = one_import_at_a_time().await;
     let app = spawn_app(backend).await;
     let mut admin = app.client.clone();
     let unknown = admin
@@ -203,6 +206,7 @@ async fn rolling_back_an_unknown_import_is_not_found(backend: Backend) {
 /// An admin whose key names tenants sees and rolls back only import batches whose records all belong
 /// to them (and its own): another tenant's records are out of its reach, whoever imported them.
 async fn a_tenant_admin_rolls_back_only_its_tenants_imports(backend: Backend) {
+    let _one = one_import_at_a_time().await;
     let mut app = spawn_app(backend).await;
     let acme = |topic: &str| scope("acme", Channel::Email, topic, "");
     let other = scope("globex", Channel::Email, "news", "");
@@ -310,6 +314,7 @@ on_both_stores!(
 /// would pass on acme alone and then roll back the globex record too.
 #[tokio::test]
 async fn a_tenant_admins_rollback_sees_a_chunk_committed_as_it_starts() {
+    let _one = one_import_at_a_time().await;
     let mut app = spawn_app(Backend::Postgres).await;
     let acme = scope("acme", Channel::Email, "news", "");
     let batch = import(
