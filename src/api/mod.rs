@@ -39,8 +39,8 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// of a few dozen bytes, which cost up to 50 times their size: the connection window is large
 /// enough that a whole stream window of frames of 5 bytes or more (the smallest gRPC message) fits
 /// the budget, and so do several concurrent imports of ordinary rows.
-pub const STREAM_WINDOW: u32 = 64 * 1024;
-pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+pub(crate) const STREAM_WINDOW: u32 = 64 * 1024;
+pub(crate) const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
 /// The accepted connections of a listener, with `TCP_NODELAY` on each. Serving from a listener
 /// skips tonic's own socket settings, and without it Nagle's algorithm holds a small response back
