@@ -235,7 +235,14 @@ impl Secrets {
     fn load(settings: &ServeSettings) -> anyhow::Result<Secrets> {
         let key_store = match &settings.keys {
             Some(path) => KeyStore::load(path)?,
-            None => KeyStore::fixed(KeyTable::default()),
+            // Only with --dev-no-auth (which refuses a key file): a token key made for this run,
+            // so a developer can issue and follow unsubscribe links; they stop working at restart.
+            None => {
+                let mut keys = KeyTable::default();
+                let id = format!("dev-{:08x}", rand::random::<u32>());
+                keys.tokens.add(&id, &rand::random(), true)?;
+                KeyStore::fixed(keys)
+            }
         };
         if settings.dev_no_auth {
             tracing::warn!(

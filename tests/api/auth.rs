@@ -349,6 +349,19 @@ async fn dev_no_auth_serves_loopback_without_keys_and_refuses_anything_else() {
         app.actor_and_source(&receipt.receipt_id).await.0,
         "dev-no-auth"
     );
+    // Without a key file a development server still issues unsubscribe links (a token key made
+    // for the run), and a person can opt out with one.
+    let token = crate::tokens::issue(
+        &mut anonymous,
+        "dev-link@example.com",
+        scope("", Channel::Email, "news", ""),
+        600,
+    )
+    .await;
+    anonymous
+        .opt_out(crate::tokens::by_token(&token))
+        .await
+        .expect("a development server's link works");
 
     let mut exposed = app.settings.clone();
     exposed.listen = "0.0.0.0:0".parse().unwrap();
