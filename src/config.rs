@@ -158,6 +158,12 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
 
+    /// The HTTP front's URL as SMS providers call it, without the path (e.g.
+    /// `https://optout.example.com`): Twilio signs the full URL it calls. Default: `http://` and the
+    /// request's Host header.
+    #[arg(long, env = "SUPPRESSD_HTTP_PUBLIC_URL", requires = "http_listen")]
+    pub http_public_url: Option<String>,
+
     /// Requests per second each principal may make (a burst of the same size); 0 = no limit.
     /// Beyond it: RESOURCE_EXHAUSTED.
     #[arg(long, env = "SUPPRESSD_RATE_LIMIT_PER_PRINCIPAL", default_value_t = 0)]

@@ -13,6 +13,12 @@
 //! id = "2026-11"                   # travels in the token's footer
 //! secret = "…64 hex digits…"       # 32 random bytes (PASETO v4.local key)
 //! issue = true                     # exactly one key issues; every listed key verifies
+//!
+//! [[inbound]]                      # an SMS provider account (see `inbound`)
+//! provider = "twilio"
+//! secret = "…"
+//! tenant = "acme"
+//! numbers = ["+15005550006"]
 //! ```
 //!
 //! Every rule is checked at load, so a reload either swaps in a whole valid table or nothing.
@@ -29,6 +35,8 @@ struct File {
     principal: Vec<PrincipalEntry>,
     #[serde(default)]
     token_key: Vec<TokenKeyEntry>,
+    #[serde(default)]
+    inbound: Vec<super::inbound::InboundEntry>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +134,7 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<KeyTable> {
         "token keys are listed but none has issue = true"
     );
     keys.tokens = tokens;
+    keys.inbound = super::inbound::accounts(file.inbound)?;
     Ok(keys)
 }
 
@@ -150,6 +159,28 @@ mod tests {
         assert!(p.has(Role::Check) && !p.has(Role::Write) && p.may_use_tenant("acme"));
         assert!(keys.by_api_key("sk_two").is_none());
         assert_eq!(keys.by_cert_cn("mailer.internal").unwrap().name, "mailer");
+    }
+
+    fn inbound(provider: &str, secret: &str, numbers: &str) -> String {
+        format!(
+            "[[inbound]]\nprovider = \"{provider}\"\nsecret = \"{secret}\"\ntenant = \"acme\"\n\
+             numbers = {numbers}\n"
+        )
+    }
+
+    #[test]
+    fn an_inbound_account_is_found_by_its_number() {
+        let keys = parse(&inbound("twilio", "tok", "[\"+15005550006\"]")).unwrap();
+        let account = keys
+            .inbound
+            .for_number(super::super::inbound::Provider::Twilio, "+15005550006")
+            .unwrap();
+        assert_eq!(account.tenant, "acme");
+        assert!(
+            keys.inbound
+                .for_number(super::super::inbound::Provider::Sms, "+15005550006")
+                .is_none()
+        );
     }
 
     #[test]
@@ -179,6 +210,18 @@ mod tests {
             (
                 "[[principal]]\nname=\"a\"\nrole=[\"check\"]".into(),
                 "not a valid key file",
+            ),
+            (
+                inbound("vonage", "t", "[\"+15005550006\"]"),
+                "unknown provider",
+            ),
+            (inbound("sms", "not-whsec", "[\"+15005550006\"]"), "whsec_"),
+            (inbound("twilio", "t", "[\"5005550006\"]"), "E.164"),
+            (inbound("twilio", "t", "[]"), "no numbers"),
+            (
+                inbound("twilio", "t", "[\"+15005550006\"]")
+                    + &inbound("twilio", "u", "[\"+15005550006\"]"),
+                "listed twice",
             ),
         ];
         for (text, want) in cases {

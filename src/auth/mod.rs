@@ -8,6 +8,7 @@
 //! This module decides; `api::auth` enforces (it is the one place requests are authenticated and
 //! authorized). Nothing here knows about tonic or HTTP.
 
+pub(crate) mod inbound;
 pub(crate) mod keyfile;
 pub(crate) mod token;
 
@@ -120,6 +121,8 @@ pub(crate) struct KeyTable {
     by_key_hash: HashMap<[u8; 32], Arc<Principal>>,
     by_cert_cn: HashMap<String, Arc<Principal>>,
     pub(crate) tokens: TokenKeys,
+    /// SMS provider accounts whose webhooks the HTTP front takes.
+    pub(crate) inbound: inbound::InboundAccounts,
 }
 
 impl KeyTable {
@@ -213,6 +216,7 @@ impl KeyStore {
         tracing::info!(
             principals = keys.principals(),
             token_keys = keys.tokens.len(),
+            inbound_numbers = keys.inbound.len(),
             "key file reloaded"
         );
         self.inner.current.store(Arc::new(keys));

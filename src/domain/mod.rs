@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub(crate) mod control;
+pub(crate) mod keyword;
 pub mod recipient;
 pub(crate) mod record;
 pub(crate) mod scope;

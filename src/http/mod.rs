@@ -9,9 +9,13 @@
 //!   the person left and the receipt id. The page's own button posts the same field plus
 //!   `via=page`, which records source LINK; a bare one-click POST records ONE_CLICK.
 //!
+//! - `POST /inbound/twilio` and `POST /inbound/sms`: what people text to a tenant's number (see
+//!   `inbound`).
+//!
 //! Pages are plain HTML with no script, so they work in any browser and with a screen reader. The
 //! token is in the URL, so every answer forbids caching and referrers.
 
+mod inbound;
 mod page;
 
 use crate::{
@@ -29,27 +33,36 @@ use axum::{
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 
-/// The largest POST body read: the one field RFC 8058 asks for, with room for a multipart wrapper.
-const MAX_BODY: usize = 8 * 1024;
+/// The largest POST body read: the one field RFC 8058 asks for, with room for a multipart wrapper;
+/// an SMS provider's webhook (Twilio's form carries some 20 fields around the text).
+const MAX_BODY: usize = 16 * 1024;
 
 #[derive(Clone)]
 struct Front {
     service: Suppressions,
     keys: KeyStore,
+    /// `--http-public-url`: the URL providers call, which Twilio signs.
+    public_url: Option<String>,
 }
 
 /// The axum router of the front. Every answer, also those the framework makes itself (a method
 /// other than GET or POST, an unknown path), leaves through [`secured`].
-pub(crate) fn router(service: Suppressions, keys: KeyStore) -> Router {
+pub(crate) fn router(service: Suppressions, keys: KeyStore, public_url: Option<String>) -> Router {
     Router::new()
         .route("/unsubscribe/{token}", get(show).post(unsubscribe))
+        .route("/inbound/twilio", post(inbound::twilio))
+        .route("/inbound/sms", post(inbound::standard))
         .fallback(|| async { html(StatusCode::NOT_FOUND, page::not_found()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(secured))
-        .with_state(Front { service, keys })
+        .with_state(Front {
+            service,
+            keys,
+            public_url,
+        })
 }
 
 /// The headers every answer carries: the token is in the URL, so nothing may be cached or passed

@@ -36,6 +36,12 @@ pub(crate) enum OptInGrounds {
     Token { key_id: String },
     /// An admin's written reason.
     Admin { reason: String },
+    /// START texted from the number that texted STOP: the provider's signature vouches for the
+    /// number, which is the person's own.
+    Keyword {
+        provider: &'static str,
+        message_id: String,
+    },
 }
 
 /// A verified opt-in: the person, the exact scope of the opt-out to remove, who asks and why.
@@ -79,6 +85,10 @@ impl Suppressions {
         let detail = match &cmd.grounds {
             OptInGrounds::Token { key_id } => format!("{TOKEN_OPT_IN_DETAIL}{key_id}"),
             OptInGrounds::Admin { reason } => format!("admin: {reason}"),
+            OptInGrounds::Keyword {
+                provider,
+                message_id,
+            } => format!("keyword START via {provider} (message {message_id})"),
         };
         let ended = self
             .store()

@@ -358,7 +358,11 @@ async fn bind_http(
             tracing::info!(addr = %listener.local_addr()?, "HTTP front listening");
             Some((
                 listener,
-                crate::http::router(service.clone(), key_store.clone()),
+                crate::http::router(
+                    service.clone(),
+                    key_store.clone(),
+                    settings.http_public_url.clone(),
+                ),
             ))
         }
         None => None,

@@ -57,6 +57,10 @@ pub mod names {
     /// 1 while this replica answers checks from the cache; 0 while it answers them all from the
     /// store (Redis failed, or the store holds opt-outs the cache may lack).
     pub(crate) const CACHE_TRUSTED: &str = "suppressd_cache_trusted";
+    /// Provider webhooks on the HTTP front, by `provider` and `outcome` (`opted_out`, `opted_in`,
+    /// `help`, `ignored`, `unsigned`, `bad_signature`, `stale`, `unknown_number`, `malformed`,
+    /// `unavailable`, `failed`).
+    pub(crate) const INBOUND_EVENTS: &str = "suppressd_inbound_events_total";
 
     /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
@@ -82,6 +86,7 @@ pub mod names {
         NEAR_CACHE_ENTRIES,
         UNCACHED_OPT_OUTS,
         CACHE_TRUSTED,
+        INBOUND_EVENTS,
     ];
 }
 
@@ -197,5 +202,9 @@ fn describe() {
     describe_gauge!(
         CACHE_TRUSTED,
         "1 while this replica answers checks from the cache, 0 while from the store"
+    );
+    describe_counter!(
+        INBOUND_EVENTS,
+        "Provider webhooks on the HTTP front, by provider and outcome"
     );
 }

@@ -568,7 +568,12 @@ async fn two_replicas_share_opt_outs_and_survive_each_other() {
         .map(|i| email(&format!("x{i}@example.com")))
         .collect();
     let checks = check_loop(via_b.clone(), people, tally.clone(), stop.clone());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Killed once the stream is well under way, however slow the machine is.
+    wait_until("A acknowledges opt-outs", Duration::from_secs(30), || {
+        let acked = acked.clone();
+        async move { acked.lock().unwrap().len() > 20 }
+    })
+    .await;
     a.kill();
     writer.await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -370,7 +370,7 @@ impl TestApp {
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(&self.db.url).await.unwrap()
+        Store::connect(&self.settings.store_url).await.unwrap()
     }
 
     pub async fn cache(&self) -> Cache {

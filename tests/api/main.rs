@@ -15,6 +15,7 @@ mod deploy;
 mod failures;
 mod import_cli;
 mod imports;
+mod inbound;
 mod lifecycle;
 mod limits;
 mod near_cache;

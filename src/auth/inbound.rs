@@ -1,0 +1,255 @@
+//! Who may tell us that a person said STOP: the SMS providers' accounts in the key file
+//! (`[[inbound]]`), and the signatures that prove a webhook came from one of them.
+//!
+//! ```toml
+//! [[inbound]]
+//! provider = "twilio"              # twilio | sms (any provider signing per Standard Webhooks)
+//! secret = "…"                     # twilio: the account's auth token; sms: "whsec_<base64 key>"
+//! tenant = "acme"                  # whose opt-outs a keyword to these numbers records
+//! numbers = ["+15005550006"]       # the numbers people text (E.164), each in one entry per provider
+//! stop_reply = "…"                 # optional replies; defaults say who and how to undo
+//! start_reply = "…"
+//! help_reply = "…"
+//! ```
+//!
+//! Both signatures are HMACs (RustCrypto's `hmac` with `sha1`/`sha2`), compared in constant time:
+//! - **Twilio** (`X-Twilio-Signature`): base64 of HMAC-SHA1, keyed with the auth token, over the full
+//!   URL Twilio called followed by every POST parameter's name and value, sorted by name.
+//! - **Standard Webhooks** (`webhook-id`, `webhook-timestamp`, `webhook-signature`): base64 of
+//!   HMAC-SHA256, keyed with the secret's base64-decoded bytes after `whsec_`, over
+//!   `{id}.{timestamp}.{body}`; the header lists `v1,<signature>` entries separated by spaces, any of
+//!   which may match; a timestamp more than 5 minutes from now is refused (a replay).
+
+use anyhow::{Context, ensure};
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use std::{collections::HashMap, fmt, sync::Arc};
+
+/// How far a Standard Webhooks timestamp may be from now, either way.
+pub(crate) const TOLERANCE_SECS: i64 = 5 * 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Provider {
+    Twilio,
+    /// Any SMS provider that signs per the Standard Webhooks specification.
+    Sms,
+}
+
+impl Provider {
+    fn parse(name: &str) -> anyhow::Result<Provider> {
+        match name {
+            "twilio" => Ok(Provider::Twilio),
+            "sms" => Ok(Provider::Sms),
+            other => anyhow::bail!("unknown provider {other:?} (twilio | sms)"),
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Provider::Twilio => "twilio",
+            Provider::Sms => "sms",
+        }
+    }
+}
+
+/// One provider account: the numbers people text, the tenant those texts speak to, and the replies.
+pub(crate) struct InboundAccount {
+    pub(crate) provider: Provider,
+    secret: Vec<u8>,
+    pub(crate) tenant: String,
+    pub(crate) stop_reply: String,
+    pub(crate) start_reply: String,
+    pub(crate) help_reply: String,
+}
+
+impl fmt::Debug for InboundAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundAccount")
+            .field("provider", &self.provider)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a webhook's signature was refused (a label of `suppressd_inbound_events_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("no signature")]
+    Unsigned,
+    #[error("the signature does not match")]
+    BadSignature,
+    #[error("the timestamp is more than 5 minutes from now")]
+    Stale,
+}
+
+impl Refused {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refused::Unsigned => "unsigned",
+            Refused::BadSignature => "bad_signature",
+            Refused::Stale => "stale",
+        }
+    }
+}
+
+impl InboundAccount {
+    /// Twilio's `X-Twilio-Signature` over `url` and the form's `params`.
+    pub(crate) fn verify_twilio(
+        &self,
+        url: &str,
+        params: &[(String, String)],
+        signature: Option<&str>,
+    ) -> Result<(), Refused> {
+        let signature = signature.ok_or(Refused::Unsigned)?;
+        let given = BASE64
+            .decode(signature.trim())
+            .map_err(|_| Refused::BadSignature)?;
+        let mut sorted: Vec<&(String, String)> = params.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&self.secret).expect("any key length");
+        mac.update(url.as_bytes());
+        for (name, value) in sorted {
+            mac.update(name.as_bytes());
+            mac.update(value.as_bytes());
+        }
+        mac.verify_slice(&given).map_err(|_| Refused::BadSignature)
+    }
+
+    /// A Standard Webhooks signature over `id`, `timestamp` and `body`, at `now_secs`.
+    pub(crate) fn verify_standard(
+        &self,
+        id: Option<&str>,
+        timestamp: Option<&str>,
+        signatures: Option<&str>,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), Refused> {
+        let (Some(id), Some(timestamp), Some(signatures)) = (id, timestamp, signatures) else {
+            return Err(Refused::Unsigned);
+        };
+        let at: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| Refused::BadSignature)?;
+        if (now_secs - at).abs() > TOLERANCE_SECS {
+            return Err(Refused::Stale);
+        }
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.secret).expect("any key length");
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.trim().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let matches = signatures.split_whitespace().any(|entry| {
+            entry
+                .strip_prefix("v1,")
+                .and_then(|s| BASE64.decode(s).ok())
+                .is_some_and(|given| mac.clone().verify_slice(&given).is_ok())
+        });
+        if matches {
+            Ok(())
+        } else {
+            Err(Refused::BadSignature)
+        }
+    }
+}
+
+/// The accounts, by provider and number.
+#[derive(Debug, Default)]
+pub(crate) struct InboundAccounts {
+    by_number: HashMap<(Provider, String), Arc<InboundAccount>>,
+}
+
+impl InboundAccounts {
+    /// The account `provider` delivers texts to `number` for.
+    pub(crate) fn for_number(
+        &self,
+        provider: Provider,
+        number: &str,
+    ) -> Option<Arc<InboundAccount>> {
+        self.by_number
+            .get(&(provider, number.trim().to_owned()))
+            .cloned()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_number.len()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InboundEntry {
+    provider: String,
+    secret: String,
+    tenant: String,
+    numbers: Vec<String>,
+    stop_reply: Option<String>,
+    start_reply: Option<String>,
+    help_reply: Option<String>,
+}
+
+/// Checks the `[[inbound]]` entries and indexes them by number.
+pub(super) fn accounts(entries: Vec<InboundEntry>) -> anyhow::Result<InboundAccounts> {
+    let mut accounts = InboundAccounts::default();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let InboundEntry {
+            provider,
+            secret,
+            tenant,
+            numbers,
+            stop_reply,
+            start_reply,
+            help_reply,
+        } = entry;
+        let provider = Provider::parse(&provider).with_context(|| format!("inbound entry {i}"))?;
+        let secret = match provider {
+            Provider::Twilio => secret.trim().as_bytes().to_vec(),
+            Provider::Sms => secret
+                .trim()
+                .strip_prefix("whsec_")
+                .and_then(|s| BASE64.decode(s).ok())
+                .with_context(|| {
+                    format!("inbound entry {i}: an sms secret is whsec_ followed by base64")
+                })?,
+        };
+        ensure!(!secret.is_empty(), "inbound entry {i}: empty secret");
+        crate::domain::Scope::parse(&tenant, None, "", "")
+            .map_err(|e| anyhow::anyhow!("inbound entry {i}: tenant: {e}"))?;
+        ensure!(!numbers.is_empty(), "inbound entry {i}: no numbers");
+        let account = Arc::new(InboundAccount {
+            provider,
+            secret,
+            stop_reply: stop_reply.unwrap_or_else(|| {
+                format!(
+                    "You will no longer receive text messages from {tenant}. Reply START to \
+                     receive them again."
+                )
+            }),
+            start_reply: start_reply.unwrap_or_else(|| {
+                format!("You will receive text messages from {tenant} again. Reply STOP to stop.")
+            }),
+            help_reply: help_reply.unwrap_or_else(|| {
+                format!("Messages from {tenant}. Reply STOP to stop, START to receive them again.")
+            }),
+            tenant,
+        });
+        for number in numbers {
+            let number = number.trim().to_owned();
+            ensure!(
+                number.starts_with('+') && number.len() > 4,
+                "inbound entry {i}: number {number:?} is not E.164 (+ and digits)"
+            );
+            ensure!(
+                accounts
+                    .by_number
+                    .insert((provider, number.clone()), account.clone())
+                    .is_none(),
+                "number {number:?} is listed twice for provider {}",
+                provider.as_str()
+            );
+        }
+    }
+    Ok(accounts)
+}
