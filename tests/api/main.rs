@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod near_cache;
 mod one_click;
+mod probes;
 mod opt_outs;
 mod processes;
 mod rights;
