@@ -91,7 +91,10 @@ fn image() -> Image {
             None => instructions.push(std::mem::take(&mut current) + line),
         }
     }
-    let last = instructions.iter().rposition(|i| i.starts_with("FROM ")).unwrap();
+    let last = instructions
+        .iter()
+        .rposition(|i| i.starts_with("FROM "))
+        .unwrap();
     let mut image = Image {
         env: Vec::new(),
         entrypoint: Vec::new(),
@@ -211,7 +214,11 @@ impl Mapping {
 /// PATH with the suppressd under test first, as `suppressd` is on the image's PATH.
 fn path_with_suppressd() -> String {
     let bin = Path::new(env!("CARGO_BIN_EXE_suppressd")).parent().unwrap();
-    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,12 +231,7 @@ async fn the_compose_stack_starts_authenticated_and_answers_with_its_generated_k
     let services = &compose["services"];
     let db = TestDb::new(Backend::Postgres).await;
     let mapping = Mapping {
-        hosts: services
-            .as_mapping()
-            .unwrap()
-            .keys()
-            .map(scalar)
-            .collect(),
+        hosts: services.as_mapping().unwrap().keys().map(scalar).collect(),
         volumes: compose["volumes"]
             .as_mapping()
             .unwrap()
@@ -264,12 +266,22 @@ async fn the_compose_stack_starts_authenticated_and_answers_with_its_generated_k
     let key_file = std::fs::read_to_string(key_dir.join("keys.toml")).unwrap();
     let api_key = std::fs::read_to_string(key_dir.join("api-key")).unwrap();
     run_keys();
-    assert_eq!(std::fs::read_to_string(key_dir.join("keys.toml")).unwrap(), key_file);
-    assert_eq!(std::fs::read_to_string(key_dir.join("api-key")).unwrap(), api_key);
+    assert_eq!(
+        std::fs::read_to_string(key_dir.join("keys.toml")).unwrap(),
+        key_file
+    );
+    assert_eq!(
+        std::fs::read_to_string(key_dir.join("api-key")).unwrap(),
+        api_key
+    );
 
     // The `suppressd` service: the image's entrypoint, the service's command and environment.
     let service = &services["suppressd"];
-    assert!(image.entrypoint[0].ends_with("/suppressd"), "{:?}", image.entrypoint);
+    assert!(
+        image.entrypoint[0].ends_with("/suppressd"),
+        "{:?}",
+        image.entrypoint
+    );
     let mut args: Vec<String> = image.entrypoint[1..].to_vec();
     args.extend(match service.get("command") {
         Some(command) => strings(command),
@@ -277,7 +289,10 @@ async fn the_compose_stack_starts_authenticated_and_answers_with_its_generated_k
     });
     let env = mapping.env(&image, service);
     let listen: std::net::SocketAddr = env["SUPPRESSD_LISTEN"].parse().unwrap();
-    assert!(!listen.ip().is_loopback(), "a container listens beyond loopback");
+    assert!(
+        !listen.ip().is_loopback(),
+        "a container listens beyond loopback"
+    );
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
         .args(args.iter().map(|a| mapping.path(service, a)))
@@ -366,8 +381,11 @@ fn the_cluster_profile_seeds_suppressd_with_every_node_of_its_cluster() {
         .filter(|(_, s)| in_profile(s))
         .filter(|(_, s)| {
             s.get("command").is_some_and(|c| {
-                c.as_sequence()
-                    .is_some_and(|_| strings(c).windows(2).any(|w| w == ["--cluster-enabled", "yes"]))
+                c.as_sequence().is_some_and(|_| {
+                    strings(c)
+                        .windows(2)
+                        .any(|w| w == ["--cluster-enabled", "yes"])
+                })
             })
         })
         .map(|(name, _)| scalar(name))
@@ -375,13 +393,19 @@ fn the_cluster_profile_seeds_suppressd_with_every_node_of_its_cluster() {
     assert!(nodes.len() >= 3, "a cluster of three masters: {nodes:?}");
     let init = strings(&compose["services"]["redis-cluster-init"]["command"]).join(" ");
     assert!(init.contains("--cluster create"));
-    let suppressd: BTreeMap<_, _> =
-        environment(&compose["services"]["suppressd-cluster"]).into_iter().collect();
+    let suppressd: BTreeMap<_, _> = environment(&compose["services"]["suppressd-cluster"])
+        .into_iter()
+        .collect();
     assert_eq!(suppressd["SUPPRESSD_REDIS_CLUSTER"], "true");
     let seeds: BTreeSet<String> = suppressd["SUPPRESSD_REDIS_URL"]
         .split(',')
         .map(|url| {
-            let host = url.strip_prefix("redis://").unwrap().split(':').next().unwrap();
+            let host = url
+                .strip_prefix("redis://")
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap();
             host.to_owned()
         })
         .collect();
@@ -389,8 +413,9 @@ fn the_cluster_profile_seeds_suppressd_with_every_node_of_its_cluster() {
     for node in &nodes {
         assert!(init.contains(node.as_str()), "the init joins {node}");
     }
-    let standalone: BTreeMap<_, _> =
-        environment(&compose["services"]["suppressd"]).into_iter().collect();
+    let standalone: BTreeMap<_, _> = environment(&compose["services"]["suppressd"])
+        .into_iter()
+        .collect();
     assert_ne!(
         suppressd["SUPPRESSD_STORE_URL"], standalone["SUPPRESSD_STORE_URL"],
         "two caches never share one store"
