@@ -27,7 +27,7 @@ async fn status(channel: Channel, service: &str) -> Option<ServingStatus> {
 }
 
 /// Runs `suppressd health --server ADDR ARGS…`: its exit code, standard output and standard error.
-async fn health_command(addr: SocketAddr, args: &[&str]) -> (i32, String, String) {
+pub async fn health_command(addr: SocketAddr, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
         .args(["health", "--server", &addr.to_string()])
         .args(args)
