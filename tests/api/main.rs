@@ -10,6 +10,7 @@ mod auth;
 
 mod chaos;
 mod checks;
+mod compose;
 mod controls;
 mod deploy;
 mod failures;
