@@ -16,6 +16,7 @@ mod deploy;
 mod failures;
 mod import_cli;
 mod imports;
+mod kubernetes;
 mod lifecycle;
 mod limits;
 mod near_cache;
