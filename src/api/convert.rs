@@ -351,6 +351,9 @@ pub fn match_to_proto(m: Match) -> proto::SuppressionRecord {
         expires_at: expires_at.map(timestamp),
         receipt_id: receipt.to_string(),
         effective_at: Some(timestamp(effective_at)),
-        import_batch: String::new(),
+        import_batch: receipt
+            .import_batch()
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
     }
 }

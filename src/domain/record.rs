@@ -115,6 +115,13 @@ impl Source {
 }
 
 /// A receipt id: a UUIDv7, so ids sort by the time they were issued and no two replicas collide.
+///
+/// An imported record's receipt names its import batch, so that a check answered by it can say
+/// which import it came from without a look-up (the cache keeps the 16 bytes of the receipt and
+/// nothing else about the record). A batch id is a UUIDv7 whose last 32 bits are zero
+/// ([`ReceiptId::new_batch`]); the receipt of the batch's `n`th record is that id with version 8
+/// and `n` in those bits ([`ReceiptId::imported`]), which [`ReceiptId::import_batch`] reverses.
+/// Both keep the 48-bit millisecond timestamp in front, so every receipt still sorts by time.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReceiptId(pub(crate) Uuid);
 
@@ -126,6 +133,40 @@ impl ReceiptId {
             ((at % 1000) * 1_000_000) as u32,
         );
         ReceiptId(Uuid::new_v7(ts))
+    }
+
+    /// An import batch's id: a UUIDv7 with 42 random bits (two batches started in the same
+    /// millisecond collide once in 4·10¹²) and the last 32 bits zero, for its records' numbers.
+    pub(crate) fn new_batch(at: Millis) -> Self {
+        let mut bytes = *Self::new(at).as_bytes();
+        bytes[12..].fill(0);
+        ReceiptId(Uuid::from_bytes(bytes))
+    }
+
+    /// The receipt of record number `n` of the batch `batch` (see [`ReceiptId::new_batch`]).
+    pub(crate) fn imported(batch: ReceiptId, n: u32) -> Self {
+        let mut bytes = *batch.as_bytes();
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        bytes[12..].copy_from_slice(&n.to_be_bytes());
+        ReceiptId(Uuid::from_bytes(bytes))
+    }
+
+    /// The import batch an imported record's receipt names; `None` for any other receipt (and for
+    /// records imported before receipts named their batch).
+    pub(crate) fn import_batch(&self) -> Option<ReceiptId> {
+        if self.0.get_version_num() != 8 {
+            return None;
+        }
+        let mut bytes = *self.as_bytes();
+        bytes[6] = (bytes[6] & 0x0f) | 0x70;
+        bytes[12..].fill(0);
+        Some(ReceiptId(Uuid::from_bytes(bytes)))
+    }
+
+    /// The millisecond timestamp every receipt starts with.
+    pub(crate) fn millis(&self) -> Millis {
+        let b = self.as_bytes();
+        i64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 
     pub(crate) fn parse(field: &str, raw: &str) -> Result<Self, Invalid> {
@@ -304,5 +345,33 @@ mod tests {
         let id = ReceiptId::new(1_790_000_000_123);
         assert_eq!(ReceiptId::parse("receipt_id", &id.to_string()), Ok(id));
         assert!(ReceiptId::parse("receipt_id", "nope").is_err());
+        assert_eq!(id.millis(), 1_790_000_000_123);
+    }
+
+    #[test]
+    fn an_imported_records_receipt_names_its_batch() {
+        let at = 1_790_000_000_123;
+        let batch = ReceiptId::new_batch(at);
+        assert_eq!(batch.0.get_version_num(), 7, "a batch id is a UUIDv7");
+        assert_eq!(batch.import_batch(), None);
+        let receipts: Vec<_> = [0, 1, 2, u32::MAX]
+            .map(|n| ReceiptId::imported(batch, n))
+            .to_vec();
+        for r in &receipts {
+            assert_eq!(r.0.get_version_num(), 8);
+            assert_eq!(r.import_batch(), Some(batch));
+            assert_eq!(r.millis(), at, "still sorts by time");
+            assert_eq!(ReceiptId::parse("receipt_id", &r.to_string()), Ok(*r));
+        }
+        let distinct: std::collections::HashSet<_> = receipts.iter().collect();
+        assert_eq!(distinct.len(), receipts.len());
+        // Another batch of the same millisecond: other receipts, another batch named.
+        let other = ReceiptId::new_batch(at);
+        assert_ne!(other, batch);
+        assert_eq!(ReceiptId::imported(other, 0).import_batch(), Some(other));
+        // Receipts of opt-outs name no batch.
+        for _ in 0..100 {
+            assert_eq!(ReceiptId::new(at).import_batch(), None);
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{ServiceError, Suppressions};
 use crate::{
-    cache::Lookups,
+    cache::{CacheError, Lookups},
     domain::{Match, Notice, Recipient, SubjectHash, best_match},
     telemetry::{call::CallSpan, metrics::names},
 };
@@ -39,6 +39,15 @@ impl AnswerSource {
     }
 }
 
+/// Why the cache did not answer a call.
+#[derive(Debug, thiserror::Error)]
+enum Unanswered {
+    #[error(transparent)]
+    Failed(CacheError),
+    #[error("the cache is doubted until it holds what the store took alone")]
+    Doubted,
+}
+
 impl Suppressions {
     /// Answers each check. Records `suppressd.checks` and `suppressd.answer_source` on the current
     /// span, the call's server span: a span of its own per check was a third of what tracing
@@ -62,12 +71,15 @@ impl Suppressions {
         // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
         let controls = self.controls();
         let decide = |m: Option<Match>, check: &Check| controls.decide(m, &check.notice, now);
-        // This replica's near-cache answers when it can vouch; otherwise Redis, then the store.
-        let near = inner.near.lookup(&probes);
+        // This replica's near-cache answers when it can vouch; otherwise Redis, then the store. Only
+        // the store while the cache is doubted (a Redis failure, or opt-outs the store took alone).
+        let trusted = inner.doubt.trusted();
+        let near = trusted.then(|| inner.near.lookup(&probes)).flatten();
         let from_memory = near.is_some();
         let looked_up = match near {
             Some(checks) => Ok(Lookups { checks, writes: 0 }),
-            None => inner.cache.lookup(probes).await,
+            None if trusted => inner.cache.lookup(probes).await.map_err(Unanswered::Failed),
+            None => Err(Unanswered::Doubted),
         };
         let (answers, source) = match looked_up {
             Ok(lookups) => {
@@ -101,7 +113,10 @@ impl Suppressions {
                 (answers, source)
             }
             Err(cache_error) => {
-                tracing::warn!(error = %cache_error, "Redis unreadable; answering from the store");
+                if let Unanswered::Failed(e) = &cache_error {
+                    inner.doubt.doubt();
+                    tracing::warn!(error = %e, "Redis unreadable; answering from the store");
+                }
                 let mut answers = Vec::with_capacity(checks.len());
                 for (check, subject) in checks.iter().zip(&subjects) {
                     let stored = self.stored_matches(subject, check).await.map_err(|_| {

@@ -83,6 +83,9 @@ pub(crate) struct Import {
     /// Rejected rows of the pending chunk, counted with it.
     pending_rejected: u64,
     summary: ImportSummary,
+    /// The batch, which every record's receipt names, and the number the next record gets.
+    batch: ReceiptId,
+    numbered: u32,
 }
 
 impl Suppressions {
@@ -90,7 +93,8 @@ impl Suppressions {
     #[tracing::instrument(name = "import", skip_all, fields(suppressd.batch_id))]
     pub(crate) async fn begin_import(&self, actor: String) -> Result<Import, ServiceError> {
         let now = self.now();
-        let batch_id = ReceiptId::new(now).to_string();
+        let batch = ReceiptId::new_batch(now);
+        let batch_id = batch.to_string();
         Span::current().record("suppressd.batch_id", batch_id.as_str());
         self.inner
             .store
@@ -106,6 +110,8 @@ impl Suppressions {
                 batch_id,
                 ..ImportSummary::default()
             },
+            batch,
+            numbered: 0,
         })
     }
 }
@@ -123,7 +129,16 @@ impl Import {
         row: Result<ImportItem, Invalid>,
     ) -> Result<(), ServiceError> {
         let now = self.service.now();
-        match row.and_then(|item| record(&self.service, item, &self.actor, now)) {
+        let receipt = self
+            .numbered
+            .checked_add(1)
+            .map(|next| {
+                ReceiptId::imported(self.batch, std::mem::replace(&mut self.numbered, next))
+            })
+            .ok_or_else(|| Invalid::new("row", "a batch holds at most 4,294,967,295 records"));
+        match receipt.and_then(|receipt| {
+            row.and_then(|item| record(&self.service, item, receipt, &self.actor, now))
+        }) {
             Ok(r) => self.pending.push(r),
             Err(invalid) => self.reject(line, invalid.to_string()),
         }
@@ -295,6 +310,7 @@ fn key(s: &Suppression) -> (crate::domain::SubjectHash, Scope, Reason) {
 fn record(
     service: &Suppressions,
     item: ImportItem,
+    receipt: ReceiptId,
     actor: &str,
     now: Millis,
 ) -> Result<Suppression, Invalid> {
@@ -313,7 +329,7 @@ fn record(
         return Err(Invalid::new("expires_at", "must lie in the future"));
     }
     Ok(Suppression {
-        receipt: ReceiptId::new(now),
+        receipt,
         subject: service.subject(&recipient),
         scope,
         reason,

@@ -14,6 +14,7 @@ pub(crate) mod rebuild;
 mod receipts;
 pub(crate) mod records;
 pub(crate) mod rollback;
+pub(crate) mod uncached;
 mod view;
 pub(crate) mod waiters;
 
@@ -128,6 +129,8 @@ struct Inner {
     rebuild: Arc<RebuildTrigger>,
     /// The halts and mandatory declarations in force, read on every check; replaced whole.
     controls: ArcSwap<Controls>,
+    /// Whether checks may be answered from the cache (see [`uncached`]).
+    doubt: uncached::CacheDoubt,
 }
 
 impl Suppressions {
@@ -153,6 +156,7 @@ impl Suppressions {
                 waiters,
                 rebuild,
                 controls: ArcSwap::from_pointee(Controls::default()),
+                doubt: uncached::CacheDoubt::default(),
             }),
         }
     }

@@ -1,8 +1,9 @@
 //! `OptOut`: visible at once (Redis), queued (the stream, in the same script), durable when the worker
 //! commits it. A `DURABLE` caller waits for that commit, up to a bound, and is never told `DURABLE`
-//! before it happened.
+//! before it happened. A person's own opt-out that Redis cannot take goes to the store alone
+//! ([`uncached`]).
 
-use super::{ReceiptState, ReceiptView, ServiceError, Suppressions};
+use super::{ReceiptState, ReceiptView, ServiceError, Suppressions, uncached};
 use crate::{
     cache::{Recorded, stream::StreamEntry},
     domain::{Invalid, Millis, Reason, ReceiptId, Scope, Source, Subject, Suppression},
@@ -139,8 +140,8 @@ impl Suppressions {
     }
 
     /// Writes `record` to Redis (the bucket, the stream and the change feed in one script) and
-    /// waits until every replica answers by it. `Some`: the idempotency key had been used, and this
-    /// is its receipt. The receipt's commit waiter, if any, is forgotten when Redis or the wait for
+    /// waits until every replica answers by it. `Some`: the answer is final: the idempotency key had
+    /// been used, and this is its receipt, or Redis failed and the store took the opt-out. The receipt's commit waiter, if any, is forgotten when Redis or the wait for
     /// the replicas fails, and on a replay (a full backlog refuses only callers that have none).
     async fn write(
         &self,
@@ -159,8 +160,12 @@ impl Suppressions {
             Ok(r) => r,
             Err(e) => {
                 inner.waiters.forget(record.receipt);
-                // Writing straight to the store would leave the cache without the record once Redis
-                // is back, so an opt-out is refused instead; the caller retries (SPEC §6).
+                inner.doubt.doubt();
+                // What a person said is taken by the store alone (see `uncached`); a system's
+                // opt-out is refused, and the system retries (SPEC §6).
+                if uncached::taken_without_redis(record) {
+                    return self.take_uncached(record).await;
+                }
                 return Err(ServiceError::unavailable(
                     "Redis is unavailable; the opt-out was not recorded, retry",
                     e,
@@ -222,17 +227,19 @@ impl Suppressions {
         }
     }
 
-    /// The receipt an idempotency key was first used for: from Redis while it remembers, else from
-    /// the store. If the store cannot be asked, the key is treated as new; the store's unique index
-    /// still keeps a second record out.
-    async fn prior_receipt(
+    /// The receipt an idempotency key was first used for: from Redis while it remembers, else (or
+    /// when Redis cannot be read) from the store. If the store cannot be asked, the key is treated
+    /// as new; the store's unique index still keeps a second record out.
+    pub(super) async fn prior_receipt(
         &self,
         tenant: &str,
         key: &str,
     ) -> Result<Option<ReceiptView>, ServiceError> {
         let inner = &self.inner;
-        if let Some(id) = inner.cache.idempotent_receipt(tenant, key).await? {
-            return self.receipt(id).await.map(Some);
+        match inner.cache.idempotent_receipt(tenant, key).await {
+            Ok(Some(id)) => return self.receipt(id).await.map(Some),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "idempotency key unreadable in Redis"),
         }
         match inner.store.by_idempotency_key(tenant, key).await {
             Ok(found) => Ok(found.map(|s| ReceiptView {

@@ -63,10 +63,5 @@ impl Suppressions {
 }
 
 fn accepted_at_of(id: ReceiptId) -> i64 {
-    id.0.get_timestamp()
-        .map(|t| {
-            let (secs, nanos) = t.to_unix();
-            secs as i64 * 1000 + i64::from(nanos / 1_000_000)
-        })
-        .unwrap_or_default()
+    id.millis()
 }

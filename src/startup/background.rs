@@ -10,6 +10,7 @@ use crate::{
     auth::KeyStore,
     cache::{Cache, near::NearCache},
     service::{
+        Suppressions,
         controls::ControlsPoller,
         rebuild::{RebuildTrigger, Rebuilder},
         waiters::Waiters,
@@ -36,6 +37,8 @@ pub(super) struct Background {
     pub(super) worker: Worker,
     pub(super) rebuilder: Rebuilder,
     pub(super) controls: ControlsPoller,
+    /// Writes opt-outs the store took alone into the cache, at the controls poll's pace.
+    pub(super) reconciler: Suppressions,
     pub(super) controls_poll: Duration,
     /// This replica's near-cache, to follow the feed (`None`: checks always ask Redis).
     pub(super) near: Option<Arc<NearCache>>,
@@ -51,6 +54,7 @@ pub(super) struct Running {
     listening: JoinHandle<()>,
     rebuilding: JoinHandle<()>,
     polling: JoinHandle<()>,
+    reconciling: JoinHandle<()>,
     following: Option<JoinHandle<()>>,
     working: JoinHandle<()>,
     admin: Option<JoinHandle<anyhow::Result<()>>>,
@@ -71,6 +75,7 @@ impl Background {
             worker,
             rebuilder,
             controls,
+            reconciler,
             controls_poll,
             near,
             admin,
@@ -87,6 +92,8 @@ impl Background {
         // Runs until the very end of the drain: calls still in flight keep answering by fresh controls.
         let stop_controls = CancellationToken::new();
         let polling = tokio::spawn(controls.run(controls_poll, stop_controls.clone()));
+        let reconciling =
+            tokio::spawn(reconciler.reconcile_loop(controls_poll, stop_controls.clone()));
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
         let working = tokio::spawn(worker.run(stop_worker.clone()));
@@ -113,6 +120,7 @@ impl Background {
             listening,
             rebuilding,
             polling,
+            reconciling,
             following,
             working,
             admin,
@@ -139,6 +147,7 @@ impl Running {
             listening,
             rebuilding,
             polling,
+            reconciling,
             following,
             working,
             admin,
@@ -154,7 +163,14 @@ impl Running {
             if let Some(admin) = admin {
                 let _ = admin.await;
             }
-            let _ = tokio::join!(rebuilding, monitoring, listening, watching, polling);
+            let _ = tokio::join!(
+                rebuilding,
+                monitoring,
+                listening,
+                watching,
+                polling,
+                reconciling
+            );
             if let Some(front) = front {
                 let _ = front.await;
             }

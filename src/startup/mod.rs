@@ -89,7 +89,12 @@ impl Application {
             .load_controls()
             .await
             .context("loading halts and mandatory declarations")?;
+        // Opt-outs the store took while Redis could not, before the cache answers a check.
+        if let Err(e) = service.reconcile().await {
+            tracing::warn!(error = %e, "checks ask the store until the cache can be vouched for");
+        }
         let controls = ControlsPoller::new(service.clone());
+        let reconciler = service.clone();
         let worker = worker(
             settings,
             &cache,
@@ -132,6 +137,7 @@ impl Application {
                 worker,
                 rebuilder,
                 controls,
+                reconciler,
                 controls_poll: settings.controls_poll,
                 near: (!settings.no_near_cache).then_some(near),
                 admin,

@@ -84,6 +84,7 @@ pub(crate) mod audit;
 mod commit;
 mod controls;
 pub(crate) mod records;
+pub(crate) mod uncached;
 mod unnest;
 
 pub use commit::{AuditHint, Committed};

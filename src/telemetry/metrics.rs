@@ -52,6 +52,11 @@ pub mod names {
     pub(crate) const NEAR_CACHE_SERVING: &str = "suppressd_near_cache_serving";
     /// Records this replica's near-cache copied when it last loaded.
     pub(crate) const NEAR_CACHE_ENTRIES: &str = "suppressd_near_cache_loaded_records";
+    /// A person's opt-outs the store took directly because Redis could not, by `reason`.
+    pub(crate) const UNCACHED_OPT_OUTS: &str = "suppressd_uncached_opt_outs_total";
+    /// 1 while this replica answers checks from the cache; 0 while it answers them all from the
+    /// store (Redis failed, or the store holds opt-outs the cache may lack).
+    pub(crate) const CACHE_TRUSTED: &str = "suppressd_cache_trusted";
 
     /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
@@ -75,6 +80,8 @@ pub mod names {
         CONTROLS_AGE,
         NEAR_CACHE_SERVING,
         NEAR_CACHE_ENTRIES,
+        UNCACHED_OPT_OUTS,
+        CACHE_TRUSTED,
     ];
 }
 
@@ -182,5 +189,13 @@ fn describe() {
     describe_gauge!(
         NEAR_CACHE_ENTRIES,
         "Records copied by this replica's near-cache when it last loaded"
+    );
+    describe_counter!(
+        UNCACHED_OPT_OUTS,
+        "A person's opt-outs the store took directly while Redis could not, by reason"
+    );
+    describe_gauge!(
+        CACHE_TRUSTED,
+        "1 while this replica answers checks from the cache, 0 while from the store"
     );
 }

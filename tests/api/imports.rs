@@ -148,6 +148,15 @@ async fn an_import_counts_duplicates_and_names_rejected_lines(backend: Backend) 
     ] {
         assert!(app.is_suppressed(email(who), scope).await, "{who}");
     }
+    // A check answered by an imported record names its batch; one answered by an opt-out, none.
+    for (who, scope, named) in [
+        ("a@example.com", marketing(), batch),
+        ("before@example.com", marketing(), ""),
+    ] {
+        let answer = app.check(email(who), scope).await;
+        let matched = answer.matched.expect("suppressed");
+        assert_eq!(matched.import_batch, named, "{who}");
+    }
     assert!(!app.is_suppressed(email("f@example.com"), marketing()).await);
     let listed = app
         .client

@@ -29,6 +29,7 @@ mod rollbacks;
 mod telemetry;
 mod tls;
 mod tokens;
+mod uncached;
 mod validation;
 mod wire;
 mod worker;

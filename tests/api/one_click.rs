@@ -9,11 +9,11 @@ use suppressd::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn marketing() -> proto::Scope {
+pub(crate) fn marketing() -> proto::Scope {
     scope("acme", Channel::Email, "marketing", "")
 }
 
-async fn app_with_front() -> TestApp {
+pub(crate) async fn app_with_front() -> TestApp {
     let app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
         s.http_listen = Some("127.0.0.1:0".parse().unwrap());
     })
@@ -22,14 +22,20 @@ async fn app_with_front() -> TestApp {
     app
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 /// One HTTP/1.1 request over a fresh TCP connection, as a mail provider's one-click POST is.
-async fn http(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &str) -> Reply {
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Reply {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
@@ -48,9 +54,9 @@ async fn http(addr: SocketAddr, method: &str, path: &str, content_type: &str, bo
     }
 }
 
-const FORM: &str = "application/x-www-form-urlencoded";
+pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
 
-fn receipt_in(page: &str) -> &str {
+pub(crate) fn receipt_in(page: &str) -> &str {
     let start = page
         .find("<code id=\"receipt\">")
         .expect("the page shows a receipt")

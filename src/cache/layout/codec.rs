@@ -2,8 +2,7 @@
 //! the Lua scripts all read.
 
 use crate::domain::{
-    Channel, Match, Millis, Notice, Reason, ReceiptId, Scope, Source, SubjectHash,
-    scope::channel_code,
+    Channel, Match, Notice, Reason, ReceiptId, Scope, Source, SubjectHash, scope::channel_code,
 };
 use sha2::{Digest, Sha256};
 
@@ -99,10 +98,7 @@ pub(crate) fn encode_value(m: &Match) -> Vec<u8> {
     let expires = m.expires_at.unwrap_or(0).clamp(0, MAX_EXPIRES);
     out.extend_from_slice(&expires.to_be_bytes()[8 - EXPIRES_LEN..]);
     out.extend_from_slice(m.receipt.as_bytes());
-    put_varint(
-        &mut out,
-        m.received_at.wrapping_sub(receipt_millis(&m.receipt)),
-    );
+    put_varint(&mut out, m.received_at.wrapping_sub(m.receipt.millis()));
     put_varint(&mut out, m.effective_at.wrapping_sub(m.received_at));
     out
 }
@@ -117,7 +113,7 @@ pub(crate) fn decode_value(scope: Scope, bytes: &[u8]) -> Option<Match> {
     let expires = i64::from_be_bytes(expires);
     let receipt = ReceiptId::from_bytes(bytes[RECEIPT_AT..FIXED_LEN].try_into().ok()?);
     let mut rest = &bytes[FIXED_LEN..];
-    let received_at = receipt_millis(&receipt).wrapping_add(take_varint(&mut rest)?);
+    let received_at = receipt.millis().wrapping_add(take_varint(&mut rest)?);
     let effective_at = received_at.wrapping_add(take_varint(&mut rest)?);
     if !rest.is_empty() {
         return None;
@@ -134,11 +130,6 @@ pub(crate) fn decode_value(scope: Scope, bytes: &[u8]) -> Option<Match> {
 }
 
 /// The Unix milliseconds in a receipt id's leading 48 bits (a UUIDv7's timestamp).
-fn receipt_millis(receipt: &ReceiptId) -> Millis {
-    let b = receipt.as_bytes();
-    i64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
-}
-
 fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
@@ -164,7 +155,7 @@ fn take_varint(bytes: &mut &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Channel;
+    use crate::domain::{Channel, Millis};
 
     fn record(scope: &Scope, received_at: Millis, expires_at: Option<Millis>) -> Match {
         Match {
