@@ -4,6 +4,7 @@
 pub mod args;
 pub mod audit;
 pub mod controls;
+pub mod health;
 pub mod import;
 pub mod keys;
 pub mod receipt;

@@ -4,9 +4,9 @@
 //! one another; [`Running::stop`] stops them in the order the drain needs. It binds nothing: every
 //! listener was bound by `Application::build`.
 
+use super::health;
 use crate::{
     admin::Admin,
-    api,
     auth::KeyStore,
     cache::{Cache, near::NearCache},
     service::{
@@ -21,10 +21,8 @@ use crate::{
 use std::{sync::Arc, time::Duration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::server::HealthReporter;
 
-/// How often health is re-evaluated.
-const HEALTH_EVERY: Duration = Duration::from_millis(500);
 /// How often the key file's modification time is looked at (SIGHUP reloads at once).
 const KEYS_POLL_EVERY: Duration = Duration::from_millis(500);
 
@@ -67,7 +65,7 @@ pub(super) struct Running {
 
 impl Background {
     /// Starts every task, and health as the cache and store find it now.
-    pub(super) async fn spawn(self, health: &HealthReporter, store: &Store) -> Running {
+    pub(super) async fn spawn(self, reporter: &HealthReporter, store: &Store) -> Running {
         let Background {
             http,
             keys,
@@ -101,15 +99,7 @@ impl Background {
         let working = tokio::spawn(worker.run(stop_worker.clone()));
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
         let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
-        let status = serving(&cache, store).await;
-        set_health(health, status).await;
-        let monitoring = tokio::spawn(monitor_health(
-            health.clone(),
-            status,
-            cache,
-            store.clone(),
-            background.clone(),
-        ));
+        let monitoring = health::follow(reporter, cache, store.clone(), background.clone()).await;
 
         let watching = tokio::spawn(watch_keys(keys, background.clone()));
         let front = http.map(|(listener, app)| {
@@ -219,49 +209,6 @@ async fn watch_keys(keys: KeyStore, shutdown: CancellationToken) {
             }
             _ = tokio::time::sleep(KEYS_POLL_EVERY) => keys.reload_if_changed(),
             _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// SERVING when a check can be answered correctly: from a complete cache, or from the store.
-async fn serving(cache: &Cache, store: &Store) -> ServingStatus {
-    let cache_ready = matches!(cache.is_complete().await, Ok(true));
-    if cache_ready || store.ping().await.is_ok() {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    }
-}
-
-/// Sets the status of `suppress.v1.Suppression` and of the server as a whole ("").
-pub(super) async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health
-        .set_service_status(
-            <api::SuppressionServer as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
-    health.set_service_status("", status).await;
-}
-
-/// Follows the dependencies and sets the status when it changes, and only then: every set is a
-/// message to each `Health/Watch` stream, which should hear of changes, not of polls.
-async fn monitor_health(
-    health: HealthReporter,
-    mut last: ServingStatus,
-    cache: Cache,
-    store: Store,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(HEALTH_EVERY) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        let status = serving(&cache, &store).await;
-        if status != last && !shutdown.is_cancelled() {
-            set_health(&health, status).await;
-            last = status;
         }
     }
 }

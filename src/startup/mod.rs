@@ -7,6 +7,7 @@
 //! serves.
 
 mod background;
+pub mod health;
 
 use crate::{
     admin::Admin,
@@ -26,7 +27,7 @@ use crate::{
     worker::{Worker, WorkerSettings},
 };
 use anyhow::Context;
-use background::{Background, set_health};
+use background::Background;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -169,7 +170,7 @@ impl Application {
             .map(|(l, _)| l.local_addr().expect("a bound listener has an address"))
     }
 
-    /// Serves until `shutdown` resolves; then turns health NOT_SERVING, stops accepting, drains
+    /// Serves until `shutdown` resolves; then turns readiness NOT_SERVING, stops accepting, drains
     /// in-flight calls, and lets the worker finish its current batch.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Application {
@@ -211,7 +212,7 @@ async fn serve(
     let serve = router.serve_with_incoming_shutdown(api::incoming(listener), async move {
         shutdown.await;
         tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
-        set_health(&health, ServingStatus::NotServing).await;
+        health::set_readiness(&health, ServingStatus::NotServing).await;
         draining.cancel();
         let _ = drain_started.send(());
     });

@@ -1,10 +1,11 @@
 //! The operations files stay true to the code: the Grafana dashboard parses and charts only metrics
-//! that exist, and the README documents every metric. (YAML is linted by `.ci/run` with yamllint.)
+//! that exist, and the README documents every metric. (YAML is linted by `.ci/run` with yamllint;
+//! the compose file and the image are run by `compose.rs`.)
 
 use std::{collections::BTreeSet, path::Path};
 use suppressd::telemetry::metrics::names;
 
-fn read(relative: &str) -> String {
+pub fn read(relative: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)).unwrap()
 }
 

@@ -219,3 +219,54 @@ async fn mtls_maps_the_certificate_to_a_principal_and_refuses_clients_without_on
         .expect("still serving");
     assert_eq!(app.rows(None).await, 1);
 }
+
+/// `suppressd health` (the container HEALTHCHECK) against a TLS server and an mTLS one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_speaks_tls_and_mtls() {
+    use crate::probes::health_command;
+    let pki = Pki::new();
+    let ca = pki.write("ca.pem", &pki.ca.cert_pem);
+    let ca = ca.to_str().unwrap();
+
+    let tls = pki.app(false).await;
+    let (code, _, stderr) = health_command(tls.addr, &["--tls-ca", ca]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = health_command(
+        tls.addr,
+        &[
+            "--tls-ca",
+            ca,
+            "--tls-domain",
+            "localhost",
+            "--service",
+            "liveness",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, _) = health_command(tls.addr, &["--timeout-ms", "1000"]).await;
+    assert_eq!(code, 1, "plaintext to a TLS port");
+
+    let mtls = pki.app(true).await;
+    let (code, _, _) = health_command(mtls.addr, &["--tls-ca", ca, "--timeout-ms", "1000"]).await;
+    assert_eq!(code, 1, "no client certificate, no handshake");
+    let (cert, key) = pki.ca.issue("prober.internal", &[], true);
+    let (cert, key) = (
+        pki.write("prober.pem", &cert),
+        pki.write("prober.key", &key),
+    );
+    let (code, stdout, stderr) = health_command(
+        mtls.addr,
+        &[
+            "--tls-ca",
+            ca,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("SERVING"), "{stdout}");
+}

@@ -65,6 +65,35 @@ pub enum Command {
     /// Lists the halts and mandatory declarations of a tenant.
     #[command(subcommand)]
     Controls(ControlsCommand),
+    /// Asks a running server's health (no key needed): exits 0 when SERVING, 1 otherwise.
+    Health(HealthArgs),
+}
+
+/// `suppressd health`: for container HEALTHCHECKs and scripts. `--service liveness` asks whether the
+/// process answers at all; the default ("") is readiness, which follows Redis and the store.
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// The server (host:port, or an http:// or https:// URL).
+    #[arg(long, env = "SUPPRESSD_SERVER", default_value = "127.0.0.1:50051")]
+    pub(crate) server: String,
+    /// The health service to ask: "" (readiness, the default), `readiness`, `liveness` or
+    /// `suppress.v1.Suppression`.
+    #[arg(long, default_value = "")]
+    pub(crate) service: String,
+    /// How long to wait for the connection, and then for the answer.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) timeout_ms: u64,
+    /// Speak TLS, trusting this CA (PEM) for the server's certificate.
+    #[arg(long, env = "SUPPRESSD_TLS_CA")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// For mTLS: this client certificate (PEM), with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry, when it is not the host in --server.
+    #[arg(long)]
+    pub(crate) tls_domain: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
