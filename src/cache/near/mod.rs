@@ -225,6 +225,10 @@ impl NearCache {
         let mut lease = self
             .renew(&mut conn, feed.applied, None, &generation)
             .await?;
+        // Where this copy stands, for writers here, before they wait on it: the feed's head when it
+        // loaded may lie past the last change it read (a write just before the load, which the copy
+        // holds), or below what an earlier copy applied (Redis restarted and numbers afresh).
+        self.applied.send_replace(feed.applied);
         self.registered.store(true, Ordering::Release);
         self.catch_up(&mut conn, &mut feed).await?;
         let mut announced = false;
