@@ -1,5 +1,6 @@
-//! Who may tell us that a person said STOP: the SMS providers' accounts in the key file
-//! (`[[inbound]]`), and the signatures that prove a webhook came from one of them.
+//! Who may tell us that a person said STOP, or that an address bounced or complained: the SMS and
+//! mail providers' accounts in the key file (`[[inbound]]`; mail accounts in docs/inbound.md), and
+//! the signatures that prove a webhook came from one of them.
 //!
 //! ```toml
 //! [[inbound]]
@@ -19,6 +20,9 @@
 //!   HMAC-SHA256, keyed with the secret's base64-decoded bytes after `whsec_`, over
 //!   `{id}.{timestamp}.{body}`; the header lists `v1,<signature>` entries separated by spaces, any of
 //!   which may match; a timestamp more than 5 minutes from now is refused (a replay).
+//! - **Mailgun**: hex HMAC-SHA256 with the signing key over timestamp and token.
+//! - **SendGrid**: ECDSA P-256 with SHA-256 (RustCrypto's `p256`) over the timestamp header and the
+//!   raw body, a base64 DER signature, verified with the account's base64 DER public key.
 
 use anyhow::{Context, ensure};
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
@@ -34,6 +38,10 @@ pub(crate) enum Provider {
     Twilio,
     /// Any SMS provider that signs per the Standard Webhooks specification.
     Sms,
+    /// Mailgun's event webhooks (HMAC-SHA256 of timestamp and token).
+    Mailgun,
+    /// SendGrid's Event Webhook (ECDSA P-256 over timestamp and body).
+    Sendgrid,
 }
 
 impl Provider {
@@ -41,7 +49,11 @@ impl Provider {
         match name {
             "twilio" => Ok(Provider::Twilio),
             "sms" => Ok(Provider::Sms),
-            other => anyhow::bail!("unknown provider {other:?} (twilio | sms)"),
+            "mailgun" => Ok(Provider::Mailgun),
+            "sendgrid" => Ok(Provider::Sendgrid),
+            other => {
+                anyhow::bail!("unknown provider {other:?} (twilio | sms | mailgun | sendgrid)")
+            }
         }
     }
 
@@ -49,6 +61,8 @@ impl Provider {
         match self {
             Provider::Twilio => "twilio",
             Provider::Sms => "sms",
+            Provider::Mailgun => "mailgun",
+            Provider::Sendgrid => "sendgrid",
         }
     }
 }
@@ -128,13 +142,7 @@ impl InboundAccount {
         let (Some(id), Some(timestamp), Some(signatures)) = (id, timestamp, signatures) else {
             return Err(Refused::Unsigned);
         };
-        let at: i64 = timestamp
-            .trim()
-            .parse()
-            .map_err(|_| Refused::BadSignature)?;
-        if (now_secs - at).abs() > TOLERANCE_SECS {
-            return Err(Refused::Stale);
-        }
+        fresh(timestamp, now_secs)?;
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.secret).expect("any key length");
         mac.update(id.as_bytes());
         mac.update(b".");
@@ -155,10 +163,97 @@ impl InboundAccount {
     }
 }
 
-/// The accounts, by provider and number.
+/// A mail provider account: the key its events are signed with, the tenant they speak for, and how
+/// they map to records.
+pub(crate) struct EmailAccount {
+    pub(crate) provider: Provider,
+    key: EmailKey,
+    pub(crate) tenant: String,
+    /// How long a hard bounce suppresses the address (`None`: until removed).
+    pub(crate) bounce_expiry_days: Option<u32>,
+    /// SendGrid unsubscribe group ids and the topic each stands for.
+    pub(crate) groups: HashMap<i64, String>,
+}
+
+enum EmailKey {
+    Hmac(Vec<u8>),
+    P256(Box<p256::ecdsa::VerifyingKey>),
+}
+
+impl fmt::Debug for EmailAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailAccount")
+            .field("provider", &self.provider)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmailAccount {
+    /// Mailgun: hex HMAC-SHA256, keyed with the webhook signing key, over `timestamp` then `token`.
+    pub(crate) fn verify_mailgun(
+        &self,
+        timestamp: &str,
+        token: &str,
+        signature: &str,
+        now_secs: i64,
+    ) -> Result<(), Refused> {
+        let EmailKey::Hmac(key) = &self.key else {
+            return Err(Refused::BadSignature);
+        };
+        fresh(timestamp, now_secs)?;
+        let given = hex::decode(signature.trim()).map_err(|_| Refused::BadSignature)?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(timestamp.as_bytes());
+        mac.update(token.as_bytes());
+        mac.verify_slice(&given).map_err(|_| Refused::BadSignature)
+    }
+
+    /// SendGrid: a base64 DER ECDSA P-256 signature (SHA-256) over `timestamp` then the raw body.
+    pub(crate) fn verify_sendgrid(
+        &self,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), Refused> {
+        use p256::ecdsa::{Signature, signature::Verifier};
+        let EmailKey::P256(key) = &self.key else {
+            return Err(Refused::BadSignature);
+        };
+        let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+            return Err(Refused::Unsigned);
+        };
+        fresh(timestamp, now_secs)?;
+        let der = BASE64
+            .decode(signature.trim())
+            .map_err(|_| Refused::BadSignature)?;
+        let signature = Signature::from_der(&der).map_err(|_| Refused::BadSignature)?;
+        let mut signed = timestamp.trim().as_bytes().to_vec();
+        signed.extend_from_slice(body);
+        key.verify(&signed, &signature)
+            .map_err(|_| Refused::BadSignature)
+    }
+}
+
+/// A signed timestamp (Unix seconds) no further than [`TOLERANCE_SECS`] from now.
+fn fresh(timestamp: &str, now_secs: i64) -> Result<(), Refused> {
+    let at: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| Refused::BadSignature)?;
+    if (now_secs - at).abs() > TOLERANCE_SECS {
+        return Err(Refused::Stale);
+    }
+    Ok(())
+}
+
+/// The accounts: SMS ones by provider and number, mail ones by provider (an event is matched to
+/// the account whose key verifies it).
 #[derive(Debug, Default)]
 pub(crate) struct InboundAccounts {
     by_number: HashMap<(Provider, String), Arc<InboundAccount>>,
+    email: Vec<Arc<EmailAccount>>,
 }
 
 impl InboundAccounts {
@@ -173,8 +268,13 @@ impl InboundAccounts {
             .cloned()
     }
 
+    /// The mail accounts of `provider`.
+    pub(crate) fn email(&self, provider: Provider) -> impl Iterator<Item = &Arc<EmailAccount>> {
+        self.email.iter().filter(move |a| a.provider == provider)
+    }
+
     pub(crate) fn len(&self) -> usize {
-        self.by_number.len()
+        self.by_number.len() + self.email.len()
     }
 }
 
@@ -182,74 +282,160 @@ impl InboundAccounts {
 #[serde(deny_unknown_fields)]
 pub(super) struct InboundEntry {
     provider: String,
-    secret: String,
+    secret: Option<String>,
+    public_key: Option<String>,
     tenant: String,
-    numbers: Vec<String>,
+    numbers: Option<Vec<String>>,
     stop_reply: Option<String>,
     start_reply: Option<String>,
     help_reply: Option<String>,
+    bounce_expiry_days: Option<u32>,
+    groups: Option<HashMap<String, String>>,
 }
 
-/// Checks the `[[inbound]]` entries and indexes them by number.
+/// Checks the `[[inbound]]` entries and indexes them.
 pub(super) fn accounts(entries: Vec<InboundEntry>) -> anyhow::Result<InboundAccounts> {
     let mut accounts = InboundAccounts::default();
     for (i, entry) in entries.into_iter().enumerate() {
-        let InboundEntry {
-            provider,
-            secret,
-            tenant,
-            numbers,
-            stop_reply,
-            start_reply,
-            help_reply,
-        } = entry;
-        let provider = Provider::parse(&provider).with_context(|| format!("inbound entry {i}"))?;
-        let secret = match provider {
-            Provider::Twilio => secret.trim().as_bytes().to_vec(),
-            Provider::Sms => secret
-                .trim()
-                .strip_prefix("whsec_")
-                .and_then(|s| BASE64.decode(s).ok())
-                .with_context(|| {
-                    format!("inbound entry {i}: an sms secret is whsec_ followed by base64")
-                })?,
-        };
-        ensure!(!secret.is_empty(), "inbound entry {i}: empty secret");
-        crate::domain::Scope::parse(&tenant, None, "", "")
+        let provider =
+            Provider::parse(&entry.provider).with_context(|| format!("inbound entry {i}"))?;
+        crate::domain::Scope::parse(&entry.tenant, None, "", "")
             .map_err(|e| anyhow::anyhow!("inbound entry {i}: tenant: {e}"))?;
-        ensure!(!numbers.is_empty(), "inbound entry {i}: no numbers");
-        let account = Arc::new(InboundAccount {
-            provider,
-            secret,
-            stop_reply: stop_reply.unwrap_or_else(|| {
-                format!(
-                    "You will no longer receive text messages from {tenant}. Reply START to \
-                     receive them again."
-                )
-            }),
-            start_reply: start_reply.unwrap_or_else(|| {
-                format!("You will receive text messages from {tenant} again. Reply STOP to stop.")
-            }),
-            help_reply: help_reply.unwrap_or_else(|| {
-                format!("Messages from {tenant}. Reply STOP to stop, START to receive them again.")
-            }),
-            tenant,
-        });
-        for number in numbers {
-            let number = number.trim().to_owned();
-            ensure!(
-                number.starts_with('+') && number.len() > 4,
-                "inbound entry {i}: number {number:?} is not E.164 (+ and digits)"
-            );
-            ensure!(
+        match provider {
+            Provider::Twilio | Provider::Sms => sms_account(&mut accounts, i, provider, entry)?,
+            Provider::Mailgun | Provider::Sendgrid => {
                 accounts
-                    .by_number
-                    .insert((provider, number.clone()), account.clone())
-                    .is_none(),
-                "number {number:?} is listed twice for provider {}",
-                provider.as_str()
-            );
+                    .email
+                    .push(Arc::new(email_account(i, provider, entry)?));
+            }
         }
     }
     Ok(accounts)
 }
+
+fn sms_account(
+    accounts: &mut InboundAccounts,
+    i: usize,
+    provider: Provider,
+    entry: InboundEntry,
+) -> anyhow::Result<()> {
+    let InboundEntry {
+        secret,
+        tenant,
+        numbers,
+        stop_reply,
+        start_reply,
+        help_reply,
+        ..
+    } = entry;
+    ensure!(
+        entry.public_key.is_none() && entry.bounce_expiry_days.is_none() && entry.groups.is_none(),
+        "inbound entry {i}: public_key, bounce_expiry_days and groups are for mail providers"
+    );
+    let secret = secret.with_context(|| format!("inbound entry {i}: no secret"))?;
+    let secret = match provider {
+        Provider::Sms => secret
+            .trim()
+            .strip_prefix("whsec_")
+            .and_then(|s| BASE64.decode(s).ok())
+            .with_context(|| {
+                format!("inbound entry {i}: an sms secret is whsec_ followed by base64")
+            })?,
+        _ => secret.trim().as_bytes().to_vec(),
+    };
+    ensure!(!secret.is_empty(), "inbound entry {i}: empty secret");
+    let numbers = numbers.unwrap_or_default();
+    ensure!(!numbers.is_empty(), "inbound entry {i}: no numbers");
+    let account = Arc::new(InboundAccount {
+        provider,
+        secret,
+        stop_reply: stop_reply.unwrap_or_else(|| {
+            format!(
+                "You will no longer receive text messages from {tenant}. Reply START to receive \
+                 them again."
+            )
+        }),
+        start_reply: start_reply.unwrap_or_else(|| {
+            format!("You will receive text messages from {tenant} again. Reply STOP to stop.")
+        }),
+        help_reply: help_reply.unwrap_or_else(|| {
+            format!("Messages from {tenant}. Reply STOP to stop, START to receive them again.")
+        }),
+        tenant,
+    });
+    for number in numbers {
+        let number = number.trim().to_owned();
+        ensure!(
+            number.starts_with('+') && number.len() > 4,
+            "inbound entry {i}: number {number:?} is not E.164 (+ and digits)"
+        );
+        ensure!(
+            accounts
+                .by_number
+                .insert((provider, number.clone()), account.clone())
+                .is_none(),
+            "number {number:?} is listed twice for provider {}",
+            provider.as_str()
+        );
+    }
+    Ok(())
+}
+
+fn email_account(
+    i: usize,
+    provider: Provider,
+    entry: InboundEntry,
+) -> anyhow::Result<EmailAccount> {
+    use p256::pkcs8::DecodePublicKey;
+    ensure!(
+        entry.numbers.is_none()
+            && entry.stop_reply.is_none()
+            && entry.start_reply.is_none()
+            && entry.help_reply.is_none(),
+        "inbound entry {i}: numbers and replies are for SMS providers"
+    );
+    let key = match provider {
+        Provider::Mailgun => {
+            let secret = entry
+                .secret
+                .filter(|s| !s.trim().is_empty())
+                .with_context(|| {
+                    format!("inbound entry {i}: mailgun needs its signing key as secret")
+                })?;
+            EmailKey::Hmac(secret.trim().as_bytes().to_vec())
+        }
+        _ => {
+            let public_key = entry.public_key.with_context(|| {
+                format!("inbound entry {i}: sendgrid needs the verification key as public_key")
+            })?;
+            let der = BASE64
+                .decode(public_key.trim())
+                .ok()
+                .and_then(|der| p256::ecdsa::VerifyingKey::from_public_key_der(&der).ok())
+                .with_context(|| {
+                    format!("inbound entry {i}: public_key is not a base64 P-256 public key")
+                })?;
+            EmailKey::P256(Box::new(der))
+        }
+    };
+    let mut groups = HashMap::new();
+    for (id, topic) in entry.groups.unwrap_or_default() {
+        let id: i64 = id
+            .parse()
+            .with_context(|| format!("inbound entry {i}: group {id:?} is not a number"))?;
+        crate::domain::Scope::parse(&entry.tenant, None, &topic, "")
+            .map_err(|e| anyhow::anyhow!("inbound entry {i}: group {id}: {e}"))?;
+        groups.insert(id, topic);
+    }
+    Ok(EmailAccount {
+        provider,
+        key,
+        tenant: entry.tenant,
+        bounce_expiry_days: Some(entry.bounce_expiry_days.unwrap_or(DEFAULT_BOUNCE_DAYS))
+            .filter(|&d| d > 0),
+        groups,
+    })
+}
+
+/// How long a hard bounce suppresses an address unless an entry says otherwise (0: until removed).
+const DEFAULT_BOUNCE_DAYS: u32 = 180;

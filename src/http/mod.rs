@@ -55,6 +55,8 @@ pub(crate) fn router(service: Suppressions, keys: KeyStore, public_url: Option<S
         .route("/unsubscribe/{token}", get(show).post(unsubscribe))
         .route("/inbound/twilio", post(inbound::twilio))
         .route("/inbound/sms", post(inbound::standard))
+        .route("/inbound/mailgun", post(inbound::mailgun))
+        .route("/inbound/sendgrid", post(inbound::sendgrid))
         .fallback(|| async { html(StatusCode::NOT_FOUND, page::not_found()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(secured))

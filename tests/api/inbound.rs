@@ -16,10 +16,11 @@ const SMS_NUMBER: &str = "+15005550007";
 /// `whsec_` + base64 of 24 bytes of 0x42.
 const SMS_SECRET: &str = "whsec_QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJC";
 
-fn key_file() -> PathBuf {
+fn key_file(extra: &str) -> PathBuf {
     let path =
         std::env::temp_dir().join(format!("suppressd-inbound-{}.toml", uuid::Uuid::new_v4()));
     let text = key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)])
+        + extra
         + &format!(
             "[[inbound]]\nprovider = \"twilio\"\nsecret = \"{TWILIO_TOKEN}\"\ntenant = \"acme\"\n\
              numbers = [\"{TWILIO_NUMBER}\"]\nstop_reply = \"Acme: you are unsubscribed & will get no more texts.\"\n\n\
@@ -31,7 +32,15 @@ fn key_file() -> PathBuf {
 }
 
 async fn app_with(tweak: impl FnOnce(&mut suppressd::config::ServeSettings)) -> TestApp {
-    let keys = key_file();
+    app_with_entries("", tweak).await
+}
+
+/// A server with the HTTP front and a key file holding the SMS accounts and `extra` entries.
+pub(crate) async fn app_with_entries(
+    extra: &str,
+    tweak: impl FnOnce(&mut suppressd::config::ServeSettings),
+) -> TestApp {
+    let keys = key_file(extra);
     spawn_app_with(Backend::Sqlite, Clock::System, move |s| {
         s.http_listen = Some("127.0.0.1:0".parse().unwrap());
         s.keys = Some(keys);
@@ -40,12 +49,12 @@ async fn app_with(tweak: impl FnOnce(&mut suppressd::config::ServeSettings)) -> 
     .await
 }
 
-struct Reply {
-    status: u16,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
-async fn post(
+pub(crate) async fn post(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, String)],
@@ -73,7 +82,7 @@ async fn post(
 }
 
 /// The provider's own library, through `tests/sign_webhook.py`.
-fn sign(args: &[&str]) -> String {
+pub(crate) fn sign(args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -340,7 +349,7 @@ async fn standard(
     post(front, "/inbound/sms", &headers, "application/json", body).await
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -17,6 +17,7 @@ mod failures;
 mod import_cli;
 mod imports;
 mod inbound;
+mod inbound_email;
 mod kubernetes;
 mod lifecycle;
 mod limits;

@@ -1,4 +1,6 @@
-//! What people text to a tenant's number, delivered by the SMS provider's webhook (docs/inbound.md):
+//! Opt-outs where people say them (docs/inbound.md): what they text to a tenant's number, delivered
+//! by the SMS provider's webhook, here; mail providers' bounces, complaints and unsubscribes in
+//! `email`.
 //!
 //! - `POST /inbound/twilio`: Twilio's messaging webhook (form fields `From`, `To`, `Body`,
 //!   `MessageSid`, …), signed with `X-Twilio-Signature`; answered with TwiML.
@@ -12,6 +14,10 @@
 //! scope; HELP answers. Nothing is recorded before the signature is verified. A store or Redis
 //! outage answers 503, which providers retry. Numbers and message texts appear nowhere in logs,
 //! spans or metrics.
+
+mod email;
+
+pub(super) use email::{mailgun, sendgrid};
 
 use super::Front;
 use crate::{
@@ -42,7 +48,9 @@ struct Text {
 
 /// What became of a webhook: the metric's and the span's `outcome`, and the answer's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
+    /// Mail events recorded (bounces, complaints, unsubscribes).
+    Recorded,
     OptedOut,
     OptedIn,
     Help,
@@ -55,8 +63,9 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
+            Outcome::Recorded => "recorded",
             Outcome::OptedOut => "opted_out",
             Outcome::OptedIn => "opted_in",
             Outcome::Help => "help",
@@ -71,9 +80,11 @@ impl Outcome {
 
     fn status(self) -> StatusCode {
         match self {
-            Outcome::OptedOut | Outcome::OptedIn | Outcome::Help | Outcome::Ignored => {
-                StatusCode::OK
-            }
+            Outcome::Recorded
+            | Outcome::OptedOut
+            | Outcome::OptedIn
+            | Outcome::Help
+            | Outcome::Ignored => StatusCode::OK,
             Outcome::Refused(_) => StatusCode::FORBIDDEN,
             Outcome::UnknownNumber => StatusCode::NOT_FOUND,
             Outcome::Malformed => StatusCode::BAD_REQUEST,
@@ -298,7 +309,7 @@ async fn act(front: &Front, account: &InboundAccount, text: &Text) -> (Outcome, 
 }
 
 /// Runs one webhook in a server span of its own (a trace sampled here), and counts it.
-async fn traced(
+pub(super) async fn traced(
     provider: Provider,
     work: impl Future<Output = (Outcome, Response)> + Send,
 ) -> Response {
@@ -320,7 +331,7 @@ async fn traced(
     sampling::Sampled::new(run.instrument(span), sampling::decide(None)).await
 }
 
-fn answer(outcome: Outcome, content_type: &'static str, body: String) -> Response {
+pub(super) fn answer(outcome: Outcome, content_type: &'static str, body: String) -> Response {
     let mut response = (outcome.status(), body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
