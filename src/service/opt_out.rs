@@ -141,8 +141,9 @@ impl Suppressions {
 
     /// Writes `record` to Redis (the bucket, the stream and the change feed in one script) and
     /// waits until every replica answers by it. `Some`: the answer is final: the idempotency key had
-    /// been used, and this is its receipt, or Redis failed and the store took the opt-out. The receipt's commit waiter, if any, is forgotten when Redis or the wait for
-    /// the replicas fails, and on a replay (a full backlog refuses only callers that have none).
+    /// been used, and this is its receipt, or Redis failed and the store took the opt-out. The
+    /// receipt's commit waiter, if any, is forgotten when Redis or the wait for the replicas fails,
+    /// and on a replay (a full backlog refuses only callers that have none).
     async fn write(
         &self,
         record: &Suppression,

@@ -205,7 +205,10 @@ impl Suppressions {
                     }
                 }
                 Err(e) if !failing => {
-                    tracing::warn!(error = %e, "writing opt-outs the store took alone into the cache failed; retrying");
+                    tracing::warn!(
+                        error = %e,
+                        "writing opt-outs the store took alone into the cache failed; retrying"
+                    );
                     failing = true;
                 }
                 Err(_) => {}
