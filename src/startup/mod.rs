@@ -13,7 +13,7 @@ use crate::{
     api::{self, Router},
     audit::AuditLog,
     auth::{KeyStore, KeyTable},
-    cache::{Cache, layout::Keys, near::NearCache},
+    cache::{Cache, near::NearCache},
     config::ServeSettings,
     domain::{Clock, Pepper},
     service::{
@@ -279,8 +279,7 @@ async fn connect(settings: &ServeSettings) -> anyhow::Result<(Store, Cache)> {
     let store = Store::connect(&settings.store_url)
         .await
         .context("opening the durable store")?;
-    let keys = Keys::new(&settings.redis_prefix, settings.cache_bucket_bits);
-    let cache = Cache::connect(&settings.redis_url, keys)
+    let cache = Cache::connect(&settings.redis_topology()?, settings.cache_keys()?)
         .await
         .context("connecting to Redis")?;
     Ok((store, cache))

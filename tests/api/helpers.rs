@@ -375,7 +375,7 @@ impl TestApp {
 
     pub async fn cache(&self) -> Cache {
         let keys = Keys::new(self.prefix(), self.settings.cache_bucket_bits);
-        Cache::connect(&self.settings.redis_url, keys)
+        Cache::connect_url(&self.settings.redis_url, keys)
             .await
             .unwrap()
     }

@@ -2,6 +2,7 @@
 //! prefix.
 
 use super::LAYOUT;
+use crate::cache::Topology;
 use crate::domain::{ReceiptId, SubjectHash};
 use sha2::{Digest, Sha256};
 
@@ -18,6 +19,23 @@ impl Keys {
             prefix: prefix.to_owned(),
             bucket_bits,
         }
+    }
+
+    /// The layout for a topology. On Redis Cluster the prefix becomes every key's hash tag
+    /// (`{prefix}…`), so that every key lands in one slot: each script and pipeline touches one
+    /// slot, as Cluster requires, and a check stays one round trip to one node. Standalone and
+    /// Sentinel keep the plain names.
+    pub fn for_topology(prefix: &str, bucket_bits: u8, topology: &Topology) -> Self {
+        if topology.is_cluster() {
+            Self::new(&format!("{{{prefix}}}"), bucket_bits)
+        } else {
+            Self::new(prefix, bucket_bits)
+        }
+    }
+
+    /// The prefix every key name starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub(crate) fn bucket_count(&self) -> u32 {
