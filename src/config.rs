@@ -136,6 +136,13 @@ pub struct ServeSettings {
     #[arg(skip)]
     pub bench_unaudited: bool,
 
+    /// BENCHMARK BASELINE ONLY (feature `bench-baseline`; no flag reaches it): the shared Redis
+    /// connection is redis-rs's `ConnectionManager`, as before deadpool, so that
+    /// `suppressd-bench serve-connection-manager` can serve the connection layer's baseline.
+    #[cfg(feature = "bench-baseline")]
+    #[arg(skip)]
+    pub bench_connection_manager: bool,
+
     /// Admin HTTP address serving Prometheus metrics at /metrics (port 0 picks a free port). Off
     /// when unset; keep it on a private interface.
     #[arg(long, env = "SUPPRESSD_ADMIN_LISTEN")]

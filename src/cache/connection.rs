@@ -341,6 +341,10 @@ impl Redis {
 enum Raw {
     Node(MultiplexedConnection),
     Cluster(ClusterConnection),
+    /// BENCHMARK BASELINE ONLY: redis-rs's own reconnecting connection, the layer deadpool
+    /// replaced, so that the suite can show what the change costs (`serve-connection-manager`).
+    #[cfg(feature = "bench-baseline")]
+    Manager(redis::aio::ConnectionManager),
 }
 
 /// One multiplexed connection to Redis, on any topology; it replaces itself when it breaks (see
@@ -376,6 +380,24 @@ impl Conn {
         Raw::clone(&self.0.raw.load())
     }
 
+    /// BENCHMARK BASELINE ONLY: the shared connection as it was before deadpool (see `Raw`).
+    #[cfg(feature = "bench-baseline")]
+    pub(crate) async fn connection_manager(redis: Redis, url: &str) -> RedisResult<Conn> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let client = Client::open(node_info(url)?)?;
+        let manager = redis::aio::ConnectionManager::new_with_config(client, config).await?;
+        Ok(Conn(Arc::new(Current {
+            redis,
+            blocking: false,
+            raw: arc_swap::ArcSwap::from_pointee(Raw::Manager(manager)),
+            replacing: AtomicBool::new(false),
+        })))
+    }
+
     /// After a failed call: a node connection that may be dead, stuck, or on a demoted master is
     /// replaced from the pool, once, in the background. A Cluster connection heals itself.
     fn failed(&self, e: &RedisError) {
@@ -385,7 +407,7 @@ impl Conn {
             || e.is_timeout()
             || e.code() == Some("READONLY");
         if !suspect
-            || matches!(**self.0.raw.load(), Raw::Cluster(_))
+            || !matches!(**self.0.raw.load(), Raw::Node(_))
             || self.0.replacing.swap(true, Ordering::AcqRel)
         {
             return;
@@ -414,6 +436,8 @@ impl ConnectionLike for Conn {
             let reply = match self.raw() {
                 Raw::Node(mut c) => c.req_packed_command(cmd).await,
                 Raw::Cluster(mut c) => c.req_packed_command(cmd).await,
+                #[cfg(feature = "bench-baseline")]
+                Raw::Manager(mut c) => c.req_packed_command(cmd).await,
             };
             if let Err(e) = &reply {
                 self.failed(e);
@@ -432,6 +456,8 @@ impl ConnectionLike for Conn {
             let reply = match self.raw() {
                 Raw::Node(mut c) => c.req_packed_commands(pipe, offset, count).await,
                 Raw::Cluster(mut c) => c.req_packed_commands(pipe, offset, count).await,
+                #[cfg(feature = "bench-baseline")]
+                Raw::Manager(mut c) => c.req_packed_commands(pipe, offset, count).await,
             };
             if let Err(e) = &reply {
                 self.failed(e);

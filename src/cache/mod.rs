@@ -92,6 +92,17 @@ impl Cache {
         })
     }
 
+    /// BENCHMARK BASELINE ONLY: [`Cache::connect_url`], with the shared connection on redis-rs's
+    /// `ConnectionManager` as before deadpool, for `suppressd-bench serve-connection-manager`.
+    #[cfg(feature = "bench-baseline")]
+    pub async fn connect_on_connection_manager(url: &str, keys: Keys) -> Result<Cache, CacheError> {
+        let mut cache = Self::connect_url(url, keys).await?;
+        cache.conn = Conn::connection_manager(cache.redis.clone(), url)
+            .await
+            .context("connecting")?;
+        Ok(cache)
+    }
+
     /// [`Cache::connect`] to one standalone Redis.
     pub async fn connect_url(url: &str, keys: Keys) -> Result<Cache, CacheError> {
         Self::connect(&Topology::Standalone(url.to_owned()), keys).await

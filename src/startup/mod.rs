@@ -279,6 +279,14 @@ async fn connect(settings: &ServeSettings) -> anyhow::Result<(Store, Cache)> {
     let store = Store::connect(&settings.store_url)
         .await
         .context("opening the durable store")?;
+    #[cfg(feature = "bench-baseline")]
+    if settings.bench_connection_manager {
+        let cache =
+            Cache::connect_on_connection_manager(&settings.redis_url, settings.cache_keys()?)
+                .await
+                .context("connecting to Redis")?;
+        return Ok((store, cache));
+    }
     let cache = Cache::connect(&settings.redis_topology()?, settings.cache_keys()?)
         .await
         .context("connecting to Redis")?;

@@ -26,6 +26,7 @@ mod rollbacks;
 mod telemetry;
 mod tls;
 mod tokens;
+mod topology;
 mod validation;
 mod wire;
 mod worker;
