@@ -21,8 +21,14 @@ async fn a_cluster_master_killed_under_load_loses_no_durable_opt_out_and_never_s
         async {
             super::nodes::signal_node(master, "KILL");
             let cluster = &cluster;
-            tokio::task::block_in_place(|| cluster.wait_ok());
-            assert_ne!(cluster.master_of(slot).0, master, "a replica took over");
+            tokio::task::block_in_place(|| {
+                cluster.wait_until("a replica took over the slot", || {
+                    cluster
+                        .try_master_of(slot)
+                        .is_some_and(|(p, _)| p != master)
+                });
+                cluster.wait_ok();
+            });
         },
         Duration::from_secs(3),
     )

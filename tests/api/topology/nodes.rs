@@ -149,6 +149,11 @@ impl Cluster {
         });
     }
 
+    /// Waits (30 s at most) until `ready`.
+    pub fn wait_until(&self, what: &str, ready: impl FnMut() -> bool) {
+        wait(what, Duration::from_secs(30), ready);
+    }
+
     /// The seed list, as `--redis-url` takes it.
     pub fn seeds(&self) -> String {
         self.ports
@@ -172,8 +177,14 @@ impl Cluster {
         node_cmd(self.live(), redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).unwrap()
     }
 
-    /// The master serving `slot`: its port and node id.
+    /// The master serving `slot` (as a live node sees it): its port and node id.
     pub fn master_of(&self, slot: u16) -> (u16, String) {
+        self.try_master_of(slot)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// The master serving `slot`, if a master not marked failed does.
+    pub fn try_master_of(&self, slot: u16) -> Option<(u16, String)> {
         let nodes: String = node_cmd(self.live(), redis::cmd("CLUSTER").arg("NODES")).unwrap();
         for line in nodes.lines() {
             let parts: Vec<&str> = line.split(' ').collect();
@@ -195,10 +206,10 @@ impl Cluster {
                     .and_then(|a| a.rsplit(':').next())
                     .and_then(|p| p.parse().ok())
                     .unwrap();
-                return (port, parts[0].to_owned());
+                return Some((port, parts[0].to_owned()));
             }
         }
-        panic!("no master serves slot {slot}");
+        None
     }
 
     /// Another master than `port`: its port and node id.
