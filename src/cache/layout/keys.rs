@@ -151,6 +151,26 @@ impl Keys {
 mod tests {
     use super::*;
 
+    /// Standalone (and Sentinel) names are what they always were; on Cluster every name opens with
+    /// the prefix as its hash tag, so one deployment's keys share a slot.
+    #[test]
+    fn cluster_names_carry_the_prefix_as_hash_tag_and_standalone_names_are_unchanged() {
+        let standalone = Keys::for_topology("p:", 4, &Topology::Standalone("redis://x".into()));
+        assert_eq!(standalone.bucket(10), "p:v2b4:a");
+        assert_eq!(standalone.stream(), "p:stream");
+        let cluster = Keys::for_topology("p:", 4, &Topology::Cluster(vec!["redis://x".into()]));
+        for name in [
+            cluster.bucket(10),
+            cluster.stream(),
+            cluster.writes(),
+            cluster.changes(),
+            cluster.idempotency("t", "k"),
+            cluster.near_replicas(),
+        ] {
+            assert!(name.starts_with("{p:}"), "{name}");
+        }
+    }
+
     #[test]
     fn buckets_cover_the_range() {
         let keys = Keys::new("p:", 4);

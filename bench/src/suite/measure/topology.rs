@@ -10,7 +10,7 @@ use crate::{
     request::Call,
     suite::{
         fixtures,
-        load::{Ctx, Load, ok_rps},
+        load::{Ctx, Load, cpu_per_call, ok_count, ok_rps},
         procs::{Proc, free_port},
         table::Row,
     },
@@ -72,16 +72,18 @@ pub(super) async fn topology_rows(
     warm_up(cx, on_cluster_addr, checking, sizes.warmup).await?;
     let pairs = [("check", checking), ("batch", batching)];
     for (what, load) in pairs {
-        let alone = cx
-            .load(&format!("{what}-standalone"), rig.server_addr, load)
-            .await?;
-        let clustered = cx
-            .load(&format!("{what}-cluster"), on_cluster_addr, load)
-            .await?;
-        let (a, c) = (
-            rate(&alone, what, sizes.batch_size),
-            rate(&clustered, what, sizes.batch_size),
-        );
+        let [alone, clustered] = side_by_side(
+            cx,
+            what,
+            load,
+            sizes.batch_size,
+            [
+                ("standalone", rig.server_addr, &rig.server),
+                ("cluster", on_cluster_addr, &on_cluster),
+            ],
+        )
+        .await?;
+        let (a, c) = (alone.rate, clustered.rate);
         cx.report.rows.push(Row::new(
             &format!("cluster_{what}_throughput_ratio"),
             &format!(
@@ -91,7 +93,11 @@ pub(super) async fn topology_rows(
             c / a,
             format!("{:.2} ({c:.0}/s)", c / a),
             format!(
-                "standalone {a:.0}/s; near-cache on (the default), same load, one after the other"
+                "standalone {a:.0}/s; near-cache on (the default); server CPU {:.1} vs {:.1} µs \
+                 per {}; means of two runs each, alternating",
+                clustered.cpu,
+                alone.cpu,
+                unit(what)
             ),
         ));
     }
@@ -137,24 +143,23 @@ pub(super) async fn topology_rows(
     warm_up(cx, manager_addr, checking, sizes.warmup).await?;
     warm_up(cx, cluster_near_off_addr, checking, sizes.warmup).await?;
     for (what, load) in pairs {
-        let old = cx
-            .load(&format!("{what}-connection-manager"), manager_addr, load)
-            .await?;
-        let new = cx
-            .load(&format!("{what}-deadpool"), deadpool_addr, load)
-            .await?;
-        let clustered = cx
-            .load(
-                &format!("{what}-cluster-no-near-cache"),
-                cluster_near_off_addr,
-                load,
-            )
-            .await?;
-        let (o, n, c) = (
-            rate(&old, what, sizes.batch_size),
-            rate(&new, what, sizes.batch_size),
-            rate(&clustered, what, sizes.batch_size),
-        );
+        let [old, new, clustered] = side_by_side(
+            cx,
+            what,
+            load,
+            sizes.batch_size,
+            [
+                ("connection-manager", manager_addr, &manager),
+                ("deadpool", deadpool_addr, &deadpool),
+                (
+                    "cluster-no-near-cache",
+                    cluster_near_off_addr,
+                    &cluster_near_off,
+                ),
+            ],
+        )
+        .await?;
+        let (o, n, c) = (old.rate, new.rate, clustered.rate);
         cx.report.rows.push(Row::new(
             &format!("deadpool_{what}_throughput_ratio"),
             &format!(
@@ -163,7 +168,13 @@ pub(super) async fn topology_rows(
             ),
             n / o,
             format!("{:.2} ({n:.0}/s)", n / o),
-            format!("ConnectionManager (`serve-connection-manager`) {o:.0}/s"),
+            format!(
+                "ConnectionManager (`serve-connection-manager`) {o:.0}/s; server CPU {:.1} vs \
+                 {:.1} µs per {}; means of two runs each, alternating",
+                new.cpu,
+                old.cpu,
+                unit(what)
+            ),
         ));
         cx.report.rows.push(Row::new(
             &format!("cluster_{what}_redis_path_ratio"),
@@ -173,7 +184,12 @@ pub(super) async fn topology_rows(
             ),
             c / n,
             format!("{:.2} ({c:.0}/s)", c / n),
-            format!("standalone, deadpool {n:.0}/s"),
+            format!(
+                "standalone, deadpool {n:.0}/s; server CPU {:.1} vs {:.1} µs per {}",
+                clustered.cpu,
+                new.cpu,
+                unit(what)
+            ),
         ));
     }
     cluster_near_off.stop().await;
@@ -181,6 +197,45 @@ pub(super) async fn topology_rows(
     deadpool.stop().await;
     cluster.stop().await;
     Ok(())
+}
+
+/// One side of a comparison: its rate (calls/s, or recipients/s for batches) and the server's CPU
+/// per call (or per recipient), in µs.
+struct Side {
+    rate: f64,
+    cpu: f64,
+}
+
+/// Runs `load` against each side forward, then backward (A, B, B, A): a machine that speeds up or
+/// slows down over the runs moves every side alike. Each side's figures are over its two runs.
+async fn side_by_side<const N: usize>(
+    cx: &mut Ctx,
+    what: &str,
+    load: Load<'_>,
+    batch: usize,
+    sides: [(&str, SocketAddr, &Proc); N],
+) -> anyhow::Result<[Side; N]> {
+    let mut totals = [(0.0, 0u64, Duration::ZERO); N];
+    let order = (0..N).chain((0..N).rev());
+    for (round, i) in order.enumerate() {
+        let (name, addr, proc) = sides[i];
+        let cpu = proc.cpu();
+        let report = cx
+            .load(&format!("{what}-{name}-{}", round / N + 1), addr, load)
+            .await?;
+        let units = if what == "check" { 1 } else { batch as u64 };
+        totals[i].0 += rate(&report, what, batch) / 2.0;
+        totals[i].1 += ok_count(&report) * units;
+        totals[i].2 += proc.cpu() - cpu;
+    }
+    Ok(totals.map(|(rate, units, cpu)| Side {
+        rate,
+        cpu: cpu_per_call(cpu, units),
+    }))
+}
+
+fn unit(what: &str) -> &'static str {
+    if what == "check" { "call" } else { "recipient" }
 }
 
 fn title(what: &str) -> &'static str {
