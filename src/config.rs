@@ -2,7 +2,12 @@
 //! variables. Loading it binds and connects to nothing; a bad value stops the process before it
 //! starts anything. The rest of the command line is the CLI's own (`cli::args`).
 
-use crate::{audit::AuditLog, domain::Pepper, telemetry::LogFormat};
+use crate::{
+    audit::AuditLog,
+    cache::{Topology, layout::Keys},
+    domain::Pepper,
+    telemetry::LogFormat,
+};
 use anyhow::{bail, ensure};
 use clap::{Args, Parser};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -24,13 +29,24 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Redis holding the cache and the write-behind stream.
+    /// Redis holding the cache and the write-behind stream. With --redis-sentinel-master, a
+    /// comma-separated list of Sentinels; with --redis-cluster, a comma-separated list of seed nodes.
     #[arg(
         long,
         env = "SUPPRESSD_REDIS_URL",
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
+
+    /// Reach Redis through Sentinel: the name of the master the Sentinels in --redis-url watch.
+    /// A failover to a new master is followed without a restart.
+    #[arg(long, env = "SUPPRESSD_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
+
+    /// Redis is a Redis Cluster; --redis-url lists seed nodes. Every key carries the prefix as its
+    /// hash tag (so the prefix may not contain braces); see docs/operations.md.
+    #[arg(long, env = "SUPPRESSD_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
 
     /// Prefix of every Redis key, so deployments can share a Redis.
     #[arg(long, env = "SUPPRESSD_REDIS_PREFIX", default_value = "suppressd:")]
@@ -119,6 +135,13 @@ pub struct ServeSettings {
     #[cfg(feature = "bench-baseline")]
     #[arg(skip)]
     pub bench_unaudited: bool,
+
+    /// BENCHMARK BASELINE ONLY (feature `bench-baseline`; no flag reaches it): the shared Redis
+    /// connection is redis-rs's `ConnectionManager`, as before deadpool, so that
+    /// `suppressd-bench serve-connection-manager` can serve the connection layer's baseline.
+    #[cfg(feature = "bench-baseline")]
+    #[arg(skip)]
+    pub bench_connection_manager: bool,
 
     /// Admin HTTP address serving Prometheus metrics at /metrics (port 0 picks a free port). Off
     /// when unset; keep it on a private interface.
@@ -229,6 +252,7 @@ impl ServeSettings {
     /// The rules between settings that clap cannot express. Authentication is on unless the
     /// development flag says otherwise, and then nothing may listen beyond loopback.
     pub fn check(&self) -> anyhow::Result<()> {
+        self.redis_topology()?;
         if self.dev_no_auth {
             ensure!(
                 self.keys.is_none(),
@@ -261,6 +285,32 @@ impl ServeSettings {
             tracing::warn!("{problem}: anyone who can read it can forge opt-out tokens");
         }
         Ok(())
+    }
+
+    /// Where Redis is, from --redis-url, --redis-sentinel-master and --redis-cluster.
+    pub fn redis_topology(&self) -> anyhow::Result<Topology> {
+        let topology = Topology::parse(
+            &self.redis_url,
+            self.redis_sentinel_master.as_deref(),
+            self.redis_cluster,
+        )
+        .map_err(anyhow::Error::msg)?;
+        ensure!(
+            !topology.is_cluster() || !self.redis_prefix.contains(['{', '}']),
+            "--redis-prefix {:?}: on Redis Cluster the prefix is every key's hash tag and may not \
+             contain braces",
+            self.redis_prefix
+        );
+        Ok(topology)
+    }
+
+    /// The key layout for this topology (see `Keys::for_topology`).
+    pub fn cache_keys(&self) -> anyhow::Result<Keys> {
+        Ok(Keys::for_topology(
+            &self.redis_prefix,
+            self.cache_bucket_bits,
+            &self.redis_topology()?,
+        ))
     }
 
     pub(crate) fn durable_wait(&self) -> Duration {

@@ -34,6 +34,10 @@ enum Command {
     /// suite measures the audit log's cost against. Breaks SPEC §5.5 on purpose; needs
     /// --dev-no-auth (and so listens on loopback only).
     ServeUnaudited(ServeSettings),
+    /// suppressd itself, but with its shared Redis connection on redis-rs's `ConnectionManager`
+    /// instead of deadpool (standalone Redis only): the baseline the suite measures the connection
+    /// layer against. Needs --dev-no-auth.
+    ServeConnectionManager(ServeSettings),
 }
 
 #[tokio::main]
@@ -50,6 +54,16 @@ async fn main() -> anyhow::Result<()> {
                 "serve-unaudited is a benchmark baseline and needs --dev-no-auth"
             );
             settings.bench_unaudited = true;
+            let _telemetry = telemetry::init(settings.log_format)?;
+            let app = startup::Application::build(&settings, Clock::System).await?;
+            app.run_until(startup::shutdown_signal()).await
+        }
+        Command::ServeConnectionManager(mut settings) => {
+            anyhow::ensure!(
+                settings.dev_no_auth,
+                "serve-connection-manager is a benchmark baseline and needs --dev-no-auth"
+            );
+            settings.bench_connection_manager = true;
             let _telemetry = telemetry::init(settings.log_format)?;
             let app = startup::Application::build(&settings, Clock::System).await?;
             app.run_until(startup::shutdown_signal()).await

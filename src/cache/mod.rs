@@ -10,6 +10,7 @@
 //! This file holds the connection, its errors, the write counter and the completeness marker; the
 //! checks' read is in `lookup`, the writes of opt-outs and merged records in `record`.
 
+mod connection;
 mod controls;
 pub mod layout;
 mod lookup;
@@ -21,15 +22,13 @@ mod retract;
 pub mod stream;
 
 use crate::telemetry::metrics::names;
+pub(crate) use connection::Redis;
+pub use connection::{Conn, Topology};
 use layout::Keys;
 pub use lookup::{Lookup, Lookups, Probe};
 pub use record::{Merged, Recorded, Written};
-use redis::{
-    AsyncCommands, Client, RedisError, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{AsyncCommands, Client, RedisError, Script};
 pub use retract::Retraction;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 #[error("redis {context}")]
@@ -62,23 +61,17 @@ impl<T> Context<T> for Result<T, RedisError> {
     }
 }
 
-/// Timeouts of the shared connection: a dead Redis must turn into a fallback quickly, not a hang.
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// A client for `url` whose connections send at once: redis-rs leaves Nagle's algorithm on, which
-/// holds a pipeline's tail back for the server's delayed ACK (~40 ms) whenever a write spans segments.
+/// A client for `url` whose connections send at once (see `connection::node_info`): for tools
+/// that talk to one Redis node directly, such as the benchmark's raw-read baseline.
 pub fn open(url: &str) -> Result<Client, CacheError> {
-    let info = redis::IntoConnectionInfo::into_connection_info(url).context("URL")?;
-    let tcp = info.tcp_settings().clone().set_nodelay(true);
-    Client::open(info.set_tcp_settings(tcp)).context("URL")
+    Client::open(connection::node_info(url).context("URL")?).context("URL")
 }
 
 /// The shared, multiplexed connection and the scripts. Cheap to clone.
 #[derive(Clone)]
 pub struct Cache {
-    client: Client,
-    conn: ConnectionManager,
+    redis: Redis,
+    conn: Conn,
     keys: Keys,
     opt_out: Script,
     merge: Script,
@@ -86,19 +79,12 @@ pub struct Cache {
 
 impl Cache {
     /// Connects to Redis. Fails when Redis cannot be reached at start; afterwards the connection
-    /// reconnects by itself and each call fails fast while Redis is away.
-    pub async fn connect(url: &str, keys: Keys) -> Result<Cache, CacheError> {
-        let client = open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .context("connecting")?;
+    /// reconnects by itself and each call fails fast while Redis is away (`connection`).
+    pub async fn connect(topology: &Topology, keys: Keys) -> Result<Cache, CacheError> {
+        let redis = Redis::new(topology).context("configuration")?;
+        let conn = redis.shared().await.context("connecting")?;
         Ok(Cache {
-            client,
+            redis,
             conn,
             keys,
             opt_out: Script::new(&layout::opt_out_script()),
@@ -106,15 +92,31 @@ impl Cache {
         })
     }
 
+    /// BENCHMARK BASELINE ONLY: [`Cache::connect_url`], with the shared connection on redis-rs's
+    /// `ConnectionManager` as before deadpool, for `suppressd-bench serve-connection-manager`.
+    #[cfg(feature = "bench-baseline")]
+    pub async fn connect_on_connection_manager(url: &str, keys: Keys) -> Result<Cache, CacheError> {
+        let mut cache = Self::connect_url(url, keys).await?;
+        cache.conn = Conn::connection_manager(cache.redis.clone(), url)
+            .await
+            .context("connecting")?;
+        Ok(cache)
+    }
+
+    /// [`Cache::connect`] to one standalone Redis.
+    pub async fn connect_url(url: &str, keys: Keys) -> Result<Cache, CacheError> {
+        Self::connect(&Topology::Standalone(url.to_owned()), keys).await
+    }
+
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
 
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
+    pub(crate) fn redis(&self) -> &Redis {
+        &self.redis
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

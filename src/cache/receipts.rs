@@ -40,8 +40,8 @@ impl Cache {
         &self,
     ) -> Result<impl tokio_stream::Stream<Item = Vec<ReceiptId>> + Send + use<>, CacheError> {
         let mut pubsub = self
-            .client()
-            .get_async_pubsub()
+            .redis()
+            .pubsub()
             .await
             .context("connecting for commit announcements")?;
         pubsub

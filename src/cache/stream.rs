@@ -4,7 +4,7 @@
 //! Entries are deleted once acknowledged, so the stream's length is the backlog; nothing trims it, so
 //! an entry is never lost while it is pending (Redis 7.0's `MAXLEN` would drop pending entries).
 
-use super::{Cache, CacheError, Context, layout::Keys};
+use super::{Cache, CacheError, Conn, Context, layout::Keys};
 use crate::{
     domain::{
         Channel, Millis, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
@@ -14,7 +14,6 @@ use crate::{
 };
 use redis::{
     RedisError,
-    aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
 use serde::{Deserialize, Serialize};
@@ -141,22 +140,19 @@ pub struct Backlog {
     pub(crate) oldest_pending_at: Option<Millis>,
 }
 
-/// A consumer-group member. Its connection has no response timeout, because `XREADGROUP … BLOCK`
+/// A consumer-group member. Its connection is one for blocking reads, because `XREADGROUP … BLOCK`
 /// legitimately waits; it is never the connection the hot path uses.
 pub(crate) struct Consumer {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     name: String,
 }
 
 impl Consumer {
     pub(crate) async fn connect(cache: &Cache, name: &str) -> Result<Consumer, CacheError> {
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(cache.client().clone(), config)
+        let conn = cache
+            .redis()
+            .blocking()
             .await
             .context("connecting the stream consumer")?;
         let consumer = Consumer {

@@ -14,7 +14,7 @@ use crate::{
     api::{self, Router},
     audit::AuditLog,
     auth::{KeyStore, KeyTable},
-    cache::{Cache, layout::Keys, near::NearCache},
+    cache::{Cache, near::NearCache},
     config::ServeSettings,
     domain::{Clock, Pepper},
     service::{
@@ -286,8 +286,15 @@ async fn connect(settings: &ServeSettings) -> anyhow::Result<(Store, Cache)> {
     let store = Store::connect(&settings.store_url)
         .await
         .context("opening the durable store")?;
-    let keys = Keys::new(&settings.redis_prefix, settings.cache_bucket_bits);
-    let cache = Cache::connect(&settings.redis_url, keys)
+    #[cfg(feature = "bench-baseline")]
+    if settings.bench_connection_manager {
+        let cache =
+            Cache::connect_on_connection_manager(&settings.redis_url, settings.cache_keys()?)
+                .await
+                .context("connecting to Redis")?;
+        return Ok((store, cache));
+    }
+    let cache = Cache::connect(&settings.redis_topology()?, settings.cache_keys()?)
         .await
         .context("connecting to Redis")?;
     Ok((store, cache))

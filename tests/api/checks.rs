@@ -232,3 +232,12 @@ on_both_stores!(
     spellings_of_one_address_hit_the_same_record,
     a_batch_answers_in_order_and_equals_single_checks,
 );
+
+on_cluster!(
+    opt_out_then_check_is_suppressed,
+    each_cover_rule_and_its_negative,
+    the_broadest_covering_opt_out_is_named,
+    tenants_never_see_each_other,
+    spellings_of_one_address_hit_the_same_record,
+    a_batch_answers_in_order_and_equals_single_checks,
+);

@@ -495,7 +495,7 @@ async fn a_replica_killed_between_commit_and_ack_leaves_exactly_one_row() {
 
     let survivor = Replica::start(&config).await;
     let keys = suppressd::cache::layout::Keys::new(&prefix, 6);
-    let cache = suppressd::cache::Cache::connect(redis_url(), keys)
+    let cache = suppressd::cache::Cache::connect_url(redis_url(), keys)
         .await
         .unwrap();
     wait_until(
@@ -589,7 +589,7 @@ async fn two_replicas_share_opt_outs_and_survive_each_other() {
 
     // Every opt-out A acknowledged, even as ACCEPTED, reaches the store through B.
     let keys = suppressd::cache::layout::Keys::new(&prefix, 6);
-    let cache = suppressd::cache::Cache::connect(redis_url(), keys)
+    let cache = suppressd::cache::Cache::connect_url(redis_url(), keys)
         .await
         .unwrap();
     wait_until("B drains A's entries", Duration::from_secs(20), || {

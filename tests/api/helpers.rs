@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 use suppressd::{
-    cache::{Cache, layout::Keys},
+    cache::Cache,
     config::ServeSettings,
     domain::Clock,
     proto::{self, suppression_client::SuppressionClient},
@@ -206,19 +206,35 @@ impl Drop for TestDb {
     }
 }
 
-/// Deletes every key under a prefix (never FLUSHALL: the Redis is shared).
+/// Deletes every key under a prefix (never FLUSHALL: the Redis is shared). `redis_url` may be a
+/// Cluster's seed list: each node then deletes the keys it holds (named `{prefix}…` there).
 pub fn delete_prefix(redis_url: &str, prefix: &str) {
-    let client = redis::Client::open(redis_url).unwrap();
-    let Ok(mut conn) = client.get_connection() else {
-        return;
+    let (urls, pattern) = if redis_url.contains(',') {
+        (redis_url.split(',').collect(), format!("{{{prefix}}}*"))
+    } else {
+        (vec![redis_url], format!("{prefix}*"))
     };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut conn)
-        .unwrap_or_default();
-    for chunk in keys.chunks(500) {
-        let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+    for url in urls {
+        let Ok(client) = redis::Client::open(url) else {
+            continue;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
     }
+}
+
+tokio::task_local! {
+    /// Set by [`on_cluster!`]: the seed list of the Redis Cluster the test's apps use instead of
+    /// the shared standalone Redis.
+    pub static ON_CLUSTER: String;
 }
 
 pub fn settings(store_url: &str, redis_url: &str, prefix: &str) -> ServeSettings {
@@ -275,6 +291,10 @@ pub async fn spawn_app_with(
     )
     .unwrap();
     settings.keys = Some(key_file);
+    if let Ok(seeds) = ON_CLUSTER.try_with(String::clone) {
+        settings.redis_url = seeds;
+        settings.redis_cluster = true;
+    }
     tweak(&mut settings);
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -374,8 +394,8 @@ impl TestApp {
     }
 
     pub async fn cache(&self) -> Cache {
-        let keys = Keys::new(self.prefix(), self.settings.cache_bucket_bits);
-        Cache::connect(&self.settings.redis_url, keys)
+        let topology = self.settings.redis_topology().unwrap();
+        Cache::connect(&topology, self.settings.cache_keys().unwrap())
             .await
             .unwrap()
     }
@@ -536,6 +556,25 @@ macro_rules! on_both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each test on a private Redis Cluster (3 masters + 3 replicas, one for the whole test
+/// binary, `topology::shared_cluster`) with a SQLite store: what `on_both_stores!` does for the
+/// stores, for the topology. For tests that reach Redis only through the service.
+macro_rules! on_cluster {
+    ($($name:ident),* $(,)?) => {
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let seeds = $crate::topology::shared_cluster().await;
+                    $crate::helpers::ON_CLUSTER
+                        .scope(seeds, super::$name($crate::helpers::Backend::Sqlite))
+                        .await
                 }
             )*
         }

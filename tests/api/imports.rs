@@ -353,3 +353,8 @@ on_both_stores!(
 async fn a_small_frame_flood_import_completes() {
     an_import_streamed_one_small_frame_per_row_at_full_speed_completes(Backend::Sqlite).await;
 }
+
+on_cluster!(
+    an_import_counts_duplicates_and_names_rejected_lines,
+    only_an_admin_imports_rolls_back_or_lists,
+);

@@ -31,7 +31,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("http", &["domain", "telemetry", "auth", "service"]),
     ("admin", &["domain", "telemetry", "cache"]),
-    ("config", &["domain", "telemetry", "audit", "auth"]),
+    // config reads the settings types of the modules it configures: the audit log's signer, and
+    // the Redis topology and key layout (`cache::Topology`, `cache::layout::Keys`).
+    ("config", &["domain", "telemetry", "audit", "auth", "cache"]),
     (
         "startup",
         &[

@@ -31,6 +31,7 @@ mod rollbacks;
 mod telemetry;
 mod tls;
 mod tokens;
+mod topology;
 mod uncached;
 mod validation;
 mod wire;

@@ -120,7 +120,11 @@ async fn checks_answer_from_the_copy_in_memory_once_it_has_loaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opt_out_is_in_force_on_every_replica_when_it_returns() {
-    let mut app = spawn_app(Backend::Postgres).await;
+    in_force_on_every_replica(Backend::Postgres).await;
+}
+
+async fn in_force_on_every_replica(backend: Backend) {
+    let mut app = spawn_app(backend).await;
     app.wait_cache_complete().await;
     let mut other = peer(&app, true).await;
     app.wait_near_cache_serving().await;
@@ -254,3 +258,5 @@ async fn a_replica_that_renews_after_its_lease_ran_out_catches_up_before_it_answ
     serving(&near).await;
     assert!(suppressed(&mut stalled.client, "lapse@example.com").await);
 }
+
+on_cluster!(in_force_on_every_replica);

@@ -192,3 +192,11 @@ on_both_stores!(
     expired_system_suppressions_stop_suppressing,
     an_unknown_receipt_is_not_found,
 );
+
+on_cluster!(
+    a_durable_receipt_means_the_row_is_in_the_store,
+    an_accepted_receipt_becomes_durable_in_order,
+    replays_with_one_idempotency_key_leave_one_row,
+    expired_system_suppressions_stop_suppressing,
+    an_unknown_receipt_is_not_found,
+);

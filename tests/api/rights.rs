@@ -705,3 +705,11 @@ on_both_stores!(
     a_token_shows_only_what_it_covers_without_names_or_grounds,
     a_token_for_another_tenant_or_person_shows_nothing_of_this_one,
 );
+
+// The retraction script and the rebuild on a Redis Cluster.
+on_cluster!(
+    a_valid_opt_in_token_removes_the_opt_out_and_keeps_its_history,
+    an_opt_in_holds_through_a_cache_rebuild,
+    opt_ins_racing_opt_outs_leave_cache_and_store_agreeing,
+    an_opt_in_ends_opt_outs_still_queued,
+);

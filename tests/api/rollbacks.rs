@@ -387,3 +387,10 @@ async fn a_tenant_admins_rollback_sees_a_chunk_committed_as_it_starts() {
     );
     assert!(app.is_suppressed(email("ann@example.com"), acme).await);
 }
+
+on_cluster!(
+    a_rollback_takes_back_only_what_the_import_created,
+    rolling_back_an_unknown_import_is_not_found,
+    a_rollback_stops_an_import_still_streaming,
+    a_tenant_admin_rolls_back_only_its_tenants_imports,
+);

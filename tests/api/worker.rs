@@ -31,7 +31,7 @@ async fn rig(backend: Backend) -> Rig {
     let db = TestDb::new(backend).await;
     let prefix = format!("w{}:", uuid::Uuid::new_v4().simple());
     Rig {
-        cache: Cache::connect(redis_url(), Keys::new(&prefix, 4))
+        cache: Cache::connect_url(redis_url(), Keys::new(&prefix, 4))
             .await
             .unwrap(),
         store: Store::connect(&db.url).await.unwrap(),
@@ -300,7 +300,9 @@ async fn the_stream_barrier_passes_once_everything_before_it_is_committed(backen
 async fn the_merge_loads_its_script_again_when_redis_has_forgotten_it() {
     let redis = crate::processes::PrivateRedis::start().await;
     let keys = Keys::new("m:", 4);
-    let cache = Cache::connect(&redis.url(), keys.clone()).await.unwrap();
+    let cache = Cache::connect_url(&redis.url(), keys.clone())
+        .await
+        .unwrap();
     let mut conn = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()

@@ -81,7 +81,7 @@ impl TestApp {
     /// Waits until the rebuild marked the cache complete (it runs in the background by design).
     pub async fn wait_cache_complete(&self) {
         let keys = Keys::new(&self.settings.redis_prefix, self.settings.cache_bucket_bits);
-        let cache = Cache::connect(&self.settings.redis_url, keys)
+        let cache = Cache::connect_url(&self.settings.redis_url, keys)
             .await
             .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

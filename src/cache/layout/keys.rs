@@ -2,6 +2,7 @@
 //! prefix.
 
 use super::LAYOUT;
+use crate::cache::Topology;
 use crate::domain::{ReceiptId, SubjectHash};
 use sha2::{Digest, Sha256};
 
@@ -18,6 +19,23 @@ impl Keys {
             prefix: prefix.to_owned(),
             bucket_bits,
         }
+    }
+
+    /// The layout for a topology. On Redis Cluster the prefix becomes every key's hash tag
+    /// (`{prefix}…`), so that every key lands in one slot: each script and pipeline touches one
+    /// slot, as Cluster requires, and a check stays one round trip to one node. Standalone and
+    /// Sentinel keep the plain names.
+    pub fn for_topology(prefix: &str, bucket_bits: u8, topology: &Topology) -> Self {
+        if topology.is_cluster() {
+            Self::new(&format!("{{{prefix}}}"), bucket_bits)
+        } else {
+            Self::new(prefix, bucket_bits)
+        }
+    }
+
+    /// The prefix every key name starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub(crate) fn bucket_count(&self) -> u32 {
@@ -132,6 +150,26 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Standalone (and Sentinel) names are what they always were; on Cluster every name opens with
+    /// the prefix as its hash tag, so one deployment's keys share a slot.
+    #[test]
+    fn cluster_names_carry_the_prefix_as_hash_tag_and_standalone_names_are_unchanged() {
+        let standalone = Keys::for_topology("p:", 4, &Topology::Standalone("redis://x".into()));
+        assert_eq!(standalone.bucket(10), "p:v2b4:a");
+        assert_eq!(standalone.stream(), "p:stream");
+        let cluster = Keys::for_topology("p:", 4, &Topology::Cluster(vec!["redis://x".into()]));
+        for name in [
+            cluster.bucket(10),
+            cluster.stream(),
+            cluster.writes(),
+            cluster.changes(),
+            cluster.idempotency("t", "k"),
+            cluster.near_replicas(),
+        ] {
+            assert!(name.starts_with("{p:}"), "{name}");
+        }
+    }
 
     #[test]
     fn buckets_cover_the_range() {

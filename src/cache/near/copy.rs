@@ -3,8 +3,9 @@
 //! the lease allows; when to load and when to stop is `super`'s business, not this file's.
 
 use super::{NearCache, Stopped};
+use crate::cache::Conn;
 use crate::cache::{Context, Lookup, Probe, layout};
-use redis::{Script, Value, aio::MultiplexedConnection, streams::StreamReadReply};
+use redis::{Script, Value, streams::StreamReadReply};
 use std::{
     collections::HashMap,
     sync::{LazyLock, RwLock},
@@ -48,10 +49,7 @@ impl NearCache {
     }
 
     /// The feed's last change: where following starts.
-    pub(super) async fn feed_head(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<Position, Stopped> {
+    pub(super) async fn feed_head(&self, conn: &mut Conn) -> Result<Position, Stopped> {
         let keys = self.cache.keys();
         let (last, seq): (Vec<FeedEntry>, u64) = HEAD
             .key(keys.changes())
@@ -75,7 +73,7 @@ impl NearCache {
     }
 
     /// Replaces the copy with every bucket as Redis holds it now. Returns the number of records.
-    pub(super) async fn load(&self, conn: &mut MultiplexedConnection) -> Result<usize, Stopped> {
+    pub(super) async fn load(&self, conn: &mut Conn) -> Result<usize, Stopped> {
         for shard in &self.shards {
             shard.write().expect("shard lock").clear();
         }
@@ -112,7 +110,7 @@ impl NearCache {
     /// Reads the feed until it has nothing more.
     pub(super) async fn catch_up(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         feed: &mut Position,
     ) -> Result<(), Stopped> {
         while self.read(conn, feed, None).await? == READ_COUNT {}
@@ -122,7 +120,7 @@ impl NearCache {
     /// Applies the changes after `feed`, waiting up to `block` for one. Returns how many it read.
     pub(super) async fn read(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         feed: &mut Position,
         block: Option<Duration>,
     ) -> Result<usize, Stopped> {

@@ -4,8 +4,9 @@
 //! two replicas' clocks are compared.
 
 use super::{LEASE, NearCache, Stopped};
+use crate::cache::Conn;
 use crate::cache::{CacheError, Context, layout};
-use redis::{Script, aio::MultiplexedConnection};
+use redis::Script;
 use std::{
     sync::{LazyLock, atomic::Ordering},
     time::{Duration, Instant},
@@ -200,7 +201,7 @@ impl NearCache {
     /// wrote (`None` when registering).
     pub(super) async fn renew(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         applied: u64,
         previous: Option<&str>,
         generation: &str,
@@ -305,13 +306,9 @@ mod tests {
         // The test Redis, as the integration tests find it (scripts/test may start a private one).
         let url = std::env::var("SUPPRESSD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let cache = Cache::connect(&url, keys.clone()).await.unwrap();
+        let cache = Cache::connect_url(&url, keys.clone()).await.unwrap();
         let near = NearCache::new(cache.clone(), "r1");
-        let mut conn = cache
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = cache.conn();
         let () = redis::pipe()
             .set(keys.generation(), "g")
             .set(keys.complete(), "g")

@@ -30,11 +30,11 @@ mod lease;
 
 pub use lease::Leases;
 
+use super::Conn;
 use super::{Cache, CacheError, Context};
 use crate::telemetry::metrics::names;
 use copy::{SHARDS, Shard};
 use lease::View;
-use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
 use std::{
     sync::{
         Mutex,
@@ -128,13 +128,13 @@ impl NearCache {
 
     /// The failpoint's stalls (see [`Self::with_stall_failpoint`]), if it is on and was told to.
     #[cfg(not(feature = "failpoints"))]
-    async fn stall_told(&self, _: &mut MultiplexedConnection) -> Option<(Duration, Duration)> {
+    async fn stall_told(&self, _: &mut Conn) -> Option<(Duration, Duration)> {
         None
     }
 
     /// The failpoint's stalls (see [`Self::with_stall_failpoint`]), if it is on and was told to.
     #[cfg(feature = "failpoints")]
-    async fn stall_told(&self, conn: &mut MultiplexedConnection) -> Option<(Duration, Duration)> {
+    async fn stall_told(&self, conn: &mut Conn) -> Option<(Duration, Duration)> {
         if !self.stall_failpoint {
             return None;
         }
@@ -200,13 +200,10 @@ impl NearCache {
     }
 
     async fn try_follow(&self) -> Result<std::convert::Infallible, Stopped> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(BLOCK + Duration::from_millis(500)));
         let mut conn = self
             .cache
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
+            .redis()
+            .blocking()
             .await
             .context("connecting the near-cache")?;
         let generation = self
