@@ -421,18 +421,9 @@ fn the_cluster_profile_seeds_suppressd_with_every_node_of_its_cluster() {
 }
 
 /// The `cluster` profile's suppressd, run on a local cluster made of the profile's own node
-/// commands. It needs a suppressd that speaks Redis Cluster (`--redis-cluster`, issue 20 item 1);
-/// until the binary has that flag, this says so and checks nothing more.
+/// commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_cluster_profile_starts_on_a_redis_cluster() {
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    if !String::from_utf8_lossy(&help.stdout).contains("--redis-cluster") {
-        eprintln!("suppressd has no --redis-cluster yet: the cluster profile is not run");
-        return;
-    }
     let (compose, image) = (compose(), image());
     let mut nodes = ClusterNodes {
         children: Vec::new(),
