@@ -15,7 +15,7 @@ impl SuppressionApi {
         let new = convert::halt(request.into_inner()).map_err(ServiceError::from)?;
         auth::authorize_tenants(&principal, [new.tenant.as_str()])?;
         let halt = self.service.halt(new, principal.name.clone()).await?;
-        Ok(Response::new(convert::halt_to_proto(halt)))
+        Ok(Response::new(convert::changed_halt_to_proto(halt)))
     }
 
     pub(super) async fn resume_campaign_impl(
@@ -29,7 +29,7 @@ impl SuppressionApi {
             .service
             .resume(id, &reason, principal.name.clone())
             .await?;
-        Ok(Response::new(convert::halt_to_proto(halt)))
+        Ok(Response::new(convert::changed_halt_to_proto(halt)))
     }
 
     pub(super) async fn declare_mandatory_impl(
@@ -43,7 +43,9 @@ impl SuppressionApi {
             .service
             .declare_mandatory(new, principal.name.clone())
             .await?;
-        Ok(Response::new(convert::declaration_to_proto(declaration)))
+        Ok(Response::new(convert::changed_declaration_to_proto(
+            declaration,
+        )))
     }
 
     pub(super) async fn revoke_mandatory_impl(
@@ -57,7 +59,9 @@ impl SuppressionApi {
             .service
             .revoke_mandatory(id, &reason, principal.name.clone())
             .await?;
-        Ok(Response::new(convert::declaration_to_proto(declaration)))
+        Ok(Response::new(convert::changed_declaration_to_proto(
+            declaration,
+        )))
     }
 
     pub(super) async fn list_controls_impl(

@@ -10,7 +10,7 @@
 //! This file holds the connection, its errors, the write counter and the completeness marker; the
 //! checks' read is in `lookup`, the writes of opt-outs and merged records in `record`.
 
-mod controls;
+pub(crate) mod controls;
 pub mod layout;
 mod lookup;
 pub mod near;

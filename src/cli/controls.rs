@@ -204,7 +204,27 @@ fn halt_json(h: &proto::Halt) -> Value {
         "resumed_at": time(&h.resumed_at),
         "resumed_by": h.resumed_by,
         "resume_reason": h.resume_reason,
+        "propagation": propagation_json(&h.propagation),
     })
+}
+
+/// How far a change had reached: `confirmed by a, b`, or `UNCONFIRMED …` naming the replicas that
+/// did not load it (they answer no check with "send" until they do).
+fn propagation_json(p: &Option<proto::Propagation>) -> Value {
+    let Some(p) = p else { return Value::Null };
+    let confirmed = p.confirmed_replicas.join(", ");
+    if p.outcome == proto::PropagationOutcome::Confirmed as i32 {
+        return json!(format!("confirmed by {confirmed}"));
+    }
+    let why = if p.unconfirmed_replicas.is_empty() {
+        p.detail.clone()
+    } else {
+        format!(
+            "not loaded within the bound by {} (they answer no check with send until they do)",
+            p.unconfirmed_replicas.join(", ")
+        )
+    };
+    json!(format!("UNCONFIRMED: {why}; confirmed by {confirmed}"))
 }
 
 fn declaration_json(d: &proto::MandatoryDeclaration) -> Value {
@@ -221,6 +241,7 @@ fn declaration_json(d: &proto::MandatoryDeclaration) -> Value {
         "revoked_at": time(&d.revoked_at),
         "revoked_by": d.revoked_by,
         "revoke_reason": d.revoke_reason,
+        "propagation": propagation_json(&d.propagation),
     })
 }
 

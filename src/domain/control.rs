@@ -5,6 +5,7 @@
 //! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out.
 
 use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
+use serde::{Deserialize, Serialize};
 
 mod answer;
 pub(crate) use answer::{Answer, Controls};
@@ -13,7 +14,7 @@ pub(crate) use answer::{Answer, Controls};
 const MAX_TEXT: usize = 1_000;
 
 /// A set of channels, stored as a bit set (bit n = channel code n).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub(crate) struct ChannelSet(u8);
 
 impl ChannelSet {
@@ -46,7 +47,7 @@ impl ChannelSet {
 }
 
 /// How a control ended: who ended it, when, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Ended {
     pub(crate) at: Millis,
     pub(crate) by: String,
@@ -54,7 +55,7 @@ pub(crate) struct Ended {
 }
 
 /// A campaign halt: every notice it covers is suppressed until it is resumed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Halt {
     pub(crate) id: ReceiptId,
     pub(crate) tenant: String,
@@ -70,7 +71,7 @@ pub(crate) struct Halt {
 }
 
 /// A topic declared mandatory on some channels, until `expires_at` or a revocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MandatoryDeclaration {
     pub(crate) id: ReceiptId,
     pub(crate) tenant: String,

@@ -6,10 +6,10 @@
 //! version ([`ControlsPoller`]) and reloads when it moves. A check reads the snapshot with one atomic
 //! load, so controls cost the hot path nothing when there are none.
 //!
-//! "In force on every replica when the call returns" needs more than a poll: after its commit, the
-//! changing replica waits until every live replica has reported (in Redis) a version at least as new.
-//! Without Redis it waits out two poll intervals instead; a replica whose store is unreachable keeps
-//! answering from the controls it last loaded (SPEC §6: store outages do not affect checks).
+//! Every replica follows them through the store and through the snapshot published in Redis
+//! (`poll`), so one store outage does not stop a change. A change returns once every live replica
+//! answers by it, or says which did not (`propagate`). A replica that cannot confirm its controls
+//! within the bound fails closed (`fresh`): SPEC §5.2 covers controls too.
 
 use super::{ServiceError, Suppressions};
 use crate::{
@@ -17,15 +17,27 @@ use crate::{
     domain::{
         Millis, Reason, ReceiptId, Source,
         control::{
-            ChannelSet, Control, Controls, Ended, Halt, MandatoryDeclaration, required_text,
+            Answer, ChannelSet, Control, Controls, Ended, Halt, MandatoryDeclaration, required_text,
         },
     },
+    telemetry::metrics::names,
 };
 use serde_json::json;
 use std::sync::Arc;
 
+mod fresh;
 mod poll;
+mod propagate;
+pub(crate) use fresh::Freshness;
 pub(crate) use poll::ControlsPoller;
+pub(crate) use propagate::Propagation;
+
+/// A control as a change left it, and how far the change had reached when the call returned.
+#[derive(Debug, Clone)]
+pub(crate) struct Changed<T> {
+    pub(crate) control: T,
+    pub(crate) propagation: Propagation,
+}
 
 /// A halt as asked for; checked against the rules when the service gives it an id and a time.
 #[derive(Debug, Clone)]
@@ -94,17 +106,37 @@ impl Suppressions {
         self.inner.controls.load_full()
     }
 
-    /// Reads the controls in force from the store and answers by them from now on.
-    pub(crate) async fn load_controls(&self) -> Result<i64, ServiceError> {
-        let (version, controls) = self.inner.store.controls_in_force().await?;
-        self.inner
-            .controls
-            .store(Arc::new(Controls::new(version, controls)));
-        Ok(version)
+    /// The answers of a call, as this replica may give them: unchanged while its controls are
+    /// fresh; when they are stale, no answer says "send" (the call is refused as `UNAVAILABLE`)
+    /// and no mandatory declaration overrides an opt-out (`Controls::when_stale`).
+    pub(crate) fn unless_stale(&self, answers: Vec<Answer>) -> Result<Vec<Answer>, ServiceError> {
+        if !self.inner.controls_fresh.is_stale() {
+            return Ok(answers);
+        }
+        let checks = answers.len() as u64;
+        let out: Option<Vec<Answer>> = answers.into_iter().map(Controls::when_stale).collect();
+        out.ok_or_else(|| {
+            metrics::counter!(names::CHECKS_REFUSED_STALE).increment(checks);
+            ServiceError::Unavailable {
+                message: "this replica cannot confirm the current halts and mandatory \
+                          declarations; do not send"
+                    .into(),
+                cause: None,
+            }
+        })
+    }
+
+    /// Whether this replica's controls are stale (health says NOT_SERVING then).
+    pub(crate) fn controls_stale(&self) -> bool {
+        self.inner.controls_fresh.is_stale()
     }
 
     #[tracing::instrument(name = "halt", skip_all, err)]
-    pub(crate) async fn halt(&self, new: NewHalt, actor: String) -> Result<Halt, ServiceError> {
+    pub(crate) async fn halt(
+        &self,
+        new: NewHalt,
+        actor: String,
+    ) -> Result<Changed<Halt>, ServiceError> {
         let now = self.now();
         let NewHalt {
             tenant,
@@ -124,13 +156,16 @@ impl Suppressions {
             now,
         )?;
         let detail = json!({"reason": halt.reason, "channels": channel_names(halt.channels)});
-        let Control::Halt(halt) = self
+        let (control, propagation) = self
             .create(Control::Halt(halt), Action::Halt, detail, now)
-            .await?
-        else {
+            .await?;
+        let Control::Halt(control) = control else {
             unreachable!("built as a halt")
         };
-        Ok(halt)
+        Ok(Changed {
+            control,
+            propagation,
+        })
     }
 
     /// Stores a new control with its audit entry, then waits until the replicas answer by it.
@@ -140,7 +175,7 @@ impl Suppressions {
         action: Action,
         detail: serde_json::Value,
         now: Millis,
-    ) -> Result<Control, ServiceError> {
+    ) -> Result<(Control, Propagation), ServiceError> {
         let entry = entry(
             action,
             &control,
@@ -152,8 +187,8 @@ impl Suppressions {
             .store
             .insert_control(&control, entry, self.audit_log())
             .await?;
-        self.propagate().await?;
-        Ok(control)
+        let propagation = self.propagate().await?;
+        Ok((control, propagation))
     }
 
     #[tracing::instrument(name = "resume", skip_all, err)]
@@ -162,10 +197,13 @@ impl Suppressions {
         id: ReceiptId,
         reason: &str,
         actor: String,
-    ) -> Result<Halt, ServiceError> {
+    ) -> Result<Changed<Halt>, ServiceError> {
         match self.end(id, "halt", reason, actor, Action::Resume).await? {
-            Control::Halt(h) => Ok(h),
-            Control::Mandatory(_) => unreachable!("end checks the kind"),
+            (Control::Halt(control), propagation) => Ok(Changed {
+                control,
+                propagation,
+            }),
+            (Control::Mandatory(_), _) => unreachable!("end checks the kind"),
         }
     }
 
@@ -174,7 +212,7 @@ impl Suppressions {
         &self,
         new: NewDeclaration,
         actor: String,
-    ) -> Result<MandatoryDeclaration, ServiceError> {
+    ) -> Result<Changed<MandatoryDeclaration>, ServiceError> {
         let now = self.now();
         let d = MandatoryDeclaration::new(
             ReceiptId::new(now),
@@ -193,13 +231,16 @@ impl Suppressions {
             "channels": channel_names(d.channels),
         });
         let control = Control::Mandatory(d);
-        let Control::Mandatory(d) = self
+        let (control, propagation) = self
             .create(control, Action::DeclareMandatory, detail, now)
-            .await?
-        else {
+            .await?;
+        let Control::Mandatory(control) = control else {
             unreachable!("built as a declaration")
         };
-        Ok(d)
+        Ok(Changed {
+            control,
+            propagation,
+        })
     }
 
     #[tracing::instrument(name = "revoke_mandatory", skip_all, err)]
@@ -208,11 +249,14 @@ impl Suppressions {
         id: ReceiptId,
         reason: &str,
         actor: String,
-    ) -> Result<MandatoryDeclaration, ServiceError> {
+    ) -> Result<Changed<MandatoryDeclaration>, ServiceError> {
         let action = Action::RevokeMandatory;
         match self.end(id, "declaration", reason, actor, action).await? {
-            Control::Mandatory(d) => Ok(d),
-            Control::Halt(_) => unreachable!("end checks the kind"),
+            (Control::Mandatory(control), propagation) => Ok(Changed {
+                control,
+                propagation,
+            }),
+            (Control::Halt(_), _) => unreachable!("end checks the kind"),
         }
     }
 
@@ -224,7 +268,7 @@ impl Suppressions {
         reason: &str,
         actor: String,
         action: Action,
-    ) -> Result<Control, ServiceError> {
+    ) -> Result<(Control, Propagation), ServiceError> {
         let reason = required_text("reason", reason)?;
         let now = self.now();
         let not_found = || ServiceError::NotFound(format!("no {kind} {id}"));
@@ -260,8 +304,8 @@ impl Suppressions {
             Control::Halt(h) => h.ended = Some(end),
             Control::Mandatory(d) => d.ended = Some(end),
         }
-        self.propagate().await?;
-        Ok(control)
+        let propagation = self.propagate().await?;
+        Ok((control, propagation))
     }
 
     /// One control, ended or not.

@@ -109,6 +109,8 @@ pub(crate) struct ServiceSettings {
     pub(crate) replica: String,
     /// How often the store's controls version is polled.
     pub(crate) controls_poll: Duration,
+    /// How long the controls are trusted without a confirmation (`controls::Freshness`).
+    pub(crate) controls_stale_after: Duration,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.
@@ -128,6 +130,8 @@ struct Inner {
     rebuild: Arc<RebuildTrigger>,
     /// The halts and mandatory declarations in force, read on every check; replaced whole.
     controls: ArcSwap<Controls>,
+    /// Whether `controls` may be trusted: confirmed current within the bound.
+    controls_fresh: controls::Freshness,
 }
 
 impl Suppressions {
@@ -142,6 +146,7 @@ impl Suppressions {
         waiters: Arc<Waiters>,
         rebuild: Arc<RebuildTrigger>,
     ) -> Self {
+        let controls_fresh = controls::Freshness::new(settings.controls_stale_after);
         Suppressions {
             inner: Arc::new(Inner {
                 cache,
@@ -153,6 +158,7 @@ impl Suppressions {
                 waiters,
                 rebuild,
                 controls: ArcSwap::from_pointee(Controls::default()),
+                controls_fresh,
             }),
         }
     }

@@ -10,6 +10,7 @@ use crate::{
     auth::KeyStore,
     cache::{Cache, near::NearCache},
     service::{
+        Suppressions,
         controls::ControlsPoller,
         rebuild::{RebuildTrigger, Rebuilder},
         waiters::Waiters,
@@ -88,19 +89,19 @@ impl Background {
         let rebuilding = tokio::spawn(rebuilder.run(trigger, background.clone()));
         // Runs until the very end of the drain: calls still in flight keep answering by fresh controls.
         let stop_controls = CancellationToken::new();
+        let service = controls.service();
         let polling = tokio::spawn(controls.run(controls_poll, stop_controls.clone()));
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
         let working = tokio::spawn(worker.run(stop_worker.clone()));
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
         let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
-        let status = serving(&cache, store).await;
+        let status = serving(&cache, store, &service).await;
         set_health(health, status).await;
         let monitoring = tokio::spawn(monitor_health(
             health.clone(),
             status,
-            cache,
-            store.clone(),
+            (cache, store.clone(), service),
             background.clone(),
         ));
 
@@ -207,8 +208,12 @@ async fn watch_keys(keys: KeyStore, shutdown: CancellationToken) {
     }
 }
 
-/// SERVING when a check can be answered correctly: from a complete cache, or from the store.
-async fn serving(cache: &Cache, store: &Store) -> ServingStatus {
+/// SERVING when a check can be answered correctly: from a complete cache, or from the store, and
+/// by controls this replica can vouch for (stale ones let nothing go: `service::controls`).
+async fn serving(cache: &Cache, store: &Store, service: &Suppressions) -> ServingStatus {
+    if service.controls_stale() {
+        return ServingStatus::NotServing;
+    }
     let cache_ready = matches!(cache.is_complete().await, Ok(true));
     if cache_ready || store.ping().await.is_ok() {
         ServingStatus::Serving
@@ -233,8 +238,7 @@ pub(super) async fn set_health(health: &HealthReporter, status: ServingStatus) {
 async fn monitor_health(
     health: HealthReporter,
     mut last: ServingStatus,
-    cache: Cache,
-    store: Store,
+    (cache, store, service): (Cache, Store, Suppressions),
     shutdown: CancellationToken,
 ) {
     loop {
@@ -242,7 +246,7 @@ async fn monitor_health(
             _ = tokio::time::sleep(HEALTH_EVERY) => {}
             _ = shutdown.cancelled() => return,
         }
-        let status = serving(&cache, &store).await;
+        let status = serving(&cache, &store, &service).await;
         if status != last && !shutdown.is_cancelled() {
             set_health(&health, status).await;
             last = status;

@@ -79,6 +79,7 @@ impl Application {
                 audit_log: secrets.audit_log.clone(),
                 replica: replica.clone(),
                 controls_poll: settings.controls_poll,
+                controls_stale_after: settings.controls_stale_after,
             },
             waiters.clone(),
             trigger.clone(),

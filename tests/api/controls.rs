@@ -3,6 +3,7 @@
 
 mod load;
 mod mandatory;
+mod stale;
 mod validation;
 
 use crate::{

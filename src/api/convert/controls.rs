@@ -9,7 +9,7 @@ use crate::{
         control::{Answer, ChannelSet, Ended, Halt, MandatoryDeclaration},
     },
     proto,
-    service::controls::{ControlList, NewDeclaration, NewHalt},
+    service::controls::{Changed, ControlList, NewDeclaration, NewHalt, Propagation},
 };
 
 /// A list of channels; `CHANNEL_UNSPECIFIED` is refused (an empty list is how to say "every").
@@ -138,6 +138,7 @@ pub(crate) fn halt_to_proto(h: Halt) -> proto::Halt {
         resumed_at,
         resumed_by,
         resume_reason,
+        propagation: None,
     }
 }
 
@@ -168,6 +169,52 @@ pub(crate) fn declaration_to_proto(d: MandatoryDeclaration) -> proto::MandatoryD
         revoked_at,
         revoked_by,
         revoke_reason,
+        propagation: None,
+    }
+}
+
+pub(crate) fn propagation_to_proto(p: Propagation) -> proto::Propagation {
+    let outcome = if p.is_confirmed() {
+        proto::PropagationOutcome::Confirmed
+    } else {
+        proto::PropagationOutcome::Unconfirmed
+    };
+    let Propagation {
+        confirmed,
+        unconfirmed,
+        unknown,
+    } = p;
+    proto::Propagation {
+        outcome: outcome as i32,
+        confirmed_replicas: confirmed,
+        unconfirmed_replicas: unconfirmed,
+        detail: unknown.unwrap_or_default(),
+    }
+}
+
+/// A changed halt, with how far the change had reached.
+pub(crate) fn changed_halt_to_proto(changed: Changed<Halt>) -> proto::Halt {
+    let Changed {
+        control,
+        propagation,
+    } = changed;
+    proto::Halt {
+        propagation: Some(propagation_to_proto(propagation)),
+        ..halt_to_proto(control)
+    }
+}
+
+/// A changed declaration, with how far the change had reached.
+pub(crate) fn changed_declaration_to_proto(
+    changed: Changed<MandatoryDeclaration>,
+) -> proto::MandatoryDeclaration {
+    let Changed {
+        control,
+        propagation,
+    } = changed;
+    proto::MandatoryDeclaration {
+        propagation: Some(propagation_to_proto(propagation)),
+        ..declaration_to_proto(control)
     }
 }
 

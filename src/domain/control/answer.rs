@@ -3,6 +3,7 @@
 
 use super::{Control, Halt, MandatoryDeclaration};
 use crate::domain::{Channel, Match, Millis, Notice};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The answer to one check.
@@ -49,6 +50,50 @@ impl Controls {
         out.halts.sort_by_key(|h| h.id);
         out.mandatory.sort_by_key(|d| d.id);
         out
+    }
+
+    /// The controls in force as text, to be published in Redis for replicas cut from the store.
+    pub(crate) fn encode(&self) -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            halts: Vec<&'a Halt>,
+            mandatory: Vec<&'a MandatoryDeclaration>,
+        }
+        let out = Out {
+            halts: self.halts.iter().map(|h| &**h).collect(),
+            mandatory: self.mandatory.iter().map(|d| &**d).collect(),
+        };
+        serde_json::to_string(&out).expect("controls serialize")
+    }
+
+    /// The controls [`Controls::encode`] wrote, read at `version`.
+    pub(crate) fn decode(version: i64, text: &str) -> Result<Controls, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct In {
+            #[serde(default)]
+            halts: Vec<Halt>,
+            #[serde(default)]
+            mandatory: Vec<MandatoryDeclaration>,
+        }
+        let In { halts, mandatory } = serde_json::from_str(text)?;
+        let controls = halts
+            .into_iter()
+            .map(Control::Halt)
+            .chain(mandatory.into_iter().map(Control::Mandatory))
+            .collect();
+        Ok(Controls::new(version, controls))
+    }
+
+    /// The answer of a replica whose controls may be stale (it could not confirm them within its
+    /// bound): a halt or a revocation it has not seen may be in force, so nothing may go. A
+    /// suppression stands; a mandatory override falls back to the opt-out it overrode; `None`
+    /// where the answer would have been "send" (the check is then refused as `UNAVAILABLE`).
+    pub(crate) fn when_stale(answer: Answer) -> Option<Answer> {
+        match answer {
+            Answer::Send => None,
+            Answer::Overridden { overridden, .. } => Some(Answer::Suppressed(overridden)),
+            blocked @ (Answer::Suppressed(_) | Answer::Halted { .. }) => Some(blocked),
+        }
     }
 
     /// What a check answers, given the opt-out its lookup found (if any). Allocates nothing when no
@@ -126,6 +171,33 @@ mod tests {
         controls.halts.push(Arc::new(halt("recall", "", &[])));
         let got = controls.decide(None, &n, NOW);
         assert!(matches!(got, Answer::Halted { .. }), "{got:?}");
+    }
+
+    #[test]
+    fn a_snapshot_decodes_to_what_was_encoded() {
+        let controls = Controls::new(
+            7,
+            vec![
+                Control::Mandatory(postal_recalls(NOW + 10)),
+                Control::Halt(halt("recall", "RC-1", &[Channel::Sms])),
+            ],
+        );
+        let back = Controls::decode(7, &controls.encode()).unwrap();
+        assert_eq!(back.version, 7);
+        assert_eq!(back.halts, controls.halts);
+        assert_eq!(back.mandatory, controls.mandatory);
+    }
+
+    #[test]
+    fn stale_controls_never_let_a_notice_go() {
+        let n = notice("acme", Channel::Postal, "recall", "");
+        let controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
+        let overridden = controls.decide(Some(opt_out()), &n, NOW);
+        assert_eq!(
+            Controls::when_stale(overridden),
+            Some(Answer::Suppressed(opt_out()))
+        );
+        assert_eq!(Controls::when_stale(controls.decide(None, &n, NOW)), None);
     }
 
     #[test]
