@@ -1,9 +1,10 @@
-//! The operator's levers that act on checks: campaign halts and mandatory declarations. Handlers of
+//! The operator's levers that act on checks: campaign halts, mandatory declarations and send
+//! windows. Handlers of
 //! `suppress.v1.Suppression`, split from `suppression` by topic. The auth layer has already required
 //! the `admin` role; each handler checks the tenant the control is for against the caller.
 
 use super::{SuppressionApi, auth, convert::controls as convert, suppression::principal};
-use crate::{domain::ReceiptId, domain::control::Control, proto, service::ServiceError};
+use crate::{domain::ReceiptId, proto, service::ServiceError};
 use tonic::{Request, Response, Status};
 
 impl SuppressionApi {
@@ -64,6 +65,35 @@ impl SuppressionApi {
         )))
     }
 
+    pub(super) async fn set_send_window_impl(
+        &self,
+        request: Request<proto::SetSendWindowRequest>,
+    ) -> Result<Response<proto::SendWindow>, Status> {
+        let principal = principal(&request)?;
+        let new = convert::window(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [new.tenant.as_str()])?;
+        let window = self
+            .service
+            .set_send_window(new, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::changed_window_to_proto(window)))
+    }
+
+    pub(super) async fn remove_send_window_impl(
+        &self,
+        request: Request<proto::RemoveSendWindowRequest>,
+    ) -> Result<Response<proto::SendWindow>, Status> {
+        let principal = principal(&request)?;
+        let (id, reason) =
+            convert::remove_window(request.into_inner()).map_err(ServiceError::from)?;
+        self.authorize_control(&principal, id).await?;
+        let window = self
+            .service
+            .remove_send_window(id, &reason, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::changed_window_to_proto(window)))
+    }
+
     pub(super) async fn list_controls_impl(
         &self,
         request: Request<proto::ListControlsRequest>,
@@ -85,12 +115,10 @@ impl SuppressionApi {
         principal: &crate::auth::Principal,
         id: ReceiptId,
     ) -> Result<(), Status> {
-        let tenant = match self.service.control(id).await? {
-            Some(Control::Halt(h)) => h.tenant,
-            Some(Control::Mandatory(d)) => d.tenant,
-            None => return Ok(()),
+        let Some(control) = self.service.control(id).await? else {
+            return Ok(());
         };
-        auth::authorize_tenants(principal, [tenant.as_str()])?;
+        auth::authorize_tenants(principal, [control.tenant()])?;
         Ok(())
     }
 }

@@ -8,7 +8,9 @@ use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
 use serde::{Deserialize, Serialize};
 
 mod answer;
+mod window;
 pub(crate) use answer::{Answer, Controls};
+pub(crate) use window::{SendWindow, WindowParts, Zone, time_of_day};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.
 const MAX_TEXT: usize = 1_000;
@@ -83,13 +85,44 @@ pub(crate) struct MandatoryDeclaration {
     pub(crate) at: Millis,
     pub(crate) expires_at: Millis,
     pub(crate) ended: Option<Ended>,
+    /// The declaration's rule for send windows: its notices go at any hour when set.
+    #[serde(default)]
+    pub(crate) ignore_send_windows: bool,
 }
 
-/// Either lever, as the store keeps both in one table.
+/// Any lever, as the store keeps them all in one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Control {
     Halt(Halt),
     Mandatory(MandatoryDeclaration),
+    Window(SendWindow),
+}
+
+impl Control {
+    pub(crate) fn tenant(&self) -> &str {
+        match self {
+            Control::Halt(h) => &h.tenant,
+            Control::Mandatory(d) => &d.tenant,
+            Control::Window(w) => &w.tenant,
+        }
+    }
+
+    /// Who created it, and when.
+    pub(crate) fn created(&self) -> (&str, Millis) {
+        match self {
+            Control::Halt(h) => (&h.actor, h.at),
+            Control::Mandatory(d) => (&d.actor, d.at),
+            Control::Window(w) => (&w.actor, w.at),
+        }
+    }
+
+    pub(crate) fn end(&mut self, end: Ended) {
+        match self {
+            Control::Halt(h) => h.ended = Some(end),
+            Control::Mandatory(d) => d.ended = Some(end),
+            Control::Window(w) => w.ended = Some(end),
+        }
+    }
 }
 
 /// A required free-text field: present and bounded.
@@ -228,6 +261,7 @@ impl MandatoryDeclaration {
             at,
             expires_at,
             ended: None,
+            ignore_send_windows: false,
         })
     }
 

@@ -4,7 +4,7 @@
 use super::{ServiceError, Suppressions};
 use crate::{
     cache::Lookups,
-    domain::{Match, Notice, Recipient, SubjectHash, best_match},
+    domain::{Match, Notice, Recipient, SubjectHash, best_match, control::Zone},
     telemetry::{call::CallSpan, metrics::names},
 };
 
@@ -13,6 +13,8 @@ use crate::{
 pub(crate) struct Check {
     pub(crate) recipient: Recipient,
     pub(crate) notice: Notice,
+    /// The recipient's time zone, for send windows (else each window's own).
+    pub(crate) zone: Option<Zone>,
 }
 
 /// The answer to one check: send, an opt-out, a halt, or a mandatory override (`domain::control`).
@@ -61,7 +63,9 @@ impl Suppressions {
         let seen = inner.rebuild.seen();
         // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
         let controls = self.controls();
-        let decide = |m: Option<Match>, check: &Check| controls.decide(m, &check.notice, now);
+        let decide = |m: Option<Match>, check: &Check| {
+            controls.decide(m, &check.notice, check.zone.as_ref(), now)
+        };
         // This replica's near-cache answers when it can vouch; otherwise Redis, then the store.
         let near = inner.near.lookup(&probes);
         let from_memory = near.is_some();

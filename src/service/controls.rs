@@ -17,7 +17,8 @@ use crate::{
     domain::{
         Millis, Reason, ReceiptId, Source,
         control::{
-            Answer, ChannelSet, Control, Controls, Ended, Halt, MandatoryDeclaration, required_text,
+            Answer, ChannelSet, Control, Controls, Ended, Halt, MandatoryDeclaration, SendWindow,
+            required_text,
         },
     },
     telemetry::metrics::names,
@@ -28,9 +29,11 @@ use std::sync::Arc;
 mod fresh;
 mod poll;
 mod propagate;
+mod windows;
 pub(crate) use fresh::Freshness;
 pub(crate) use poll::ControlsPoller;
 pub(crate) use propagate::Propagation;
+pub(crate) use windows::NewWindow;
 
 /// A control as a change left it, and how far the change had reached when the call returned.
 #[derive(Debug, Clone)]
@@ -58,6 +61,8 @@ pub(crate) struct NewDeclaration {
     pub(crate) legal_basis: String,
     pub(crate) approver: String,
     pub(crate) expires_at: Option<Millis>,
+    /// The declaration's rule for send windows.
+    pub(crate) ignore_send_windows: bool,
 }
 
 /// The controls a `ListControls` returns.
@@ -65,6 +70,7 @@ pub(crate) struct NewDeclaration {
 pub(crate) struct ControlList {
     pub(crate) halts: Vec<Halt>,
     pub(crate) mandatory: Vec<MandatoryDeclaration>,
+    pub(crate) windows: Vec<SendWindow>,
 }
 
 /// The audit entry of a change to a control: no subject; the receipt is the control's id; the
@@ -73,6 +79,7 @@ fn entry(action: Action, control: &Control, actor: &str, at: Millis, detail: Str
     let (id, tenant, topic, campaign, expires_at) = match control {
         Control::Halt(h) => (h.id, &h.tenant, &h.topic, h.campaign.as_str(), None),
         Control::Mandatory(d) => (d.id, &d.tenant, &d.topic, "", Some(d.expires_at)),
+        Control::Window(w) => (w.id, &w.tenant, &w.topic, "", None),
     };
     AuditEntry {
         v: AuditEntry::VERSION,
@@ -157,7 +164,7 @@ impl Suppressions {
         )?;
         let detail = json!({"reason": halt.reason, "channels": channel_names(halt.channels)});
         let (control, propagation) = self
-            .create(Control::Halt(halt), Action::Halt, detail, now)
+            .create(Control::Halt(halt), &[], Action::Halt, detail, now)
             .await?;
         let Control::Halt(control) = control else {
             unreachable!("built as a halt")
@@ -168,24 +175,21 @@ impl Suppressions {
         })
     }
 
-    /// Stores a new control with its audit entry, then waits until the replicas answer by it.
+    /// Stores a new control with its audit entry (ending those it `replaces`, in the same
+    /// transaction), then waits until the replicas answer by it.
     async fn create(
         &self,
         control: Control,
+        replaces: &[(ReceiptId, Ended)],
         action: Action,
         detail: serde_json::Value,
         now: Millis,
     ) -> Result<(Control, Propagation), ServiceError> {
-        let entry = entry(
-            action,
-            &control,
-            &actor_of(&control),
-            now,
-            detail.to_string(),
-        );
+        let actor = control.created().0.to_owned();
+        let entry = entry(action, &control, &actor, now, detail.to_string());
         self.inner
             .store
-            .insert_control(&control, entry, self.audit_log())
+            .insert_control(&control, replaces, entry, self.audit_log())
             .await?;
         let propagation = self.propagate().await?;
         Ok((control, propagation))
@@ -203,7 +207,7 @@ impl Suppressions {
                 control,
                 propagation,
             }),
-            (Control::Mandatory(_), _) => unreachable!("end checks the kind"),
+            _ => unreachable!("end checks the kind"),
         }
     }
 
@@ -214,7 +218,7 @@ impl Suppressions {
         actor: String,
     ) -> Result<Changed<MandatoryDeclaration>, ServiceError> {
         let now = self.now();
-        let d = MandatoryDeclaration::new(
+        let mut d = MandatoryDeclaration::new(
             ReceiptId::new(now),
             &new.tenant,
             &new.topic,
@@ -225,14 +229,16 @@ impl Suppressions {
             now,
             new.expires_at,
         )?;
+        d.ignore_send_windows = new.ignore_send_windows;
         let detail = json!({
             "legal_basis": d.legal_basis,
             "approver": d.approver,
             "channels": channel_names(d.channels),
+            "ignore_send_windows": d.ignore_send_windows,
         });
         let control = Control::Mandatory(d);
         let (control, propagation) = self
-            .create(control, Action::DeclareMandatory, detail, now)
+            .create(control, &[], Action::DeclareMandatory, detail, now)
             .await?;
         let Control::Mandatory(control) = control else {
             unreachable!("built as a declaration")
@@ -256,11 +262,12 @@ impl Suppressions {
                 control,
                 propagation,
             }),
-            (Control::Halt(_), _) => unreachable!("end checks the kind"),
+            _ => unreachable!("end checks the kind"),
         }
     }
 
-    /// Resume or revoke: the control must exist, be of the kind named, and still be in force.
+    /// Resume, revoke or remove: the control must exist, be of the kind named, and still be in
+    /// force.
     async fn end(
         &self,
         id: ReceiptId,
@@ -275,6 +282,7 @@ impl Suppressions {
         let mut control = self.inner.store.control(id).await?.ok_or_else(not_found)?;
         let ended = match (&control, action) {
             (Control::Halt(h), Action::Resume) => h.ended.is_some(),
+            (Control::Window(w), Action::RemoveSendWindow) => w.ended.is_some(),
             (Control::Mandatory(d), Action::RevokeMandatory) => {
                 if d.ended.is_none() && d.expires_at <= now {
                     return Err(ServiceError::Precondition(format!(
@@ -300,10 +308,7 @@ impl Suppressions {
         if !self.inner.store.end_control(id, &end, entry, log).await? {
             return Err(already());
         }
-        match &mut control {
-            Control::Halt(h) => h.ended = Some(end),
-            Control::Mandatory(d) => d.ended = Some(end),
-        }
+        control.end(end);
         let propagation = self.propagate().await?;
         Ok((control, propagation))
     }
@@ -327,16 +332,10 @@ impl Suppressions {
                 Control::Mandatory(d) if include_ended || d.in_force_at(now) => {
                     out.mandatory.push(d)
                 }
+                Control::Window(w) if include_ended || w.ended.is_none() => out.windows.push(w),
                 _ => {}
             }
         }
         Ok(out)
-    }
-}
-
-fn actor_of(control: &Control) -> String {
-    match control {
-        Control::Halt(h) => h.actor.clone(),
-        Control::Mandatory(d) => d.actor.clone(),
     }
 }

@@ -50,6 +50,7 @@ pub fn declaration(
             seconds: expires_at / 1000,
             nanos: 0,
         }),
+        ignore_send_windows: false,
     }
 }
 

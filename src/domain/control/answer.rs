@@ -1,7 +1,7 @@
 //! What a check answers once the controls have had their say: [`Controls::decide`] applies the
-//! halts and declarations in force to the opt-out a lookup found (if any).
+//! halts, declarations and send windows in force to the opt-out a lookup found (if any).
 
-use super::{Control, Halt, MandatoryDeclaration};
+use super::{Control, Halt, MandatoryDeclaration, SendWindow, Zone};
 use crate::domain::{Channel, Match, Millis, Notice};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -20,6 +20,11 @@ pub(crate) enum Answer {
         declaration: Arc<MandatoryDeclaration>,
         overridden: Match,
     },
+    /// Not now: a send window is shut on the recipient's wall clock; it may go from `not_before`.
+    NotNow {
+        window: Arc<SendWindow>,
+        not_before: Millis,
+    },
 }
 
 /// The controls in force, as one replica holds them: few, read on every check, replaced whole.
@@ -31,6 +36,8 @@ pub(crate) struct Controls {
     pub(crate) halts: Vec<Arc<Halt>>,
     /// Not revoked (possibly expired: expiry is decided at check time, by the service's clock).
     pub(crate) mandatory: Vec<Arc<MandatoryDeclaration>>,
+    /// Send windows in force.
+    pub(crate) windows: Vec<Arc<SendWindow>>,
 }
 
 impl Controls {
@@ -44,11 +51,13 @@ impl Controls {
             match c {
                 Control::Halt(h) if h.ended.is_none() => out.halts.push(Arc::new(h)),
                 Control::Mandatory(d) if d.ended.is_none() => out.mandatory.push(Arc::new(d)),
+                Control::Window(w) if w.ended.is_none() => out.windows.push(Arc::new(w)),
                 _ => {}
             }
         }
         out.halts.sort_by_key(|h| h.id);
         out.mandatory.sort_by_key(|d| d.id);
+        out.windows.sort_by_key(|w| w.id);
         out
     }
 
@@ -58,10 +67,12 @@ impl Controls {
         struct Out<'a> {
             halts: Vec<&'a Halt>,
             mandatory: Vec<&'a MandatoryDeclaration>,
+            windows: Vec<&'a SendWindow>,
         }
         let out = Out {
             halts: self.halts.iter().map(|h| &**h).collect(),
             mandatory: self.mandatory.iter().map(|d| &**d).collect(),
+            windows: self.windows.iter().map(|w| &**w).collect(),
         };
         serde_json::to_string(&out).expect("controls serialize")
     }
@@ -74,12 +85,19 @@ impl Controls {
             halts: Vec<Halt>,
             #[serde(default)]
             mandatory: Vec<MandatoryDeclaration>,
+            #[serde(default)]
+            windows: Vec<SendWindow>,
         }
-        let In { halts, mandatory } = serde_json::from_str(text)?;
+        let In {
+            halts,
+            mandatory,
+            windows,
+        } = serde_json::from_str(text)?;
         let controls = halts
             .into_iter()
             .map(Control::Halt)
             .chain(mandatory.into_iter().map(Control::Mandatory))
+            .chain(windows.into_iter().map(Control::Window))
             .collect();
         Ok(Controls::new(version, controls))
     }
@@ -92,29 +110,73 @@ impl Controls {
         match answer {
             Answer::Send => None,
             Answer::Overridden { overridden, .. } => Some(Answer::Suppressed(overridden)),
-            blocked @ (Answer::Suppressed(_) | Answer::Halted { .. }) => Some(blocked),
+            blocked @ (Answer::Suppressed(_) | Answer::Halted { .. } | Answer::NotNow { .. }) => {
+                Some(blocked)
+            }
         }
     }
 
-    /// What a check answers, given the opt-out its lookup found (if any). Allocates nothing when no
-    /// control is in force.
-    pub(crate) fn decide(&self, matched: Option<Match>, notice: &Notice, now: Millis) -> Answer {
+    /// What a check answers, given the opt-out its lookup found (if any) and the recipient's time
+    /// zone (if the check named one). In order: a halt blocks; an opt-out blocks unless a
+    /// declaration overrides it; then a shut send window says "not now", unless the declaration
+    /// that applies ignores windows. Allocates nothing when no control is in force.
+    pub(crate) fn decide(
+        &self,
+        matched: Option<Match>,
+        notice: &Notice,
+        zone: Option<&Zone>,
+        now: Millis,
+    ) -> Answer {
         if let Some(halt) = self.halts.iter().find(|h| h.covers(notice)) {
             return Answer::Halted {
                 halt: halt.clone(),
                 channel: notice.channel,
             };
         }
-        let Some(matched) = matched else {
+        if matched.is_none() && self.windows.is_empty() {
             return Answer::Send;
-        };
-        match self.mandatory.iter().find(|d| d.applies(notice, now)) {
-            Some(d) => Answer::Overridden {
-                declaration: d.clone(),
-                overridden: matched,
-            },
-            None => Answer::Suppressed(matched),
         }
+        let declaration = self.mandatory.iter().find(|d| d.applies(notice, now));
+        let answer = match (matched, declaration) {
+            (None, _) => Answer::Send,
+            (Some(m), None) => return Answer::Suppressed(m),
+            (Some(overridden), Some(d)) => Answer::Overridden {
+                declaration: d.clone(),
+                overridden,
+            },
+        };
+        if declaration.is_some_and(|d| d.ignore_send_windows) {
+            return answer;
+        }
+        match self.not_before(notice, zone, now) {
+            Some((window, not_before)) => Answer::NotNow { window, not_before },
+            None => answer,
+        }
+    }
+
+    /// The earliest moment from `now` on at which every window that applies is open, and the
+    /// window that was shut last; `None` if they all are open now. Windows meet rarely, so a few
+    /// rounds settle it (a set of windows that never opens together answers after the last round).
+    fn not_before(
+        &self,
+        notice: &Notice,
+        zone: Option<&Zone>,
+        now: Millis,
+    ) -> Option<(Arc<SendWindow>, Millis)> {
+        let mut at = now;
+        let mut shut = None;
+        for _ in 0..4 {
+            let mut moved = false;
+            for w in self.windows.iter().filter(|w| w.applies(notice)) {
+                if let Some(next) = w.not_before(at, zone) {
+                    (at, moved, shut) = (next, true, Some(w.clone()));
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        shut.map(|w| (w, at))
     }
 }
 
@@ -161,15 +223,15 @@ mod tests {
     fn a_halt_wins_over_a_declaration_which_wins_over_an_opt_out() {
         let n = notice("acme", Channel::Postal, "recall", "");
         let mut controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
-        let got = controls.decide(Some(opt_out()), &n, NOW);
+        let got = controls.decide(Some(opt_out()), &n, None, NOW);
         assert!(matches!(got, Answer::Overridden { .. }), "{got:?}");
-        assert_eq!(controls.decide(None, &n, NOW), Answer::Send);
+        assert_eq!(controls.decide(None, &n, None, NOW), Answer::Send);
         assert_eq!(
-            controls.decide(Some(opt_out()), &n, NOW + 10),
+            controls.decide(Some(opt_out()), &n, None, NOW + 10),
             Answer::Suppressed(opt_out())
         );
         controls.halts.push(Arc::new(halt("recall", "", &[])));
-        let got = controls.decide(None, &n, NOW);
+        let got = controls.decide(None, &n, None, NOW);
         assert!(matches!(got, Answer::Halted { .. }), "{got:?}");
     }
 
@@ -192,12 +254,15 @@ mod tests {
     fn stale_controls_never_let_a_notice_go() {
         let n = notice("acme", Channel::Postal, "recall", "");
         let controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
-        let overridden = controls.decide(Some(opt_out()), &n, NOW);
+        let overridden = controls.decide(Some(opt_out()), &n, None, NOW);
         assert_eq!(
             Controls::when_stale(overridden),
             Some(Answer::Suppressed(opt_out()))
         );
-        assert_eq!(Controls::when_stale(controls.decide(None, &n, NOW)), None);
+        assert_eq!(
+            Controls::when_stale(controls.decide(None, &n, None, NOW)),
+            None
+        );
     }
 
     #[test]
@@ -209,7 +274,7 @@ mod tests {
             notice("other", Channel::Postal, "recall", ""),
         ] {
             assert_eq!(
-                controls.decide(Some(opt_out()), &n, NOW),
+                controls.decide(Some(opt_out()), &n, None, NOW),
                 Answer::Suppressed(opt_out())
             );
         }

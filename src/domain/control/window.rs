@@ -23,10 +23,16 @@ pub(crate) struct Zone {
 impl Zone {
     pub(crate) fn parse(field: &str, name: &str) -> Result<Zone, Invalid> {
         if name.is_empty() {
-            return Err(Invalid::new(field, "is required: an IANA time zone, e.g. America/New_York"));
+            return Err(Invalid::new(
+                field,
+                "is required: an IANA time zone, e.g. America/New_York",
+            ));
         }
         let tz = TimeZone::get(name).map_err(|_| {
-            Invalid::new(field, format!("{name:?} is not an IANA time zone (e.g. America/New_York)"))
+            Invalid::new(
+                field,
+                format!("{name:?} is not an IANA time zone (e.g. America/New_York)"),
+            )
         })?;
         Ok(Zone {
             name: name.to_owned(),
@@ -62,7 +68,12 @@ impl<'de> Deserialize<'de> for Zone {
 
 /// A local time of day, `HH:MM` (24-hour), as minutes after midnight.
 pub(crate) fn parse_time_of_day(field: &str, text: &str) -> Result<u16, Invalid> {
-    let bad = || Invalid::new(field, format!("{text:?} is not a time of day HH:MM (00:00 to 23:59)"));
+    let bad = || {
+        Invalid::new(
+            field,
+            format!("{text:?} is not a time of day HH:MM (00:00 to 23:59)"),
+        )
+    };
     let (h, m) = text.split_once(':').ok_or_else(bad)?;
     if h.len() != 2 || m.len() != 2 {
         return Err(bad());
@@ -172,7 +183,9 @@ impl SendWindow {
     /// otherwise the next moment it may.
     pub(crate) fn not_before(&self, now: Millis, zone: Option<&Zone>) -> Option<Millis> {
         let tz = &zone.unwrap_or(&self.zone).tz;
-        let local = Timestamp::from_millisecond(now).ok()?.to_zoned(tz.clone());
+        let local = Timestamp::from_millisecond(now)
+            .ok()?
+            .to_zoned_datetime(tz.clone());
         let minute = local.hour() as u16 * 60 + local.minute() as u16;
         if self.inside(minute) {
             return None;
@@ -184,7 +197,7 @@ impl SendWindow {
             local.date().tomorrow().ok()?
         };
         let (h, m) = ((self.start / 60) as i8, (self.start % 60) as i8);
-        let opening = date.at(h, m, 0, 0).to_zoned(tz.clone()).ok()?;
+        let opening = date.at(h, m, 0, 0).to_zoned_datetime(tz.clone()).ok()?;
         if opening.hour() == h && opening.minute() == m {
             return Some(opening.timestamp().as_millisecond());
         }
@@ -244,7 +257,10 @@ mod tests {
         let la = Zone::parse("time_zone", "America/Los_Angeles").unwrap();
         // 12:00 UTC: 07:00 in New York (shut), 04:00 in Los Angeles (shut, opens at 16:00 UTC).
         let now = at("2026-01-15T12:00:00Z");
-        assert_eq!(w.not_before(now, Some(&la)), Some(at("2026-01-15T16:00:00Z")));
+        assert_eq!(
+            w.not_before(now, Some(&la)),
+            Some(at("2026-01-15T16:00:00Z"))
+        );
         // 20:30 in New York (open) is 17:30 in Los Angeles (open).
         assert_eq!(w.not_before(at("2026-01-16T01:30:00Z"), Some(&la)), None);
     }
@@ -313,7 +329,10 @@ mod tests {
         assert_eq!(new("8:00", "21:00", "UTC").unwrap_err().field, "start");
         assert_eq!(new("08:00", "24:00", "UTC").unwrap_err().field, "end");
         assert_eq!(new("08:00", "08:00", "UTC").unwrap_err().field, "end");
-        assert_eq!(new("08:00", "21:00", "Mars/Olympus").unwrap_err().field, "time_zone");
+        assert_eq!(
+            new("08:00", "21:00", "Mars/Olympus").unwrap_err().field,
+            "time_zone"
+        );
         assert_eq!(new("08:00", "21:00", "").unwrap_err().field, "time_zone");
     }
 }

@@ -117,6 +117,7 @@ async fn a_replica_cut_from_the_store_follows_halts_through_redis_and_fails_clos
     let overridden = b.check_suppressed(proto::CheckSuppressedRequest {
         recipient: Some(owner.clone()),
         scope: Some(letter.clone()),
+        ..Default::default()
     });
     assert!(overridden.await.unwrap().into_inner().mandatory.is_some());
 
@@ -133,6 +134,7 @@ async fn a_replica_cut_from_the_store_follows_halts_through_redis_and_fails_clos
                 let req = proto::CheckSuppressedRequest {
                     recipient: Some(person(i % 50)),
                     scope: Some(campaign(which)),
+                    ..Default::default()
                 };
                 let send = match b.check_suppressed(req).await {
                     Ok(answer) => !answer.into_inner().suppressed,
@@ -176,6 +178,7 @@ async fn a_replica_cut_from_the_store_follows_halts_through_redis_and_fails_clos
     let answer = b.check_suppressed(proto::CheckSuppressedRequest {
         recipient: Some(person(1)),
         scope: Some(campaign("C1")),
+        ..Default::default()
     });
     assert_halted(&answer.await.unwrap().into_inner(), &h1.halt_id);
     assert_eq!(
@@ -205,6 +208,7 @@ async fn a_replica_cut_from_the_store_follows_halts_through_redis_and_fails_clos
         .check_suppressed(proto::CheckSuppressedRequest {
             recipient: Some(person(2)),
             scope: Some(campaign("C2")),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -212,6 +216,7 @@ async fn a_replica_cut_from_the_store_follows_halts_through_redis_and_fails_clos
     let answer = b.check_suppressed(proto::CheckSuppressedRequest {
         recipient: Some(owner.clone()),
         scope: Some(letter.clone()),
+        ..Default::default()
     });
     let answer = answer.await.unwrap().into_inner();
     assert!(
@@ -230,11 +235,13 @@ async fn a_replica_cut_from_the_store_follows_halts_through_redis_and_fails_clos
     let answer = b.check_suppressed(proto::CheckSuppressedRequest {
         recipient: Some(person(4)),
         scope: Some(campaign("C2")),
+        ..Default::default()
     });
     assert_halted(&answer.await.unwrap().into_inner(), &h2.halt_id);
     let other = b.check_suppressed(proto::CheckSuppressedRequest {
         recipient: Some(person(4)),
         scope: Some(campaign("C3")),
+        ..Default::default()
     });
     assert!(!other.await.unwrap().into_inner().suppressed);
 
