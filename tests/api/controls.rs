@@ -5,6 +5,7 @@ mod load;
 mod mandatory;
 mod stale;
 mod validation;
+mod windows;
 
 use crate::{
     helpers::*,

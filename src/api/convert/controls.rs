@@ -189,7 +189,9 @@ pub(crate) fn window(req: proto::SetSendWindowRequest) -> Result<NewWindow, Inva
     } = req;
     Ok(NewWindow {
         tenant,
-        channels: channel(code)?.map_or(ChannelSet::EVERY, |c| ChannelSet::of([c])),
+        channels: channel(code)
+            .map_err(|e| Invalid::new("channel", e.message))?
+            .map_or(ChannelSet::EVERY, |c| ChannelSet::of([c])),
         topic,
         start,
         end,
