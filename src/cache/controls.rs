@@ -14,11 +14,12 @@ use crate::domain::Millis;
 use redis::{AsyncCommands, Script};
 use std::sync::LazyLock;
 
-/// Writes `snapshot` at `version` unless the published version is already as new.
+/// Writes `snapshot` at `version` unless the published version is already as new (or whatever is
+/// there, when ARGV[3] is 1: the store was restored from a backup and went back).
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local have = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
-          if have >= tonumber(ARGV[1]) then return 0 end
+          if ARGV[3] ~= '1' and have >= tonumber(ARGV[1]) then return 0 end
           redis.call('HSET', KEYS[1], 'version', ARGV[1], 'snapshot', ARGV[2])
           return 1",
     )
@@ -93,16 +94,19 @@ impl Cache {
             .context("HDEL controls-seen")
     }
 
-    /// Publishes the controls at `version`; `false` when a version as new was already there.
+    /// Publishes the controls at `version`; `false` when a version as new was already there (and
+    /// not `replace`d).
     pub(crate) async fn publish_controls(
         &self,
         version: i64,
         snapshot: &str,
+        replace: bool,
     ) -> Result<bool, CacheError> {
         let written: i64 = PUBLISH
             .key(self.keys.controls())
             .arg(version)
             .arg(snapshot)
+            .arg(if replace { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await
             .context("publishing the controls")?;

@@ -8,6 +8,7 @@ use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
 use serde::{Deserialize, Serialize};
 
 mod answer;
+mod index;
 mod window;
 pub(crate) use answer::{Answer, Controls};
 pub(crate) use window::{SendWindow, WindowParts, Zone, time_of_day};

@@ -21,7 +21,7 @@ use crate::{
             required_text,
         },
     },
-    telemetry::metrics::names,
+    telemetry::{call::CallSpan, metrics::names},
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -115,9 +115,12 @@ impl Suppressions {
 
     /// The answers of a call, as this replica may give them: unchanged while its controls are
     /// fresh; when they are stale, no answer says "send" (the call is refused as `UNAVAILABLE`)
-    /// and no mandatory declaration overrides an opt-out (`Controls::when_stale`).
+    /// and no mandatory declaration overrides an opt-out (`Controls::when_stale`). Answers a
+    /// control decided are counted (`suppressd_control_answers_total`) and named on the call's
+    /// span (`suppressd.control`).
     pub(crate) fn unless_stale(&self, answers: Vec<Answer>) -> Result<Vec<Answer>, ServiceError> {
         if !self.inner.controls_fresh.is_stale() {
+            observe_controls(&answers);
             return Ok(answers);
         }
         let checks = answers.len() as u64;
@@ -337,5 +340,24 @@ impl Suppressions {
             }
         }
         Ok(out)
+    }
+}
+
+/// Counts the answers a control decided, by kind, and names the last kind on the call's span.
+/// Nothing is done for a call no control touched: the usual case costs a pass over its answers.
+fn observe_controls(answers: &[Answer]) {
+    let mut last = None;
+    for answer in answers {
+        let kind = match answer {
+            Answer::Halted { .. } => "halt",
+            Answer::Overridden { .. } => "mandatory",
+            Answer::NotNow { .. } => "send_window",
+            Answer::Send | Answer::Suppressed(_) => continue,
+        };
+        metrics::counter!(names::CONTROL_ANSWERS, "control" => kind).increment(1);
+        last = Some(kind);
+    }
+    if let Some(kind) = last {
+        CallSpan::current().record_str("suppressd.control", kind);
     }
 }

@@ -57,6 +57,8 @@ pub mod names {
     /// Control changes (halts, resumes, declarations, revocations), by how far they had reached
     /// when the call returned (`confirmed`, `unconfirmed`).
     pub(crate) const CONTROL_PROPAGATIONS: &str = "suppressd_control_propagations_total";
+    /// Checks a control decided, by which (`halt`, `mandatory`, `send_window`).
+    pub(crate) const CONTROL_ANSWERS: &str = "suppressd_control_answers_total";
     /// 1 while this replica answers checks from its near-cache, else 0.
     pub(crate) const NEAR_CACHE_SERVING: &str = "suppressd_near_cache_serving";
     /// Records this replica's near-cache copied when it last loaded.
@@ -85,6 +87,7 @@ pub mod names {
         CONTROLS_STALE,
         CHECKS_REFUSED_STALE,
         CONTROL_PROPAGATIONS,
+        CONTROL_ANSWERS,
         NEAR_CACHE_SERVING,
         NEAR_CACHE_ENTRIES,
     ];
@@ -194,6 +197,10 @@ fn describe() {
     describe_counter!(
         CHECKS_REFUSED_STALE,
         "Checks refused as UNAVAILABLE because this replica's controls were stale"
+    );
+    describe_counter!(
+        CONTROL_ANSWERS,
+        "Checks a control decided: halted, let through by a declaration, or not now"
     );
     describe_counter!(
         CONTROL_PROPAGATIONS,

@@ -1,7 +1,7 @@
 //! What a check answers once the controls have had their say: [`Controls::decide`] applies the
 //! halts, declarations and send windows in force to the opt-out a lookup found (if any).
 
-use super::{Control, Halt, MandatoryDeclaration, SendWindow, Zone};
+use super::{Control, Halt, MandatoryDeclaration, SendWindow, Zone, index::Index};
 use crate::domain::{Channel, Match, Millis, Notice};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub(crate) struct Controls {
     pub(crate) mandatory: Vec<Arc<MandatoryDeclaration>>,
     /// Send windows in force.
     pub(crate) windows: Vec<Arc<SendWindow>>,
+    /// The same, by tenant, campaign and topic: what a check looks at.
+    index: Index,
 }
 
 impl Controls {
@@ -58,6 +60,7 @@ impl Controls {
         out.halts.sort_by_key(|h| h.id);
         out.mandatory.sort_by_key(|d| d.id);
         out.windows.sort_by_key(|w| w.id);
+        out.index = Index::new(&out.halts, &out.mandatory, &out.windows);
         out
     }
 
@@ -127,16 +130,20 @@ impl Controls {
         zone: Option<&Zone>,
         now: Millis,
     ) -> Answer {
-        if let Some(halt) = self.halts.iter().find(|h| h.covers(notice)) {
+        if !self.index.any(notice) {
+            return matched.map_or(Answer::Send, Answer::Suppressed);
+        }
+        if let Some(halt) = self.index.halt(notice) {
             return Answer::Halted {
                 halt: halt.clone(),
                 channel: notice.channel,
             };
         }
-        if matched.is_none() && self.windows.is_empty() {
+        let windows = self.index.windows(notice);
+        if matched.is_none() && windows.is_empty() {
             return Answer::Send;
         }
-        let declaration = self.mandatory.iter().find(|d| d.applies(notice, now));
+        let declaration = self.index.declaration(notice, now);
         let answer = match (matched, declaration) {
             (None, _) => Answer::Send,
             (Some(m), None) => return Answer::Suppressed(m),
@@ -148,36 +155,37 @@ impl Controls {
         if declaration.is_some_and(|d| d.ignore_send_windows) {
             return answer;
         }
-        match self.not_before(notice, zone, now) {
+        match not_before(windows, notice, zone, now) {
             Some((window, not_before)) => Answer::NotNow { window, not_before },
             None => answer,
         }
     }
+}
 
-    /// The earliest moment from `now` on at which every window that applies is open, and the
-    /// window that was shut last; `None` if they all are open now. Windows meet rarely, so a few
-    /// rounds settle it (a set of windows that never opens together answers after the last round).
-    fn not_before(
-        &self,
-        notice: &Notice,
-        zone: Option<&Zone>,
-        now: Millis,
-    ) -> Option<(Arc<SendWindow>, Millis)> {
-        let mut at = now;
-        let mut shut = None;
-        for _ in 0..4 {
-            let mut moved = false;
-            for w in self.windows.iter().filter(|w| w.applies(notice)) {
-                if let Some(next) = w.not_before(at, zone) {
-                    (at, moved, shut) = (next, true, Some(w.clone()));
-                }
-            }
-            if !moved {
-                break;
+/// The earliest moment from `now` on at which every window of `windows` that applies to the
+/// notice is open, and the window that was shut last; `None` if they all are open now. Windows meet
+/// rarely, so a few rounds settle it (a set of windows that never opens together answers after the
+/// last round).
+fn not_before(
+    windows: &[Arc<SendWindow>],
+    notice: &Notice,
+    zone: Option<&Zone>,
+    now: Millis,
+) -> Option<(Arc<SendWindow>, Millis)> {
+    let mut at = now;
+    let mut shut = None;
+    for _ in 0..4 {
+        let mut moved = false;
+        for w in windows.iter().filter(|w| w.applies(notice)) {
+            if let Some(next) = w.not_before(at, zone) {
+                (at, moved, shut) = (next, true, Some(w.clone()));
             }
         }
-        shut.map(|w| (w, at))
+        if !moved {
+            break;
+        }
     }
+    shut.map(|w| (w, at))
 }
 
 #[cfg(test)]
@@ -222,7 +230,8 @@ mod tests {
     #[test]
     fn a_halt_wins_over_a_declaration_which_wins_over_an_opt_out() {
         let n = notice("acme", Channel::Postal, "recall", "");
-        let mut controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
+        let declared = Control::Mandatory(postal_recalls(NOW + 10));
+        let controls = Controls::new(1, vec![declared.clone()]);
         let got = controls.decide(Some(opt_out()), &n, None, NOW);
         assert!(matches!(got, Answer::Overridden { .. }), "{got:?}");
         assert_eq!(controls.decide(None, &n, None, NOW), Answer::Send);
@@ -230,9 +239,34 @@ mod tests {
             controls.decide(Some(opt_out()), &n, None, NOW + 10),
             Answer::Suppressed(opt_out())
         );
-        controls.halts.push(Arc::new(halt("recall", "", &[])));
-        let got = controls.decide(None, &n, None, NOW);
+        let halted = Control::Halt(halt("recall", "", &[]));
+        let controls = Controls::new(2, vec![declared, halted]);
+        let got = controls.decide(Some(opt_out()), &n, None, NOW);
         assert!(matches!(got, Answer::Halted { .. }), "{got:?}");
+    }
+
+    #[test]
+    fn a_check_finds_the_halts_of_its_tenant_campaign_and_topic_among_many() {
+        let mut all: Vec<_> = (0..50)
+            .map(|i| Control::Halt(halt("recall", &format!("RC-{i}"), &[])))
+            .collect();
+        all.push(Control::Halt(halt("marketing", "", &[Channel::Email])));
+        let controls = Controls::new(1, all);
+        let halted = |n: Notice| controls.decide(None, &n, None, NOW);
+        let got = halted(notice("acme", Channel::Email, "recall", "RC-7"));
+        assert!(
+            matches!(&got, Answer::Halted { halt, .. } if halt.campaign == "RC-7"),
+            "{got:?}"
+        );
+        let got = halted(notice("acme", Channel::Email, "marketing", "X"));
+        assert!(matches!(got, Answer::Halted { .. }), "{got:?}");
+        for n in [
+            notice("acme", Channel::Email, "recall", "RC-99"),
+            notice("acme", Channel::Sms, "marketing", "X"),
+            notice("other", Channel::Email, "recall", "RC-7"),
+        ] {
+            assert_eq!(halted(n), Answer::Send);
+        }
     }
 
     #[test]

@@ -160,10 +160,10 @@ impl SendWindow {
     }
 
     pub(crate) fn applies(&self, n: &Notice) -> bool {
-        self.ended.is_none()
-            && self.tenant == n.tenant
+        self.channels.contains(n.channel)
             && (self.topic.is_empty() || self.topic == n.topic)
-            && self.channels.contains(n.channel)
+            && self.ended.is_none()
+            && self.tenant == n.tenant
     }
 
     /// Whether two windows are for the same notices (setting one replaces the other).

@@ -23,16 +23,31 @@ impl Suppressions {
     /// Reads the controls in force from the store, answers by them from now on (unless newer ones
     /// were installed meanwhile), and publishes them in Redis for replicas cut from the store.
     pub(crate) async fn load_controls(&self) -> Result<i64, ServiceError> {
+        self.load_from_store(false).await
+    }
+
+    /// [`Self::load_controls`]; `going_back`: the store's version is below the one held because the
+    /// store was restored from a backup, and what it holds replaces everything, here and in Redis.
+    async fn load_from_store(&self, going_back: bool) -> Result<i64, ServiceError> {
         let asked = Instant::now();
         let (version, controls) = self.inner.store.controls_in_force().await?;
         let controls = Arc::new(Controls::new(version, controls));
-        self.install(controls.clone(), asked);
-        self.publish(&controls).await;
+        if going_back {
+            tracing::warn!(
+                version,
+                "the store's controls version went back; answering by the store"
+            );
+            self.inner.controls.store(controls.clone());
+            self.inner.controls_fresh.confirm(asked);
+        } else {
+            self.install(controls.clone(), asked);
+        }
+        self.publish(&controls, going_back).await;
         Ok(version)
     }
 
-    /// Answers by `controls` from now on, unless those held are newer; they were current when the
-    /// read that brought them was sent (`asked`).
+    /// Answers by `controls` from now on, unless those held are newer (two loads racing: the later
+    /// read wins); they were current when the read that brought them was sent (`asked`).
     fn install(&self, controls: Arc<Controls>, asked: Instant) {
         self.inner.controls.rcu(|held| {
             if held.version > controls.version {
@@ -44,14 +59,15 @@ impl Suppressions {
         self.inner.controls_fresh.confirm(asked);
     }
 
-    /// Publishes `controls` in Redis if they are newer than what is there. Best effort: a replica
-    /// that cannot publish is seen as behind by the changes that wait on it.
-    async fn publish(&self, controls: &Controls) {
+    /// Publishes `controls` in Redis if they are newer than what is there (or whatever is there,
+    /// with `replace`). Best effort: a replica that cannot publish is seen as behind by the changes
+    /// that wait on it.
+    async fn publish(&self, controls: &Controls, replace: bool) {
         let encoded = controls.encode();
         if let Err(e) = self
             .inner
             .cache
-            .publish_controls(controls.version, &encoded)
+            .publish_controls(controls.version, &encoded, replace)
             .await
         {
             tracing::debug!(error = %e, "controls not published in Redis");
@@ -160,10 +176,17 @@ impl ControlsPoller {
             let stored = timeout(limit, service.inner.store.controls_version())
                 .await
                 .map_err(|_| late("the store"))??;
+            // Below the version held: a change loaded meanwhile (read again and it moved on), or a
+            // store restored from a backup (it has not).
+            let went_back = stored < held
+                && timeout(limit, service.inner.store.controls_version())
+                    .await
+                    .map_err(|_| late("the store"))??
+                    < held;
             if stored == held {
                 service.inner.controls_fresh.confirm(asked);
             } else {
-                timeout(limit, service.load_controls())
+                timeout(limit, service.load_from_store(went_back))
                     .await
                     .map_err(|_| late("the store"))??;
             }
@@ -179,21 +202,31 @@ impl ControlsPoller {
         let (stored, published) = tokio::join!(from_store, from_redis);
         let mut followed = stored.as_ref().ok().map(|()| Followed::Store);
         let held = service.controls();
+        let store_read = stored.is_ok();
         match published {
             Some(Some(version)) if version == held.version => {
                 service.inner.controls_fresh.confirm(asked);
                 followed.get_or_insert(Followed::RedisOnly);
             }
-            Some(Some(version))
-                if version > held.version && service.load_published(asked).await =>
-            {
-                followed.get_or_insert(Followed::RedisOnly);
+            Some(Some(version)) if version > held.version => {
+                // Newer in Redis: a change this poll's store read just missed, or, if the store
+                // still says less, a snapshot from before the store was restored from a backup,
+                // which the store's controls replace.
+                let store_behind = store_read
+                    && matches!(
+                        timeout(limit, service.inner.store.controls_version()).await,
+                        Ok(Ok(now)) if now < version
+                    );
+                if store_behind {
+                    service.publish(&held, true).await;
+                } else if service.load_published(asked).await {
+                    followed.get_or_insert(Followed::RedisOnly);
+                }
             }
-            Some(Some(version)) if version > held.version => {}
-            // Nothing published, or older than what this replica holds (Redis restarted empty or
-            // went back in time): what it holds is newer, so it says so there. It confirms nothing.
-            Some(_) => service.publish(&held).await,
-            None => {}
+            // Nothing published, or older than what this replica read from the store (Redis
+            // restarted empty or went back in time): it says so there. It confirms nothing.
+            Some(_) if store_read => service.publish(&held, false).await,
+            Some(_) | None => {}
         }
         if followed.is_some() {
             self.confirmed_at = asked_wall;

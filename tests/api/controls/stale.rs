@@ -262,3 +262,78 @@ async fn a_replica_cut_from_the_store_follows_halts_through_redis_and_fails_clos
     assert!(checked > 20, "the load ran: {checked}");
     assert_eq!(false_sends, 0);
 }
+
+fn published_version(a: &TestApp) -> Option<i64> {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("HGET")
+        .arg(format!("{}controls", a.prefix()))
+        .arg("version")
+        .query(&mut conn)
+        .unwrap()
+}
+
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The store is the source of truth: controls published in Redis that the store does not have
+/// (Redis ahead of a store restored from a backup) are replaced by the store's, and a store whose
+/// version went back (restored) is followed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_wins_over_redis_when_it_was_restored_from_a_backup() {
+    let mut a = spawn_app(Backend::Postgres).await;
+    let halt = a
+        .client
+        .halt_campaign(halt_request("acme", "", "C1", "wrong list"))
+        .await
+        .unwrap()
+        .into_inner();
+    let stored = published_version(&a).expect("published");
+    // A restore: the halt's row and the version bump are gone from the store.
+    let pool = sqlx::PgPool::connect(&a.db.url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM controls")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE control_head SET version = 0")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    eventually("the replica follows the store back", async || {
+        !a.check(person(1), campaign("C1")).await.suppressed
+    })
+    .await;
+    assert_eq!(
+        published_version(&a),
+        Some(0),
+        "Redis says what the store says"
+    );
+    assert!(stored > 0);
+
+    // Redis ahead of the store (a snapshot from before the restore): not adopted, replaced.
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}controls", a.prefix()))
+        .arg("version")
+        .arg(stored + 5)
+        .query(&mut conn)
+        .unwrap();
+    eventually("Redis is brought back to the store's version", async || {
+        published_version(&a) == Some(0)
+    })
+    .await;
+    assert!(!a.check(person(1), campaign("C1")).await.suppressed);
+    assert!(!halt.halt_id.is_empty());
+}
