@@ -109,7 +109,7 @@ pub struct ServeSettings {
 
     /// This replica's name in the consumer group and the rebuild lease (default: host-pid-random).
     #[arg(long, env = "SUPPRESSD_REPLICA_NAME")]
-    pub(crate) replica_name: Option<String>,
+    pub replica_name: Option<String>,
 
     /// How long shutdown waits for in-flight calls and the worker's last commit, in milliseconds.
     #[arg(long, env = "SUPPRESSD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
@@ -217,6 +217,15 @@ pub struct ServeSettings {
           value_parser = parse_interval)]
     pub(crate) controls_poll: Duration,
 
+    /// How long this replica trusts its halts and mandatory declarations without confirming them
+    /// (from the store, or from the snapshot other replicas publish in Redis). Past it the controls
+    /// are stale: no check answers "send" (UNAVAILABLE instead), mandatory declarations stop
+    /// overriding opt-outs, and health says NOT_SERVING, until a confirmation comes. At least
+    /// four polls.
+    #[arg(long, env = "SUPPRESSD_CONTROLS_STALE_AFTER", default_value = "1s",
+          value_parser = parse_interval)]
+    pub(crate) controls_stale_after: Duration,
+
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -275,6 +284,13 @@ impl ServeSettings {
                  --dev-no-auth on a developer machine"
             );
         }
+        ensure!(
+            self.controls_stale_after >= self.controls_poll * 4,
+            "--controls-stale-after ({:?}) must be at least four --controls-poll intervals ({:?}): \
+             a replica would otherwise turn stale between two polls",
+            self.controls_stale_after,
+            self.controls_poll
+        );
         if let Some(path) = &self.keys
             && let Some(problem) = crate::auth::key_file_exposure(path)?
         {

@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Halt(args) => cli::controls::halt(args).await?,
         Command::Resume(args) => cli::controls::resume(args).await?,
         Command::Mandatory(command) => cli::controls::mandatory(command).await?,
+        Command::Window(command) => cli::controls::window(command).await?,
         Command::Controls(command) => cli::controls::controls(command).await?,
         Command::Health(args) => cli::health::health(args).await?,
     };

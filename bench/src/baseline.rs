@@ -127,6 +127,20 @@ impl Suppression for EmptySuppression {
         Ok(Response::new(Default::default()))
     }
 
+    async fn set_send_window(
+        &self,
+        _: Request<proto::SetSendWindowRequest>,
+    ) -> Result<Response<proto::SendWindow>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn remove_send_window(
+        &self,
+        _: Request<proto::RemoveSendWindowRequest>,
+    ) -> Result<Response<proto::SendWindow>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
     async fn list_controls(
         &self,
         _: Request<proto::ListControlsRequest>,

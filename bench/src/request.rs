@@ -114,7 +114,15 @@ impl Request {
 }
 
 fn check(json: &Value, at: &str) -> Result<proto::CheckSuppressedRequest, String> {
-    let m = object(json, at, &[("recipient", "recipient"), ("scope", "scope")])?;
+    let m = object(
+        json,
+        at,
+        &[
+            ("recipient", "recipient"),
+            ("scope", "scope"),
+            ("time_zone", "timeZone"),
+        ],
+    )?;
     Ok(proto::CheckSuppressedRequest {
         recipient: optional(field(m, "recipient", "recipient"), |v| {
             recipient(v, &format!("{at}recipient"))
@@ -122,6 +130,7 @@ fn check(json: &Value, at: &str) -> Result<proto::CheckSuppressedRequest, String
         scope: optional(field(m, "scope", "scope"), |v| {
             scope(v, &format!("{at}scope"))
         })?,
+        time_zone: string(field(m, "time_zone", "timeZone"), &format!("{at}time_zone"))?,
     })
 }
 

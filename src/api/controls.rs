@@ -1,9 +1,10 @@
-//! The operator's levers that act on checks: campaign halts and mandatory declarations. Handlers of
+//! The operator's levers that act on checks: campaign halts, mandatory declarations and send
+//! windows. Handlers of
 //! `suppress.v1.Suppression`, split from `suppression` by topic. The auth layer has already required
 //! the `admin` role; each handler checks the tenant the control is for against the caller.
 
 use super::{SuppressionApi, auth, convert::controls as convert, suppression::principal};
-use crate::{domain::ReceiptId, domain::control::Control, proto, service::ServiceError};
+use crate::{domain::ReceiptId, proto, service::ServiceError};
 use tonic::{Request, Response, Status};
 
 impl SuppressionApi {
@@ -15,7 +16,7 @@ impl SuppressionApi {
         let new = convert::halt(request.into_inner()).map_err(ServiceError::from)?;
         auth::authorize_tenants(&principal, [new.tenant.as_str()])?;
         let halt = self.service.halt(new, principal.name.clone()).await?;
-        Ok(Response::new(convert::halt_to_proto(halt)))
+        Ok(Response::new(convert::changed_halt_to_proto(halt)))
     }
 
     pub(super) async fn resume_campaign_impl(
@@ -29,7 +30,7 @@ impl SuppressionApi {
             .service
             .resume(id, &reason, principal.name.clone())
             .await?;
-        Ok(Response::new(convert::halt_to_proto(halt)))
+        Ok(Response::new(convert::changed_halt_to_proto(halt)))
     }
 
     pub(super) async fn declare_mandatory_impl(
@@ -43,7 +44,9 @@ impl SuppressionApi {
             .service
             .declare_mandatory(new, principal.name.clone())
             .await?;
-        Ok(Response::new(convert::declaration_to_proto(declaration)))
+        Ok(Response::new(convert::changed_declaration_to_proto(
+            declaration,
+        )))
     }
 
     pub(super) async fn revoke_mandatory_impl(
@@ -57,7 +60,38 @@ impl SuppressionApi {
             .service
             .revoke_mandatory(id, &reason, principal.name.clone())
             .await?;
-        Ok(Response::new(convert::declaration_to_proto(declaration)))
+        Ok(Response::new(convert::changed_declaration_to_proto(
+            declaration,
+        )))
+    }
+
+    pub(super) async fn set_send_window_impl(
+        &self,
+        request: Request<proto::SetSendWindowRequest>,
+    ) -> Result<Response<proto::SendWindow>, Status> {
+        let principal = principal(&request)?;
+        let new = convert::window(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [new.tenant.as_str()])?;
+        let window = self
+            .service
+            .set_send_window(new, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::changed_window_to_proto(window)))
+    }
+
+    pub(super) async fn remove_send_window_impl(
+        &self,
+        request: Request<proto::RemoveSendWindowRequest>,
+    ) -> Result<Response<proto::SendWindow>, Status> {
+        let principal = principal(&request)?;
+        let (id, reason) =
+            convert::remove_window(request.into_inner()).map_err(ServiceError::from)?;
+        self.authorize_control(&principal, id).await?;
+        let window = self
+            .service
+            .remove_send_window(id, &reason, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::changed_window_to_proto(window)))
     }
 
     pub(super) async fn list_controls_impl(
@@ -81,12 +115,10 @@ impl SuppressionApi {
         principal: &crate::auth::Principal,
         id: ReceiptId,
     ) -> Result<(), Status> {
-        let tenant = match self.service.control(id).await? {
-            Some(Control::Halt(h)) => h.tenant,
-            Some(Control::Mandatory(d)) => d.tenant,
-            None => return Ok(()),
+        let Some(control) = self.service.control(id).await? else {
+            return Ok(());
         };
-        auth::authorize_tenants(principal, [tenant.as_str()])?;
+        auth::authorize_tenants(principal, [control.tenant()])?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use crate::{
     auth::{TokenClaims, token},
     domain::{
         Channel, Invalid, Match, Millis, Notice, Reason, Recipient, RecipientKind, Scope, Source,
-        Subject,
+        Subject, control::Zone,
     },
     proto,
     service::{Check, Durability, OptOutCommand},
@@ -96,10 +96,14 @@ pub fn check(req: proto::CheckSuppressedRequest) -> Result<Check, Invalid> {
     let proto::CheckSuppressedRequest {
         recipient: r,
         scope,
+        time_zone,
     } = req;
     Ok(Check {
         recipient: recipient(r)?,
         notice: notice(scope)?,
+        zone: (!time_zone.is_empty())
+            .then(|| Zone::parse("time_zone", &time_zone))
+            .transpose()?,
     })
 }
 

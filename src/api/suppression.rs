@@ -252,6 +252,20 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         self.revoke_mandatory_impl(request).await
     }
 
+    async fn set_send_window(
+        &self,
+        request: Request<proto::SetSendWindowRequest>,
+    ) -> Result<Response<proto::SendWindow>, Status> {
+        self.set_send_window_impl(request).await
+    }
+
+    async fn remove_send_window(
+        &self,
+        request: Request<proto::RemoveSendWindowRequest>,
+    ) -> Result<Response<proto::SendWindow>, Status> {
+        self.remove_send_window_impl(request).await
+    }
+
     async fn list_controls(
         &self,
         request: Request<proto::ListControlsRequest>,

@@ -34,6 +34,10 @@ pub(crate) enum Action {
     /// A topic was declared mandatory on some channels (`receipt`: the declaration id; no subject).
     DeclareMandatory,
     RevokeMandatory,
+    /// A send window was set (`receipt`: the window id; `detail`: its hours, zone, reason, and the
+    /// window it replaced, if any).
+    SetSendWindow,
+    RemoveSendWindow,
 }
 
 impl Action {
@@ -48,6 +52,8 @@ impl Action {
             Action::Resume => "resume",
             Action::DeclareMandatory => "declare_mandatory",
             Action::RevokeMandatory => "revoke_mandatory",
+            Action::SetSendWindow => "set_send_window",
+            Action::RemoveSendWindow => "remove_send_window",
         }
     }
 }

@@ -1,32 +1,54 @@
-//! Which controls version each replica has loaded, so that a replica changing a control can wait
-//! until every live replica answers by it before it returns. Redis only speeds that up: the
-//! controls themselves live in the store, and without Redis the change waits out the poll instead.
+//! The controls in Redis, beside the store that is their source of truth. Two things live here:
+//! - **the published snapshot** (`{prefix}controls`: `version`, `snapshot`): every replica that
+//!   reads a newer version from the store publishes it, so a replica cut from the store still
+//!   follows every change (SPEC §6) and can confirm that what it holds is current. A publish only
+//!   ever moves the version forward (one script), so replicas racing to publish never go back.
+//! - **the reports** (`{prefix}controls-seen`): which version each replica answers by, when it last
+//!   confirmed it, and when it last said so; what a change waits on before it returns.
+//!
+//! The snapshot's text is the domain's ([`Controls::encode`](crate::domain::control::Controls));
+//! this module only stores it.
 
 use super::{Cache, CacheError, Context};
 use crate::domain::Millis;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
+use std::sync::LazyLock;
 
-/// One replica's report: the version it loaded, when (wall clock) it last read the store, and how
-/// often it reads it.
+/// Writes `snapshot` at `version` unless the published version is already as new (or whatever is
+/// there, when ARGV[3] is 1: the store was restored from a backup and went back).
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local have = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+          if ARGV[3] ~= '1' and have >= tonumber(ARGV[1]) then return 0 end
+          redis.call('HSET', KEYS[1], 'version', ARGV[1], 'snapshot', ARGV[2])
+          return 1",
+    )
+});
+
+/// One replica's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Seen {
     pub(crate) replica: String,
+    /// The controls version it answers by.
     pub(crate) version: i64,
-    pub(crate) at: Millis,
+    /// When (wall clock) it last confirmed that version was current, from the store or Redis.
+    pub(crate) confirmed_at: Millis,
+    /// How often it polls.
     pub(crate) every: Millis,
+    /// When it wrote this report; a replica that stops reporting is taken for gone.
+    pub(crate) reported_at: Millis,
+    /// How long after `confirmed_at` it stops answering "send" unless it confirms again.
+    pub(crate) stale_after: Millis,
 }
 
 impl Cache {
-    pub(crate) async fn report_controls_seen(
-        &self,
-        replica: &str,
-        version: i64,
-        at: Millis,
-        every: Millis,
-    ) -> Result<(), CacheError> {
-        let report = format!("{version}:{at}:{every}");
+    pub(crate) async fn report_controls_seen(&self, seen: &Seen) -> Result<(), CacheError> {
+        let report = format!(
+            "{}:{}:{}:{}:{}",
+            seen.version, seen.confirmed_at, seen.every, seen.reported_at, seen.stale_after
+        );
         self.conn()
-            .hset::<_, _, _, ()>(self.keys.controls_seen(), replica, report)
+            .hset::<_, _, _, ()>(self.keys.controls_seen(), &seen.replica, report)
             .await
             .context("HSET controls-seen")
     }
@@ -40,12 +62,22 @@ impl Cache {
         Ok(all
             .into_iter()
             .filter_map(|(replica, value)| {
-                let mut parts = value.splitn(3, ':').map(str::parse);
+                let mut parts = value.split(':').map(str::parse);
+                let (version, confirmed_at, every) = (
+                    parts.next()?.ok()?,
+                    parts.next()?.ok()?,
+                    parts.next()?.ok()?,
+                );
+                // A report of an older release (three fields) was written when it confirmed.
+                let reported_at = parts.next().and_then(Result::ok).unwrap_or(confirmed_at);
+                let stale_after = parts.next().and_then(Result::ok).unwrap_or(1_000);
                 Some(Seen {
                     replica,
-                    version: parts.next()?.ok()?,
-                    at: parts.next()?.ok()?,
-                    every: parts.next()?.ok()?,
+                    version,
+                    confirmed_at,
+                    every,
+                    reported_at,
+                    stale_after,
                 })
             })
             .collect())
@@ -60,5 +92,56 @@ impl Cache {
             .hdel::<_, _, ()>(self.keys.controls_seen(), replicas)
             .await
             .context("HDEL controls-seen")
+    }
+
+    /// Publishes the controls at `version`; `false` when a version as new was already there (and
+    /// not `replace`d).
+    pub(crate) async fn publish_controls(
+        &self,
+        version: i64,
+        snapshot: &str,
+        replace: bool,
+    ) -> Result<bool, CacheError> {
+        let written: i64 = PUBLISH
+            .key(self.keys.controls())
+            .arg(version)
+            .arg(snapshot)
+            .arg(if replace { "1" } else { "0" })
+            .invoke_async(&mut self.conn())
+            .await
+            .context("publishing the controls")?;
+        Ok(written == 1)
+    }
+
+    /// The version published, if any: what every poll reads (a few bytes).
+    pub(crate) async fn published_controls_version(&self) -> Result<Option<i64>, CacheError> {
+        self.conn()
+            .hget(self.keys.controls(), "version")
+            .await
+            .context("HGET controls version")
+    }
+
+    /// The published version and its snapshot, if any.
+    pub(crate) async fn published_controls(&self) -> Result<Option<(i64, String)>, CacheError> {
+        let (version, snapshot): (Option<i64>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.controls())
+            .arg("version")
+            .arg("snapshot")
+            .query_async(&mut self.conn())
+            .await
+            .context("HMGET controls")?;
+        Ok(version.zip(snapshot))
+    }
+
+    /// TESTS ONLY: what the test cut this replica's controls poller from: (store, Redis).
+    #[cfg(feature = "failpoints")]
+    pub(crate) async fn controls_cut_failpoint(&self, replica: &str) -> (bool, bool) {
+        let key = self.keys.controls_cut_failpoint(replica);
+        let told: Option<String> = self.conn().get(key).await.unwrap_or(None);
+        match told.as_deref() {
+            Some("store") => (true, false),
+            Some("store+redis") => (true, true),
+            _ => (false, false),
+        }
     }
 }

@@ -11,7 +11,7 @@
 //! checks' read is in `lookup`, the writes of opt-outs and merged records in `record`.
 
 mod connection;
-mod controls;
+pub(crate) mod controls;
 pub mod layout;
 mod lookup;
 pub mod near;

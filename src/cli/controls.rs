@@ -1,10 +1,12 @@
-//! `suppressd halt|resume|mandatory|controls`: the operator's levers from a shell. Each is a gRPC
+//! `suppressd halt|resume|mandatory|window|controls`: the operator's levers from a shell. Each is a gRPC
 //! client of a running replica with an admin key, so a change from here is validated, authorized,
 //! audited and propagated exactly like one from any other client.
 
 use super::{channel, client, refused};
 use crate::{
-    cli::args::{ChannelArg, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs},
+    cli::args::{
+        ChannelArg, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs, WindowCommand,
+    },
     domain::clock::system_now,
     proto,
 };
@@ -79,6 +81,7 @@ pub async fn mandatory(command: MandatoryCommand) -> anyhow::Result<String> {
             legal_basis,
             approver,
             expires_in,
+            ignore_send_windows,
             server,
         } => {
             let expires_at = system_now() + span_ms(&expires_in)?;
@@ -94,6 +97,7 @@ pub async fn mandatory(command: MandatoryCommand) -> anyhow::Result<String> {
                         seconds: expires_at.div_euclid(1000),
                         nanos: 0,
                     }),
+                    ignore_send_windows,
                 })
                 .await
                 .map_err(refused)?
@@ -119,6 +123,45 @@ pub async fn mandatory(command: MandatoryCommand) -> anyhow::Result<String> {
     }
 }
 
+pub async fn window(command: WindowCommand) -> anyhow::Result<String> {
+    let (window, json) = match command {
+        WindowCommand::Set {
+            tenant,
+            channel: ch,
+            topic,
+            start,
+            end,
+            time_zone,
+            reason,
+            server,
+        } => {
+            let request = proto::SetSendWindowRequest {
+                tenant,
+                channel: channel(ch) as i32,
+                topic,
+                start,
+                end,
+                time_zone,
+                reason,
+            };
+            let mut client = client(&server.server).await?;
+            let window = client.set_send_window(request).await.map_err(refused)?;
+            (window.into_inner(), server.json)
+        }
+        WindowCommand::Remove {
+            window_id,
+            reason,
+            server,
+        } => {
+            let request = proto::RemoveSendWindowRequest { window_id, reason };
+            let mut client = client(&server.server).await?;
+            let window = client.remove_send_window(request).await.map_err(refused)?;
+            (window.into_inner(), server.json)
+        }
+    };
+    Ok(render(json, window_json(&window)))
+}
+
 pub async fn controls(command: ControlsCommand) -> anyhow::Result<String> {
     let ControlsCommand::List {
         tenant,
@@ -137,6 +180,7 @@ pub async fn controls(command: ControlsCommand) -> anyhow::Result<String> {
     let value = json!({
         "halts": list.halts.iter().map(halt_json).collect::<Vec<_>>(),
         "mandatory": list.mandatory.iter().map(declaration_json).collect::<Vec<_>>(),
+        "windows": list.windows.iter().map(window_json).collect::<Vec<_>>(),
     });
     if server.json {
         return Ok(render(true, value));
@@ -148,6 +192,10 @@ pub async fn controls(command: ControlsCommand) -> anyhow::Result<String> {
     }
     for d in &list.mandatory {
         out += &render(false, declaration_json(d));
+        out.push('\n');
+    }
+    for w in &list.windows {
+        out += &render(false, window_json(w));
         out.push('\n');
     }
     if out.is_empty() {
@@ -204,7 +252,27 @@ fn halt_json(h: &proto::Halt) -> Value {
         "resumed_at": time(&h.resumed_at),
         "resumed_by": h.resumed_by,
         "resume_reason": h.resume_reason,
+        "propagation": propagation_json(&h.propagation),
     })
+}
+
+/// How far a change had reached: `confirmed by a, b`, or `UNCONFIRMED …` naming the replicas that
+/// did not load it (they answer no check with "send" until they do).
+fn propagation_json(p: &Option<proto::Propagation>) -> Value {
+    let Some(p) = p else { return Value::Null };
+    let confirmed = p.confirmed_replicas.join(", ");
+    if p.outcome == proto::PropagationOutcome::Confirmed as i32 {
+        return json!(format!("confirmed by {confirmed}"));
+    }
+    let why = if p.unconfirmed_replicas.is_empty() {
+        p.detail.clone()
+    } else {
+        format!(
+            "not loaded within the bound by {} (they answer no check with send until they do)",
+            p.unconfirmed_replicas.join(", ")
+        )
+    };
+    json!(format!("UNCONFIRMED: {why}; confirmed by {confirmed}"))
 }
 
 fn declaration_json(d: &proto::MandatoryDeclaration) -> Value {
@@ -221,6 +289,27 @@ fn declaration_json(d: &proto::MandatoryDeclaration) -> Value {
         "revoked_at": time(&d.revoked_at),
         "revoked_by": d.revoked_by,
         "revoke_reason": d.revoke_reason,
+        "ignore_send_windows": d.ignore_send_windows,
+        "propagation": propagation_json(&d.propagation),
+    })
+}
+
+fn window_json(w: &proto::SendWindow) -> Value {
+    json!({
+        "window_id": w.window_id,
+        "tenant": w.tenant,
+        "channel": if w.channel == 0 { "every".to_owned() } else { channel_names(&[w.channel]).join("") },
+        "topic": w.topic,
+        "start": w.start,
+        "end": w.end,
+        "time_zone": w.time_zone,
+        "reason": w.reason,
+        "set_by": w.set_by,
+        "set_at": time(&w.set_at),
+        "removed_at": time(&w.removed_at),
+        "removed_by": w.removed_by,
+        "remove_reason": w.remove_reason,
+        "propagation": propagation_json(&w.propagation),
     })
 }
 

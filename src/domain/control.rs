@@ -5,15 +5,19 @@
 //! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out.
 
 use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
+use serde::{Deserialize, Serialize};
 
 mod answer;
+mod index;
+mod window;
 pub(crate) use answer::{Answer, Controls};
+pub(crate) use window::{SendWindow, WindowParts, Zone, time_of_day};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.
 const MAX_TEXT: usize = 1_000;
 
 /// A set of channels, stored as a bit set (bit n = channel code n).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub(crate) struct ChannelSet(u8);
 
 impl ChannelSet {
@@ -46,7 +50,7 @@ impl ChannelSet {
 }
 
 /// How a control ended: who ended it, when, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Ended {
     pub(crate) at: Millis,
     pub(crate) by: String,
@@ -54,7 +58,7 @@ pub(crate) struct Ended {
 }
 
 /// A campaign halt: every notice it covers is suppressed until it is resumed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Halt {
     pub(crate) id: ReceiptId,
     pub(crate) tenant: String,
@@ -70,7 +74,7 @@ pub(crate) struct Halt {
 }
 
 /// A topic declared mandatory on some channels, until `expires_at` or a revocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MandatoryDeclaration {
     pub(crate) id: ReceiptId,
     pub(crate) tenant: String,
@@ -82,13 +86,44 @@ pub(crate) struct MandatoryDeclaration {
     pub(crate) at: Millis,
     pub(crate) expires_at: Millis,
     pub(crate) ended: Option<Ended>,
+    /// The declaration's rule for send windows: its notices go at any hour when set.
+    #[serde(default)]
+    pub(crate) ignore_send_windows: bool,
 }
 
-/// Either lever, as the store keeps both in one table.
+/// Any lever, as the store keeps them all in one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Control {
     Halt(Halt),
     Mandatory(MandatoryDeclaration),
+    Window(SendWindow),
+}
+
+impl Control {
+    pub(crate) fn tenant(&self) -> &str {
+        match self {
+            Control::Halt(h) => &h.tenant,
+            Control::Mandatory(d) => &d.tenant,
+            Control::Window(w) => &w.tenant,
+        }
+    }
+
+    /// Who created it, and when.
+    pub(crate) fn created(&self) -> (&str, Millis) {
+        match self {
+            Control::Halt(h) => (&h.actor, h.at),
+            Control::Mandatory(d) => (&d.actor, d.at),
+            Control::Window(w) => (&w.actor, w.at),
+        }
+    }
+
+    pub(crate) fn end(&mut self, end: Ended) {
+        match self {
+            Control::Halt(h) => h.ended = Some(end),
+            Control::Mandatory(d) => d.ended = Some(end),
+            Control::Window(w) => w.ended = Some(end),
+        }
+    }
 }
 
 /// A required free-text field: present and bounded.
@@ -227,6 +262,7 @@ impl MandatoryDeclaration {
             at,
             expires_at,
             ended: None,
+            ignore_send_windows: false,
         })
     }
 

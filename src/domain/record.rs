@@ -190,6 +190,22 @@ impl fmt::Display for ReceiptId {
     }
 }
 
+/// As its text form, as every API and log shows it (the controls snapshot in Redis carries ids).
+impl serde::Serialize for ReceiptId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ReceiptId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Uuid::try_parse(&text)
+            .map(ReceiptId)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for ReceiptId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ReceiptId({})", self.0)

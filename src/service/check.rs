@@ -4,7 +4,7 @@
 use super::{ServiceError, Suppressions};
 use crate::{
     cache::{CacheError, Lookups},
-    domain::{Match, Notice, Recipient, SubjectHash, best_match},
+    domain::{Match, Notice, Recipient, SubjectHash, best_match, control::Zone},
     telemetry::{call::CallSpan, metrics::names},
 };
 
@@ -13,6 +13,8 @@ use crate::{
 pub(crate) struct Check {
     pub(crate) recipient: Recipient,
     pub(crate) notice: Notice,
+    /// The recipient's time zone, for send windows (else each window's own).
+    pub(crate) zone: Option<Zone>,
 }
 
 /// The answer to one check: send, an opt-out, a halt, or a mandatory override (`domain::control`).
@@ -70,7 +72,9 @@ impl Suppressions {
         let seen = inner.rebuild.seen();
         // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
         let controls = self.controls();
-        let decide = |m: Option<Match>, check: &Check| controls.decide(m, &check.notice, now);
+        let decide = |m: Option<Match>, check: &Check| {
+            controls.decide(m, &check.notice, check.zone.as_ref(), now)
+        };
         // This replica's near-cache answers when it can vouch; otherwise Redis, then the store. Only
         // the store while the cache is doubted (a Redis failure, or opt-outs the store took alone).
         let trusted = inner.doubt.trusted();
@@ -130,6 +134,8 @@ impl Suppressions {
                 (answers, AnswerSource::Store)
             }
         };
+        // A replica that cannot vouch for its controls lets nothing go (`controls::fresh`).
+        let answers = self.unless_stale(answers)?;
         span.record_str("suppressd.answer_source", source.as_str());
         metrics::counter!(names::CHECKS, "answer_source" => source.as_str())
             .increment(checks.len() as u64);

@@ -6,10 +6,10 @@
 //! version ([`ControlsPoller`]) and reloads when it moves. A check reads the snapshot with one atomic
 //! load, so controls cost the hot path nothing when there are none.
 //!
-//! "In force on every replica when the call returns" needs more than a poll: after its commit, the
-//! changing replica waits until every live replica has reported (in Redis) a version at least as new.
-//! Without Redis it waits out two poll intervals instead; a replica whose store is unreachable keeps
-//! answering from the controls it last loaded (SPEC §6: store outages do not affect checks).
+//! Every replica follows them through the store and through the snapshot published in Redis
+//! (`poll`), so one store outage does not stop a change. A change returns once every live replica
+//! answers by it, or says which did not (`propagate`). A replica that cannot confirm its controls
+//! within the bound fails closed (`fresh`): SPEC §5.2 covers controls too.
 
 use super::{ServiceError, Suppressions};
 use crate::{
@@ -17,15 +17,30 @@ use crate::{
     domain::{
         Millis, Reason, ReceiptId, Source,
         control::{
-            ChannelSet, Control, Controls, Ended, Halt, MandatoryDeclaration, required_text,
+            Answer, ChannelSet, Control, Controls, Ended, Halt, MandatoryDeclaration, SendWindow,
+            required_text,
         },
     },
+    telemetry::{call::CallSpan, metrics::names},
 };
 use serde_json::json;
 use std::sync::Arc;
 
+mod fresh;
 mod poll;
+mod propagate;
+mod windows;
+pub(crate) use fresh::Freshness;
 pub(crate) use poll::ControlsPoller;
+pub(crate) use propagate::Propagation;
+pub(crate) use windows::NewWindow;
+
+/// A control as a change left it, and how far the change had reached when the call returned.
+#[derive(Debug, Clone)]
+pub(crate) struct Changed<T> {
+    pub(crate) control: T,
+    pub(crate) propagation: Propagation,
+}
 
 /// A halt as asked for; checked against the rules when the service gives it an id and a time.
 #[derive(Debug, Clone)]
@@ -46,6 +61,8 @@ pub(crate) struct NewDeclaration {
     pub(crate) legal_basis: String,
     pub(crate) approver: String,
     pub(crate) expires_at: Option<Millis>,
+    /// The declaration's rule for send windows.
+    pub(crate) ignore_send_windows: bool,
 }
 
 /// The controls a `ListControls` returns.
@@ -53,6 +70,7 @@ pub(crate) struct NewDeclaration {
 pub(crate) struct ControlList {
     pub(crate) halts: Vec<Halt>,
     pub(crate) mandatory: Vec<MandatoryDeclaration>,
+    pub(crate) windows: Vec<SendWindow>,
 }
 
 /// The audit entry of a change to a control: no subject; the receipt is the control's id; the
@@ -61,6 +79,7 @@ fn entry(action: Action, control: &Control, actor: &str, at: Millis, detail: Str
     let (id, tenant, topic, campaign, expires_at) = match control {
         Control::Halt(h) => (h.id, &h.tenant, &h.topic, h.campaign.as_str(), None),
         Control::Mandatory(d) => (d.id, &d.tenant, &d.topic, "", Some(d.expires_at)),
+        Control::Window(w) => (w.id, &w.tenant, &w.topic, "", None),
     };
     AuditEntry {
         v: AuditEntry::VERSION,
@@ -94,17 +113,40 @@ impl Suppressions {
         self.inner.controls.load_full()
     }
 
-    /// Reads the controls in force from the store and answers by them from now on.
-    pub(crate) async fn load_controls(&self) -> Result<i64, ServiceError> {
-        let (version, controls) = self.inner.store.controls_in_force().await?;
-        self.inner
-            .controls
-            .store(Arc::new(Controls::new(version, controls)));
-        Ok(version)
+    /// The answers of a call, as this replica may give them: unchanged while its controls are
+    /// fresh; when they are stale, no answer says "send" (the call is refused as `UNAVAILABLE`)
+    /// and no mandatory declaration overrides an opt-out (`Controls::when_stale`). Answers a
+    /// control decided are counted (`suppressd_control_answers_total`) and named on the call's
+    /// span (`suppressd.control`).
+    pub(crate) fn unless_stale(&self, answers: Vec<Answer>) -> Result<Vec<Answer>, ServiceError> {
+        if !self.inner.controls_fresh.is_stale() {
+            observe_controls(&answers);
+            return Ok(answers);
+        }
+        let checks = answers.len() as u64;
+        let out: Option<Vec<Answer>> = answers.into_iter().map(Controls::when_stale).collect();
+        out.ok_or_else(|| {
+            metrics::counter!(names::CHECKS_REFUSED_STALE).increment(checks);
+            ServiceError::Unavailable {
+                message: "this replica cannot confirm the current halts and mandatory \
+                          declarations; do not send"
+                    .into(),
+                cause: None,
+            }
+        })
+    }
+
+    /// Whether this replica's controls are stale (health says NOT_SERVING then).
+    pub(crate) fn controls_stale(&self) -> bool {
+        self.inner.controls_fresh.is_stale()
     }
 
     #[tracing::instrument(name = "halt", skip_all, err)]
-    pub(crate) async fn halt(&self, new: NewHalt, actor: String) -> Result<Halt, ServiceError> {
+    pub(crate) async fn halt(
+        &self,
+        new: NewHalt,
+        actor: String,
+    ) -> Result<Changed<Halt>, ServiceError> {
         let now = self.now();
         let NewHalt {
             tenant,
@@ -124,36 +166,36 @@ impl Suppressions {
             now,
         )?;
         let detail = json!({"reason": halt.reason, "channels": channel_names(halt.channels)});
-        let Control::Halt(halt) = self
-            .create(Control::Halt(halt), Action::Halt, detail, now)
-            .await?
-        else {
+        let (control, propagation) = self
+            .create(Control::Halt(halt), &[], Action::Halt, detail, now)
+            .await?;
+        let Control::Halt(control) = control else {
             unreachable!("built as a halt")
         };
-        Ok(halt)
+        Ok(Changed {
+            control,
+            propagation,
+        })
     }
 
-    /// Stores a new control with its audit entry, then waits until the replicas answer by it.
+    /// Stores a new control with its audit entry (ending those it `replaces`, in the same
+    /// transaction), then waits until the replicas answer by it.
     async fn create(
         &self,
         control: Control,
+        replaces: &[(ReceiptId, Ended)],
         action: Action,
         detail: serde_json::Value,
         now: Millis,
-    ) -> Result<Control, ServiceError> {
-        let entry = entry(
-            action,
-            &control,
-            &actor_of(&control),
-            now,
-            detail.to_string(),
-        );
+    ) -> Result<(Control, Propagation), ServiceError> {
+        let actor = control.created().0.to_owned();
+        let entry = entry(action, &control, &actor, now, detail.to_string());
         self.inner
             .store
-            .insert_control(&control, entry, self.audit_log())
+            .insert_control(&control, replaces, entry, self.audit_log())
             .await?;
-        self.propagate().await?;
-        Ok(control)
+        let propagation = self.propagate().await?;
+        Ok((control, propagation))
     }
 
     #[tracing::instrument(name = "resume", skip_all, err)]
@@ -162,10 +204,13 @@ impl Suppressions {
         id: ReceiptId,
         reason: &str,
         actor: String,
-    ) -> Result<Halt, ServiceError> {
+    ) -> Result<Changed<Halt>, ServiceError> {
         match self.end(id, "halt", reason, actor, Action::Resume).await? {
-            Control::Halt(h) => Ok(h),
-            Control::Mandatory(_) => unreachable!("end checks the kind"),
+            (Control::Halt(control), propagation) => Ok(Changed {
+                control,
+                propagation,
+            }),
+            _ => unreachable!("end checks the kind"),
         }
     }
 
@@ -174,9 +219,9 @@ impl Suppressions {
         &self,
         new: NewDeclaration,
         actor: String,
-    ) -> Result<MandatoryDeclaration, ServiceError> {
+    ) -> Result<Changed<MandatoryDeclaration>, ServiceError> {
         let now = self.now();
-        let d = MandatoryDeclaration::new(
+        let mut d = MandatoryDeclaration::new(
             ReceiptId::new(now),
             &new.tenant,
             &new.topic,
@@ -187,19 +232,24 @@ impl Suppressions {
             now,
             new.expires_at,
         )?;
+        d.ignore_send_windows = new.ignore_send_windows;
         let detail = json!({
             "legal_basis": d.legal_basis,
             "approver": d.approver,
             "channels": channel_names(d.channels),
+            "ignore_send_windows": d.ignore_send_windows,
         });
         let control = Control::Mandatory(d);
-        let Control::Mandatory(d) = self
-            .create(control, Action::DeclareMandatory, detail, now)
-            .await?
-        else {
+        let (control, propagation) = self
+            .create(control, &[], Action::DeclareMandatory, detail, now)
+            .await?;
+        let Control::Mandatory(control) = control else {
             unreachable!("built as a declaration")
         };
-        Ok(d)
+        Ok(Changed {
+            control,
+            propagation,
+        })
     }
 
     #[tracing::instrument(name = "revoke_mandatory", skip_all, err)]
@@ -208,15 +258,19 @@ impl Suppressions {
         id: ReceiptId,
         reason: &str,
         actor: String,
-    ) -> Result<MandatoryDeclaration, ServiceError> {
+    ) -> Result<Changed<MandatoryDeclaration>, ServiceError> {
         let action = Action::RevokeMandatory;
         match self.end(id, "declaration", reason, actor, action).await? {
-            Control::Mandatory(d) => Ok(d),
-            Control::Halt(_) => unreachable!("end checks the kind"),
+            (Control::Mandatory(control), propagation) => Ok(Changed {
+                control,
+                propagation,
+            }),
+            _ => unreachable!("end checks the kind"),
         }
     }
 
-    /// Resume or revoke: the control must exist, be of the kind named, and still be in force.
+    /// Resume, revoke or remove: the control must exist, be of the kind named, and still be in
+    /// force.
     async fn end(
         &self,
         id: ReceiptId,
@@ -224,13 +278,14 @@ impl Suppressions {
         reason: &str,
         actor: String,
         action: Action,
-    ) -> Result<Control, ServiceError> {
+    ) -> Result<(Control, Propagation), ServiceError> {
         let reason = required_text("reason", reason)?;
         let now = self.now();
         let not_found = || ServiceError::NotFound(format!("no {kind} {id}"));
         let mut control = self.inner.store.control(id).await?.ok_or_else(not_found)?;
         let ended = match (&control, action) {
             (Control::Halt(h), Action::Resume) => h.ended.is_some(),
+            (Control::Window(w), Action::RemoveSendWindow) => w.ended.is_some(),
             (Control::Mandatory(d), Action::RevokeMandatory) => {
                 if d.ended.is_none() && d.expires_at <= now {
                     return Err(ServiceError::Precondition(format!(
@@ -256,12 +311,9 @@ impl Suppressions {
         if !self.inner.store.end_control(id, &end, entry, log).await? {
             return Err(already());
         }
-        match &mut control {
-            Control::Halt(h) => h.ended = Some(end),
-            Control::Mandatory(d) => d.ended = Some(end),
-        }
-        self.propagate().await?;
-        Ok(control)
+        control.end(end);
+        let propagation = self.propagate().await?;
+        Ok((control, propagation))
     }
 
     /// One control, ended or not.
@@ -283,6 +335,7 @@ impl Suppressions {
                 Control::Mandatory(d) if include_ended || d.in_force_at(now) => {
                     out.mandatory.push(d)
                 }
+                Control::Window(w) if include_ended || w.ended.is_none() => out.windows.push(w),
                 _ => {}
             }
         }
@@ -290,9 +343,21 @@ impl Suppressions {
     }
 }
 
-fn actor_of(control: &Control) -> String {
-    match control {
-        Control::Halt(h) => h.actor.clone(),
-        Control::Mandatory(d) => d.actor.clone(),
+/// Counts the answers a control decided, by kind, and names the last kind on the call's span.
+/// Nothing is done for a call no control touched: the usual case costs a pass over its answers.
+fn observe_controls(answers: &[Answer]) {
+    let mut last = None;
+    for answer in answers {
+        let kind = match answer {
+            Answer::Halted { .. } => "halt",
+            Answer::Overridden { .. } => "mandatory",
+            Answer::NotNow { .. } => "send_window",
+            Answer::Send | Answer::Suppressed(_) => continue,
+        };
+        metrics::counter!(names::CONTROL_ANSWERS, "control" => kind).increment(1);
+        last = Some(kind);
+    }
+    if let Some(kind) = last {
+        CallSpan::current().record_str("suppressd.control", kind);
     }
 }

@@ -110,6 +110,8 @@ pub(crate) struct ServiceSettings {
     pub(crate) replica: String,
     /// How often the store's controls version is polled.
     pub(crate) controls_poll: Duration,
+    /// How long the controls are trusted without a confirmation (`controls::Freshness`).
+    pub(crate) controls_stale_after: Duration,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.
@@ -131,6 +133,8 @@ struct Inner {
     controls: ArcSwap<Controls>,
     /// Whether checks may be answered from the cache (see [`uncached`]).
     doubt: uncached::CacheDoubt,
+    /// Whether `controls` may be trusted: confirmed current within the bound.
+    controls_fresh: controls::Freshness,
 }
 
 impl Suppressions {
@@ -145,6 +149,7 @@ impl Suppressions {
         waiters: Arc<Waiters>,
         rebuild: Arc<RebuildTrigger>,
     ) -> Self {
+        let controls_fresh = controls::Freshness::new(settings.controls_stale_after);
         Suppressions {
             inner: Arc::new(Inner {
                 cache,
@@ -157,6 +162,7 @@ impl Suppressions {
                 rebuild,
                 controls: ArcSwap::from_pointee(Controls::default()),
                 doubt: uncached::CacheDoubt::default(),
+                controls_fresh,
             }),
         }
     }

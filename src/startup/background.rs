@@ -10,7 +10,6 @@ use crate::{
     auth::KeyStore,
     cache::{Cache, near::NearCache},
     service::{
-        Suppressions,
         controls::ControlsPoller,
         rebuild::{RebuildTrigger, Rebuilder},
         waiters::Waiters,
@@ -37,8 +36,6 @@ pub(super) struct Background {
     pub(super) worker: Worker,
     pub(super) rebuilder: Rebuilder,
     pub(super) controls: ControlsPoller,
-    /// Writes opt-outs the store took alone into the cache, at the controls poll's pace.
-    pub(super) reconciler: Suppressions,
     pub(super) controls_poll: Duration,
     /// This replica's near-cache, to follow the feed (`None`: checks always ask Redis).
     pub(super) near: Option<Arc<NearCache>>,
@@ -75,7 +72,6 @@ impl Background {
             worker,
             rebuilder,
             controls,
-            reconciler,
             controls_poll,
             near,
             admin,
@@ -91,15 +87,20 @@ impl Background {
         let rebuilding = tokio::spawn(rebuilder.run(trigger, background.clone()));
         // Runs until the very end of the drain: calls still in flight keep answering by fresh controls.
         let stop_controls = CancellationToken::new();
+        let service = controls.service();
         let polling = tokio::spawn(controls.run(controls_poll, stop_controls.clone()));
-        let reconciling =
-            tokio::spawn(reconciler.reconcile_loop(controls_poll, stop_controls.clone()));
+        let reconciling = tokio::spawn(
+            service
+                .clone()
+                .reconcile_loop(controls_poll, stop_controls.clone()),
+        );
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
         let working = tokio::spawn(worker.run(stop_worker.clone()));
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
         let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
-        let monitoring = health::follow(reporter, cache, store.clone(), background.clone()).await;
+        let monitoring =
+            health::follow(reporter, cache, store.clone(), service, background.clone()).await;
 
         let watching = tokio::spawn(watch_keys(keys, background.clone()));
         let front = http.map(|(listener, app)| {

@@ -14,7 +14,7 @@
 //!
 //! This module owns every status set on the reporter; nothing else calls it.
 
-use crate::{api, cache::Cache, store::Store};
+use crate::{api, cache::Cache, service::Suppressions, store::Store};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,18 +34,24 @@ pub(super) async fn follow(
     reporter: &HealthReporter,
     cache: Cache,
     store: Store,
+    service: Suppressions,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     reporter
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
-    let status = ready(&cache, &store).await;
+    let deps = (cache, store, service);
+    let status = ready(&deps).await;
     set_readiness(reporter, status).await;
-    tokio::spawn(monitor(reporter.clone(), status, cache, store, shutdown))
+    tokio::spawn(monitor(reporter.clone(), status, deps, shutdown))
 }
 
-/// SERVING when a check can be answered correctly: from a complete cache, or from the store.
-async fn ready(cache: &Cache, store: &Store) -> ServingStatus {
+/// SERVING when a check can be answered correctly: from a complete cache, or from the store, and
+/// by controls this replica can vouch for (stale ones let nothing go: `service::controls`).
+async fn ready((cache, store, service): &(Cache, Store, Suppressions)) -> ServingStatus {
+    if service.controls_stale() {
+        return ServingStatus::NotServing;
+    }
     let cache_ready = matches!(cache.is_complete().await, Ok(true));
     if cache_ready || store.ping().await.is_ok() {
         ServingStatus::Serving
@@ -68,8 +74,7 @@ pub(super) async fn set_readiness(reporter: &HealthReporter, status: ServingStat
 async fn monitor(
     reporter: HealthReporter,
     mut last: ServingStatus,
-    cache: Cache,
-    store: Store,
+    deps: (Cache, Store, Suppressions),
     shutdown: CancellationToken,
 ) {
     loop {
@@ -77,7 +82,7 @@ async fn monitor(
             _ = tokio::time::sleep(EVERY) => {}
             _ = shutdown.cancelled() => return,
         }
-        let status = ready(&cache, &store).await;
+        let status = ready(&deps).await;
         if status != last && !shutdown.is_cancelled() {
             set_readiness(&reporter, status).await;
             last = status;

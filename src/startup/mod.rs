@@ -80,6 +80,7 @@ impl Application {
                 audit_log: secrets.audit_log.clone(),
                 replica: replica.clone(),
                 controls_poll: settings.controls_poll,
+                controls_stale_after: settings.controls_stale_after,
             },
             waiters.clone(),
             trigger.clone(),
@@ -94,7 +95,6 @@ impl Application {
             tracing::warn!(error = %e, "checks ask the store until the cache can be vouched for");
         }
         let controls = ControlsPoller::new(service.clone());
-        let reconciler = service.clone();
         let worker = worker(
             settings,
             &cache,
@@ -137,7 +137,6 @@ impl Application {
                 worker,
                 rebuilder,
                 controls,
-                reconciler,
                 controls_poll: settings.controls_poll,
                 near: (!settings.no_near_cache).then_some(near),
                 admin,

@@ -1,5 +1,5 @@
-//! The `controls` table (halts and mandatory declarations) and `control_head`, the version every
-//! replica polls. Each change is one transaction: the row, the version bump, and its audit entry, so
+//! The `controls` table (halts, mandatory declarations, send windows) and `control_head`, the
+//! version every replica polls. What only one kind has lives in `params`, a small JSON object. Each change is one transaction: the row, the version bump, and its audit entry, so
 //! a replica that sees the new version sees the change, and the log never misses one.
 
 use super::{Context, Store, StoreError, audit::AuditTx};
@@ -7,18 +7,34 @@ use crate::{
     audit::{AuditEntry, AuditLog},
     domain::{
         Invalid, Millis, ReceiptId,
-        control::{ChannelSet, Control, Ended, Halt, MandatoryDeclaration},
+        control::{ChannelSet, Control, Ended, Halt, MandatoryDeclaration, SendWindow, Zone},
     },
 };
 
 const HALT: &str = "halt";
 const MANDATORY: &str = "mandatory";
+const WINDOW: &str = "window";
 
 macro_rules! control_columns {
     () => {
         "id, kind, tenant, topic, campaign, channels, reason, approver, actor, created_at, \
-         expires_at, ended_at, ended_by, end_reason"
+         expires_at, ended_at, ended_by, end_reason, params"
     };
+}
+
+/// The `params` of a declaration.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct DeclarationParams {
+    #[serde(default)]
+    ignore_send_windows: bool,
+}
+
+/// The `params` of a send window.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WindowParams {
+    start: u16,
+    end: u16,
+    zone: Zone,
 }
 
 #[derive(sqlx::FromRow)]
@@ -37,6 +53,7 @@ struct Row {
     ended_at: Option<i64>,
     ended_by: Option<String>,
     end_reason: Option<String>,
+    params: String,
 }
 
 impl Row {
@@ -73,12 +90,32 @@ impl Row {
                 topic: self.topic,
                 channels,
                 expires_at: self.expires_at.ok_or_else(|| corrupt("expires_at"))?,
+                ignore_send_windows: serde_json::from_str::<DeclarationParams>(&self.params)
+                    .map_err(|_| corrupt("params"))?
+                    .ignore_send_windows,
                 legal_basis: self.reason,
                 approver: self.approver,
                 actor: self.actor,
                 at: self.created_at,
                 ended,
             })),
+            WINDOW => {
+                let WindowParams { start, end, zone } =
+                    serde_json::from_str(&self.params).map_err(|_| corrupt("params"))?;
+                Ok(Control::Window(SendWindow {
+                    id,
+                    tenant: self.tenant,
+                    channels,
+                    topic: self.topic,
+                    start,
+                    end,
+                    zone,
+                    reason: self.reason,
+                    actor: self.actor,
+                    at: self.created_at,
+                    ended,
+                }))
+            }
             _ => Err(corrupt("kind")),
         }
     }
@@ -97,6 +134,7 @@ struct NewRow<'a> {
     actor: &'a str,
     created_at: Millis,
     expires_at: Option<Millis>,
+    params: String,
 }
 
 fn new_row(control: &Control) -> NewRow<'_> {
@@ -113,6 +151,7 @@ fn new_row(control: &Control) -> NewRow<'_> {
             actor: &h.actor,
             created_at: h.at,
             expires_at: None,
+            params: "{}".into(),
         },
         Control::Mandatory(d) => NewRow {
             id: d.id.to_string(),
@@ -126,11 +165,33 @@ fn new_row(control: &Control) -> NewRow<'_> {
             actor: &d.actor,
             created_at: d.at,
             expires_at: Some(d.expires_at),
+            params: serde_json::json!({"ignore_send_windows": d.ignore_send_windows}).to_string(),
+        },
+        Control::Window(w) => NewRow {
+            id: w.id.to_string(),
+            kind: WINDOW,
+            tenant: &w.tenant,
+            topic: &w.topic,
+            campaign: "",
+            channels: i32::from(w.channels.bits()),
+            reason: &w.reason,
+            approver: "",
+            actor: &w.actor,
+            created_at: w.at,
+            expires_at: None,
+            params: serde_json::to_string(&WindowParams {
+                start: w.start,
+                end: w.end,
+                zone: w.zone.clone(),
+            })
+            .expect("window params serialize"),
         },
     }
 }
 
 const BUMP: &str = "UPDATE control_head SET version = version + 1 WHERE id = 1";
+const END: &str = "UPDATE controls SET ended_at = $1, ended_by = $2, end_reason = $3 \
+                   WHERE id = $4 AND ended_at IS NULL";
 
 impl Store {
     /// The version of the controls: it moves with every change.
@@ -188,11 +249,12 @@ impl Store {
         row.map(Row::into_control).transpose()
     }
 
-    /// Stores a new control, bumps the version and appends `entry` (numbered here), in one
-    /// transaction.
+    /// Stores a new control, ends the ones it `replaces` (if still in force), bumps the version
+    /// and appends `entry` (numbered here), in one transaction.
     pub(crate) async fn insert_control(
         &self,
         control: &Control,
+        replaces: &[(ReceiptId, Ended)],
         entry: AuditEntry,
         log: &AuditLog,
     ) -> Result<(), StoreError> {
@@ -200,7 +262,7 @@ impl Store {
         let sql = concat!(
             "INSERT INTO controls (",
             control_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, NULL)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, NULL, $12)"
         );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning a control change")?;
@@ -216,9 +278,20 @@ impl Store {
                 .bind(r.actor)
                 .bind(r.created_at)
                 .bind(r.expires_at)
+                .bind(&r.params)
                 .execute(&mut *tx)
                 .await
                 .context("inserting a control")?;
+            for (id, ended) in replaces {
+                sqlx::query(END)
+                    .bind(ended.at)
+                    .bind(&ended.by)
+                    .bind(&ended.reason)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .context("ending a replaced control")?;
+            }
             sqlx::query(BUMP).execute(&mut *tx).await.context("bumping the controls version")?;
             let head = tx.lock_head().await?;
             let entry = AuditEntry { seq: head.seq(0), ..entry };
@@ -236,8 +309,7 @@ impl Store {
         entry: AuditEntry,
         log: &AuditLog,
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE controls SET ended_at = $1, ended_by = $2, end_reason = $3 \
-                   WHERE id = $4 AND ended_at IS NULL";
+        let sql = END;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning a control change")?;
             let changed = sqlx::query(sql)
@@ -264,8 +336,5 @@ impl Store {
 }
 
 fn control_time(control: &Control) -> Millis {
-    match control {
-        Control::Halt(h) => h.at,
-        Control::Mandatory(d) => d.at,
-    }
+    control.created().1
 }

@@ -46,8 +46,19 @@ pub mod names {
     pub(crate) const REDIS_ERRORS: &str = "suppressd_redis_errors_total";
     /// Failed store operations, by `operation`.
     pub(crate) const STORE_ERRORS: &str = "suppressd_store_errors_total";
-    /// Time since this replica last read the controls (halts, mandatory declarations) from the store.
+    /// Time since this replica last confirmed that its controls (halts, mandatory declarations) are
+    /// current, from the store or from the snapshot published in Redis.
     pub(crate) const CONTROLS_AGE: &str = "suppressd_controls_snapshot_age_seconds";
+    /// 1 while this replica's controls are stale (not confirmed within `--controls-stale-after`):
+    /// it then answers no check with "send".
+    pub(crate) const CONTROLS_STALE: &str = "suppressd_controls_stale";
+    /// Checks refused (`UNAVAILABLE`) because this replica's controls were stale.
+    pub(crate) const CHECKS_REFUSED_STALE: &str = "suppressd_checks_refused_stale_controls_total";
+    /// Control changes (halts, resumes, declarations, revocations), by how far they had reached
+    /// when the call returned (`confirmed`, `unconfirmed`).
+    pub(crate) const CONTROL_PROPAGATIONS: &str = "suppressd_control_propagations_total";
+    /// Checks a control decided, by which (`halt`, `mandatory`, `send_window`).
+    pub(crate) const CONTROL_ANSWERS: &str = "suppressd_control_answers_total";
     /// 1 while this replica answers checks from its near-cache, else 0.
     pub(crate) const NEAR_CACHE_SERVING: &str = "suppressd_near_cache_serving";
     /// Records this replica's near-cache copied when it last loaded.
@@ -82,6 +93,10 @@ pub mod names {
         REDIS_ERRORS,
         STORE_ERRORS,
         CONTROLS_AGE,
+        CONTROLS_STALE,
+        CHECKS_REFUSED_STALE,
+        CONTROL_PROPAGATIONS,
+        CONTROL_ANSWERS,
         NEAR_CACHE_SERVING,
         NEAR_CACHE_ENTRIES,
         UNCACHED_OPT_OUTS,
@@ -185,7 +200,23 @@ fn describe() {
     describe_gauge!(
         CONTROLS_AGE,
         Unit::Seconds,
-        "Time since this replica last read the controls from the store"
+        "Time since this replica last confirmed its controls are current (store or Redis)"
+    );
+    describe_gauge!(
+        CONTROLS_STALE,
+        "1 while this replica's controls are stale: it answers no check with send"
+    );
+    describe_counter!(
+        CHECKS_REFUSED_STALE,
+        "Checks refused as UNAVAILABLE because this replica's controls were stale"
+    );
+    describe_counter!(
+        CONTROL_ANSWERS,
+        "Checks a control decided: halted, let through by a declaration, or not now"
+    );
+    describe_counter!(
+        CONTROL_PROPAGATIONS,
+        "Control changes by how far they had reached when the call returned"
     );
     describe_gauge!(
         NEAR_CACHE_SERVING,

@@ -34,6 +34,7 @@ async fn call(client: &mut Client, rpc: Rpc, tenant: &str, receipt: &str) -> Cod
     let check = |t: &str| proto::CheckSuppressedRequest {
         recipient: Some(email("m@example.com")),
         scope: Some(scope(t, Channel::Email, "news", "")),
+        ..Default::default()
     };
     let result = match rpc {
         Rpc::Check => client.check_suppressed(check(tenant)).await.map(|_| ()),
@@ -157,6 +158,7 @@ async fn a_batch_is_refused_if_any_check_names_a_foreign_tenant() {
     let check = |t: &str| proto::CheckSuppressedRequest {
         recipient: Some(email("m@example.com")),
         scope: Some(scope(t, Channel::Email, "news", "")),
+        ..Default::default()
     };
     let mut checks = vec![check("acme"); 999];
     checks.push(check("globex"));
@@ -185,6 +187,7 @@ async fn check_with_authorization(
         .check_suppressed(proto::CheckSuppressedRequest {
             recipient: Some(email("m@example.com")),
             scope: Some(scope("", Channel::Email, "news", "")),
+            ..Default::default()
         })
         .await
 }

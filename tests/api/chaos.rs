@@ -107,6 +107,7 @@ async fn randomized_kills_lose_nothing_and_never_send_wrongly() {
                 let req = proto::CheckSuppressedRequest {
                     recipient: Some(person(i)),
                     scope: Some(scope("acme", Channel::Sms, "recall", "RC-1")),
+                    ..Default::default()
                 };
                 counts.operations.fetch_add(1, Relaxed);
                 counts.checks.fetch_add(1, Relaxed);
@@ -160,6 +161,7 @@ async fn randomized_kills_lose_nothing_and_never_send_wrongly() {
             let req = proto::CheckSuppressedRequest {
                 recipient: Some(person(i)),
                 scope: Some(scope("acme", Channel::Email, "news", "")),
+                ..Default::default()
             };
             if !client
                 .check_suppressed(req)

@@ -195,6 +195,7 @@ async fn a_batch_answers_in_order_and_equals_single_checks(backend: Backend) {
         .map(|i| proto::CheckSuppressedRequest {
             recipient: Some(email(&format!("p{}@example.com", i % 70))),
             scope: Some(notices[i % notices.len()].clone()),
+            ..Default::default()
         })
         .collect();
     let batch = app

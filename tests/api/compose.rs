@@ -322,6 +322,7 @@ async fn healthy_and_answers(image: &Image, running: &Running, api_key: &str) {
         .unwrap();
     assert_eq!(receipt.state, proto::ReceiptState::Durable as i32);
     let check = proto::CheckSuppressedRequest {
+        time_zone: String::new(),
         recipient: Some(email("compose@example.com")),
         scope: Some(scope("acme", proto::Channel::Email, "recall", "")),
     };

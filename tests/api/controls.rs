@@ -3,7 +3,9 @@
 
 mod load;
 mod mandatory;
+mod stale;
 mod validation;
+mod windows;
 
 use crate::{
     helpers::*,
@@ -49,6 +51,7 @@ pub fn declaration(
             seconds: expires_at / 1000,
             nanos: 0,
         }),
+        ignore_send_windows: false,
     }
 }
 

@@ -70,6 +70,7 @@ fn check_loop(
             let request = proto::CheckSuppressedRequest {
                 recipient: Some(people[i % people.len()].clone()),
                 scope: Some(notice()),
+                ..Default::default()
             };
             let answer =
                 tokio::time::timeout(Duration::from_secs(5), client.check_suppressed(request))
@@ -326,6 +327,7 @@ fn check_request(r: &proto::Recipient, s: proto::Scope) -> proto::CheckSuppresse
     proto::CheckSuppressedRequest {
         recipient: Some(r.clone()),
         scope: Some(s),
+        ..Default::default()
     }
 }
 

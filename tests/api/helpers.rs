@@ -475,6 +475,7 @@ impl TestApp {
             .check_suppressed(proto::CheckSuppressedRequest {
                 recipient: Some(recipient),
                 scope: Some(scope),
+                ..Default::default()
             })
             .await
             .expect("check succeeds")

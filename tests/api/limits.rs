@@ -22,6 +22,7 @@ fn batch(n: usize) -> proto::CheckSuppressedBatchRequest {
             .map(|i| proto::CheckSuppressedRequest {
                 recipient: Some(email(&format!("load-{i}@example.com"))),
                 scope: Some(scope("", Channel::Email, "news", "")),
+                ..Default::default()
             })
             .collect(),
     }

@@ -70,6 +70,7 @@ async fn suppressed(client: &mut Client, address: &str) -> bool {
         .check_suppressed(proto::CheckSuppressedRequest {
             recipient: Some(email(address)),
             scope: Some(notice()),
+            ..Default::default()
         })
         .await
         .expect("the check answers")

@@ -237,6 +237,7 @@ async fn calls_with_traceparent(app: &mut TestApp) {
     let mut check = tonic::Request::new(proto::CheckSuppressedRequest {
         recipient: Some(email(RAW_EMAIL)),
         scope: Some(notice.clone()),
+        ..Default::default()
     });
     traceparent(&mut check, CHECK_TRACE);
     let answer = app.client.check_suppressed(check).await.unwrap();
@@ -297,6 +298,7 @@ async fn a_stopping_server_exports_the_spans_it_still_holds() {
         .check_suppressed(proto::CheckSuppressedRequest {
             recipient: Some(email(RAW_EMAIL)),
             scope: Some(scope("acme", proto::Channel::Email, "recall", "")),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -381,6 +383,7 @@ async fn child_samples_at_the_head() {
     let mut unsampled = tonic::Request::new(proto::CheckSuppressedRequest {
         recipient: Some(email(RAW_EMAIL)),
         scope: Some(notice.clone()),
+        ..Default::default()
     });
     unsampled.metadata_mut().insert(
         "traceparent",
@@ -473,6 +476,7 @@ async fn child_serves_metrics() {
         .check_suppressed(proto::CheckSuppressedRequest {
             recipient: Some(phone("not a number")),
             scope: Some(notice.clone()),
+            ..Default::default()
         })
         .await;
     assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);

@@ -126,6 +126,7 @@ fn check() -> proto::CheckSuppressedRequest {
     proto::CheckSuppressedRequest {
         recipient: Some(email("tls@example.com")),
         scope: Some(scope("", ProtoChannel::Email, "news", "")),
+        ..Default::default()
     }
 }
 

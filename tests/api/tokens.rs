@@ -285,6 +285,7 @@ async fn an_old_key_verifies_until_it_is_removed(backend: Backend) {
         .check_suppressed(proto::CheckSuppressedRequest {
             recipient: Some(email(PERSON)),
             scope: Some(marketing("acme")),
+            ..Default::default()
         })
         .await
         .is_err()

@@ -35,6 +35,7 @@ fn notice() -> proto::Scope {
 
 fn check(person: &proto::Recipient) -> proto::CheckSuppressedRequest {
     proto::CheckSuppressedRequest {
+        time_zone: String::new(),
         recipient: Some(person.clone()),
         scope: Some(notice()),
     }

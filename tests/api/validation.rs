@@ -150,6 +150,7 @@ async fn each_invalid_check_field_is_named(backend: Backend) {
             .check_suppressed(proto::CheckSuppressedRequest {
                 recipient: Some(email("c@example.com")),
                 scope: Some(s),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -160,6 +161,7 @@ async fn each_invalid_check_field_is_named(backend: Backend) {
         .map(|_| proto::CheckSuppressedRequest {
             recipient: Some(email("c@example.com")),
             scope: Some(scope("", Channel::Sms, "news", "")),
+            ..Default::default()
         })
         .collect();
     checks[3].recipient = Some(phone("12"));
@@ -191,6 +193,7 @@ async fn a_batch_over_one_thousand_is_refused(backend: Backend) {
     let check = proto::CheckSuppressedRequest {
         recipient: Some(email("b@example.com")),
         scope: Some(scope("", Channel::Sms, "news", "")),
+        ..Default::default()
     };
     let ok = app
         .client

@@ -1,4 +1,4 @@
-//! Halts, mandatory declarations and the answers they shape, between proto and domain. Kept apart
+//! Halts, mandatory declarations, send windows and the answers they shape, between proto and domain. Kept apart
 //! from the rest of `convert` by topic; the same rules hold (complete destructuring, errors naming
 //! the field as the caller wrote it).
 
@@ -6,10 +6,10 @@ use super::{channel, channel_to_proto, match_to_proto, millis, timestamp};
 use crate::{
     domain::{
         Invalid, ReceiptId,
-        control::{Answer, ChannelSet, Ended, Halt, MandatoryDeclaration},
+        control::{Answer, ChannelSet, Ended, Halt, MandatoryDeclaration, SendWindow, time_of_day},
     },
     proto,
-    service::controls::{ControlList, NewDeclaration, NewHalt},
+    service::controls::{Changed, ControlList, NewDeclaration, NewHalt, NewWindow, Propagation},
 };
 
 /// A list of channels; `CHANNEL_UNSPECIFIED` is refused (an empty list is how to say "every").
@@ -70,6 +70,7 @@ pub(crate) fn declare(req: proto::DeclareMandatoryRequest) -> Result<NewDeclarat
         legal_basis,
         approver,
         expires_at,
+        ignore_send_windows,
     } = req;
     Ok(NewDeclaration {
         tenant,
@@ -78,6 +79,7 @@ pub(crate) fn declare(req: proto::DeclareMandatoryRequest) -> Result<NewDeclarat
         legal_basis,
         approver,
         expires_at: expires_at.map(|t| millis("expires_at", t)).transpose()?,
+        ignore_send_windows,
     })
 }
 
@@ -138,6 +140,7 @@ pub(crate) fn halt_to_proto(h: Halt) -> proto::Halt {
         resumed_at,
         resumed_by,
         resume_reason,
+        propagation: None,
     }
 }
 
@@ -153,6 +156,7 @@ pub(crate) fn declaration_to_proto(d: MandatoryDeclaration) -> proto::MandatoryD
         at,
         expires_at,
         ended,
+        ignore_send_windows,
     } = d;
     let (revoked_at, revoked_by, revoke_reason) = ended_parts(ended);
     proto::MandatoryDeclaration {
@@ -168,14 +172,146 @@ pub(crate) fn declaration_to_proto(d: MandatoryDeclaration) -> proto::MandatoryD
         revoked_at,
         revoked_by,
         revoke_reason,
+        propagation: None,
+        ignore_send_windows,
+    }
+}
+
+pub(crate) fn window(req: proto::SetSendWindowRequest) -> Result<NewWindow, Invalid> {
+    let proto::SetSendWindowRequest {
+        tenant,
+        channel: code,
+        topic,
+        start,
+        end,
+        time_zone,
+        reason,
+    } = req;
+    Ok(NewWindow {
+        tenant,
+        channels: channel(code)
+            .map_err(|e| Invalid::new("channel", e.message))?
+            .map_or(ChannelSet::EVERY, |c| ChannelSet::of([c])),
+        topic,
+        start,
+        end,
+        time_zone,
+        reason,
+    })
+}
+
+pub(crate) fn remove_window(
+    req: proto::RemoveSendWindowRequest,
+) -> Result<(ReceiptId, String), Invalid> {
+    let proto::RemoveSendWindowRequest { window_id, reason } = req;
+    Ok((id("window_id", &window_id, "SetSendWindow")?, reason))
+}
+
+pub(crate) fn window_to_proto(w: SendWindow) -> proto::SendWindow {
+    let SendWindow {
+        id,
+        tenant,
+        channels,
+        topic,
+        start,
+        end,
+        zone,
+        reason,
+        actor,
+        at,
+        ended,
+    } = w;
+    let (removed_at, removed_by, remove_reason) = ended_parts(ended);
+    // One channel, or every channel (said as the request says it: unspecified).
+    let channel = match channels.iter().collect::<Vec<_>>()[..] {
+        [one] if channels != ChannelSet::EVERY => channel_to_proto(Some(one)),
+        _ => channel_to_proto(None),
+    };
+    proto::SendWindow {
+        window_id: id.to_string(),
+        tenant,
+        channel: channel as i32,
+        topic,
+        start: time_of_day(start),
+        end: time_of_day(end),
+        time_zone: zone.name().to_owned(),
+        reason,
+        set_by: actor,
+        set_at: Some(timestamp(at)),
+        removed_at,
+        removed_by,
+        remove_reason,
+        propagation: None,
+    }
+}
+
+/// A changed send window, with how far the change had reached.
+pub(crate) fn changed_window_to_proto(changed: Changed<SendWindow>) -> proto::SendWindow {
+    let Changed {
+        control,
+        propagation,
+    } = changed;
+    proto::SendWindow {
+        propagation: Some(propagation_to_proto(propagation)),
+        ..window_to_proto(control)
+    }
+}
+
+pub(crate) fn propagation_to_proto(p: Propagation) -> proto::Propagation {
+    let outcome = if p.is_confirmed() {
+        proto::PropagationOutcome::Confirmed
+    } else {
+        proto::PropagationOutcome::Unconfirmed
+    };
+    let Propagation {
+        confirmed,
+        unconfirmed,
+        unknown,
+    } = p;
+    proto::Propagation {
+        outcome: outcome as i32,
+        confirmed_replicas: confirmed,
+        unconfirmed_replicas: unconfirmed,
+        detail: unknown.unwrap_or_default(),
+    }
+}
+
+/// A changed halt, with how far the change had reached.
+pub(crate) fn changed_halt_to_proto(changed: Changed<Halt>) -> proto::Halt {
+    let Changed {
+        control,
+        propagation,
+    } = changed;
+    proto::Halt {
+        propagation: Some(propagation_to_proto(propagation)),
+        ..halt_to_proto(control)
+    }
+}
+
+/// A changed declaration, with how far the change had reached.
+pub(crate) fn changed_declaration_to_proto(
+    changed: Changed<MandatoryDeclaration>,
+) -> proto::MandatoryDeclaration {
+    let Changed {
+        control,
+        propagation,
+    } = changed;
+    proto::MandatoryDeclaration {
+        propagation: Some(propagation_to_proto(propagation)),
+        ..declaration_to_proto(control)
     }
 }
 
 pub(crate) fn list_to_proto(list: ControlList) -> proto::ListControlsResponse {
-    let ControlList { halts, mandatory } = list;
+    let ControlList {
+        halts,
+        mandatory,
+        windows,
+    } = list;
     proto::ListControlsResponse {
         halts: halts.into_iter().map(halt_to_proto).collect(),
         mandatory: mandatory.into_iter().map(declaration_to_proto).collect(),
+        windows: windows.into_iter().map(window_to_proto).collect(),
     }
 }
 
@@ -185,6 +321,8 @@ pub fn answer_to_proto(answer: Answer) -> proto::CheckSuppressedResponse {
         matched: None,
         halt: None,
         mandatory: None,
+        window: None,
+        not_before: None,
     };
     match answer {
         Answer::Send => none,
@@ -197,7 +335,13 @@ pub fn answer_to_proto(answer: Answer) -> proto::CheckSuppressedResponse {
             suppressed: true,
             matched: Some(match_to_proto(halt.as_match(channel))),
             halt: Some(halt_to_proto(Halt::clone(&halt))),
-            mandatory: None,
+            ..none
+        },
+        Answer::NotNow { window, not_before } => proto::CheckSuppressedResponse {
+            suppressed: true,
+            window: Some(window_to_proto(SendWindow::clone(&window))),
+            not_before: Some(timestamp(not_before)),
+            ..none
         },
         Answer::Overridden {
             declaration,

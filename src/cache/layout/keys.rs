@@ -117,6 +117,12 @@ impl Keys {
         format!("{}controls-seen", self.prefix)
     }
 
+    /// Hash of the controls in force as last published (`version`, `snapshot`): how a change
+    /// reaches a replica cut from the store (`cache::controls`).
+    pub(crate) fn controls(&self) -> String {
+        format!("{}controls", self.prefix)
+    }
+
     /// The change feed: every write that changes a bucket field (an opt-out, an import, an opt-in's
     /// or a rollback's retraction) appends the field's new value here, numbered by
     /// [`change_seq`](Self::change_seq), for the replicas' near-caches to follow (`cache::near`).
@@ -144,6 +150,12 @@ impl Keys {
     #[cfg(feature = "failpoints")]
     pub fn near_stall_failpoint(&self) -> String {
         format!("{}failpoint-near-stall", self.prefix)
+    }
+
+    /// TESTS ONLY: what one replica's controls poller is cut from (`store`, `store+redis`).
+    #[cfg(feature = "failpoints")]
+    pub fn controls_cut_failpoint(&self, replica: &str) -> String {
+        format!("{}failpoint-controls-cut:{replica}", self.prefix)
     }
 }
 

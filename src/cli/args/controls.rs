@@ -64,6 +64,10 @@ pub enum MandatoryCommand {
         /// How long it holds: a number and a unit (s, m, h, d), e.g. `30d`.
         #[arg(long)]
         expires_in: String,
+        /// Its notices go at any hour, whatever the send windows say (default: they wait for
+        /// the windows like any other notice).
+        #[arg(long)]
+        ignore_send_windows: bool,
         #[command(flatten)]
         server: ControlClientArgs,
     },
@@ -78,8 +82,48 @@ pub enum MandatoryCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum WindowCommand {
+    /// Sets the hours a tenant's notices of a channel (and topic) may go, on the recipient's wall
+    /// clock; replaces the window set before for the same tenant, channel and topic. Outside it a
+    /// check answers suppressed with the next time the notice may go.
+    Set {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// The channel (none = every channel).
+        #[arg(long, value_enum)]
+        channel: Option<ChannelArg>,
+        /// The topic ("" = every topic).
+        #[arg(long, default_value = "")]
+        topic: String,
+        /// Local time the window opens, HH:MM (24-hour), e.g. 08:00.
+        #[arg(long)]
+        start: String,
+        /// Local time it closes (exclusive), HH:MM; earlier than --start = across midnight.
+        #[arg(long)]
+        end: String,
+        /// The IANA time zone of checks that name none, e.g. America/New_York.
+        #[arg(long)]
+        time_zone: String,
+        /// Why (recorded in the audit log), e.g. the rule it implements.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+    /// Removes a send window.
+    Remove {
+        window_id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ControlsCommand {
-    /// Prints a tenant's halts and declarations in force (with --all, the ended ones too).
+    /// Prints a tenant's halts, declarations and send windows in force (with --all, the ended ones
+    /// too).
     List {
         #[arg(long, default_value = "")]
         tenant: String,

@@ -5,7 +5,7 @@
 mod controls;
 mod import;
 
-pub(crate) use controls::{ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs};
+pub(crate) use controls::{ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs, WindowCommand};
 pub use import::ImportsCommand;
 pub(crate) use import::{Format, ImportArgs, RollbackArgs};
 
@@ -62,7 +62,10 @@ pub enum Command {
     /// Mandatory declarations: topics that opt-outs do not suppress on some channels.
     #[command(subcommand)]
     Mandatory(MandatoryCommand),
-    /// Lists the halts and mandatory declarations of a tenant.
+    /// Send windows: the hours notices may go, on the recipient's wall clock (role admin).
+    #[command(subcommand)]
+    Window(WindowCommand),
+    /// Lists the halts, mandatory declarations and send windows of a tenant.
     #[command(subcommand)]
     Controls(ControlsCommand),
     /// Asks a running server's health (no key needed): exits 0 when SERVING, 1 otherwise.

@@ -1,8 +1,9 @@
 //! What a check answers once the controls have had their say: [`Controls::decide`] applies the
-//! halts and declarations in force to the opt-out a lookup found (if any).
+//! halts, declarations and send windows in force to the opt-out a lookup found (if any).
 
-use super::{Control, Halt, MandatoryDeclaration};
+use super::{Control, Halt, MandatoryDeclaration, SendWindow, Zone, index::Index};
 use crate::domain::{Channel, Match, Millis, Notice};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The answer to one check.
@@ -19,6 +20,11 @@ pub(crate) enum Answer {
         declaration: Arc<MandatoryDeclaration>,
         overridden: Match,
     },
+    /// Not now: a send window is shut on the recipient's wall clock; it may go from `not_before`.
+    NotNow {
+        window: Arc<SendWindow>,
+        not_before: Millis,
+    },
 }
 
 /// The controls in force, as one replica holds them: few, read on every check, replaced whole.
@@ -30,6 +36,10 @@ pub(crate) struct Controls {
     pub(crate) halts: Vec<Arc<Halt>>,
     /// Not revoked (possibly expired: expiry is decided at check time, by the service's clock).
     pub(crate) mandatory: Vec<Arc<MandatoryDeclaration>>,
+    /// Send windows in force.
+    pub(crate) windows: Vec<Arc<SendWindow>>,
+    /// The same, by tenant, campaign and topic: what a check looks at.
+    index: Index,
 }
 
 impl Controls {
@@ -43,34 +53,139 @@ impl Controls {
             match c {
                 Control::Halt(h) if h.ended.is_none() => out.halts.push(Arc::new(h)),
                 Control::Mandatory(d) if d.ended.is_none() => out.mandatory.push(Arc::new(d)),
+                Control::Window(w) if w.ended.is_none() => out.windows.push(Arc::new(w)),
                 _ => {}
             }
         }
         out.halts.sort_by_key(|h| h.id);
         out.mandatory.sort_by_key(|d| d.id);
+        out.windows.sort_by_key(|w| w.id);
+        out.index = Index::new(&out.halts, &out.mandatory, &out.windows);
         out
     }
 
-    /// What a check answers, given the opt-out its lookup found (if any). Allocates nothing when no
-    /// control is in force.
-    pub(crate) fn decide(&self, matched: Option<Match>, notice: &Notice, now: Millis) -> Answer {
-        if let Some(halt) = self.halts.iter().find(|h| h.covers(notice)) {
+    /// The controls in force as text, to be published in Redis for replicas cut from the store.
+    pub(crate) fn encode(&self) -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            halts: Vec<&'a Halt>,
+            mandatory: Vec<&'a MandatoryDeclaration>,
+            windows: Vec<&'a SendWindow>,
+        }
+        let out = Out {
+            halts: self.halts.iter().map(|h| &**h).collect(),
+            mandatory: self.mandatory.iter().map(|d| &**d).collect(),
+            windows: self.windows.iter().map(|w| &**w).collect(),
+        };
+        serde_json::to_string(&out).expect("controls serialize")
+    }
+
+    /// The controls [`Controls::encode`] wrote, read at `version`.
+    pub(crate) fn decode(version: i64, text: &str) -> Result<Controls, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct In {
+            #[serde(default)]
+            halts: Vec<Halt>,
+            #[serde(default)]
+            mandatory: Vec<MandatoryDeclaration>,
+            #[serde(default)]
+            windows: Vec<SendWindow>,
+        }
+        let In {
+            halts,
+            mandatory,
+            windows,
+        } = serde_json::from_str(text)?;
+        let controls = halts
+            .into_iter()
+            .map(Control::Halt)
+            .chain(mandatory.into_iter().map(Control::Mandatory))
+            .chain(windows.into_iter().map(Control::Window))
+            .collect();
+        Ok(Controls::new(version, controls))
+    }
+
+    /// The answer of a replica whose controls may be stale (it could not confirm them within its
+    /// bound): a halt or a revocation it has not seen may be in force, so nothing may go. A
+    /// suppression stands; a mandatory override falls back to the opt-out it overrode; `None`
+    /// where the answer would have been "send" (the check is then refused as `UNAVAILABLE`).
+    pub(crate) fn when_stale(answer: Answer) -> Option<Answer> {
+        match answer {
+            Answer::Send => None,
+            Answer::Overridden { overridden, .. } => Some(Answer::Suppressed(overridden)),
+            blocked @ (Answer::Suppressed(_) | Answer::Halted { .. } | Answer::NotNow { .. }) => {
+                Some(blocked)
+            }
+        }
+    }
+
+    /// What a check answers, given the opt-out its lookup found (if any) and the recipient's time
+    /// zone (if the check named one). In order: a halt blocks; an opt-out blocks unless a
+    /// declaration overrides it; then a shut send window says "not now", unless the declaration
+    /// that applies ignores windows. Allocates nothing when no control is in force.
+    pub(crate) fn decide(
+        &self,
+        matched: Option<Match>,
+        notice: &Notice,
+        zone: Option<&Zone>,
+        now: Millis,
+    ) -> Answer {
+        if !self.index.any(notice) {
+            return matched.map_or(Answer::Send, Answer::Suppressed);
+        }
+        if let Some(halt) = self.index.halt(notice) {
             return Answer::Halted {
                 halt: halt.clone(),
                 channel: notice.channel,
             };
         }
-        let Some(matched) = matched else {
+        let windows = self.index.windows(notice);
+        if matched.is_none() && windows.is_empty() {
             return Answer::Send;
-        };
-        match self.mandatory.iter().find(|d| d.applies(notice, now)) {
-            Some(d) => Answer::Overridden {
+        }
+        let declaration = self.index.declaration(notice, now);
+        let answer = match (matched, declaration) {
+            (None, _) => Answer::Send,
+            (Some(m), None) => return Answer::Suppressed(m),
+            (Some(overridden), Some(d)) => Answer::Overridden {
                 declaration: d.clone(),
-                overridden: matched,
+                overridden,
             },
-            None => Answer::Suppressed(matched),
+        };
+        if declaration.is_some_and(|d| d.ignore_send_windows) {
+            return answer;
+        }
+        match not_before(windows, notice, zone, now) {
+            Some((window, not_before)) => Answer::NotNow { window, not_before },
+            None => answer,
         }
     }
+}
+
+/// The earliest moment from `now` on at which every window of `windows` that applies to the
+/// notice is open, and the window that was shut last; `None` if they all are open now. Windows meet
+/// rarely, so a few rounds settle it (a set of windows that never opens together answers after the
+/// last round).
+fn not_before(
+    windows: &[Arc<SendWindow>],
+    notice: &Notice,
+    zone: Option<&Zone>,
+    now: Millis,
+) -> Option<(Arc<SendWindow>, Millis)> {
+    let mut at = now;
+    let mut shut = None;
+    for _ in 0..4 {
+        let mut moved = false;
+        for w in windows.iter().filter(|w| w.applies(notice)) {
+            if let Some(next) = w.not_before(at, zone) {
+                (at, moved, shut) = (next, true, Some(w.clone()));
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    shut.map(|w| (w, at))
 }
 
 #[cfg(test)]
@@ -115,17 +230,73 @@ mod tests {
     #[test]
     fn a_halt_wins_over_a_declaration_which_wins_over_an_opt_out() {
         let n = notice("acme", Channel::Postal, "recall", "");
-        let mut controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
-        let got = controls.decide(Some(opt_out()), &n, NOW);
+        let declared = Control::Mandatory(postal_recalls(NOW + 10));
+        let controls = Controls::new(1, vec![declared.clone()]);
+        let got = controls.decide(Some(opt_out()), &n, None, NOW);
         assert!(matches!(got, Answer::Overridden { .. }), "{got:?}");
-        assert_eq!(controls.decide(None, &n, NOW), Answer::Send);
+        assert_eq!(controls.decide(None, &n, None, NOW), Answer::Send);
         assert_eq!(
-            controls.decide(Some(opt_out()), &n, NOW + 10),
+            controls.decide(Some(opt_out()), &n, None, NOW + 10),
             Answer::Suppressed(opt_out())
         );
-        controls.halts.push(Arc::new(halt("recall", "", &[])));
-        let got = controls.decide(None, &n, NOW);
+        let halted = Control::Halt(halt("recall", "", &[]));
+        let controls = Controls::new(2, vec![declared, halted]);
+        let got = controls.decide(Some(opt_out()), &n, None, NOW);
         assert!(matches!(got, Answer::Halted { .. }), "{got:?}");
+    }
+
+    #[test]
+    fn a_check_finds_the_halts_of_its_tenant_campaign_and_topic_among_many() {
+        let mut all: Vec<_> = (0..50)
+            .map(|i| Control::Halt(halt("recall", &format!("RC-{i}"), &[])))
+            .collect();
+        all.push(Control::Halt(halt("marketing", "", &[Channel::Email])));
+        let controls = Controls::new(1, all);
+        let halted = |n: Notice| controls.decide(None, &n, None, NOW);
+        let got = halted(notice("acme", Channel::Email, "recall", "RC-7"));
+        assert!(
+            matches!(&got, Answer::Halted { halt, .. } if halt.campaign == "RC-7"),
+            "{got:?}"
+        );
+        let got = halted(notice("acme", Channel::Email, "marketing", "X"));
+        assert!(matches!(got, Answer::Halted { .. }), "{got:?}");
+        for n in [
+            notice("acme", Channel::Email, "recall", "RC-99"),
+            notice("acme", Channel::Sms, "marketing", "X"),
+            notice("other", Channel::Email, "recall", "RC-7"),
+        ] {
+            assert_eq!(halted(n), Answer::Send);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_decodes_to_what_was_encoded() {
+        let controls = Controls::new(
+            7,
+            vec![
+                Control::Mandatory(postal_recalls(NOW + 10)),
+                Control::Halt(halt("recall", "RC-1", &[Channel::Sms])),
+            ],
+        );
+        let back = Controls::decode(7, &controls.encode()).unwrap();
+        assert_eq!(back.version, 7);
+        assert_eq!(back.halts, controls.halts);
+        assert_eq!(back.mandatory, controls.mandatory);
+    }
+
+    #[test]
+    fn stale_controls_never_let_a_notice_go() {
+        let n = notice("acme", Channel::Postal, "recall", "");
+        let controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
+        let overridden = controls.decide(Some(opt_out()), &n, None, NOW);
+        assert_eq!(
+            Controls::when_stale(overridden),
+            Some(Answer::Suppressed(opt_out()))
+        );
+        assert_eq!(
+            Controls::when_stale(controls.decide(None, &n, None, NOW)),
+            None
+        );
     }
 
     #[test]
@@ -137,7 +308,7 @@ mod tests {
             notice("other", Channel::Postal, "recall", ""),
         ] {
             assert_eq!(
-                controls.decide(Some(opt_out()), &n, NOW),
+                controls.decide(Some(opt_out()), &n, None, NOW),
                 Answer::Suppressed(opt_out())
             );
         }

@@ -40,6 +40,7 @@ async fn answers(client: &mut Client) -> Vec<proto::CheckSuppressedResponse> {
         let req = proto::CheckSuppressedRequest {
             recipient: Some(person(i)),
             scope: Some(notice()),
+            ..Default::default()
         };
         out.push(client.check_suppressed(req).await.unwrap().into_inner());
     }
@@ -114,6 +115,7 @@ async fn a_halt_under_load_holds_on_every_replica_once_it_returns() {
                     let req = proto::CheckSuppressedRequest {
                         recipient: Some(person(i % PEOPLE)),
                         scope: Some(notice()),
+                        ..Default::default()
                     };
                     let started = Instant::now();
                     let answer = client.check_suppressed(req).await.unwrap().into_inner();

@@ -163,6 +163,7 @@ pub async fn under_load<F: std::future::Future<Output = ()>>(
                 let answer = tokio::time::timeout(
                     Duration::from_secs(5),
                     client.check_suppressed(proto::CheckSuppressedRequest {
+                        time_zone: String::new(),
                         recipient: Some(person),
                         scope: Some(notice()),
                     }),
@@ -195,6 +196,7 @@ pub async fn under_load<F: std::future::Future<Output = ()>>(
         loop {
             match check
                 .check_suppressed(proto::CheckSuppressedRequest {
+                    time_zone: String::new(),
                     recipient: Some(person.clone()),
                     scope: Some(notice()),
                 })

@@ -92,6 +92,7 @@ async fn a_promoted_replica_that_lost_writes_is_caught_by_the_write_counter() {
     signal_node(nodes.master, "KILL");
     signal_pid(frozen, "CONT");
     let check = |who: &str| proto::CheckSuppressedRequest {
+        time_zone: String::new(),
         recipient: Some(email(who)),
         scope: Some(notice()),
     };

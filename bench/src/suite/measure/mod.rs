@@ -4,11 +4,13 @@
 //!
 //! Each group of rows is a function of its own, run in that order over a [`Rig`] (the server and the
 //! baseline, started once): the rebuild and Redis memory (`rebuild`), checks and batches (`checks`),
-//! the same loads on a Redis Cluster and on the previous connection layer (`topology`), opt-outs
+//! checks with controls loaded against none (`controls`), the same loads on a Redis Cluster and on
+//! the previous connection layer (`topology`), opt-outs
 //! and what the audit log costs them (`writes`), tracing (`traced`), and last the CPU per call the
 //! earlier groups measured.
 
 mod checks;
+mod controls;
 mod rebuild;
 mod topology;
 mod traced;
@@ -194,6 +196,7 @@ pub async fn measure(
 
     let checked = checks::check_rows(&mut cx, &rig, &check_probes).await?;
     let batched = checks::batch_rows(&mut cx, &rig).await?;
+    controls::controls_rows(&mut cx, &rig, settings.smoke).await?;
     topology::topology_rows(&mut cx, &rig, &settings.redis_server).await?;
     // OptOut, DURABLE, on PostgreSQL; then the same load without the audit log.
     let opt_out_data = fixtures::opt_out_data();

@@ -1,0 +1,339 @@
+//! Controls that never fail silently (issue 19, items 1 and 2): two replicas share the store and
+//! Redis; replica B is cut first from the store (it follows through Redis), then from both (its
+//! controls turn stale and it fails closed), while replica A halts campaigns. A change says which
+//! replicas confirmed it, and names B when B could not; B never says "send" for a halted campaign,
+//! stops honouring a mandatory override while stale, says so in health, and recovers by itself.
+//!
+//! The cut is the `failpoints` feature's: B's controls poller treats the store (and then Redis's
+//! published snapshot) as unreachable, told through a Redis key; everything else of B keeps
+//! working, so what the test sees is the controls' own failure handling.
+
+use super::*;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use suppressd::{cache::layout::Keys, startup::Application};
+use tokio::sync::oneshot;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Replica B: another server in this process, on A's store and Redis prefix, named `name`.
+async fn replica_b(
+    a: &TestApp,
+    name: &str,
+) -> (Client, tonic::transport::Channel, oneshot::Sender<()>) {
+    let mut settings = a.settings.clone();
+    settings.replica_name = Some(name.to_owned());
+    let built = Application::build(&settings, a.clock.clone())
+        .await
+        .expect("replica B builds");
+    let addr = built.local_addr();
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(built.run_until(async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (connect(addr).await, channel, stop)
+}
+
+/// Cuts B's controls poller from `what` (`store`, `store+redis`), or restores it (`None`).
+fn cut(a: &TestApp, replica: &str, what: Option<&str>) {
+    let key = Keys::new(a.prefix(), 0).controls_cut_failpoint(replica);
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = match what {
+        Some(what) => redis::cmd("SET").arg(&key).arg(what).query(&mut conn),
+        None => redis::cmd("DEL").arg(&key).query(&mut conn),
+    }
+    .unwrap();
+}
+
+async fn health(channel: tonic::transport::Channel) -> i32 {
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    reply.into_inner().status
+}
+
+async fn wait_health(channel: &tonic::transport::Channel, want: ServingStatus) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health(channel.clone()).await != want as i32 {
+        assert!(Instant::now() < deadline, "health never turned {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn person(i: usize) -> proto::Recipient {
+    email(&format!("drill{i}@example.com"))
+}
+
+fn campaign(c: &str) -> proto::Scope {
+    scope("acme", Channel::Email, "news", c)
+}
+
+/// One check B answered under load: when it started, for which campaign, and whether it said send.
+struct Answered {
+    started: Instant,
+    campaign: &'static str,
+    send: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_from_the_store_follows_halts_through_redis_and_fails_closed_when_stale() {
+    let mut a = spawn_app_with(Backend::Postgres, Clock::System, |s| {
+        s.replica_name = Some(format!("a-{}", uuid::Uuid::new_v4().simple()));
+    })
+    .await;
+    let b_name = format!("b-{}", uuid::Uuid::new_v4().simple());
+    let (mut b, b_health, _stop_b) = replica_b(&a, &b_name).await;
+    a.wait_cache_complete().await;
+    // A person opted out of everything, whose postal recall letters a declaration lets through.
+    let owner = email("owner@example.com");
+    a.opt_out(opt_out_request(
+        owner.clone(),
+        scope("acme", Channel::Unspecified, "", ""),
+    ))
+    .await;
+    let future = suppressd::domain::clock::system_now() + HOUR;
+    a.client
+        .declare_mandatory(declaration("recall", &[Channel::Postal], future))
+        .await
+        .unwrap();
+    let letter = scope("acme", Channel::Postal, "recall", "");
+    let overridden = b.check_suppressed(proto::CheckSuppressedRequest {
+        recipient: Some(owner.clone()),
+        scope: Some(letter.clone()),
+        ..Default::default()
+    });
+    assert!(overridden.await.unwrap().into_inner().mandatory.is_some());
+
+    // Load on B for the whole drill: checks of two campaigns for people who never opted out.
+    let log: Arc<Mutex<Vec<Answered>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (mut b, log, stop) = (b.clone(), log.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let which = if i % 2 == 0 { "C1" } else { "C2" };
+                let started = Instant::now();
+                let req = proto::CheckSuppressedRequest {
+                    recipient: Some(person(i % 50)),
+                    scope: Some(campaign(which)),
+                    ..Default::default()
+                };
+                let send = match b.check_suppressed(req).await {
+                    Ok(answer) => !answer.into_inner().suppressed,
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                        false
+                    }
+                };
+                log.lock().unwrap().push(Answered {
+                    started,
+                    campaign: which,
+                    send,
+                });
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+
+    // 1. B cut from the store: a halt through A reaches B through Redis, and A says so.
+    cut(&a, &b_name, Some("store"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let h1 = a
+        .client
+        .halt_campaign(halt_request("acme", "", "C1", "wrong list"))
+        .await
+        .unwrap()
+        .into_inner();
+    let c1_returned = Instant::now();
+    let p1 = h1
+        .propagation
+        .clone()
+        .expect("a change says how far it reached");
+    assert_eq!(
+        p1.outcome,
+        proto::PropagationOutcome::Confirmed as i32,
+        "{p1:?}"
+    );
+    assert!(p1.confirmed_replicas.contains(&b_name), "{p1:?}");
+    assert!(p1.unconfirmed_replicas.is_empty(), "{p1:?}");
+    let answer = b.check_suppressed(proto::CheckSuppressedRequest {
+        recipient: Some(person(1)),
+        scope: Some(campaign("C1")),
+        ..Default::default()
+    });
+    assert_halted(&answer.await.unwrap().into_inner(), &h1.halt_id);
+    assert_eq!(
+        health(b_health.clone()).await,
+        ServingStatus::Serving as i32
+    );
+
+    // 2. B cut from both: the next halt is committed but unconfirmed, naming B; B is stale by the
+    //    time the call returns, so it lets nothing go and no override through.
+    cut(&a, &b_name, Some("store+redis"));
+    let h2 = a
+        .client
+        .halt_campaign(halt_request("acme", "", "C2", "duplicate send"))
+        .await
+        .unwrap()
+        .into_inner();
+    let c2_returned = Instant::now();
+    let p2 = h2.propagation.clone().unwrap();
+    assert_eq!(
+        p2.outcome,
+        proto::PropagationOutcome::Unconfirmed as i32,
+        "{p2:?}"
+    );
+    assert_eq!(p2.unconfirmed_replicas, std::slice::from_ref(&b_name));
+    assert!(!p2.confirmed_replicas.contains(&b_name), "{p2:?}");
+    let status = b
+        .check_suppressed(proto::CheckSuppressedRequest {
+            recipient: Some(person(2)),
+            scope: Some(campaign("C2")),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let answer = b.check_suppressed(proto::CheckSuppressedRequest {
+        recipient: Some(owner.clone()),
+        scope: Some(letter.clone()),
+        ..Default::default()
+    });
+    let answer = answer.await.unwrap().into_inner();
+    assert!(
+        answer.suppressed && answer.mandatory.is_none(),
+        "{answer:?}"
+    );
+    wait_health(&b_health, ServingStatus::NotServing).await;
+    // A itself is unaffected.
+    let on_a = a.check(person(3), campaign("C2")).await;
+    assert_halted(&on_a, &h2.halt_id);
+    assert!(!a.is_suppressed(person(3), campaign("C3")).await);
+
+    // 3. Restored: B catches up by itself.
+    cut(&a, &b_name, None);
+    wait_health(&b_health, ServingStatus::Serving).await;
+    let answer = b.check_suppressed(proto::CheckSuppressedRequest {
+        recipient: Some(person(4)),
+        scope: Some(campaign("C2")),
+        ..Default::default()
+    });
+    assert_halted(&answer.await.unwrap().into_inner(), &h2.halt_id);
+    let other = b.check_suppressed(proto::CheckSuppressedRequest {
+        recipient: Some(person(4)),
+        scope: Some(campaign("C3")),
+        ..Default::default()
+    });
+    assert!(!other.await.unwrap().into_inner().suppressed);
+
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    let after = |a: &&Answered| {
+        (a.campaign == "C1" && a.started > c1_returned)
+            || (a.campaign == "C2" && a.started > c2_returned)
+    };
+    let checked = log.iter().filter(after).count();
+    let false_sends = log.iter().filter(after).filter(|a| a.send).count();
+    println!(
+        "stale-replica drill: {} checks on B, {checked} of halted campaigns after their halt \
+         returned, false sends: {false_sends}",
+        log.len()
+    );
+    assert!(checked > 20, "the load ran: {checked}");
+    assert_eq!(false_sends, 0);
+}
+
+fn published_version(a: &TestApp) -> Option<i64> {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("HGET")
+        .arg(format!("{}controls", a.prefix()))
+        .arg("version")
+        .query(&mut conn)
+        .unwrap()
+}
+
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The store is the source of truth: controls published in Redis that the store does not have
+/// (Redis ahead of a store restored from a backup) are replaced by the store's, and a store whose
+/// version went back (restored) is followed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_wins_over_redis_when_it_was_restored_from_a_backup() {
+    let mut a = spawn_app(Backend::Postgres).await;
+    let halt = a
+        .client
+        .halt_campaign(halt_request("acme", "", "C1", "wrong list"))
+        .await
+        .unwrap()
+        .into_inner();
+    let stored = published_version(&a).expect("published");
+    // A restore: the halt's row and the version bump are gone from the store.
+    let pool = sqlx::PgPool::connect(&a.db.url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM controls")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE control_head SET version = 0")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    eventually("the replica follows the store back", async || {
+        !a.check(person(1), campaign("C1")).await.suppressed
+    })
+    .await;
+    assert_eq!(
+        published_version(&a),
+        Some(0),
+        "Redis says what the store says"
+    );
+    assert!(stored > 0);
+
+    // Redis ahead of the store (a snapshot from before the restore): not adopted, replaced.
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}controls", a.prefix()))
+        .arg("version")
+        .arg(stored + 5)
+        .query(&mut conn)
+        .unwrap();
+    eventually("Redis is brought back to the store's version", async || {
+        published_version(&a) == Some(0)
+    })
+    .await;
+    assert!(!a.check(person(1), campaign("C1")).await.suppressed);
+    assert!(!halt.halt_id.is_empty());
+}
