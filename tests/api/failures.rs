@@ -110,7 +110,7 @@ async fn health_status(channel: GrpcChannel) -> Option<i32> {
     Some(reply.into_inner().status)
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(
+pub(crate) async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,
     limit: Duration,
     mut f: impl FnMut() -> F,
@@ -122,7 +122,7 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
     }
 }
 
-async fn cache_complete(redis_url: &str, prefix: &str) -> bool {
+pub(crate) async fn cache_complete(redis_url: &str, prefix: &str) -> bool {
     let Ok(client) = redis::Client::open(redis_url) else {
         return false;
     };

@@ -3,6 +3,7 @@
 //! when Redis comes back with everything it had before (markers included) except that opt-out.
 
 use crate::{
+    failures::{cache_complete, wait_until},
     helpers::*,
     one_click::{FORM, http, marketing, receipt_in},
     processes::*,
@@ -13,7 +14,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 use suppressd::{
     domain::Clock,
@@ -84,18 +85,6 @@ async fn opt_out_audit_entries(store_url: &str, receipt: &str) -> i64 {
     .unwrap();
     pool.close().await;
     n
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Checks `person` through `client` until `stop`: a "send" is a false send (the person opted out
@@ -318,19 +307,4 @@ async fn one_click_is_taken_while_redis_is_down() {
         app.is_suppressed(email("click@example.com"), marketing())
             .await
     );
-}
-
-async fn cache_complete(redis_url: &str, prefix: &str) -> bool {
-    let Ok(client) = redis::Client::open(redis_url) else {
-        return false;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return false;
-    };
-    let pair: redis::RedisResult<(Option<String>, Option<String>)> = redis::pipe()
-        .get(format!("{prefix}complete"))
-        .get(format!("{prefix}generation"))
-        .query_async(&mut conn)
-        .await;
-    matches!(pair, Ok((Some(a), Some(b))) if a == b)
 }

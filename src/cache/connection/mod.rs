@@ -19,11 +19,14 @@
 //! failovers itself, within the same response timeout; a redirection it cannot follow in time is an
 //! error, never an answer.
 
+mod managers;
+
+use managers::{ClusterManager, SentinelManager};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError,
     RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, MultiplexedConnection, PubSub},
-    cluster::{ClusterClient, ClusterClientBuilder},
+    cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
     sentinel::{Sentinel, SentinelNodeConnectionInfo},
 };
@@ -111,68 +114,6 @@ fn node_config(response: Duration) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_response_timeout(Some(response))
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-}
-
-/// Opens Sentinel connections: asks the Sentinels for the master each time, so a new connection
-/// after a failover reaches the new master.
-struct SentinelManager {
-    sentinel: tokio::sync::Mutex<Sentinel>,
-    master: String,
-    node: SentinelNodeConnectionInfo,
-    config: AsyncConnectionConfig,
-}
-
-impl SentinelManager {
-    async fn master(&self) -> RedisResult<Client> {
-        let mut sentinel = self.sentinel.lock().await;
-        sentinel
-            .async_master_for(&self.master, Some(&self.node))
-            .await
-    }
-}
-
-impl deadpool::managed::Manager for SentinelManager {
-    type Type = MultiplexedConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> RedisResult<MultiplexedConnection> {
-        let master = tokio::time::timeout(CONNECT_TIMEOUT, self.master())
-            .await
-            .map_err(|_| timed_out("asking the Sentinels for the master"))??;
-        master
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-    }
-
-    async fn recycle(
-        &self,
-        conn: &mut MultiplexedConnection,
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<RedisError> {
-        redis::cmd("PING").query_async::<()>(conn).await?;
-        Ok(())
-    }
-}
-
-/// Opens Cluster connections (each one multiplexed over a connection per node).
-struct ClusterManager(ClusterClient);
-
-impl deadpool::managed::Manager for ClusterManager {
-    type Type = ClusterConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> RedisResult<ClusterConnection> {
-        self.0.get_async_connection().await
-    }
-
-    async fn recycle(
-        &self,
-        conn: &mut ClusterConnection,
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<RedisError> {
-        redis::cmd("PING").query_async::<()>(conn).await?;
-        Ok(())
-    }
 }
 
 enum Pool {
