@@ -9,6 +9,12 @@
 //!
 //! This file holds the connection, its errors, the write counter and the completeness marker; the
 //! checks' read is in `lookup`, the writes of opt-outs and merged records in `record`.
+//!
+//! **The write counter.** Every opt-out and every merge of records bumps it in the same call, and
+//! every change in the near-cache feed carries the value it bumped it to. Each replica remembers
+//! the highest value it saw, from its own writes' replies and from the feed
+//! ([`Cache::saw_writes`]): a Redis that answers with less lost writes this replica knows of (a
+//! stale replica promoted, an old snapshot loaded), however complete its markers say it is.
 
 mod connection;
 pub(crate) mod controls;
@@ -29,6 +35,10 @@ pub use lookup::{Lookup, Lookups, Probe};
 pub use record::{Merged, Recorded, Written};
 use redis::{AsyncCommands, Client, RedisError, Script};
 pub use retract::Retraction;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("redis {context}")]
@@ -75,6 +85,8 @@ pub struct Cache {
     keys: Keys,
     opt_out: Script,
     merge: Script,
+    /// The highest write counter this replica has seen.
+    writes_seen: Arc<AtomicU64>,
 }
 
 impl Cache {
@@ -89,6 +101,7 @@ impl Cache {
             keys,
             opt_out: Script::new(&layout::opt_out_script()),
             merge: Script::new(&layout::merge_script()),
+            writes_seen: Arc::default(),
         })
     }
 
@@ -125,6 +138,18 @@ impl Cache {
             .query_async::<()>(&mut self.conn())
             .await
             .context("PING")
+    }
+
+    /// Remembers a write counter Redis returned: a write's reply, or a change read from the feed.
+    pub(crate) fn saw_writes(&self, writes: u64) {
+        self.writes_seen.fetch_max(writes, Ordering::SeqCst);
+    }
+
+    /// The highest write counter this replica has seen. Read it *before* sending the read of the
+    /// counter it is compared with: a concurrent write whose reply arrives while that read is in
+    /// flight may raise it past the value the read returns, with no write lost.
+    pub(crate) fn writes_seen(&self) -> u64 {
+        self.writes_seen.load(Ordering::SeqCst)
     }
 
     /// The write counter, for the periodic staleness check.

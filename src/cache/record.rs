@@ -61,9 +61,9 @@ impl Cache {
             .key(self.keys.stream())
             .key(self.keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
             .key(self.keys.receipt(s.receipt))
-            .key(self.keys.writes())
             .key(self.keys.near_replicas())
             .key(self.keys.near_renewals())
+            .key(self.keys.writes())
             .key(self.keys.changes())
             .key(self.keys.change_seq())
             .arg(if idem.is_some() { "1" } else { "0" })
@@ -119,8 +119,9 @@ impl Cache {
         for s in records {
             let call = pipe.cmd("EVALSHA").arg(self.merge.get_hash());
             if feed {
-                call.arg(3)
+                call.arg(4)
                     .arg(self.keys.bucket_for(&s.subject))
+                    .arg(self.keys.writes())
                     .arg(self.keys.changes())
                     .arg(self.keys.change_seq());
             } else {

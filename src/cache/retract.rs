@@ -39,8 +39,9 @@ impl Cache {
             let call = pipe
                 .cmd("EVALSHA")
                 .arg(RETRACT.get_hash())
-                .arg(3)
+                .arg(4)
                 .arg(self.keys.bucket_for(&r.subject))
+                .arg(self.keys.writes())
                 .arg(self.keys.changes())
                 .arg(self.keys.change_seq())
                 .arg(&layout::field(&r.subject, &r.scope)[..])

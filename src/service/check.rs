@@ -69,7 +69,7 @@ impl Suppressions {
             .map(|(c, s)| inner.cache.probe(s, &c.notice))
             .collect();
         let now = self.now();
-        let seen = inner.rebuild.seen();
+        let seen = inner.cache.writes_seen();
         // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
         let controls = self.controls();
         let decide = |m: Option<Match>, check: &Check| {

@@ -216,7 +216,7 @@ impl Import {
         }
         let change = match inner.cache.merge(&records, true).await {
             Ok(merged) => {
-                inner.rebuild.saw_writes(merged.writes);
+                inner.cache.saw_writes(merged.writes);
                 merged.change
             }
             Err(e) => {
@@ -251,7 +251,7 @@ impl Import {
         // A rebuild that read the store just before this commit would miss the chunk: merge it once
         // more, as the worker does after each commit. Best effort; the catch-up pass covers a miss.
         match inner.cache.merge(&records, true).await {
-            Ok(merged) => inner.rebuild.saw_writes(merged.writes),
+            Ok(merged) => inner.cache.saw_writes(merged.writes),
             Err(e) => {
                 tracing::warn!(error = %e, batch_id = batch, "re-applying an import chunk to Redis")
             }

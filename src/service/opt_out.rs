@@ -173,7 +173,7 @@ impl Suppressions {
                 ));
             }
         };
-        inner.rebuild.saw_writes(recorded.writes);
+        inner.cache.saw_writes(recorded.writes);
         // In force on every replica before anything is returned (SPEC §5, invariant 1).
         if let Err(e) = self.settled(recorded.change, Some(recorded.leases)).await {
             inner.waiters.forget(record.receipt);

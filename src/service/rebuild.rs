@@ -3,9 +3,9 @@
 //! background: one replica at a time (a lease in Redis), page by page, then marks every bucket.
 //!
 //! A Redis that went back in time (a stale replica promoted, an old snapshot loaded) still carries
-//! markers, so it is recognised by its write counter instead: every opt-out increments it and every
-//! replica remembers the highest value it saw. A lower value means writes were lost; the replica that
-//! sees it removes every marker and the cache is rebuilt.
+//! markers, so it is recognised by its write counter instead (see `cache`): a value below the
+//! highest this replica saw means writes were lost; the replica that sees it removes every marker
+//! and the cache is rebuilt.
 //!
 //! Opt-outs that arrive meanwhile are written to Redis by their own path and are never overwritten by
 //! older store data (the merge rule keeps a permanent record). A record the worker commits after the
@@ -21,7 +21,7 @@ use crate::{
 use std::{
     sync::{
         Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -43,27 +43,14 @@ const POLL: Duration = Duration::from_secs(1);
 pub(crate) struct RebuildTrigger {
     notify: Notify,
     suspect: Mutex<Option<String>>,
-    /// The highest write counter this replica has seen.
-    highest_writes: AtomicU64,
     stale: AtomicBool,
 }
 
 impl RebuildTrigger {
-    /// Remembers a write counter returned by an opt-out.
-    pub(crate) fn saw_writes(&self, writes: u64) {
-        self.highest_writes.fetch_max(writes, Ordering::SeqCst);
-    }
-
-    /// The highest write counter seen so far. Read it *before* sending the read of the counter that
-    /// [`went_back`](Self::went_back) compares: a concurrent opt-out whose reply arrives while the
-    /// read is in flight may raise the highest past the value that read returns, with no write lost.
-    pub(crate) fn seen(&self) -> u64 {
-        self.highest_writes.load(Ordering::SeqCst)
-    }
-
-    /// Whether Redis, answering `writes` to a read sent after [`seen`](Self::seen) returned
-    /// `seen_before`, has lost writes this replica saw; if so, asks for the markers to be removed
-    /// and the cache rebuilt.
+    /// Whether Redis, answering `writes` to a read sent after
+    /// [`Cache::writes_seen`](crate::cache::Cache::writes_seen) returned `seen_before`, has lost
+    /// writes this replica saw; if so, asks for the markers to be removed and the cache rebuilt. It
+    /// stays so until the rebuilder has removed them.
     pub(crate) fn went_back(&self, seen_before: u64, writes: u64) -> bool {
         let stale = writes < seen_before;
         if stale && !self.stale.swap(true, Ordering::SeqCst) {
@@ -127,11 +114,9 @@ impl Rebuilder {
     pub(crate) async fn step(&self, trigger: &RebuildTrigger) -> anyhow::Result<RebuildOutcome> {
         let suspect = trigger.take();
         let suspect = suspect.as_deref();
-        let seen = trigger.seen();
+        let seen = self.cache.writes_seen();
         if trigger.went_back(seen, self.cache.writes().await?) {
-            self.cache
-                .unmark_all(trigger.highest_writes.load(Ordering::SeqCst))
-                .await?;
+            self.cache.unmark_all(self.cache.writes_seen()).await?;
             trigger.stale.store(false, Ordering::SeqCst);
         }
         let needed = !self.cache.is_complete().await?
@@ -273,23 +258,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_opt_out_overtaking_a_read_is_not_a_lost_write() {
+    fn a_counter_at_or_above_what_was_seen_is_no_lost_write() {
         let trigger = RebuildTrigger::default();
-        trigger.saw_writes(5);
-        let seen = trigger.seen();
-        // The read is in flight; an opt-out's INCR runs after it and its reply arrives first.
-        trigger.saw_writes(6);
-        assert!(!trigger.went_back(seen, 5));
+        assert!(!trigger.went_back(5, 5));
+        assert!(!trigger.went_back(5, 9));
         assert!(!trigger.stale.load(Ordering::SeqCst));
     }
 
     #[test]
     fn a_counter_below_what_was_seen_before_the_read_is_a_lost_write() {
         let trigger = RebuildTrigger::default();
-        trigger.saw_writes(6);
-        let seen = trigger.seen();
-        assert!(trigger.went_back(seen, 5));
+        assert!(trigger.went_back(6, 5));
         // It stays stale until the rebuilder has removed the markers.
-        assert!(trigger.went_back(trigger.seen(), 6));
+        assert!(trigger.went_back(6, 6));
     }
 }

@@ -182,7 +182,7 @@ impl Suppressions {
                 .merge(&active, true)
                 .await
                 .inspect_err(|_| inner.doubt.doubt())?;
-            inner.rebuild.saw_writes(merged.writes);
+            inner.cache.saw_writes(merged.writes);
             self.settled(merged.change, None).await?;
             let ids: Vec<ReceiptId> = marked.iter().map(|m| m.record.receipt).collect();
             inner.store.forget_uncached(&ids).await?;

@@ -24,15 +24,19 @@ end
 /// finds a gap in the numbers and loads again.
 pub(crate) const CHANGES_KEPT: u64 = 100_000;
 
-/// Appends a field's new value (empty: removed) to the change feed. Every script that calls it
-/// takes the feed and its counter as its last two KEYS. Returns the change's number.
+/// Appends a field's new value (empty: removed) to the change feed, and bumps the write counter
+/// with it: the change carries the counter (`w`), so that a replica that only follows the feed
+/// still learns how far the counter went (a Redis that lost this change lost the bump too). Every
+/// script that calls it takes the write counter, the feed and the feed's counter as its last three
+/// KEYS. Returns the change's number and the write counter.
 fn feed_fn() -> String {
     format!(
         r"
 local function feed(field, value)
+  local writes = redis.call('INCR', KEYS[#KEYS - 2])
   local seq = redis.call('INCR', KEYS[#KEYS])
-  redis.call('XADD', KEYS[#KEYS - 1], 'MAXLEN', '~', '{CHANGES_KEPT}', '*', 's', seq, 'f', field, 'v', value)
-  return seq
+  redis.call('XADD', KEYS[#KEYS - 1], 'MAXLEN', '~', '{CHANGES_KEPT}', '*', 's', seq, 'f', field, 'v', value, 'w', writes)
+  return seq, writes
 end
 "
     )
@@ -65,8 +69,8 @@ end
 /// Records one opt-out atomically: idempotency check, cache write, stream append, receipt marker,
 /// and the change feed when the field changed.
 ///
-/// KEYS: bucket, stream, idempotency key, receipt key, write counter, near-cache leases, their
-/// renewal counter, change feed, change counter.
+/// KEYS: bucket, stream, idempotency key, receipt key, near-cache leases, their renewal counter,
+/// write counter, change feed, change counter.
 /// ARGV: use idempotency ("1"/"0"), field, value, receipt id, stream payload, TTL ms of the
 /// idempotency and receipt keys, backlog limit (0 = none).
 /// Every reply ends with Redis's clock (ms), the renewal count and the leases, which is what the
@@ -79,9 +83,9 @@ pub(crate) fn opt_out_script() -> String {
     format!(
         "{MERGE_FN}{}{}{}",
         feed_fn(),
-        leases_fn(6, 7),
+        leases_fn(5, 6),
         r"
-local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
+local writes = tonumber(redis.call('GET', KEYS[7]) or '0')
 if ARGV[1] == '1' then
   local prior = redis.call('GET', KEYS[3])
   if prior then return leases({0, prior, writes, tonumber(redis.call('GET', KEYS[9]) or '0')}) end
@@ -92,18 +96,23 @@ if limit > 0 then
   if backlog >= limit then return leases({2, tostring(backlog), writes, 0}) end
 end
 local change = 0
-if merge(KEYS[1], ARGV[2], ARGV[3]) == 1 then change = feed(ARGV[2], ARGV[3]) end
+if merge(KEYS[1], ARGV[2], ARGV[3]) == 1 then
+  change, writes = feed(ARGV[2], ARGV[3])
+else
+  writes = redis.call('INCR', KEYS[7])
+end
 local id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[5])
 if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[6]) end
 redis.call('SET', KEYS[4], id, 'PX', ARGV[6])
-return leases({1, id, redis.call('INCR', KEYS[5]), change})
+return leases({1, id, writes, change})
 "
     )
 }
 
 /// Writes one record from the store into the cache: for imports, for the worker re-applying what it
 /// committed (so that a record committed just after a flush reaches the rebuilt cache), and for the
-/// rebuild. KEYS: bucket, then (when fed) the change feed and its counter; ARGV: field, value.
+/// rebuild. KEYS: bucket, then (when fed) the write counter, the change feed and its counter; ARGV:
+/// field, value.
 /// Returns the number of the change fed, 0 when the field kept its record or nothing was fed.
 ///
 /// A rebuild does not feed: it only puts back what Redis lost, which every near-cache that is
@@ -114,7 +123,8 @@ pub(crate) fn merge_script() -> String {
         feed_fn(),
         r"
 if merge(KEYS[1], ARGV[1], ARGV[2]) == 0 or #KEYS == 1 then return 0 end
-return feed(ARGV[1], ARGV[2])
+local change = feed(ARGV[1], ARGV[2])
+return change
 "
     )
 }
@@ -123,7 +133,7 @@ return feed(ARGV[1], ARGV[2])
 /// removed and refilled from the records that remain active (by the merge rule); a field that holds
 /// something else (a newer opt-out) is left as it is.
 ///
-/// KEYS: bucket, change feed, change counter. ARGV: field, n, n ended receipt ids (16 bytes each),
+/// KEYS: bucket, write counter, change feed, change counter. ARGV: field, n, n ended receipt ids (16 bytes each),
 /// then the remaining values. Returns the number of the change fed, 0 if the field did not change.
 pub(crate) fn retract_script() -> String {
     format!(
@@ -138,7 +148,8 @@ for i = 3, 2 + n do
   if ARGV[i] == receipt then
     redis.call('HDEL', KEYS[1], ARGV[1])
     for j = 3 + n, #ARGV do merge(KEYS[1], ARGV[1], ARGV[j]) end
-    return feed(ARGV[1], redis.call('HGET', KEYS[1], ARGV[1]) or '')
+    local change = feed(ARGV[1], redis.call('HGET', KEYS[1], ARGV[1]) or '')
+    return change
   end
 end
 return 0

@@ -154,6 +154,13 @@ impl NearCache {
             let field = layout::Field::try_from(number("f")?.as_slice())
                 .map_err(|_| Stopped::Malformed("f: not a field".into()))?;
             let value = number("v")?;
+            // The write counter the change bumped (a change fed before it carried one has none).
+            if let Ok(writes) = number("w") {
+                let writes = String::from_utf8_lossy(&writes)
+                    .parse()
+                    .map_err(|_| Stopped::Malformed("w: not a number".into()))?;
+                self.cache.saw_writes(writes);
+            }
             let mut shard = self.shard(&field).write().expect("shard lock");
             if value.is_empty() {
                 shard.remove(&field);

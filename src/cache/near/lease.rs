@@ -207,12 +207,21 @@ impl NearCache {
         generation: &str,
     ) -> Result<Lease, Stopped> {
         let keys = self.cache.keys();
+        let seen = self.cache.writes_seen();
         let sent = Instant::now();
-        let (kept, entry, complete, renewals, lapsed): (bool, String, String, u64, bool) = RENEW
+        let (kept, entry, complete, renewals, lapsed, writes): (
+            bool,
+            String,
+            String,
+            u64,
+            bool,
+            u64,
+        ) = RENEW
             .key(keys.near_replicas())
             .key(keys.near_renewals())
             .key(keys.generation())
             .key(keys.complete())
+            .key(keys.writes())
             .arg(&self.replica)
             .arg(applied)
             .arg(previous.unwrap_or(""))
@@ -222,6 +231,9 @@ impl NearCache {
             .await
             .context("renewing the near-cache lease")?;
         self.observe(renewals, sent);
+        if writes < seen {
+            return Err(Stopped::WentBack { writes, seen });
+        }
         if previous.is_some() && !kept {
             return Err(Stopped::LeaseLost);
         }
@@ -266,11 +278,12 @@ static PEEK: LazyLock<Script> =
 static RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{}{RENEW_SCRIPT}", layout::NOW_MS_FN)));
 
-/// Renews one replica's lease. KEYS: registry, renewal counter, generation, complete. ARGV: replica,
-/// applied, the entry its last renewal wrote ('' when registering), how long (ms) a silent
-/// replica's entry is kept, the lease (ms). Returns whether the previous entry was found as
+/// Renews one replica's lease. KEYS: registry, renewal counter, generation, complete, write counter.
+/// ARGV: replica, applied, the entry its last renewal wrote ('' when registering), how long (ms) a
+/// silent replica's entry is kept, the lease (ms). Returns whether the previous entry was found as
 /// written, the new entry, the generation the cache is complete under ('' if none), the renewal
-/// count, and whether the previous lease had run out (as writers count it: renewed + lease <= now).
+/// count, whether the previous lease had run out (as writers count it: renewed + lease <= now), and
+/// the write counter.
 const RENEW_SCRIPT: &str = r"
 local now = now_ms()
 local kept = (redis.call('HGET', KEYS[1], ARGV[1]) or '') == ARGV[3]
@@ -288,7 +301,8 @@ local gen = redis.call('GET', KEYS[3])
 local complete = redis.call('GET', KEYS[4])
 local whole = ''
 if gen and gen == complete then whole = gen end
-return {kept and 1 or 0, entry, whole, n, lapsed and 1 or 0}
+local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
+return {kept and 1 or 0, entry, whole, n, lapsed and 1 or 0, writes}
 ";
 
 #[cfg(test)]

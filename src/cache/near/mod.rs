@@ -10,8 +10,9 @@
 //! - **Leases that acknowledge.** Soon after each read of the feed the replica renews its lease in
 //!   `Keys::near_replicas`, reporting the last change it applied. It answers from memory only
 //!   until that lease runs out, measured on its own clock from before it asked, and only while each
-//!   renewal finds the previous one where it left it and the cache still complete under the same
-//!   rebuild generation. A renewal that comes after its lease ran out (the replica stalled, and
+//!   renewal finds the previous one where it left it, the cache still complete under the same
+//!   rebuild generation, and the write counter no lower than the highest this replica saw (a
+//!   Redis that went back in time keeps its markers; see `cache`). A renewal that comes after its lease ran out (the replica stalled, and
 //!   writers stopped waiting for it) counts as registering again: it catches up before it serves.
 //! - **Writers wait.** A write that fed change `c` returns only once every replica holding a live
 //!   lease has applied `c`, or its lease has run out (`NearCache::settled`). A replica that
@@ -68,6 +69,11 @@ enum Stopped {
     Rebuilt,
     #[error("change {got} followed change {applied}: the feed lost changes")]
     Gap { applied: u64, got: u64 },
+    #[error(
+        "Redis holds write counter {writes}, below the {seen} this replica saw: it lost writes \
+         (a stale replica promoted, an old snapshot loaded)"
+    )]
+    WentBack { writes: u64, seen: u64 },
     #[error("the lease was not where this replica left it: Redis lost it")]
     LeaseLost,
     #[error("a change in the feed could not be read: {0}")]
