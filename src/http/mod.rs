@@ -9,8 +9,9 @@
 //!   the person left and the receipt id. The page's own button posts the same field plus
 //!   `via=page`, which records source LINK; a bare one-click POST records ONE_CLICK.
 //!
-//! - `POST /inbound/twilio` and `POST /inbound/sms`: what people text to a tenant's number (see
-//!   `inbound`).
+//! - `POST /inbound/twilio` and `POST /inbound/sms`: what people text to a tenant's number;
+//!   `POST /inbound/mailgun`, `/inbound/sendgrid` and `/inbound/ses`: mail providers' bounces,
+//!   complaints and unsubscribes (see `inbound`).
 //!
 //! Pages are plain HTML with no script, so they work in any browser and with a screen reader. The
 //! token is in the URL, so every answer forbids caching and referrers.
@@ -57,6 +58,7 @@ pub(crate) fn router(service: Suppressions, keys: KeyStore, public_url: Option<S
         .route("/inbound/sms", post(inbound::standard))
         .route("/inbound/mailgun", post(inbound::mailgun))
         .route("/inbound/sendgrid", post(inbound::sendgrid))
+        .route("/inbound/ses", post(inbound::ses))
         .fallback(|| async { html(StatusCode::NOT_FOUND, page::not_found()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(secured))

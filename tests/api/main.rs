@@ -18,6 +18,7 @@ mod import_cli;
 mod imports;
 mod inbound;
 mod inbound_email;
+mod inbound_ses;
 mod kubernetes;
 mod lifecycle;
 mod limits;

@@ -1,5 +1,6 @@
-//! Mail provider accounts (`provider = "mailgun" | "sendgrid"` in `[[inbound]]`): the key their
-//! events are signed with, and how the events map to records (docs/inbound.md).
+//! Mail provider accounts (`provider = "mailgun" | "sendgrid" | "ses"` in `[[inbound]]`): the key
+//! their events are signed with (for SES: the SNS topics they come from and any pinned signing
+//! certificates), and how the events map to records (docs/inbound.md).
 
 use super::{BASE64, InboundEntry, Provider, Refused, fresh};
 use anyhow::{Context, ensure};
@@ -22,6 +23,12 @@ pub(crate) struct EmailAccount {
 enum EmailKey {
     Hmac(Vec<u8>),
     P256(Box<p256::ecdsa::VerifyingKey>),
+    /// SES: the SNS topics whose messages speak for the tenant, and signing certificates (DER)
+    /// pinned by URL.
+    Sns {
+        topic_arns: Vec<String>,
+        pinned: HashMap<String, Vec<u8>>,
+    },
 }
 
 impl fmt::Debug for EmailAccount {
@@ -80,6 +87,26 @@ impl EmailAccount {
     }
 }
 
+impl EmailAccount {
+    /// Whether this SES account takes messages from the SNS topic `arn`.
+    pub(crate) fn takes_topic(&self, arn: &str) -> bool {
+        matches!(&self.key, EmailKey::Sns { topic_arns, .. } if topic_arns.iter().any(|t| t == arn))
+    }
+
+    /// The signing certificate (DER) pinned for `url`, if any.
+    pub(crate) fn pinned_certificate(&self, url: &str) -> Option<&[u8]> {
+        match &self.key {
+            EmailKey::Sns { pinned, .. } => pinned.get(url).map(Vec::as_slice),
+            _ => None,
+        }
+    }
+
+    /// Whether this SES account pins certificates: then no other is fetched or trusted.
+    pub(crate) fn pins(&self) -> bool {
+        matches!(&self.key, EmailKey::Sns { pinned, .. } if !pinned.is_empty())
+    }
+}
+
 pub(super) fn email_account(
     i: usize,
     provider: Provider,
@@ -93,7 +120,12 @@ pub(super) fn email_account(
             && entry.help_reply.is_none(),
         "inbound entry {i}: numbers and replies are for SMS providers"
     );
+    ensure!(
+        provider == Provider::Ses || (entry.topic_arns.is_none() && entry.certificates.is_none()),
+        "inbound entry {i}: topic_arns and certificates are for ses"
+    );
     let key = match provider {
+        Provider::Ses => sns_key(i, entry.topic_arns, entry.certificates)?,
         Provider::Mailgun => {
             let secret = entry
                 .secret
@@ -134,6 +166,38 @@ pub(super) fn email_account(
             .filter(|&d| d > 0),
         groups,
     })
+}
+
+/// An SES account's topics and pinned certificates (PEM in the key file), checked.
+fn sns_key(
+    i: usize,
+    topic_arns: Option<Vec<String>>,
+    certificates: Option<HashMap<String, String>>,
+) -> anyhow::Result<EmailKey> {
+    let topic_arns = topic_arns.unwrap_or_default();
+    ensure!(
+        !topic_arns.is_empty(),
+        "inbound entry {i}: ses needs topic_arns, the SNS topics its events come from"
+    );
+    for arn in &topic_arns {
+        ensure!(
+            arn.starts_with("arn:aws") && arn.split(':').count() == 6,
+            "inbound entry {i}: {arn:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+        );
+    }
+    let mut pinned = HashMap::new();
+    for (url, pem) in certificates.unwrap_or_default() {
+        ensure!(
+            super::sns_url(&url),
+            "inbound entry {i}: certificate URL {url:?} is not an https://sns.REGION.amazonaws.com URL"
+        );
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.trim().as_bytes())
+            .map_err(|e| anyhow::anyhow!("inbound entry {i}: certificate for {url}: {e}"))?;
+        pem.parse_x509()
+            .map_err(|e| anyhow::anyhow!("inbound entry {i}: certificate for {url}: {e}"))?;
+        pinned.insert(url, pem.contents);
+    }
+    Ok(EmailKey::Sns { topic_arns, pinned })
 }
 
 /// How long a hard bounce suppresses an address unless an entry says otherwise (0: until removed).

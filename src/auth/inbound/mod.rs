@@ -23,10 +23,14 @@
 //! - **Mailgun**: hex HMAC-SHA256 with the signing key over timestamp and token.
 //! - **SendGrid**: ECDSA P-256 with SHA-256 (RustCrypto's `p256`) over the timestamp header and the
 //!   raw body, a base64 DER signature, verified with the account's base64 DER public key.
+//! - **SES** (through Amazon SNS): RSA over the message's fields with the key of SNS's signing
+//!   certificate (`sns`).
 
 mod email;
+mod sns;
 
 pub(crate) use email::EmailAccount;
+pub(crate) use sns::{SnsMessage, sns_url};
 
 use anyhow::{Context, ensure};
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
@@ -46,6 +50,8 @@ pub(crate) enum Provider {
     Mailgun,
     /// SendGrid's Event Webhook (ECDSA P-256 over timestamp and body).
     Sendgrid,
+    /// Amazon SES events delivered by an SNS topic (RSA with SNS's signing certificate).
+    Ses,
 }
 
 impl Provider {
@@ -55,8 +61,11 @@ impl Provider {
             "sms" => Ok(Provider::Sms),
             "mailgun" => Ok(Provider::Mailgun),
             "sendgrid" => Ok(Provider::Sendgrid),
+            "ses" => Ok(Provider::Ses),
             other => {
-                anyhow::bail!("unknown provider {other:?} (twilio | sms | mailgun | sendgrid)")
+                anyhow::bail!(
+                    "unknown provider {other:?} (twilio | sms | mailgun | sendgrid | ses)"
+                )
             }
         }
     }
@@ -67,6 +76,7 @@ impl Provider {
             Provider::Sms => "sms",
             Provider::Mailgun => "mailgun",
             Provider::Sendgrid => "sendgrid",
+            Provider::Ses => "ses",
         }
     }
 }
@@ -99,6 +109,9 @@ pub(crate) enum Refused {
     BadSignature,
     #[error("the timestamp is more than 5 minutes from now")]
     Stale,
+    /// SNS: the signing certificate's URL is not SNS's, or not the one pinned.
+    #[error("the signing certificate is not SNS's")]
+    UntrustedCertificate,
 }
 
 impl Refused {
@@ -107,6 +120,7 @@ impl Refused {
             Refused::Unsigned => "unsigned",
             Refused::BadSignature => "bad_signature",
             Refused::Stale => "stale",
+            Refused::UntrustedCertificate => "untrusted_certificate",
         }
     }
 }
@@ -222,6 +236,8 @@ pub(super) struct InboundEntry {
     help_reply: Option<String>,
     bounce_expiry_days: Option<u32>,
     groups: Option<HashMap<String, String>>,
+    topic_arns: Option<Vec<String>>,
+    certificates: Option<HashMap<String, String>>,
 }
 
 /// Checks the `[[inbound]]` entries and indexes them.
@@ -234,7 +250,7 @@ pub(super) fn accounts(entries: Vec<InboundEntry>) -> anyhow::Result<InboundAcco
             .map_err(|e| anyhow::anyhow!("inbound entry {i}: tenant: {e}"))?;
         match provider {
             Provider::Twilio | Provider::Sms => sms_account(&mut accounts, i, provider, entry)?,
-            Provider::Mailgun | Provider::Sendgrid => {
+            Provider::Mailgun | Provider::Sendgrid | Provider::Ses => {
                 accounts
                     .email
                     .push(Arc::new(email::email_account(i, provider, entry)?));
@@ -260,8 +276,13 @@ fn sms_account(
         ..
     } = entry;
     ensure!(
-        entry.public_key.is_none() && entry.bounce_expiry_days.is_none() && entry.groups.is_none(),
-        "inbound entry {i}: public_key, bounce_expiry_days and groups are for mail providers"
+        entry.public_key.is_none()
+            && entry.bounce_expiry_days.is_none()
+            && entry.groups.is_none()
+            && entry.topic_arns.is_none()
+            && entry.certificates.is_none(),
+        "inbound entry {i}: public_key, bounce_expiry_days, groups, topic_arns and certificates \
+         are for mail providers"
     );
     let secret = secret.with_context(|| format!("inbound entry {i}: no secret"))?;
     let secret = match provider {

@@ -29,11 +29,11 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 /// One event that records something: who, what, and the provider's id for it.
-struct MailEvent {
-    address: String,
-    reason: Reason,
-    topic: String,
-    id: String,
+pub(super) struct MailEvent {
+    pub(super) address: String,
+    pub(super) reason: Reason,
+    pub(super) topic: String,
+    pub(super) id: String,
 }
 
 #[derive(Deserialize)]
@@ -213,7 +213,7 @@ fn verified<'a>(
 
 /// Records each event; the first outage stops the batch (503: the provider redelivers it whole,
 /// and what was recorded before is recorded once).
-async fn record(front: &Front, account: &EmailAccount, events: &[MailEvent]) -> Outcome {
+pub(super) async fn record(front: &Front, account: &EmailAccount, events: &[MailEvent]) -> Outcome {
     let provider = account.provider.as_str();
     let now = front.service.clock().now();
     let mut recorded = 0;
@@ -262,6 +262,6 @@ async fn record(front: &Front, account: &EmailAccount, events: &[MailEvent]) -> 
     }
 }
 
-fn outcome_json(outcome: Outcome) -> String {
+pub(super) fn outcome_json(outcome: Outcome) -> String {
     serde_json::json!({ "outcome": outcome.as_str() }).to_string()
 }

@@ -16,8 +16,10 @@
 //! spans or metrics.
 
 mod email;
+mod ses;
 
 pub(super) use email::{mailgun, sendgrid};
+pub(super) use ses::ses;
 
 use super::Front;
 use crate::{
@@ -51,6 +53,8 @@ struct Text {
 pub(super) enum Outcome {
     /// Mail events recorded (bounces, complaints, unsubscribes).
     Recorded,
+    /// An SNS subscription confirmed.
+    Subscribed,
     OptedOut,
     OptedIn,
     Help,
@@ -66,6 +70,7 @@ impl Outcome {
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Outcome::Recorded => "recorded",
+            Outcome::Subscribed => "subscribed",
             Outcome::OptedOut => "opted_out",
             Outcome::OptedIn => "opted_in",
             Outcome::Help => "help",
@@ -81,6 +86,7 @@ impl Outcome {
     fn status(self) -> StatusCode {
         match self {
             Outcome::Recorded
+            | Outcome::Subscribed
             | Outcome::OptedOut
             | Outcome::OptedIn
             | Outcome::Help
