@@ -56,6 +56,13 @@ impl Suppression for EmptySuppression {
         Ok(Response::new(Default::default()))
     }
 
+    async fn record_confirmation(
+        &self,
+        _: Request<proto::RecordConfirmationRequest>,
+    ) -> Result<Response<proto::Confirmation>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
     async fn issue_opt_out_token(
         &self,
         _: Request<proto::IssueOptOutTokenRequest>,

@@ -131,6 +131,8 @@ fn check(json: &Value, at: &str) -> Result<proto::CheckSuppressedRequest, String
             scope(v, &format!("{at}scope"))
         })?,
         time_zone: string(field(m, "time_zone", "timeZone"), &format!("{at}time_zone"))?,
+        // The benchmark's checks are notices.
+        purpose: 0,
     })
 }
 

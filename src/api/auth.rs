@@ -32,6 +32,7 @@ use tower::{Layer, Service};
 pub(super) enum Rpc {
     Check,
     OptOut,
+    /// `GetReceipt` and `RecordConfirmation`: about one receipt, by id.
     GetReceipt,
     IssueOptOutToken,
     /// `OptIn` and `ListSuppressions`: a person's own token is enough (anonymous calls pass, the
@@ -49,7 +50,7 @@ impl Rpc {
         match path.rsplit('/').next().unwrap_or_default() {
             "CheckSuppressed" | "CheckSuppressedBatch" => Rpc::Check,
             "OptOut" => Rpc::OptOut,
-            "GetReceipt" => Rpc::GetReceipt,
+            "GetReceipt" | "RecordConfirmation" => Rpc::GetReceipt,
             "IssueOptOutToken" => Rpc::IssueOptOutToken,
             "OptIn" | "ListSuppressions" => Rpc::PersonRights,
             "GetCheckpoint" | "GetConsistencyProof" => Rpc::AuditLog,

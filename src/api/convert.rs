@@ -9,7 +9,7 @@ use crate::{
         Subject, control::Zone,
     },
     proto,
-    service::{Check, Durability, OptOutCommand},
+    service::{Check, Durability, OptOutCommand, Purpose},
 };
 
 pub mod controls;
@@ -21,7 +21,8 @@ pub const MAX_BATCH: usize = 1_000;
 
 mod receipts;
 pub(crate) use receipts::{
-    checkpoint_to_proto, consistency_to_proto, receipt_id, receipt_to_proto,
+    checkpoint_to_proto, confirmation, confirmation_to_proto, consistency_to_proto, receipt_id,
+    receipt_to_proto,
 };
 mod rights;
 pub use rights::*;
@@ -97,6 +98,7 @@ pub fn check(req: proto::CheckSuppressedRequest) -> Result<Check, Invalid> {
         recipient: r,
         scope,
         time_zone,
+        purpose,
     } = req;
     Ok(Check {
         recipient: recipient(r)?,
@@ -104,6 +106,16 @@ pub fn check(req: proto::CheckSuppressedRequest) -> Result<Check, Invalid> {
         zone: (!time_zone.is_empty())
             .then(|| Zone::parse("time_zone", &time_zone))
             .transpose()?,
+        purpose: match proto::CheckPurpose::try_from(purpose) {
+            Ok(proto::CheckPurpose::Unspecified) => Purpose::Notice,
+            Ok(proto::CheckPurpose::OptOutConfirmation) => Purpose::OptOutConfirmation,
+            Err(_) => {
+                return Err(Invalid::new(
+                    "purpose",
+                    format!("unknown purpose {purpose}"),
+                ));
+            }
+        },
     })
 }
 

@@ -11,7 +11,7 @@ use crate::{
     auth::{KeyStore, Principal, Purpose, TokenClaims},
     domain::{Millis, Recipient, Scope, token_actor},
     proto,
-    service::{ServiceError, Suppressions, audit},
+    service::{ReceiptState, ServiceError, Suppressions, audit},
     telemetry::call::CallSpan,
 };
 use std::sync::Arc;
@@ -166,7 +166,33 @@ impl proto::suppression_server::Suppression for SuppressionApi {
             .service
             .receipt_for(id, |tenant| caller.may_use_tenant(tenant))
             .await?;
-        Ok(Response::new(convert::receipt_to_proto(receipt)))
+        let confirmations = match receipt.state {
+            ReceiptState::Durable => self.service.confirmations(id).await?,
+            ReceiptState::Accepted => Vec::new(),
+        };
+        Ok(Response::new(proto::Receipt {
+            confirmations: confirmations
+                .into_iter()
+                .map(convert::confirmation_to_proto)
+                .collect(),
+            ..convert::receipt_to_proto(receipt)
+        }))
+    }
+
+    async fn record_confirmation(
+        &self,
+        request: Request<proto::RecordConfirmationRequest>,
+    ) -> Result<Response<proto::Confirmation>, Status> {
+        // Like GetReceipt: the receipt's own tenant must be one the caller may use.
+        let caller = principal(&request)?;
+        let now = self.service.clock().now();
+        let confirmation = convert::confirmation(request.into_inner(), &caller.name, now)
+            .map_err(ServiceError::from)?;
+        let recorded = self
+            .service
+            .record_confirmation(confirmation, |tenant| caller.may_use_tenant(tenant))
+            .await?;
+        Ok(Response::new(convert::confirmation_to_proto(recorded)))
     }
 
     async fn get_checkpoint(

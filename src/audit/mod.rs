@@ -38,6 +38,9 @@ pub(crate) enum Action {
     /// window it replaced, if any).
     SetSendWindow,
     RemoveSendWindow,
+    /// The person was told of their opt-out (`receipt`: the opt-out's; subject and scope: the
+    /// opt-out's; `detail`: how and when, see `service::confirmations`).
+    Confirmation,
 }
 
 impl Action {
@@ -54,6 +57,7 @@ impl Action {
             Action::RevokeMandatory => "revoke_mandatory",
             Action::SetSendWindow => "set_send_window",
             Action::RemoveSendWindow => "remove_send_window",
+            Action::Confirmation => "confirmation",
         }
     }
 }

@@ -7,6 +7,25 @@ use crate::domain::ReceiptId;
 use redis::{AsyncCommands, streams::StreamRangeReply};
 
 impl Cache {
+    /// Claims the one confirmation an opt-out may get (`service::confirmations`): `true` for the
+    /// first claim within `ttl`, `false` after.
+    pub(crate) async fn claim_confirmation(
+        &self,
+        id: ReceiptId,
+        ttl: std::time::Duration,
+    ) -> Result<bool, CacheError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.confirmed(id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await
+            .context("SET NX confirmation claim")?;
+        Ok(set.is_some())
+    }
+
     /// Whether a receipt is queued (its marker is in Redis) and, while its entry is still in the
     /// stream, the tenant it was recorded for: `Some(None)` once the entry has left (committed, or
     /// set aside as unreadable).

@@ -21,7 +21,7 @@ mod page;
 
 use crate::{
     auth::{KeyStore, Purpose, token},
-    domain::{Reason, Source, Subject, token_actor},
+    domain::{Channel, Reason, Source, Subject, token_actor},
     service::{Durability, OptOutCommand, ServiceError, Suppressions},
     telemetry::sampling,
 };
@@ -156,7 +156,16 @@ async fn unsubscribe(
     // A person's click starts a trace of its own, sampled here.
     let recorded = sampling::Sampled::new(front.service.opt_out(cmd), sampling::decide(None));
     match recorded.await {
-        Ok(receipt) => html(StatusCode::OK, page::done(&scope, &receipt.id.to_string())),
+        Ok(receipt) => {
+            // The page is the confirmation: what it says, as served, goes on the trail.
+            let done = page::done(&scope, &receipt.id.to_string());
+            let channel = scope.channel.unwrap_or(Channel::Email);
+            front
+                .service
+                .record_own_confirmation(&receipt, channel, &done, "one-click confirmation page")
+                .await;
+            html(StatusCode::OK, done)
+        }
         Err(ServiceError::Unavailable { message, cause }) => {
             tracing::warn!(error = ?cause, "{message}");
             let mut response = html(StatusCode::SERVICE_UNAVAILABLE, page::try_again());

@@ -15,6 +15,17 @@ pub(crate) struct Check {
     pub(crate) notice: Notice,
     /// The recipient's time zone, for send windows (else each window's own).
     pub(crate) zone: Option<Zone>,
+    pub(crate) purpose: Purpose,
+}
+
+/// Why the sender asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Purpose {
+    /// A notice.
+    #[default]
+    Notice,
+    /// The message that confirms a person's opt-out (`service::confirmations`).
+    OptOutConfirmation,
 }
 
 /// The answer to one check: send, an opt-out, a halt, or a mandatory override (`domain::control`).
@@ -134,6 +145,9 @@ impl Suppressions {
                 (answers, AnswerSource::Store)
             }
         };
+        let mut answers = answers;
+        self.let_confirmations_through(checks, &mut answers, now)
+            .await;
         // A replica that cannot vouch for its controls lets nothing go (`controls::fresh`).
         let answers = self.unless_stale(answers)?;
         span.record_str("suppressd.answer_source", source.as_str());

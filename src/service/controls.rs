@@ -352,6 +352,8 @@ fn observe_controls(answers: &[Answer]) {
             Answer::Halted { .. } => "halt",
             Answer::Overridden { .. } => "mandatory",
             Answer::NotNow { .. } => "send_window",
+            // Not a control: the opt-out's one confirmation, counted alongside.
+            Answer::Confirms(_) => "confirmation",
             Answer::Send | Answer::Suppressed(_) => continue,
         };
         metrics::counter!(names::CONTROL_ANSWERS, "control" => kind).increment(1);

@@ -7,6 +7,7 @@
 
 pub mod audit;
 mod check;
+pub(crate) mod confirmations;
 pub(crate) mod controls;
 pub(crate) mod import;
 mod opt_out;
@@ -30,7 +31,7 @@ use crate::{
     store::{Store, StoreError},
 };
 use arc_swap::ArcSwap;
-pub(crate) use check::Check;
+pub(crate) use check::{Check, Purpose};
 pub(crate) use opt_out::{Durability, OptOutCommand};
 use rebuild::RebuildTrigger;
 pub(crate) use records::{OptInCommand, OptInGrounds};

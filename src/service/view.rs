@@ -151,7 +151,7 @@ fn role(e: &RecordEvent) -> &'static str {
         // A front holding a key may present the person's opt-in token; the detail says so.
         "opt_in" if e.detail.starts_with(TOKEN_OPT_IN_DETAIL) => YOU,
         "opt_in" | "rollback" | "overridden" => AN_OPERATOR,
-        "opt_out" => A_SERVICE,
+        "opt_out" | "confirmation" => A_SERVICE,
         "import" => AN_IMPORT,
         _ => THE_SYSTEM,
     }

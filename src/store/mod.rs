@@ -80,8 +80,10 @@ macro_rules! columns {
 }
 
 // After the macros above, which they use.
+#[macro_use]
 pub(crate) mod audit;
 mod commit;
+mod confirmations;
 mod controls;
 pub(crate) mod records;
 pub(crate) mod uncached;

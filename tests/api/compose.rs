@@ -325,6 +325,7 @@ async fn healthy_and_answers(image: &Image, running: &Running, api_key: &str) {
         time_zone: String::new(),
         recipient: Some(email("compose@example.com")),
         scope: Some(scope("acme", proto::Channel::Email, "recall", "")),
+        purpose: 0,
     };
     let answer = client.check_suppressed(check.clone()).await.unwrap();
     assert!(answer.into_inner().suppressed);

@@ -211,10 +211,38 @@ async fn stop_then_start_by_twilio_and_a_redelivery_records_nothing_new() {
         )
     );
 
-    // Twilio redelivers (a timeout on its side): the same message records nothing new.
+    // The reply is the confirmation, on the trail under the opt-out's receipt.
+    let confirmations = |app: &mut TestApp| {
+        let mut client = app.client.clone();
+        let receipt_id = receipt.clone();
+        async move {
+            client
+                .get_receipt(proto::GetReceiptRequest { receipt_id })
+                .await
+                .unwrap()
+                .into_inner()
+                .confirmations
+        }
+    };
+    let told = confirmations(&mut app).await;
+    assert_eq!(told.len(), 1);
+    assert_eq!(
+        (told[0].actor.as_str(), told[0].channel),
+        ("suppressd", proto::Channel::Sms as i32)
+    );
+    assert_eq!(told[0].provider_message_id, "reply to twilio:SM0001");
+    let reply = "Acme: you are unsubscribed & will get no more texts.";
+    assert_eq!(
+        told[0].content_sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(reply))
+    );
+
+    // Twilio redelivers (a timeout on its side): the same message records nothing new, but the
+    // reply goes again, and so is on the trail again.
     let again = text(front, person, "STOP", "SM0001").await;
     assert_eq!(again.status, 200);
     assert_eq!(app.rows(None).await, 1);
+    assert_eq!(confirmations(&mut app).await.len(), 2);
 
     let start = text(front, person, "start", "SM0002").await;
     assert_eq!(start.status, 200);

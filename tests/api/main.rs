@@ -11,6 +11,7 @@ mod auth;
 mod chaos;
 mod checks;
 mod compose;
+mod confirmations;
 mod controls;
 mod deploy;
 mod failures;

@@ -103,6 +103,22 @@ async fn one_click_post_records_the_opt_out_and_get_never_does() {
     );
     let receipt = receipt_in(&done.body).to_owned();
     assert_eq!(app.rows(Some(&receipt)).await, 1);
+    // The page is the confirmation: on the trail, as served.
+    let told = app
+        .client
+        .get_receipt(proto::GetReceiptRequest {
+            receipt_id: receipt.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .confirmations;
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].provider_message_id, "one-click confirmation page");
+    assert_eq!(
+        told[0].content_sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&done.body))
+    );
     assert_eq!(
         app.actor_and_source(&receipt).await,
         ("token:k1".to_owned(), proto::Source::OneClick as i64)

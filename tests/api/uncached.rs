@@ -39,6 +39,7 @@ fn check(person: &proto::Recipient) -> proto::CheckSuppressedRequest {
         time_zone: String::new(),
         recipient: Some(person.clone()),
         scope: Some(notice()),
+        purpose: 0,
     }
 }
 

@@ -323,6 +323,7 @@ pub fn answer_to_proto(answer: Answer) -> proto::CheckSuppressedResponse {
         mandatory: None,
         window: None,
         not_before: None,
+        confirms_receipt_id: String::new(),
     };
     match answer {
         Answer::Send => none,
@@ -335,6 +336,10 @@ pub fn answer_to_proto(answer: Answer) -> proto::CheckSuppressedResponse {
             suppressed: true,
             matched: Some(match_to_proto(halt.as_match(channel))),
             halt: Some(halt_to_proto(Halt::clone(&halt))),
+            ..none
+        },
+        Answer::Confirms(m) => proto::CheckSuppressedResponse {
+            confirms_receipt_id: m.receipt.to_string(),
             ..none
         },
         Answer::NotNow { window, not_before } => proto::CheckSuppressedResponse {

@@ -3,12 +3,12 @@
 //! rest of `convert` by topic; the same rules hold (complete destructuring, errors naming the field
 //! as the caller wrote it). Proofs are only carried across: they are built and checked in `audit`.
 
-use super::timestamp;
+use super::{channel, channel_to_proto, millis, timestamp};
 use crate::{
     audit::{merkle::Hash, verify::ReceiptProof},
-    domain::{Invalid, ReceiptId},
+    domain::{Invalid, Millis, ReceiptId},
     proto,
-    service::{ReceiptState, ReceiptView, audit::CheckpointView},
+    service::{ReceiptState, ReceiptView, audit::CheckpointView, confirmations::Confirmation},
 };
 
 pub(crate) fn receipt_id(req: proto::GetReceiptRequest) -> Result<ReceiptId, Invalid> {
@@ -25,6 +25,7 @@ pub(crate) fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
     } = r;
     proto::Receipt {
         proof: proof.map(proof_to_proto),
+        confirmations: Vec::new(),
         receipt_id: id.to_string(),
         accepted_at: Some(timestamp(accepted_at)),
         state: match state {
@@ -70,5 +71,53 @@ pub(crate) fn consistency_to_proto(
         old_size,
         new_size,
         hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+    }
+}
+
+/// A confirmation as a sender states it, recorded as `actor` at `now`.
+pub(crate) fn confirmation(
+    req: proto::RecordConfirmationRequest,
+    actor: &str,
+    now: Millis,
+) -> Result<Confirmation, Invalid> {
+    let proto::RecordConfirmationRequest {
+        receipt_id,
+        channel: told_by,
+        content_sha256,
+        sent_at,
+        provider_message_id,
+    } = req;
+    let receipt = ReceiptId::parse("receipt_id", &receipt_id)?;
+    let told_by = channel(told_by).map_err(|e| Invalid::new("channel", e.message))?;
+    let sent_at = sent_at.map(|t| millis("sent_at", t)).transpose()?;
+    Confirmation::new(
+        receipt,
+        told_by,
+        &content_sha256,
+        sent_at,
+        &provider_message_id,
+        actor,
+        now,
+    )
+}
+
+pub(crate) fn confirmation_to_proto(c: Confirmation) -> proto::Confirmation {
+    let Confirmation {
+        receipt,
+        channel,
+        content_sha256,
+        sent_at,
+        provider_message_id,
+        actor,
+        log_index,
+    } = c;
+    proto::Confirmation {
+        receipt_id: receipt.to_string(),
+        channel: channel_to_proto(Some(channel)) as i32,
+        content_sha256,
+        sent_at: Some(timestamp(sent_at)),
+        provider_message_id,
+        actor,
+        log_index,
     }
 }

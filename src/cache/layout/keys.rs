@@ -83,6 +83,11 @@ impl Keys {
         format!("{}rcpt:{id}", self.prefix)
     }
 
+    /// Present once an opt-out's confirmation was let through (`service::confirmations`).
+    pub(crate) fn confirmed(&self, id: ReceiptId) -> String {
+        format!("{}confirmed:{id}", self.prefix)
+    }
+
     /// The generation of the current (or running) rebuild; a flush removes it, which is how a rebuild
     /// notices that what it wrote so far is gone.
     pub fn generation(&self) -> String {

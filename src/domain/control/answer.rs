@@ -25,6 +25,8 @@ pub(crate) enum Answer {
         window: Arc<SendWindow>,
         not_before: Millis,
     },
+    /// The one message that confirms this opt-out may go (`service::confirmations`).
+    Confirms(Match),
 }
 
 /// The controls in force, as one replica holds them: few, read on every check, replaced whole.
@@ -112,7 +114,9 @@ impl Controls {
     pub(crate) fn when_stale(answer: Answer) -> Option<Answer> {
         match answer {
             Answer::Send => None,
-            Answer::Overridden { overridden, .. } => Some(Answer::Suppressed(overridden)),
+            Answer::Overridden { overridden, .. } | Answer::Confirms(overridden) => {
+                Some(Answer::Suppressed(overridden))
+            }
             blocked @ (Answer::Suppressed(_) | Answer::Halted { .. } | Answer::NotNow { .. }) => {
                 Some(blocked)
             }

@@ -278,11 +278,17 @@ async fn act(front: &Front, account: &InboundAccount, text: &Text) -> (Outcome, 
             // The message id is the provider's: too long or with control characters.
             return (Outcome::Malformed, None);
         };
-        front
-            .service
-            .opt_out(cmd)
-            .await
-            .map(|_| (Outcome::OptedOut, account.stop_reply.clone()))
+        match front.service.opt_out(cmd).await {
+            Ok(receipt) => {
+                let answered = format!("reply to {provider}:{}", text.message_id);
+                front
+                    .service
+                    .record_own_confirmation(&receipt, Channel::Sms, &account.stop_reply, &answered)
+                    .await;
+                Ok((Outcome::OptedOut, account.stop_reply.clone()))
+            }
+            Err(e) => Err(e),
+        }
     } else {
         let cmd = OptInCommand {
             subject: front.service.subject(&person),

@@ -37,6 +37,7 @@ async fn check_at(
             recipient: Some(phone("+12025550143")),
             scope: Some(scope("acme", channel, "marketing", "")),
             time_zone: time_zone.into(),
+            purpose: 0,
         })
         .await
         .unwrap()
@@ -107,6 +108,7 @@ async fn a_send_window_says_not_now_until_it_opens_on_the_recipients_clock(backe
                     recipient: Some(phone("+12025550143")),
                     scope: Some(scope("acme", Channel::Sms, "marketing", "")),
                     time_zone: zone.into(),
+                    purpose: 0,
                 })
                 .to_vec(),
         })
@@ -135,6 +137,7 @@ async fn mandatory_notices_follow_their_declarations_rule_and_opt_outs_still_win
             recipient: Some(email(who)),
             scope: Some(letter()),
             time_zone: String::new(),
+            purpose: 0,
         };
         let mut client = app.client.clone();
         async move { client.check_suppressed(req).await.unwrap().into_inner() }
@@ -337,6 +340,7 @@ async fn bad_windows_and_time_zones_are_refused_by_field_and_store_nothing() {
                 recipient: Some(email("a@example.com")),
                 scope: Some(scope("acme", Channel::Sms, "marketing", "")),
                 time_zone: "Nowhere/Land".into(),
+                purpose: 0,
             }],
         })
         .await

@@ -166,6 +166,7 @@ pub async fn under_load<F: std::future::Future<Output = ()>>(
                         time_zone: String::new(),
                         recipient: Some(person),
                         scope: Some(notice()),
+                        purpose: 0,
                     }),
                 )
                 .await
@@ -199,6 +200,7 @@ pub async fn under_load<F: std::future::Future<Output = ()>>(
                     time_zone: String::new(),
                     recipient: Some(person.clone()),
                     scope: Some(notice()),
+                    purpose: 0,
                 })
                 .await
             {

@@ -95,6 +95,7 @@ async fn a_promoted_replica_that_lost_writes_is_caught_by_the_write_counter() {
         time_zone: String::new(),
         recipient: Some(email(who)),
         scope: Some(notice()),
+        purpose: 0,
     };
     // While the Sentinels fail over and the service notices: never "send" for anyone acknowledged.
     let deadline = Instant::now() + Duration::from_secs(40);
