@@ -34,6 +34,8 @@ pub(super) enum Rpc {
     OptOut,
     GetReceipt,
     IssueOptOutToken,
+    /// `RecordConsent`: role write, like `OptOut`, but never anonymous (there is no consent token).
+    RecordConsent,
     /// `OptIn` and `ListSuppressions`: a person's own token is enough (anonymous calls pass, the
     /// handler demands the token); without one the handler demands `admin`.
     PersonRights,
@@ -51,6 +53,7 @@ impl Rpc {
             "OptOut" => Rpc::OptOut,
             "GetReceipt" => Rpc::GetReceipt,
             "IssueOptOutToken" => Rpc::IssueOptOutToken,
+            "RecordConsent" => Rpc::RecordConsent,
             "OptIn" | "ListSuppressions" => Rpc::PersonRights,
             "GetCheckpoint" | "GetConsistencyProof" => Rpc::AuditLog,
             _ => Rpc::Other,
@@ -60,9 +63,11 @@ impl Rpc {
     fn role(self) -> Role {
         match self {
             Rpc::Check | Rpc::AuditLog => Role::Check,
-            Rpc::OptOut | Rpc::GetReceipt | Rpc::IssueOptOutToken | Rpc::PersonRights => {
-                Role::Write
-            }
+            Rpc::OptOut
+            | Rpc::GetReceipt
+            | Rpc::IssueOptOutToken
+            | Rpc::RecordConsent
+            | Rpc::PersonRights => Role::Write,
             Rpc::Other => Role::Admin,
         }
     }
@@ -264,6 +269,8 @@ mod tests {
         assert_eq!(path("CheckSuppressedBatch").role(), Role::Check);
         assert_eq!(path("OptOut").role(), Role::Write);
         assert_eq!(path("IssueOptOutToken").role(), Role::Write);
+        assert_eq!(path("RecordConsent").role(), Role::Write);
+        assert_eq!(path("RequireConsent").role(), Role::Admin);
         assert_eq!(path("OptIn").role(), Role::Write);
         assert_eq!(path("RollbackImport").role(), Role::Admin);
         assert_eq!(path("HaltCampaign").role(), Role::Admin);

@@ -38,6 +38,12 @@ pub(crate) enum Action {
     /// window it replaced, if any).
     SetSendWindow,
     RemoveSendWindow,
+    /// A topic began to require consent (`receipt`: the requirement id; no subject; `detail`: the
+    /// reason and channels).
+    RequireConsent,
+    DropConsentRequirement,
+    /// A person's consent (`subject`, the scope; `receipt`: the consent id; `detail`: its evidence).
+    RecordConsent,
 }
 
 impl Action {
@@ -54,6 +60,9 @@ impl Action {
             Action::RevokeMandatory => "revoke_mandatory",
             Action::SetSendWindow => "set_send_window",
             Action::RemoveSendWindow => "remove_send_window",
+            Action::RequireConsent => "require_consent",
+            Action::DropConsentRequirement => "drop_consent_requirement",
+            Action::RecordConsent => "record_consent",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! SQL.
 
 pub mod clock;
+pub(crate) mod consent;
 pub(crate) mod control;
 pub(crate) mod keyword;
 pub mod recipient;

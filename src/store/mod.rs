@@ -82,6 +82,7 @@ macro_rules! columns {
 // After the macros above, which they use.
 pub(crate) mod audit;
 mod commit;
+mod consents;
 mod controls;
 pub(crate) mod records;
 pub(crate) mod uncached;
