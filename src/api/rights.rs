@@ -119,8 +119,7 @@ impl SuppressionApi {
         request: Request<proto::RecordConsentRequest>,
     ) -> Result<Response<proto::Consent>, Status> {
         let principal = super::suppression::principal(&request)?;
-        let new =
-            convert::consent::record(request.into_inner()).map_err(ServiceError::from)?;
+        let new = convert::consent::record(request.into_inner()).map_err(ServiceError::from)?;
         auth::authorize_tenants(&principal, [new.scope.tenant.as_str()])?;
         let consent = self
             .service

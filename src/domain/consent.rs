@@ -25,9 +25,8 @@ pub(crate) struct Evidence {
 impl Evidence {
     /// Every part required and bounded; field paths as a `RecordConsent` names them.
     pub(crate) fn parse(source: &str, proof: &str, actor: &str) -> Result<Evidence, Invalid> {
-        let field = |name: &str, value: &str| {
-            required_text(name, value).map_err(|e| e.within("evidence"))
-        };
+        let field =
+            |name: &str, value: &str| required_text(name, value).map_err(|e| e.within("evidence"));
         Ok(Evidence {
             source: field("source", source)?,
             proof: field("proof", proof)?,

@@ -19,7 +19,7 @@ use super::{ServiceError, Suppressions, Viewer, check::Check};
 use crate::{
     audit::{Action, AuditEntry},
     domain::{
-        Recipient, ReceiptId, Scope, SubjectHash,
+        ReceiptId, Recipient, Scope, SubjectHash,
         consent::{Consent, Evidence},
         control::Answer,
         scope::channel_code,

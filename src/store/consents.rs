@@ -137,7 +137,8 @@ impl Store {
                      AND s.received_at >= c.received_at \
                      AND (s.ended_by IS NULL OR s.ended_by <> 'rollback')) \
              LIMIT 1";
-        let own = [Reason::UserRequest, Reason::Complaint, Reason::Legal].map(|r| i32::from(r.code()));
+        let own =
+            [Reason::UserRequest, Reason::Complaint, Reason::Legal].map(|r| i32::from(r.code()));
         let found: Option<String> = on_pool!(self, pool => sqlx::query_scalar(sql)
             .bind(subject.0.to_vec())
             .bind(&notice.tenant)

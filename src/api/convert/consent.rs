@@ -138,12 +138,11 @@ pub(crate) fn consent_to_proto(c: Consent) -> proto::Consent {
         id,
         subject: _,
         scope,
-        evidence:
-            Evidence {
-                source,
-                proof,
-                actor,
-            },
+        evidence: Evidence {
+            source,
+            proof,
+            actor,
+        },
         recorded_by,
         at,
     } = c;

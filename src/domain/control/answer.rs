@@ -362,13 +362,22 @@ mod tests {
         assert!(matches!(got, Answer::NoConsent { .. }), "{got:?}");
         assert_eq!(controls.decide(None, &n, None, NOW, true), Answer::Send);
         let suppressed = Answer::Suppressed(opt_out());
-        assert_eq!(controls.decide(Some(opt_out()), &n, None, NOW, true), suppressed);
-        assert_eq!(controls.decide(Some(opt_out()), &n, None, NOW, false), suppressed);
+        assert_eq!(
+            controls.decide(Some(opt_out()), &n, None, NOW, true),
+            suppressed
+        );
+        assert_eq!(
+            controls.decide(Some(opt_out()), &n, None, NOW, false),
+            suppressed
+        );
         for other in [
             notice("acme", Channel::Sms, "marketing", ""),
             notice("acme", Channel::Email, "recall", ""),
         ] {
-            assert_eq!(controls.decide(None, &other, None, NOW, false), Answer::Send);
+            assert_eq!(
+                controls.decide(None, &other, None, NOW, false),
+                Answer::Send
+            );
         }
         assert_eq!(Controls::when_stale(got.clone()), Some(got));
     }

@@ -43,7 +43,9 @@ impl Suppressions {
             .await?
             .into_iter()
             .find_map(|c| match c {
-                Control::Consent(r) if r.ended.is_none() && r.same_place(&requirement) => Some(r.id),
+                Control::Consent(r) if r.ended.is_none() && r.same_place(&requirement) => {
+                    Some(r.id)
+                }
                 _ => None,
             });
         if let Some(id) = existing {
