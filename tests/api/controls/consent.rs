@@ -384,3 +384,73 @@ async fn bad_consent_requests_are_refused_by_field_and_store_nothing() {
     assert!(listed.consents.is_empty() && listed.records.is_empty());
     assert_eq!(app.store().await.audit_size().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_requires_consent_records_one_lists_and_drops_the_requirement() {
+    let mut app = spawn_app(Backend::Sqlite).await;
+    let server = app.addr.to_string();
+    let out = suppressd(&[
+        "consent",
+        "require",
+        "--server",
+        &server,
+        "--tenant",
+        "acme",
+        "--channel",
+        "email",
+        "--topic",
+        "marketing",
+        "--reason",
+        "GDPR",
+        "--json",
+    ])
+    .await;
+    let requirement: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = requirement["requirement_id"].as_str().unwrap().to_owned();
+    assert_eq!(requirement["channel"], "email");
+    assert!(
+        requirement["propagation"]
+            .as_str()
+            .unwrap()
+            .starts_with("confirmed by"),
+        "{out}"
+    );
+    let out = suppressd(&["controls", "list", "--server", &server, "--tenant", "acme"]).await;
+    assert!(
+        out.contains(&id) && out.contains("topic: marketing"),
+        "{out}"
+    );
+    let marketing = scope("acme", Channel::Email, "marketing", "");
+    assert_no_consent(
+        &app.check(email("p@example.com"), marketing.clone()).await,
+        &id,
+    );
+
+    let out = suppressd(&[
+        "consent",
+        "record",
+        "--server",
+        &server,
+        "--email",
+        "p@example.com",
+        "--tenant",
+        "acme",
+        "--topic",
+        "marketing",
+        "--source",
+        "signup-form",
+        "--proof",
+        "form-v3",
+        "--obtained-by",
+        "crm",
+    ])
+    .await;
+    assert!(out.contains("source: signup-form"), "{out}");
+    assert!(!app.is_suppressed(email("p@example.com"), marketing).await);
+
+    let out = suppressd(&[
+        "consent", "drop", &id, "--server", &server, "--reason", "done",
+    ])
+    .await;
+    assert!(out.contains("drop_reason: done"), "{out}");
+}
