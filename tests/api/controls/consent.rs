@@ -1,8 +1,8 @@
 //! Consent-required topics (issue 19, item 4), through the generated client against the real
 //! server: under a requirement a notice goes only to a person whose consent covers it; an opt-out
 //! wins over consent and revokes it, an opt-in does not bring it back; a consent recorded on one
-//! replica answers on another at once; requirements and consents are audited and listed; bad input
-//! stores nothing.
+//! replica answers on another at once; requirements and consents are audited and listed; a replica
+//! that cannot read consents fails closed (bad input: `validation`).
 
 use super::*;
 use suppressd::startup::Application;
@@ -275,117 +275,6 @@ fn check_of(address: &str, scope: &proto::Scope) -> proto::CheckSuppressedReques
 on_both_stores!(only_consented_people_get_notices_of_a_consent_required_topic);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_consent_requests_are_refused_by_field_and_store_nothing() {
-    let mut app = spawn_app(Backend::Sqlite).await;
-    let with = |f: fn(&mut proto::RequireConsentRequest)| {
-        let mut req = require_request(Channel::Email, "marketing");
-        f(&mut req);
-        req
-    };
-    for (req, field) in [
-        (with(|r| r.topic.clear()), "topic"),
-        (with(|r| r.topic = "a b".into()), "topic"),
-        (with(|r| r.reason = " ".into()), "reason"),
-        (with(|r| r.channel = 99), "channel"),
-    ] {
-        let status = app.client.require_consent(req).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(status.message().starts_with(field), "{field}: {status:?}");
-    }
-    for raw in ["", "nope"] {
-        let status = app
-            .client
-            .drop_consent_requirement(proto::DropConsentRequirementRequest {
-                requirement_id: raw.into(),
-                reason: "why".into(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().starts_with("requirement_id"), "{status:?}");
-    }
-
-    let marketing = scope("acme", Channel::Email, "marketing", "");
-    let with = |f: fn(&mut proto::RecordConsentRequest)| {
-        let mut req = consent_request(email("p@example.com"), marketing.clone());
-        f(&mut req);
-        req
-    };
-    let long = "x".repeat(1_001);
-    let mut too_long = with(|_| {});
-    too_long.evidence.as_mut().unwrap().proof = long;
-    for (req, field) in [
-        (with(|r| r.recipient = None), "recipient"),
-        (
-            with(|r| r.recipient = Some(email("no-at"))),
-            "recipient.email",
-        ),
-        (with(|r| r.scope = None), "scope"),
-        (
-            with(|r| r.scope.as_mut().unwrap().topic = "a b".into()),
-            "scope.topic",
-        ),
-        (
-            with(|r| r.scope.as_mut().unwrap().channel = 99),
-            "scope.channel",
-        ),
-        (with(|r| r.evidence = None), "evidence"),
-        (
-            with(|r| r.evidence.as_mut().unwrap().source.clear()),
-            "evidence.source",
-        ),
-        (
-            with(|r| r.evidence.as_mut().unwrap().actor = " ".into()),
-            "evidence.actor",
-        ),
-        (too_long, "evidence.proof"),
-    ] {
-        let status = app.client.record_consent(req).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(status.message().starts_with(field), "{field}: {status:?}");
-    }
-    // NO_CONSENT is an answer, not a reason to opt out.
-    let mut opt_out = opt_out_request(email("p@example.com"), marketing.clone());
-    opt_out.reason = proto::Reason::NoConsent as i32;
-    let status = app.client.opt_out(opt_out).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("reason"), "{status:?}");
-
-    // Requirements are an admin's; consents a writer's (and not a checker's).
-    let mut writer = app.client_with_key(Some(WRITE_KEY)).await;
-    let refused = writer
-        .require_consent(require_request(Channel::Email, "marketing"))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::PermissionDenied);
-    let mut checker = app.client_with_key(Some(CHECK_KEY)).await;
-    let refused = checker
-        .record_consent(consent_request(email("p@example.com"), marketing))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::PermissionDenied);
-
-    assert!(
-        all_controls(&mut app.client, "acme")
-            .await
-            .consent_required
-            .is_empty()
-    );
-    let listed = app
-        .client
-        .list_suppressions(proto::ListSuppressionsRequest {
-            recipient: Some(email("p@example.com")),
-            tenant: "acme".into(),
-            token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.consents.is_empty() && listed.records.is_empty());
-    assert_eq!(app.store().await.audit_size().await.unwrap(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_requires_consent_records_one_lists_and_drops_the_requirement() {
     let mut app = spawn_app(Backend::Sqlite).await;
     let server = app.addr.to_string();
@@ -453,4 +342,47 @@ async fn the_cli_requires_consent_records_one_lists_and_drops_the_requirement() 
     ])
     .await;
     assert!(out.contains("drop_reason: done"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_under_a_requirement_fails_closed_while_the_store_is_unreachable() {
+    let pg = PrivatePostgres::start().await;
+    let url = pg.url();
+    let mut app = spawn_app_with(Backend::Postgres, Clock::System, |s| s.store_url = url).await;
+    app.wait_cache_complete().await;
+    app.client
+        .require_consent(require_request(Channel::Email, "marketing"))
+        .await
+        .unwrap();
+    let mut writer = app.client_with_key(Some(WRITE_KEY)).await;
+    let marketing = scope("acme", Channel::Email, "marketing", "");
+    writer
+        .record_consent(consent_request(email("p@example.com"), marketing.clone()))
+        .await
+        .unwrap();
+    assert!(
+        !app.is_suppressed(email("p@example.com"), marketing.clone())
+            .await
+    );
+
+    pg.stop_immediate();
+    // The consent cannot be confirmed: no "send", but UNAVAILABLE.
+    let status = app
+        .client
+        .check_suppressed(check_of("p@example.com", &marketing))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // Other topics answer from the cache as before.
+    let recall = scope("acme", Channel::Email, "recall", "");
+    assert!(!app.is_suppressed(email("p@example.com"), recall).await);
+    // Nor can a consent be recorded.
+    let status = writer
+        .record_consent(consent_request(email("q@example.com"), marketing.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    pg.start_again().await;
+    assert!(!app.is_suppressed(email("p@example.com"), marketing).await);
 }
