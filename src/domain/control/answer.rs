@@ -352,33 +352,42 @@ mod tests {
     }
 
     #[test]
-    fn a_requirement_lets_only_consented_notices_go_and_an_opt_out_wins() {
-        let email = ChannelSet::of([Channel::Email]);
-        let at = ("acme", email, "marketing");
-        let r = ConsentRequirement::new(ReceiptId::new(NOW), at, "why", "op".into(), NOW);
-        let controls = Controls::new(1, vec![Control::Consent(r.unwrap())]);
-        let n = notice("acme", Channel::Email, "marketing", "");
-        let got = controls.decide(None, &n, None, NOW, false);
+    fn a_requirement_lets_only_consented_notices_go_an_opt_out_wins_a_declaration_needs_none() {
+        let every = ChannelSet::EVERY;
+        let r = ConsentRequirement::new(
+            ReceiptId::new(NOW),
+            ("acme", every, "recall"),
+            "why",
+            "op".into(),
+            NOW,
+        );
+        let declared = Control::Mandatory(postal_recalls(NOW + 10));
+        let controls = Controls::new(1, vec![Control::Consent(r.unwrap()), declared]);
+        let decide =
+            |m: Option<Match>, n: &Notice, consented| controls.decide(m, n, None, NOW, consented);
+        let email = notice("acme", Channel::Email, "recall", "");
+        let got = decide(None, &email, false);
         assert!(matches!(got, Answer::NoConsent { .. }), "{got:?}");
-        assert_eq!(controls.decide(None, &n, None, NOW, true), Answer::Send);
-        let suppressed = Answer::Suppressed(opt_out());
-        assert_eq!(
-            controls.decide(Some(opt_out()), &n, None, NOW, true),
-            suppressed
-        );
-        assert_eq!(
-            controls.decide(Some(opt_out()), &n, None, NOW, false),
-            suppressed
-        );
-        for other in [
-            notice("acme", Channel::Sms, "marketing", ""),
-            notice("acme", Channel::Email, "recall", ""),
-        ] {
+        assert_eq!(Controls::when_stale(got.clone()), Some(got));
+        assert_eq!(decide(None, &email, true), Answer::Send);
+        for consented in [true, false] {
             assert_eq!(
-                controls.decide(None, &other, None, NOW, false),
-                Answer::Send
+                decide(Some(opt_out()), &email, consented),
+                Answer::Suppressed(opt_out())
             );
         }
-        assert_eq!(Controls::when_stale(got.clone()), Some(got));
+        // Another topic needs no consent; the postal recalls are declared mandatory.
+        assert_eq!(
+            decide(
+                None,
+                &notice("acme", Channel::Email, "marketing", ""),
+                false
+            ),
+            Answer::Send
+        );
+        assert_eq!(
+            decide(None, &notice("acme", Channel::Postal, "recall", ""), false),
+            Answer::Send
+        );
     }
 }
