@@ -313,12 +313,23 @@ mod tests {
             vec![
                 Control::Mandatory(postal_recalls(NOW + 10)),
                 Control::Halt(halt("recall", "RC-1", &[Channel::Sms])),
+                Control::Consent(
+                    ConsentRequirement::new(
+                        ReceiptId::new(NOW),
+                        ("acme", ChannelSet::EVERY, "marketing"),
+                        "why",
+                        "op".into(),
+                        NOW,
+                    )
+                    .unwrap(),
+                ),
             ],
         );
         let back = Controls::decode(7, &controls.encode()).unwrap();
         assert_eq!(back.version, 7);
         assert_eq!(back.halts, controls.halts);
         assert_eq!(back.mandatory, controls.mandatory);
+        assert_eq!(back.consent, controls.consent);
     }
 
     #[test]

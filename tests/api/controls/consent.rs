@@ -215,6 +215,26 @@ async fn only_consented_people_get_notices_of_a_consent_required_topic(backend: 
         mine.consents[0].evidence.as_ref().unwrap().source,
         "signup-form"
     );
+    // With the person's token for marketing email: those consents, without their evidence.
+    let token =
+        crate::tokens::issue(&mut app.client, "p@example.com", marketing.clone(), 3600).await;
+    let theirs = app
+        .client
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: None,
+            tenant: String::new(),
+            token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(theirs.consents.len(), 2);
+    assert!(
+        theirs
+            .consents
+            .iter()
+            .all(|c| c.evidence.is_none() && c.recorded_by.is_empty())
+    );
 
     // Dropped, the topic goes to everyone not opted out.
     let dropped = app
