@@ -282,6 +282,11 @@ async fn only_consented_people_get_notices_of_a_consent_required_topic(backend: 
         .find(|r| r.receipt_id == consent.consent_id)
         .unwrap();
     assert!(recorded.detail.as_deref().unwrap().contains("signup-form"));
+    let store = app.store().await;
+    let report = verify_log(&store, AuditLog::development().verifier(), None)
+        .await
+        .unwrap();
+    assert_eq!((report.entries, report.problem), (rows.len() as u64, None));
 }
 
 fn check_of(address: &str, scope: &proto::Scope) -> proto::CheckSuppressedRequest {
