@@ -364,10 +364,9 @@ mod tests {
 
     #[test]
     fn a_requirement_lets_only_consented_notices_go_an_opt_out_wins_a_declaration_needs_none() {
-        let every = ChannelSet::EVERY;
         let r = ConsentRequirement::new(
             ReceiptId::new(NOW),
-            ("acme", every, "recall"),
+            ("acme", ChannelSet::EVERY, "recall"),
             "why",
             "op".into(),
             NOW,
@@ -388,17 +387,9 @@ mod tests {
             );
         }
         // Another topic needs no consent; the postal recalls are declared mandatory.
-        assert_eq!(
-            decide(
-                None,
-                &notice("acme", Channel::Email, "marketing", ""),
-                false
-            ),
-            Answer::Send
-        );
-        assert_eq!(
-            decide(None, &notice("acme", Channel::Postal, "recall", ""), false),
-            Answer::Send
-        );
+        for n in [("marketing", Channel::Email), ("recall", Channel::Postal)] {
+            let n = notice("acme", n.1, n.0, "");
+            assert_eq!(decide(None, &n, false), Answer::Send);
+        }
     }
 }
