@@ -148,6 +148,27 @@ impl Suppression for EmptySuppression {
         Ok(Response::new(Default::default()))
     }
 
+    async fn require_consent(
+        &self,
+        _: Request<proto::RequireConsentRequest>,
+    ) -> Result<Response<proto::ConsentRequirement>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn drop_consent_requirement(
+        &self,
+        _: Request<proto::DropConsentRequirementRequest>,
+    ) -> Result<Response<proto::ConsentRequirement>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn record_consent(
+        &self,
+        _: Request<proto::RecordConsentRequest>,
+    ) -> Result<Response<proto::Consent>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
     async fn list_controls(
         &self,
         _: Request<proto::ListControlsRequest>,

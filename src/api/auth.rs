@@ -35,6 +35,8 @@ pub(super) enum Rpc {
     /// `GetReceipt` and `RecordConfirmation`: about one receipt, by id.
     GetReceipt,
     IssueOptOutToken,
+    /// `RecordConsent`: role write, like `OptOut`, but never anonymous (there is no consent token).
+    RecordConsent,
     /// `OptIn` and `ListSuppressions`: a person's own token is enough (anonymous calls pass, the
     /// handler demands the token); without one the handler demands `admin`.
     PersonRights,
@@ -52,6 +54,7 @@ impl Rpc {
             "OptOut" => Rpc::OptOut,
             "GetReceipt" | "RecordConfirmation" => Rpc::GetReceipt,
             "IssueOptOutToken" => Rpc::IssueOptOutToken,
+            "RecordConsent" => Rpc::RecordConsent,
             "OptIn" | "ListSuppressions" => Rpc::PersonRights,
             "GetCheckpoint" | "GetConsistencyProof" => Rpc::AuditLog,
             _ => Rpc::Other,
@@ -61,9 +64,11 @@ impl Rpc {
     fn role(self) -> Role {
         match self {
             Rpc::Check | Rpc::AuditLog => Role::Check,
-            Rpc::OptOut | Rpc::GetReceipt | Rpc::IssueOptOutToken | Rpc::PersonRights => {
-                Role::Write
-            }
+            Rpc::OptOut
+            | Rpc::GetReceipt
+            | Rpc::IssueOptOutToken
+            | Rpc::RecordConsent
+            | Rpc::PersonRights => Role::Write,
             Rpc::Other => Role::Admin,
         }
     }
@@ -265,6 +270,8 @@ mod tests {
         assert_eq!(path("CheckSuppressedBatch").role(), Role::Check);
         assert_eq!(path("OptOut").role(), Role::Write);
         assert_eq!(path("IssueOptOutToken").role(), Role::Write);
+        assert_eq!(path("RecordConsent").role(), Role::Write);
+        assert_eq!(path("RequireConsent").role(), Role::Admin);
         assert_eq!(path("OptIn").role(), Role::Write);
         assert_eq!(path("RollbackImport").role(), Role::Admin);
         assert_eq!(path("HaltCampaign").role(), Role::Admin);

@@ -1,9 +1,13 @@
-//! The operator's levers that act on checks: campaign halts, mandatory declarations and send
-//! windows. Handlers of
+//! The operator's levers that act on checks: campaign halts, mandatory declarations, send windows
+//! and consent requirements. Handlers of
 //! `suppress.v1.Suppression`, split from `suppression` by topic. The auth layer has already required
 //! the `admin` role; each handler checks the tenant the control is for against the caller.
 
-use super::{SuppressionApi, auth, convert::controls as convert, suppression::principal};
+use super::{
+    SuppressionApi, auth,
+    convert::{consent, controls as convert},
+    suppression::principal,
+};
 use crate::{domain::ReceiptId, proto, service::ServiceError};
 use tonic::{Request, Response, Status};
 
@@ -92,6 +96,39 @@ impl SuppressionApi {
             .remove_send_window(id, &reason, principal.name.clone())
             .await?;
         Ok(Response::new(convert::changed_window_to_proto(window)))
+    }
+
+    pub(super) async fn require_consent_impl(
+        &self,
+        request: Request<proto::RequireConsentRequest>,
+    ) -> Result<Response<proto::ConsentRequirement>, Status> {
+        let principal = principal(&request)?;
+        let new = consent::require(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [new.tenant.as_str()])?;
+        let requirement = self
+            .service
+            .require_consent(new, principal.name.clone())
+            .await?;
+        Ok(Response::new(consent::changed_requirement_to_proto(
+            requirement,
+        )))
+    }
+
+    pub(super) async fn drop_consent_requirement_impl(
+        &self,
+        request: Request<proto::DropConsentRequirementRequest>,
+    ) -> Result<Response<proto::ConsentRequirement>, Status> {
+        let principal = principal(&request)?;
+        let (id, reason) =
+            consent::drop_requirement(request.into_inner()).map_err(ServiceError::from)?;
+        self.authorize_control(&principal, id).await?;
+        let requirement = self
+            .service
+            .drop_consent_requirement(id, &reason, principal.name.clone())
+            .await?;
+        Ok(Response::new(consent::changed_requirement_to_proto(
+            requirement,
+        )))
     }
 
     pub(super) async fn list_controls_impl(

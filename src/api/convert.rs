@@ -12,6 +12,7 @@ use crate::{
     service::{Check, Durability, OptOutCommand, Purpose},
 };
 
+pub mod consent;
 pub mod controls;
 pub mod imports;
 pub use controls::answer_to_proto;
@@ -142,6 +143,10 @@ fn reason(code: i32) -> Result<Reason, Invalid> {
         Ok(proto::Reason::Legal) => Ok(Reason::Legal),
         Ok(proto::Reason::Operator) => Ok(Reason::Operator),
         Ok(proto::Reason::Unspecified) => Err(Invalid::new("reason", "is required")),
+        Ok(proto::Reason::NoConsent) => Err(Invalid::new(
+            "reason",
+            "NO_CONSENT is what a check answers, not a reason to opt out",
+        )),
         Err(_) => Err(Invalid::new("reason", format!("unknown reason {code}"))),
     }
 }

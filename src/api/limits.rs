@@ -45,6 +45,7 @@ impl Budgets {
             Rpc::OptOut
             | Rpc::GetReceipt
             | Rpc::IssueOptOutToken
+            | Rpc::RecordConsent
             | Rpc::PersonRights
             | Rpc::Other => (&self.writes, "writes"),
         };

@@ -99,12 +99,33 @@ impl SuppressionApi {
             };
         let now = self.service.clock().now();
         let records = self.service.history(&subject, &viewer).await?;
+        let consents = self.service.consents(&subject, &viewer).await?;
         Ok(Response::new(proto::ListSuppressionsResponse {
             records: records
                 .into_iter()
                 .map(|h| convert::history_to_proto(h, now))
                 .collect(),
+            consents: consents
+                .into_iter()
+                .map(convert::consent::consent_to_proto)
+                .collect(),
         }))
+    }
+
+    /// `RecordConsent`: role write (the auth layer required it), for the scope's tenant. Whoever
+    /// may record a person's opt-out may record their consent; the evidence says how it was given.
+    pub(super) async fn record_consent_impl(
+        &self,
+        request: Request<proto::RecordConsentRequest>,
+    ) -> Result<Response<proto::Consent>, Status> {
+        let principal = super::suppression::principal(&request)?;
+        let new = convert::consent::record(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [new.scope.tenant.as_str()])?;
+        let consent = self
+            .service
+            .record_consent(new, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::consent::consent_to_proto(consent)))
     }
 
     /// A person's token of `purpose`, verified by the service's clock; anonymous callers spend the

@@ -292,6 +292,27 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         self.remove_send_window_impl(request).await
     }
 
+    async fn require_consent(
+        &self,
+        request: Request<proto::RequireConsentRequest>,
+    ) -> Result<Response<proto::ConsentRequirement>, Status> {
+        self.require_consent_impl(request).await
+    }
+
+    async fn drop_consent_requirement(
+        &self,
+        request: Request<proto::DropConsentRequirementRequest>,
+    ) -> Result<Response<proto::ConsentRequirement>, Status> {
+        self.drop_consent_requirement_impl(request).await
+    }
+
+    async fn record_consent(
+        &self,
+        request: Request<proto::RecordConsentRequest>,
+    ) -> Result<Response<proto::Consent>, Status> {
+        self.record_consent_impl(request).await
+    }
+
     async fn list_controls(
         &self,
         request: Request<proto::ListControlsRequest>,

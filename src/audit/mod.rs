@@ -41,6 +41,12 @@ pub(crate) enum Action {
     /// The person was told of their opt-out (`receipt`: the opt-out's; subject and scope: the
     /// opt-out's; `detail`: how and when, see `service::confirmations`).
     Confirmation,
+    /// A topic began to require consent (`receipt`: the requirement id; no subject; `detail`: the
+    /// reason and channels).
+    RequireConsent,
+    DropConsentRequirement,
+    /// A person's consent (`subject`, the scope; `receipt`: the consent id; `detail`: its evidence).
+    RecordConsent,
 }
 
 impl Action {
@@ -58,6 +64,9 @@ impl Action {
             Action::SetSendWindow => "set_send_window",
             Action::RemoveSendWindow => "remove_send_window",
             Action::Confirmation => "confirmation",
+            Action::RequireConsent => "require_consent",
+            Action::DropConsentRequirement => "drop_consent_requirement",
+            Action::RecordConsent => "record_consent",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod consent;
 pub mod controls;
 pub mod health;
 pub mod import;

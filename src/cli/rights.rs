@@ -112,7 +112,7 @@ pub async fn records(args: RecordsArgs) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn person(args: &crate::cli::args::RecipientArgs) -> anyhow::Result<proto::Recipient> {
+pub(super) fn person(args: &crate::cli::args::RecipientArgs) -> anyhow::Result<proto::Recipient> {
     match recipient(args) {
         Some(r) => Ok(r),
         None => bail!(

@@ -2,15 +2,18 @@
 //! the recipients said) and a [`MandatoryDeclaration`] (a topic that must reach people on some
 //! channels despite their opt-outs, with its legal basis). [`Controls`] is the set in force that every
 //! replica holds in memory, and [`Controls::decide`] is the one rule that turns a check's opt-out
-//! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out.
+//! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out. A
+//! [`ConsentRequirement`] makes a topic go only to people with a recorded consent.
 
 use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
 use serde::{Deserialize, Serialize};
 
 mod answer;
+mod consent;
 mod index;
 mod window;
 pub(crate) use answer::{Answer, Controls};
+pub(crate) use consent::ConsentRequirement;
 pub(crate) use window::{SendWindow, WindowParts, Zone, time_of_day};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.
@@ -97,6 +100,7 @@ pub(crate) enum Control {
     Halt(Halt),
     Mandatory(MandatoryDeclaration),
     Window(SendWindow),
+    Consent(ConsentRequirement),
 }
 
 impl Control {
@@ -105,6 +109,7 @@ impl Control {
             Control::Halt(h) => &h.tenant,
             Control::Mandatory(d) => &d.tenant,
             Control::Window(w) => &w.tenant,
+            Control::Consent(r) => &r.tenant,
         }
     }
 
@@ -114,6 +119,7 @@ impl Control {
             Control::Halt(h) => (&h.actor, h.at),
             Control::Mandatory(d) => (&d.actor, d.at),
             Control::Window(w) => (&w.actor, w.at),
+            Control::Consent(r) => (&r.actor, r.at),
         }
     }
 
@@ -122,6 +128,7 @@ impl Control {
             Control::Halt(h) => h.ended = Some(end),
             Control::Mandatory(d) => d.ended = Some(end),
             Control::Window(w) => w.ended = Some(end),
+            Control::Consent(r) => r.ended = Some(end),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The vocabulary of suppressd, with no I/O: who a notice goes to ([`recipient`]), what it is and what an
-//! opt-out covers (`scope`), what is recorded about an opt-out (`record`), and the operator's
-//! halts and mandatory declarations that can overrule it (`control`).
+//! opt-out covers (`scope`), what is recorded about an opt-out (`record`), a person's consent
+//! (`consent`), and the operator's controls that can overrule them (`control`).
 //!
 //! Everything here is parsed, not validated: constructors return `Result` and carry their invariants,
 //! so the layers above only ever see valid values. Nothing in this module knows about tonic, Redis or
 //! SQL.
 
 pub mod clock;
+pub(crate) mod consent;
 pub(crate) mod control;
 pub(crate) mod keyword;
 pub mod recipient;

@@ -28,7 +28,8 @@ pub(crate) enum Purpose {
     OptOutConfirmation,
 }
 
-/// The answer to one check: send, an opt-out, a halt, or a mandatory override (`domain::control`).
+/// The answer to one check: send, an opt-out, a halt, a mandatory override, not now, or no consent
+/// (`domain::control`).
 pub(crate) use crate::domain::control::Answer;
 
 /// Where the answers of a call came from: a trace attribute and a metric label, so that an SRE sees
@@ -84,7 +85,7 @@ impl Suppressions {
         // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
         let controls = self.controls();
         let decide = |m: Option<Match>, check: &Check| {
-            controls.decide(m, &check.notice, check.zone.as_ref(), now)
+            controls.decide(m, &check.notice, check.zone.as_ref(), now, false)
         };
         // This replica's near-cache answers when it can vouch; otherwise Redis, then the store. Only
         // the store while the cache is doubted (a Redis failure, or opt-outs the store took alone).
@@ -145,7 +146,8 @@ impl Suppressions {
                 (answers, AnswerSource::Store)
             }
         };
-        let mut answers = answers;
+        // Under a consent requirement, the store says whether the person consented (`consent`).
+        let mut answers = self.with_consents(answers, checks, &subjects).await?;
         self.let_confirmations_through(checks, &mut answers, now)
             .await;
         // A replica that cannot vouch for its controls lets nothing go (`controls::fresh`).

@@ -1,4 +1,4 @@
-//! Halts and mandatory declarations: the use cases that change them, and the in-memory snapshot every
+//! Halts, mandatory declarations, send windows and consent requirements: the use cases that change them, and the in-memory snapshot every
 //! check reads.
 //!
 //! The store is the source of truth: each change is one transaction (row, `control_head` version,
@@ -17,8 +17,8 @@ use crate::{
     domain::{
         Millis, Reason, ReceiptId, Source,
         control::{
-            Answer, ChannelSet, Control, Controls, Ended, Halt, MandatoryDeclaration, SendWindow,
-            required_text,
+            Answer, ChannelSet, ConsentRequirement, Control, Controls, Ended, Halt,
+            MandatoryDeclaration, SendWindow, required_text,
         },
     },
     telemetry::{call::CallSpan, metrics::names},
@@ -26,10 +26,12 @@ use crate::{
 use serde_json::json;
 use std::sync::Arc;
 
+mod consent;
 mod fresh;
 mod poll;
 mod propagate;
 mod windows;
+pub(crate) use consent::NewRequirement;
 pub(crate) use fresh::Freshness;
 pub(crate) use poll::ControlsPoller;
 pub(crate) use propagate::Propagation;
@@ -71,6 +73,7 @@ pub(crate) struct ControlList {
     pub(crate) halts: Vec<Halt>,
     pub(crate) mandatory: Vec<MandatoryDeclaration>,
     pub(crate) windows: Vec<SendWindow>,
+    pub(crate) consent: Vec<ConsentRequirement>,
 }
 
 /// The audit entry of a change to a control: no subject; the receipt is the control's id; the
@@ -80,6 +83,7 @@ fn entry(action: Action, control: &Control, actor: &str, at: Millis, detail: Str
         Control::Halt(h) => (h.id, &h.tenant, &h.topic, h.campaign.as_str(), None),
         Control::Mandatory(d) => (d.id, &d.tenant, &d.topic, "", Some(d.expires_at)),
         Control::Window(w) => (w.id, &w.tenant, &w.topic, "", None),
+        Control::Consent(r) => (r.id, &r.tenant, &r.topic, "", None),
     };
     AuditEntry {
         v: AuditEntry::VERSION,
@@ -286,6 +290,7 @@ impl Suppressions {
         let ended = match (&control, action) {
             (Control::Halt(h), Action::Resume) => h.ended.is_some(),
             (Control::Window(w), Action::RemoveSendWindow) => w.ended.is_some(),
+            (Control::Consent(r), Action::DropConsentRequirement) => r.ended.is_some(),
             (Control::Mandatory(d), Action::RevokeMandatory) => {
                 if d.ended.is_none() && d.expires_at <= now {
                     return Err(ServiceError::Precondition(format!(
@@ -336,6 +341,7 @@ impl Suppressions {
                     out.mandatory.push(d)
                 }
                 Control::Window(w) if include_ended || w.ended.is_none() => out.windows.push(w),
+                Control::Consent(r) if include_ended || r.ended.is_none() => out.consent.push(r),
                 _ => {}
             }
         }
@@ -354,6 +360,7 @@ fn observe_controls(answers: &[Answer]) {
             Answer::NotNow { .. } => "send_window",
             // Not a control: the opt-out's one confirmation, counted alongside.
             Answer::Confirms(_) => "confirmation",
+            Answer::NoConsent { .. } => "consent",
             Answer::Send | Answer::Suppressed(_) => continue,
         };
         metrics::counter!(names::CONTROL_ANSWERS, "control" => kind).increment(1);

@@ -8,6 +8,7 @@
 pub mod audit;
 mod check;
 pub(crate) mod confirmations;
+pub(crate) mod consent;
 pub(crate) mod controls;
 pub(crate) mod import;
 mod opt_out;

@@ -1,4 +1,4 @@
-//! The `controls` table (halts, mandatory declarations, send windows) and `control_head`, the
+//! The `controls` table (halts, mandatory declarations, send windows, consent requirements) and `control_head`, the
 //! version every replica polls. What only one kind has lives in `params`, a small JSON object. Each change is one transaction: the row, the version bump, and its audit entry, so
 //! a replica that sees the new version sees the change, and the log never misses one.
 
@@ -7,13 +7,17 @@ use crate::{
     audit::{AuditEntry, AuditLog},
     domain::{
         Invalid, Millis, ReceiptId,
-        control::{ChannelSet, Control, Ended, Halt, MandatoryDeclaration, SendWindow, Zone},
+        control::{
+            ChannelSet, ConsentRequirement, Control, Ended, Halt, MandatoryDeclaration, SendWindow,
+            Zone,
+        },
     },
 };
 
 const HALT: &str = "halt";
 const MANDATORY: &str = "mandatory";
 const WINDOW: &str = "window";
+const CONSENT: &str = "consent";
 
 macro_rules! control_columns {
     () => {
@@ -116,6 +120,16 @@ impl Row {
                     ended,
                 }))
             }
+            CONSENT => Ok(Control::Consent(ConsentRequirement {
+                id,
+                tenant: self.tenant,
+                channels,
+                topic: self.topic,
+                reason: self.reason,
+                actor: self.actor,
+                at: self.created_at,
+                ended,
+            })),
             _ => Err(corrupt("kind")),
         }
     }
@@ -185,6 +199,20 @@ fn new_row(control: &Control) -> NewRow<'_> {
                 zone: w.zone.clone(),
             })
             .expect("window params serialize"),
+        },
+        Control::Consent(r) => NewRow {
+            id: r.id.to_string(),
+            kind: CONSENT,
+            tenant: &r.tenant,
+            topic: &r.topic,
+            campaign: "",
+            channels: i32::from(r.channels.bits()),
+            reason: &r.reason,
+            approver: "",
+            actor: &r.actor,
+            created_at: r.at,
+            expires_at: None,
+            params: "{}".into(),
         },
     }
 }

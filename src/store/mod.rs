@@ -84,6 +84,7 @@ macro_rules! columns {
 pub(crate) mod audit;
 mod commit;
 mod confirmations;
+mod consents;
 mod controls;
 pub(crate) mod records;
 pub(crate) mod uncached;

@@ -57,8 +57,11 @@ pub mod names {
     /// Control changes (halts, resumes, declarations, revocations), by how far they had reached
     /// when the call returned (`confirmed`, `unconfirmed`).
     pub(crate) const CONTROL_PROPAGATIONS: &str = "suppressd_control_propagations_total";
-    /// Checks a control decided, by which (`halt`, `mandatory`, `send_window`).
+    /// Checks a control decided, by which (`halt`, `mandatory`, `send_window`, `consent`).
     pub(crate) const CONTROL_ANSWERS: &str = "suppressd_control_answers_total";
+    /// Consent look-ups of checks under a consent requirement, by `outcome` (`consented`,
+    /// `no_consent`, `failed`).
+    pub(crate) const CONSENT_LOOKUPS: &str = "suppressd_consent_lookups_total";
     /// 1 while this replica answers checks from its near-cache, else 0.
     pub(crate) const NEAR_CACHE_SERVING: &str = "suppressd_near_cache_serving";
     /// Records this replica's near-cache copied when it last loaded.
@@ -97,6 +100,7 @@ pub mod names {
         CHECKS_REFUSED_STALE,
         CONTROL_PROPAGATIONS,
         CONTROL_ANSWERS,
+        CONSENT_LOOKUPS,
         NEAR_CACHE_SERVING,
         NEAR_CACHE_ENTRIES,
         UNCACHED_OPT_OUTS,
@@ -212,7 +216,11 @@ fn describe() {
     );
     describe_counter!(
         CONTROL_ANSWERS,
-        "Checks a control decided: halted, let through by a declaration, or not now"
+        "Checks a control decided: halted, let through by a declaration, not now, or no consent"
+    );
+    describe_counter!(
+        CONSENT_LOOKUPS,
+        "Consent look-ups of checks under a consent requirement, by outcome"
     );
     describe_counter!(
         CONTROL_PROPAGATIONS,

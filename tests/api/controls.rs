@@ -1,6 +1,7 @@
 //! Issue 5, parts 1 and 4: campaign halts and mandatory declarations, through the generated client
 //! against the real server (and, in [`load`], two real replica processes under check load).
 
+mod consent;
 mod load;
 mod mandatory;
 mod stale;

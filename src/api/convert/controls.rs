@@ -32,7 +32,7 @@ fn channels_to_proto(set: ChannelSet) -> Vec<i32> {
         .collect()
 }
 
-fn id(field: &str, raw: &str, what: &str) -> Result<ReceiptId, Invalid> {
+pub(super) fn id(field: &str, raw: &str, what: &str) -> Result<ReceiptId, Invalid> {
     if raw.is_empty() {
         return Err(Invalid::new(field, "is required"));
     }
@@ -307,11 +307,16 @@ pub(crate) fn list_to_proto(list: ControlList) -> proto::ListControlsResponse {
         halts,
         mandatory,
         windows,
+        consent,
     } = list;
     proto::ListControlsResponse {
         halts: halts.into_iter().map(halt_to_proto).collect(),
         mandatory: mandatory.into_iter().map(declaration_to_proto).collect(),
         windows: windows.into_iter().map(window_to_proto).collect(),
+        consent_required: consent
+            .into_iter()
+            .map(super::consent::requirement_to_proto)
+            .collect(),
     }
 }
 
@@ -324,6 +329,7 @@ pub fn answer_to_proto(answer: Answer) -> proto::CheckSuppressedResponse {
         window: None,
         not_before: None,
         confirms_receipt_id: String::new(),
+        consent_required: None,
     };
     match answer {
         Answer::Send => none,
@@ -348,6 +354,18 @@ pub fn answer_to_proto(answer: Answer) -> proto::CheckSuppressedResponse {
             not_before: Some(timestamp(not_before)),
             ..none
         },
+        Answer::NoConsent {
+            requirement,
+            channel,
+        } => {
+            let (matched, requirement) = super::consent::no_consent(&requirement, channel);
+            proto::CheckSuppressedResponse {
+                suppressed: true,
+                matched: Some(matched),
+                consent_required: Some(requirement),
+                ..none
+            }
+        }
         Answer::Overridden {
             declaration,
             overridden,

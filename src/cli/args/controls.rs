@@ -1,7 +1,8 @@
-//! The arguments of the operator's commands (`halt`, `resume`, `mandatory`, `controls`): gRPC clients
+//! The arguments of the operator's commands (`halt`, `resume`, `mandatory`, `window`, `consent`,
+//! `controls`): gRPC clients
 //! of a running server, so they act through the same rules, roles and audit log as any caller.
 
-use super::{ChannelArg, ServerArgs};
+use super::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs};
 use clap::{Args, Subcommand};
 
 /// How an operator command reaches a running server, and how it prints the answer.
@@ -122,7 +123,7 @@ pub enum WindowCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ControlsCommand {
-    /// Prints a tenant's halts, declarations and send windows in force (with --all, the ended ones
+    /// Prints a tenant's halts, declarations, send windows and consent requirements in force (with --all, the ended ones
     /// too).
     List {
         #[arg(long, default_value = "")]
@@ -132,4 +133,55 @@ pub enum ControlsCommand {
         #[command(flatten)]
         server: ControlClientArgs,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsentCommand {
+    /// Requires consent for a tenant's notices of a topic (on one channel, or every channel): a
+    /// check then lets such a notice go only to a person with a recorded consent covering it (role
+    /// admin).
+    Require {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// The channel (none = every channel).
+        #[arg(long, value_enum)]
+        channel: Option<ChannelArg>,
+        #[arg(long)]
+        topic: String,
+        /// Why (recorded in the audit log), e.g. the rule it implements.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+    /// Drops a consent requirement (role admin).
+    Drop {
+        requirement_id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+    /// Records a person's consent to a scope, with its evidence (role write).
+    Record(RecordConsentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RecordConsentArgs {
+    #[command(flatten)]
+    pub(crate) recipient: RecipientArgs,
+    /// What the person consents to; unset channel, topic or campaign are wildcards.
+    #[command(flatten)]
+    pub(crate) scope: ScopeArgs,
+    /// Where the consent was given, e.g. signup-form.
+    #[arg(long)]
+    pub(crate) source: String,
+    /// A reference or a hash of what the person agreed to (no personal data).
+    #[arg(long)]
+    pub(crate) proof: String,
+    /// Who obtained it: a system or an agent.
+    #[arg(long)]
+    pub(crate) obtained_by: String,
+    #[command(flatten)]
+    pub(crate) server: ControlClientArgs,
 }

@@ -5,7 +5,10 @@
 mod controls;
 mod import;
 
-pub(crate) use controls::{ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs, WindowCommand};
+pub(crate) use controls::{
+    ConsentCommand, ControlsCommand, HaltArgs, MandatoryCommand, RecordConsentArgs, ResumeArgs,
+    WindowCommand,
+};
 pub use import::ImportsCommand;
 pub(crate) use import::{Format, ImportArgs, RollbackArgs};
 
@@ -65,7 +68,10 @@ pub enum Command {
     /// Send windows: the hours notices may go, on the recipient's wall clock (role admin).
     #[command(subcommand)]
     Window(WindowCommand),
-    /// Lists the halts, mandatory declarations and send windows of a tenant.
+    /// Consent-required topics and a person's consents.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Lists the halts, mandatory declarations, send windows and consent requirements of a tenant.
     #[command(subcommand)]
     Controls(ControlsCommand),
     /// Asks a running server's health (no key needed): exits 0 when SERVING, 1 otherwise.

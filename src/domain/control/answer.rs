@@ -1,7 +1,10 @@
 //! What a check answers once the controls have had their say: [`Controls::decide`] applies the
-//! halts, declarations and send windows in force to the opt-out a lookup found (if any).
+//! halts, declarations, consent requirements and send windows in force to the opt-out a lookup
+//! found (if any).
 
-use super::{Control, Halt, MandatoryDeclaration, SendWindow, Zone, index::Index};
+use super::{
+    ConsentRequirement, Control, Halt, MandatoryDeclaration, SendWindow, Zone, index::Index,
+};
 use crate::domain::{Channel, Match, Millis, Notice};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -27,6 +30,12 @@ pub(crate) enum Answer {
     },
     /// The one message that confirms this opt-out may go (`service::confirmations`).
     Confirms(Match),
+    /// The notice's topic requires consent and the person has none covering it (on the notice's
+    /// channel).
+    NoConsent {
+        requirement: Arc<ConsentRequirement>,
+        channel: Channel,
+    },
 }
 
 /// The controls in force, as one replica holds them: few, read on every check, replaced whole.
@@ -40,6 +49,8 @@ pub(crate) struct Controls {
     pub(crate) mandatory: Vec<Arc<MandatoryDeclaration>>,
     /// Send windows in force.
     pub(crate) windows: Vec<Arc<SendWindow>>,
+    /// Consent requirements in force.
+    pub(crate) consent: Vec<Arc<ConsentRequirement>>,
     /// The same, by tenant, campaign and topic: what a check looks at.
     index: Index,
 }
@@ -56,13 +67,15 @@ impl Controls {
                 Control::Halt(h) if h.ended.is_none() => out.halts.push(Arc::new(h)),
                 Control::Mandatory(d) if d.ended.is_none() => out.mandatory.push(Arc::new(d)),
                 Control::Window(w) if w.ended.is_none() => out.windows.push(Arc::new(w)),
+                Control::Consent(r) if r.ended.is_none() => out.consent.push(Arc::new(r)),
                 _ => {}
             }
         }
         out.halts.sort_by_key(|h| h.id);
         out.mandatory.sort_by_key(|d| d.id);
         out.windows.sort_by_key(|w| w.id);
-        out.index = Index::new(&out.halts, &out.mandatory, &out.windows);
+        out.consent.sort_by_key(|r| r.id);
+        out.index = Index::new(&out.halts, &out.mandatory, &out.windows, &out.consent);
         out
     }
 
@@ -73,11 +86,13 @@ impl Controls {
             halts: Vec<&'a Halt>,
             mandatory: Vec<&'a MandatoryDeclaration>,
             windows: Vec<&'a SendWindow>,
+            consent: Vec<&'a ConsentRequirement>,
         }
         let out = Out {
             halts: self.halts.iter().map(|h| &**h).collect(),
             mandatory: self.mandatory.iter().map(|d| &**d).collect(),
             windows: self.windows.iter().map(|w| &**w).collect(),
+            consent: self.consent.iter().map(|r| &**r).collect(),
         };
         serde_json::to_string(&out).expect("controls serialize")
     }
@@ -92,17 +107,21 @@ impl Controls {
             mandatory: Vec<MandatoryDeclaration>,
             #[serde(default)]
             windows: Vec<SendWindow>,
+            #[serde(default)]
+            consent: Vec<ConsentRequirement>,
         }
         let In {
             halts,
             mandatory,
             windows,
+            consent,
         } = serde_json::from_str(text)?;
         let controls = halts
             .into_iter()
             .map(Control::Halt)
             .chain(mandatory.into_iter().map(Control::Mandatory))
             .chain(windows.into_iter().map(Control::Window))
+            .chain(consent.into_iter().map(Control::Consent))
             .collect();
         Ok(Controls::new(version, controls))
     }
@@ -117,22 +136,28 @@ impl Controls {
             Answer::Overridden { overridden, .. } | Answer::Confirms(overridden) => {
                 Some(Answer::Suppressed(overridden))
             }
-            blocked @ (Answer::Suppressed(_) | Answer::Halted { .. } | Answer::NotNow { .. }) => {
-                Some(blocked)
-            }
+            blocked @ (Answer::Suppressed(_)
+            | Answer::Halted { .. }
+            | Answer::NotNow { .. }
+            | Answer::NoConsent { .. }) => Some(blocked),
         }
     }
 
-    /// What a check answers, given the opt-out its lookup found (if any) and the recipient's time
-    /// zone (if the check named one). In order: a halt blocks; an opt-out blocks unless a
-    /// declaration overrides it; then a shut send window says "not now", unless the declaration
-    /// that applies ignores windows. Allocates nothing when no control is in force.
+    /// What a check answers, given the opt-out its lookup found (if any), whether the person has
+    /// a consent covering the notice (`consented`; the caller first asks with `false` and looks
+    /// consent up only when the answer is [`Answer::NoConsent`]), and the recipient's time zone (if
+    /// the check named one). In order: a halt blocks; an opt-out blocks unless a declaration
+    /// overrides it; a consent requirement blocks a notice without consent unless a declaration
+    /// applies (a declaration is the notice's legal basis: it needs no consent); then a shut send
+    /// window says "not now", unless the declaration that applies ignores windows. Allocates
+    /// nothing when no control is in force.
     pub(crate) fn decide(
         &self,
         matched: Option<Match>,
         notice: &Notice,
         zone: Option<&Zone>,
         now: Millis,
+        consented: bool,
     ) -> Answer {
         if !self.index.any(notice) {
             return matched.map_or(Answer::Send, Answer::Suppressed);
@@ -144,12 +169,24 @@ impl Controls {
             };
         }
         let windows = self.index.windows(notice);
-        if matched.is_none() && windows.is_empty() {
+        let requirement = (!consented)
+            .then(|| self.index.requirement(notice))
+            .flatten();
+        if matched.is_none() && windows.is_empty() && requirement.is_none() {
             return Answer::Send;
         }
         let declaration = self.index.declaration(notice, now);
         let answer = match (matched, declaration) {
-            (None, _) => Answer::Send,
+            (None, None) => match requirement {
+                Some(r) => {
+                    return Answer::NoConsent {
+                        requirement: r.clone(),
+                        channel: notice.channel,
+                    };
+                }
+                None => Answer::Send,
+            },
+            (None, Some(_)) => Answer::Send,
             (Some(m), None) => return Answer::Suppressed(m),
             (Some(overridden), Some(d)) => Answer::Overridden {
                 declaration: d.clone(),
@@ -236,16 +273,16 @@ mod tests {
         let n = notice("acme", Channel::Postal, "recall", "");
         let declared = Control::Mandatory(postal_recalls(NOW + 10));
         let controls = Controls::new(1, vec![declared.clone()]);
-        let got = controls.decide(Some(opt_out()), &n, None, NOW);
+        let got = controls.decide(Some(opt_out()), &n, None, NOW, false);
         assert!(matches!(got, Answer::Overridden { .. }), "{got:?}");
-        assert_eq!(controls.decide(None, &n, None, NOW), Answer::Send);
+        assert_eq!(controls.decide(None, &n, None, NOW, false), Answer::Send);
         assert_eq!(
-            controls.decide(Some(opt_out()), &n, None, NOW + 10),
+            controls.decide(Some(opt_out()), &n, None, NOW + 10, false),
             Answer::Suppressed(opt_out())
         );
         let halted = Control::Halt(halt("recall", "", &[]));
         let controls = Controls::new(2, vec![declared, halted]);
-        let got = controls.decide(Some(opt_out()), &n, None, NOW);
+        let got = controls.decide(Some(opt_out()), &n, None, NOW, false);
         assert!(matches!(got, Answer::Halted { .. }), "{got:?}");
     }
 
@@ -256,7 +293,7 @@ mod tests {
             .collect();
         all.push(Control::Halt(halt("marketing", "", &[Channel::Email])));
         let controls = Controls::new(1, all);
-        let halted = |n: Notice| controls.decide(None, &n, None, NOW);
+        let halted = |n: Notice| controls.decide(None, &n, None, NOW, false);
         let got = halted(notice("acme", Channel::Email, "recall", "RC-7"));
         assert!(
             matches!(&got, Answer::Halted { halt, .. } if halt.campaign == "RC-7"),
@@ -280,25 +317,36 @@ mod tests {
             vec![
                 Control::Mandatory(postal_recalls(NOW + 10)),
                 Control::Halt(halt("recall", "RC-1", &[Channel::Sms])),
+                Control::Consent(
+                    ConsentRequirement::new(
+                        ReceiptId::new(NOW),
+                        ("acme", ChannelSet::EVERY, "marketing"),
+                        "why",
+                        "op".into(),
+                        NOW,
+                    )
+                    .unwrap(),
+                ),
             ],
         );
         let back = Controls::decode(7, &controls.encode()).unwrap();
         assert_eq!(back.version, 7);
         assert_eq!(back.halts, controls.halts);
         assert_eq!(back.mandatory, controls.mandatory);
+        assert_eq!(back.consent, controls.consent);
     }
 
     #[test]
     fn stale_controls_never_let_a_notice_go() {
         let n = notice("acme", Channel::Postal, "recall", "");
         let controls = Controls::new(1, vec![Control::Mandatory(postal_recalls(NOW + 10))]);
-        let overridden = controls.decide(Some(opt_out()), &n, None, NOW);
+        let overridden = controls.decide(Some(opt_out()), &n, None, NOW, false);
         assert_eq!(
             Controls::when_stale(overridden),
             Some(Answer::Suppressed(opt_out()))
         );
         assert_eq!(
-            Controls::when_stale(controls.decide(None, &n, None, NOW)),
+            Controls::when_stale(controls.decide(None, &n, None, NOW, false)),
             None
         );
     }
@@ -312,9 +360,40 @@ mod tests {
             notice("other", Channel::Postal, "recall", ""),
         ] {
             assert_eq!(
-                controls.decide(Some(opt_out()), &n, None, NOW),
+                controls.decide(Some(opt_out()), &n, None, NOW, false),
                 Answer::Suppressed(opt_out())
             );
+        }
+    }
+
+    #[test]
+    fn a_requirement_lets_only_consented_notices_go_an_opt_out_wins_a_declaration_needs_none() {
+        let r = ConsentRequirement::new(
+            ReceiptId::new(NOW),
+            ("acme", ChannelSet::EVERY, "recall"),
+            "why",
+            "op".into(),
+            NOW,
+        );
+        let declared = Control::Mandatory(postal_recalls(NOW + 10));
+        let controls = Controls::new(1, vec![Control::Consent(r.unwrap()), declared]);
+        let decide =
+            |m: Option<Match>, n: &Notice, consented| controls.decide(m, n, None, NOW, consented);
+        let email = notice("acme", Channel::Email, "recall", "");
+        let got = decide(None, &email, false);
+        assert!(matches!(got, Answer::NoConsent { .. }), "{got:?}");
+        assert_eq!(Controls::when_stale(got.clone()), Some(got));
+        assert_eq!(decide(None, &email, true), Answer::Send);
+        for consented in [true, false] {
+            assert_eq!(
+                decide(Some(opt_out()), &email, consented),
+                Answer::Suppressed(opt_out())
+            );
+        }
+        // Another topic needs no consent; the postal recalls are declared mandatory.
+        for n in [("marketing", Channel::Email), ("recall", Channel::Postal)] {
+            let n = notice("acme", n.1, n.0, "");
+            assert_eq!(decide(None, &n, false), Answer::Send);
         }
     }
 }

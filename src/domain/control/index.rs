@@ -3,7 +3,7 @@
 //! of halts of other campaigns or tenants then cost a check nothing (the benchmark's controls rows
 //! hold this).
 
-use super::{Halt, MandatoryDeclaration, SendWindow};
+use super::{ConsentRequirement, Halt, MandatoryDeclaration, SendWindow};
 use crate::domain::{Millis, Notice};
 use std::{collections::HashMap, sync::Arc};
 
@@ -20,6 +20,7 @@ struct TenantControls {
     halts_by_topic: HashMap<String, Vec<Arc<Halt>>>,
     mandatory_by_topic: HashMap<String, Vec<Arc<MandatoryDeclaration>>>,
     windows: Vec<Arc<SendWindow>>,
+    consent_by_topic: HashMap<String, Vec<Arc<ConsentRequirement>>>,
 }
 
 impl Index {
@@ -27,6 +28,7 @@ impl Index {
         halts: &[Arc<Halt>],
         mandatory: &[Arc<MandatoryDeclaration>],
         windows: &[Arc<SendWindow>],
+        consent: &[Arc<ConsentRequirement>],
     ) -> Index {
         let mut index = Index::default();
         for h in halts {
@@ -46,6 +48,11 @@ impl Index {
         for w in windows {
             let t = index.tenants.entry(w.tenant.clone()).or_default();
             t.windows.push(w.clone());
+        }
+        for r in consent {
+            let t = index.tenants.entry(r.tenant.clone()).or_default();
+            let by_topic = t.consent_by_topic.entry(r.topic.clone()).or_default();
+            by_topic.push(r.clone());
         }
         index
     }
@@ -94,5 +101,15 @@ impl Index {
     /// The send windows of the notice's tenant (each still to be asked whether it applies).
     pub(super) fn windows(&self, n: &Notice) -> &[Arc<SendWindow>] {
         self.tenant(n).map_or(&[], |t| &t.windows)
+    }
+
+    /// The earliest consent requirement that applies to the notice.
+    pub(super) fn requirement(&self, n: &Notice) -> Option<&Arc<ConsentRequirement>> {
+        let t = self.tenant(n)?;
+        t.consent_by_topic
+            .get(&n.topic)?
+            .iter()
+            .filter(|r| r.applies(n))
+            .min_by_key(|r| r.id)
     }
 }

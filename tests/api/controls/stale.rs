@@ -1,4 +1,4 @@
-//! Controls that never fail silently (issue 19, items 1 and 2): two replicas share the store and
+//! Controls that never fail silently (issue 19, items 1, 2 and 4): two replicas share the store and
 //! Redis; replica B is cut first from the store (it follows through Redis), then from both (its
 //! controls turn stale and it fails closed), while replica A halts campaigns. A change says which
 //! replicas confirmed it, and names B when B could not; B never says "send" for a halted campaign,
@@ -7,8 +7,14 @@
 //! The cut is the `failpoints` feature's: B's controls poller treats the store (and then Redis's
 //! published snapshot) as unreachable, told through a Redis key; everything else of B keeps
 //! working, so what the test sees is the controls' own failure handling.
+//!
+//! And one replica cut from the store alone: a check under a consent requirement cannot confirm the
+//! person's consent, so it answers `UNAVAILABLE`, while every other check goes on as before.
 
-use super::*;
+use super::{
+    consent::{check_of, consent_request, require_request},
+    *,
+};
 use std::{
     sync::{
         Arc, Mutex,
@@ -336,4 +342,49 @@ async fn the_store_wins_over_redis_when_it_was_restored_from_a_backup() {
     .await;
     assert!(!a.check(person(1), campaign("C1")).await.suppressed);
     assert!(!halt.halt_id.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_under_a_requirement_fails_closed_while_the_store_is_unreachable() {
+    let pg = PrivatePostgres::start().await;
+    let url = pg.url();
+    let mut app = spawn_app_with(Backend::Postgres, Clock::System, |s| s.store_url = url).await;
+    app.wait_cache_complete().await;
+    app.client
+        .require_consent(require_request(Channel::Email, "marketing"))
+        .await
+        .unwrap();
+    let mut writer = app.client_with_key(Some(WRITE_KEY)).await;
+    let marketing = scope("acme", Channel::Email, "marketing", "");
+    writer
+        .record_consent(consent_request(email("p@example.com"), marketing.clone()))
+        .await
+        .unwrap();
+    assert!(
+        !app.is_suppressed(email("p@example.com"), marketing.clone())
+            .await
+    );
+
+    // Off the worker thread, so that the server's tasks on it keep running meanwhile.
+    tokio::task::block_in_place(|| pg.stop_immediate());
+    // Other topics answer from the cache as before.
+    let recall = scope("acme", Channel::Email, "recall", "");
+    assert!(!app.is_suppressed(email("p@example.com"), recall).await);
+    // The consent cannot be confirmed: no "send", but UNAVAILABLE, saying why.
+    let status = app
+        .client
+        .check_suppressed(check_of("p@example.com", &marketing))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("consent"), "{status:?}");
+    // Nor can a consent be recorded.
+    let status = writer
+        .record_consent(consent_request(email("q@example.com"), marketing.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    pg.start_again().await;
+    assert!(!app.is_suppressed(email("p@example.com"), marketing).await);
 }

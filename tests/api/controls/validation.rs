@@ -1,7 +1,10 @@
-//! Refusals: non-admin callers, and each malformed halt, declaration or resume, named by field;
-//! none of them stores anything.
+//! Refusals: non-admin callers, and each malformed halt, declaration, resume, consent requirement
+//! or consent, named by field; none of them stores anything.
 
-use super::*;
+use super::{
+    consent::{consent_request, require_request},
+    *,
+};
 
 async fn bad_requests_and_non_admins_are_refused_and_store_nothing(backend: Backend) {
     let mut app = spawn_app(backend).await;
@@ -160,4 +163,115 @@ async fn a_tenant_bound_admin_controls_only_its_own_tenant() {
         &app.check(email("b@example.com"), beta_check).await,
         &beta.halt_id,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_consent_requests_are_refused_by_field_and_store_nothing() {
+    let mut app = spawn_app(Backend::Sqlite).await;
+    let with = |f: fn(&mut proto::RequireConsentRequest)| {
+        let mut req = require_request(Channel::Email, "marketing");
+        f(&mut req);
+        req
+    };
+    for (req, field) in [
+        (with(|r| r.topic.clear()), "topic"),
+        (with(|r| r.topic = "a b".into()), "topic"),
+        (with(|r| r.reason = " ".into()), "reason"),
+        (with(|r| r.channel = 99), "channel"),
+    ] {
+        let status = app.client.require_consent(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().starts_with(field), "{field}: {status:?}");
+    }
+    for raw in ["", "nope"] {
+        let status = app
+            .client
+            .drop_consent_requirement(proto::DropConsentRequirementRequest {
+                requirement_id: raw.into(),
+                reason: "why".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("requirement_id"), "{status:?}");
+    }
+
+    let marketing = scope("acme", Channel::Email, "marketing", "");
+    let with = |f: fn(&mut proto::RecordConsentRequest)| {
+        let mut req = consent_request(email("p@example.com"), marketing.clone());
+        f(&mut req);
+        req
+    };
+    let long = "x".repeat(1_001);
+    let mut too_long = with(|_| {});
+    too_long.evidence.as_mut().unwrap().proof = long;
+    for (req, field) in [
+        (with(|r| r.recipient = None), "recipient"),
+        (
+            with(|r| r.recipient = Some(email("no-at"))),
+            "recipient.email",
+        ),
+        (with(|r| r.scope = None), "scope"),
+        (
+            with(|r| r.scope.as_mut().unwrap().topic = "a b".into()),
+            "scope.topic",
+        ),
+        (
+            with(|r| r.scope.as_mut().unwrap().channel = 99),
+            "scope.channel",
+        ),
+        (with(|r| r.evidence = None), "evidence"),
+        (
+            with(|r| r.evidence.as_mut().unwrap().source.clear()),
+            "evidence.source",
+        ),
+        (
+            with(|r| r.evidence.as_mut().unwrap().actor = " ".into()),
+            "evidence.actor",
+        ),
+        (too_long, "evidence.proof"),
+    ] {
+        let status = app.client.record_consent(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().starts_with(field), "{field}: {status:?}");
+    }
+    // NO_CONSENT is an answer, not a reason to opt out.
+    let mut opt_out = opt_out_request(email("p@example.com"), marketing.clone());
+    opt_out.reason = proto::Reason::NoConsent as i32;
+    let status = app.client.opt_out(opt_out).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("reason"), "{status:?}");
+
+    // Requirements are an admin's; consents a writer's (and not a checker's).
+    let mut writer = app.client_with_key(Some(WRITE_KEY)).await;
+    let refused = writer
+        .require_consent(require_request(Channel::Email, "marketing"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut checker = app.client_with_key(Some(CHECK_KEY)).await;
+    let refused = checker
+        .record_consent(consent_request(email("p@example.com"), marketing))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    assert!(
+        all_controls(&mut app.client, "acme")
+            .await
+            .consent_required
+            .is_empty()
+    );
+    let listed = app
+        .client
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: Some(email("p@example.com")),
+            tenant: "acme".into(),
+            token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.consents.is_empty() && listed.records.is_empty());
+    assert_eq!(app.store().await.audit_size().await.unwrap(), 0);
 }

@@ -1,6 +1,7 @@
 //! Checks with a realistic set of controls loaded against the same server with none (SPEC §8, issue
 //! 19): some hundreds of halts of other campaigns, mandatory declarations of other topics, and send
-//! windows of other tenants and channels, plus one window that applies to every measured check (open
+//! windows of other tenants and channels, consent requirements of other topics and tenants (so a
+//! check asks the index whether its notice needs consent, and it does not), plus one window that applies to every measured check (open
 //! all day but one minute, in America/New_York), so each check pays for the scans and for one time
 //! zone conversion. The answers are the same with and without them.
 //!
@@ -21,12 +22,14 @@ use tonic::transport::Channel as GrpcChannel;
 const HALTS: usize = 300;
 const DECLARATIONS: usize = 100;
 const WINDOWS: usize = 200;
+const CONSENT_TOPICS: usize = 100;
 
 /// What was loaded, to take it away again.
 struct Loaded {
     halts: Vec<String>,
     declarations: Vec<String>,
     windows: Vec<String>,
+    consent: Vec<String>,
 }
 
 async fn load_controls(
@@ -37,6 +40,7 @@ async fn load_controls(
         halts: Vec::new(),
         declarations: Vec::new(),
         windows: Vec::new(),
+        consent: Vec::new(),
     };
     for i in 0..HALTS / scale {
         // Other campaigns of the measured tenant and topic, and other tenants' campaigns.
@@ -105,6 +109,24 @@ async fn load_controls(
             .into_inner();
         loaded.windows.push(w.window_id);
     }
+    for i in 0..CONSENT_TOPICS / scale {
+        // Other topics of the measured tenant, and the measured topic of other tenants.
+        let (tenant, topic) = if i % 2 == 0 {
+            (TENANT.to_owned(), format!("consent-topic-{i}"))
+        } else {
+            (format!("t{i}"), TOPIC.to_owned())
+        };
+        let r = client
+            .require_consent(proto::RequireConsentRequest {
+                tenant,
+                channel: Channel::Email as i32,
+                topic,
+                reason: "benchmark".into(),
+            })
+            .await?
+            .into_inner();
+        loaded.consent.push(r.requirement_id);
+    }
     Ok(loaded)
 }
 
@@ -128,6 +150,15 @@ async fn unload(client: &mut SuppressionClient<GrpcChannel>, loaded: Loaded) -> 
         let reason = "benchmark done".into();
         client
             .remove_send_window(proto::RemoveSendWindowRequest { window_id, reason })
+            .await?;
+    }
+    for requirement_id in loaded.consent {
+        let reason = "benchmark done".into();
+        client
+            .drop_consent_requirement(proto::DropConsentRequirementRequest {
+                requirement_id,
+                reason,
+            })
             .await?;
     }
     Ok(())
@@ -162,14 +193,16 @@ pub(super) async fn controls_rows(cx: &mut Ctx, rig: &Rig<'_>, smoke: bool) -> a
         loaded.halts.len(),
         loaded.declarations.len(),
         loaded.windows.len(),
+        loaded.consent.len(),
     );
     let with = measure(cx, rig, "loaded").await?;
     unload(&mut client, loaded).await?;
     let none2 = measure(cx, rig, "none-2").await?;
     let none_rps = (none1.0 + none2.0) / 2.0;
     let none_p50 = (none1.1 + none2.1) / 2;
-    let (h, d, w) = counts;
-    let what = format!("{h} halts, {d} mandatory declarations, {w} send windows");
+    let (h, d, w, c) = counts;
+    let what =
+        format!("{h} halts, {d} mandatory declarations, {w} send windows, {c} consent topics");
     let ratio = with.0 / none_rps.max(1.0);
     cx.report.rows.push(Row::new(
         "controls_check_throughput_ratio",
