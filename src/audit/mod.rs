@@ -38,6 +38,11 @@ pub(crate) enum Action {
     /// window it replaced, if any).
     SetSendWindow,
     RemoveSendWindow,
+    /// A halt trigger was set (`receipt`: the trigger id; `detail`: its window, thresholds, reason
+    /// and the trigger it replaced, if any). The halts it makes are `halt` entries whose actor is
+    /// `trigger:<id>` and whose `detail` holds the figures that fired it.
+    SetHaltTrigger,
+    RemoveHaltTrigger,
 }
 
 impl Action {
@@ -54,6 +59,8 @@ impl Action {
             Action::RevokeMandatory => "revoke_mandatory",
             Action::SetSendWindow => "set_send_window",
             Action::RemoveSendWindow => "remove_send_window",
+            Action::SetHaltTrigger => "set_halt_trigger",
+            Action::RemoveHaltTrigger => "remove_halt_trigger",
         }
     }
 }

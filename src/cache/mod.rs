@@ -25,6 +25,7 @@ pub mod rebuild;
 mod receipts;
 mod record;
 mod retract;
+pub(crate) mod triggers;
 pub mod stream;
 
 use crate::telemetry::metrics::names;

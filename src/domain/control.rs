@@ -2,15 +2,18 @@
 //! the recipients said) and a [`MandatoryDeclaration`] (a topic that must reach people on some
 //! channels despite their opt-outs, with its legal basis). [`Controls`] is the set in force that every
 //! replica holds in memory, and [`Controls::decide`] is the one rule that turns a check's opt-out
-//! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out.
+//! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out. A
+//! [`HaltTrigger`] decides nothing at check time: it only counts, and halts through the service.
 
 use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
 use serde::{Deserialize, Serialize};
 
 mod answer;
 mod index;
+mod trigger;
 mod window;
 pub(crate) use answer::{Answer, Controls};
+pub(crate) use trigger::{Figures, HaltTrigger, TriggerParts};
 pub(crate) use window::{SendWindow, WindowParts, Zone, time_of_day};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.
@@ -97,6 +100,7 @@ pub(crate) enum Control {
     Halt(Halt),
     Mandatory(MandatoryDeclaration),
     Window(SendWindow),
+    Trigger(HaltTrigger),
 }
 
 impl Control {
@@ -105,6 +109,7 @@ impl Control {
             Control::Halt(h) => &h.tenant,
             Control::Mandatory(d) => &d.tenant,
             Control::Window(w) => &w.tenant,
+            Control::Trigger(t) => &t.tenant,
         }
     }
 
@@ -114,6 +119,7 @@ impl Control {
             Control::Halt(h) => (&h.actor, h.at),
             Control::Mandatory(d) => (&d.actor, d.at),
             Control::Window(w) => (&w.actor, w.at),
+            Control::Trigger(t) => (&t.actor, t.at),
         }
     }
 
@@ -122,6 +128,7 @@ impl Control {
             Control::Halt(h) => h.ended = Some(end),
             Control::Mandatory(d) => d.ended = Some(end),
             Control::Window(w) => w.ended = Some(end),
+            Control::Trigger(t) => t.ended = Some(end),
         }
     }
 }
@@ -188,6 +195,16 @@ impl Halt {
             at,
             ended: None,
         })
+    }
+
+    /// Whether this halt stops every notice of the place a trigger watches (the trigger then has
+    /// nothing to halt, and does not count).
+    pub(crate) fn covers_all_of(&self, t: &HaltTrigger) -> bool {
+        self.ended.is_none()
+            && self.tenant == t.tenant
+            && (self.topic.is_empty() || self.topic == t.topic)
+            && (self.campaign.is_empty() || self.campaign == t.campaign)
+            && self.channels == ChannelSet::EVERY
     }
 
     pub(crate) fn covers(&self, n: &Notice) -> bool {

@@ -1,5 +1,5 @@
-//! Halts and mandatory declarations: the use cases that change them, and the in-memory snapshot every
-//! check reads.
+//! Halts, mandatory declarations, send windows and halt triggers: the use cases that change them,
+//! and the in-memory snapshot every check reads.
 //!
 //! The store is the source of truth: each change is one transaction (row, `control_head` version,
 //! audit entry), so controls survive restarts and Redis loss like opt-outs. Every replica polls the
@@ -17,8 +17,8 @@ use crate::{
     domain::{
         Millis, Reason, ReceiptId, Source,
         control::{
-            Answer, ChannelSet, Control, Controls, Ended, Halt, MandatoryDeclaration, SendWindow,
-            required_text,
+            Answer, ChannelSet, Control, Controls, Ended, Halt, HaltTrigger, MandatoryDeclaration,
+            SendWindow, required_text,
         },
     },
     telemetry::{call::CallSpan, metrics::names},
@@ -29,10 +29,12 @@ use std::sync::Arc;
 mod fresh;
 mod poll;
 mod propagate;
+mod triggers;
 mod windows;
 pub(crate) use fresh::Freshness;
 pub(crate) use poll::ControlsPoller;
 pub(crate) use propagate::Propagation;
+pub(crate) use triggers::NewTrigger;
 pub(crate) use windows::NewWindow;
 
 /// A control as a change left it, and how far the change had reached when the call returned.
@@ -71,6 +73,7 @@ pub(crate) struct ControlList {
     pub(crate) halts: Vec<Halt>,
     pub(crate) mandatory: Vec<MandatoryDeclaration>,
     pub(crate) windows: Vec<SendWindow>,
+    pub(crate) triggers: Vec<HaltTrigger>,
 }
 
 /// The audit entry of a change to a control: no subject; the receipt is the control's id; the
@@ -80,6 +83,7 @@ fn entry(action: Action, control: &Control, actor: &str, at: Millis, detail: Str
         Control::Halt(h) => (h.id, &h.tenant, &h.topic, h.campaign.as_str(), None),
         Control::Mandatory(d) => (d.id, &d.tenant, &d.topic, "", Some(d.expires_at)),
         Control::Window(w) => (w.id, &w.tenant, &w.topic, "", None),
+        Control::Trigger(t) => (t.id, &t.tenant, &t.topic, t.campaign.as_str(), None),
     };
     AuditEntry {
         v: AuditEntry::VERSION,
@@ -147,6 +151,17 @@ impl Suppressions {
         new: NewHalt,
         actor: String,
     ) -> Result<Changed<Halt>, ServiceError> {
+        self.halt_with(new, actor, None).await
+    }
+
+    /// A halt, whoever makes it: an operator, or a trigger (`fired`: what fired it, for the audit
+    /// entry's `detail`).
+    async fn halt_with(
+        &self,
+        new: NewHalt,
+        actor: String,
+        fired: Option<serde_json::Value>,
+    ) -> Result<Changed<Halt>, ServiceError> {
         let now = self.now();
         let NewHalt {
             tenant,
@@ -165,7 +180,10 @@ impl Suppressions {
             actor,
             now,
         )?;
-        let detail = json!({"reason": halt.reason, "channels": channel_names(halt.channels)});
+        let mut detail = json!({"reason": halt.reason, "channels": channel_names(halt.channels)});
+        if let Some(fired) = fired {
+            detail["fired"] = fired;
+        }
         let (control, propagation) = self
             .create(Control::Halt(halt), &[], Action::Halt, detail, now)
             .await?;
@@ -286,6 +304,7 @@ impl Suppressions {
         let ended = match (&control, action) {
             (Control::Halt(h), Action::Resume) => h.ended.is_some(),
             (Control::Window(w), Action::RemoveSendWindow) => w.ended.is_some(),
+            (Control::Trigger(t), Action::RemoveHaltTrigger) => t.ended.is_some(),
             (Control::Mandatory(d), Action::RevokeMandatory) => {
                 if d.ended.is_none() && d.expires_at <= now {
                     return Err(ServiceError::Precondition(format!(
@@ -336,6 +355,7 @@ impl Suppressions {
                     out.mandatory.push(d)
                 }
                 Control::Window(w) if include_ended || w.ended.is_none() => out.windows.push(w),
+                Control::Trigger(t) if include_ended || t.ended.is_none() => out.triggers.push(t),
                 _ => {}
             }
         }

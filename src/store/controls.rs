@@ -1,4 +1,4 @@
-//! The `controls` table (halts, mandatory declarations, send windows) and `control_head`, the
+//! The `controls` table (halts, mandatory declarations, send windows, halt triggers) and `control_head`, the
 //! version every replica polls. What only one kind has lives in `params`, a small JSON object. Each change is one transaction: the row, the version bump, and its audit entry, so
 //! a replica that sees the new version sees the change, and the log never misses one.
 
@@ -7,13 +7,16 @@ use crate::{
     audit::{AuditEntry, AuditLog},
     domain::{
         Invalid, Millis, ReceiptId,
-        control::{ChannelSet, Control, Ended, Halt, MandatoryDeclaration, SendWindow, Zone},
+        control::{
+            ChannelSet, Control, Ended, Halt, HaltTrigger, MandatoryDeclaration, SendWindow, Zone,
+        },
     },
 };
 
 const HALT: &str = "halt";
 const MANDATORY: &str = "mandatory";
 const WINDOW: &str = "window";
+const TRIGGER: &str = "trigger";
 
 macro_rules! control_columns {
     () => {
@@ -35,6 +38,16 @@ struct WindowParams {
     start: u16,
     end: u16,
     zone: Zone,
+}
+
+/// The `params` of a halt trigger: its window and thresholds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TriggerParams {
+    window_ms: Millis,
+    max_opt_outs: u64,
+    max_complaints: u64,
+    max_rate_ppm: u64,
+    min_checks: u64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -116,6 +129,31 @@ impl Row {
                     ended,
                 }))
             }
+            TRIGGER => {
+                let TriggerParams {
+                    window_ms,
+                    max_opt_outs,
+                    max_complaints,
+                    max_rate_ppm,
+                    min_checks,
+                } = serde_json::from_str(&self.params).map_err(|_| corrupt("params"))?;
+                Ok(Control::Trigger(HaltTrigger {
+                    id,
+                    tenant: self.tenant,
+                    topic: self.topic,
+                    campaign: self.campaign,
+                    window_ms,
+                    max_opt_outs,
+                    max_complaints,
+                    max_rate_ppm,
+                    min_checks,
+                    reason: self.reason,
+                    actor: self.actor,
+                    at: self.created_at,
+                    ended,
+                    counts: Default::default(),
+                }))
+            }
             _ => Err(corrupt("kind")),
         }
     }
@@ -185,6 +223,27 @@ fn new_row(control: &Control) -> NewRow<'_> {
                 zone: w.zone.clone(),
             })
             .expect("window params serialize"),
+        },
+        Control::Trigger(t) => NewRow {
+            id: t.id.to_string(),
+            kind: TRIGGER,
+            tenant: &t.tenant,
+            topic: &t.topic,
+            campaign: &t.campaign,
+            channels: i32::from(ChannelSet::EVERY.bits()),
+            reason: &t.reason,
+            approver: "",
+            actor: &t.actor,
+            created_at: t.at,
+            expires_at: None,
+            params: serde_json::to_string(&TriggerParams {
+                window_ms: t.window_ms,
+                max_opt_outs: t.max_opt_outs,
+                max_complaints: t.max_complaints,
+                max_rate_ppm: t.max_rate_ppm,
+                min_checks: t.min_checks,
+            })
+            .expect("trigger params serialize"),
         },
     }
 }

@@ -1,4 +1,5 @@
-//! Halts, mandatory declarations, send windows and the answers they shape, between proto and domain. Kept apart
+//! Halts, mandatory declarations, send windows (halt triggers: `triggers`) and the answers they
+//! shape, between proto and domain. Kept apart
 //! from the rest of `convert` by topic; the same rules hold (complete destructuring, errors naming
 //! the field as the caller wrote it).
 
@@ -10,6 +11,9 @@ use crate::{
     },
     proto,
     service::controls::{Changed, ControlList, NewDeclaration, NewHalt, NewWindow, Propagation},
+};
+pub(crate) use super::triggers::{
+    changed_trigger_to_proto, remove_trigger, trigger, trigger_to_proto,
 };
 
 /// A list of channels; `CHANNEL_UNSPECIFIED` is refused (an empty list is how to say "every").
@@ -32,7 +36,7 @@ fn channels_to_proto(set: ChannelSet) -> Vec<i32> {
         .collect()
 }
 
-fn id(field: &str, raw: &str, what: &str) -> Result<ReceiptId, Invalid> {
+pub(super) fn id(field: &str, raw: &str, what: &str) -> Result<ReceiptId, Invalid> {
     if raw.is_empty() {
         return Err(Invalid::new(field, "is required"));
     }
@@ -103,7 +107,7 @@ pub(crate) fn list(req: proto::ListControlsRequest) -> (String, bool) {
     (tenant, include_ended)
 }
 
-fn ended_parts(ended: Option<Ended>) -> (Option<prost_types::Timestamp>, String, String) {
+pub(super) fn ended_parts(ended: Option<Ended>) -> (Option<prost_types::Timestamp>, String, String) {
     match ended {
         Some(Ended { at, by, reason }) => (Some(timestamp(at)), by, reason),
         None => (None, String::new(), String::new()),
@@ -307,11 +311,13 @@ pub(crate) fn list_to_proto(list: ControlList) -> proto::ListControlsResponse {
         halts,
         mandatory,
         windows,
+        triggers,
     } = list;
     proto::ListControlsResponse {
         halts: halts.into_iter().map(halt_to_proto).collect(),
         mandatory: mandatory.into_iter().map(declaration_to_proto).collect(),
         windows: windows.into_iter().map(window_to_proto).collect(),
+        triggers: triggers.into_iter().map(trigger_to_proto).collect(),
     }
 }
 

@@ -1,8 +1,8 @@
 //! What a check answers once the controls have had their say: [`Controls::decide`] applies the
 //! halts, declarations and send windows in force to the opt-out a lookup found (if any).
 
-use super::{Control, Halt, MandatoryDeclaration, SendWindow, Zone, index::Index};
-use crate::domain::{Channel, Match, Millis, Notice};
+use super::{Control, Halt, HaltTrigger, MandatoryDeclaration, SendWindow, Zone, index::Index};
+use crate::domain::{Channel, Match, Millis, Notice, Scope};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -38,13 +38,26 @@ pub(crate) struct Controls {
     pub(crate) mandatory: Vec<Arc<MandatoryDeclaration>>,
     /// Send windows in force.
     pub(crate) windows: Vec<Arc<SendWindow>>,
+    /// Halt triggers in force, each with this replica's counters.
+    pub(crate) triggers: Vec<Arc<HaltTrigger>>,
     /// The same, by tenant, campaign and topic: what a check looks at.
     index: Index,
 }
 
 impl Controls {
     /// Holds only what is (or may still be) in force, sorted by id, i.e. by creation time.
+    #[cfg(test)]
     pub(crate) fn new(version: i64, controls: Vec<Control>) -> Controls {
+        Controls::following(version, controls, None)
+    }
+
+    /// The controls in force of `controls`, sorted by id, i.e. by creation time, with each trigger that `held` has too keeping its counters there, so a
+    /// reload of the controls loses no count.
+    pub(crate) fn following(
+        version: i64,
+        controls: Vec<Control>,
+        held: Option<&Controls>,
+    ) -> Controls {
         let mut out = Controls {
             version,
             ..Controls::default()
@@ -54,14 +67,35 @@ impl Controls {
                 Control::Halt(h) if h.ended.is_none() => out.halts.push(Arc::new(h)),
                 Control::Mandatory(d) if d.ended.is_none() => out.mandatory.push(Arc::new(d)),
                 Control::Window(w) if w.ended.is_none() => out.windows.push(Arc::new(w)),
+                Control::Trigger(mut t) if t.ended.is_none() => {
+                    let before = held.and_then(|h| h.triggers.iter().find(|b| b.id == t.id));
+                    if let Some(before) = before {
+                        t.counts = before.counts.clone();
+                    }
+                    out.triggers.push(Arc::new(t))
+                }
                 _ => {}
             }
         }
         out.halts.sort_by_key(|h| h.id);
         out.mandatory.sort_by_key(|d| d.id);
         out.windows.sort_by_key(|w| w.id);
-        out.index = Index::new(&out.halts, &out.mandatory, &out.windows);
+        out.triggers.sort_by_key(|t| t.id);
+        out.index = Index::new(&out.halts, &out.mandatory, &out.windows, &out.triggers);
         out
+    }
+
+    /// The triggers an opt-out of `scope` counts for.
+    pub(crate) fn triggers_naming<'a>(
+        &'a self,
+        scope: &'a Scope,
+    ) -> impl Iterator<Item = &'a Arc<HaltTrigger>> + 'a {
+        self.triggers.iter().filter(move |t| t.names(scope))
+    }
+
+    /// Whether a halt in force already stops everything `trigger` watches.
+    pub(crate) fn halted_over(&self, trigger: &HaltTrigger) -> bool {
+        self.halts.iter().any(|h| h.covers_all_of(trigger))
     }
 
     /// The controls in force as text, to be published in Redis for replicas cut from the store.
@@ -71,17 +105,30 @@ impl Controls {
             halts: Vec<&'a Halt>,
             mandatory: Vec<&'a MandatoryDeclaration>,
             windows: Vec<&'a SendWindow>,
+            triggers: Vec<&'a HaltTrigger>,
         }
         let out = Out {
             halts: self.halts.iter().map(|h| &**h).collect(),
             mandatory: self.mandatory.iter().map(|d| &**d).collect(),
             windows: self.windows.iter().map(|w| &**w).collect(),
+            triggers: self.triggers.iter().map(|t| &**t).collect(),
         };
         serde_json::to_string(&out).expect("controls serialize")
     }
 
     /// The controls [`Controls::encode`] wrote, read at `version`.
+    #[cfg(test)]
     pub(crate) fn decode(version: i64, text: &str) -> Result<Controls, serde_json::Error> {
+        Controls::decode_following(version, text, None)
+    }
+
+    /// The controls [`Controls::encode`] wrote, read at `version`, keeping the counters of the
+    /// triggers `held` has too.
+    pub(crate) fn decode_following(
+        version: i64,
+        text: &str,
+        held: Option<&Controls>,
+    ) -> Result<Controls, serde_json::Error> {
         #[derive(Deserialize)]
         struct In {
             #[serde(default)]
@@ -90,19 +137,23 @@ impl Controls {
             mandatory: Vec<MandatoryDeclaration>,
             #[serde(default)]
             windows: Vec<SendWindow>,
+            #[serde(default)]
+            triggers: Vec<HaltTrigger>,
         }
         let In {
             halts,
             mandatory,
             windows,
+            triggers,
         } = serde_json::from_str(text)?;
         let controls = halts
             .into_iter()
             .map(Control::Halt)
             .chain(mandatory.into_iter().map(Control::Mandatory))
             .chain(windows.into_iter().map(Control::Window))
+            .chain(triggers.into_iter().map(Control::Trigger))
             .collect();
-        Ok(Controls::new(version, controls))
+        Ok(Controls::following(version, controls, held))
     }
 
     /// The answer of a replica whose controls may be stale (it could not confirm them within its
