@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Resume(args) => cli::controls::resume(args).await?,
         Command::Mandatory(command) => cli::controls::mandatory(command).await?,
         Command::Window(command) => cli::controls::window(command).await?,
+        Command::Trigger(command) => cli::triggers::trigger(command).await?,
         Command::Controls(command) => cli::controls::controls(command).await?,
         Command::Health(args) => cli::health::health(args).await?,
     };

@@ -1,8 +1,8 @@
-//! `suppressd halt|resume|mandatory|window|controls`: the operator's levers from a shell. Each is a gRPC
+//! `suppressd halt|resume|mandatory|window|controls` (`trigger`: [`super::triggers`]): the operator's levers from a shell. Each is a gRPC
 //! client of a running replica with an admin key, so a change from here is validated, authorized,
 //! audited and propagated exactly like one from any other client.
 
-use super::{channel, client, refused};
+use super::{channel, client, refused, triggers::trigger_json};
 use crate::{
     cli::args::{
         ChannelArg, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs, WindowCommand,
@@ -18,7 +18,7 @@ fn channel_codes(channels: &[ChannelArg]) -> Vec<i32> {
 }
 
 /// `30d`, `12h`, `90m`, `45s` → milliseconds.
-fn span_ms(text: &str) -> anyhow::Result<i64> {
+pub(super) fn span_ms(text: &str) -> anyhow::Result<i64> {
     let (n, unit) = text.split_at(text.len().saturating_sub(1));
     let n: i64 = n
         .parse()
@@ -181,6 +181,7 @@ pub async fn controls(command: ControlsCommand) -> anyhow::Result<String> {
         "halts": list.halts.iter().map(halt_json).collect::<Vec<_>>(),
         "mandatory": list.mandatory.iter().map(declaration_json).collect::<Vec<_>>(),
         "windows": list.windows.iter().map(window_json).collect::<Vec<_>>(),
+        "triggers": list.triggers.iter().map(trigger_json).collect::<Vec<_>>(),
     });
     if server.json {
         return Ok(render(true, value));
@@ -198,6 +199,10 @@ pub async fn controls(command: ControlsCommand) -> anyhow::Result<String> {
         out += &render(false, window_json(w));
         out.push('\n');
     }
+    for t in &list.triggers {
+        out += &render(false, trigger_json(t));
+        out.push('\n');
+    }
     if out.is_empty() {
         out = "no controls\n".into();
     }
@@ -205,7 +210,7 @@ pub async fn controls(command: ControlsCommand) -> anyhow::Result<String> {
 }
 
 /// RFC 3339 (UTC, seconds) of a proto timestamp; civil date from days per Howard Hinnant.
-fn time(t: &Option<prost_types::Timestamp>) -> Value {
+pub(super) fn time(t: &Option<prost_types::Timestamp>) -> Value {
     let Some(t) = t else { return Value::Null };
     let (days, secs) = (t.seconds.div_euclid(86_400), t.seconds.rem_euclid(86_400));
     let z = days + 719_468;
@@ -258,7 +263,7 @@ fn halt_json(h: &proto::Halt) -> Value {
 
 /// How far a change had reached: `confirmed by a, b`, or `UNCONFIRMED …` naming the replicas that
 /// did not load it (they answer no check with "send" until they do).
-fn propagation_json(p: &Option<proto::Propagation>) -> Value {
+pub(super) fn propagation_json(p: &Option<proto::Propagation>) -> Value {
     let Some(p) = p else { return Value::Null };
     let confirmed = p.confirmed_replicas.join(", ");
     if p.outcome == proto::PropagationOutcome::Confirmed as i32 {
@@ -314,7 +319,7 @@ fn window_json(w: &proto::SendWindow) -> Value {
 }
 
 /// JSON, or one `key: value` line per field that is set.
-fn render(as_json: bool, value: Value) -> String {
+pub(super) fn render(as_json: bool, value: Value) -> String {
     if as_json {
         return format!("{value:#}\n");
     }

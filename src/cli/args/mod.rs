@@ -5,7 +5,9 @@
 mod controls;
 mod import;
 
-pub(crate) use controls::{ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs, WindowCommand};
+pub(crate) use controls::{
+    ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs, TriggerCommand, WindowCommand,
+};
 pub use import::ImportsCommand;
 pub(crate) use import::{Format, ImportArgs, RollbackArgs};
 
@@ -65,7 +67,11 @@ pub enum Command {
     /// Send windows: the hours notices may go, on the recipient's wall clock (role admin).
     #[command(subcommand)]
     Window(WindowCommand),
-    /// Lists the halts, mandatory declarations and send windows of a tenant.
+    /// Halt triggers: automatic halts when a campaign's opt-outs or complaints pass a threshold
+    /// (role admin).
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+    /// Lists the halts, mandatory declarations, send windows and halt triggers of a tenant.
     #[command(subcommand)]
     Controls(ControlsCommand),
     /// Asks a running server's health (no key needed): exits 0 when SERVING, 1 otherwise.
