@@ -128,10 +128,8 @@ impl SuppressionApi {
         request: Request<proto::ListHaltTriggersRequest>,
     ) -> Result<Response<proto::ListHaltTriggersResponse>, Status> {
         let principal = principal(&request)?;
-        let proto::ListHaltTriggersRequest {
-            tenant,
-            include_ended,
-        } = request.into_inner();
+        let (tenant, include_ended) =
+            convert::list_triggers(request.into_inner()).map_err(ServiceError::from)?;
         auth::authorize_tenants(&principal, [tenant.as_str()])?;
         let list = self
             .service

@@ -13,7 +13,7 @@ use crate::{
     service::controls::{Changed, ControlList, NewDeclaration, NewHalt, NewWindow, Propagation},
 };
 pub(crate) use super::triggers::{
-    changed_trigger_to_proto, remove_trigger, trigger, trigger_to_proto,
+    changed_trigger_to_proto, list_triggers, remove_trigger, trigger, trigger_to_proto,
 };
 
 /// A list of channels; `CHANNEL_UNSPECIFIED` is refused (an empty list is how to say "every").

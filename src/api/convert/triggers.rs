@@ -7,7 +7,7 @@ use super::{
     timestamp,
 };
 use crate::{
-    domain::{Invalid, ReceiptId, control::HaltTrigger},
+    domain::{Invalid, ReceiptId, Scope, control::HaltTrigger},
     proto,
     service::controls::{Changed, NewTrigger},
 };
@@ -42,6 +42,20 @@ pub(crate) fn remove_trigger(
 ) -> Result<(ReceiptId, String), Invalid> {
     let proto::RemoveHaltTriggerRequest { trigger_id, reason } = req;
     Ok((id("trigger_id", &trigger_id, "SetHaltTrigger")?, reason))
+}
+
+/// The tenant a listing is for (checked as an opt-out's would be), and whether to include what
+/// has ended.
+pub(crate) fn list_triggers(req: proto::ListHaltTriggersRequest) -> Result<(String, bool), Invalid> {
+    let proto::ListHaltTriggersRequest {
+        tenant,
+        include_ended,
+    } = req;
+    Scope::parse(&tenant, None, "", "").map_err(|e| Invalid {
+        field: e.field.trim_start_matches("scope.").to_owned(),
+        message: e.message,
+    })?;
+    Ok((tenant, include_ended))
 }
 
 pub(crate) fn trigger_to_proto(t: HaltTrigger) -> proto::HaltTrigger {

@@ -125,7 +125,7 @@ impl Keys {
 
     /// Hash of one halt trigger's counts, by time slot, summed by every replica
     /// (`cache::triggers`).
-    pub(crate) fn trigger_counts(&self, trigger: ReceiptId) -> String {
+    pub fn trigger_counts(&self, trigger: impl std::fmt::Display) -> String {
         format!("{}trigger:{trigger}", self.prefix)
     }
 

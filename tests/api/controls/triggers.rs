@@ -1,0 +1,390 @@
+//! Automatic halts (issue 19 item 3): two replicas share the store and Redis; checks and opt-outs
+//! of a campaign arrive at both. A trigger whose threshold they cross halts the campaign on both,
+//! with the trigger as the actor and the figures on the audit log, once; one whose threshold they
+//! stay below never fires, also after every count has reached Redis. Bad input for each new RPC is
+//! refused, naming the field, and stores nothing.
+
+use super::*;
+use crate::failures::wait_until;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+use suppressd::cache::layout::Keys;
+
+/// How long anything here may take on a slow, shared machine: generous, and never a measure.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn trigger_request(campaign: &str) -> proto::SetHaltTriggerRequest {
+    proto::SetHaltTriggerRequest {
+        tenant: "acme".into(),
+        topic: "recall".into(),
+        campaign: campaign.into(),
+        window_seconds: 600,
+        max_opt_outs: 0,
+        max_complaints: 0,
+        max_opt_out_rate: 0.0,
+        min_checks: 0,
+        reason: "a wrong mailing shows in opt-outs".into(),
+    }
+}
+
+fn notice(campaign: &str) -> proto::Scope {
+    scope("acme", Channel::Email, "recall", campaign)
+}
+
+fn person(i: usize) -> proto::Recipient {
+    email(&format!("person{i}@example.com"))
+}
+
+/// Every opt-out and check a trigger's counts in Redis hold (all slots, whatever the floor):
+/// (checks, opt-outs, complaints).
+fn flushed(app: &TestApp, trigger_id: &str) -> (u64, u64, u64) {
+    let key = Keys::new(app.prefix(), 0).trigger_counts(trigger_id);
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(&key).query(&mut conn).unwrap();
+    let mut sums = (0, 0, 0);
+    for (field, value) in fields {
+        let n: u64 = value.parse().unwrap();
+        match field.rsplit_once(':').map(|(_, kind)| kind) {
+            Some("c") => sums.0 += n,
+            Some("o") => sums.1 += n,
+            Some("x") => sums.2 += n,
+            _ => {}
+        }
+    }
+    sums
+}
+
+/// The halts of acme made by the trigger `id`, ended ones included.
+async fn halts_by(client: &mut Client, id: &str) -> Vec<proto::Halt> {
+    let actor = format!("trigger:{id}");
+    let listed = all_controls(client, "acme").await;
+    listed
+        .halts
+        .into_iter()
+        .filter(|h| h.halted_by == actor)
+        .collect()
+}
+
+async fn check(
+    client: &mut Client,
+    recipient: proto::Recipient,
+    campaign: &str,
+) -> proto::CheckSuppressedResponse {
+    let req = proto::CheckSuppressedRequest {
+        recipient: Some(recipient),
+        scope: Some(notice(campaign)),
+        ..Default::default()
+    };
+    client.check_suppressed(req).await.unwrap().into_inner()
+}
+
+/// Opts `people` out of the campaign through the replicas in turn; every other one a complaint.
+async fn opt_out_of(clients: &mut [Client], campaign: &str, people: std::ops::Range<usize>) {
+    for i in people {
+        let mut req = opt_out_request(person(i), notice(campaign));
+        if i % 2 == 0 {
+            req.reason = proto::Reason::Complaint as i32;
+        }
+        let n = clients.len();
+        clients[i % n].opt_out(req).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_fires_once_under_load_on_every_replica_and_the_halt_names_it_and_its_figures() {
+    let mut app = spawn_app(Backend::Postgres).await;
+    let (b, _, _stop_b) = replica_b(&app, "replica-b").await;
+    let mut trigger = trigger_request("RC-9");
+    trigger.max_opt_outs = 10;
+    let trigger = app.client.set_halt_trigger(trigger).await.unwrap().into_inner();
+    let confirmed = trigger.propagation.as_ref().unwrap().outcome;
+    assert_eq!(confirmed, proto::PropagationOutcome::Confirmed as i32);
+
+    // Both replicas kept busy with checks of the campaign (people 100.. never opt out).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (r, client) in [app.client.clone(), b.clone()].into_iter().enumerate() {
+        for t in 0..2 {
+            let (mut client, stop) = (client.clone(), stop.clone());
+            load.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let req = proto::CheckSuppressedRequest {
+                        recipient: Some(person(100 + (r * 2 + t) * 1_000 + i % 50)),
+                        scope: Some(notice("RC-9")),
+                        ..Default::default()
+                    };
+                    client.check_suppressed(req).await.unwrap();
+                    i += 1;
+                }
+            }));
+        }
+    }
+    // Ten opt-outs are not more than ten: nothing fires, once they all reached Redis.
+    let mut clients = [app.client.clone(), b.clone()];
+    opt_out_of(&mut clients, "RC-9", 0..10).await;
+    let id = trigger.trigger_id.clone();
+    wait_until("ten opt-outs counted", PATIENCE, || {
+        let got = flushed(&app, &id);
+        async move { got.1 == 10 }
+    })
+    .await;
+    assert!(halts_by(&mut app.client, &id).await.is_empty());
+
+    // The eleventh fires it: every replica then answers by the trigger's halt.
+    opt_out_of(&mut clients, "RC-9", 10..11).await;
+    wait_until("the trigger halted the campaign", PATIENCE, || {
+        let (mut client, id) = (app.client.clone(), id.clone());
+        async move { !halts_by(&mut client, &id).await.is_empty() }
+    })
+    .await;
+    let halt = halts_by(&mut app.client, &id).await.pop().unwrap();
+    assert_eq!((halt.topic.as_str(), halt.campaign.as_str()), ("recall", "RC-9"));
+    assert!(halt.channels.is_empty(), "every channel: {halt:?}");
+    assert!(halt.reason.contains("11 opt-outs exceed 10"), "{}", halt.reason);
+    for mut client in [app.client.clone(), b.clone()] {
+        let answer = check(&mut client, person(7_777), "RC-9").await;
+        assert_halted(&answer, &halt.halt_id);
+    }
+
+    // On the record: the halt's actor is the trigger, its detail the figures that fired it.
+    let rows = app.store().await.audit_rows(-1, 1_000).await.unwrap();
+    let entry = rows
+        .iter()
+        .find(|r| r.action == "halt" && r.receipt_id == halt.halt_id)
+        .expect("the halt's audit entry");
+    assert_eq!(entry.actor, format!("trigger:{id}"));
+    let detail: serde_json::Value = serde_json::from_str(entry.detail.as_deref().unwrap()).unwrap();
+    let fired = &detail["fired"];
+    assert_eq!(fired["trigger"], id.as_str());
+    assert_eq!(fired["opt_outs"], 11);
+    assert_eq!(fired["complaints"], 6);
+    assert_eq!(fired["window_seconds"], 600);
+    assert!(fired["checks"].as_u64().unwrap() > 0, "{fired}");
+    assert!(rows.iter().any(|r| r.action == "set_halt_trigger" && r.receipt_id == id));
+
+    // Resumed, it stays resumed: the figures that fired it do not fire it again, nor does the
+    // load that goes on (checks, no more opt-outs), once the counts since have reached Redis.
+    app.client
+        .resume_campaign(resume_request(&halt.halt_id, "mailing checked"))
+        .await
+        .unwrap();
+    let checks_then = flushed(&app, &id).0;
+    wait_until("more checks counted after the resume", PATIENCE, || {
+        let got = flushed(&app, &id);
+        async move { got.0 > checks_then + 200 }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let made = halts_by(&mut app.client, &id).await;
+    assert_eq!(made.len(), 1, "one halt: {made:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_below_its_rate_or_its_minimum_of_checks_never_fires() {
+    let mut app = spawn_app(Backend::Postgres).await;
+    let (b, _, _stop_b) = replica_b(&app, "replica-b").await;
+    let mut trigger = trigger_request("RC-5");
+    trigger.max_opt_out_rate = 0.2;
+    trigger.min_checks = 40;
+    let trigger = app.client.set_halt_trigger(trigger).await.unwrap().into_inner();
+    let id = trigger.trigger_id.clone();
+    let mut clients = [app.client.clone(), b.clone()];
+
+    // Five opt-outs of twenty checks: a quarter, but the window holds too few checks.
+    for i in 0..20 {
+        let n = clients.len();
+        check(&mut clients[i % n], person(1_000 + i), "RC-5").await;
+    }
+    opt_out_of(&mut clients, "RC-5", 0..5).await;
+    wait_until("twenty checks and five opt-outs counted", PATIENCE, || {
+        let got = flushed(&app, &id);
+        async move { got.0 == 20 && got.1 == 5 }
+    })
+    .await;
+    assert!(halts_by(&mut app.client, &id).await.is_empty());
+
+    // Enough checks now, and eight of a hundred and twenty is below a fifth.
+    for i in 20..120 {
+        let n = clients.len();
+        check(&mut clients[i % n], person(1_000 + i), "RC-5").await;
+    }
+    opt_out_of(&mut clients, "RC-5", 5..8).await;
+    wait_until("every count reached Redis", PATIENCE, || {
+        let got = flushed(&app, &id);
+        async move { got.0 == 120 && got.1 == 8 }
+    })
+    .await;
+    assert!(halts_by(&mut app.client, &id).await.is_empty());
+    // Opt-outs of another campaign, or of the whole topic, do not name this one.
+    clients[0]
+        .opt_out(opt_out_request(person(9_000), notice("RC-6")))
+        .await
+        .unwrap();
+    clients[1]
+        .opt_out(opt_out_request(person(9_001), notice("")))
+        .await
+        .unwrap();
+    let answer = check(&mut clients[0], person(9_002), "RC-5").await;
+    assert!(!answer.suppressed, "{answer:?}");
+    wait_until("the last check counted", PATIENCE, || {
+        let got = flushed(&app, &id);
+        async move { got.0 == 121 }
+    })
+    .await;
+    assert_eq!(flushed(&app, &id).1, 8);
+    assert!(halts_by(&mut app.client, &id).await.is_empty());
+}
+
+async fn bad_triggers_are_refused_by_field_and_store_nothing(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let with = |f: fn(&mut proto::SetHaltTriggerRequest)| {
+        let mut req = trigger_request("RC-1");
+        req.max_opt_outs = 10;
+        f(&mut req);
+        req
+    };
+    let cases = [
+        (with(|r| r.tenant = "a b".into()), "tenant"),
+        (with(|r| r.campaign = "RC 1".into()), "campaign"),
+        (
+            with(|r| {
+                r.topic.clear();
+                r.campaign.clear();
+            }),
+            "topic",
+        ),
+        (with(|r| r.window_seconds = 0), "window_seconds"),
+        (with(|r| r.window_seconds = 86_401), "window_seconds"),
+        (with(|r| r.max_opt_outs = 0), "max_opt_outs"),
+        (with(|r| r.max_opt_out_rate = 1.5), "max_opt_out_rate"),
+        (with(|r| r.max_opt_out_rate = -0.1), "max_opt_out_rate"),
+        (with(|r| r.max_opt_out_rate = 0.1), "min_checks"),
+        (with(|r| r.min_checks = 5), "min_checks"),
+        (with(|r| r.reason = " ".into()), "reason"),
+    ];
+    for (req, field) in cases {
+        let status = app.client.set_halt_trigger(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    let bad_id = proto::RemoveHaltTriggerRequest {
+        trigger_id: "nope".into(),
+        reason: "why".into(),
+    };
+    let status = app.client.remove_halt_trigger(bad_id).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("trigger_id"), "{status:?}");
+    let unknown = proto::RemoveHaltTriggerRequest {
+        trigger_id: uuid::Uuid::now_v7().to_string(),
+        reason: "why".into(),
+    };
+    let status = app.client.remove_halt_trigger(unknown).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let bad_tenant = proto::ListHaltTriggersRequest {
+        tenant: "a b".into(),
+        include_ended: true,
+    };
+    let status = app.client.list_halt_triggers(bad_tenant).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("tenant"), "{status:?}");
+    for key in [CHECK_KEY, WRITE_KEY] {
+        let mut client = app.client_with_key(Some(key)).await;
+        let refused = client
+            .set_halt_trigger(with(|_| {}))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+    let listed = all_controls(&mut app.client, "acme").await;
+    assert!(listed.triggers.is_empty() && listed.halts.is_empty());
+    assert_eq!(app.store().await.audit_size().await.unwrap(), 0);
+
+    // A removal without a reason leaves the trigger in force; with one, it is listed as removed.
+    let set = app.client.set_halt_trigger(with(|_| {})).await.unwrap().into_inner();
+    let no_reason = proto::RemoveHaltTriggerRequest {
+        trigger_id: set.trigger_id.clone(),
+        reason: String::new(),
+    };
+    let status = app.client.remove_halt_trigger(no_reason).await.unwrap_err();
+    assert!(status.message().starts_with("reason"), "{status:?}");
+    let in_force = proto::ListHaltTriggersRequest {
+        tenant: "acme".into(),
+        include_ended: false,
+    };
+    let listed = app.client.list_halt_triggers(in_force.clone()).await.unwrap();
+    assert_eq!(listed.into_inner().triggers.len(), 1);
+    let removed = proto::RemoveHaltTriggerRequest {
+        trigger_id: set.trigger_id.clone(),
+        reason: "campaign over".into(),
+    };
+    let removed = app.client.remove_halt_trigger(removed).await.unwrap().into_inner();
+    assert_eq!(removed.remove_reason, "campaign over");
+    let listed = app.client.list_halt_triggers(in_force).await.unwrap();
+    assert!(listed.into_inner().triggers.is_empty());
+}
+
+
+async fn setting_a_trigger_replaces_the_one_for_the_same_campaign_and_is_listed_and_audited(
+    backend: Backend,
+) {
+    let mut app = spawn_app(backend).await;
+    let mut first = trigger_request("RC-2");
+    first.max_complaints = 3;
+    let first = app.client.set_halt_trigger(first).await.unwrap().into_inner();
+    let mut second = trigger_request("RC-2");
+    second.max_opt_out_rate = 0.05;
+    second.min_checks = 100;
+    let second = app.client.set_halt_trigger(second).await.unwrap().into_inner();
+    assert_eq!(second.max_opt_out_rate, 0.05);
+    assert_eq!((second.min_checks, second.window_seconds), (100, 600));
+
+    let listed = all_controls(&mut app.client, "acme").await.triggers;
+    let ids: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|t| (t.trigger_id.as_str(), t.remove_reason.as_str()))
+        .collect();
+    let replaced = format!("replaced by {}", second.trigger_id);
+    assert_eq!(
+        ids,
+        [
+            (first.trigger_id.as_str(), replaced.as_str()),
+            (second.trigger_id.as_str(), "")
+        ]
+    );
+    let rows = app.store().await.audit_rows(-1, 100).await.unwrap();
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.action.as_str(), r.receipt_id.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("set_halt_trigger", first.trigger_id.as_str()),
+            ("set_halt_trigger", second.trigger_id.as_str()),
+        ]
+    );
+    let detail = rows[1].detail.as_deref().unwrap();
+    assert!(detail.contains(&first.trigger_id), "{detail}");
+    assert!(detail.contains("\"min_checks\":100"), "{detail}");
+}
+
+on_both_stores!(
+    bad_triggers_are_refused_by_field_and_store_nothing,
+    setting_a_trigger_replaces_the_one_for_the_same_campaign_and_is_listed_and_audited,
+);
