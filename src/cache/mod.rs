@@ -25,8 +25,8 @@ pub mod rebuild;
 mod receipts;
 mod record;
 mod retract;
-pub(crate) mod triggers;
 pub mod stream;
+pub(crate) mod triggers;
 
 use crate::telemetry::metrics::names;
 pub(crate) use connection::Redis;

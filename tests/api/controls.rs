@@ -46,7 +46,6 @@ pub(crate) async fn replica_b(
     (connect(addr).await, channel, stop)
 }
 
-
 pub fn halt_request(
     tenant: &str,
     topic: &str,

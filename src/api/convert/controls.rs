@@ -3,6 +3,9 @@
 //! from the rest of `convert` by topic; the same rules hold (complete destructuring, errors naming
 //! the field as the caller wrote it).
 
+pub(crate) use super::triggers::{
+    changed_trigger_to_proto, list_triggers, remove_trigger, trigger, trigger_to_proto,
+};
 use super::{channel, channel_to_proto, match_to_proto, millis, timestamp};
 use crate::{
     domain::{
@@ -11,9 +14,6 @@ use crate::{
     },
     proto,
     service::controls::{Changed, ControlList, NewDeclaration, NewHalt, NewWindow, Propagation},
-};
-pub(crate) use super::triggers::{
-    changed_trigger_to_proto, list_triggers, remove_trigger, trigger, trigger_to_proto,
 };
 
 /// A list of channels; `CHANNEL_UNSPECIFIED` is refused (an empty list is how to say "every").
@@ -107,7 +107,9 @@ pub(crate) fn list(req: proto::ListControlsRequest) -> (String, bool) {
     (tenant, include_ended)
 }
 
-pub(super) fn ended_parts(ended: Option<Ended>) -> (Option<prost_types::Timestamp>, String, String) {
+pub(super) fn ended_parts(
+    ended: Option<Ended>,
+) -> (Option<prost_types::Timestamp>, String, String) {
     match ended {
         Some(Ended { at, by, reason }) => (Some(timestamp(at)), by, reason),
         None => (None, String::new(), String::new()),

@@ -46,7 +46,9 @@ pub(crate) fn remove_trigger(
 
 /// The tenant a listing is for (checked as an opt-out's would be), and whether to include what
 /// has ended.
-pub(crate) fn list_triggers(req: proto::ListHaltTriggersRequest) -> Result<(String, bool), Invalid> {
+pub(crate) fn list_triggers(
+    req: proto::ListHaltTriggersRequest,
+) -> Result<(String, bool), Invalid> {
     let proto::ListHaltTriggersRequest {
         tenant,
         include_ended,

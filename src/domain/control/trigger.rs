@@ -283,7 +283,13 @@ mod tests {
         assert_eq!(field(|p| p.window_seconds = 86_401), "window_seconds");
         assert_eq!(field(|p| p.max_opt_out_rate = 1.5), "max_opt_out_rate");
         assert_eq!(field(|p| p.max_opt_out_rate = f64::NAN), "max_opt_out_rate");
-        assert_eq!(field(|p| p.max_opt_out_rate = 0.0), "min_checks");
+        assert_eq!(
+            field(|p| {
+                p.max_opt_out_rate = 0.0;
+                p.max_opt_outs = 5;
+            }),
+            "min_checks"
+        );
         assert_eq!(field(|p| p.min_checks = 0), "min_checks");
         assert_eq!(
             field(|p| {
@@ -338,5 +344,42 @@ mod tests {
         let taken = t.counts.take();
         assert_eq!((taken.checks, taken.opt_outs, taken.complaints), (1, 1, 1));
         assert!(t.counts.take().is_empty());
+    }
+
+    #[test]
+    fn a_check_counts_through_the_index_and_counts_survive_a_reload() {
+        use crate::domain::control::{Control, Controls, tests::halt};
+        let watched = trigger(|_| {}).unwrap();
+        let of_topic = trigger(|p| {
+            p.topic = "recall";
+            p.campaign = "";
+        })
+        .unwrap();
+        let all = vec![
+            Control::Trigger(watched.clone()),
+            Control::Trigger(of_topic.clone()),
+        ];
+        let controls = Controls::new(1, all.clone());
+        let n = |campaign| Notice::parse("acme", Some(Channel::Email), "recall", campaign).unwrap();
+        for notice in [n("RC-1"), n("RC-1"), n("RC-2")] {
+            controls.decide(None, &notice, None, NOW);
+        }
+        let reloaded = Controls::following(2, all, Some(&controls));
+        reloaded.decide(None, &n("RC-1"), None, NOW);
+        let checks = |id| {
+            let t = reloaded.triggers.iter().find(|t| t.id == id).unwrap();
+            t.counts.take().checks
+        };
+        let (first, topic) = (checks(watched.id), checks(of_topic.id));
+        assert_eq!(
+            (first, topic),
+            (3, 4),
+            "campaign RC-1; every campaign of recall"
+        );
+        assert!(!reloaded.halted_over(&watched));
+        let topic_halted = Controls::new(3, vec![Control::Halt(halt("recall", "", &[]))]);
+        assert!(topic_halted.halted_over(&of_topic) && !topic_halted.halted_over(&watched));
+        let campaign_halted = Controls::new(4, vec![Control::Halt(halt("", "RC-1", &[]))]);
+        assert!(campaign_halted.halted_over(&watched) && !campaign_halted.halted_over(&of_topic));
     }
 }

@@ -178,7 +178,10 @@ impl Suppressions {
             let covered = controls.halted_over(t);
             let slots = slots(t, now);
             let cache = &self.inner.cache;
-            let window = match cache.add_trigger_counts(t.id, slots, counted, covered).await {
+            let window = match cache
+                .add_trigger_counts(t.id, slots, counted, covered)
+                .await
+            {
                 Ok(window) => window,
                 Err(e) => {
                     let lost = counted.checks + counted.opt_outs;
@@ -235,7 +238,10 @@ impl Suppressions {
             "opt_outs": f.opt_outs,
             "complaints": f.complaints,
         });
-        match self.halt_with(new, trigger_actor(t.id), Some(figures)).await {
+        match self
+            .halt_with(new, trigger_actor(t.id), Some(figures))
+            .await
+        {
             Ok(Changed { control, .. }) => {
                 metrics::counter!(names::TRIGGER_FIRINGS, "outcome" => "halted").increment(1);
                 tracing::warn!(trigger = %t.id, halt = %control.id, %crossed, "a halt trigger halted a campaign");

@@ -104,7 +104,12 @@ async fn a_trigger_fires_once_under_load_on_every_replica_and_the_halt_names_it_
     let (b, _, _stop_b) = replica_b(&app, "replica-b").await;
     let mut trigger = trigger_request("RC-9");
     trigger.max_opt_outs = 10;
-    let trigger = app.client.set_halt_trigger(trigger).await.unwrap().into_inner();
+    let trigger = app
+        .client
+        .set_halt_trigger(trigger)
+        .await
+        .unwrap()
+        .into_inner();
     let confirmed = trigger.propagation.as_ref().unwrap().outcome;
     assert_eq!(confirmed, proto::PropagationOutcome::Confirmed as i32);
 
@@ -147,9 +152,16 @@ async fn a_trigger_fires_once_under_load_on_every_replica_and_the_halt_names_it_
     })
     .await;
     let halt = halts_by(&mut app.client, &id).await.pop().unwrap();
-    assert_eq!((halt.topic.as_str(), halt.campaign.as_str()), ("recall", "RC-9"));
+    assert_eq!(
+        (halt.topic.as_str(), halt.campaign.as_str()),
+        ("recall", "RC-9")
+    );
     assert!(halt.channels.is_empty(), "every channel: {halt:?}");
-    assert!(halt.reason.contains("11 opt-outs exceed 10"), "{}", halt.reason);
+    assert!(
+        halt.reason.contains("11 opt-outs exceed 10"),
+        "{}",
+        halt.reason
+    );
     for mut client in [app.client.clone(), b.clone()] {
         let answer = check(&mut client, person(7_777), "RC-9").await;
         assert_halted(&answer, &halt.halt_id);
@@ -169,7 +181,10 @@ async fn a_trigger_fires_once_under_load_on_every_replica_and_the_halt_names_it_
     assert_eq!(fired["complaints"], 6);
     assert_eq!(fired["window_seconds"], 600);
     assert!(fired["checks"].as_u64().unwrap() > 0, "{fired}");
-    assert!(rows.iter().any(|r| r.action == "set_halt_trigger" && r.receipt_id == id));
+    assert!(
+        rows.iter()
+            .any(|r| r.action == "set_halt_trigger" && r.receipt_id == id)
+    );
 
     // Resumed, it stays resumed: the figures that fired it do not fire it again, nor does the
     // load that goes on (checks, no more opt-outs), once the counts since have reached Redis.
@@ -198,7 +213,12 @@ async fn a_trigger_below_its_rate_or_its_minimum_of_checks_never_fires() {
     let mut trigger = trigger_request("RC-5");
     trigger.max_opt_out_rate = 0.2;
     trigger.min_checks = 40;
-    let trigger = app.client.set_halt_trigger(trigger).await.unwrap().into_inner();
+    let trigger = app
+        .client
+        .set_halt_trigger(trigger)
+        .await
+        .unwrap()
+        .into_inner();
     let id = trigger.trigger_id.clone();
     let mut clients = [app.client.clone(), b.clone()];
 
@@ -305,10 +325,7 @@ async fn bad_triggers_are_refused_by_field_and_store_nothing(backend: Backend) {
     assert!(status.message().starts_with("tenant"), "{status:?}");
     for key in [CHECK_KEY, WRITE_KEY] {
         let mut client = app.client_with_key(Some(key)).await;
-        let refused = client
-            .set_halt_trigger(with(|_| {}))
-            .await
-            .unwrap_err();
+        let refused = client.set_halt_trigger(with(|_| {})).await.unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied);
     }
     let listed = all_controls(&mut app.client, "acme").await;
@@ -316,7 +333,12 @@ async fn bad_triggers_are_refused_by_field_and_store_nothing(backend: Backend) {
     assert_eq!(app.store().await.audit_size().await.unwrap(), 0);
 
     // A removal without a reason leaves the trigger in force; with one, it is listed as removed.
-    let set = app.client.set_halt_trigger(with(|_| {})).await.unwrap().into_inner();
+    let set = app
+        .client
+        .set_halt_trigger(with(|_| {}))
+        .await
+        .unwrap()
+        .into_inner();
     let no_reason = proto::RemoveHaltTriggerRequest {
         trigger_id: set.trigger_id.clone(),
         reason: String::new(),
@@ -327,18 +349,26 @@ async fn bad_triggers_are_refused_by_field_and_store_nothing(backend: Backend) {
         tenant: "acme".into(),
         include_ended: false,
     };
-    let listed = app.client.list_halt_triggers(in_force.clone()).await.unwrap();
+    let listed = app
+        .client
+        .list_halt_triggers(in_force.clone())
+        .await
+        .unwrap();
     assert_eq!(listed.into_inner().triggers.len(), 1);
     let removed = proto::RemoveHaltTriggerRequest {
         trigger_id: set.trigger_id.clone(),
         reason: "campaign over".into(),
     };
-    let removed = app.client.remove_halt_trigger(removed).await.unwrap().into_inner();
+    let removed = app
+        .client
+        .remove_halt_trigger(removed)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(removed.remove_reason, "campaign over");
     let listed = app.client.list_halt_triggers(in_force).await.unwrap();
     assert!(listed.into_inner().triggers.is_empty());
 }
-
 
 async fn setting_a_trigger_replaces_the_one_for_the_same_campaign_and_is_listed_and_audited(
     backend: Backend,
@@ -346,11 +376,21 @@ async fn setting_a_trigger_replaces_the_one_for_the_same_campaign_and_is_listed_
     let mut app = spawn_app(backend).await;
     let mut first = trigger_request("RC-2");
     first.max_complaints = 3;
-    let first = app.client.set_halt_trigger(first).await.unwrap().into_inner();
+    let first = app
+        .client
+        .set_halt_trigger(first)
+        .await
+        .unwrap()
+        .into_inner();
     let mut second = trigger_request("RC-2");
     second.max_opt_out_rate = 0.05;
     second.min_checks = 100;
-    let second = app.client.set_halt_trigger(second).await.unwrap().into_inner();
+    let second = app
+        .client
+        .set_halt_trigger(second)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(second.max_opt_out_rate, 0.05);
     assert_eq!((second.min_checks, second.window_seconds), (100, 600));
 
