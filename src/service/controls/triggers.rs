@@ -30,10 +30,13 @@ use crate::{
     cache::triggers::Slots,
     domain::{
         Millis, Reason, ReceiptId, Scope,
-        control::{ChannelSet, Control, Ended, Figures, HaltTrigger, TriggerParts},
+        control::{ChannelSet, Control, Controls, Ended, Figures, HaltTrigger, TriggerParts},
     },
     service::{ServiceError, Suppressions},
-    telemetry::metrics::names,
+    telemetry::{
+        metrics::names,
+        sampling::{self, Sampled},
+    },
 };
 use serde_json::json;
 use std::{sync::Arc, time::Duration};
@@ -164,24 +167,37 @@ impl Suppressions {
     /// One flush: adds what this replica counted for each trigger into Redis, reads the window's
     /// sums, and fires the triggers whose threshold they cross (each in a task of its own, so a
     /// halt waiting for its propagation does not hold the next flush up). Answers how many this
-    /// replica fired.
-    #[tracing::instrument(name = "flush_halt_triggers", skip_all, fields(suppressd.fired))]
+    /// replica fired. A flush with nothing counted does nothing (and makes no span).
     pub(crate) async fn flush_triggers(&self) -> usize {
         let controls = self.controls();
+        let counted: Vec<(&Arc<HaltTrigger>, Figures)> = controls
+            .triggers
+            .iter()
+            .map(|t| (t, t.counts.take()))
+            .filter(|(_, f)| !f.is_empty())
+            .collect();
+        if counted.is_empty() {
+            return 0;
+        }
+        // A trace of its own, sampled like a call's.
+        let flush = self.flush_counted(&controls, counted);
+        Sampled::new(flush, sampling::decide(None)).await
+    }
+
+    #[tracing::instrument(name = "flush_halt_triggers", skip_all, fields(suppressd.fired))]
+    async fn flush_counted(
+        &self,
+        controls: &Controls,
+        counted: Vec<(&Arc<HaltTrigger>, Figures)>,
+    ) -> usize {
         let now = self.now();
+        let cache = &self.inner.cache;
         let mut fired = 0;
-        for t in &controls.triggers {
-            let counted = t.counts.take();
-            if counted.is_empty() {
-                continue;
-            }
+        for (t, counted) in counted {
             let covered = controls.halted_over(t);
             let slots = slots(t, now);
-            let cache = &self.inner.cache;
-            let window = match cache
-                .add_trigger_counts(t.id, slots, counted, covered)
-                .await
-            {
+            let added = cache.add_trigger_counts(t.id, slots, counted, covered);
+            let window = match added.await {
                 Ok(window) => window,
                 Err(e) => {
                     let lost = counted.checks + counted.opt_outs;
@@ -201,9 +217,8 @@ impl Suppressions {
                     fired += 1;
                     let (service, t) = (self.clone(), t.clone());
                     let undo = (window.floor, slots.now);
-                    tokio::spawn(async move {
-                        service.fire(t, window.figures, crossed, undo).await;
-                    });
+                    let fire = async move { service.fire(t, window.figures, crossed, undo).await };
+                    tokio::spawn(Sampled::new(fire, sampling::decide(None)));
                 }
                 Ok(false) => {} // another replica fired it
                 Err(e) => tracing::warn!(error = %e, "a halt trigger could not be claimed"),
