@@ -13,7 +13,7 @@ mod index;
 mod trigger;
 mod window;
 pub(crate) use answer::{Answer, Controls};
-pub(crate) use trigger::{Figures, HaltTrigger, TriggerParts};
+pub(crate) use trigger::{CountsById, Figures, HaltTrigger, TriggerParts};
 pub(crate) use window::{SendWindow, WindowParts, Zone, time_of_day};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.

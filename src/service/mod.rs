@@ -25,7 +25,8 @@ use crate::{
         near::{Leases, NearCache},
     },
     domain::{
-        Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash, control::Controls,
+        Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash,
+        control::{Controls, CountsById},
     },
     store::{Store, StoreError},
 };
@@ -135,6 +136,8 @@ struct Inner {
     doubt: uncached::CacheDoubt,
     /// Whether `controls` may be trusted: confirmed current within the bound.
     controls_fresh: controls::Freshness,
+    /// The halt triggers' counters, by trigger: what every snapshot of `controls` counts in.
+    trigger_counts: CountsById,
 }
 
 impl Suppressions {
@@ -163,6 +166,7 @@ impl Suppressions {
                 controls: ArcSwap::from_pointee(Controls::default()),
                 doubt: uncached::CacheDoubt::default(),
                 controls_fresh,
+                trigger_counts: CountsById::default(),
             }),
         }
     }

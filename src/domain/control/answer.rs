@@ -1,7 +1,9 @@
 //! What a check answers once the controls have had their say: [`Controls::decide`] applies the
 //! halts, declarations and send windows in force to the opt-out a lookup found (if any).
 
-use super::{Control, Halt, HaltTrigger, MandatoryDeclaration, SendWindow, Zone, index::Index};
+use super::{
+    Control, CountsById, Halt, HaltTrigger, MandatoryDeclaration, SendWindow, Zone, index::Index,
+};
 use crate::domain::{Channel, Match, Millis, Notice, Scope};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -48,16 +50,12 @@ impl Controls {
     /// Holds only what is (or may still be) in force, sorted by id, i.e. by creation time.
     #[cfg(test)]
     pub(crate) fn new(version: i64, controls: Vec<Control>) -> Controls {
-        Controls::following(version, controls, None)
+        Controls::following(version, controls, &CountsById::default())
     }
 
-    /// The controls in force of `controls`, sorted by id, i.e. by creation time, with each trigger that `held` has too keeping its counters there, so a
-    /// reload of the controls loses no count.
-    pub(crate) fn following(
-        version: i64,
-        controls: Vec<Control>,
-        held: Option<&Controls>,
-    ) -> Controls {
+    /// The controls in force of `controls`, sorted by id, i.e. by creation time, each trigger with
+    /// this replica's counters of it (`counts`), so a reload of the controls loses no count.
+    pub(crate) fn following(version: i64, controls: Vec<Control>, counts: &CountsById) -> Controls {
         let mut out = Controls {
             version,
             ..Controls::default()
@@ -68,10 +66,7 @@ impl Controls {
                 Control::Mandatory(d) if d.ended.is_none() => out.mandatory.push(Arc::new(d)),
                 Control::Window(w) if w.ended.is_none() => out.windows.push(Arc::new(w)),
                 Control::Trigger(mut t) if t.ended.is_none() => {
-                    let before = held.and_then(|h| h.triggers.iter().find(|b| b.id == t.id));
-                    if let Some(before) = before {
-                        t.counts = before.counts.clone();
-                    }
+                    t.counts = counts.of(t.id);
                     out.triggers.push(Arc::new(t))
                 }
                 _ => {}
@@ -119,15 +114,15 @@ impl Controls {
     /// The controls [`Controls::encode`] wrote, read at `version`.
     #[cfg(test)]
     pub(crate) fn decode(version: i64, text: &str) -> Result<Controls, serde_json::Error> {
-        Controls::decode_following(version, text, None)
+        Controls::decode_following(version, text, &CountsById::default())
     }
 
-    /// The controls [`Controls::encode`] wrote, read at `version`, keeping the counters of the
-    /// triggers `held` has too.
+    /// The controls [`Controls::encode`] wrote, read at `version`, each trigger with this
+    /// replica's counters of it.
     pub(crate) fn decode_following(
         version: i64,
         text: &str,
-        held: Option<&Controls>,
+        counts: &CountsById,
     ) -> Result<Controls, serde_json::Error> {
         #[derive(Deserialize)]
         struct In {
@@ -153,7 +148,7 @@ impl Controls {
             .chain(windows.into_iter().map(Control::Window))
             .chain(triggers.into_iter().map(Control::Trigger))
             .collect();
-        Ok(Controls::following(version, controls, held))
+        Ok(Controls::following(version, controls, counts))
     }
 
     /// The answer of a replica whose controls may be stale (it could not confirm them within its

@@ -10,9 +10,12 @@
 
 use super::{Ended, Invalid, Millis, Notice, ReceiptId, Scope, names, required_text};
 use serde::{Deserialize, Serialize};
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 /// The longest window a trigger may watch: a day.
@@ -47,7 +50,8 @@ pub(crate) struct HaltTrigger {
     pub(crate) actor: String,
     pub(crate) at: Millis,
     pub(crate) ended: Option<Ended>,
-    /// What this replica counted since its last flush; carried from snapshot to snapshot.
+    /// What this replica counted since its last flush; shared by every snapshot that holds the
+    /// trigger ([`CountsById`]).
     #[serde(skip)]
     pub(crate) counts: Arc<TriggerCounts>,
 }
@@ -119,6 +123,28 @@ impl TriggerCounts {
             opt_outs: self.opt_outs.swap(0, Ordering::Relaxed),
             complaints: self.complaints.swap(0, Ordering::Relaxed),
         }
+    }
+}
+
+/// This replica's counters of each trigger, by id. Every snapshot of the controls that holds a
+/// trigger takes its counters from here, so snapshots built at once (a poll and a change racing,
+/// or two versions landing together) share them, and a check that counts in one that is about to
+/// be replaced counts where the next flush looks. Weak: the counters go with the last snapshot
+/// that holds them. Locked only when a snapshot is built, never by a check.
+#[derive(Debug, Default)]
+pub(crate) struct CountsById(Mutex<HashMap<ReceiptId, Weak<TriggerCounts>>>);
+
+impl CountsById {
+    /// The counters of trigger `id`: those a live snapshot holds, or new ones.
+    pub(crate) fn of(&self, id: ReceiptId) -> Arc<TriggerCounts> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(counts) = map.get(&id).and_then(Weak::upgrade) {
+            return counts;
+        }
+        map.retain(|_, held| held.strong_count() > 0);
+        let counts = Arc::default();
+        map.insert(id, Arc::downgrade(&counts));
+        counts
     }
 }
 
@@ -347,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn a_check_counts_through_the_index_and_counts_survive_a_reload() {
+    fn a_check_counts_through_the_index_and_snapshots_share_the_counts() {
         use crate::domain::control::{Control, Controls, tests::halt};
         let watched = trigger(|_| {}).unwrap();
         let of_topic = trigger(|p| {
@@ -359,12 +385,14 @@ mod tests {
             Control::Trigger(watched.clone()),
             Control::Trigger(of_topic.clone()),
         ];
-        let controls = Controls::new(1, all.clone());
+        let counts = CountsById::default();
+        let controls = Controls::following(1, all.clone(), &counts);
         let n = |campaign| Notice::parse("acme", Some(Channel::Email), "recall", campaign).unwrap();
         for notice in [n("RC-1"), n("RC-1"), n("RC-2")] {
             controls.decide(None, &notice, None, NOW);
         }
-        let reloaded = Controls::following(2, all, Some(&controls));
+        // Built while the first is in force (a poll racing a change): it counts in the same place.
+        let reloaded = Controls::following(2, all, &counts);
         reloaded.decide(None, &n("RC-1"), None, NOW);
         let checks = |id| {
             let t = reloaded.triggers.iter().find(|t| t.id == id).unwrap();

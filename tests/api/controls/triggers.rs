@@ -73,6 +73,19 @@ async fn halts_by(client: &mut Client, id: &str) -> Vec<proto::Halt> {
         .collect()
 }
 
+/// Sets a trigger through replica B (which then answers by it), and sees that A, which has
+/// reported for long, confirmed it too: from then on both count for it.
+async fn set_on_both(b: &mut Client, req: proto::SetHaltTriggerRequest) -> proto::HaltTrigger {
+    let trigger = b.set_halt_trigger(req).await.unwrap().into_inner();
+    let propagation = trigger.propagation.as_ref().unwrap();
+    assert_eq!(
+        (propagation.outcome, propagation.confirmed_replicas.len()),
+        (proto::PropagationOutcome::Confirmed as i32, 2),
+        "{propagation:?}"
+    );
+    trigger
+}
+
 async fn check(
     client: &mut Client,
     recipient: proto::Recipient,
@@ -104,14 +117,7 @@ async fn a_trigger_fires_once_under_load_on_every_replica_and_the_halt_names_it_
     let (b, _, _stop_b) = replica_b(&app, "replica-b").await;
     let mut trigger = trigger_request("RC-9");
     trigger.max_opt_outs = 10;
-    let trigger = app
-        .client
-        .set_halt_trigger(trigger)
-        .await
-        .unwrap()
-        .into_inner();
-    let confirmed = trigger.propagation.as_ref().unwrap().outcome;
-    assert_eq!(confirmed, proto::PropagationOutcome::Confirmed as i32);
+    let trigger = set_on_both(&mut b.clone(), trigger).await;
 
     // Both replicas kept busy with checks of the campaign (people 100.. never opt out).
     let stop = Arc::new(AtomicBool::new(false));
@@ -213,12 +219,7 @@ async fn a_trigger_below_its_rate_or_its_minimum_of_checks_never_fires() {
     let mut trigger = trigger_request("RC-5");
     trigger.max_opt_out_rate = 0.2;
     trigger.min_checks = 40;
-    let trigger = app
-        .client
-        .set_halt_trigger(trigger)
-        .await
-        .unwrap()
-        .into_inner();
+    let trigger = set_on_both(&mut b.clone(), trigger).await;
     let id = trigger.trigger_id.clone();
     let mut clients = [app.client.clone(), b.clone()];
 
