@@ -429,3 +429,55 @@ on_both_stores!(
     bad_triggers_are_refused_by_field_and_store_nothing,
     setting_a_trigger_replaces_the_one_for_the_same_campaign_and_is_listed_and_audited,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_lists_and_removes_triggers() {
+    let mut app = spawn_app(Backend::Sqlite).await;
+    let server = app.addr.to_string();
+    let out = suppressd(&[
+        "trigger",
+        "set",
+        "--server",
+        &server,
+        "--tenant",
+        "acme",
+        "--topic",
+        "recall",
+        "--campaign",
+        "RC-4",
+        "--window",
+        "10m",
+        "--max-rate",
+        "0.02",
+        "--min-checks",
+        "500",
+        "--max-complaints",
+        "20",
+        "--reason",
+        "wrong letter",
+        "--json",
+    ])
+    .await;
+    let trigger: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = trigger["trigger_id"].as_str().unwrap().to_owned();
+    assert_eq!(trigger["window_seconds"], 600);
+    assert_eq!(trigger["max_opt_out_rate"], 0.02);
+    assert_eq!(trigger["max_opt_outs"], serde_json::Value::Null, "not set");
+    let propagation = trigger["propagation"].as_str().unwrap();
+    assert!(propagation.starts_with("confirmed by"), "{out}");
+    let out = suppressd(&["trigger", "list", "--server", &server, "--tenant", "acme"]).await;
+    assert!(
+        out.contains(&id) && out.contains("min_checks: 500"),
+        "{out}"
+    );
+    let out = suppressd(&["controls", "list", "--server", &server, "--tenant", "acme"]).await;
+    assert!(out.contains(&id), "{out}");
+    let out = suppressd(&[
+        "trigger", "remove", &id, "--server", &server, "--reason", "done",
+    ])
+    .await;
+    assert!(out.contains("remove_reason: done"), "{out}");
+    let listed = all_controls(&mut app.client, "acme").await;
+    assert_eq!(listed.triggers.len(), 1);
+    assert!(listed.triggers[0].removed_at.is_some());
+}
