@@ -481,3 +481,54 @@ async fn the_cli_sets_lists_and_removes_triggers() {
     assert_eq!(listed.triggers.len(), 1);
     assert!(listed.triggers[0].removed_at.is_some());
 }
+
+/// `suppressd_halt_trigger_counts_lost_total` as the admin port shows it (0 before the first).
+async fn counts_lost(admin: std::net::SocketAddr) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let ask = b"GET /metrics HTTP/1.1\r\nHost: suppressd\r\nConnection: close\r\n\r\n";
+    stream.write_all(ask).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix("suppressd_halt_trigger_counts_lost_total "))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_that_cannot_reach_redis_are_dropped_and_counted_as_lost() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let mut app = spawn_app_with(Backend::Postgres, Clock::System, |s| {
+        s.redis_url = url;
+        s.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin = app.admin.expect("the admin port is bound");
+    let mut trigger = trigger_request("RC-8");
+    trigger.max_opt_outs = 1;
+    app.client.set_halt_trigger(trigger).await.unwrap();
+    let before = counts_lost(admin).await;
+
+    // Redis gone: checks still answer (from the store), and count; their flush cannot land.
+    redis.kill();
+    let mut answered = 0.0;
+    for i in 0..20 {
+        let req = proto::CheckSuppressedRequest {
+            recipient: Some(person(i)),
+            scope: Some(notice("RC-8")),
+            ..Default::default()
+        };
+        if app.client.check_suppressed(req).await.is_ok() {
+            answered += 1.0;
+        }
+    }
+    assert!(answered > 0.0, "checks answer from the store");
+    wait_until(
+        "the dropped counts are counted as lost",
+        PATIENCE,
+        || async move { counts_lost(admin).await >= before + answered },
+    )
+    .await;
+}
