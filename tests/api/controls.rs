@@ -4,6 +4,7 @@
 mod load;
 mod mandatory;
 mod stale;
+mod trigger_changes;
 mod triggers;
 mod validation;
 mod windows;

@@ -10,13 +10,10 @@
 
 use super::{Ended, Invalid, Millis, Notice, ReceiptId, Scope, names, required_text};
 use serde::{Deserialize, Serialize};
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex, PoisonError, Weak,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+use std::sync::Arc;
+
+mod counts;
+pub(crate) use counts::{CountsById, Figures, TriggerCounts};
 
 /// The longest window a trigger may watch: a day.
 pub(crate) const MAX_WINDOW_MS: Millis = 86_400_000;
@@ -67,85 +64,6 @@ pub(crate) struct TriggerParts<'a> {
     pub(crate) max_opt_out_rate: f64,
     pub(crate) min_checks: u64,
     pub(crate) reason: &'a str,
-}
-
-/// What a window held: checks of notices the trigger names, and opt-outs (complaints among
-/// them) naming it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub(crate) struct Figures {
-    pub(crate) checks: u64,
-    pub(crate) opt_outs: u64,
-    pub(crate) complaints: u64,
-}
-
-impl Figures {
-    pub(crate) fn is_empty(&self) -> bool {
-        *self == Figures::default()
-    }
-}
-
-/// One replica's counts for one trigger since its last flush. Shared by every snapshot of the
-/// controls that holds the trigger, so a check still reading an older snapshot counts too.
-#[derive(Debug, Default)]
-pub(crate) struct TriggerCounts {
-    checks: AtomicU64,
-    opt_outs: AtomicU64,
-    complaints: AtomicU64,
-}
-
-/// Counters are state, not part of what a trigger is: two triggers alike in every setting are
-/// equal whatever they counted.
-impl PartialEq for TriggerCounts {
-    fn eq(&self, _: &TriggerCounts) -> bool {
-        true
-    }
-}
-
-impl Eq for TriggerCounts {}
-
-impl TriggerCounts {
-    pub(crate) fn check(&self) {
-        self.checks.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn opt_out(&self, complaint: bool) {
-        self.opt_outs.fetch_add(1, Ordering::Relaxed);
-        if complaint {
-            self.complaints.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// What was counted since the last take, leaving zero. Relaxed is enough: a count landing
-    /// during the take goes to this take or the next, never to neither.
-    pub(crate) fn take(&self) -> Figures {
-        Figures {
-            checks: self.checks.swap(0, Ordering::Relaxed),
-            opt_outs: self.opt_outs.swap(0, Ordering::Relaxed),
-            complaints: self.complaints.swap(0, Ordering::Relaxed),
-        }
-    }
-}
-
-/// This replica's counters of each trigger, by id. Every snapshot of the controls that holds a
-/// trigger takes its counters from here, so snapshots built at once (a poll and a change racing,
-/// or two versions landing together) share them, and a check that counts in one that is about to
-/// be replaced counts where the next flush looks. Weak: the counters go with the last snapshot
-/// that holds them. Locked only when a snapshot is built, never by a check.
-#[derive(Debug, Default)]
-pub(crate) struct CountsById(Mutex<HashMap<ReceiptId, Weak<TriggerCounts>>>);
-
-impl CountsById {
-    /// The counters of trigger `id`: those a live snapshot holds, or new ones.
-    pub(crate) fn of(&self, id: ReceiptId) -> Arc<TriggerCounts> {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(counts) = map.get(&id).and_then(Weak::upgrade) {
-            return counts;
-        }
-        map.retain(|_, held| held.strong_count() > 0);
-        let counts = Arc::default();
-        map.insert(id, Arc::downgrade(&counts));
-        counts
-    }
 }
 
 impl HaltTrigger {
