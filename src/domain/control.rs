@@ -17,7 +17,7 @@ pub(crate) use trigger::{CountsById, Figures, HaltTrigger, TriggerParts};
 pub(crate) use window::{SendWindow, WindowParts, Zone, time_of_day};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.
-const MAX_TEXT: usize = 1_000;
+pub(crate) const MAX_TEXT: usize = 1_000;
 
 /// A set of channels, stored as a bit set (bit n = channel code n).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

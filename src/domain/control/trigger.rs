@@ -8,7 +8,7 @@
 //! figures ([`HaltTrigger::fires`]). Summing the replicas' counts over the window, and firing,
 //! is the service's (`service::controls::triggers`).
 
-use super::{Ended, Invalid, Millis, Notice, ReceiptId, Scope, names, required_text};
+use super::{Ended, Invalid, MAX_TEXT, Millis, Notice, ReceiptId, Scope, names, required_text};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -164,6 +164,29 @@ impl HaltTrigger {
             && (self.campaign.is_empty() || self.campaign == scope.campaign)
     }
 
+    /// The reason of the halt this trigger makes: the threshold `crossed`, the figures, then the
+    /// trigger's own reason, cut to the length a halt's reason may have (a long reason must not
+    /// keep a trigger from firing).
+    pub(crate) fn halt_reason(&self, crossed: &str, f: &Figures) -> String {
+        let mut reason = format!(
+            "halt trigger {}: {crossed} within {} s ({} checks, {} opt-outs, {} complaints); {}",
+            self.id,
+            self.window_ms / 1000,
+            f.checks,
+            f.opt_outs,
+            f.complaints,
+            self.reason
+        );
+        if reason.len() > MAX_TEXT {
+            let mut end = MAX_TEXT;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        reason
+    }
+
     /// The threshold a window's figures cross, in words for the halt's reason; `None` when they
     /// cross none. Strictly above: a trigger set at 10 opt-outs fires on the eleventh.
     pub(crate) fn fires(&self, f: &Figures) -> Option<String> {
@@ -271,6 +294,12 @@ mod tests {
         assert_eq!(
             t.fires(&complaints(3)).as_deref(),
             Some("3 complaints exceed 2")
+        );
+        let long = trigger(|p| p.reason = "é".repeat(499).leak()).unwrap();
+        let reason = long.halt_reason("3 complaints exceed 2", &complaints(3));
+        assert!(
+            reason.len() <= MAX_TEXT && reason.starts_with("halt trigger "),
+            "{reason}"
         );
     }
 

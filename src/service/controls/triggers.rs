@@ -239,11 +239,7 @@ impl Suppressions {
             topic: t.topic.clone(),
             campaign: t.campaign.clone(),
             channels: ChannelSet::EVERY,
-            reason: format!(
-                "halt trigger {}: {crossed} within {window_seconds} s ({} checks, {} opt-outs, \
-                 {} complaints); {}",
-                t.id, f.checks, f.opt_outs, f.complaints, t.reason
-            ),
+            reason: t.halt_reason(&crossed, &f),
         };
         let figures = json!({
             "trigger": t.id.to_string(),
