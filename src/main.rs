@@ -81,6 +81,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Consent(command) => cli::consent::consent(command).await?,
         Command::Controls(command) => cli::controls::controls(command).await?,
         Command::Health(args) => cli::health::health(args).await?,
+        Command::Check(args) => {
+            let (printed, status) = cli::send::check(args).await?;
+            print!("{printed}");
+            std::process::exit(status);
+        }
+        Command::OptOut(args) => cli::send::opt_out(args).await?,
     };
     print!("{printed}");
     Ok(())

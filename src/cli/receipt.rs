@@ -12,6 +12,7 @@ use crate::{
     },
     proto::{self, suppression_client::SuppressionClient},
 };
+use crate::cli::args::ServerArgs;
 use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -121,16 +122,18 @@ pub(crate) async fn connect(
         .with_context(|| format!("connecting to {url}"))
 }
 
-/// `suppressd receipt get`: prints the receipt, with its proof once durable, as JSON.
-pub async fn get(server: &str, receipt_id: &str) -> anyhow::Result<String> {
-    let mut client = connect(server).await?;
+/// `suppressd receipt get`: prints the receipt, with its proof once durable, as JSON. Fetched with
+/// the client crate (TLS, mTLS, key, deadline, retries), then read as this crate's `Receipt`: the
+/// same message of the same `.proto`, so its protobuf encoding is the bridge.
+pub async fn get(server: &ServerArgs, receipt_id: &str) -> anyhow::Result<String> {
+    use prost::Message;
+    let client = suppressd_client::Client::connect(crate::cli::client_config_with_files(server)?).await?;
     let receipt = client
-        .get_receipt(proto::GetReceiptRequest {
-            receipt_id: receipt_id.to_owned(),
-        })
+        .get_receipt(receipt_id)
         .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner();
+        .map_err(crate::cli::send::refused)?;
+    let receipt = proto::Receipt::decode(receipt.encode_to_vec().as_slice())
+        .context("decoding the receipt")?;
     Ok(serde_json::to_string_pretty(&ReceiptFile::from_proto(
         receipt,
     ))?)
