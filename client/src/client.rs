@@ -86,7 +86,9 @@ impl Client {
         let mut decisions = Vec::with_capacity(checks.len());
         for chunk in checks.chunks(BATCH_LIMIT) {
             match self.check_chunk(chunk.to_vec()).await {
-                Ok(answers) => decisions.extend(answers.into_iter().map(|a| Decision::from_answer(Ok(a)))),
+                Ok(answers) => {
+                    decisions.extend(answers.into_iter().map(|a| Decision::from_answer(Ok(a))))
+                }
                 Err(error) => {
                     let line = error.to_string();
                     decisions.push(Decision::from_answer(Err(error)));

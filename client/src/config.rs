@@ -146,9 +146,10 @@ impl ClientConfig {
             .api_key
             .as_deref()
             .map(|key| {
-                let mut value: MetadataValue<Ascii> = format!("Bearer {key}")
-                    .parse()
-                    .map_err(|_| ClientError::Config("the API key must be printable ASCII".into()))?;
+                let mut value: MetadataValue<Ascii> =
+                    format!("Bearer {key}").parse().map_err(|_| {
+                        ClientError::Config("the API key must be printable ASCII".into())
+                    })?;
                 value.set_sensitive(true);
                 Ok::<_, ClientError>(value)
             })
@@ -197,7 +198,11 @@ pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl fmt::Debug for Bearer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Bearer(<redacted>)" } else { "Bearer(None)" })
+        f.write_str(if self.0.is_some() {
+            "Bearer(<redacted>)"
+        } else {
+            "Bearer(None)"
+        })
     }
 }
 

@@ -111,7 +111,11 @@ mod tests {
             ..Default::default()
         }));
         assert!(!suppressed.may_send());
-        assert!(suppressed.to_string().starts_with("do not send: suppressed"));
+        assert!(
+            suppressed
+                .to_string()
+                .starts_with("do not send: suppressed")
+        );
     }
 
     #[test]

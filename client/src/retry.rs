@@ -107,7 +107,11 @@ mod tests {
             policy.wait_after(1, &ClientError::Timeout(Duration::from_secs(1))),
             None
         );
-        assert!(policy.wait_after(1, &ClientError::Connect("refused".into())).is_some());
+        assert!(
+            policy
+                .wait_after(1, &ClientError::Connect("refused".into()))
+                .is_some()
+        );
     }
 
     #[test]
@@ -120,6 +124,9 @@ mod tests {
         let wait = RetryPolicy::default()
             .wait_after(1, &ClientError::Status(status))
             .unwrap();
-        assert!(wait >= Duration::from_secs(2) && wait <= Duration::from_secs(3), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(2) && wait <= Duration::from_secs(3),
+            "{wait:?}"
+        );
     }
 }

@@ -197,15 +197,27 @@ mod tests {
         assert_eq!(violations[0].field, "checks[3].recipient.phone");
         assert_eq!(violations[0].description, "not E.164");
         let info = details.error_info().unwrap();
-        assert_eq!((info.reason.as_str(), info.domain.as_str()), (reason::INVALID_FIELD, DOMAIN));
-        assert!(details.retry_info().is_none(), "fix the request, do not retry");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            (reason::INVALID_FIELD, DOMAIN)
+        );
+        assert!(
+            details.retry_info().is_none(),
+            "fix the request, do not retry"
+        );
     }
 
     #[test]
     fn retryable_codes_say_when_to_retry() {
         for (status, reason) in [
-            (Status::from(Refusal::RateLimited("p".into())), reason::RATE_LIMITED),
-            (Status::from(Refusal::Overloaded("checks")), reason::OVERLOADED),
+            (
+                Status::from(Refusal::RateLimited("p".into())),
+                reason::RATE_LIMITED,
+            ),
+            (
+                Status::from(Refusal::Overloaded("checks")),
+                reason::OVERLOADED,
+            ),
             (
                 Status::from(ServiceError::Unavailable {
                     message: "Redis is unavailable".into(),
@@ -216,7 +228,10 @@ mod tests {
         ] {
             let details = status.get_error_details();
             assert_eq!(details.error_info().unwrap().reason, reason);
-            assert!(details.retry_info().unwrap().retry_delay.is_some(), "{reason}");
+            assert!(
+                details.retry_info().unwrap().retry_delay.is_some(),
+                "{reason}"
+            );
         }
     }
 }

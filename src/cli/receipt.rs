@@ -4,6 +4,7 @@
 //! camelCase names, bytes in base64, 64-bit integers as strings), so a receipt fetched either way
 //! verifies the same.
 
+use crate::cli::args::ServerArgs;
 use crate::{
     audit::{
         merkle::Hash,
@@ -12,7 +13,6 @@ use crate::{
     },
     proto::{self, suppression_client::SuppressionClient},
 };
-use crate::cli::args::ServerArgs;
 use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -127,7 +127,8 @@ pub(crate) async fn connect(
 /// same message of the same `.proto`, so its protobuf encoding is the bridge.
 pub async fn get(server: &ServerArgs, receipt_id: &str) -> anyhow::Result<String> {
     use prost::Message;
-    let client = suppressd_client::Client::connect(crate::cli::client_config_with_files(server)?).await?;
+    let client =
+        suppressd_client::Client::connect(crate::cli::client_config_with_files(server)?).await?;
     let receipt = client
         .get_receipt(receipt_id)
         .await

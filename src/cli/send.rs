@@ -4,7 +4,9 @@
 //! suppressed, and an opt-out retried only under an idempotency key.
 
 use crate::cli::{
-    args::{ChannelArg, ReasonArg, RecipientArgs, ScopeArgs, SendCheckArgs, SendOptOutArgs, SourceArg},
+    args::{
+        ChannelArg, ReasonArg, RecipientArgs, ScopeArgs, SendCheckArgs, SendOptOutArgs, SourceArg,
+    },
     client_config_with_files, time,
 };
 use serde_json::json;
@@ -56,7 +58,10 @@ pub async fn check(args: SendCheckArgs) -> anyhow::Result<(String, i32)> {
         Decision::DoNotSend(DoNotSend::NoAnswer(_)) => NO_ANSWER,
     };
     let text = if json {
-        format!("{}\n", serde_json::to_string_pretty(&decision_json(&decision))?)
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&decision_json(&decision))?
+        )
     } else {
         decision_table(&decision)
     };
@@ -99,7 +104,11 @@ fn decision_table(decision: &Decision) -> String {
     match decision {
         Decision::Send(answer) => {
             rows.push(("decision", "SEND".into()));
-            if let Some(d) = answer.mandatory.as_ref().and_then(|m| m.declaration.as_ref()) {
+            if let Some(d) = answer
+                .mandatory
+                .as_ref()
+                .and_then(|m| m.declaration.as_ref())
+            {
                 rows.push(("mandatory", d.declaration_id.clone()));
             }
             if !answer.confirms_receipt_id.is_empty() {
@@ -159,7 +168,11 @@ pub async fn opt_out(args: SendOptOutArgs) -> anyhow::Result<String> {
     let client = Client::connect(client_config_with_files(&server)?).await?;
     let receipt = client.opt_out(request).await.map_err(refused)?;
     let state = proto::ReceiptState::try_from(receipt.state)
-        .map(|s| s.as_str_name().trim_start_matches("RECEIPT_STATE_").to_owned())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("RECEIPT_STATE_")
+                .to_owned()
+        })
         .unwrap_or_else(|_| receipt.state.to_string());
     Ok(if json {
         let value = json!({
@@ -207,7 +220,9 @@ fn recipient_of(args: &RecipientArgs) -> anyhow::Result<proto::Recipient> {
         .or(push_token.map(Id::PushToken))
         .or(postal_address.map(Id::PostalAddress))
         .ok_or_else(|| {
-            anyhow::anyhow!("name the recipient: --email, --phone, --user-id, --push-token or --postal-address")
+            anyhow::anyhow!(
+                "name the recipient: --email, --phone, --user-id, --push-token or --postal-address"
+            )
         })?;
     Ok(proto::Recipient { id: Some(id) })
 }

@@ -2,8 +2,8 @@
 //! client certificates required (mTLS), and an API key. `check` and `opt-out` (table and --json,
 //! their exit codes), `receipt get`, and a refused key that is never echoed.
 
-use crate::tls::Pki;
 use crate::helpers::*;
+use crate::tls::Pki;
 use std::path::PathBuf;
 
 /// The TLS flags for a server of `pki`, with a fresh client certificate.
@@ -50,7 +50,15 @@ impl Flags {
     }
 }
 
-const CHECK: &[&str] = &["check", "--email", "Ann@Example.com", "--channel", "email", "--topic", "news"];
+const CHECK: &[&str] = &[
+    "check",
+    "--email",
+    "Ann@Example.com",
+    "--channel",
+    "email",
+    "--topic",
+    "news",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_opt_out_and_receipt_get_work_over_tls_mtls_and_a_key() {
@@ -63,7 +71,10 @@ async fn check_opt_out_and_receipt_get_work_over_tls_mtls_and_a_key() {
     assert!(out.contains("SEND"), "{out}");
 
     let (code, out, err) = flags
-        .run(ADMIN_KEY, &["opt-out", "--email", "ann@example.com", "--json"])
+        .run(
+            ADMIN_KEY,
+            &["opt-out", "--email", "ann@example.com", "--json"],
+        )
         .await;
     assert_eq!(code, 0, "{out}{err}");
     let receipt: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -77,7 +88,10 @@ async fn check_opt_out_and_receipt_get_work_over_tls_mtls_and_a_key() {
     assert_eq!(answer["matched"]["receipt_id"], id.as_str());
     let (code, out, _) = flags.run(ADMIN_KEY, CHECK).await;
     assert_eq!(code, 1);
-    assert!(out.contains("DO NOT SEND (suppressed)") && out.contains(&id), "{out}");
+    assert!(
+        out.contains("DO NOT SEND (suppressed)") && out.contains(&id),
+        "{out}"
+    );
 
     let (code, out, err) = flags.run(ADMIN_KEY, &["receipt", "get", &id]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -93,12 +107,23 @@ async fn a_refused_or_unreachable_check_exits_3_and_never_echoes_the_key() {
 
     let (code, out, err) = flags.run(wrong, CHECK).await;
     assert_eq!(code, 3, "{out}{err}");
-    assert!(out.contains("UNAUTHENTICATED") && out.contains("DO NOT SEND"), "{out}");
-    assert!(!out.contains(wrong) && !err.contains(wrong), "the key is never echoed");
+    assert!(
+        out.contains("UNAUTHENTICATED") && out.contains("DO NOT SEND"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(wrong) && !err.contains(wrong),
+        "the key is never echoed"
+    );
 
-    let (code, _, err) = flags.run(wrong, &["opt-out", "--email", "ann@example.com"]).await;
+    let (code, _, err) = flags
+        .run(wrong, &["opt-out", "--email", "ann@example.com"])
+        .await;
     assert_eq!(code, 1);
-    assert!(err.contains("UNAUTHENTICATED") && !err.contains(wrong), "{err}");
+    assert!(
+        err.contains("UNAUTHENTICATED") && !err.contains(wrong),
+        "{err}"
+    );
 
     // Without a client certificate the handshake fails: no answer, do not send.
     let mut bare = Flags::new(&pki, &app);

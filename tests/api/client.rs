@@ -51,7 +51,9 @@ async fn plain_client(app: &TestApp, key: Option<&str>) -> Client {
 /// The `ErrorInfo.reason` of a failed call, checking its domain.
 fn reason_of(error: &ClientError) -> String {
     let details = error.details();
-    let info = details.error_info().expect("every failure carries ErrorInfo");
+    let info = details
+        .error_info()
+        .expect("every failure carries ErrorInfo");
     assert_eq!(info.domain, "suppressd.dev");
     info.reason.clone()
 }
@@ -66,10 +68,18 @@ async fn the_client_decides_opts_out_and_reads_receipts_over_mtls_with_a_key() {
         .identity_pem(cert, key)
         .domain_name("localhost")
         .api_key(ADMIN_KEY);
-    assert!(!format!("{config:?}").contains(ADMIN_KEY), "Debug redacts the key");
+    assert!(
+        !format!("{config:?}").contains(ADMIN_KEY),
+        "Debug redacts the key"
+    );
     let client = Client::connect(config).await.expect("mTLS connects");
 
-    assert!(client.decide(news_email("jane@example.com")).await.may_send());
+    assert!(
+        client
+            .decide(news_email("jane@example.com"))
+            .await
+            .may_send()
+    );
     let receipt = client
         .opt_out(leave_everything("jane@example.com"))
         .await
@@ -157,7 +167,10 @@ async fn failures_carry_reason_codes_field_violations_and_no_send() {
         panic!("{error}")
     };
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("recipient.phone: "), "{status:?}");
+    assert!(
+        status.message().starts_with("recipient.phone: "),
+        "{status:?}"
+    );
     let violations = status.get_details_bad_request().unwrap().field_violations;
     assert_eq!(violations[0].field, "recipient.phone");
     assert_eq!(reason_of(&error), "INVALID_FIELD");
@@ -165,17 +178,37 @@ async fn failures_carry_reason_codes_field_violations_and_no_send() {
 
     // UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND.
     let anonymous = plain_client(&app, None).await;
-    let error = anonymous.check(news_email("a@example.com")).await.unwrap_err();
-    assert_eq!((error.code(), reason_of(&error).as_str()), (Code::Unauthenticated, "UNAUTHENTICATED"));
-    assert!(!anonymous.decide(news_email("a@example.com")).await.may_send());
-    let error = checker.opt_out(leave_everything("a@example.com")).await.unwrap_err();
-    assert_eq!((error.code(), reason_of(&error).as_str()), (Code::PermissionDenied, "PERMISSION_DENIED"));
+    let error = anonymous
+        .check(news_email("a@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code(), reason_of(&error).as_str()),
+        (Code::Unauthenticated, "UNAUTHENTICATED")
+    );
+    assert!(
+        !anonymous
+            .decide(news_email("a@example.com"))
+            .await
+            .may_send()
+    );
+    let error = checker
+        .opt_out(leave_everything("a@example.com"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code(), reason_of(&error).as_str()),
+        (Code::PermissionDenied, "PERMISSION_DENIED")
+    );
     let writer = plain_client(&app, Some(WRITE_KEY)).await;
     let error = writer
         .get_receipt(&uuid::Uuid::now_v7().to_string())
         .await
         .unwrap_err();
-    assert_eq!((error.code(), reason_of(&error).as_str()), (Code::NotFound, "NOT_FOUND"));
+    assert_eq!(
+        (error.code(), reason_of(&error).as_str()),
+        (Code::NotFound, "NOT_FOUND")
+    );
     assert!(error.retry_after().is_none(), "nothing to retry");
 }
 
@@ -204,9 +237,16 @@ async fn with_redis_and_the_store_down_the_client_never_says_send() {
     pg.stop_immediate();
     // With the default 2 s deadline the client gives up before the replica has found out (it
     // waits on Redis and then on the store's pool): "do not send", as a timeout.
-    for person in opted.iter().map(String::as_str).chain(["never-opted@example.com"]) {
+    for person in opted
+        .iter()
+        .map(String::as_str)
+        .chain(["never-opted@example.com"])
+    {
         let decision = client.decide(news_email(person)).await;
-        assert!(!decision.may_send(), "a false send for {person}: {decision}");
+        assert!(
+            !decision.may_send(),
+            "a false send for {person}: {decision}"
+        );
     }
     // A patient client sees the replica's own answer: UNAVAILABLE, with its details.
     let patient = Client::connect(
@@ -221,17 +261,31 @@ async fn with_redis_and_the_store_down_the_client_never_says_send() {
     .await
     .unwrap();
     let mut unavailable = None;
-    for person in opted.iter().map(String::as_str).chain(["never-opted@example.com"]) {
+    for person in opted
+        .iter()
+        .map(String::as_str)
+        .chain(["never-opted@example.com"])
+    {
         match patient.decide(news_email(person)).await {
-            Decision::DoNotSend(DoNotSend::NoAnswer(error)) if error.code() == Code::Unavailable => {
+            Decision::DoNotSend(DoNotSend::NoAnswer(error))
+                if error.code() == Code::Unavailable =>
+            {
                 unavailable = Some(error)
             }
-            decision => assert!(!decision.may_send(), "a false send for {person}: {decision}"),
+            decision => assert!(
+                !decision.may_send(),
+                "a false send for {person}: {decision}"
+            ),
         }
     }
     let error = unavailable.expect("the replica answers UNAVAILABLE when it cannot know");
     assert_eq!(reason_of(&error), "UNAVAILABLE");
     assert!(error.retry_after().is_some(), "RetryInfo on UNAVAILABLE");
     // A write fails closed too: an error, never a receipt.
-    assert!(client.opt_out(leave_everything("late@example.com")).await.is_err());
+    assert!(
+        client
+            .opt_out(leave_everything("late@example.com"))
+            .await
+            .is_err()
+    );
 }

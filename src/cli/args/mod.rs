@@ -11,9 +11,9 @@ pub(crate) use controls::{
     WindowCommand,
 };
 pub use import::ImportsCommand;
-pub use send::{SendCheckArgs, SendOptOutArgs};
-pub(crate) use send::{ReasonArg, SourceArg};
 pub(crate) use import::{Format, ImportArgs, RollbackArgs};
+pub(crate) use send::{ReasonArg, SourceArg};
+pub use send::{SendCheckArgs, SendOptOutArgs};
 
 use crate::{
     config::ServeSettings,

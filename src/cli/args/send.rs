@@ -5,10 +5,12 @@ use super::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs};
 use clap::{Args, ValueEnum};
 
 #[derive(Args, Debug)]
-#[command(after_help = "Exit status: 0 when the notice may be sent (the server answered \
+#[command(
+    after_help = "Exit status: 0 when the notice may be sent (the server answered \
     suppressed = false); 1 when it must not: the person opted out, a halt, a send window or a \
     missing consent stops it (the answer says which); 3 when there was no usable answer (refused, \
-    unavailable, timed out, cannot connect): do not send either; 2 for a usage error.")]
+    unavailable, timed out, cannot connect): do not send either; 2 for a usage error."
+)]
 pub struct SendCheckArgs {
     #[command(flatten)]
     pub(crate) server: ServerArgs,
@@ -33,10 +35,12 @@ pub struct SendCheckArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Exit status: 0 when the opt-out was recorded (state DURABLE, or \
+#[command(
+    after_help = "Exit status: 0 when the opt-out was recorded (state DURABLE, or \
     ACCEPTED: visible everywhere and queued for the store; `suppressd receipt get` follows it); \
     1 when it was not (refused, invalid, unavailable, timed out); 2 for a usage error. A retry with \
-    the same --idempotency-key never records it twice.")]
+    the same --idempotency-key never records it twice."
+)]
 pub struct SendOptOutArgs {
     #[command(flatten)]
     pub(crate) server: ServerArgs,
