@@ -55,8 +55,8 @@ impl Client {
         request: CheckSuppressedRequest,
     ) -> Result<CheckSuppressedResponse, ClientError> {
         let deadline = self.config.deadlines.check;
-        self.call(deadline, self.config.retry, |mut raw| {
-            let request = request.clone();
+        self.call(deadline, self.config.retry, |mut raw, left| {
+            let request = with_timeout(request.clone(), left);
             async move { raw.check_suppressed(request).await }
         })
         .await
@@ -111,8 +111,8 @@ impl Client {
         let request = CheckSuppressedBatchRequest { checks };
         let deadline = self.config.deadlines.check;
         let answer = self
-            .call(deadline, self.config.retry, |mut raw| {
-                let request = request.clone();
+            .call(deadline, self.config.retry, |mut raw, left| {
+                let request = with_timeout(request.clone(), left);
                 async move { raw.check_suppressed_batch(request).await }
             })
             .await?;
@@ -134,8 +134,8 @@ impl Client {
         }
         let deadline = self.config.deadlines.write;
         let answer = self
-            .call(deadline, self.config.retry, |mut raw| {
-                let request = request.clone();
+            .call(deadline, self.config.retry, |mut raw, left| {
+                let request = with_timeout(request.clone(), left);
                 async move { raw.opt_out(request).await }
             })
             .await?;
@@ -150,8 +150,8 @@ impl Client {
             receipt_id: receipt_id.to_owned(),
         };
         let deadline = self.config.deadlines.write;
-        self.call(deadline, self.config.retry, |mut raw| {
-            let request = request.clone();
+        self.call(deadline, self.config.retry, |mut raw, left| {
+            let request = with_timeout(request.clone(), left);
             async move { raw.get_receipt(request).await }
         })
         .await
@@ -164,8 +164,8 @@ impl Client {
         request: IssueOptOutTokenRequest,
     ) -> Result<IssueOptOutTokenResponse, ClientError> {
         let deadline = self.config.deadlines.write;
-        self.call(deadline, self.config.retry, |mut raw| {
-            let request = request.clone();
+        self.call(deadline, self.config.retry, |mut raw, left| {
+            let request = with_timeout(request.clone(), left);
             async move { raw.issue_opt_out_token(request).await }
         })
         .await
@@ -179,14 +179,14 @@ impl Client {
         mut attempt: F,
     ) -> Result<T, ClientError>
     where
-        F: FnMut(RawClient) -> Fut,
+        F: FnMut(RawClient, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let end = Instant::now() + deadline;
         let mut n = 1;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            let error = match tokio::time::timeout(left, attempt(self.raw.clone())).await {
+            let error = match tokio::time::timeout(left, attempt(self.raw.clone(), left)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => ClientError::Status(status),
                 Err(_) => return Err(ClientError::Timeout(deadline)),
@@ -198,4 +198,12 @@ impl Client {
             n += 1;
         }
     }
+}
+
+/// The request with `grpc-timeout` set to what is left of the deadline, so that the server stops
+/// working on an attempt the client has given up on.
+fn with_timeout<T>(message: T, left: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(left);
+    request
 }

@@ -289,3 +289,39 @@ async fn with_redis_and_the_store_down_the_client_never_says_send() {
             .is_err()
     );
 }
+
+/// Over a rate limit of 2 a second, the server's RetryInfo (1 s) is what the client waits: every
+/// check of a retrying client gets through, while a client that never retries sees RATE_LIMITED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_calls_are_retried_after_the_servers_retry_info() {
+    let app = spawn_app_with(Backend::Sqlite, suppressd::domain::Clock::System, |s| {
+        s.rate_limit_per_principal = 2;
+    })
+    .await;
+    let config = ClientConfig::new(app.addr.to_string()).api_key(CHECK_KEY);
+    let impatient = Client::connect(config.clone().retry(RetryPolicy::none()))
+        .await
+        .unwrap();
+    let mut refused = None;
+    for _ in 0..10 {
+        if let Err(error) = impatient.check(news_email("r@example.com")).await {
+            refused = Some(error);
+            break;
+        }
+    }
+    let error = refused.expect("10 quick calls against 2/s");
+    assert_eq!(error.code(), Code::ResourceExhausted);
+    assert_eq!(reason_of(&error), "RATE_LIMITED");
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(1)));
+
+    let patient = Client::connect(config.deadlines(Deadlines {
+        check: Duration::from_secs(5),
+        ..Deadlines::default()
+    }))
+    .await
+    .unwrap();
+    for i in 0..6 {
+        let decision = patient.decide(news_email("r@example.com")).await;
+        assert!(decision.may_send(), "check {i}: {decision}");
+    }
+}
