@@ -14,7 +14,7 @@ pub mod rights;
 pub mod send;
 
 use crate::{
-    cli::args::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs},
+    cli::args::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs, TlsArgs},
     proto::{self, suppression_client::SuppressionClient},
 };
 use anyhow::Context;
@@ -27,25 +27,25 @@ use tonic::{service::interceptor::InterceptedService, transport::Channel};
 pub(crate) type Client = SuppressionClient<InterceptedService<Channel, Bearer>>;
 
 /// What `--server`, `--cacert`, `--cert`, `--key`, `--tls-domain` and `--api-key` say, as the
-/// client crate's configuration (nothing read or connected yet).
-pub(crate) fn client_config(args: &ServerArgs) -> ClientConfig {
-    let mut config = ClientConfig::new(args.server.clone());
+/// client crate's configuration, with the certificate files read (nothing connected yet).
+pub(crate) fn client_config_with_files(args: &ServerArgs) -> anyhow::Result<ClientConfig> {
+    let mut config = tls_config(&args.server, &args.tls)?;
     if let Some(key) = &args.api_key {
         config = config.api_key(key.clone());
     }
-    if let Some(domain) = &args.tls_domain {
-        config = config.domain_name(domain.clone());
-    }
-    config
+    Ok(config)
 }
 
-/// [`client_config`] with its certificate files read.
-pub(crate) fn client_config_with_files(args: &ServerArgs) -> anyhow::Result<ClientConfig> {
-    let mut config = client_config(args);
-    if let Some(ca) = &args.cacert {
+/// A keyless client configuration: the server and how it is trusted.
+pub(crate) fn tls_config(server: &str, tls: &TlsArgs) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::new(server);
+    if let Some(domain) = &tls.tls_domain {
+        config = config.domain_name(domain.clone());
+    }
+    if let Some(ca) = &tls.cacert {
         config = config.ca_file(ca)?;
     }
-    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         config = config.identity_files(cert, key)?;
     }
     Ok(config)

@@ -4,7 +4,7 @@
 //! camelCase names, bytes in base64, 64-bit integers as strings), so a receipt fetched either way
 //! verifies the same.
 
-use crate::cli::args::ServerArgs;
+use crate::cli::args::{ServerArgs, TlsArgs};
 use crate::{
     audit::{
         merkle::Hash,
@@ -109,17 +109,14 @@ impl ReceiptFile {
     }
 }
 
+/// A keyless client of `server` (the audit log's proofs need no key), over the client crate's
+/// connection: plaintext, TLS or mTLS as `tls` says.
 pub(crate) async fn connect(
     server: &str,
+    tls: &TlsArgs,
 ) -> anyhow::Result<SuppressionClient<tonic::transport::Channel>> {
-    let url = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    };
-    SuppressionClient::connect(url.clone())
-        .await
-        .with_context(|| format!("connecting to {url}"))
+    let channel = crate::cli::tls_config(server, tls)?.channel().await?;
+    Ok(SuppressionClient::new(channel))
 }
 
 /// `suppressd receipt get`: prints the receipt, with its proof once durable, as JSON. Fetched with
@@ -142,7 +139,12 @@ pub async fn get(server: &ServerArgs, receipt_id: &str) -> anyhow::Result<String
 
 /// `suppressd receipt verify`: checks a saved receipt with the public key alone; with `server`, also
 /// that the log it is in has only grown since.
-pub async fn verify(file: &str, public_key: &str, server: Option<&str>) -> anyhow::Result<String> {
+pub async fn verify(
+    file: &str,
+    public_key: &str,
+    server: Option<&str>,
+    tls: &TlsArgs,
+) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
     let saved: ReceiptFile = serde_json::from_str(&text).context("parsing the receipt")?;
     let verifier = NoteVerifier::parse(public_key).context("parsing the public key")?;
@@ -153,7 +155,7 @@ pub async fn verify(file: &str, public_key: &str, server: Option<&str>) -> anyho
         saved.receipt_id, proof.log_index, cp.origin, cp.size
     );
     if let Some(server) = server {
-        let mut client = connect(server).await?;
+        let mut client = connect(server, tls).await?;
         let latest = client
             .get_checkpoint(proto::GetCheckpointRequest {})
             .await

@@ -202,6 +202,24 @@ pub struct ServerArgs {
     /// the environment variable: a flag shows in the process list. Never printed.
     #[arg(long, env = "SUPPRESSD_API_KEY", hide_env_values = true)]
     pub(crate) api_key: Option<String>,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+}
+
+/// The key is never printed, not even in a debug dump of the arguments.
+impl std::fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArgs")
+            .field("server", &self.server)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// How a client command trusts the server and proves itself without a key (mTLS).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
     /// Speak TLS, trusting this CA (PEM) for the server's certificate (default with https://: the
     /// public web roots).
     #[arg(long, env = "SUPPRESSD_CACERT")]
@@ -215,20 +233,6 @@ pub struct ServerArgs {
     /// The name the server's certificate must carry, when it is not the host in --server.
     #[arg(long, env = "SUPPRESSD_TLS_DOMAIN")]
     pub(crate) tls_domain: Option<String>,
-}
-
-/// The key is never printed, not even in a debug dump of the arguments.
-impl std::fmt::Debug for ServerArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerArgs")
-            .field("server", &self.server)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("cacert", &self.cacert)
-            .field("cert", &self.cert)
-            .field("key", &self.key)
-            .field("tls_domain", &self.tls_domain)
-            .finish()
-    }
 }
 
 /// A channel on the command line.
@@ -313,9 +317,12 @@ pub enum ReceiptCommand {
         file: String,
         #[arg(long, env = "SUPPRESSD_AUDIT_PUBLIC_KEY")]
         public_key: String,
-        /// Also ask this server for its latest checkpoint and prove the log only grew since.
+        /// Also ask this server for its latest checkpoint and prove the log only grew since (no
+        /// key needed; --cacert, --cert and --key as for every client command).
         #[arg(long)]
         server: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 
