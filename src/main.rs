@@ -60,7 +60,8 @@ async fn main() -> anyhow::Result<()> {
             file,
             public_key,
             server,
-        }) => cli::receipt::verify(&file, &public_key, server.as_deref()).await?,
+            tls,
+        }) => cli::receipt::verify(&file, &public_key, server.as_deref(), &tls).await?,
         Command::OptIn(args) => cli::rights::opt_in(args).await?,
         Command::OptInToken(args) => cli::rights::opt_in_token(args).await?,
         Command::Records(args) => cli::rights::records(args).await?,
@@ -82,6 +83,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Trigger(command) => cli::triggers::trigger(command).await?,
         Command::Controls(command) => cli::controls::controls(command).await?,
         Command::Health(args) => cli::health::health(args).await?,
+        Command::Check(args) => {
+            let (printed, status) = cli::send::check(args).await?;
+            print!("{printed}");
+            std::process::exit(status);
+        }
+        Command::OptOut(args) => cli::send::opt_out(args).await?,
     };
     print!("{printed}");
     Ok(())

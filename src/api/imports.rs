@@ -20,7 +20,12 @@ impl SuppressionApi {
             let row = row.map_err(|status| {
                 let stopped = import.stopped();
                 tracing::warn!(batch_id = import.batch_id(), error = %status, "import stream failed");
-                Status::new(status.code(), format!("{}; {stopped}", status.message()))
+                // Keep the details (reason, retry) of the status that stopped the stream.
+                Status::with_details(
+                    status.code(),
+                    format!("{}; {stopped}", status.message()),
+                    status.details().to_vec().into(),
+                )
             })?;
             ordinal += 1;
             let (line, item) = convert::import_row(row, ordinal, |t| principal.may_use_tenant(t));

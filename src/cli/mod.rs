@@ -12,57 +12,52 @@ pub mod receipt;
 pub mod rights;
 pub mod triggers;
 
+pub mod send;
+
 use crate::{
-    cli::args::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs},
+    cli::args::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs, TlsArgs},
     proto::{self, suppression_client::SuppressionClient},
 };
 use anyhow::Context;
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
-};
+use suppressd_client::{Bearer, ClientConfig};
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-/// A client of a running server that sends the configured API key with every call.
+/// A client of a running server that sends the configured API key with every call: the server
+/// crate's generated client over the client crate's connection (TLS, mTLS, key), so every command
+/// reaches a production server the same way.
 pub(crate) type Client = SuppressionClient<InterceptedService<Channel, Bearer>>;
 
-/// Adds `authorization: Bearer <key>` to every call (nothing without a key).
-#[derive(Clone)]
-pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
+/// What `--server`, `--cacert`, `--cert`, `--key`, `--tls-domain` and `--api-key` say, as the
+/// client crate's configuration, with the certificate files read (nothing connected yet).
+pub(crate) fn client_config_with_files(args: &ServerArgs) -> anyhow::Result<ClientConfig> {
+    let mut config = tls_config(&args.server, &args.tls)?;
+    if let Some(key) = &args.api_key {
+        config = config.api_key(key.clone());
     }
+    Ok(config)
 }
 
-/// Connects to `--server` with `--api-key`.
+/// A keyless client configuration: the server and how it is trusted.
+pub(crate) fn tls_config(server: &str, tls: &TlsArgs) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::new(server);
+    if let Some(domain) = &tls.tls_domain {
+        config = config.domain_name(domain.clone());
+    }
+    if let Some(ca) = &tls.cacert {
+        config = config.ca_file(ca)?;
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        config = config.identity_files(cert, key)?;
+    }
+    Ok(config)
+}
+
+/// Connects to `--server` with the TLS files and `--api-key`.
 pub(crate) async fn client(args: &ServerArgs) -> anyhow::Result<Client> {
-    let url = if args.server.contains("://") {
-        args.server.clone()
-    } else {
-        format!("http://{}", args.server)
-    };
-    let channel = Channel::from_shared(url.clone())
-        .with_context(|| format!("the server address {url:?}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    let bearer = args
-        .api_key
-        .as_deref()
-        .map(|key| format!("Bearer {key}").parse())
-        .transpose()
-        .context("the API key must be printable ASCII")?;
-    Ok(SuppressionClient::with_interceptor(channel, Bearer(bearer)))
+    let config = client_config_with_files(args)?;
+    let channel = config.channel().await?;
+    let bearer = config.bearer().context("the API key")?;
+    Ok(SuppressionClient::with_interceptor(channel, bearer))
 }
 
 /// A refused call as one line: the gRPC code and the server's message.

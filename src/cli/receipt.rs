@@ -4,6 +4,7 @@
 //! camelCase names, bytes in base64, 64-bit integers as strings), so a receipt fetched either way
 //! verifies the same.
 
+use crate::cli::args::{ServerArgs, TlsArgs};
 use crate::{
     audit::{
         merkle::Hash,
@@ -108,29 +109,29 @@ impl ReceiptFile {
     }
 }
 
+/// A keyless client of `server` (the audit log's proofs need no key), over the client crate's
+/// connection: plaintext, TLS or mTLS as `tls` says.
 pub(crate) async fn connect(
     server: &str,
+    tls: &TlsArgs,
 ) -> anyhow::Result<SuppressionClient<tonic::transport::Channel>> {
-    let url = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    };
-    SuppressionClient::connect(url.clone())
-        .await
-        .with_context(|| format!("connecting to {url}"))
+    let channel = crate::cli::tls_config(server, tls)?.channel().await?;
+    Ok(SuppressionClient::new(channel))
 }
 
-/// `suppressd receipt get`: prints the receipt, with its proof once durable, as JSON.
-pub async fn get(server: &str, receipt_id: &str) -> anyhow::Result<String> {
-    let mut client = connect(server).await?;
+/// `suppressd receipt get`: prints the receipt, with its proof once durable, as JSON. Fetched with
+/// the client crate (TLS, mTLS, key, deadline, retries), then read as this crate's `Receipt`: the
+/// same message of the same `.proto`, so its protobuf encoding is the bridge.
+pub async fn get(server: &ServerArgs, receipt_id: &str) -> anyhow::Result<String> {
+    use prost::Message;
+    let client =
+        suppressd_client::Client::connect(crate::cli::client_config_with_files(server)?).await?;
     let receipt = client
-        .get_receipt(proto::GetReceiptRequest {
-            receipt_id: receipt_id.to_owned(),
-        })
+        .get_receipt(receipt_id)
         .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner();
+        .map_err(crate::cli::send::refused)?;
+    let receipt = proto::Receipt::decode(receipt.encode_to_vec().as_slice())
+        .context("decoding the receipt")?;
     Ok(serde_json::to_string_pretty(&ReceiptFile::from_proto(
         receipt,
     ))?)
@@ -138,7 +139,12 @@ pub async fn get(server: &str, receipt_id: &str) -> anyhow::Result<String> {
 
 /// `suppressd receipt verify`: checks a saved receipt with the public key alone; with `server`, also
 /// that the log it is in has only grown since.
-pub async fn verify(file: &str, public_key: &str, server: Option<&str>) -> anyhow::Result<String> {
+pub async fn verify(
+    file: &str,
+    public_key: &str,
+    server: Option<&str>,
+    tls: &TlsArgs,
+) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
     let saved: ReceiptFile = serde_json::from_str(&text).context("parsing the receipt")?;
     let verifier = NoteVerifier::parse(public_key).context("parsing the public key")?;
@@ -149,7 +155,7 @@ pub async fn verify(file: &str, public_key: &str, server: Option<&str>) -> anyho
         saved.receipt_id, proof.log_index, cp.origin, cp.size
     );
     if let Some(server) = server {
-        let mut client = connect(server).await?;
+        let mut client = connect(server, tls).await?;
         let latest = client
             .get_checkpoint(proto::GetCheckpointRequest {})
             .await

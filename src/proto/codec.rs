@@ -48,9 +48,15 @@ impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0
-            .decode(buf)
-            .map_err(|s| Status::invalid_argument(s.message().to_owned()))
+        self.0.decode(buf).map_err(|s| {
+            use crate::api::status::{reason, rich};
+            rich(
+                tonic::Code::InvalidArgument,
+                s.message(),
+                reason::MALFORMED_REQUEST,
+                None,
+            )
+        })
     }
 
     fn buffer_settings(&self) -> BufferSettings {

@@ -10,6 +10,8 @@ mod auth;
 
 mod chaos;
 mod checks;
+mod cli_send;
+mod client;
 mod compose;
 mod confirmations;
 mod controls;

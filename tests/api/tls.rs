@@ -17,13 +17,13 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-struct Ca {
-    cert_pem: String,
+pub struct Ca {
+    pub cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -36,7 +36,7 @@ impl Ca {
     }
 
     /// A certificate and its key (PEM) for `cn`, valid for the given names, for a server or client.
-    fn issue(&self, cn: &str, names: &[&str], client: bool) -> (String, String) {
+    pub fn issue(&self, cn: &str, names: &[&str], client: bool) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).unwrap();
@@ -51,20 +51,20 @@ impl Ca {
     }
 }
 
-struct Pki {
-    ca: Ca,
+pub struct Pki {
+    pub ca: Ca,
     dir: TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub fn new() -> Pki {
         Pki {
             ca: Ca::new("suppressd test CA"),
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn write(&self, name: &str, pem: &str) -> PathBuf {
+    pub fn write(&self, name: &str, pem: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, pem).unwrap();
         path
@@ -72,7 +72,7 @@ impl Pki {
 
     /// Starts an app with a server certificate from this CA; with `mtls`, client certificates of
     /// this CA are required and CN "mailer.internal" is the principal "mailer" (role check+write).
-    async fn app(&self, mtls: bool) -> TestApp {
+    pub async fn app(&self, mtls: bool) -> TestApp {
         let (cert, key) = self
             .ca
             .issue("localhost", &["localhost", "127.0.0.1"], false);
@@ -103,7 +103,7 @@ impl Pki {
     }
 
     /// A TLS channel trusting this CA, optionally presenting a client certificate.
-    async fn channel(
+    pub async fn channel(
         &self,
         app: &TestApp,
         identity: Option<(String, String)>,

@@ -4,6 +4,7 @@
 
 mod controls;
 mod import;
+mod send;
 
 pub(crate) use controls::{
     ConsentCommand, ControlsCommand, HaltArgs, MandatoryCommand, RecordConsentArgs, ResumeArgs,
@@ -11,6 +12,8 @@ pub(crate) use controls::{
 };
 pub use import::ImportsCommand;
 pub(crate) use import::{Format, ImportArgs, RollbackArgs};
+pub(crate) use send::{ReasonArg, SourceArg};
+pub use send::{SendCheckArgs, SendOptOutArgs};
 
 use crate::{
     config::ServeSettings,
@@ -81,6 +84,10 @@ pub enum Command {
     Controls(ControlsCommand),
     /// Asks a running server's health (no key needed): exits 0 when SERVING, 1 otherwise.
     Health(HealthArgs),
+    /// May this notice go to this person now? Exits 0 only when the server says it may.
+    Check(SendCheckArgs),
+    /// Records a person's opt-out (role write), as a support agent would.
+    OptOut(SendOptOutArgs),
 }
 
 /// `suppressd health`: for container HEALTHCHECKs and scripts. `--service liveness` asks whether the
@@ -98,12 +105,12 @@ pub struct HealthArgs {
     #[arg(long, default_value_t = 2000)]
     pub(crate) timeout_ms: u64,
     /// Speak TLS, trusting this CA (PEM) for the server's certificate.
-    #[arg(long, env = "SUPPRESSD_TLS_CA")]
+    #[arg(long, env = "SUPPRESSD_TLS_CA", visible_alias = "cacert")]
     pub(crate) tls_ca: Option<std::path::PathBuf>,
     /// For mTLS: this client certificate (PEM), with --tls-key.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, requires = "tls_key", visible_alias = "cert")]
     pub(crate) tls_cert: Option<std::path::PathBuf>,
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert", visible_alias = "key")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
     /// The name the server's certificate must carry, when it is not the host in --server.
     #[arg(long)]
@@ -188,15 +195,49 @@ impl RecipientArgs {
     }
 }
 
-/// The server a client command calls, and the key it calls with.
-#[derive(Args, Debug, Clone)]
+/// The server a client command calls, how it is trusted (TLS, mTLS), and the key it calls with.
+/// Every client command flattens this, so they all reach a production server the same way.
+#[derive(Args, Clone)]
 pub struct ServerArgs {
-    /// The server (host:port, or an http:// or https:// URL).
+    /// The server (host:port, or an http:// or https:// URL). host:port means plaintext unless
+    /// --cacert or --cert is given.
     #[arg(long, env = "SUPPRESSD_SERVER", default_value = "127.0.0.1:50051")]
     pub(crate) server: String,
-    /// The API key to send (`authorization: Bearer …`); operator commands need an admin's.
+    /// The API key to send (`authorization: Bearer …`); operator commands need an admin's. Prefer
+    /// the environment variable: a flag shows in the process list. Never printed.
     #[arg(long, env = "SUPPRESSD_API_KEY", hide_env_values = true)]
     pub(crate) api_key: Option<String>,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+}
+
+/// The key is never printed, not even in a debug dump of the arguments.
+impl std::fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArgs")
+            .field("server", &self.server)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// How a client command trusts the server and proves itself without a key (mTLS).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Speak TLS, trusting this CA (PEM) for the server's certificate (default with https://: the
+    /// public web roots).
+    #[arg(long, env = "SUPPRESSD_CACERT")]
+    pub(crate) cacert: Option<std::path::PathBuf>,
+    /// For mTLS: this client certificate (PEM), with --key.
+    #[arg(long, env = "SUPPRESSD_CERT", requires = "key")]
+    pub(crate) cert: Option<std::path::PathBuf>,
+    /// For mTLS: the client certificate's private key (PEM), with --cert.
+    #[arg(long, env = "SUPPRESSD_KEY", requires = "cert")]
+    pub(crate) key: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry, when it is not the host in --server.
+    #[arg(long, env = "SUPPRESSD_TLS_DOMAIN")]
+    pub(crate) tls_domain: Option<String>,
 }
 
 /// A channel on the command line.
@@ -273,17 +314,20 @@ pub enum ReceiptCommand {
     /// Prints a receipt as JSON; once DURABLE it carries its audit entry and proof.
     Get {
         receipt_id: String,
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        server: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Checks a saved receipt (JSON from `receipt get` or grpcurl) with the public key alone.
     Verify {
         file: String,
         #[arg(long, env = "SUPPRESSD_AUDIT_PUBLIC_KEY")]
         public_key: String,
-        /// Also ask this server for its latest checkpoint and prove the log only grew since.
+        /// Also ask this server for its latest checkpoint and prove the log only grew since (no
+        /// key needed; --cacert, --cert and --key as for every client command).
         #[arg(long)]
         server: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 

@@ -133,7 +133,9 @@ async fn a_trigger_fires_once_under_load_on_every_replica_and_the_halt_names_it_
                         scope: Some(notice("RC-9")),
                         ..Default::default()
                     };
-                    client.check_suppressed(req).await.unwrap();
+                    // Counted whatever the answer: on a loaded machine a replica whose controls
+                    // turned stale refuses (fails closed), which is not what this test is about.
+                    let _ = client.check_suppressed(req).await;
                     i += 1;
                 }
             }));
@@ -168,8 +170,24 @@ async fn a_trigger_fires_once_under_load_on_every_replica_and_the_halt_names_it_
         "{}",
         halt.reason
     );
-    for mut client in [app.client.clone(), b.clone()] {
-        let answer = check(&mut client, person(7_777), "RC-9").await;
+    // Nobody waits on a trigger's halt the way HaltCampaign's caller does: each replica answers
+    // by it once its next poll loads it.
+    for client in [app.client.clone(), b.clone()] {
+        wait_until("every replica answers by the halt", PATIENCE, || {
+            let mut client = client.clone();
+            let req = proto::CheckSuppressedRequest {
+                recipient: Some(person(7_777)),
+                scope: Some(notice("RC-9")),
+                ..Default::default()
+            };
+            // A refusal (a replica stale under load fails closed) is not an answer yet.
+            async move {
+                let answer = client.check_suppressed(req).await;
+                answer.is_ok_and(|a| a.get_ref().halt.is_some())
+            }
+        })
+        .await;
+        let answer = check(&mut client.clone(), person(7_777), "RC-9").await;
         assert_halted(&answer, &halt.halt_id);
     }
 
