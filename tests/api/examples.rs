@@ -1,0 +1,110 @@
+//! The example senders of docs/clients.md (examples/python with grpcio, examples/node with
+//! @grpc/grpc-js) run as a developer would run them, against a live server: a check that says
+//! "send", an opt-out, its replay with the same idempotency key (the same receipt), a check that now
+//! holds the notice, and a check against a server that is not there (held: fail-closed).
+//! scripts/test installs grpcio into target/pydeps; the Node example is installed from the npm
+//! registry into examples/node/node_modules. Without node on the machine, the Node test says so and
+//! passes.
+
+use crate::helpers::*;
+use serde_json::Value;
+use std::{path::Path, process::Command};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Runs one command of a sender; returns its exit code and the JSON line it printed.
+fn run(program: &mut Command) -> (i32, Value) {
+    let out = program.output().expect("the sender starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let json = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON line ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// The scenario both senders must pass, `sender(server, key, args)` building the command.
+async fn check_then_opt_out(sender: impl Fn(&str, &str, &[&str]) -> Command) {
+    let app = spawn_app(Backend::Sqlite).await;
+    let server = app.addr.to_string();
+    let email = format!("ex-{}@example.com", uuid::Uuid::new_v4().simple());
+    let check = ["check", "--email", &email, "--topic", "recall"];
+
+    let (code, answer) = run(&mut sender(&server, CHECK_KEY, &check));
+    assert_eq!((code, &answer["decision"]), (0, &Value::from("send")), "{answer}");
+
+    let opt_out = ["opt-out", "--email", &email, "--idempotency-key", "unsub-1"];
+    let (code, first) = run(&mut sender(&server, WRITE_KEY, &opt_out));
+    assert_eq!(code, 0, "{first}");
+    let receipt = first["receipt_id"].as_str().expect("a receipt id").to_owned();
+    let (code, replay) = run(&mut sender(&server, WRITE_KEY, &opt_out));
+    assert_eq!(code, 0, "{replay}");
+    assert_eq!(replay["receipt_id"], receipt.as_str(), "same key, same receipt");
+    assert_eq!(app.rows(None).await, 1, "the replay recorded nothing new");
+
+    let (code, answer) = run(&mut sender(&server, CHECK_KEY, &check));
+    assert_eq!((code, &answer["decision"]), (3, &Value::from("hold")), "{answer}");
+    assert_eq!(answer["why"], "REASON_USER_REQUEST");
+
+    // A key without the check role: PERMISSION_DENIED, so the notice is held.
+    let (code, answer) = run(&mut sender(&server, WRITE_KEY, &check));
+    assert_eq!((code, &answer["decision"]), (3, &Value::from("hold")), "{answer}");
+
+    // Nobody listening: held, never sent.
+    let gone = free_addr();
+    let (code, answer) = run(&mut sender(&gone, CHECK_KEY, &check));
+    assert_eq!((code, &answer["decision"]), (3, &Value::from("hold")), "{answer}");
+    assert_eq!(answer["why"], "UNAVAILABLE");
+}
+
+/// An address on which nothing listens (a port bound, then released).
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_python_sender_checks_before_sending_and_opts_out_once() {
+    let pythonpath = std::env::var("SUPPRESSD_TEST_PYTHONPATH").unwrap_or_default();
+    check_then_opt_out(|server, key, args| {
+        let mut c = Command::new("python3");
+        c.arg(Path::new(ROOT).join("examples/python/sender.py"))
+            .args(["--server", server, "--api-key", key])
+            .args(args)
+            .env("PYTHONPATH", &pythonpath);
+        c
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_node_sender_checks_before_sending_and_opts_out_once() {
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: node is not installed; the Node example sender was not run");
+        return;
+    }
+    let dir = Path::new(ROOT).join("examples/node");
+    if !dir.join("node_modules/@grpc/grpc-js").exists() {
+        let npm = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .output()
+            .expect("npm runs where node does");
+        assert!(
+            npm.status.success(),
+            "npm install in examples/node failed: {}",
+            String::from_utf8_lossy(&npm.stderr)
+        );
+    }
+    check_then_opt_out(|server, key, args| {
+        let mut c = Command::new("node");
+        c.arg(dir.join("sender.js"))
+            .args(["--server", server, "--api-key", key])
+            .args(args);
+        c
+    })
+    .await;
+}
