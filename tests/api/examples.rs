@@ -19,11 +19,23 @@ fn run(program: &mut Command) -> (i32, Value) {
     let line = stdout.lines().last().unwrap_or_default();
     let json = serde_json::from_str(line).unwrap_or_else(|e| {
         panic!(
-            "not one JSON line ({e}): {stdout}\nstderr: {}",
+            "not one JSON line ({e}): {stdout}\nstderr: {}\n(scripts/test installs grpcio and \
+             grpcio-tools into target/pydeps and sets SUPPRESSD_TEST_PYTHONPATH)",
             String::from_utf8_lossy(&out.stderr)
         )
     });
     (out.status.code().unwrap_or(-1), json)
+}
+
+/// Asserts a check's decision and its exit code (0 = sent, 3 = held); returns the answer.
+fn decided((code, answer): (i32, Value), decision: &str) -> Value {
+    let expected = if decision == "send" { 0 } else { 3 };
+    assert_eq!(
+        (code, answer["decision"].as_str()),
+        (expected, Some(decision)),
+        "{answer}"
+    );
+    answer
 }
 
 /// The scenario both senders must pass, `sender(server, key, args)` building the command.
@@ -33,30 +45,33 @@ async fn check_then_opt_out(sender: impl Fn(&str, &str, &[&str]) -> Command) {
     let email = format!("ex-{}@example.com", uuid::Uuid::new_v4().simple());
     let check = ["check", "--email", &email, "--topic", "recall"];
 
-    let (code, answer) = run(&mut sender(&server, CHECK_KEY, &check));
-    assert_eq!((code, &answer["decision"]), (0, &Value::from("send")), "{answer}");
+    decided(run(&mut sender(&server, CHECK_KEY, &check)), "send");
 
     let opt_out = ["opt-out", "--email", &email, "--idempotency-key", "unsub-1"];
     let (code, first) = run(&mut sender(&server, WRITE_KEY, &opt_out));
     assert_eq!(code, 0, "{first}");
-    let receipt = first["receipt_id"].as_str().expect("a receipt id").to_owned();
+    let receipt = first["receipt_id"]
+        .as_str()
+        .expect("a receipt id")
+        .to_owned();
     let (code, replay) = run(&mut sender(&server, WRITE_KEY, &opt_out));
     assert_eq!(code, 0, "{replay}");
-    assert_eq!(replay["receipt_id"], receipt.as_str(), "same key, same receipt");
+    assert_eq!(
+        replay["receipt_id"],
+        receipt.as_str(),
+        "same key, same receipt"
+    );
     assert_eq!(app.rows(None).await, 1, "the replay recorded nothing new");
 
-    let (code, answer) = run(&mut sender(&server, CHECK_KEY, &check));
-    assert_eq!((code, &answer["decision"]), (3, &Value::from("hold")), "{answer}");
+    let answer = decided(run(&mut sender(&server, CHECK_KEY, &check)), "hold");
     assert_eq!(answer["why"], "REASON_USER_REQUEST");
 
     // A key without the check role: PERMISSION_DENIED, so the notice is held.
-    let (code, answer) = run(&mut sender(&server, WRITE_KEY, &check));
-    assert_eq!((code, &answer["decision"]), (3, &Value::from("hold")), "{answer}");
+    decided(run(&mut sender(&server, WRITE_KEY, &check)), "hold");
 
     // Nobody listening: held, never sent.
     let gone = free_addr();
-    let (code, answer) = run(&mut sender(&gone, CHECK_KEY, &check));
-    assert_eq!((code, &answer["decision"]), (3, &Value::from("hold")), "{answer}");
+    let answer = decided(run(&mut sender(&gone, CHECK_KEY, &check)), "hold");
     assert_eq!(answer["why"], "UNAVAILABLE");
 }
 
