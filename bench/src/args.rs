@@ -161,9 +161,13 @@ impl BenchSettings {
     pub fn metadata_text(&self) -> anyhow::Result<Option<String>> {
         match (&self.metadata, &self.metadata_file) {
             (Some(text), _) => Ok(Some(text.clone())),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(Some)
-                .map_err(|e| anyhow::anyhow!("reading --metadata-file {}: {e}", path.display())),
+            (None, Some(path)) => std::fs::read_to_string(path).map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "reading --metadata-file {}: {e} (deploy/ghz's configurations name \
+                         deploy/ghz/metadata.json: deploy/ghz/write-metadata writes it)",
+                    path.display()
+                )
+            }),
             (None, None) => Ok(None),
         }
     }
