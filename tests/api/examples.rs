@@ -123,3 +123,86 @@ async fn examples_node_sender_checks_before_sending_and_opts_out_once() {
     })
     .await;
 }
+
+/// The Go snippet of docs/clients.md (examples/go), built against the code scripts/check-protos
+/// generated (target/protos-gen/go) and run twice against a live server: the first run sends and
+/// records the opt-out; the second holds the notice, and its opt-out (same idempotency key) gets the
+/// same receipt. Without that generated code or a Go toolchain the test says so and passes: CI runs
+/// scripts/check-protos, which installs both, before the tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_go_sender_checks_before_sending_and_opts_out_once() {
+    let gopath = Path::new(ROOT).join("target/protos-gen/go");
+    let module = gopath.join("src/github.com/suppressd/suppressd");
+    if !module.join("gen/go/suppress/v1/suppression.pb.go").exists()
+        || Command::new("go").arg("version").output().is_err()
+    {
+        eprintln!("SKIPPED: no Go code generated; run scripts/check-protos first (CI does)");
+        return;
+    }
+    std::fs::create_dir_all(module.join("examples/go")).unwrap();
+    std::fs::copy(
+        Path::new(ROOT).join("examples/go/main.go"),
+        module.join("examples/go/main.go"),
+    )
+    .unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let build = Command::new("go")
+        .args(["build", "-o"])
+        .arg(bin.path().join("sender"))
+        .arg("./examples/go")
+        .current_dir(&module)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
+        .env(
+            "GOCACHE",
+            Path::new(ROOT).join("target/protos-gen/go-cache"),
+        )
+        .env("GOFLAGS", "")
+        .output()
+        .expect("go runs");
+    assert!(
+        build.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+
+    // One key with both roles a sender needs.
+    const SENDER_KEY: &str = "sk_test_sender_00112233445566778899aabbccddeeff";
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("keys.toml");
+    std::fs::write(
+        &key_file,
+        key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)])
+            + &format!(
+                "[[principal]]\nname = \"sender\"\nroles = [\"check\", \"write\"]\nkey_sha256 = [\"{}\"]\n",
+                suppressd::auth::hash_key(SENDER_KEY)
+            ),
+    )
+    .unwrap();
+    let app = spawn_app_with(Backend::Sqlite, suppressd::domain::Clock::System, |s| {
+        s.keys = Some(key_file)
+    })
+    .await;
+    let run_sender = || {
+        let out = Command::new(bin.path().join("sender"))
+            .env("SUPPRESSD_ADDR", app.addr.to_string())
+            .env("SUPPRESSD_API_KEY", SENDER_KEY)
+            .output()
+            .expect("the Go sender starts");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        let receipt = log
+            .split("opted out: receipt ")
+            .nth(1)
+            .expect("a receipt")
+            .trim()
+            .to_owned();
+        (log.contains("sending"), receipt)
+    };
+    let (sent, first) = run_sender();
+    assert!(sent, "the first check says send");
+    let (sent, again) = run_sender();
+    assert!(!sent, "after the opt-out the notice is held");
+    assert_eq!(first, again, "same idempotency key, same receipt");
+    assert_eq!(app.rows(None).await, 1);
+}
