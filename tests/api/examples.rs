@@ -1,10 +1,11 @@
-//! The example senders of docs/clients.md (examples/python with grpcio, examples/node with
-//! @grpc/grpc-js) run as a developer would run them, against a live server: a check that says
-//! "send", an opt-out, its replay with the same idempotency key (the same receipt), a check that now
-//! holds the notice, and a check against a server that is not there (held: fail-closed).
-//! scripts/test installs grpcio into target/pydeps; the Node example is installed from the npm
-//! registry into examples/node/node_modules. Without node on the machine, the Node test says so and
-//! passes.
+//! The example senders of docs/clients.md run as a developer would run them, against a live server.
+//! examples/python (grpcio) and examples/node (@grpc/grpc-js): a check that says "send", an opt-out,
+//! its replay with the same idempotency key (the same receipt), a check that now holds the notice,
+//! a key without the role and a server that is not there (held: fail-closed). scripts/test installs
+//! grpcio into target/pydeps; the Node example is installed from the npm registry into
+//! examples/node/node_modules (without node on the machine, that test says so and passes).
+//! examples/go and examples/java, the docs' Go and Java snippets, built against the code
+//! scripts/check-protos generated: send, opt out, then held with the same receipt.
 
 use crate::helpers::*;
 use serde_json::Value;
@@ -166,6 +167,20 @@ async fn examples_go_sender_checks_before_sending_and_opts_out_once() {
         String::from_utf8_lossy(&build.stderr)
     );
 
+    let sender = bin.path().join("sender");
+    sender_twice(|addr, key| {
+        let mut c = Command::new(&sender);
+        c.env("SUPPRESSD_ADDR", addr).env("SUPPRESSD_API_KEY", key);
+        c
+    })
+    .await;
+}
+
+/// Runs a compiled example sender (Go, Java: a fixed recipient, the server and key from
+/// SUPPRESSD_ADDR and SUPPRESSD_API_KEY) twice against a live server: the first run sends and
+/// records the opt-out; the second holds the notice, and its opt-out (same idempotency key) gets the
+/// same receipt.
+async fn sender_twice(sender: impl Fn(&str, &str) -> Command) {
     // One key with both roles a sender needs.
     const SENDER_KEY: &str = "sk_test_sender_00112233445566778899aabbccddeeff";
     let keys = tempfile::tempdir().unwrap();
@@ -183,21 +198,24 @@ async fn examples_go_sender_checks_before_sending_and_opts_out_once() {
         s.keys = Some(key_file)
     })
     .await;
+    let addr = app.addr.to_string();
     let run_sender = || {
-        let out = Command::new(bin.path().join("sender"))
-            .env("SUPPRESSD_ADDR", app.addr.to_string())
-            .env("SUPPRESSD_API_KEY", SENDER_KEY)
+        let out = sender(&addr, SENDER_KEY)
             .output()
-            .expect("the Go sender starts");
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            .expect("the sender starts");
+        let log = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{log}");
         let receipt = log
-            .split("opted out: receipt ")
+            .split("opted out: ")
             .nth(1)
-            .expect("a receipt")
-            .trim()
-            .to_owned();
-        (log.contains("sending"), receipt)
+            .unwrap_or_else(|| panic!("no receipt in: {log}"));
+        let receipt = receipt
+            .trim_start_matches("receipt ")
+            .lines()
+            .next()
+            .unwrap();
+        (log.contains("sending"), receipt.trim().to_owned())
     };
     let (sent, first) = run_sender();
     assert!(sent, "the first check says send");
@@ -205,4 +223,43 @@ async fn examples_go_sender_checks_before_sending_and_opts_out_once() {
     assert!(!sent, "after the opt-out the notice is held");
     assert_eq!(first, again, "same idempotency key, same receipt");
     assert_eq!(app.rows(None).await, 1);
+}
+
+/// The Java snippet of docs/clients.md (examples/java), compiled against the code and classpath
+/// scripts/check-protos made (target/protos-gen/java; grpc-java and netty from Debian) and run twice
+/// against a live server, as the Go one is. Without them, or without a JDK, the test says so and
+/// passes: CI runs scripts/check-protos before the tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_java_sender_checks_before_sending_and_opts_out_once() {
+    let generated = Path::new(ROOT).join("target/protos-gen/java");
+    let Ok(classpath) = std::fs::read_to_string(generated.join("classpath.txt")) else {
+        eprintln!("SKIPPED: no Java code generated; run scripts/check-protos first (CI does)");
+        return;
+    };
+    if Command::new("javac").arg("-version").output().is_err() {
+        eprintln!("SKIPPED: no JDK (javac) on this machine");
+        return;
+    }
+    let classes = tempfile::tempdir().unwrap();
+    let build = Command::new("javac")
+        .args(["-nowarn", "-d"])
+        .arg(classes.path())
+        .args(["-cp", classpath.trim()])
+        .arg(Path::new(ROOT).join("examples/java/SendIfAllowed.java"))
+        .output()
+        .expect("javac runs");
+    assert!(
+        build.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let classpath = format!("{}:{}", classes.path().display(), classpath.trim());
+    sender_twice(|addr, key| {
+        let mut c = Command::new("java");
+        c.args(["-cp", &classpath, "SendIfAllowed"])
+            .env("SUPPRESSD_ADDR", addr)
+            .env("SUPPRESSD_API_KEY", key);
+        c
+    })
+    .await;
 }
