@@ -226,6 +226,13 @@ pub struct ServeSettings {
           value_parser = parse_interval)]
     pub(crate) controls_stale_after: Duration,
 
+    /// How often this replica adds what it counted for halt triggers (checks, opt-outs,
+    /// complaints) into Redis and asks whether a trigger's threshold is crossed: a trigger fires
+    /// at most this long after its figures cross it (e.g. `250ms`, `1s`).
+    #[arg(long, env = "SUPPRESSD_TRIGGER_FLUSH", default_value = "250ms",
+          value_parser = parse_interval)]
+    pub(crate) trigger_flush: Duration,
+
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -169,6 +169,27 @@ impl Suppression for EmptySuppression {
         Ok(Response::new(Default::default()))
     }
 
+    async fn set_halt_trigger(
+        &self,
+        _: Request<proto::SetHaltTriggerRequest>,
+    ) -> Result<Response<proto::HaltTrigger>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn remove_halt_trigger(
+        &self,
+        _: Request<proto::RemoveHaltTriggerRequest>,
+    ) -> Result<Response<proto::HaltTrigger>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn list_halt_triggers(
+        &self,
+        _: Request<proto::ListHaltTriggersRequest>,
+    ) -> Result<Response<proto::ListHaltTriggersResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
     async fn list_controls(
         &self,
         _: Request<proto::ListControlsRequest>,

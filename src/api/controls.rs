@@ -1,5 +1,5 @@
-//! The operator's levers that act on checks: campaign halts, mandatory declarations, send windows
-//! and consent requirements. Handlers of
+//! The operator's levers that act on checks: campaign halts, mandatory declarations, send
+//! windows, consent requirements and halt triggers. Handlers of
 //! `suppress.v1.Suppression`, split from `suppression` by topic. The auth layer has already required
 //! the `admin` role; each handler checks the tenant the control is for against the caller.
 
@@ -129,6 +129,56 @@ impl SuppressionApi {
         Ok(Response::new(consent::changed_requirement_to_proto(
             requirement,
         )))
+    }
+
+    pub(super) async fn set_halt_trigger_impl(
+        &self,
+        request: Request<proto::SetHaltTriggerRequest>,
+    ) -> Result<Response<proto::HaltTrigger>, Status> {
+        let principal = principal(&request)?;
+        let new = convert::trigger(request.into_inner());
+        auth::authorize_tenants(&principal, [new.tenant.as_str()])?;
+        let trigger = self
+            .service
+            .set_halt_trigger(new, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::changed_trigger_to_proto(trigger)))
+    }
+
+    pub(super) async fn remove_halt_trigger_impl(
+        &self,
+        request: Request<proto::RemoveHaltTriggerRequest>,
+    ) -> Result<Response<proto::HaltTrigger>, Status> {
+        let principal = principal(&request)?;
+        let (id, reason) =
+            convert::remove_trigger(request.into_inner()).map_err(ServiceError::from)?;
+        self.authorize_control(&principal, id).await?;
+        let trigger = self
+            .service
+            .remove_halt_trigger(id, &reason, principal.name.clone())
+            .await?;
+        Ok(Response::new(convert::changed_trigger_to_proto(trigger)))
+    }
+
+    pub(super) async fn list_halt_triggers_impl(
+        &self,
+        request: Request<proto::ListHaltTriggersRequest>,
+    ) -> Result<Response<proto::ListHaltTriggersResponse>, Status> {
+        let principal = principal(&request)?;
+        let (tenant, include_ended) =
+            convert::list_triggers(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [tenant.as_str()])?;
+        let list = self
+            .service
+            .list_controls(Some(&tenant), include_ended)
+            .await?;
+        Ok(Response::new(proto::ListHaltTriggersResponse {
+            triggers: list
+                .triggers
+                .into_iter()
+                .map(convert::trigger_to_proto)
+                .collect(),
+        }))
     }
 
     pub(super) async fn list_controls_impl(

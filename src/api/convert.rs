@@ -27,6 +27,7 @@ pub(crate) use receipts::{
 };
 mod rights;
 pub use rights::*;
+mod triggers;
 
 pub fn recipient(r: Option<proto::Recipient>) -> Result<Recipient, Invalid> {
     use proto::recipient::Id;

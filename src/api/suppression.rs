@@ -313,6 +313,27 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         self.record_consent_impl(request).await
     }
 
+    async fn set_halt_trigger(
+        &self,
+        request: Request<proto::SetHaltTriggerRequest>,
+    ) -> Result<Response<proto::HaltTrigger>, Status> {
+        self.set_halt_trigger_impl(request).await
+    }
+
+    async fn remove_halt_trigger(
+        &self,
+        request: Request<proto::RemoveHaltTriggerRequest>,
+    ) -> Result<Response<proto::HaltTrigger>, Status> {
+        self.remove_halt_trigger_impl(request).await
+    }
+
+    async fn list_halt_triggers(
+        &self,
+        request: Request<proto::ListHaltTriggersRequest>,
+    ) -> Result<Response<proto::ListHaltTriggersResponse>, Status> {
+        self.list_halt_triggers_impl(request).await
+    }
+
     async fn list_controls(
         &self,
         request: Request<proto::ListControlsRequest>,

@@ -47,6 +47,11 @@ pub(crate) enum Action {
     DropConsentRequirement,
     /// A person's consent (`subject`, the scope; `receipt`: the consent id; `detail`: its evidence).
     RecordConsent,
+    /// A halt trigger was set (`receipt`: the trigger id; `detail`: its window, thresholds, reason
+    /// and the trigger it replaced, if any). The halts it makes are `halt` entries whose actor is
+    /// `trigger:<id>` and whose `detail` holds the figures that fired it.
+    SetHaltTrigger,
+    RemoveHaltTrigger,
 }
 
 impl Action {
@@ -67,6 +72,8 @@ impl Action {
             Action::RequireConsent => "require_consent",
             Action::DropConsentRequirement => "drop_consent_requirement",
             Action::RecordConsent => "record_consent",
+            Action::SetHaltTrigger => "set_halt_trigger",
+            Action::RemoveHaltTrigger => "remove_halt_trigger",
         }
     }
 }

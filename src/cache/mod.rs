@@ -26,6 +26,7 @@ mod receipts;
 mod record;
 mod retract;
 pub mod stream;
+pub(crate) mod triggers;
 
 use crate::telemetry::metrics::names;
 pub(crate) use connection::Redis;

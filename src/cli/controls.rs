@@ -1,8 +1,8 @@
-//! `suppressd halt|resume|mandatory|window|controls`: the operator's levers from a shell. Each is a gRPC
+//! `suppressd halt|resume|mandatory|window|controls` (`trigger`: [`super::triggers`]): the operator's levers from a shell. Each is a gRPC
 //! client of a running replica with an admin key, so a change from here is validated, authorized,
 //! audited and propagated exactly like one from any other client.
 
-use super::{channel, client, consent::requirement_json, refused};
+use super::{channel, client, consent::requirement_json, refused, triggers::trigger_json};
 use crate::{
     cli::args::{
         ChannelArg, ControlsCommand, HaltArgs, MandatoryCommand, ResumeArgs, WindowCommand,
@@ -18,7 +18,7 @@ fn channel_codes(channels: &[ChannelArg]) -> Vec<i32> {
 }
 
 /// `30d`, `12h`, `90m`, `45s` → milliseconds.
-fn span_ms(text: &str) -> anyhow::Result<i64> {
+pub(super) fn span_ms(text: &str) -> anyhow::Result<i64> {
     let (n, unit) = text.split_at(text.len().saturating_sub(1));
     let n: i64 = n
         .parse()
@@ -182,6 +182,7 @@ pub async fn controls(command: ControlsCommand) -> anyhow::Result<String> {
         "mandatory": list.mandatory.iter().map(declaration_json).collect::<Vec<_>>(),
         "windows": list.windows.iter().map(window_json).collect::<Vec<_>>(),
         "consent_required": list.consent_required.iter().map(requirement_json).collect::<Vec<_>>(),
+        "triggers": list.triggers.iter().map(trigger_json).collect::<Vec<_>>(),
     });
     if server.json {
         return Ok(render(true, value));
@@ -201,6 +202,10 @@ pub async fn controls(command: ControlsCommand) -> anyhow::Result<String> {
     }
     for r in &list.consent_required {
         out += &render(false, requirement_json(r));
+        out.push('\n');
+    }
+    for t in &list.triggers {
+        out += &render(false, trigger_json(t));
         out.push('\n');
     }
     if out.is_empty() {

@@ -10,6 +10,7 @@ pub mod import;
 pub mod keys;
 pub mod receipt;
 pub mod rights;
+pub mod triggers;
 
 use crate::{
     cli::args::{ChannelArg, RecipientArgs, ScopeArgs, ServerArgs},

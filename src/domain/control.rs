@@ -4,6 +4,7 @@
 //! replica holds in memory, and [`Controls::decide`] is the one rule that turns a check's opt-out
 //! lookup into its [`Answer`]: a halt wins over everything, a declaration over an opt-out. A
 //! [`ConsentRequirement`] makes a topic go only to people with a recorded consent.
+//! [`HaltTrigger`] decides nothing at check time: it only counts, and halts through the service.
 
 use super::{Channel, Invalid, Match, Millis, Notice, ReceiptId, Scope};
 use serde::{Deserialize, Serialize};
@@ -11,13 +12,15 @@ use serde::{Deserialize, Serialize};
 mod answer;
 mod consent;
 mod index;
+mod trigger;
 mod window;
 pub(crate) use answer::{Answer, Controls};
 pub(crate) use consent::ConsentRequirement;
+pub(crate) use trigger::{CountsById, Figures, HaltTrigger, TriggerParts};
 pub(crate) use window::{SendWindow, WindowParts, Zone, time_of_day};
 
 /// The longest free text (reasons, legal bases, approvers) a control carries.
-const MAX_TEXT: usize = 1_000;
+pub(crate) const MAX_TEXT: usize = 1_000;
 
 /// A set of channels, stored as a bit set (bit n = channel code n).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -101,6 +104,7 @@ pub(crate) enum Control {
     Mandatory(MandatoryDeclaration),
     Window(SendWindow),
     Consent(ConsentRequirement),
+    Trigger(HaltTrigger),
 }
 
 impl Control {
@@ -110,6 +114,7 @@ impl Control {
             Control::Mandatory(d) => &d.tenant,
             Control::Window(w) => &w.tenant,
             Control::Consent(r) => &r.tenant,
+            Control::Trigger(t) => &t.tenant,
         }
     }
 
@@ -120,6 +125,7 @@ impl Control {
             Control::Mandatory(d) => (&d.actor, d.at),
             Control::Window(w) => (&w.actor, w.at),
             Control::Consent(r) => (&r.actor, r.at),
+            Control::Trigger(t) => (&t.actor, t.at),
         }
     }
 
@@ -129,6 +135,7 @@ impl Control {
             Control::Mandatory(d) => d.ended = Some(end),
             Control::Window(w) => w.ended = Some(end),
             Control::Consent(r) => r.ended = Some(end),
+            Control::Trigger(t) => t.ended = Some(end),
         }
     }
 }
@@ -195,6 +202,16 @@ impl Halt {
             at,
             ended: None,
         })
+    }
+
+    /// Whether this halt stops every notice of the place a trigger watches (the trigger then has
+    /// nothing to halt, and does not count).
+    pub(crate) fn covers_all_of(&self, t: &HaltTrigger) -> bool {
+        self.ended.is_none()
+            && self.tenant == t.tenant
+            && (self.topic.is_empty() || self.topic == t.topic)
+            && (self.campaign.is_empty() || self.campaign == t.campaign)
+            && self.channels == ChannelSet::EVERY
     }
 
     pub(crate) fn covers(&self, n: &Notice) -> bool {

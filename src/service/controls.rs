@@ -1,5 +1,5 @@
-//! Halts, mandatory declarations, send windows and consent requirements: the use cases that change them, and the in-memory snapshot every
-//! check reads.
+//! Halts, mandatory declarations, send windows, consent requirements and halt triggers: the use
+//! cases that change them, and the in-memory snapshot every check reads.
 //!
 //! The store is the source of truth: each change is one transaction (row, `control_head` version,
 //! audit entry), so controls survive restarts and Redis loss like opt-outs. Every replica polls the
@@ -17,7 +17,7 @@ use crate::{
     domain::{
         Millis, Reason, ReceiptId, Source,
         control::{
-            Answer, ChannelSet, ConsentRequirement, Control, Controls, Ended, Halt,
+            Answer, ChannelSet, ConsentRequirement, Control, Controls, Ended, Halt, HaltTrigger,
             MandatoryDeclaration, SendWindow, required_text,
         },
     },
@@ -30,11 +30,13 @@ mod consent;
 mod fresh;
 mod poll;
 mod propagate;
+mod triggers;
 mod windows;
 pub(crate) use consent::NewRequirement;
 pub(crate) use fresh::Freshness;
 pub(crate) use poll::ControlsPoller;
 pub(crate) use propagate::Propagation;
+pub(crate) use triggers::NewTrigger;
 pub(crate) use windows::NewWindow;
 
 /// A control as a change left it, and how far the change had reached when the call returned.
@@ -74,6 +76,7 @@ pub(crate) struct ControlList {
     pub(crate) mandatory: Vec<MandatoryDeclaration>,
     pub(crate) windows: Vec<SendWindow>,
     pub(crate) consent: Vec<ConsentRequirement>,
+    pub(crate) triggers: Vec<HaltTrigger>,
 }
 
 /// The audit entry of a change to a control: no subject; the receipt is the control's id; the
@@ -84,6 +87,7 @@ fn entry(action: Action, control: &Control, actor: &str, at: Millis, detail: Str
         Control::Mandatory(d) => (d.id, &d.tenant, &d.topic, "", Some(d.expires_at)),
         Control::Window(w) => (w.id, &w.tenant, &w.topic, "", None),
         Control::Consent(r) => (r.id, &r.tenant, &r.topic, "", None),
+        Control::Trigger(t) => (t.id, &t.tenant, &t.topic, t.campaign.as_str(), None),
     };
     AuditEntry {
         v: AuditEntry::VERSION,
@@ -151,6 +155,17 @@ impl Suppressions {
         new: NewHalt,
         actor: String,
     ) -> Result<Changed<Halt>, ServiceError> {
+        self.halt_with(new, actor, None).await
+    }
+
+    /// A halt, whoever makes it: an operator, or a trigger (`fired`: what fired it, for the audit
+    /// entry's `detail`).
+    async fn halt_with(
+        &self,
+        new: NewHalt,
+        actor: String,
+        fired: Option<serde_json::Value>,
+    ) -> Result<Changed<Halt>, ServiceError> {
         let now = self.now();
         let NewHalt {
             tenant,
@@ -169,7 +184,10 @@ impl Suppressions {
             actor,
             now,
         )?;
-        let detail = json!({"reason": halt.reason, "channels": channel_names(halt.channels)});
+        let mut detail = json!({"reason": halt.reason, "channels": channel_names(halt.channels)});
+        if let Some(fired) = fired {
+            detail["fired"] = fired;
+        }
         let (control, propagation) = self
             .create(Control::Halt(halt), &[], Action::Halt, detail, now)
             .await?;
@@ -291,6 +309,7 @@ impl Suppressions {
             (Control::Halt(h), Action::Resume) => h.ended.is_some(),
             (Control::Window(w), Action::RemoveSendWindow) => w.ended.is_some(),
             (Control::Consent(r), Action::DropConsentRequirement) => r.ended.is_some(),
+            (Control::Trigger(t), Action::RemoveHaltTrigger) => t.ended.is_some(),
             (Control::Mandatory(d), Action::RevokeMandatory) => {
                 if d.ended.is_none() && d.expires_at <= now {
                     return Err(ServiceError::Precondition(format!(
@@ -342,6 +361,7 @@ impl Suppressions {
                 }
                 Control::Window(w) if include_ended || w.ended.is_none() => out.windows.push(w),
                 Control::Consent(r) if include_ended || r.ended.is_none() => out.consent.push(r),
+                Control::Trigger(t) if include_ended || t.ended.is_none() => out.triggers.push(t),
                 _ => {}
             }
         }

@@ -27,7 +27,8 @@ use crate::{
         near::{Leases, NearCache},
     },
     domain::{
-        Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash, control::Controls,
+        Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash,
+        control::{Controls, CountsById},
     },
     store::{Store, StoreError},
 };
@@ -137,6 +138,8 @@ struct Inner {
     doubt: uncached::CacheDoubt,
     /// Whether `controls` may be trusted: confirmed current within the bound.
     controls_fresh: controls::Freshness,
+    /// The halt triggers' counters, by trigger: what every snapshot of `controls` counts in.
+    trigger_counts: CountsById,
 }
 
 impl Suppressions {
@@ -165,6 +168,7 @@ impl Suppressions {
                 controls: ArcSwap::from_pointee(Controls::default()),
                 doubt: uncached::CacheDoubt::default(),
                 controls_fresh,
+                trigger_counts: CountsById::default(),
             }),
         }
     }

@@ -123,7 +123,12 @@ impl Suppressions {
         // Register before the write, so a commit that lands first is not missed.
         let committed =
             (cmd.durability == Durability::Durable).then(|| inner.waiters.register(record.receipt));
-        if let Some(replay) = self.write(&record, cmd.durability).await? {
+        let written = self.write(&record, cmd.durability).await?;
+        // A new opt-out (not a replayed key) counts for the halt triggers its scope names.
+        if written.as_ref().is_none_or(|r| r.id == record.receipt) {
+            self.count_opt_out(&record.scope, record.reason);
+        }
+        if let Some(replay) = written {
             return Ok(replay);
         }
 

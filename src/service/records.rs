@@ -171,7 +171,10 @@ impl Suppressions {
             .into_iter()
             .filter_map(|c| match c {
                 Control::Mandatory(d) => Some(d),
-                Control::Halt(_) | Control::Window(_) | Control::Consent(_) => None,
+                Control::Halt(_)
+                | Control::Window(_)
+                | Control::Consent(_)
+                | Control::Trigger(_) => None,
             })
             .collect();
         let now = self.now();

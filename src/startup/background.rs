@@ -1,5 +1,5 @@
 //! What runs beside the gRPC server: the commit-announcement listener, the rebuilder, the controls
-//! poller, the near-cache, the write-behind worker, the admin port, the health monitor, the key
+//! poller, the halt triggers' flush, the near-cache, the write-behind worker, the admin port, the health monitor, the key
 //! file watcher and the HTTP front. [`Background::spawn`] starts them in the order they depend on
 //! one another; [`Running::stop`] stops them in the order the drain needs. It binds nothing: every
 //! listener was bound by `Application::build`.
@@ -37,6 +37,8 @@ pub(super) struct Background {
     pub(super) rebuilder: Rebuilder,
     pub(super) controls: ControlsPoller,
     pub(super) controls_poll: Duration,
+    /// How often the halt triggers' counts go to Redis.
+    pub(super) trigger_flush: Duration,
     /// This replica's near-cache, to follow the feed (`None`: checks always ask Redis).
     pub(super) near: Option<Arc<NearCache>>,
     pub(super) admin: Option<Admin>,
@@ -52,6 +54,7 @@ pub(super) struct Running {
     rebuilding: JoinHandle<()>,
     polling: JoinHandle<()>,
     reconciling: JoinHandle<()>,
+    counting: JoinHandle<()>,
     following: Option<JoinHandle<()>>,
     working: JoinHandle<()>,
     admin: Option<JoinHandle<anyhow::Result<()>>>,
@@ -73,6 +76,7 @@ impl Background {
             rebuilder,
             controls,
             controls_poll,
+            trigger_flush,
             near,
             admin,
         } = self;
@@ -93,6 +97,12 @@ impl Background {
             service
                 .clone()
                 .reconcile_loop(controls_poll, stop_controls.clone()),
+        );
+        // Stops with the controls: counts of calls still draining are flushed once more.
+        let counting = tokio::spawn(
+            service
+                .clone()
+                .trigger_loop(trigger_flush, stop_controls.clone()),
         );
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
@@ -122,6 +132,7 @@ impl Background {
             rebuilding,
             polling,
             reconciling,
+            counting,
             following,
             working,
             admin,
@@ -149,6 +160,7 @@ impl Running {
             rebuilding,
             polling,
             reconciling,
+            counting,
             following,
             working,
             admin,
@@ -170,7 +182,8 @@ impl Running {
                 listening,
                 watching,
                 polling,
-                reconciling
+                reconciling,
+                counting
             );
             if let Some(front) = front {
                 let _ = front.await;

@@ -138,6 +138,7 @@ impl Application {
                 rebuilder,
                 controls,
                 controls_poll: settings.controls_poll,
+                trigger_flush: settings.trigger_flush,
                 near: (!settings.no_near_cache).then_some(near),
                 admin,
             },

@@ -1,4 +1,5 @@
-//! The `controls` table (halts, mandatory declarations, send windows, consent requirements) and `control_head`, the
+//! The `controls` table (halts, mandatory declarations, send windows, consent requirements, halt
+//! triggers) and `control_head`, the
 //! version every replica polls. What only one kind has lives in `params`, a small JSON object. Each change is one transaction: the row, the version bump, and its audit entry, so
 //! a replica that sees the new version sees the change, and the log never misses one.
 
@@ -8,8 +9,8 @@ use crate::{
     domain::{
         Invalid, Millis, ReceiptId,
         control::{
-            ChannelSet, ConsentRequirement, Control, Ended, Halt, MandatoryDeclaration, SendWindow,
-            Zone,
+            ChannelSet, ConsentRequirement, Control, Ended, Halt, HaltTrigger,
+            MandatoryDeclaration, SendWindow, Zone,
         },
     },
 };
@@ -18,6 +19,7 @@ const HALT: &str = "halt";
 const MANDATORY: &str = "mandatory";
 const WINDOW: &str = "window";
 const CONSENT: &str = "consent";
+const TRIGGER: &str = "trigger";
 
 macro_rules! control_columns {
     () => {
@@ -39,6 +41,16 @@ struct WindowParams {
     start: u16,
     end: u16,
     zone: Zone,
+}
+
+/// The `params` of a halt trigger: its window and thresholds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TriggerParams {
+    window_ms: Millis,
+    max_opt_outs: u64,
+    max_complaints: u64,
+    max_rate_ppm: u64,
+    min_checks: u64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -130,6 +142,31 @@ impl Row {
                 at: self.created_at,
                 ended,
             })),
+            TRIGGER => {
+                let TriggerParams {
+                    window_ms,
+                    max_opt_outs,
+                    max_complaints,
+                    max_rate_ppm,
+                    min_checks,
+                } = serde_json::from_str(&self.params).map_err(|_| corrupt("params"))?;
+                Ok(Control::Trigger(HaltTrigger {
+                    id,
+                    tenant: self.tenant,
+                    topic: self.topic,
+                    campaign: self.campaign,
+                    window_ms,
+                    max_opt_outs,
+                    max_complaints,
+                    max_rate_ppm,
+                    min_checks,
+                    reason: self.reason,
+                    actor: self.actor,
+                    at: self.created_at,
+                    ended,
+                    counts: Default::default(),
+                }))
+            }
             _ => Err(corrupt("kind")),
         }
     }
@@ -213,6 +250,27 @@ fn new_row(control: &Control) -> NewRow<'_> {
             created_at: r.at,
             expires_at: None,
             params: "{}".into(),
+        },
+        Control::Trigger(t) => NewRow {
+            id: t.id.to_string(),
+            kind: TRIGGER,
+            tenant: &t.tenant,
+            topic: &t.topic,
+            campaign: &t.campaign,
+            channels: i32::from(ChannelSet::EVERY.bits()),
+            reason: &t.reason,
+            approver: "",
+            actor: &t.actor,
+            created_at: t.at,
+            expires_at: None,
+            params: serde_json::to_string(&TriggerParams {
+                window_ms: t.window_ms,
+                max_opt_outs: t.max_opt_outs,
+                max_complaints: t.max_complaints,
+                max_rate_ppm: t.max_rate_ppm,
+                min_checks: t.min_checks,
+            })
+            .expect("trigger params serialize"),
         },
     }
 }

@@ -62,6 +62,11 @@ pub mod names {
     /// Consent look-ups of checks under a consent requirement, by `outcome` (`consented`,
     /// `no_consent`, `failed`).
     pub(crate) const CONSENT_LOOKUPS: &str = "suppressd_consent_lookups_total";
+    /// Halts made by halt triggers, by `outcome` (`halted`, or `failed`: tried again later).
+    pub(crate) const TRIGGER_FIRINGS: &str = "suppressd_halt_trigger_firings_total";
+    /// Checks and opt-outs counted for halt triggers that could not be added in Redis (it was
+    /// unreachable at a flush): lost to the triggers' windows.
+    pub(crate) const TRIGGER_COUNTS_LOST: &str = "suppressd_halt_trigger_counts_lost_total";
     /// 1 while this replica answers checks from its near-cache, else 0.
     pub(crate) const NEAR_CACHE_SERVING: &str = "suppressd_near_cache_serving";
     /// Records this replica's near-cache copied when it last loaded.
@@ -101,6 +106,8 @@ pub mod names {
         CONTROL_PROPAGATIONS,
         CONTROL_ANSWERS,
         CONSENT_LOOKUPS,
+        TRIGGER_FIRINGS,
+        TRIGGER_COUNTS_LOST,
         NEAR_CACHE_SERVING,
         NEAR_CACHE_ENTRIES,
         UNCACHED_OPT_OUTS,
@@ -225,6 +232,14 @@ fn describe() {
     describe_counter!(
         CONTROL_PROPAGATIONS,
         "Control changes by how far they had reached when the call returned"
+    );
+    describe_counter!(
+        TRIGGER_FIRINGS,
+        "Halts made by halt triggers, by outcome (halted, failed)"
+    );
+    describe_counter!(
+        TRIGGER_COUNTS_LOST,
+        "Checks and opt-outs counted for halt triggers but lost because Redis was unreachable"
     );
     describe_gauge!(
         NEAR_CACHE_SERVING,

@@ -5,6 +5,8 @@ mod consent;
 mod load;
 mod mandatory;
 mod stale;
+mod trigger_changes;
+mod triggers;
 mod validation;
 mod windows;
 
@@ -18,9 +20,33 @@ use suppressd::{
     proto::{self, Channel},
     service::audit::verify_log,
 };
+use tokio::sync::oneshot;
 use tonic::Code;
 
 const HOUR: i64 = 3_600_000;
+
+/// Replica B: another server in this process, on A's store and Redis prefix, named `name`.
+pub(crate) async fn replica_b(
+    a: &TestApp,
+    name: &str,
+) -> (Client, tonic::transport::Channel, oneshot::Sender<()>) {
+    let mut settings = a.settings.clone();
+    settings.replica_name = Some(name.to_owned());
+    let built = suppressd::startup::Application::build(&settings, a.clock.clone())
+        .await
+        .expect("replica B builds");
+    let addr = built.local_addr();
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(built.run_until(async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (connect(addr).await, channel, stop)
+}
 
 pub fn halt_request(
     tenant: &str,

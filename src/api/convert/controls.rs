@@ -1,7 +1,11 @@
-//! Halts, mandatory declarations, send windows and the answers they shape, between proto and domain. Kept apart
+//! Halts, mandatory declarations, send windows (halt triggers: `triggers`) and the answers they
+//! shape, between proto and domain. Kept apart
 //! from the rest of `convert` by topic; the same rules hold (complete destructuring, errors naming
 //! the field as the caller wrote it).
 
+pub(crate) use super::triggers::{
+    changed_trigger_to_proto, list_triggers, remove_trigger, trigger, trigger_to_proto,
+};
 use super::{channel, channel_to_proto, match_to_proto, millis, timestamp};
 use crate::{
     domain::{
@@ -103,7 +107,9 @@ pub(crate) fn list(req: proto::ListControlsRequest) -> (String, bool) {
     (tenant, include_ended)
 }
 
-fn ended_parts(ended: Option<Ended>) -> (Option<prost_types::Timestamp>, String, String) {
+pub(super) fn ended_parts(
+    ended: Option<Ended>,
+) -> (Option<prost_types::Timestamp>, String, String) {
     match ended {
         Some(Ended { at, by, reason }) => (Some(timestamp(at)), by, reason),
         None => (None, String::new(), String::new()),
@@ -308,6 +314,7 @@ pub(crate) fn list_to_proto(list: ControlList) -> proto::ListControlsResponse {
         mandatory,
         windows,
         consent,
+        triggers,
     } = list;
     proto::ListControlsResponse {
         halts: halts.into_iter().map(halt_to_proto).collect(),
@@ -317,6 +324,7 @@ pub(crate) fn list_to_proto(list: ControlList) -> proto::ListControlsResponse {
             .into_iter()
             .map(super::consent::requirement_to_proto)
             .collect(),
+        triggers: triggers.into_iter().map(trigger_to_proto).collect(),
     }
 }
 

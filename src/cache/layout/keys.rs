@@ -128,6 +128,12 @@ impl Keys {
         format!("{}controls", self.prefix)
     }
 
+    /// Hash of one halt trigger's counts, by time slot, summed by every replica
+    /// (`cache::triggers`).
+    pub fn trigger_counts(&self, trigger: impl std::fmt::Display) -> String {
+        format!("{}trigger:{trigger}", self.prefix)
+    }
+
     /// The change feed: every write that changes a bucket field (an opt-out, an import, an opt-in's
     /// or a rollback's retraction) appends the field's new value here, numbered by
     /// [`change_seq`](Self::change_seq), for the replicas' near-caches to follow (`cache::near`).

@@ -1,4 +1,5 @@
 //! The arguments of the operator's commands (`halt`, `resume`, `mandatory`, `window`, `consent`,
+//! The arguments of the operator's commands (`halt`, `resume`, `mandatory`, `window`, `trigger`,
 //! `controls`): gRPC clients
 //! of a running server, so they act through the same rules, roles and audit log as any caller.
 
@@ -122,8 +123,63 @@ pub enum WindowCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TriggerCommand {
+    /// Sets an automatic halt of a tenant's campaign (or topic): it halts when the opt-outs or
+    /// complaints naming it within the window exceed a count, or a rate of its checks. Replaces
+    /// the trigger set before for the same tenant, topic and campaign.
+    Set {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// The topic ("" = every topic of the campaign).
+        #[arg(long, default_value = "")]
+        topic: String,
+        /// The campaign ("" = every campaign of the topic).
+        #[arg(long, default_value = "")]
+        campaign: String,
+        /// The sliding window: a number and a unit (s, m, h, d), at most a day, e.g. `10m`.
+        #[arg(long)]
+        window: String,
+        /// Halt when the window's opt-outs (complaints included) exceed this many.
+        #[arg(long, default_value_t = 0)]
+        max_opt_outs: u64,
+        /// Halt when the window's complaints exceed this many.
+        #[arg(long, default_value_t = 0)]
+        max_complaints: u64,
+        /// Halt when opt-outs / checks in the window exceed this fraction, e.g. 0.02.
+        #[arg(long, default_value_t = 0.0)]
+        max_rate: f64,
+        /// The checks a window must hold before --max-rate applies.
+        #[arg(long, default_value_t = 0)]
+        min_checks: u64,
+        /// Why (recorded in the audit log and in the halts it makes).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+    /// Removes a halt trigger (the halts it made stay until resumed).
+    Remove {
+        trigger_id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+    /// Prints a tenant's halt triggers in force (with --all, the removed ones too).
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ControlsCommand {
     /// Prints a tenant's halts, declarations, send windows and consent requirements in force (with --all, the ended ones
+    /// Prints a tenant's halts, declarations, send windows and halt triggers in force (with --all, the ended ones
     /// too).
     List {
         #[arg(long, default_value = "")]

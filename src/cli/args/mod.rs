@@ -7,7 +7,7 @@ mod import;
 
 pub(crate) use controls::{
     ConsentCommand, ControlsCommand, HaltArgs, MandatoryCommand, RecordConsentArgs, ResumeArgs,
-    WindowCommand,
+    TriggerCommand, WindowCommand,
 };
 pub use import::ImportsCommand;
 pub(crate) use import::{Format, ImportArgs, RollbackArgs};
@@ -72,6 +72,11 @@ pub enum Command {
     #[command(subcommand)]
     Consent(ConsentCommand),
     /// Lists the halts, mandatory declarations, send windows and consent requirements of a tenant.
+    /// Halt triggers: automatic halts when a campaign's opt-outs or complaints pass a threshold
+    /// (role admin).
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+    /// Lists the halts, mandatory declarations, send windows and halt triggers of a tenant.
     #[command(subcommand)]
     Controls(ControlsCommand),
     /// Asks a running server's health (no key needed): exits 0 when SERVING, 1 otherwise.

@@ -3,9 +3,10 @@
 //! found (if any).
 
 use super::{
-    ConsentRequirement, Control, Halt, MandatoryDeclaration, SendWindow, Zone, index::Index,
+    ConsentRequirement, Control, CountsById, Halt, HaltTrigger, MandatoryDeclaration, SendWindow,
+    Zone, index::Index,
 };
-use crate::domain::{Channel, Match, Millis, Notice};
+use crate::domain::{Channel, Match, Millis, Notice, Scope};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -51,13 +52,22 @@ pub(crate) struct Controls {
     pub(crate) windows: Vec<Arc<SendWindow>>,
     /// Consent requirements in force.
     pub(crate) consent: Vec<Arc<ConsentRequirement>>,
+    /// Halt triggers in force, each with this replica's counters.
+    pub(crate) triggers: Vec<Arc<HaltTrigger>>,
     /// The same, by tenant, campaign and topic: what a check looks at.
     index: Index,
 }
 
 impl Controls {
     /// Holds only what is (or may still be) in force, sorted by id, i.e. by creation time.
+    #[cfg(test)]
     pub(crate) fn new(version: i64, controls: Vec<Control>) -> Controls {
+        Controls::following(version, controls, &CountsById::default())
+    }
+
+    /// The controls in force of `controls`, sorted by id, i.e. by creation time, each trigger with
+    /// this replica's counters of it (`counts`), so a reload of the controls loses no count.
+    pub(crate) fn following(version: i64, controls: Vec<Control>, counts: &CountsById) -> Controls {
         let mut out = Controls {
             version,
             ..Controls::default()
@@ -68,6 +78,10 @@ impl Controls {
                 Control::Mandatory(d) if d.ended.is_none() => out.mandatory.push(Arc::new(d)),
                 Control::Window(w) if w.ended.is_none() => out.windows.push(Arc::new(w)),
                 Control::Consent(r) if r.ended.is_none() => out.consent.push(Arc::new(r)),
+                Control::Trigger(mut t) if t.ended.is_none() => {
+                    t.counts = counts.of(t.id);
+                    out.triggers.push(Arc::new(t))
+                }
                 _ => {}
             }
         }
@@ -75,8 +89,28 @@ impl Controls {
         out.mandatory.sort_by_key(|d| d.id);
         out.windows.sort_by_key(|w| w.id);
         out.consent.sort_by_key(|r| r.id);
-        out.index = Index::new(&out.halts, &out.mandatory, &out.windows, &out.consent);
+        out.triggers.sort_by_key(|t| t.id);
+        out.index = Index::new(
+            &out.halts,
+            &out.mandatory,
+            &out.windows,
+            &out.consent,
+            &out.triggers,
+        );
         out
+    }
+
+    /// The triggers an opt-out of `scope` counts for.
+    pub(crate) fn triggers_naming<'a>(
+        &'a self,
+        scope: &'a Scope,
+    ) -> impl Iterator<Item = &'a Arc<HaltTrigger>> + 'a {
+        self.triggers.iter().filter(move |t| t.names(scope))
+    }
+
+    /// Whether a halt in force already stops everything `trigger` watches.
+    pub(crate) fn halted_over(&self, trigger: &HaltTrigger) -> bool {
+        self.halts.iter().any(|h| h.covers_all_of(trigger))
     }
 
     /// The controls in force as text, to be published in Redis for replicas cut from the store.
@@ -87,18 +121,31 @@ impl Controls {
             mandatory: Vec<&'a MandatoryDeclaration>,
             windows: Vec<&'a SendWindow>,
             consent: Vec<&'a ConsentRequirement>,
+            triggers: Vec<&'a HaltTrigger>,
         }
         let out = Out {
             halts: self.halts.iter().map(|h| &**h).collect(),
             mandatory: self.mandatory.iter().map(|d| &**d).collect(),
             windows: self.windows.iter().map(|w| &**w).collect(),
             consent: self.consent.iter().map(|r| &**r).collect(),
+            triggers: self.triggers.iter().map(|t| &**t).collect(),
         };
         serde_json::to_string(&out).expect("controls serialize")
     }
 
     /// The controls [`Controls::encode`] wrote, read at `version`.
+    #[cfg(test)]
     pub(crate) fn decode(version: i64, text: &str) -> Result<Controls, serde_json::Error> {
+        Controls::decode_following(version, text, &CountsById::default())
+    }
+
+    /// The controls [`Controls::encode`] wrote, read at `version`, each trigger with this
+    /// replica's counters of it.
+    pub(crate) fn decode_following(
+        version: i64,
+        text: &str,
+        counts: &CountsById,
+    ) -> Result<Controls, serde_json::Error> {
         #[derive(Deserialize)]
         struct In {
             #[serde(default)]
@@ -109,12 +156,15 @@ impl Controls {
             windows: Vec<SendWindow>,
             #[serde(default)]
             consent: Vec<ConsentRequirement>,
+            #[serde(default)]
+            triggers: Vec<HaltTrigger>,
         }
         let In {
             halts,
             mandatory,
             windows,
             consent,
+            triggers,
         } = serde_json::from_str(text)?;
         let controls = halts
             .into_iter()
@@ -122,8 +172,9 @@ impl Controls {
             .chain(mandatory.into_iter().map(Control::Mandatory))
             .chain(windows.into_iter().map(Control::Window))
             .chain(consent.into_iter().map(Control::Consent))
+            .chain(triggers.into_iter().map(Control::Trigger))
             .collect();
-        Ok(Controls::new(version, controls))
+        Ok(Controls::following(version, controls, counts))
     }
 
     /// The answer of a replica whose controls may be stale (it could not confirm them within its

@@ -31,7 +31,9 @@ impl Suppressions {
     async fn load_from_store(&self, going_back: bool) -> Result<i64, ServiceError> {
         let asked = Instant::now();
         let (version, controls) = self.inner.store.controls_in_force().await?;
-        let controls = Arc::new(Controls::new(version, controls));
+        // Triggers keep counting where they were (their counters are this replica's, by id).
+        let counts = &self.inner.trigger_counts;
+        let controls = Arc::new(Controls::following(version, controls, counts));
         if going_back {
             tracing::warn!(
                 version,
@@ -84,7 +86,7 @@ impl Suppressions {
             self.inner.controls_fresh.confirm(asked);
             return true;
         }
-        match Controls::decode(version, &text) {
+        match Controls::decode_following(version, &text, &self.inner.trigger_counts) {
             Ok(controls) => {
                 self.install(Arc::new(controls), asked);
                 true

@@ -22,34 +22,10 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use suppressd::{cache::layout::Keys, startup::Application};
-use tokio::sync::oneshot;
+use suppressd::cache::layout::Keys;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-/// Replica B: another server in this process, on A's store and Redis prefix, named `name`.
-async fn replica_b(
-    a: &TestApp,
-    name: &str,
-) -> (Client, tonic::transport::Channel, oneshot::Sender<()>) {
-    let mut settings = a.settings.clone();
-    settings.replica_name = Some(name.to_owned());
-    let built = Application::build(&settings, a.clock.clone())
-        .await
-        .expect("replica B builds");
-    let addr = built.local_addr();
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(built.run_until(async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (connect(addr).await, channel, stop)
-}
 
 /// Cuts B's controls poller from `what` (`store`, `store+redis`), or restores it (`None`).
 fn cut(a: &TestApp, replica: &str, what: Option<&str>) {

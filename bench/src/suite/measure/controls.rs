@@ -1,9 +1,11 @@
 //! Checks with a realistic set of controls loaded against the same server with none (SPEC §8, issue
 //! 19): some hundreds of halts of other campaigns, mandatory declarations of other topics, and send
 //! windows of other tenants and channels, consent requirements of other topics and tenants (so a
-//! check asks the index whether its notice needs consent, and it does not), plus one window that applies to every measured check (open
-//! all day but one minute, in America/New_York), so each check pays for the scans and for one time
-//! zone conversion. The answers are the same with and without them.
+//! check asks the index whether its notice needs consent, and it does not), plus one window that
+//! applies to every measured check (open all day but one minute, in America/New_York), so each
+//! check pays for the scans and for one time zone conversion. Halt triggers too: one on the measured campaign, so every check counts for it
+//! (a threshold its checks never reach), and the rest on other campaigns and tenants. The answers
+//! are the same with and without them.
 //!
 //! Runs alternate around the loading, as the tracing rows do: none, loaded, none again, each for
 //! throughput (closed loop) and p50 at concurrency 1; the loaded runs are compared with the mean of
@@ -11,7 +13,7 @@
 
 use super::Rig;
 use crate::suite::{
-    fixtures::{TENANT, TOPIC},
+    fixtures::{CAMPAIGN, TENANT, TOPIC},
     load::{Ctx, Load, ok_rps, p, us},
     table::Row,
 };
@@ -23,6 +25,7 @@ const HALTS: usize = 300;
 const DECLARATIONS: usize = 100;
 const WINDOWS: usize = 200;
 const CONSENT_TOPICS: usize = 100;
+const TRIGGERS: usize = 200;
 
 /// What was loaded, to take it away again.
 struct Loaded {
@@ -30,6 +33,7 @@ struct Loaded {
     declarations: Vec<String>,
     windows: Vec<String>,
     consent: Vec<String>,
+    triggers: Vec<String>,
 }
 
 async fn load_controls(
@@ -41,6 +45,7 @@ async fn load_controls(
         declarations: Vec::new(),
         windows: Vec::new(),
         consent: Vec::new(),
+        triggers: Vec::new(),
     };
     for i in 0..HALTS / scale {
         // Other campaigns of the measured tenant and topic, and other tenants' campaigns.
@@ -127,6 +132,29 @@ async fn load_controls(
             .into_inner();
         loaded.consent.push(r.requirement_id);
     }
+    for i in 0..TRIGGERS / scale {
+        // The first watches the measured campaign; the others other campaigns and tenants.
+        let (tenant, campaign) = match i {
+            0 => (TENANT.to_owned(), CAMPAIGN.to_owned()),
+            _ if i % 2 == 0 => (format!("t{i}"), format!("WATCHED-{i}")),
+            _ => (TENANT.to_owned(), format!("WATCHED-{i}")),
+        };
+        let t = client
+            .set_halt_trigger(proto::SetHaltTriggerRequest {
+                tenant,
+                topic: TOPIC.into(),
+                campaign,
+                window_seconds: 600,
+                max_opt_outs: 1_000_000_000,
+                max_complaints: 0,
+                max_opt_out_rate: 0.0,
+                min_checks: 0,
+                reason: "benchmark".into(),
+            })
+            .await?
+            .into_inner();
+        loaded.triggers.push(t.trigger_id);
+    }
     Ok(loaded)
 }
 
@@ -159,6 +187,12 @@ async fn unload(client: &mut SuppressionClient<GrpcChannel>, loaded: Loaded) -> 
                 requirement_id,
                 reason,
             })
+            .await?;
+    }
+    for trigger_id in loaded.triggers {
+        let reason = "benchmark done".into();
+        client
+            .remove_halt_trigger(proto::RemoveHaltTriggerRequest { trigger_id, reason })
             .await?;
     }
     Ok(())
@@ -194,15 +228,18 @@ pub(super) async fn controls_rows(cx: &mut Ctx, rig: &Rig<'_>, smoke: bool) -> a
         loaded.declarations.len(),
         loaded.windows.len(),
         loaded.consent.len(),
+        loaded.triggers.len(),
     );
     let with = measure(cx, rig, "loaded").await?;
     unload(&mut client, loaded).await?;
     let none2 = measure(cx, rig, "none-2").await?;
     let none_rps = (none1.0 + none2.0) / 2.0;
     let none_p50 = (none1.1 + none2.1) / 2;
-    let (h, d, w, c) = counts;
-    let what =
-        format!("{h} halts, {d} mandatory declarations, {w} send windows, {c} consent topics");
+    let (h, d, w, c, t) = counts;
+    let what = format!(
+        "{h} halts, {d} mandatory declarations, {w} send windows, {c} consent topics, \
+         {t} halt triggers"
+    );
     let ratio = with.0 / none_rps.max(1.0);
     cx.report.rows.push(Row::new(
         "controls_check_throughput_ratio",
