@@ -192,11 +192,13 @@ mod tests {
     #[test]
     fn every_rpc_of_the_service_is_callable() {
         let names: Vec<String> = Call::all().iter().map(|c| c.method().to_owned()).collect();
+        // SetHaltTrigger is newer than the hand-written mapping this replaced: nothing here names it.
         for rpc in [
             "CheckSuppressed",
             "HaltCampaign",
             "ListImports",
             "RecordConsent",
+            "SetHaltTrigger",
         ] {
             assert!(names.iter().any(|n| n == rpc), "{rpc} missing: {names:?}");
         }
