@@ -1,17 +1,29 @@
 //! The flags of `suppressd bench`, named and defaulted as ghz names them, so that a ghz command line
-//! for this service runs here unchanged (ghz's `--skipTLS` aside: certificates are always verified).
+//! for this service runs here unchanged (ghz's `--skipTLS` aside: certificates are always verified),
+//! and ghz's configuration files (`--config`, JSON or TOML, ghz's keys): the file's settings come
+//! first and flags on the command line override them, as in ghz.
 
 use clap::{Args, Parser, ValueEnum};
 use std::{path::PathBuf, time::Duration};
 
 #[derive(Args, Clone, Debug)]
 pub struct BenchSettings {
-    /// Host and port of the server, as ghz takes it: `127.0.0.1:50051`.
-    pub host: String,
+    /// Host and port of the server, as ghz takes it: `127.0.0.1:50051` (or `host` in --config).
+    pub host: Option<String>,
 
-    /// Fully-qualified method: `suppress.v1.Suppression.CheckSuppressed` (or `…Suppression/CheckSuppressed`).
+    /// The host from a --config file; the positional HOST wins over it.
+    #[arg(long = "host", hide = true)]
+    pub config_host: Option<String>,
+
+    /// Fully-qualified method, any RPC of the service: `suppress.v1.Suppression.CheckSuppressed`
+    /// (or `…Suppression/CheckSuppressed`).
     #[arg(long)]
-    pub call: String,
+    pub call: Option<String>,
+
+    /// A ghz configuration file (JSON, or TOML by its `.toml` extension) with ghz's keys (`call`,
+    /// `host`, `total`, `concurrency`, `data`, `metadata`, `metadata-file`, …). Flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 
     /// Number of requests in flight at once (workers).
     #[arg(short = 'c', long, default_value_t = 50,
@@ -43,6 +55,10 @@ pub struct BenchSettings {
     /// Request metadata as a JSON object of strings; templates allowed.
     #[arg(short = 'm', long)]
     pub metadata: Option<String>,
+
+    /// A file holding the request metadata (a JSON object of strings), as ghz's `-M`. `-m` wins.
+    #[arg(short = 'M', long = "metadata-file")]
+    pub metadata_file: Option<PathBuf>,
 
     /// Plaintext HTTP/2. Without it the connection is TLS, verified against `--cacert`.
     #[arg(long, conflicts_with_all = ["cacert", "cert", "key", "cname"])]
@@ -111,13 +127,49 @@ impl BenchSettings {
         S: Into<std::ffi::OsString> + Clone,
     {
         #[derive(Parser)]
+        #[command(args_override_self = true)]
         struct Only {
             #[command(flatten)]
             bench: BenchSettings,
         }
-        let argv = std::iter::once(std::ffi::OsString::from("bench"))
-            .chain(args.into_iter().map(Into::into));
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let args = expand_config(args, 0).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n"))
+        })?;
+        let argv = std::iter::once(std::ffi::OsString::from("bench")).chain(args);
         Only::try_parse_from(argv).map(|o| o.bench)
+    }
+
+    /// The server's host:port: the positional HOST, else the config file's `host`.
+    pub fn host(&self) -> anyhow::Result<&str> {
+        self.host
+            .as_deref()
+            .or(self.config_host.as_deref())
+            .ok_or_else(|| {
+                anyhow::anyhow!("no server: give HOST (host:port) or `host` in --config")
+            })
+    }
+
+    /// The method to call, from --call or the config file.
+    pub fn call(&self) -> anyhow::Result<&str> {
+        self.call
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no method: give --call or `call` in --config"))
+    }
+
+    /// The metadata template: `-m`, else the contents of `-M FILE`.
+    pub fn metadata_text(&self) -> anyhow::Result<Option<String>> {
+        match (&self.metadata, &self.metadata_file) {
+            (Some(text), _) => Ok(Some(text.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path).map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "reading --metadata-file {}: {e} (deploy/ghz's configurations name \
+                         deploy/ghz/metadata.json: deploy/ghz/write-metadata writes it)",
+                    path.display()
+                )
+            }),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The request data, read from the file when given as `@FILE`.
@@ -131,6 +183,125 @@ impl BenchSettings {
             other => Ok(other.map(str::to_owned)),
         }
     }
+}
+
+/// Replaces `--config FILE` (or `--config=FILE`) in `args` by the flags the file stands for, put at
+/// `at` (before every other flag, so that those override it: the command sets
+/// `args_override_self`). Without `--config`, returns `args` unchanged.
+pub fn expand_config(
+    mut args: Vec<std::ffi::OsString>,
+    at: usize,
+) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let Some(i) = args
+        .iter()
+        .position(|a| a == "--config" || a.to_string_lossy().starts_with("--config="))
+    else {
+        return Ok(args);
+    };
+    let path = match args[i].to_string_lossy().strip_prefix("--config=") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            args.remove(i);
+            p
+        }
+        None => {
+            anyhow::ensure!(i + 1 < args.len(), "--config needs a file");
+            let p = PathBuf::from(args.remove(i + 1));
+            args.remove(i);
+            p
+        }
+    };
+    let flags = config_flags(&path)?;
+    args.splice(
+        at.min(args.len())..at.min(args.len()),
+        flags.into_iter().map(Into::into),
+    );
+    Ok(args)
+}
+
+/// The flags a ghz configuration file stands for. Keys that concern only ghz's own way of finding
+/// the service (`proto`, `protoset`, `import-paths`, `reflect-metadata`) are ignored: the service's
+/// descriptors are built in. Any other key this tool does not know is an error that names it.
+pub fn config_flags(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading --config {}: {e}", path.display()))?;
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let config: serde_json::Value = if is_toml {
+        let value: toml::Value = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?;
+        serde_json::to_value(value)?
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--config {}: not JSON: {e}", path.display()))?
+    };
+    let serde_json::Value::Object(map) = config else {
+        anyhow::bail!(
+            "--config {}: must be an object of ghz settings",
+            path.display()
+        );
+    };
+    let bad = |key: &str, what: &str| {
+        anyhow::anyhow!("--config {}: `{key}` must be {what}", path.display())
+    };
+    let mut flags = Vec::new();
+    for (key, value) in &map {
+        let scalar = || -> anyhow::Result<String> {
+            match value {
+                serde_json::Value::String(s) => Ok(s.clone()),
+                serde_json::Value::Number(n) => Ok(n.to_string()),
+                _ => Err(bad(key, "a string or a number")),
+            }
+        };
+        let flag = match key.as_str() {
+            "proto" | "protoset" | "import-paths" | "reflect-metadata" => continue,
+            "call" => "--call",
+            "host" => "--host",
+            "total" => "-n",
+            "concurrency" => "-c",
+            "connections" => "--connections",
+            "rps" => "--rps",
+            "duration" => "-z",
+            "timeout" => "-t",
+            "connect-timeout" => "--connect-timeout",
+            "cacert" => "--cacert",
+            "cert" => "--cert",
+            "key" => "--key",
+            "cname" => "--cname",
+            "format" => "-O",
+            "output" => "-o",
+            "name" => "--name",
+            "metadata-file" => "--metadata-file",
+            "insecure" | "skipTLS" => {
+                match value {
+                    serde_json::Value::Bool(true) => flags.push(format!("--{key}")),
+                    serde_json::Value::Bool(false) => {}
+                    _ => return Err(bad(key, "true or false")),
+                }
+                continue;
+            }
+            "data" => {
+                flags.extend(["-d".to_owned(), value.to_string()]);
+                continue;
+            }
+            "data-file" => {
+                flags.extend(["-d".to_owned(), format!("@{}", scalar()?)]);
+                continue;
+            }
+            "metadata" => {
+                if !value.is_object() {
+                    return Err(bad(key, "an object of strings"));
+                }
+                flags.extend(["-m".to_owned(), value.to_string()]);
+                continue;
+            }
+            other => anyhow::bail!(
+                "--config {}: `{other}` is not a ghz setting this tool supports",
+                path.display()
+            ),
+        };
+        flags.extend([flag.to_owned(), scalar()?]);
+    }
+    Ok(flags)
 }
 
 /// Parses a Go duration (`300ms`, `1.5s`, `2m`, `1h30m`), the form ghz and its configs use.

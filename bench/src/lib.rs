@@ -1,9 +1,9 @@
 //! Load testing and the benchmark of SPEC §8.
 //!
 //! - `suppressd-bench load` ([`args`], [`runner`], [`report`]): a gRPC load generator in the manner of ghz,
-//!   with ghz's flags and its summary and JSON report formats, for the four RPCs of
-//!   `suppress.v1.Suppression` ([`request`]), with ghz-style templates in the request data
-//!   ([`template`]) and HDR histograms over every call ([`stats`]).
+//!   with ghz's flags, configuration files and its summary and JSON report formats, for every RPC
+//!   of `suppress.v1.Suppression` by reflection ([`request`]), with ghz-style templates in the
+//!   request data ([`template`]) and HDR histograms over every call ([`stats`]).
 //! - `suppressd-bench baseline` ([`baseline`]): empty handlers on the same proto, the yardstick.
 //! - `suppressd-bench suite` ([`suite`]): starts what it needs and measures every row of SPEC §8 next
 //!   to its baseline, in one run.

@@ -24,7 +24,9 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Load-tests a server of `suppress.v1.Suppression` the way ghz does (same flags, same reports).
+    /// Load-tests a server of `suppress.v1.Suppression` the way ghz does (same flags, same reports,
+    /// ghz's configuration files with --config).
+    #[command(args_override_self = true)]
     Load(BenchSettings),
     /// Measures SPEC §8 side by side with its baselines (`scripts/bench` builds and runs it).
     Suite(SuiteSettings),
@@ -42,7 +44,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    // `load --config FILE`: the file's flags go first, right after `load`, so the command line's
+    // own flags override them.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(load) = argv.iter().position(|a| a == "load") {
+        argv = suppressd_bench::args::expand_config(argv, load + 1)?;
+    }
+    match Cli::parse_from(argv).command {
         Command::Load(settings) => suppressd_bench::main(settings).await,
         Command::Suite(settings) => suppressd_bench::suite::main(settings).await,
         Command::Baseline(settings) => {

@@ -7,7 +7,7 @@
 use super::{
     args::BenchSettings,
     report::{EndReason, Options, Report},
-    request::{Call, Request},
+    request::{self, Call, Request},
     stats::{Outcome, Tally},
     template::{CallData, Template},
 };
@@ -20,7 +20,6 @@ use std::{
     },
     time::{Duration, Instant, SystemTime},
 };
-use suppressd::proto::suppression_client::SuppressionClient;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Status,
@@ -45,23 +44,24 @@ enum Source<T> {
 
 impl Plan {
     fn new(settings: &BenchSettings) -> anyhow::Result<Plan> {
-        let call = Call::parse(&settings.call).map_err(anyhow::Error::msg)?;
+        let call = Call::parse(settings.call()?).map_err(anyhow::Error::msg)?;
         let text = settings.data_text()?.unwrap_or_else(|| "{}".to_owned());
         let template = Template::parse(&text).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
         let data = if template.is_constant() {
             let json: Value = serde_json::from_str(&text).context("--data is not JSON")?;
             let requests = messages(&json)
                 .iter()
-                .map(|m| Request::from_json(call, m))
+                .map(|m| request::from_json(&call, m))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("--data: {e}"))?;
             Source::Fixed(requests)
         } else {
             Source::Templated(template)
         };
-        let metadata = match &settings.metadata {
+        let metadata = match settings.metadata_text()? {
             None => None,
             Some(text) => {
+                let text = text.as_str();
                 let template =
                     Template::parse(text).map_err(|e| anyhow::anyhow!("--metadata: {e}"))?;
                 Some(if template.is_constant() {
@@ -72,8 +72,8 @@ impl Plan {
             }
         };
         let plan = Plan {
-            call,
             method: call.full_name(),
+            call,
             data,
             metadata,
         };
@@ -93,15 +93,36 @@ impl Plan {
         }
     }
 
-    fn request(&self, k: u64, worker_id: &str) -> Result<tonic::Request<Request>, String> {
+    /// Request `k`: one message of the data, round-robin, or for a client-streaming call the whole
+    /// array as the stream (as ghz sends it).
+    fn request(&self, k: u64, worker_id: &str) -> Result<tonic::Request<Payload>, String> {
+        let streaming = self.call.is_client_streaming();
+        let pick = |all: &[Request]| {
+            if streaming {
+                Payload::Stream(all.to_vec())
+            } else {
+                Payload::Unary(all[(k % all.len() as u64) as usize].clone())
+            }
+        };
         let message = match &self.data {
-            Source::Fixed(all) => all[(k % all.len() as u64) as usize].clone(),
+            Source::Fixed(all) => pick(all),
             Source::Templated(t) => {
                 let text = t.render(&self.call_data(k, worker_id));
                 let json: Value =
                     serde_json::from_str(&text).map_err(|e| format!("rendered data: {e}"))?;
-                let all = messages(&json);
-                Request::from_json(self.call, all[(k % all.len() as u64) as usize])?
+                if streaming {
+                    let all = messages(&json)
+                        .into_iter()
+                        .map(|m| request::from_json(&self.call, m))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Payload::Stream(all)
+                } else {
+                    let all = messages(&json);
+                    Payload::Unary(request::from_json(
+                        &self.call,
+                        all[(k % all.len() as u64) as usize],
+                    )?)
+                }
             }
         };
         let mut request = tonic::Request::new(message);
@@ -114,6 +135,12 @@ impl Plan {
         }
         Ok(request)
     }
+}
+
+/// What one call sends.
+enum Payload {
+    Unary(Request),
+    Stream(Vec<Request>),
 }
 
 /// A JSON array is a list of messages used round-robin; anything else is one message.
@@ -185,12 +212,13 @@ pub async fn run(settings: &BenchSettings, cancel: CancellationToken) -> anyhow:
         bail!("--rps must be a positive number");
     }
     let plan = Plan::new(settings)?;
+    let host = settings.host()?;
     let mut channels = Vec::new();
     let tls = tls_config(settings)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     for _ in 0..settings.connections {
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", settings.host))
-            .with_context(|| format!("{:?} is not a host:port", settings.host))?
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{host}"))
+            .with_context(|| format!("{host:?} is not a host:port"))?
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true);
         if let Some(tls) = &tls {
@@ -200,7 +228,7 @@ pub async fn run(settings: &BenchSettings, cancel: CancellationToken) -> anyhow:
             endpoint
                 .connect()
                 .await
-                .with_context(|| format!("connecting to {}", settings.host))?,
+                .with_context(|| format!("connecting to {host}"))?,
         );
     }
 
@@ -220,7 +248,7 @@ pub async fn run(settings: &BenchSettings, cancel: CancellationToken) -> anyhow:
     let workers: Vec<_> = (0..settings.concurrency)
         .map(|w| {
             let conn = w % settings.connections;
-            let client = SuppressionClient::new(channels[conn as usize].clone())
+            let client = tonic::client::Grpc::new(channels[conn as usize].clone())
                 .max_decoding_message_size(suppressd::api::MAX_MESSAGE_BYTES);
             tokio::spawn(worker(format!("c{conn}w{w}"), client, shared.clone()))
         })
@@ -256,7 +284,11 @@ pub async fn run(settings: &BenchSettings, cancel: CancellationToken) -> anyhow:
     ))
 }
 
-async fn worker(id: String, mut client: SuppressionClient<Channel>, shared: Arc<Shared>) -> Tally {
+async fn worker(
+    id: String,
+    mut client: tonic::client::Grpc<Channel>,
+    shared: Arc<Shared>,
+) -> Tally {
     let mut tally = Tally::default();
     loop {
         if shared.stop.is_cancelled() {
@@ -278,7 +310,7 @@ async fn worker(id: String, mut client: SuppressionClient<Channel>, shared: Arc<
         let started = SystemTime::now();
         let sent = tokio::time::Instant::now();
         let result = match shared.plan.request(k, &id) {
-            Ok(request) => send(&mut client, request, shared.timeout).await,
+            Ok(request) => send(&mut client, &shared.plan.call, request, shared.timeout).await,
             Err(e) => Err(Status::unknown(format!("building the request: {e}"))),
         };
         let answered = tokio::time::Instant::now();
@@ -301,28 +333,28 @@ async fn worker(id: String, mut client: SuppressionClient<Channel>, shared: Arc<
 
 /// Sends one call with a deadline (also announced to the server as `grpc-timeout`).
 async fn send(
-    client: &mut SuppressionClient<Channel>,
-    request: tonic::Request<Request>,
+    client: &mut tonic::client::Grpc<Channel>,
+    call: &Call,
+    request: tonic::Request<Payload>,
     timeout: Duration,
 ) -> Result<(), Status> {
     let (metadata, extensions, message) = request.into_parts();
     let call = async {
+        client
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
         match message {
-            Request::Check(m) => {
+            Payload::Unary(m) => {
                 let r = with_deadline(metadata, extensions, m, timeout);
-                client.check_suppressed(r).await.map(drop)
+                client.unary(r, call.path(), call.codec()).await.map(drop)
             }
-            Request::Batch(m) => {
-                let r = with_deadline(metadata, extensions, m, timeout);
-                client.check_suppressed_batch(r).await.map(drop)
-            }
-            Request::OptOut(m) => {
-                let r = with_deadline(metadata, extensions, m, timeout);
-                client.opt_out(r).await.map(drop)
-            }
-            Request::GetReceipt(m) => {
-                let r = with_deadline(metadata, extensions, m, timeout);
-                client.get_receipt(r).await.map(drop)
+            Payload::Stream(all) => {
+                let r = with_deadline(metadata, extensions, tokio_stream::iter(all), timeout);
+                client
+                    .client_streaming(r, call.path(), call.codec())
+                    .await
+                    .map(drop)
             }
         }
     };
@@ -346,8 +378,8 @@ fn options(s: &BenchSettings) -> Options {
     let json =
         |text: Option<String>| text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)));
     Options {
-        host: s.host.clone(),
-        call: s.call.clone(),
+        host: s.host().unwrap_or_default().to_owned(),
+        call: s.call().unwrap_or_default().to_owned(),
         insecure: s.insecure,
         total: s.total,
         concurrency: s.concurrency,
@@ -357,7 +389,7 @@ fn options(s: &BenchSettings) -> Options {
         timeout: s.timeout.as_nanos() as u64,
         dial_timeout: s.connect_timeout.as_nanos() as u64,
         data: json(s.data_text().ok().flatten()),
-        metadata: json(s.metadata.clone()),
+        metadata: json(s.metadata_text().ok().flatten()),
         binary: false,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         name: s.name.clone(),

@@ -277,36 +277,149 @@ async fn the_baseline_accepts_trace_exports_only_as_a_sink() {
     }
 }
 
-#[test]
-fn ghz_configs_hold_valid_requests_for_their_calls() {
-    use suppressd_bench::{
-        request::{Call, Request},
-        template::{CallData, Template},
-    };
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ghz");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
+/// Every ghz configuration in deploy/ghz/, read by `--config` as ghz reads it, runs against a live
+/// server: a short run each, the key from a metadata file (`-M`, as the configs' `metadata-file`
+/// names one), the host and counts overridden on the command line as one would with ghz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghz_configs_run_by_config_against_a_live_server() {
+    let app = spawn_app().await;
+    let host = app.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata.json");
+    std::fs::write(
+        &metadata,
+        format!(r#"{{"authorization":"Bearer {ADMIN_KEY}"}}"#),
+    )
+    .unwrap();
+    let configs = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/ghz");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(configs).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "json") {
+        // metadata.json is the key file deploy/ghz/write-metadata writes, not a configuration.
+        if path.extension().is_none_or(|e| e != "json" && e != "toml")
+            || path.ends_with("metadata.json")
+        {
             continue;
         }
-        let config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let call = Call::parse(config["call"].as_str().unwrap()).unwrap();
-        let data = Template::parse(&config["data"].to_string()).unwrap();
-        let rendered = data.render(&CallData {
-            request_number: 7,
-            worker_id: "c0w0",
-            method: &call.full_name(),
-            input: call.input(),
-            output: call.output(),
-        });
-        let json = serde_json::from_str(&rendered).unwrap();
-        Request::from_json(call, &json).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(config["insecure"], true, "{}", path.display());
-        seen += 1;
+        let config = path.to_str().unwrap();
+        let settings = BenchSettings::from_args([
+            "--config",
+            config,
+            "-M",
+            metadata.to_str().unwrap(),
+            "-n",
+            "12",
+            "-c",
+            "3",
+            &host,
+        ])
+        .unwrap_or_else(|e| panic!("{config}: {e}"));
+        assert!(
+            settings.insecure,
+            "{config}: the compose stack speaks plaintext"
+        );
+        let report = bench::run(&settings, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("{config}: {e:#}"));
+        assert_eq!(report.count, 12, "{config}");
+        // GetReceipt of random ids is NOT_FOUND by design; anything else must be answered OK.
+        for (code, n) in &report.status_code_distribution {
+            assert!(
+                code == "OK" || (code == "NotFound" && config.ends_with("get-receipt.json")),
+                "{config}: {n} x {code}: {:?}",
+                report.error_distribution
+            );
+        }
+        seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
     }
-    assert_eq!(seen, 4, "one config per RPC");
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "check-batch.json",
+            "check.json",
+            "get-receipt.json",
+            "opt-out.json"
+        ]
+    );
+}
+
+/// ghz's TOML form of a configuration reads like its JSON form, and command-line flags override it.
+#[test]
+fn a_toml_config_reads_like_json_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("halt.toml");
+    std::fs::write(
+        &path,
+        r#"
+call = "suppress.v1.Suppression.ListControls"
+host = "127.0.0.1:50051"
+insecure = true
+total = 500
+concurrency = 4
+metadata-file = "deploy/ghz/metadata.json"
+[data]
+tenant = "acme"
+include_ended = true
+"#,
+    )
+    .unwrap();
+    let s = BenchSettings::from_args(["--config", path.to_str().unwrap(), "-n", "7"]).unwrap();
+    assert_eq!(s.call().unwrap(), "suppress.v1.Suppression.ListControls");
+    assert_eq!(s.host().unwrap(), "127.0.0.1:50051");
+    assert_eq!((s.total, s.concurrency), (7, 4));
+    assert!(s.insecure);
+    let data: serde_json::Value = serde_json::from_str(s.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["include_ended"], true);
+    let s = BenchSettings::from_args(["--config", path.to_str().unwrap(), "10.0.0.1:1"]).unwrap();
+    assert_eq!(s.host().unwrap(), "10.0.0.1:1");
+    std::fs::write(&path, "call = \"x\"\nproto-typo = 1\n").unwrap();
+    let err = BenchSettings::from_args(["--config", path.to_str().unwrap()]).unwrap_err();
+    assert!(err.to_string().contains("proto-typo"), "{err}");
+}
+
+/// Any RPC of the service is callable by reflection, the client-streaming import included: the
+/// data array is the stream, as in ghz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_rpc_is_callable_including_a_client_stream() {
+    let app = spawn_app().await;
+    let host = app.addr.to_string();
+    let report = load(&[
+        "--call",
+        "suppress.v1.Suppression.ListControls",
+        "-n",
+        "5",
+        "-c",
+        "1",
+        "-d",
+        r#"{"tenant":"acme","includeEnded":true}"#,
+        "--insecure",
+        &host,
+    ])
+    .await;
+    assert_eq!(report.status_code_distribution, [("OK".into(), 5)].into());
+    let report = load(&[
+        "--call",
+        "suppress.v1.Suppression.ImportSuppressions",
+        "-n",
+        "2",
+        "-c",
+        "1",
+        "-d",
+        r#"[{"line":1,"recipient":{"email":"imp-{{.RequestNumber}}-a@example.com"},"scope":{"tenant":"imp"},"reason":"REASON_LEGAL"},
+            {"line":2,"recipient":{"email":"imp-{{.RequestNumber}}-b@example.com"},"scope":{"tenant":"imp"},"reason":"REASON_LEGAL"}]"#,
+        "--insecure",
+        &host,
+    ])
+    .await;
+    assert_eq!(
+        report.status_code_distribution,
+        [("OK".into(), 2)].into(),
+        "{:?}",
+        report.error_distribution
+    );
+    // Two calls, each a stream of two rows: four records.
+    assert_eq!(app.rows().await, 4);
 }
 
 /// The load generator speaks TLS as ghz does (`--cacert`, `--cname`): every call through it is

@@ -16,6 +16,7 @@ mod compose;
 mod confirmations;
 mod controls;
 mod deploy;
+mod examples;
 mod failures;
 mod import_cli;
 mod imports;

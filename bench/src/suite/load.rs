@@ -3,14 +3,15 @@
 //! ghz report, and notes failed calls (a benchmark with failures is not a clean result).
 
 use super::table::SuiteReport;
-use crate::{BenchSettings, Report, request::Call};
+use crate::{BenchSettings, Report};
 use std::{net::SocketAddr, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// One workload.
 #[derive(Clone, Copy)]
 pub struct Load<'a> {
-    pub call: Call,
+    /// The RPC's method name in `suppress.v1.Suppression`: `CheckSuppressed`.
+    pub call: &'static str,
     /// `--data`: a JSON array of requests, used round-robin.
     pub data: &'a str,
     pub concurrency: u32,
@@ -34,7 +35,7 @@ impl Ctx {
     ) -> anyhow::Result<Report> {
         let mut args = vec![
             "--call".to_owned(),
-            load.call.full_name(),
+            format!("suppress.v1.Suppression.{}", load.call),
             "-c".into(),
             load.concurrency.to_string(),
             "--connections".into(),

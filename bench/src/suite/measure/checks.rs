@@ -3,14 +3,11 @@
 //! keys.
 
 use super::{Checked, Cpu, Rig};
-use crate::{
-    request::Call,
-    suite::{
-        fixtures::{self, Probe},
-        load::{Ctx, Load, cpu_per_call, intended_p99, ms, ok_rps, p, us},
-        raw,
-        table::Row,
-    },
+use crate::suite::{
+    fixtures::{self, Probe},
+    load::{Ctx, Load, cpu_per_call, intended_p99, ms, ok_rps, p, us},
+    raw,
+    table::Row,
 };
 
 /// Throughput, latency at concurrency 1 and p99 at half load of CheckSuppressed, each against the
@@ -121,7 +118,7 @@ pub(super) async fn batch_rows(cx: &mut Ctx, rig: &Rig<'_>) -> anyhow::Result<Cp
     let bc = sizes.batch_concurrency;
     let (cpu, redis_cpu) = (server.cpu(), redis.cpu());
     let batching = Load {
-        call: Call::CheckSuppressedBatch,
+        call: "CheckSuppressedBatch",
         data: &batch_data,
         concurrency: bc,
         ..checking

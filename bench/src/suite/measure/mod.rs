@@ -22,7 +22,6 @@ use super::{
     procs::{PgDatabase, PrivateRedis, Proc, free_port},
     table::{Row, SuiteReport},
 };
-use crate::request::Call;
 use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 use suppressd::{cache::layout::Keys, domain::Pepper};
 
@@ -153,7 +152,7 @@ pub async fn measure(
         .collect();
     let (c, d) = (sizes.concurrency, sizes.run);
     let checking = Load {
-        call: Call::CheckSuppressed,
+        call: "CheckSuppressed",
         data: &check_data,
         concurrency: c,
         connections: sizes.connections,
@@ -201,7 +200,7 @@ pub async fn measure(
     // OptOut, DURABLE, on PostgreSQL; then the same load without the audit log.
     let opt_out_data = fixtures::opt_out_data();
     let opting_out = Load {
-        call: Call::OptOut,
+        call: "OptOut",
         data: &opt_out_data,
         ..checking
     };

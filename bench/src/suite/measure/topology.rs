@@ -6,14 +6,11 @@
 //! costs shows. Pairs run one after the other, alternating, never at once.
 
 use super::{ENV, PREFIX, Rig, Setup};
-use crate::{
-    request::Call,
-    suite::{
-        fixtures,
-        load::{Ctx, Load, cpu_per_call, ok_count, ok_rps},
-        procs::{Proc, free_port},
-        table::Row,
-    },
+use crate::suite::{
+    fixtures,
+    load::{Ctx, Load, cpu_per_call, ok_count, ok_rps},
+    procs::{Proc, free_port},
+    table::Row,
 };
 use anyhow::{Context, bail};
 use std::{
@@ -38,7 +35,7 @@ pub(super) async fn topology_rows(
     let batch_data = fixtures::batch_data(&draws);
     let checking = rig.checking;
     let batching = Load {
-        call: Call::CheckSuppressedBatch,
+        call: "CheckSuppressedBatch",
         data: &batch_data,
         concurrency: sizes.batch_concurrency,
         ..checking
