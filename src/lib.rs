@@ -47,6 +47,7 @@ pub mod proto {
     tonic::include_proto!("suppress.v1");
 
     pub mod codec;
+    pub mod details;
 
     /// The encoded descriptor set, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -49,7 +49,7 @@ impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|s| {
-            use crate::api::status::{reason, rich};
+            use super::details::{reason, rich};
             rich(
                 tonic::Code::InvalidArgument,
                 s.message(),
