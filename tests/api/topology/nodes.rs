@@ -51,7 +51,7 @@ fn wait(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
 }
 
 fn wait_ping(port: u16) {
-    wait("redis-server answers", Duration::from_secs(10), || {
+    wait("redis-server answers", Duration::from_secs(30), || {
         node_cmd::<String>(port, &redis::cmd("PING")).is_ok()
     });
 }
