@@ -11,6 +11,7 @@
 pub(crate) mod auth;
 mod controls;
 mod convert;
+mod details;
 mod imports;
 pub(crate) mod limits;
 mod observe;
@@ -27,7 +28,8 @@ use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
 /// The server with every layer applied, ready to serve.
-pub(crate) type Router = tonic::transport::server::Router<Stack<RpcLayer, Identity>>;
+pub(crate) type Router =
+    tonic::transport::server::Router<Stack<details::DetailsLayer, Stack<RpcLayer, Identity>>>;
 
 /// The largest request accepted: a full batch of 1,000 checks with long postal addresses fits.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -115,6 +117,9 @@ pub(crate) fn router(
         // Outermost, so every call (even one no handler sees, or one auth refuses) gets its server
         // span and its metrics, and the span is the parent of all the handler does. See `observe`.
         .layer(RpcLayer)
+        // Inside it: statuses the gRPC library raises (unknown method, oversized request, the
+        // caller's deadline) get the details every status of ours carries. See `details`.
+        .layer(details::DetailsLayer)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

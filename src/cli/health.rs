@@ -8,7 +8,7 @@
 use crate::cli::args::HealthArgs;
 use anyhow::{Context, bail};
 use std::time::Duration;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use suppressd_client::{ClientConfig, Deadlines};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -29,44 +29,31 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<String> {
     } else {
         format!("{service:?}")
     };
-    let tls = tls_ca.is_some() || tls_cert.is_some();
-    let url = if server.contains("://") {
-        server.clone()
-    } else if tls {
-        format!("https://{server}")
-    } else {
-        format!("http://{server}")
-    };
-    let timeout = Duration::from_millis(timeout_ms);
-    let mut endpoint = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("the server address {url:?}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    if tls || url.starts_with("https://") {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-        };
-        let mut config = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = &tls_ca {
-            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
-            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        if let Some(domain) = tls_domain {
-            config = config.domain_name(domain);
-        }
-        endpoint = endpoint.tls_config(config).context("the TLS settings")?;
+    // The client crate's connection, as every client command: TLS when a CA or a client
+    // certificate is given or the URL says https://, within the timeout.
+    let mut config = ClientConfig::new(server).deadlines(Deadlines {
+        connect: Duration::from_millis(timeout_ms),
+        ..Deadlines::default()
+    });
+    if let Some(domain) = tls_domain {
+        config = config.domain_name(domain);
     }
-    let channel = endpoint
-        .connect()
+    if let Some(ca) = &tls_ca {
+        config = config.ca_file(ca)?;
+    }
+    if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+        config = config.identity_files(cert, key)?;
+    }
+    let url = config.url();
+    let channel = config
+        .channel()
         .await
         .with_context(|| format!("no health answer from {url}: cannot connect"))?;
-    let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.clone(),
-        })
-        .await;
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: service.clone(),
+    });
+    request.set_timeout(Duration::from_millis(timeout_ms));
+    let reply = HealthClient::new(channel).check(request).await;
     let status = match reply {
         Ok(reply) => reply.into_inner().status,
         Err(s) if s.code() == tonic::Code::NotFound => {

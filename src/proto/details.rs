@@ -37,6 +37,32 @@ pub mod reason {
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
     /// A fault of ours; the server logged the cause.
     pub const INTERNAL: &str = "INTERNAL";
+    /// The method does not exist on this server (an older server, or a typo in the path).
+    pub const UNIMPLEMENTED: &str = "UNIMPLEMENTED";
+    /// The request is larger than the server accepts.
+    pub const MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
+    /// The call's deadline (`grpc-timeout`) ran out on the server before it answered.
+    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
+}
+
+/// The reason for a status that was raised without details: by the gRPC library (an unknown
+/// method, an oversized request, the caller's own deadline) rather than by suppressd. Chosen by
+/// the code alone, the only thing such a status says.
+pub fn reason_of_code(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => reason::MALFORMED_REQUEST,
+        Code::Unauthenticated => reason::UNAUTHENTICATED,
+        Code::PermissionDenied => reason::PERMISSION_DENIED,
+        Code::NotFound => reason::NOT_FOUND,
+        Code::Aborted => reason::CONCURRENT_CHANGE,
+        Code::FailedPrecondition => reason::FAILED_PRECONDITION,
+        Code::ResourceExhausted => reason::OVERLOADED,
+        Code::Unavailable => reason::UNAVAILABLE,
+        Code::Unimplemented => reason::UNIMPLEMENTED,
+        Code::OutOfRange => reason::MESSAGE_TOO_LARGE,
+        Code::Cancelled | Code::DeadlineExceeded => reason::DEADLINE_EXCEEDED,
+        _ => reason::INTERNAL,
+    }
 }
 
 /// How long a caller should wait before retrying, by reason: a rate limit refills each second,

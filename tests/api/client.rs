@@ -212,6 +212,40 @@ async fn failures_carry_reason_codes_field_violations_and_no_send() {
     assert!(error.retry_after().is_none(), "nothing to retry");
 }
 
+/// Statuses the gRPC library raises rather than suppressd (an unknown method, a request over the
+/// size cap) carry `ErrorInfo` too, chosen by their code, with their message unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_the_grpc_library_raises_carry_details_too() {
+    let app = spawn_app(Backend::Sqlite).await;
+
+    // UNIMPLEMENTED: a service this server does not have.
+    let mut grpc = tonic::client::Grpc::new(app.channel().await);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<cp::CheckSuppressedRequest, cp::CheckSuppressedResponse, _>(
+            tonic::Request::new(news_email("a@example.com")),
+            http::uri::PathAndQuery::from_static("/suppress.v1.NoSuchService/Check"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("UNIMPLEMENTED", "suppressd.dev")
+    );
+
+    // OUT_OF_RANGE: a request over the server's 4 MiB cap, refused before any handler sees it.
+    let checker = plain_client(&app, Some(CHECK_KEY)).await;
+    let mut huge = news_email("a@example.com");
+    huge.scope.as_mut().unwrap().topic = "x".repeat(5 * 1024 * 1024);
+    let error = checker.check(huge.clone()).await.unwrap_err();
+    assert_eq!(error.code(), Code::OutOfRange, "{error}");
+    assert_eq!(reason_of(&error), "MESSAGE_TOO_LARGE");
+    assert!(!checker.decide(huge).await.may_send());
+}
+
 /// Redis killed and PostgreSQL stopped under a replica: no decision of the client is "send", for a
 /// person who opted out or not; the replica's answer, once it has found out, is UNAVAILABLE with its
 /// reason code and RetryInfo.
