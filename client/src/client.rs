@@ -5,18 +5,25 @@
 //! past the deadline. The deadline is enforced here (not only sent as `grpc-timeout`), so a server
 //! that hangs still yields [`ClientError::Timeout`] on time.
 
+use crate::strict::StrictCodec;
 use crate::{
     Bearer, ClientConfig, ClientError, Decision,
     proto::{
-        CheckSuppressedBatchRequest, CheckSuppressedRequest, CheckSuppressedResponse,
-        GetReceiptRequest, IssueOptOutTokenRequest, IssueOptOutTokenResponse, OptOutRequest,
-        Receipt, suppression_client::SuppressionClient,
+        CheckSuppressedBatchRequest, CheckSuppressedBatchResponse, CheckSuppressedRequest,
+        CheckSuppressedResponse, GetReceiptRequest, IssueOptOutTokenRequest,
+        IssueOptOutTokenResponse, OptOutRequest, Receipt, suppression_client::SuppressionClient,
     },
     retry::RetryPolicy,
 };
 use std::{future::Future, time::Duration};
 use tokio::time::Instant;
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use tonic::{
+    client::Grpc, codegen::http::uri::PathAndQuery, service::interceptor::InterceptedService,
+    transport::Channel,
+};
+
+const CHECK: &str = "/suppress.v1.Suppression/CheckSuppressed";
+const CHECK_BATCH: &str = "/suppress.v1.Suppression/CheckSuppressedBatch";
 
 /// The generated client over this crate's connection and key, for the RPCs not wrapped here.
 pub type RawClient = SuppressionClient<InterceptedService<Channel, Bearer>>;
@@ -28,6 +35,8 @@ pub const BATCH_LIMIT: usize = 1_000;
 #[derive(Clone, Debug)]
 pub struct Client {
     raw: RawClient,
+    /// The same connection and key, for check calls decoded by [`StrictCodec`].
+    strict: Grpc<InterceptedService<Channel, Bearer>>,
     config: ClientConfig,
 }
 
@@ -40,8 +49,14 @@ impl Client {
 
     /// Uses a channel made elsewhere; the config still gives the key, deadlines and retries.
     pub fn with_channel(channel: Channel, config: ClientConfig) -> Result<Client, ClientError> {
-        let raw = SuppressionClient::with_interceptor(channel, config.bearer()?);
-        Ok(Client { raw, config })
+        let bearer = config.bearer()?;
+        let strict = Grpc::new(InterceptedService::new(channel.clone(), bearer.clone()));
+        let raw = SuppressionClient::with_interceptor(channel, bearer);
+        Ok(Client {
+            raw,
+            strict,
+            config,
+        })
     }
 
     /// The generated client, for the RPCs not wrapped here (no deadline or retry is added).
@@ -55,9 +70,8 @@ impl Client {
         request: CheckSuppressedRequest,
     ) -> Result<CheckSuppressedResponse, ClientError> {
         let deadline = self.config.deadlines.check;
-        self.call(deadline, self.config.retry, |mut raw, left| {
-            let request = with_timeout(request.clone(), left);
-            async move { raw.check_suppressed(request).await }
+        self.call(deadline, self.config.retry, |_, left| {
+            self.strict_call(CHECK, with_timeout(request.clone(), left))
         })
         .await
     }
@@ -110,10 +124,9 @@ impl Client {
         let asked = checks.len();
         let request = CheckSuppressedBatchRequest { checks };
         let deadline = self.config.deadlines.check;
-        let answer = self
-            .call(deadline, self.config.retry, |mut raw, left| {
-                let request = with_timeout(request.clone(), left);
-                async move { raw.check_suppressed_batch(request).await }
+        let answer: CheckSuppressedBatchResponse = self
+            .call(deadline, self.config.retry, |_, left| {
+                self.strict_call(CHECK_BATCH, with_timeout(request.clone(), left))
             })
             .await?;
         if answer.results.len() != asked {
@@ -169,6 +182,31 @@ impl Client {
             async move { raw.issue_opt_out_token(request).await }
         })
         .await
+    }
+
+    /// One unary call whose answer is decoded by [`StrictCodec`]: an answer with fields this
+    /// client does not know fails rather than being read as what it knows.
+    fn strict_call<Q, A>(
+        &self,
+        path: &'static str,
+        request: tonic::Request<Q>,
+    ) -> impl Future<Output = Result<tonic::Response<A>, tonic::Status>> + use<Q, A>
+    where
+        Q: prost::Message + Send + 'static,
+        A: prost::Message + Default + Send + 'static,
+    {
+        let mut grpc = self.strict.clone();
+        async move {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("the connection: {e}")))?;
+            grpc.unary(
+                request,
+                PathAndQuery::from_static(path),
+                StrictCodec::<Q, A>::default(),
+            )
+            .await
+        }
     }
 
     /// Attempts under one deadline, retrying as `policy` allows.

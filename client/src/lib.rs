@@ -6,7 +6,9 @@
 //!   API key sent as `authorization: Bearer …` and never printed (its `Debug` redacts it).
 //! - [`Client::decide`] and [`Client::decide_batch`]: a [`Decision`] whose only way to say "send" is
 //!   an `OK` answer with `suppressed = false`. Every error, timeout or unexpected answer is "do not
-//!   send", with the reason, so a sender cannot fail open by forgetting an error path.
+//!   send", with the reason, so a sender cannot fail open by forgetting an error path. A check
+//!   answer carrying a field this client does not know (a newer server) is not an answer either
+//!   (`strict`).
 //! - Default deadlines per call, and retries with exponential backoff and full jitter only where a
 //!   retry cannot do harm: `UNAVAILABLE` and `RESOURCE_EXHAUSTED` (waiting at least what the server's
 //!   `RetryInfo` asks), and for `OptOut` only with an idempotency key, which [`Client::opt_out`]
@@ -29,6 +31,7 @@ mod config;
 mod decision;
 mod error;
 pub mod retry;
+mod strict;
 
 /// The generated `suppress.v1` messages and the raw gRPC client, for RPCs this crate does not wrap.
 pub mod proto {
