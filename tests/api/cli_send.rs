@@ -1,6 +1,7 @@
 //! The operator CLI's client commands against a production-shaped server: TLS with a private CA,
 //! client certificates required (mTLS), and an API key. `check` and `opt-out` (table and --json,
-//! their exit codes), `receipt get`, and a refused key that is never echoed.
+//! their exit codes), `receipt get`, a refused key that is never echoed, and every other client
+//! command once.
 
 use crate::helpers::*;
 use crate::tls::Pki;
@@ -131,4 +132,151 @@ async fn a_refused_or_unreachable_check_exits_3_and_never_echoes_the_key() {
     let (code, out, _) = bare.run(ADMIN_KEY, CHECK).await;
     assert_eq!(code, 3, "{out}");
     assert!(!out.contains(ADMIN_KEY));
+}
+
+/// Every other client command reaches the same production-shaped server (TLS, mTLS, a key) through
+/// the client crate's connection: each runs once and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_command_works_over_tls_mtls_and_a_key() {
+    let pki = Pki::new();
+    let app = pki.app(true).await;
+    let flags = Flags::new(&pki, &app);
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    let json = |out: String| -> serde_json::Value {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let ann = ["--email", "ann@example.com"];
+
+    let halt = json(ok(flags
+        .run(
+            ADMIN_KEY,
+            &[
+                "halt",
+                "--campaign",
+                "spring",
+                "--reason",
+                "wrong list",
+                "--json",
+            ],
+        )
+        .await));
+    let halt_id = halt["halt_id"].as_str().expect("a halt id").to_owned();
+    ok(flags
+        .run(ADMIN_KEY, &["resume", &halt_id, "--reason", "fixed"])
+        .await);
+    ok(flags
+        .run(
+            ADMIN_KEY,
+            &[
+                "mandatory",
+                "declare",
+                "--topic",
+                "recall",
+                "--channel",
+                "email",
+                "--legal-basis",
+                "product safety law",
+                "--approver",
+                "legal",
+                "--expires-in",
+                "1d",
+            ],
+        )
+        .await);
+    ok(flags
+        .run(
+            ADMIN_KEY,
+            &[
+                "window",
+                "set",
+                "--start",
+                "08:00",
+                "--end",
+                "20:00",
+                "--time-zone",
+                "UTC",
+                "--reason",
+                "quiet hours",
+            ],
+        )
+        .await);
+    ok(flags
+        .run(
+            ADMIN_KEY,
+            &[
+                "consent",
+                "require",
+                "--topic",
+                "offers",
+                "--reason",
+                "opt-in list",
+            ],
+        )
+        .await);
+    ok(flags
+        .run(
+            ADMIN_KEY,
+            &[
+                "trigger",
+                "set",
+                "--campaign",
+                "spring",
+                "--window",
+                "10m",
+                "--max-opt-outs",
+                "100",
+                "--reason",
+                "too many opt-outs",
+            ],
+        )
+        .await);
+    ok(flags.run(ADMIN_KEY, &["trigger", "list"]).await);
+    let controls = ok(flags.run(ADMIN_KEY, &["controls", "list", "--all"]).await);
+    assert!(
+        controls.contains("recall") && controls.contains(&halt_id),
+        "{controls}"
+    );
+
+    ok(flags
+        .run(ADMIN_KEY, &[&["opt-out"][..], &ann].concat())
+        .await);
+    ok(flags
+        .run(ADMIN_KEY, &[&["records"][..], &ann].concat())
+        .await);
+    // This server has no token key: the refusal is the server's own, so the call got through.
+    let (code, _, err) = flags
+        .run(ADMIN_KEY, &[&["opt-in-token"][..], &ann].concat())
+        .await;
+    assert!(code != 0 && err.contains("no token key"), "{err}");
+    ok(flags
+        .run(
+            ADMIN_KEY,
+            &[
+                &["opt-in"][..],
+                &ann,
+                &["--reason", "asked by phone, ticket 42"],
+            ]
+            .concat(),
+        )
+        .await);
+
+    let file = pki.write(
+        "import.csv",
+        "recipient_type,recipient,reason\nemail,bob@example.com,user_request\n",
+    );
+    let imported = ok(flags
+        .run(ADMIN_KEY, &["import", file.to_str().unwrap()])
+        .await);
+    let listed = ok(flags.run(ADMIN_KEY, &["imports", "list"]).await);
+    let batch = listed
+        .split_whitespace()
+        .find(|word| imported.contains(*word) && word.len() >= 32)
+        .unwrap_or_else(|| panic!("the batch id of {imported} in {listed}"))
+        .to_owned();
+    ok(flags
+        .run(ADMIN_KEY, &["rollback", &batch, "--reason", "wrong file"])
+        .await);
 }

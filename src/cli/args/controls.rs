@@ -178,9 +178,8 @@ pub enum TriggerCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ControlsCommand {
-    /// Prints a tenant's halts, declarations, send windows and consent requirements in force (with --all, the ended ones
-    /// Prints a tenant's halts, declarations, send windows and halt triggers in force (with --all, the ended ones
-    /// too).
+    /// Prints a tenant's halts, declarations, send windows, consent requirements and halt triggers
+    /// in force (with --all, the ended ones too).
     List {
         #[arg(long, default_value = "")]
         tenant: String,

@@ -74,12 +74,12 @@ pub enum Command {
     /// Consent-required topics and a person's consents.
     #[command(subcommand)]
     Consent(ConsentCommand),
-    /// Lists the halts, mandatory declarations, send windows and consent requirements of a tenant.
     /// Halt triggers: automatic halts when a campaign's opt-outs or complaints pass a threshold
     /// (role admin).
     #[command(subcommand)]
     Trigger(TriggerCommand),
-    /// Lists the halts, mandatory declarations, send windows and halt triggers of a tenant.
+    /// Lists the halts, mandatory declarations, send windows, consent requirements and halt
+    /// triggers of a tenant.
     #[command(subcommand)]
     Controls(ControlsCommand),
     /// Asks a running server's health (no key needed): exits 0 when SERVING, 1 otherwise.
