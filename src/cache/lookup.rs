@@ -25,6 +25,10 @@ pub struct Lookup {
     pub complete: bool,
     /// Covering records found, expired ones included (the service filters by its clock).
     pub found: Vec<Match>,
+    /// A covering field holds a value this version cannot read (a newer layout's, or damaged).
+    /// It says someone is suppressed but not how: the check must not answer "send" unless the
+    /// store explains it (`service::check`).
+    pub unreadable: bool,
 }
 
 /// What one round trip of checks found.
@@ -71,19 +75,27 @@ impl Cache {
             .zip(replies)
             .map(|(probe, values)| {
                 let mut values = values.into_iter();
-                let complete = values.next().flatten().is_some();
-                let found = if values.as_slice().iter().all(Option::is_none) {
-                    Vec::new()
-                } else {
+                let marked = values.next().flatten().is_some();
+                if values.as_slice().iter().all(Option::is_none) {
+                    return Lookup {
+                        complete: marked,
+                        found: Vec::new(),
+                        unreadable: false,
+                    };
+                }
+                let (found, unreadable) = layout::decode_values(
                     probe
                         .notice
                         .candidates()
                         .into_iter()
                         .zip(values)
-                        .filter_map(|(scope, v)| layout::decode_value(scope, &v?))
-                        .collect()
-                };
-                Lookup { complete, found }
+                        .filter_map(|(scope, v)| Some((scope, v?))),
+                );
+                Lookup {
+                    complete: marked,
+                    found,
+                    unreadable,
+                }
             })
             .collect();
         Ok(Lookups {

@@ -14,12 +14,22 @@ use crate::{
 };
 use redis::{
     RedisError,
-    streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
+    streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub(crate) const GROUP: &str = "suppressd-writers";
+
+/// The newest entry format this version reads and the one it writes. A newer release that needs
+/// an older worker to leave its entries alone raises it; one that only adds fields does not (a
+/// reader ignores fields it does not know). See docs/compatibility.md.
+pub(crate) const ENTRY_VERSION: u8 = 1;
+
+/// The consumer that holds entries of a newer format until a newer worker takes them: parked
+/// there unacknowledged (never dead-lettered), so no worker of this version reads them again
+/// until they have sat for the claim interval, and a newer one can take them at once.
+pub(crate) const NEWER_VERSION_CONSUMER: &str = "newer-version";
 
 /// One stream entry: the record, in a versioned JSON form that carries no raw identifier.
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,7 +80,7 @@ impl StreamEntry {
 
     fn into_record(self) -> Result<Suppression, String> {
         let e = self;
-        if e.v != 1 {
+        if e.v != ENTRY_VERSION {
             return Err(format!("unknown entry version {}", e.v));
         }
         let channel = match e.channel {
@@ -101,24 +111,51 @@ impl StreamEntry {
 #[derive(Debug)]
 pub struct Delivery {
     pub(crate) id: String,
-    pub record: Result<Suppression, String>,
+    pub record: Result<Suppression, Unreadable>,
     /// The trace context of the request that queued it, if it carried one.
     pub(crate) trace: Option<Carrier>,
 }
 
+/// Why an entry could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Written by a newer release in a format this one does not know: left for a newer worker.
+    Newer(u64),
+    /// Damaged, or written in no format any release wrote: set aside as a dead letter.
+    Broken(String),
+}
+
+/// Only the version, read first: a newer format may change anything but where its version is.
+#[derive(Deserialize)]
+struct Version {
+    v: u64,
+}
+
+/// Reads an entry's `r` field: its record, or why not.
+fn read_entry(bytes: &[u8]) -> (Result<Suppression, Unreadable>, Option<Carrier>) {
+    match serde_json::from_slice::<Version>(bytes) {
+        Ok(Version { v }) if v > u64::from(ENTRY_VERSION) => {
+            return (Err(Unreadable::Newer(v)), None);
+        }
+        Ok(_) => {}
+        Err(e) => return (Err(Unreadable::Broken(e.to_string())), None),
+    }
+    match serde_json::from_slice::<StreamEntry>(bytes) {
+        Ok(mut e) => {
+            let trace = e.trace.take();
+            (e.into_record().map_err(Unreadable::Broken), trace)
+        }
+        Err(e) => (Err(Unreadable::Broken(e.to_string())), None),
+    }
+}
+
 pub(super) fn delivery(entry: StreamId) -> Delivery {
     let (record, trace) = match entry.map.get("r") {
-        Some(redis::Value::BulkString(bytes)) => {
-            match serde_json::from_slice::<StreamEntry>(bytes) {
-                Ok(mut e) => {
-                    let trace = e.trace.take();
-                    (e.into_record(), trace)
-                }
-                Err(e) => (Err(e.to_string()), None),
-            }
-        }
+        Some(redis::Value::BulkString(bytes)) => read_entry(bytes),
         other => (
-            Err(format!("entry without a record field: {other:?}")),
+            Err(Unreadable::Broken(format!(
+                "entry without a record field: {other:?}"
+            ))),
             None,
         ),
     };
@@ -279,6 +316,67 @@ impl Consumer {
         pipe.query_async::<()>(&mut self.conn.clone())
             .await
             .context("acknowledging committed entries")
+    }
+
+    /// Leaves entries of a newer format for a newer worker: moves them, unacknowledged, to the
+    /// [`NEWER_VERSION_CONSUMER`] (which resets their idle time, so that workers of this version
+    /// do not claim them again for the claim interval).
+    pub(crate) async fn leave_for_newer(&self, ids: &[String]) -> Result<(), CacheError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("XCLAIM")
+            .arg(self.keys.stream())
+            .arg(GROUP)
+            .arg(NEWER_VERSION_CONSUMER)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID")
+            .query_async::<redis::Value>(&mut self.conn.clone())
+            .await
+            .context("leaving entries for a newer worker")?;
+        Ok(())
+    }
+
+    /// Takes entries that an older worker left for a newer one, skipping `known_newer` (entries
+    /// this worker already found too new for itself).
+    pub(crate) async fn take_left_for_newer(
+        &self,
+        count: usize,
+        known_newer: &std::collections::HashSet<String>,
+    ) -> Result<Vec<Delivery>, CacheError> {
+        let pending: Vec<(String, String, u64, u64)> = self
+            .retry_without_group({
+                let mut cmd = redis::cmd("XPENDING");
+                cmd.arg(self.keys.stream())
+                    .arg(GROUP)
+                    .arg("-")
+                    .arg("+")
+                    .arg(count + known_newer.len().min(10_000))
+                    .arg(NEWER_VERSION_CONSUMER);
+                cmd
+            })
+            .await?;
+        let ids: Vec<String> = pending
+            .into_iter()
+            .map(|(id, ..)| id)
+            .filter(|id| !known_newer.contains(id))
+            .take(count)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claimed: Vec<StreamId> = redis::cmd("XCLAIM")
+            .arg(self.keys.stream())
+            .arg(GROUP)
+            .arg(&self.name)
+            .arg(0)
+            .arg(&ids)
+            .query_async::<StreamRangeReply>(&mut self.conn.clone())
+            .await
+            .context("taking entries left for a newer worker")?
+            .ids;
+        Ok(claimed.into_iter().map(delivery).collect())
     }
 
     /// Moves an entry that cannot be decoded aside, so it stops blocking the group but stays for a

@@ -107,8 +107,27 @@ impl Suppressions {
                 for ((lookup, check), subject) in
                     lookups.checks.into_iter().zip(checks).zip(&subjects)
                 {
-                    if lookup.complete && !stale {
+                    if lookup.complete && !stale && !lookup.unreadable {
                         answers.push(decide(best_match(lookup.found, now), check));
+                        continue;
+                    }
+                    if lookup.unreadable {
+                        // A value this version cannot read says someone opted out, not who or how:
+                        // only the store may explain it; otherwise nothing here may say "send".
+                        let stored = self.stored_matches(subject, check).await?;
+                        if stored.is_empty() {
+                            return Err(ServiceError::unavailable(
+                                "a cached suppression is in a format this version cannot read \
+                                 (a newer replica's, or damaged); do not send",
+                                anyhow::anyhow!(
+                                    "bucket {} holds an unreadable value",
+                                    inner.cache.keys().bucket_for(subject)
+                                ),
+                            ));
+                        }
+                        fell_back = true;
+                        let found = lookup.found.into_iter().chain(stored);
+                        answers.push(decide(best_match(found, now), check));
                         continue;
                     }
                     // The bucket cannot vouch for an absence: what it holds is true (it was written

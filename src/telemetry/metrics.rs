@@ -42,6 +42,11 @@ pub mod names {
     pub(crate) const COMMITTED: &str = "suppressd_writebehind_committed_total";
     /// Undecodable entries moved to the dead-letter stream.
     pub(crate) const DEAD_LETTERS: &str = "suppressd_writebehind_dead_letters_total";
+    /// Stream entries of a newer format version, left unacknowledged for a newer worker.
+    pub(crate) const NEWER_ENTRIES: &str = "suppressd_writebehind_newer_entries_total";
+    /// Cached values this version cannot read (a newer layout's, or damaged): their checks were
+    /// answered from the store.
+    pub(crate) const UNREADABLE_VALUES: &str = "suppressd_cache_unreadable_values_total";
     /// Failed Redis operations, by `operation`.
     pub(crate) const REDIS_ERRORS: &str = "suppressd_redis_errors_total";
     /// Failed store operations, by `operation`.
@@ -98,6 +103,8 @@ pub mod names {
         COMMIT_DURATION,
         COMMITTED,
         DEAD_LETTERS,
+        NEWER_ENTRIES,
+        UNREADABLE_VALUES,
         REDIS_ERRORS,
         STORE_ERRORS,
         CONTROLS_AGE,
@@ -203,6 +210,14 @@ fn describe() {
         "Records newly committed by the write-behind worker"
     );
     describe_counter!(DEAD_LETTERS, "Undecodable stream entries dead-lettered");
+    describe_counter!(
+        NEWER_ENTRIES,
+        "Stream entries of a newer format left unacknowledged for a newer worker"
+    );
+    describe_counter!(
+        UNREADABLE_VALUES,
+        "Cached values this version cannot read; their checks were answered from the store"
+    );
     describe_counter!(REDIS_ERRORS, "Failed Redis operations, by operation");
     describe_counter!(
         STORE_ERRORS,

@@ -11,13 +11,16 @@ use crate::{
     audit::AuditLog,
     cache::{
         Cache,
-        stream::{Consumer, Delivery},
+        stream::{Consumer, Delivery, Unreadable},
     },
     domain::{Clock, Suppression},
     store::{AuditHint, Store},
     telemetry::{metrics::names, propagation, sampling},
 };
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -52,6 +55,8 @@ pub struct StepReport {
     pub inserted: u64,
     /// Entries that could not be decoded and were moved to the dead-letter stream.
     pub dead_lettered: usize,
+    /// Entries of a newer format, left unacknowledged for a newer worker.
+    pub left_for_newer: usize,
 }
 
 pub struct Worker {
@@ -67,6 +72,9 @@ pub struct Worker {
     own_pending: bool,
     last_claim: Option<Instant>,
     last_expiry_sweep: Option<Instant>,
+    /// Entries this worker found too new for itself, so that it does not take them again from
+    /// those left for a newer worker (bounded: cleared when large).
+    known_newer: HashSet<String>,
 }
 
 impl Worker {
@@ -90,6 +98,7 @@ impl Worker {
             own_pending: true,
             last_claim: None,
             last_expiry_sweep: None,
+            known_newer: HashSet::new(),
         })
     }
 
@@ -124,6 +133,14 @@ impl Worker {
         let claim_every = self.settings.claim_idle.min(Duration::from_secs(1));
         if self.last_claim.is_none_or(|at| at.elapsed() >= claim_every) {
             self.last_claim = Some(Instant::now());
+            // Entries an older worker left for a newer one: this worker may be that one.
+            let left = self
+                .consumer
+                .take_left_for_newer(n, &self.known_newer)
+                .await?;
+            if !left.is_empty() {
+                return Ok(left);
+            }
             let claimed = self
                 .consumer
                 .claim_abandoned(self.settings.claim_idle, n)
@@ -162,6 +179,7 @@ impl Worker {
         let mut records: Vec<Suppression> = Vec::with_capacity(batch.len());
         // The trace of the request behind each record goes into its audit entry.
         let mut trace_ids = Vec::with_capacity(batch.len());
+        let mut newer = Vec::new();
         for delivery in batch {
             match delivery.record {
                 Ok(record) => {
@@ -176,7 +194,15 @@ impl Worker {
                             .unwrap_or_default(),
                     );
                 }
-                Err(problem) => {
+                Err(Unreadable::Newer(version)) => {
+                    tracing::warn!(
+                        id = delivery.id,
+                        version,
+                        "stream entry of a newer format left for a newer worker"
+                    );
+                    newer.push(delivery.id);
+                }
+                Err(Unreadable::Broken(problem)) => {
                     tracing::error!(
                         id = delivery.id,
                         problem,
@@ -187,6 +213,15 @@ impl Worker {
                     report.dead_lettered += 1;
                 }
             }
+        }
+        if !newer.is_empty() {
+            self.consumer.leave_for_newer(&newer).await?;
+            metrics::counter!(names::NEWER_ENTRIES).increment(newer.len() as u64);
+            report.left_for_newer = newer.len();
+            if self.known_newer.len() > 100_000 {
+                self.known_newer.clear();
+            }
+            self.known_newer.extend(newer);
         }
         if records.is_empty() {
             return Ok(report);

@@ -12,6 +12,7 @@ mod chaos;
 mod checks;
 mod cli_send;
 mod client;
+mod compat;
 mod compose;
 mod confirmations;
 mod controls;

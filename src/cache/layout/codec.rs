@@ -129,6 +129,28 @@ pub(crate) fn decode_value(scope: Scope, bytes: &[u8]) -> Option<Match> {
     })
 }
 
+/// Decodes the values found for some candidate scopes, and says whether any could not be read.
+/// A value this version cannot read (written by a newer layout, or damaged) must not count as
+/// absent: the caller treats the bucket as unable to vouch for an absence, and the check falls
+/// back to the store. Each such value is counted in `suppressd_cache_unreadable_values_total`.
+pub(crate) fn decode_values<V: AsRef<[u8]>>(
+    values: impl IntoIterator<Item = (Scope, V)>,
+) -> (Vec<Match>, bool) {
+    let mut unreadable = false;
+    let found = values
+        .into_iter()
+        .filter_map(|(scope, v)| {
+            let decoded = decode_value(scope, v.as_ref());
+            if decoded.is_none() {
+                unreadable = true;
+                metrics::counter!(crate::telemetry::metrics::names::UNREADABLE_VALUES).increment(1);
+            }
+            decoded
+        })
+        .collect();
+    (found, unreadable)
+}
+
 /// The Unix milliseconds in a receipt id's leading 48 bits (a UUIDv7's timestamp).
 fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;

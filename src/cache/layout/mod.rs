@@ -15,7 +15,7 @@ mod keys;
 mod scripts;
 
 pub use codec::{FIELD_LEN, Field, VALUE_LEN, candidate_fields, field};
-pub(crate) use codec::{decode_value, encode_value};
+pub(crate) use codec::{decode_values, encode_value};
 pub use keys::Keys;
 pub(crate) use scripts::{
     MARK_SCRIPT, NOW_MS_FN, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT, leases_fn, merge_script,

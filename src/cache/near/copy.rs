@@ -32,15 +32,19 @@ impl NearCache {
         // The candidate scopes are built only for a check that finds a record (most find none).
         let mut candidates = None;
         let mut found = Vec::new();
+        let mut unreadable = false;
         for (k, field) in probe.fields[..probe.n].iter().enumerate() {
             if let Some(v) = self.shard(field).read().expect("shard lock").get(field) {
                 let scope = candidates.get_or_insert_with(|| probe.notice.candidates())[k].clone();
-                found.extend(layout::decode_value(scope, v));
+                let (decoded, bad) = layout::decode_values([(scope, &v[..])]);
+                found.extend(decoded);
+                unreadable |= bad;
             }
         }
         Lookup {
             complete: true,
             found,
+            unreadable,
         }
     }
 
