@@ -147,6 +147,20 @@ impl Row {
     }
 }
 
+/// Runs the migrations this release knows. Migrations newer than it knows (applied by a newer
+/// release rolling out beside it) are ignored rather than refused: a release only adds what the
+/// one before ignores (docs/compatibility.md), so an older replica that restarts mid-rollout keeps
+/// working against the newer schema.
+async fn migrate<'a, A>(mut migrator: sqlx::migrate::Migrator, pool: A) -> Result<(), StoreError>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await?;
+    Ok(())
+}
+
 impl Store {
     /// Connects to `postgres://…` or `sqlite://…` (the file and its directory are created if missing;
     /// WAL with full sync, so a commit survives power loss) and runs the migrations.
@@ -158,7 +172,7 @@ impl Store {
                 .connect(url)
                 .await
                 .context("connecting to PostgreSQL")?;
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            migrate(sqlx::migrate!("./migrations/postgres"), &pool).await?;
             Store::Postgres(pool)
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -180,7 +194,7 @@ impl Store {
                 .connect_with(options)
                 .await
                 .context("opening the SQLite file")?;
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            migrate(sqlx::migrate!("./migrations/sqlite"), &pool).await?;
             Store::Sqlite(pool)
         } else {
             return Err(StoreError::UnknownScheme(url.to_owned()));

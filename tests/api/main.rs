@@ -27,6 +27,7 @@ mod inbound_ses;
 mod kubernetes;
 mod lifecycle;
 mod limits;
+mod migrations;
 mod near_cache;
 mod one_click;
 mod opt_outs;
