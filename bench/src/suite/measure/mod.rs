@@ -11,6 +11,7 @@
 
 mod checks;
 mod controls;
+mod outside;
 mod rebuild;
 mod topology;
 mod traced;
@@ -194,6 +195,8 @@ pub async fn measure(
     }
 
     let checked = checks::check_rows(&mut cx, &rig, &check_probes).await?;
+    let outside_requests = if settings.smoke { 200 } else { 20_000 };
+    outside::outside_rows(&mut cx, &rig, out, outside_requests).await?;
     let batched = checks::batch_rows(&mut cx, &rig).await?;
     controls::controls_rows(&mut cx, &rig, settings.smoke).await?;
     topology::topology_rows(&mut cx, &rig, &settings.redis_server).await?;
