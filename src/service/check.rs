@@ -1,7 +1,10 @@
 //! `CheckSuppressed`: one Redis round trip for all checks of a call; the store only for checks whose
 //! bucket cannot vouch for an absence.
 
-use super::{ServiceError, Suppressions};
+use super::{
+    ServiceError, Suppressions,
+    breaker::{OPEN_FOR, Pass},
+};
 use crate::{
     cache::{CacheError, Lookups},
     domain::{Match, Notice, Recipient, SubjectHash, best_match, control::Zone},
@@ -182,11 +185,36 @@ impl Suppressions {
         subject: &SubjectHash,
         check: &Check,
     ) -> Result<Vec<Match>, ServiceError> {
-        let records = self
+        let breaker = &self.inner.store_breaker;
+        if let Pass::Refused { probe } = breaker.pass() {
+            if probe {
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    match inner.store.ping().await {
+                        Ok(()) => inner.store_breaker.answered(),
+                        Err(_) => inner.store_breaker.failed(),
+                    }
+                });
+            }
+            return Err(ServiceError::unavailable(
+                "the durable store failed moments ago; do not send",
+                anyhow::anyhow!("store reads fail fast for {OPEN_FOR:?} after a failure"),
+            ));
+        }
+        match self
             .inner
             .store
             .covering(subject, &check.notice, self.now())
-            .await?;
-        Ok(records.iter().map(Match::from).collect())
+            .await
+        {
+            Ok(records) => {
+                breaker.answered();
+                Ok(records.iter().map(Match::from).collect())
+            }
+            Err(e) => {
+                breaker.failed();
+                Err(e.into())
+            }
+        }
     }
 }

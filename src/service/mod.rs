@@ -6,6 +6,7 @@
 //! of marked buckets), or from the durable store. Anything else is [`ServiceError::Unavailable`].
 
 pub mod audit;
+mod breaker;
 mod check;
 pub(crate) mod confirmations;
 pub(crate) mod consent;
@@ -136,6 +137,8 @@ struct Inner {
     controls: ArcSwap<Controls>,
     /// Whether checks may be answered from the cache (see [`uncached`]).
     doubt: uncached::CacheDoubt,
+    /// Whether check-path store reads fail at once (the store failed moments ago).
+    store_breaker: breaker::StoreBreaker,
     /// Whether `controls` may be trusted: confirmed current within the bound.
     controls_fresh: controls::Freshness,
     /// The halt triggers' counters, by trigger: what every snapshot of `controls` counts in.
@@ -167,6 +170,7 @@ impl Suppressions {
                 rebuild,
                 controls: ArcSwap::from_pointee(Controls::default()),
                 doubt: uncached::CacheDoubt::default(),
+                store_breaker: breaker::StoreBreaker::default(),
                 controls_fresh,
                 trigger_counts: CountsById::default(),
             }),

@@ -248,7 +248,7 @@ async fn statuses_the_grpc_library_raises_carry_details_too() {
 
 /// Redis killed and PostgreSQL stopped under a replica: no decision of the client is "send", for a
 /// person who opted out or not; the replica's answer, once it has found out, is UNAVAILABLE with its
-/// reason code and RetryInfo.
+/// reason code and RetryInfo, and from then on it comes at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_and_the_store_down_the_client_never_says_send() {
     let pg = PrivatePostgres::start().await;
@@ -315,6 +315,21 @@ async fn with_redis_and_the_store_down_the_client_never_says_send() {
     let error = unavailable.expect("the replica answers UNAVAILABLE when it cannot know");
     assert_eq!(reason_of(&error), "UNAVAILABLE");
     assert!(error.retry_after().is_some(), "RetryInfo on UNAVAILABLE");
+    // Now that it knows, it fails fast: within the default deadline, every check gets the
+    // replica's own UNAVAILABLE rather than the client's timeout (the store is not waited on again
+    // while it keeps failing; a probe in the background asks it).
+    for person in opted
+        .iter()
+        .map(String::as_str)
+        .chain(["never-opted@example.com"])
+    {
+        let error = client.check(news_email(person)).await.unwrap_err();
+        assert_eq!(
+            (error.code(), reason_of(&error).as_str()),
+            (Code::Unavailable, "UNAVAILABLE"),
+            "{person}: {error}"
+        );
+    }
     // A write fails closed too: an error, never a receipt.
     assert!(
         client
