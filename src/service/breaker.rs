@@ -2,79 +2,39 @@
 //!
 //! A check that cannot use the cache reads the store; when the store is down, each such read
 //! waits out the pool's acquire timeout (seconds) before it can say `UNAVAILABLE`, longer than a
-//! sender's deadline for a check. After a read fails, the breaker is open: for the next
-//! [`OPEN_FOR`], check-path reads fail at once with `UNAVAILABLE`, and once per interval a probe
-//! in the background (not a caller's read) asks the store and closes the breaker when it
-//! answers. The answer is the same as waiting would give ("do not send"); only sooner.
+//! sender's deadline for a check. Once a read has failed, the breaker is open: every check-path
+//! read gets [`WHILE_OPEN`] instead, and the first read that answers closes it. The answer while
+//! the store is down is the same ("do not send"), only sooner; the first read after it returns
+//! succeeds, since every read still tries.
 
 use std::{
-    sync::{
-        LazyLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
-/// How long after a failure reads fail at once, and how often one probe tries meanwhile.
-pub(crate) const OPEN_FOR: Duration = Duration::from_millis(500);
-
-/// The process's start, so that instants fit an atomic.
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
-}
-
-/// What a check-path read may do.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Pass {
-    Through,
-    /// Fail at once; `probe`: this caller starts the background probe.
-    Refused {
-        probe: bool,
-    },
-}
+/// How long a check-path read may take while the store failed last time.
+pub(crate) const WHILE_OPEN: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Default)]
 pub(crate) struct StoreBreaker {
     open: AtomicBool,
-    /// While open: when the next probe may go (ms since [`EPOCH`]).
-    next_probe: AtomicU64,
 }
 
 impl StoreBreaker {
-    /// Whether this read may go to the store: always while closed. While open it may not, and the
-    /// first refused read after each interval is told to start the probe.
-    pub(crate) fn pass(&self) -> Pass {
-        if !self.open.load(Ordering::Acquire) {
-            return Pass::Through;
-        }
-        let now = now_ms();
-        let due = self.next_probe.load(Ordering::Acquire);
-        let probe = now >= due
-            && self
-                .next_probe
-                .compare_exchange(
-                    due,
-                    now + OPEN_FOR.as_millis() as u64,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok();
-        Pass::Refused { probe }
+    /// The time a read may take beyond the pool's own limits: [`WHILE_OPEN`] while open.
+    pub(crate) fn limit(&self) -> Option<Duration> {
+        self.open.load(Ordering::Relaxed).then_some(WHILE_OPEN)
     }
 
-    /// A read failed: open (again) for [`OPEN_FOR`].
+    /// A read failed (or ran out of its limit): open.
     pub(crate) fn failed(&self) {
-        self.next_probe
-            .store(now_ms() + OPEN_FOR.as_millis() as u64, Ordering::Release);
-        self.open.store(true, Ordering::Release);
+        self.open.store(true, Ordering::Relaxed);
     }
 
     /// A read answered: closed.
     pub(crate) fn answered(&self) {
-        if self.open.load(Ordering::Acquire) {
-            self.open.store(false, Ordering::Release);
+        if self.open.load(Ordering::Relaxed) {
+            self.open.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -84,29 +44,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn closed_lets_every_read_through() {
+    fn a_failure_opens_and_an_answer_closes() {
         let b = StoreBreaker::default();
-        assert_eq!(b.pass(), Pass::Through);
-        assert_eq!(b.pass(), Pass::Through);
-    }
-
-    #[test]
-    fn open_refuses_and_asks_for_one_probe_per_interval() {
-        let b = StoreBreaker::default();
+        assert_eq!(b.limit(), None, "closed: the pool's own limits");
         b.failed();
-        assert_eq!(
-            b.pass(),
-            Pass::Refused { probe: false },
-            "at once after a failure"
-        );
-        std::thread::sleep(OPEN_FOR + Duration::from_millis(20));
-        assert_eq!(b.pass(), Pass::Refused { probe: true }, "the probe's turn");
-        assert_eq!(
-            b.pass(),
-            Pass::Refused { probe: false },
-            "one probe per interval"
-        );
+        assert_eq!(b.limit(), Some(WHILE_OPEN));
         b.answered();
-        assert_eq!(b.pass(), Pass::Through, "closed again");
+        assert_eq!(b.limit(), None);
     }
 }

@@ -1,10 +1,7 @@
 //! `CheckSuppressed`: one Redis round trip for all checks of a call; the store only for checks whose
 //! bucket cannot vouch for an absence.
 
-use super::{
-    ServiceError, Suppressions,
-    breaker::{OPEN_FOR, Pass},
-};
+use super::{ServiceError, Suppressions};
 use crate::{
     cache::{CacheError, Lookups},
     domain::{Match, Notice, Recipient, SubjectHash, best_match, control::Zone},
@@ -186,34 +183,28 @@ impl Suppressions {
         check: &Check,
     ) -> Result<Vec<Match>, ServiceError> {
         let breaker = &self.inner.store_breaker;
-        if let Pass::Refused { probe } = breaker.pass() {
-            if probe {
-                let inner = self.inner.clone();
-                tokio::spawn(async move {
-                    match inner.store.ping().await {
-                        Ok(()) => inner.store_breaker.answered(),
-                        Err(_) => inner.store_breaker.failed(),
-                    }
-                });
-            }
-            return Err(ServiceError::unavailable(
-                "the durable store failed moments ago; do not send",
-                anyhow::anyhow!("store reads fail fast for {OPEN_FOR:?} after a failure"),
-            ));
-        }
-        match self
+        let read = self
             .inner
             .store
-            .covering(subject, &check.notice, self.now())
-            .await
-        {
+            .covering(subject, &check.notice, self.now());
+        let read = match breaker.limit() {
+            None => read.await.map_err(ServiceError::from),
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(read) => read.map_err(ServiceError::from),
+                Err(_) => Err(ServiceError::unavailable(
+                    "the durable store is unavailable",
+                    anyhow::anyhow!("no answer within {limit:?}, after a failure"),
+                )),
+            },
+        };
+        match read {
             Ok(records) => {
                 breaker.answered();
                 Ok(records.iter().map(Match::from).collect())
             }
             Err(e) => {
                 breaker.failed();
-                Err(e.into())
+                Err(e)
             }
         }
     }

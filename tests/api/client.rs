@@ -316,8 +316,8 @@ async fn with_redis_and_the_store_down_the_client_never_says_send() {
     assert_eq!(reason_of(&error), "UNAVAILABLE");
     assert!(error.retry_after().is_some(), "RetryInfo on UNAVAILABLE");
     // Now that it knows, it fails fast: within the default deadline, every check gets the
-    // replica's own UNAVAILABLE rather than the client's timeout (the store is not waited on again
-    // while it keeps failing; a probe in the background asks it).
+    // replica's own UNAVAILABLE rather than the client's timeout (while the store keeps failing, a
+    // check's read of it gets 250 ms, not the pool's acquire timeout).
     for person in opted
         .iter()
         .map(String::as_str)
