@@ -34,6 +34,7 @@ mod probes;
 mod processes;
 mod rights;
 mod rollbacks;
+mod rolling;
 mod telemetry;
 mod tls;
 mod tokens;
