@@ -218,7 +218,8 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
     let mut old = Replica::try_start_binary(&previous, &config)
         .await
         .unwrap_or_else(|log| panic!("the {tag} replica did not start:\n{log}"));
-    let live: Live = Arc::new(Mutex::new(vec![(Build::Old, old.client().await)]));
+    let client = old.client().await;
+    let live: Live = Arc::new(Mutex::new(vec![(Build::Old, client)]));
     let counts = Arc::new(Counts::default());
     let acks: Arc<Mutex<Acks>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -231,7 +232,8 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
     let first = Replica::try_start(&config)
         .await
         .unwrap_or_else(|log| panic!("the new replica did not start beside {tag}:\n{log}"));
-    live.lock().unwrap().push((Build::New, first.client().await));
+    let client = first.client().await;
+    live.lock().unwrap().push((Build::New, client));
     tokio::time::sleep(phase).await;
 
     // 3. The old one is taken out of rotation and stopped (SIGTERM, its graceful drain), and a
@@ -241,7 +243,8 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
     let old_exit = old.wait().await;
     let old_warnings = old.warnings();
     let second = Replica::start(&config).await;
-    live.lock().unwrap().push((Build::New, second.client().await));
+    let client = second.client().await;
+    live.lock().unwrap().push((Build::New, client));
     tokio::time::sleep(phase).await;
     stop.store(true, Relaxed);
     for t in tasks {
