@@ -296,7 +296,10 @@ impl Replica {
     }
 
     /// Starts another build of the server (another release's binary) with the same environment.
-    pub async fn try_start_binary(binary: &Path, config: &ReplicaConfig) -> Result<Replica, String> {
+    pub async fn try_start_binary(
+        binary: &Path,
+        config: &ReplicaConfig,
+    ) -> Result<Replica, String> {
         let mut child = Command::new(binary)
             .arg("serve")
             .envs(config.env.iter().map(|(k, v)| (k, v)))

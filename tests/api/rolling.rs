@@ -163,9 +163,11 @@ fn start_load(
                 if build == Build::Old {
                     counts.checks_by_old.fetch_add(1, Relaxed);
                 }
-                let call =
-                    tokio::time::timeout(Duration::from_secs(5), client.check_suppressed(check_request(i)))
-                        .await;
+                let call = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.check_suppressed(check_request(i)),
+                )
+                .await;
                 match call {
                     Ok(Ok(r)) if !r.get_ref().suppressed => {
                         let which = if build == Build::Old { "old" } else { "new" };
@@ -238,7 +240,9 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
 
     // 3. The old one is taken out of rotation and stopped (SIGTERM, its graceful drain), and a
     //    second new replica takes its place.
-    live.lock().unwrap().retain(|(build, _)| *build == Build::New);
+    live.lock()
+        .unwrap()
+        .retain(|(build, _)| *build == Build::New);
     old.terminate();
     let old_exit = old.wait().await;
     let old_warnings = old.warnings();
@@ -298,7 +302,10 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
                 .await
                 .unwrap_or_else(|s| panic!("the final check of rolling{i}: {s:?}"));
             if !answer.into_inner().suppressed {
-                eprintln!("FALSE SEND at the end for rolling{i} by replica {}", replica.pid);
+                eprintln!(
+                    "FALSE SEND at the end for rolling{i} by replica {}",
+                    replica.pid
+                );
                 final_false_sends += 1;
                 if durable.contains(&i) {
                     lost.insert(i);
@@ -315,11 +322,12 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
     let c = |x: &AtomicU64| x.load(Relaxed);
     let false_sends = c(&counts.false_sends) + final_false_sends;
     eprintln!(
-        "rolling drill ({tag} -> this tree, {secs}s per phase): acknowledged={} durable={} \
+        "rolling drill ({tag} -> this tree, {secs}s per phase): opt_outs={} acknowledged={} durable={} \
          acknowledged_by_old={} acknowledged_by_new={} checks={} checks_by_old={} lost={} \
          false_sends={false_sends} false_sends_by_old={} dead_letters={dead_letters} \
          stream_len={stream_len} parked_newer_version={parked} unavailable={} other_errors={} \
-         old_exit={old_exit} old_warnings={} new_warnings={}",
+         old_exit={} old_warnings={} new_warnings={}",
+        c(&counts.opt_outs),
         c(&counts.acknowledged),
         c(&counts.durable),
         c(&counts.acknowledged_by_old),
@@ -330,6 +338,9 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
         c(&counts.false_sends_by_old),
         c(&counts.unavailable),
         c(&counts.other_errors),
+        old_exit
+            .code()
+            .map_or_else(|| "signal".to_owned(), |code| code.to_string()),
         old_warnings.len(),
         new_warnings.len(),
     );
@@ -344,8 +355,17 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
         acked_by_old_alone > 0 && c(&counts.acknowledged_by_new) > 0 && c(&counts.durable) > 0,
         "the run did something on both builds"
     );
-    assert!(lost.is_empty(), "every DURABLE opt-out is in the store and suppressed");
-    assert_eq!(false_sends, 0, "no check after an acknowledgement said send");
+    assert!(
+        lost.is_empty(),
+        "every DURABLE opt-out is in the store and suppressed"
+    );
+    assert_eq!(
+        false_sends, 0,
+        "no check after an acknowledgement said send"
+    );
     assert_eq!(dead_letters, 0, "nothing was dead-lettered");
-    assert!(old_exit.success(), "the {tag} replica drained and exited cleanly: {old_exit}");
+    assert!(
+        old_exit.success(),
+        "the {tag} replica drained and exited cleanly: {old_exit}"
+    );
 }
