@@ -35,6 +35,7 @@ mod probes;
 mod processes;
 mod rights;
 mod rollbacks;
+mod rolling;
 mod telemetry;
 mod tls;
 mod tokens;

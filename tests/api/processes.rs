@@ -243,6 +243,8 @@ pub struct Replica {
     pub addr: SocketAddr,
     pub pid: u32,
     child: Child,
+    /// The lines it logged at WARN or ERROR since it was ready, as they came.
+    warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The environment of a replica: where its stores are, and its tunables.
@@ -290,7 +292,15 @@ impl Replica {
     }
 
     pub async fn try_start(config: &ReplicaConfig) -> Result<Replica, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_suppressd"))
+        Self::try_start_binary(Path::new(env!("CARGO_BIN_EXE_suppressd")), config).await
+    }
+
+    /// Starts another build of the server (another release's binary) with the same environment.
+    pub async fn try_start_binary(
+        binary: &Path,
+        config: &ReplicaConfig,
+    ) -> Result<Replica, String> {
+        let mut child = Command::new(binary)
             .arg("serve")
             .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -319,14 +329,24 @@ impl Replica {
         };
         // Keep draining its log so the pipe never fills; show warnings when a test wants them.
         let verbose = std::env::var_os("SUPPRESSD_TEST_LOGS").is_some();
+        let warnings = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let kept = warnings.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if verbose {
                     eprintln!("[replica {pid}] {line}");
                 }
+                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                    kept.lock().unwrap().push(line);
+                }
             }
         });
-        Ok(Replica { addr, pid, child })
+        Ok(Replica {
+            addr,
+            pid,
+            child,
+            warnings,
+        })
     }
 
     /// A client that sends the admin key with every call.
@@ -340,6 +360,11 @@ impl Replica {
             .connect()
             .await
             .unwrap()
+    }
+
+    /// The lines it logged at WARN or ERROR so far (JSON log format).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap().clone()
     }
 
     /// SIGKILL.
