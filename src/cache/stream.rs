@@ -1,10 +1,16 @@
 //! The write-behind stream as the worker sees it: a consumer-group member that reads its own pending
 //! entries, new entries and entries abandoned by dead consumers, and settles what the store committed.
 //!
+//! Each slot group has a stream of its own (its opt-outs', written by the group's script), with
+//! its own consumer group and dead letters; a [`Consumer`] reads one of them.
+//!
 //! Entries are deleted once acknowledged, so the stream's length is the backlog; nothing trims it, so
 //! an entry is never lost while it is pending (Redis 7.0's `MAXLEN` would drop pending entries).
 
-use super::{Cache, CacheError, Conn, Context, layout::Keys};
+use super::{
+    Cache, CacheError, Conn, Context,
+    layout::{Group, GroupKeys},
+};
 use crate::{
     domain::{
         Channel, Millis, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
@@ -144,12 +150,21 @@ pub struct Backlog {
 /// legitimately waits; it is never the connection the hot path uses.
 pub(crate) struct Consumer {
     conn: Conn,
-    keys: Keys,
+    keys: GroupKeys,
+    /// The deployment's commit announcements (`Keys::durable_channel`).
+    durable_channel: String,
+    /// Whether the announcement shares the stream's hash tag, so can ride in its pipeline.
+    announce_in_pipeline: bool,
     name: String,
 }
 
 impl Consumer {
-    pub(crate) async fn connect(cache: &Cache, name: &str) -> Result<Consumer, CacheError> {
+    /// A member of `group`'s consumer group.
+    pub(crate) async fn connect(
+        cache: &Cache,
+        name: &str,
+        group: Group,
+    ) -> Result<Consumer, CacheError> {
         let conn = cache
             .redis()
             .blocking()
@@ -157,7 +172,9 @@ impl Consumer {
             .context("connecting the stream consumer")?;
         let consumer = Consumer {
             conn,
-            keys: cache.keys().clone(),
+            keys: cache.keys().group(group).clone(),
+            durable_channel: cache.keys().durable_channel(),
+            announce_in_pipeline: cache.keys().group_count() == 1,
             name: name.to_owned(),
         };
         consumer.ensure_group().await?;
@@ -270,15 +287,23 @@ impl Consumer {
             .arg(self.keys.stream())
             .arg(ids)
             .ignore();
-        if !announcement.is_empty() {
-            pipe.cmd("PUBLISH")
-                .arg(self.keys.durable_channel())
-                .arg(announcement)
-                .ignore();
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&self.durable_channel).arg(announcement);
+        if self.announce_in_pipeline && !receipts.is_empty() {
+            pipe.add_command(publish.clone()).ignore();
         }
         pipe.query_async::<()>(&mut self.conn.clone())
             .await
-            .context("acknowledging committed entries")
+            .context("acknowledging committed entries")?;
+        // With several groups the channel's hash tag is not the stream's: a pipeline to one node
+        // cannot carry both (Cluster delivers a message published on any node to every node).
+        if !self.announce_in_pipeline && !receipts.is_empty() {
+            publish
+                .query_async::<()>(&mut self.conn.clone())
+                .await
+                .context("announcing committed entries")?;
+        }
+        Ok(())
     }
 
     /// Moves an entry that cannot be decoded aside, so it stops blocking the group but stays for a
@@ -308,47 +333,83 @@ impl Consumer {
     }
 }
 
+/// Where each group's write-behind stream stood: its newest entry, if it held any. A barrier for
+/// [`Cache::settled_through`].
+pub type StreamHeads = Vec<(Group, String)>;
+
 impl Cache {
-    /// The newest entry of the write-behind stream, if it holds any: a barrier for
-    /// [`Cache::settled_through`].
-    pub async fn stream_head(&self) -> Result<Option<String>, CacheError> {
-        let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-            .arg(self.keys.stream())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn())
-            .await
-            .context("XREVRANGE")?;
-        Ok(newest.into_iter().next().map(|(id, _)| id))
+    /// The newest entry of every group's write-behind stream (groups whose stream is empty are
+    /// left out): a barrier for [`Cache::settled_through`].
+    pub async fn stream_head(&self) -> Result<StreamHeads, CacheError> {
+        let asked = self.keys.groups().iter().map(|keys| async move {
+            let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+                .arg(keys.stream())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut self.conn())
+                .await
+                .context("XREVRANGE")?;
+            Ok::<_, CacheError>(newest.into_iter().next().map(|(id, _)| (keys.group(), id)))
+        });
+        Ok(futures_util::future::try_join_all(asked)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
-    /// Whether every entry up to `barrier` has left the stream: committed (or dead-lettered), since
-    /// the worker deletes what it settles.
-    pub async fn settled_through(&self, barrier: &str) -> Result<bool, CacheError> {
-        let left: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(self.keys.stream())
-            .arg("-")
-            .arg(barrier)
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn())
-            .await
-            .context("XRANGE")?;
-        Ok(left.is_empty())
+    /// Whether every entry up to the barrier has left each group's stream: committed (or
+    /// dead-lettered), since the worker deletes what it settles.
+    pub async fn settled_through(&self, barrier: &StreamHeads) -> Result<bool, CacheError> {
+        let asked = barrier.iter().map(|(group, head)| async move {
+            let left: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(self.keys.group(*group).stream())
+                .arg("-")
+                .arg(head)
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut self.conn())
+                .await
+                .context("XRANGE")?;
+            Ok::<_, CacheError>(left.is_empty())
+        });
+        Ok(futures_util::future::try_join_all(asked)
+            .await?
+            .into_iter()
+            .all(|settled| settled))
     }
 
-    /// The write-behind backlog.
+    /// The write-behind backlog, summed over the groups' streams.
     pub async fn backlog(&self) -> Result<Backlog, CacheError> {
+        let asked = self
+            .keys
+            .groups()
+            .iter()
+            .map(|keys| self.group_backlog(keys));
+        let mut total = Backlog::default();
+        for b in futures_util::future::try_join_all(asked).await? {
+            total.length += b.length;
+            total.pending += b.pending;
+            total.oldest_pending_at = match (total.oldest_pending_at, b.oldest_pending_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(total)
+    }
+
+    /// One group's write-behind backlog.
+    async fn group_backlog(&self, keys: &GroupKeys) -> Result<Backlog, CacheError> {
         let mut conn = self.conn();
         let length: u64 = redis::cmd("XLEN")
-            .arg(self.keys.stream())
+            .arg(keys.stream())
             .query_async(&mut conn)
             .await
             .context("XLEN")?;
         let pending: redis::Value = redis::cmd("XPENDING")
-            .arg(self.keys.stream())
+            .arg(keys.stream())
             .arg(GROUP)
             .query_async(&mut conn)
             .await

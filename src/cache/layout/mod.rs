@@ -16,7 +16,7 @@ mod scripts;
 
 pub use codec::{FIELD_LEN, Field, VALUE_LEN, candidate_fields, field};
 pub(crate) use codec::{decode_value, encode_value};
-pub use keys::Keys;
+pub use keys::{Group, GroupKeys, Keys};
 pub(crate) use scripts::{
     MARK_SCRIPT, NOW_MS_FN, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT, leases_fn, merge_script,
     opt_out_script, retract_script,
