@@ -8,8 +8,14 @@
 //! buckets touches in the same script — the idempotency and receipt keys, the write-behind stream,
 //! the change feed and its counter, the write counter, the near-cache leases and the completeness
 //! markers. Every key of a group carries the group's hash tag (`{prefix}` with `G = 1`,
-//! `{prefix…g3}` beyond), so an opt-out stays one atomic script, a check one round trip to one
+//! `{prefixg3.17}` beyond), so an opt-out stays one atomic script, a check one round trip to one
 //! node, and the groups spread over the masters. [`GroupKeys`] names one group's keys.
+//!
+//! The tags are chosen, not left to chance: group `g`'s tag is the first `{prefix}g{g}.{n}` whose
+//! slot lies in the `g`-th of `G` equal slot ranges. Random tags would leave the masters uneven
+//! (the default prefix's 16 plain tags fall 3, 5 and 8 on three masters); these fall in order over
+//! the slot space, so masters that split it evenly (as `redis-cli --cluster create` does) get
+//! nearly even shares of the groups.
 //! What belongs to the whole deployment (controls, halt triggers, the rebuild lease, the commit
 //! channel) keeps the prefix's own tag. Standalone and Sentinel have one group and no tag: their
 //! names are what they always were.
@@ -83,7 +89,7 @@ impl Keys {
             if group_bits == 0 {
                 deployment.clone()
             } else {
-                format!("{{{prefix}g{g}}}")
+                format!("{{{}}}", group_tag(prefix, g, group_bits))
             }
         })
     }
@@ -182,6 +188,39 @@ impl Keys {
     pub fn controls_cut_failpoint(&self, replica: &str) -> String {
         format!("{}failpoint-controls-cut:{replica}", self.prefix)
     }
+}
+
+/// Slots in a Redis Cluster.
+const SLOTS: u32 = 16_384;
+
+/// Group `g`'s hash tag: the first `{prefix}g{g}.{n}` whose slot is in the `g`-th of the `2^bits`
+/// equal slot ranges (see the module doc). About `2^bits` tries each; found for any prefix in
+/// practice, and if not within a bound, the last one tried.
+fn group_tag(prefix: &str, g: Group, bits: u8) -> String {
+    let mut tag = String::new();
+    for n in 0..(64u32 << bits) {
+        tag = format!("{prefix}g{g}.{n}");
+        if (u32::from(slot_of_tag(&tag)) << bits) / SLOTS == g {
+            break;
+        }
+    }
+    tag
+}
+
+/// The Cluster slot of a hash tag: CRC16 (XMODEM) mod 16384, as the Cluster specification says.
+fn slot_of_tag(tag: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for b in tag.bytes() {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % SLOTS as u16
 }
 
 impl GroupKeys {
@@ -336,10 +375,10 @@ mod tests {
     fn cluster_groups_tag_their_keys_and_own_their_buckets() {
         let keys = cluster(4);
         assert_eq!(keys.group_count(), 4);
-        assert_eq!(keys.bucket(10), "{p:g2}v2b4:a");
         assert_eq!(keys.group(2).buckets(), 8..12);
         for g in keys.groups() {
-            let tag = format!("{{p:g{}}}", g.group());
+            let tag = format!("{{{}}}", group_tag("p:", g.group(), 2));
+            assert!(tag.starts_with(&format!("{{p:g{}.", g.group())), "{tag}");
             for name in [
                 g.stream(),
                 g.writes(),
@@ -352,6 +391,9 @@ mod tests {
             for b in g.buckets() {
                 assert!(keys.bucket(b).starts_with(&tag));
             }
+            // In the group's quarter of the slots.
+            let slot = u32::from(slot_of_tag(&tag[1..tag.len() - 1]));
+            assert_eq!(slot * 4 / SLOTS, g.group(), "{tag}");
         }
         assert_eq!(keys.controls(), "{p:}controls");
         let subject = SubjectHash([0x9f; 32]);
@@ -360,32 +402,15 @@ mod tests {
         assert_eq!(cluster(64).group_count(), 16);
     }
 
-    /// Redis Cluster's slot of a key (CRC16/XMODEM of its hash tag, mod 16384).
-    fn slot(key: &str) -> u16 {
-        let tag = key
-            .find('{')
-            .and_then(|open| Some((open, key[open + 1..].find('}')?)))
-            .filter(|(_, len)| *len > 0)
-            .map_or(key, |(open, len)| &key[open + 1..open + 1 + len]);
-        let mut crc: u16 = 0;
-        for b in tag.bytes() {
-            crc ^= u16::from(b) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc % 16384
-    }
-
     /// The default 16 groups of the default prefix spread over the three masters of a cluster
-    /// created by `redis-cli --cluster create` (equal slot ranges): none gets fewer than 3.
+    /// created by `redis-cli --cluster create` (slots 0-5460, 5461-10922, 10923-16383): 5 or 6 each.
     #[test]
-    fn the_default_groups_spread_over_three_masters() {
-        assert_eq!(slot("123456789"), 0x31c3, "the CRC16 of the Cluster spec");
+    fn the_default_groups_spread_evenly_over_three_masters() {
+        assert_eq!(
+            slot_of_tag("123456789"),
+            0x31c3,
+            "the CRC16 of the Cluster spec"
+        );
         let keys = Keys::for_topology(
             "suppressd:",
             16,
@@ -394,9 +419,19 @@ mod tests {
         );
         let mut per_master = [0; 3];
         for g in keys.groups() {
-            per_master[usize::from(slot(&g.stream()) / 5462)] += 1;
+            let name = g.stream();
+            let tag = &name[1..name.find('}').unwrap()];
+            let master = match slot_of_tag(tag) {
+                0..=5460 => 0,
+                5461..=10922 => 1,
+                _ => 2,
+            };
+            per_master[master] += 1;
         }
-        assert!(per_master.iter().all(|&n| n >= 3), "{per_master:?}");
+        assert!(
+            per_master.iter().all(|&n| n == 5 || n == 6),
+            "{per_master:?}"
+        );
     }
 
     #[test]
