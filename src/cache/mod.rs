@@ -18,6 +18,7 @@
 //! slot group ([`layout::Keys`]) has its own counter, markers, stream and feed, so a Cluster shard
 //! that failed over or was flushed is noticed, and rebuilt, group by group.
 
+mod backlog;
 mod connection;
 pub(crate) mod controls;
 pub mod layout;
@@ -31,6 +32,7 @@ pub mod stream;
 pub(crate) mod triggers;
 
 use crate::telemetry::metrics::names;
+pub use backlog::{Backlog, StreamHeads};
 pub(crate) use connection::Redis;
 pub use connection::{Conn, Topology};
 use layout::{Group, Keys};
