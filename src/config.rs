@@ -48,6 +48,14 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_REDIS_CLUSTER")]
     pub redis_cluster: bool,
 
+    /// On Redis Cluster: how many slot groups a deployment's keys are spread over (a power of two,
+    /// at most the bucket count): each group has its own hash tag, so the groups spread over the
+    /// masters; an opt-out touches one group, a batch asks the groups of its subjects at once.
+    /// Changing it makes the cache rebuild. Standalone and Sentinel always use one group.
+    #[arg(long, env = "SUPPRESSD_REDIS_SLOT_GROUPS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub redis_slot_groups: u32,
+
     /// Prefix of every Redis key, so deployments can share a Redis.
     #[arg(long, env = "SUPPRESSD_REDIS_PREFIX", default_value = "suppressd:")]
     pub redis_prefix: String,
@@ -324,6 +332,17 @@ impl ServeSettings {
              contain braces",
             self.redis_prefix
         );
+        ensure!(
+            self.redis_slot_groups.is_power_of_two(),
+            "--redis-slot-groups {}: must be a power of two",
+            self.redis_slot_groups
+        );
+        ensure!(
+            !topology.is_cluster() || self.redis_slot_groups <= 1 << self.cache_bucket_bits,
+            "--redis-slot-groups {}: at most the bucket count (2^--cache-bucket-bits = {})",
+            self.redis_slot_groups,
+            1u32 << self.cache_bucket_bits
+        );
         Ok(topology)
     }
 
@@ -332,6 +351,7 @@ impl ServeSettings {
         Ok(Keys::for_topology(
             &self.redis_prefix,
             self.cache_bucket_bits,
+            self.redis_slot_groups,
             &self.redis_topology()?,
         ))
     }

@@ -1,9 +1,10 @@
-//! The checks' read of the cache: the candidate fields of each check, asked in one pipeline with
-//! the marker of their buckets and the write counter, and decoded into [`Lookup`]s. It reports
+//! The checks' read of the cache: the candidate fields of each check, asked in one pipeline per
+//! slot group (all groups at once: on Cluster, each to the node that holds it) with the marker of
+//! their buckets and the group's write counter, and decoded into [`Lookup`]s, in the checks' order. It reports
 //! whether a bucket was complete and never decides what an absent record means: that is the
 //! service's call.
 
-use super::{Cache, CacheError, Context, layout};
+use super::{Cache, CacheError, Context, layout, layout::Group};
 use crate::domain::{Match, Notice, SubjectHash};
 use layout::MARKER_FIELD;
 use redis::RedisError;
@@ -13,6 +14,8 @@ use redis::RedisError;
 pub struct Probe<'a> {
     /// The bucket's index: its key is only needed when Redis is asked (the near-cache is not).
     bucket: u32,
+    /// The bucket's slot group.
+    pub(crate) group: Group,
     pub(super) notice: &'a Notice,
     pub(super) fields: [layout::Field; 8],
     pub(super) n: usize,
@@ -35,73 +38,105 @@ pub struct Lookup {
 #[derive(Debug)]
 pub struct Lookups {
     pub checks: Vec<Lookup>,
-    /// The write counter as this Redis has it (see [`Keys::writes`](layout::Keys::writes)).
-    pub writes: u64,
+    /// The write counter of each group asked, as Redis has it (see
+    /// [`GroupKeys::writes`](layout::GroupKeys::writes)).
+    pub writes: Vec<(Group, u64)>,
 }
 
 impl Cache {
     pub fn probe<'a>(&self, subject: &SubjectHash, notice: &'a Notice) -> Probe<'a> {
         let (fields, n) = layout::candidate_fields(subject, notice);
+        let bucket = self.keys.bucket_of(subject);
         Probe {
-            bucket: self.keys.bucket_of(subject),
+            bucket,
+            group: self.keys.group_of_bucket(bucket),
             notice,
             fields,
             n,
         }
     }
 
-    /// Reads every probe, and the write counter, in one round trip.
+    /// Reads every probe, and the write counter of each group they touch: one pipeline per
+    /// group, all sent at once (with one group, one round trip).
     #[tracing::instrument(name = "HMGET", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "HMGET",
         db.redis.pipeline_length = probes.len() as i64))]
     pub async fn lookup(&self, probes: Vec<Probe<'_>>) -> Result<Lookups, CacheError> {
+        let mut groups: Vec<Group> = probes.iter().map(|p| p.group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let asked = groups.iter().map(|&group| {
+            let probes: Vec<&Probe<'_>> = probes.iter().filter(|p| p.group == group).collect();
+            self.lookup_group(group, probes)
+        });
+        let answered = futures_util::future::try_join_all(asked).await?;
+        // Back into the checks' order: each group's answers come in the order of its probes.
+        let mut by_group: Vec<std::vec::IntoIter<Candidates>> = Vec::with_capacity(groups.len());
+        let mut writes = Vec::with_capacity(groups.len());
+        for (group, (replies, w)) in groups.iter().zip(answered) {
+            by_group.push(replies.into_iter());
+            writes.push((*group, w));
+        }
+        let checks = probes
+            .into_iter()
+            .map(|probe| {
+                let at = groups.binary_search(&probe.group).expect("asked");
+                let values = by_group[at].next().expect("one reply per probe");
+                decode(probe, values)
+            })
+            .collect();
+        Ok(Lookups { checks, writes })
+    }
+
+    /// One group's probes and write counter, in one pipeline.
+    async fn lookup_group(
+        &self,
+        group: Group,
+        probes: Vec<&Probe<'_>>,
+    ) -> Result<(Vec<Candidates>, u64), CacheError> {
+        let keys = self.keys.group(group);
         let mut pipe = redis::pipe();
         for probe in &probes {
             pipe.cmd("HMGET")
-                .arg(self.keys.bucket(probe.bucket))
+                .arg(keys.bucket(probe.bucket))
                 .arg(MARKER_FIELD);
             for field in &probe.fields[..probe.n] {
                 pipe.arg(&field[..]);
             }
         }
-        pipe.get(self.keys.writes());
+        pipe.get(keys.writes());
         let (replies, writes) = pipe
             .query_async::<redis::Value>(&mut self.conn())
             .await
             .and_then(|v| split_lookup_reply(v, probes.len()))
             .context("HMGET candidates")?;
-        let checks = probes
+        Ok((replies, writes.unwrap_or(0)))
+    }
+}
+
+/// What one probe's `HMGET` found.
+fn decode(probe: Probe<'_>, values: Candidates) -> Lookup {
+    let mut values = values.into_iter();
+    let complete = values.next().flatten().is_some();
+    if values.as_slice().iter().all(Option::is_none) {
+        return Lookup {
+            complete,
+            found: Vec::new(),
+            unreadable: false,
+        };
+    }
+    let (found, unreadable) = layout::decode_values(
+        probe
+            .notice
+            .candidates()
             .into_iter()
-            .zip(replies)
-            .map(|(probe, values)| {
-                let mut values = values.into_iter();
-                let marked = values.next().flatten().is_some();
-                if values.as_slice().iter().all(Option::is_none) {
-                    return Lookup {
-                        complete: marked,
-                        found: Vec::new(),
-                        unreadable: false,
-                    };
-                }
-                let (found, unreadable) = layout::decode_values(
-                    probe
-                        .notice
-                        .candidates()
-                        .into_iter()
-                        .zip(values)
-                        .filter_map(|(scope, v)| Some((scope, v?))),
-                );
-                Lookup {
-                    complete: marked,
-                    found,
-                    unreadable,
-                }
-            })
-            .collect();
-        Ok(Lookups {
-            checks,
-            writes: writes.unwrap_or(0),
-        })
+            .zip(values)
+            .filter_map(|(scope, v)| Some((scope, v?))),
+    );
+    Lookup {
+        complete,
+        found,
+        unreadable,
     }
 }
 

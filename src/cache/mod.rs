@@ -14,8 +14,11 @@
 //! every change in the near-cache feed carries the value it bumped it to. Each replica remembers
 //! the highest value it saw, from its own writes' replies and from the feed
 //! ([`Cache::saw_writes`]): a Redis that answers with less lost writes this replica knows of (a
-//! stale replica promoted, an old snapshot loaded), however complete its markers say it is.
+//! stale replica promoted, an old snapshot loaded), however complete its markers say it is. Each
+//! slot group ([`layout::Keys`]) has its own counter, markers, stream and feed, so a Cluster shard
+//! that failed over or was flushed is noticed, and rebuilt, group by group.
 
+mod backlog;
 mod connection;
 pub(crate) mod controls;
 pub mod layout;
@@ -29,11 +32,12 @@ pub mod stream;
 pub(crate) mod triggers;
 
 use crate::telemetry::metrics::names;
+pub use backlog::{Backlog, StreamHeads};
 pub(crate) use connection::Redis;
 pub use connection::{Conn, Topology};
-use layout::Keys;
+use layout::{Group, Keys};
 pub use lookup::{Lookup, Lookups, Probe};
-pub use record::{Merged, Recorded, Written};
+pub use record::{GroupMerged, Merged, Recorded, Written};
 use redis::{AsyncCommands, Client, RedisError, Script};
 pub use retract::Retraction;
 use std::sync::{
@@ -86,8 +90,8 @@ pub struct Cache {
     keys: Keys,
     opt_out: Script,
     merge: Script,
-    /// The highest write counter this replica has seen.
-    writes_seen: Arc<AtomicU64>,
+    /// The highest write counter this replica has seen, by slot group.
+    writes_seen: Arc<[AtomicU64]>,
 }
 
 impl Cache {
@@ -96,13 +100,14 @@ impl Cache {
     pub async fn connect(topology: &Topology, keys: Keys) -> Result<Cache, CacheError> {
         let redis = Redis::new(topology).context("configuration")?;
         let conn = redis.shared().await.context("connecting")?;
+        let writes_seen = keys.groups().iter().map(|_| AtomicU64::new(0)).collect();
         Ok(Cache {
             redis,
             conn,
             keys,
             opt_out: Script::new(&layout::opt_out_script()),
             merge: Script::new(&layout::merge_script()),
-            writes_seen: Arc::default(),
+            writes_seen,
         })
     }
 
@@ -141,38 +146,59 @@ impl Cache {
             .context("PING")
     }
 
-    /// Remembers a write counter Redis returned: a write's reply, or a change read from the feed.
-    pub(crate) fn saw_writes(&self, writes: u64) {
-        self.writes_seen.fetch_max(writes, Ordering::SeqCst);
+    /// Remembers a group's write counter Redis returned: a write's reply, or a change read from
+    /// the group's feed.
+    pub(crate) fn saw_writes(&self, group: Group, writes: u64) {
+        self.writes_seen[group as usize].fetch_max(writes, Ordering::SeqCst);
     }
 
-    /// The highest write counter this replica has seen. Read it *before* sending the read of the
-    /// counter it is compared with: a concurrent write whose reply arrives while that read is in
-    /// flight may raise it past the value the read returns, with no write lost.
-    pub(crate) fn writes_seen(&self) -> u64 {
-        self.writes_seen.load(Ordering::SeqCst)
+    /// Remembers the write counters a merge returned.
+    pub(crate) fn saw_merged(&self, merged: &Merged) {
+        for m in &merged.groups {
+            self.saw_writes(m.group, m.writes);
+        }
     }
 
-    /// The write counter, for the periodic staleness check.
-    pub async fn writes(&self) -> Result<u64, CacheError> {
+    /// The highest write counter of a group this replica has seen. Read it *before* sending the
+    /// read of the counter it is compared with: a concurrent write whose reply arrives while that
+    /// read is in flight may raise it past the value the read returns, with no write lost.
+    pub(crate) fn writes_seen(&self, group: Group) -> u64 {
+        self.writes_seen[group as usize].load(Ordering::SeqCst)
+    }
+
+    /// A group's write counter, for the periodic staleness check.
+    pub async fn writes(&self, group: Group) -> Result<u64, CacheError> {
         let writes: Option<u64> = self
             .conn()
-            .get(self.keys.writes())
+            .get(self.keys.group(group).writes())
             .await
             .context("GET write counter")?;
         Ok(writes.unwrap_or(0))
     }
 
-    /// Whether the last rebuild finished and nothing has removed its work since.
+    /// Whether every group's last rebuild finished and nothing has removed its work since.
     pub async fn is_complete(&self) -> Result<bool, CacheError> {
-        Ok(self.complete_generation().await?.is_some())
+        Ok(self.incomplete_groups().await?.is_empty())
     }
 
-    /// The generation of the rebuild the cache is complete from, if it is complete.
-    pub async fn complete_generation(&self) -> Result<Option<String>, CacheError> {
+    /// The groups that are not complete, one question per group, all at once.
+    pub async fn incomplete_groups(&self) -> Result<Vec<Group>, CacheError> {
+        let asked = self.keys.groups().iter().map(|g| async move {
+            Ok::<_, CacheError>((g.group(), self.complete_generation(g.group()).await?))
+        });
+        Ok(futures_util::future::try_join_all(asked)
+            .await?
+            .into_iter()
+            .filter_map(|(g, generation)| generation.is_none().then_some(g))
+            .collect())
+    }
+
+    /// The generation of the rebuild a group is complete from, if it is complete.
+    pub async fn complete_generation(&self, group: Group) -> Result<Option<String>, CacheError> {
+        let keys = self.keys.group(group);
         let (complete, generation): (Option<String>, Option<String>) = redis::pipe()
-            .get(self.keys.complete())
-            .get(self.keys.generation())
+            .get(keys.complete())
+            .get(keys.generation())
             .query_async(&mut self.conn())
             .await
             .context("reading the completeness marker")?;

@@ -1,10 +1,13 @@
 //! The Redis side of a rebuild: a lease so that one replica at a time rebuilds, a generation that a
-//! flush erases (so a rebuild notices its work is gone), and the marking of every bucket. The service
+//! flush erases (so a rebuild notices its work is gone), and the marking of every bucket. The lease
+//! is the deployment's; generations and markers are each slot group's, so a group that lost its
+//! keys (a Cluster shard flushed, or failed over to a replica that lost writes) is rebuilt alone
+//! while the others answer. The service
 //! drives these steps with records read from the store (`service::rebuild`).
 
 use super::{
     Cache, CacheError, Context,
-    layout::{MARK_SCRIPT, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT},
+    layout::{Group, MARK_SCRIPT, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT},
 };
 use redis::{AsyncCommands, Script};
 use std::time::Duration;
@@ -63,34 +66,49 @@ impl Cache {
         Ok(held == 1)
     }
 
-    /// Starts a generation: from now on, a flush is visible as the generation's absence.
-    pub(crate) async fn begin_generation(&self, generation: &str) -> Result<(), CacheError> {
+    /// Starts a generation in a group: from now on, a flush is visible as the generation's absence.
+    pub(crate) async fn begin_generation(
+        &self,
+        group: Group,
+        generation: &str,
+    ) -> Result<(), CacheError> {
         self.conn()
-            .set::<_, _, ()>(self.keys.generation(), generation)
+            .set::<_, _, ()>(self.keys.group(group).generation(), generation)
             .await
             .context("setting the generation")
     }
 
-    pub(crate) async fn generation_is(&self, generation: &str) -> Result<bool, CacheError> {
+    pub(crate) async fn generation_is(
+        &self,
+        group: Group,
+        generation: &str,
+    ) -> Result<bool, CacheError> {
         let current: Option<String> = self
             .conn()
-            .get(self.keys.generation())
+            .get(self.keys.group(group).generation())
             .await
             .context("reading the generation")?;
         Ok(current.as_deref() == Some(generation))
     }
 
-    /// Marks every bucket complete and then the cache as a whole. Returns false, having marked
-    /// nothing further, if the generation vanished (Redis was flushed or restarted mid-rebuild).
-    pub(crate) async fn mark_complete(&self, generation: &str) -> Result<bool, CacheError> {
+    /// Marks every bucket of a group complete and then the group as a whole. Returns false, having
+    /// marked nothing further, if the generation vanished (Redis was flushed or restarted
+    /// mid-rebuild).
+    pub(crate) async fn mark_complete(
+        &self,
+        group: Group,
+        generation: &str,
+    ) -> Result<bool, CacheError> {
+        let keys = self.keys.group(group);
         let script = Script::new(MARK_SCRIPT);
-        let mut start = 0;
-        while start < self.keys.bucket_count() {
-            let end = (start + MARK_CHUNK).min(self.keys.bucket_count());
+        let buckets = keys.buckets();
+        let mut start = buckets.start;
+        while start < buckets.end {
+            let end = (start + MARK_CHUNK).min(buckets.end);
             let mut call = script.prepare_invoke();
-            call.key(self.keys.generation());
+            call.key(keys.generation());
             for b in start..end {
-                call.key(self.keys.bucket(b));
+                call.key(keys.bucket(b));
             }
             call.arg(generation);
             let marked: i64 = call
@@ -106,8 +124,8 @@ impl Cache {
             "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
              redis.call('SET', KEYS[2], ARGV[1]) return 1",
         )
-        .key(self.keys.generation())
-        .key(self.keys.complete())
+        .key(keys.generation())
+        .key(keys.complete())
         .arg(generation)
         .invoke_async(&mut self.conn())
         .await
@@ -115,16 +133,19 @@ impl Cache {
         Ok(done == 1)
     }
 
-    /// Takes the marker from every bucket and the cache as a whole, then raises the write counter to
-    /// `writes`: after this no bucket answers "absent" until a rebuild has marked it again.
-    pub(crate) async fn unmark_all(&self, writes: u64) -> Result<(), CacheError> {
+    /// Takes the marker from every bucket of a group and the group as a whole, then raises its
+    /// write counter to `writes`: after this none of its buckets answers "absent" until a rebuild
+    /// has marked it again.
+    pub(crate) async fn unmark_group(&self, group: Group, writes: u64) -> Result<(), CacheError> {
+        let keys = self.keys.group(group);
         let script = Script::new(UNMARK_SCRIPT);
-        let mut start = 0;
-        while start < self.keys.bucket_count() {
-            let end = (start + MARK_CHUNK).min(self.keys.bucket_count());
+        let buckets = keys.buckets();
+        let mut start = buckets.start;
+        while start < buckets.end {
+            let end = (start + MARK_CHUNK).min(buckets.end);
             let mut call = script.prepare_invoke();
             for b in start..end {
-                call.key(self.keys.bucket(b));
+                call.key(keys.bucket(b));
             }
             call.invoke_async::<i64>(&mut self.conn())
                 .await
@@ -132,11 +153,11 @@ impl Cache {
             start = end;
         }
         self.conn()
-            .del::<_, ()>(self.keys.complete())
+            .del::<_, ()>(keys.complete())
             .await
             .context("unmarking the cache")?;
         Script::new(RAISE_WRITES_SCRIPT)
-            .key(self.keys.writes())
+            .key(keys.writes())
             .arg(writes)
             .invoke_async::<i64>(&mut self.conn())
             .await

@@ -29,17 +29,23 @@ impl Cache {
     /// Whether a receipt is queued (its marker is in Redis) and, while its entry is still in the
     /// stream, the tenant it was recorded for: `Some(None)` once the entry has left (committed, or
     /// set aside as unreadable).
+    /// The id does not say which slot group holds the receipt, so every group is asked, at once.
     pub async fn queued_tenant(&self, id: ReceiptId) -> Result<Option<Option<String>>, CacheError> {
-        let mut conn = self.conn();
-        let entry: Option<String> = conn
-            .get(self.keys.receipt(id))
-            .await
-            .context("GET receipt marker")?;
-        let Some(entry) = entry else {
+        let asked = self.keys.groups().iter().map(|keys| async move {
+            let entry: Option<String> = self
+                .conn()
+                .get(keys.receipt(id))
+                .await
+                .context("GET receipt marker")?;
+            Ok::<_, CacheError>(entry.map(|entry| (keys, entry)))
+        });
+        let found = futures_util::future::try_join_all(asked).await?;
+        let Some((keys, entry)) = found.into_iter().flatten().next() else {
             return Ok(None);
         };
-        let found: StreamRangeReply = conn
-            .xrange(self.keys.stream(), &entry, &entry)
+        let found: StreamRangeReply = self
+            .conn()
+            .xrange(keys.stream(), &entry, &entry)
             .await
             .context("XRANGE receipt entry")?;
         let tenant = found

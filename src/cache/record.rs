@@ -2,8 +2,14 @@
 //! check, committed records merged in under the same rule, and an idempotency key read back. It
 //! writes fields, the stream and the counters only through the scripts of [`layout`]; it never
 //! touches the completeness marker (that is the rebuild's).
+//!
+//! Each write goes to the slot group of its subject ([`layout::Keys`]): an opt-out's script
+//! touches only that group's keys, and a merge of records sends one pipeline per group, all at
+//! once. An idempotency key lives in the group of the subject it was first used for, so a key
+//! reused for a person of another group is not recognised by Redis (with one group, always); the
+//! store's unique index on it still keeps a second record out of the durable store.
 
-use super::{Cache, CacheError, Context, layout, near};
+use super::{Cache, CacheError, Context, layout, layout::Group, near};
 use crate::domain::{Match, ReceiptId, Suppression};
 use redis::{AsyncCommands, RedisError};
 use std::time::Duration;
@@ -15,6 +21,8 @@ pub(crate) const KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// What happened to an opt-out written to the cache, and the write counter after it.
 #[derive(Debug)]
 pub struct Written {
+    /// The slot group written to: the write counter, the change and the leases are its own.
+    pub group: Group,
     pub outcome: Recorded,
     pub writes: u64,
     /// The number of the change fed to the near-caches (0: none; see [`near`]).
@@ -23,11 +31,25 @@ pub struct Written {
     pub leases: near::Leases,
 }
 
-/// What a merge of records did: the write counter after it, and the last change it fed (0: none).
+/// What a merge of records did, in each slot group it wrote to.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Merged {
+    pub groups: Vec<GroupMerged>,
+}
+
+/// What a merge did in one group: the write counter after it, and the last change it fed (0: none).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GroupMerged {
+    pub group: Group,
     pub writes: u64,
     pub change: u64,
+}
+
+impl Merged {
+    /// The last change fed in any group (0: none): whether anything reached the near-caches.
+    pub fn last_change(&self) -> u64 {
+        self.groups.iter().map(|g| g.change).max().unwrap_or(0)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -43,7 +65,7 @@ pub enum Recorded {
 impl Cache {
     /// Makes an opt-out visible and queues it, atomically with the idempotency check. `payload` is
     /// the stream entry the worker will commit; `backlog_limit` (0 = none) refuses new writes while
-    /// the stream holds that many uncommitted entries.
+    /// the streams hold that many uncommitted entries (each group's stream its share of them).
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "opt_out"))]
@@ -54,25 +76,26 @@ impl Cache {
         backlog_limit: u64,
     ) -> Result<Written, CacheError> {
         let idem = s.idempotency_key.as_deref();
+        let keys = self.keys.group_for(&s.subject);
         let asked = std::time::Instant::now();
         let reply: OptOutReply = self
             .opt_out
             .key(self.keys.bucket_for(&s.subject))
-            .key(self.keys.stream())
-            .key(self.keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
-            .key(self.keys.receipt(s.receipt))
-            .key(self.keys.near_replicas())
-            .key(self.keys.near_renewals())
-            .key(self.keys.writes())
-            .key(self.keys.changes())
-            .key(self.keys.change_seq())
+            .key(keys.stream())
+            .key(keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
+            .key(keys.receipt(s.receipt))
+            .key(keys.near_replicas())
+            .key(keys.near_renewals())
+            .key(keys.writes())
+            .key(keys.changes())
+            .key(keys.change_seq())
             .arg(if idem.is_some() { "1" } else { "0" })
             .arg(&layout::field(&s.subject, &s.scope)[..])
             .arg(layout::encode_value(&Match::from(s)))
             .arg(s.receipt.to_string())
             .arg(payload)
             .arg(KEY_TTL.as_millis() as u64)
-            .arg(backlog_limit)
+            .arg(backlog_limit.div_ceil(u64::from(self.keys.group_count())))
             .invoke_async(&mut self.conn())
             .await
             .context("recording an opt-out")?;
@@ -90,6 +113,7 @@ impl Cache {
             (_, stream_id) => Recorded::Queued { stream_id },
         };
         Ok(Written {
+            group: keys.group(),
             outcome,
             writes,
             change,
@@ -111,9 +135,30 @@ impl Cache {
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "merge", db.redis.pipeline_length = records.len() as i64))]
     pub async fn merge(&self, records: &[Suppression], feed: bool) -> Result<Merged, CacheError> {
-        if records.is_empty() {
-            return Ok(Merged::default());
+        let mut groups: Vec<(Group, Vec<&Suppression>)> = Vec::new();
+        for s in records {
+            let group = self.keys.group_of(&s.subject);
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, of_group)) => of_group.push(s),
+                None => groups.push((group, vec![s])),
+            }
         }
+        let merged = groups
+            .into_iter()
+            .map(|(group, records)| self.merge_group(group, records, feed));
+        Ok(Merged {
+            groups: futures_util::future::try_join_all(merged).await?,
+        })
+    }
+
+    /// [`Cache::merge`] of one group's records, in one pipeline.
+    async fn merge_group(
+        &self,
+        group: Group,
+        records: Vec<&Suppression>,
+        feed: bool,
+    ) -> Result<GroupMerged, CacheError> {
+        let keys = self.keys.group(group);
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
         for s in records {
@@ -121,20 +166,21 @@ impl Cache {
             if feed {
                 call.arg(4)
                     .arg(self.keys.bucket_for(&s.subject))
-                    .arg(self.keys.writes())
-                    .arg(self.keys.changes())
-                    .arg(self.keys.change_seq());
+                    .arg(keys.writes())
+                    .arg(keys.changes())
+                    .arg(keys.change_seq());
             } else {
                 call.arg(1).arg(self.keys.bucket_for(&s.subject));
             }
             call.arg(&layout::field(&s.subject, &s.scope)[..])
                 .arg(layout::encode_value(&Match::from(s)));
         }
-        pipe.incr(self.keys.writes(), 1);
+        pipe.incr(keys.writes(), 1);
         // EVALSHA first, as redis-rs's `Script` does: the script is loaded only when Redis does not
         // know it (a first merge, or a Redis restarted since), and the pipeline is then sent again.
         // Sent again, nothing goes wrong: a record merged twice is merged once, and the write
-        // counter only goes up one more.
+        // counter only goes up one more. (On Cluster `SCRIPT LOAD` goes to every
+        // master.)
         let mut replies: Vec<u64> = match pipe.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 redis::cmd("SCRIPT")
@@ -149,7 +195,8 @@ impl Cache {
         }
         .context("merging records")?;
         let writes = replies.pop().unwrap_or(0);
-        Ok(Merged {
+        Ok(GroupMerged {
+            group,
             writes,
             change: replies.into_iter().max().unwrap_or(0),
         })
@@ -160,12 +207,13 @@ impl Cache {
         otel.kind = "client", db.system = "redis", db.operation = "GET"))]
     pub(crate) async fn idempotent_receipt(
         &self,
+        group: Group,
         tenant: &str,
         key: &str,
     ) -> Result<Option<ReceiptId>, CacheError> {
         let prior: Option<String> = self
             .conn()
-            .get(self.keys.idempotency(tenant, key))
+            .get(self.keys.group(group).idempotency(tenant, key))
             .await
             .context("GET idempotency key")?;
         Ok(prior.and_then(|p| ReceiptId::parse("receipt", &p).ok()))

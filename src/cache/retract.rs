@@ -2,7 +2,7 @@
 //! (subject, scope); when that record ends, the field is refilled from what remains active in the
 //! store, so a person's own opt-out of the same scope takes over from an import's record.
 
-use super::{Cache, CacheError, Context, layout};
+use super::{Cache, CacheError, Context, GroupMerged, Merged, layout, layout::Group};
 use crate::domain::{Match, ReceiptId, Scope, SubjectHash};
 use redis::Script;
 use std::sync::LazyLock;
@@ -19,17 +19,38 @@ pub struct Retraction {
 }
 
 impl Cache {
-    /// Applies each retraction atomically per field (one script call each, pipelined). Returns the
-    /// last change fed to the near-caches (0: no field changed). A field that holds a record not
-    /// among the ended ones (written since) is left alone.
+    /// Applies each retraction atomically per field (one script call each, one pipeline per slot
+    /// group, all at once). Returns the last change fed to the near-caches in each group (0: no
+    /// field changed; the write counters are not reported). A field that holds a record not among
+    /// the ended ones (written since) is left alone.
     #[tracing::instrument(name = "EVALSHA", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "retract", db.redis.pipeline_length = retractions.len() as i64))]
-    pub(crate) async fn retract(&self, retractions: &[Retraction]) -> Result<u64, CacheError> {
-        if retractions.is_empty() {
-            return Ok(0);
+    pub(crate) async fn retract(&self, retractions: &[Retraction]) -> Result<Merged, CacheError> {
+        let mut groups: Vec<(Group, Vec<&Retraction>)> = Vec::new();
+        for r in retractions {
+            let group = self.keys.group_of(&r.subject);
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, of_group)) => of_group.push(r),
+                None => groups.push((group, vec![r])),
+            }
         }
+        let done = groups
+            .into_iter()
+            .map(|(group, retractions)| self.retract_group(group, retractions));
+        Ok(Merged {
+            groups: futures_util::future::try_join_all(done).await?,
+        })
+    }
+
+    async fn retract_group(
+        &self,
+        group: Group,
+        retractions: Vec<&Retraction>,
+    ) -> Result<GroupMerged, CacheError> {
+        let keys = self.keys.group(group);
         let mut conn = self.conn();
+        // On Cluster, `SCRIPT LOAD` goes to every master.
         RETRACT
             .load_async(&mut conn)
             .await
@@ -41,9 +62,9 @@ impl Cache {
                 .arg(RETRACT.get_hash())
                 .arg(4)
                 .arg(self.keys.bucket_for(&r.subject))
-                .arg(self.keys.writes())
-                .arg(self.keys.changes())
-                .arg(self.keys.change_seq())
+                .arg(keys.writes())
+                .arg(keys.changes())
+                .arg(keys.change_seq())
                 .arg(&layout::field(&r.subject, &r.scope)[..])
                 .arg(r.ended.len());
             for id in &r.ended {
@@ -57,6 +78,10 @@ impl Cache {
             .query_async(&mut conn)
             .await
             .context("retracting records")?;
-        Ok(changes.into_iter().max().unwrap_or(0))
+        Ok(GroupMerged {
+            group,
+            writes: 0,
+            change: changes.into_iter().max().unwrap_or(0),
+        })
     }
 }

@@ -1,10 +1,16 @@
 //! The write-behind stream as the worker sees it: a consumer-group member that reads its own pending
 //! entries, new entries and entries abandoned by dead consumers, and settles what the store committed.
 //!
+//! Each slot group has a stream of its own (its opt-outs', written by the group's script), with
+//! its own consumer group and dead letters; a [`Consumer`] reads one of them.
+//!
 //! Entries are deleted once acknowledged, so the stream's length is the backlog; nothing trims it, so
 //! an entry is never lost while it is pending (Redis 7.0's `MAXLEN` would drop pending entries).
 
-use super::{Cache, CacheError, Conn, Context, layout::Keys};
+use super::{
+    Cache, CacheError, Conn, Context,
+    layout::{Group, GroupKeys},
+};
 use crate::{
     domain::{
         Channel, Millis, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
@@ -166,27 +172,25 @@ pub(super) fn delivery(entry: StreamId) -> Delivery {
     }
 }
 
-/// Backlog figures, for health, metrics and the backlog limit.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Backlog {
-    /// Entries not yet committed (read or not).
-    pub length: u64,
-    /// Entries delivered to a consumer and not yet acknowledged.
-    pub pending: u64,
-    /// When the oldest of those was added to the stream (its id's time).
-    pub(crate) oldest_pending_at: Option<Millis>,
-}
-
 /// A consumer-group member. Its connection is one for blocking reads, because `XREADGROUP … BLOCK`
 /// legitimately waits; it is never the connection the hot path uses.
 pub(crate) struct Consumer {
     conn: Conn,
-    keys: Keys,
+    keys: GroupKeys,
+    /// The deployment's commit announcements (`Keys::durable_channel`).
+    durable_channel: String,
+    /// Whether the announcement shares the stream's hash tag, so can ride in its pipeline.
+    announce_in_pipeline: bool,
     name: String,
 }
 
 impl Consumer {
-    pub(crate) async fn connect(cache: &Cache, name: &str) -> Result<Consumer, CacheError> {
+    /// A member of `group`'s consumer group.
+    pub(crate) async fn connect(
+        cache: &Cache,
+        name: &str,
+        group: Group,
+    ) -> Result<Consumer, CacheError> {
         let conn = cache
             .redis()
             .blocking()
@@ -194,7 +198,9 @@ impl Consumer {
             .context("connecting the stream consumer")?;
         let consumer = Consumer {
             conn,
-            keys: cache.keys().clone(),
+            keys: cache.keys().group(group).clone(),
+            durable_channel: cache.keys().durable_channel(),
+            announce_in_pipeline: cache.keys().group_count() == 1,
             name: name.to_owned(),
         };
         consumer.ensure_group().await?;
@@ -307,15 +313,23 @@ impl Consumer {
             .arg(self.keys.stream())
             .arg(ids)
             .ignore();
-        if !announcement.is_empty() {
-            pipe.cmd("PUBLISH")
-                .arg(self.keys.durable_channel())
-                .arg(announcement)
-                .ignore();
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&self.durable_channel).arg(announcement);
+        if self.announce_in_pipeline && !receipts.is_empty() {
+            pipe.add_command(publish.clone()).ignore();
         }
         pipe.query_async::<()>(&mut self.conn.clone())
             .await
-            .context("acknowledging committed entries")
+            .context("acknowledging committed entries")?;
+        // With several groups the channel's hash tag is not the stream's: a pipeline to one node
+        // cannot carry both (Cluster delivers a message published on any node to every node).
+        if !self.announce_in_pipeline && !receipts.is_empty() {
+            publish
+                .query_async::<()>(&mut self.conn.clone())
+                .await
+                .context("announcing committed entries")?;
+        }
+        Ok(())
     }
 
     /// Leaves entries of a newer format for a newer worker: moves them, unacknowledged, to the
@@ -403,79 +417,5 @@ impl Consumer {
             .query_async::<()>(&mut self.conn.clone())
             .await
             .context("dead-lettering an entry")
-    }
-}
-
-impl Cache {
-    /// The newest entry of the write-behind stream, if it holds any: a barrier for
-    /// [`Cache::settled_through`].
-    pub async fn stream_head(&self) -> Result<Option<String>, CacheError> {
-        let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-            .arg(self.keys.stream())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn())
-            .await
-            .context("XREVRANGE")?;
-        Ok(newest.into_iter().next().map(|(id, _)| id))
-    }
-
-    /// Whether every entry up to `barrier` has left the stream: committed (or dead-lettered), since
-    /// the worker deletes what it settles.
-    pub async fn settled_through(&self, barrier: &str) -> Result<bool, CacheError> {
-        let left: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(self.keys.stream())
-            .arg("-")
-            .arg(barrier)
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn())
-            .await
-            .context("XRANGE")?;
-        Ok(left.is_empty())
-    }
-
-    /// The write-behind backlog.
-    pub async fn backlog(&self) -> Result<Backlog, CacheError> {
-        let mut conn = self.conn();
-        let length: u64 = redis::cmd("XLEN")
-            .arg(self.keys.stream())
-            .query_async(&mut conn)
-            .await
-            .context("XLEN")?;
-        let pending: redis::Value = redis::cmd("XPENDING")
-            .arg(self.keys.stream())
-            .arg(GROUP)
-            .query_async(&mut conn)
-            .await
-            .or_else(|e| match e.code() {
-                Some("NOGROUP") => Ok(redis::Value::Nil),
-                _ => Err(e),
-            })
-            .context("XPENDING")?;
-        // The summary form: [count, smallest id, greatest id, per-consumer counts].
-        let (pending, oldest_pending_at) = match pending {
-            redis::Value::Array(items) => {
-                let count = match items.first() {
-                    Some(redis::Value::Int(n)) => *n as u64,
-                    _ => 0,
-                };
-                let oldest = match items.get(1) {
-                    Some(redis::Value::BulkString(id)) => std::str::from_utf8(id)
-                        .ok()
-                        .and_then(|id| id.split('-').next()?.parse().ok()),
-                    _ => None,
-                };
-                (count, oldest)
-            }
-            _ => (0, None),
-        };
-        Ok(Backlog {
-            length,
-            pending,
-            oldest_pending_at,
-        })
     }
 }

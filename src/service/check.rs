@@ -3,7 +3,7 @@
 
 use super::{ServiceError, Suppressions};
 use crate::{
-    cache::{CacheError, Lookups},
+    cache::{CacheError, Lookups, layout::Group},
     domain::{Match, Notice, Recipient, SubjectHash, best_match, control::Zone},
     telemetry::{call::CallSpan, metrics::names},
 };
@@ -81,7 +81,6 @@ impl Suppressions {
             .map(|(c, s)| inner.cache.probe(s, &c.notice))
             .collect();
         let now = self.now();
-        let seen = inner.cache.writes_seen();
         // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
         let controls = self.controls();
         let decide = |m: Option<Match>, check: &Check| {
@@ -92,22 +91,40 @@ impl Suppressions {
         let trusted = inner.doubt.trusted();
         let near = trusted.then(|| inner.near.lookup(&probes)).flatten();
         let from_memory = near.is_some();
+        let keys = inner.cache.keys();
+        // The write counters this replica saw, by group, read before Redis is asked (see
+        // `Cache::writes_seen`); only for the Redis path.
+        let mut seen = Vec::new();
         let looked_up = match near {
-            Some(checks) => Ok(Lookups { checks, writes: 0 }),
-            None if trusted => inner.cache.lookup(probes).await.map_err(Unanswered::Failed),
+            Some(checks) => Ok(Lookups {
+                checks,
+                writes: Vec::new(),
+            }),
+            None if trusted => {
+                seen.extend((0..keys.group_count()).map(|g| inner.cache.writes_seen(g)));
+                inner.cache.lookup(probes).await.map_err(Unanswered::Failed)
+            }
             None => Err(Unanswered::Doubted),
         };
         let (answers, source) = match looked_up {
             Ok(lookups) => {
-                // A Redis that lost writes this replica saw vouches for nothing, markers or not.
+                // A group that lost writes this replica saw vouches for nothing, markers or not.
                 // (The near-cache reads no counter: it stops answering when Redis loses data.)
-                let stale = !from_memory && inner.rebuild.went_back(seen, lookups.writes);
+                let stale: Vec<Group> = lookups
+                    .writes
+                    .iter()
+                    .filter(|&&(g, writes)| {
+                        !from_memory && inner.rebuild.went_back(g, seen[g as usize], writes)
+                    })
+                    .map(|&(g, _)| g)
+                    .collect();
                 let mut answers = Vec::with_capacity(checks.len());
                 let mut fell_back = false;
                 for ((lookup, check), subject) in
                     lookups.checks.into_iter().zip(checks).zip(&subjects)
                 {
-                    if lookup.complete && !stale && !lookup.unreadable {
+                    let group = keys.group_of(subject);
+                    if lookup.complete && !stale.contains(&group) && !lookup.unreadable {
                         answers.push(decide(best_match(lookup.found, now), check));
                         continue;
                     }
@@ -121,7 +138,7 @@ impl Suppressions {
                                  (a newer replica's, or damaged); do not send",
                                 anyhow::anyhow!(
                                     "bucket {} holds an unreadable value",
-                                    inner.cache.keys().bucket_for(subject)
+                                    keys.bucket_for(subject)
                                 ),
                             ));
                         }
@@ -133,9 +150,7 @@ impl Suppressions {
                     // The bucket cannot vouch for an absence: what it holds is true (it was written
                     // by a live opt-out), what it lacks may be in the store.
                     fell_back = true;
-                    inner
-                        .rebuild
-                        .suspect(&inner.cache.keys().bucket_for(subject));
+                    inner.rebuild.suspect(group, &keys.bucket_for(subject));
                     let stored = self.stored_matches(subject, check).await?;
                     let found = lookup.found.into_iter().chain(stored);
                     answers.push(decide(best_match(found, now), check));

@@ -214,10 +214,10 @@ impl Import {
         {
             return Err(self.rolled_back());
         }
-        let change = match inner.cache.merge(&records, true).await {
+        let merged = match inner.cache.merge(&records, true).await {
             Ok(merged) => {
-                inner.cache.saw_writes(merged.writes);
-                merged.change
+                inner.cache.saw_merged(&merged);
+                merged
             }
             Err(e) => {
                 return Err(self.failed(ServiceError::unavailable(
@@ -251,14 +251,14 @@ impl Import {
         // A rebuild that read the store just before this commit would miss the chunk: merge it once
         // more, as the worker does after each commit. Best effort; the catch-up pass covers a miss.
         match inner.cache.merge(&records, true).await {
-            Ok(merged) => inner.cache.saw_writes(merged.writes),
+            Ok(merged) => inner.cache.saw_merged(&merged),
             Err(e) => {
                 tracing::warn!(error = %e, batch_id = batch, "re-applying an import chunk to Redis")
             }
         }
         // Every replica answers by the chunk before it counts as imported.
         service
-            .settled(change, None)
+            .settled_merged(&merged)
             .await
             .map_err(|e| self.failed(e))?;
         self.summary.imported += records.len() as u64;

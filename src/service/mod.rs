@@ -24,8 +24,9 @@ pub(crate) mod waiters;
 use crate::{
     audit::AuditLog,
     cache::{
-        Cache, CacheError,
-        near::{Leases, NearCache},
+        Cache, CacheError, Merged,
+        layout::Group,
+        near::{Leases, NearCache, NotSettled},
     },
     domain::{
         Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash,
@@ -181,19 +182,22 @@ impl Suppressions {
         self.inner.clock.now()
     }
 
-    /// Waits until every replica answers by the cache writes up to `change` (see `cache::near`).
+    /// Waits until every replica answers by the cache writes of a slot group up to `change` (see
+    /// `cache::near`).
     pub(crate) async fn settled(
         &self,
+        group: Group,
         change: u64,
         leases: Option<Leases>,
     ) -> Result<(), ServiceError> {
-        self.inner.near.settled(change, leases).await.map_err(|e| {
-            ServiceError::unavailable(
-                "the change is recorded but not yet confirmed by every replica; retry (an opt-out \
-                 with the same idempotency key returns the same receipt)",
-                e,
-            )
-        })
+        let settled = self.inner.near.settled(group, change, leases).await;
+        settled.map_err(not_settled)
+    }
+
+    /// [`Self::settled`] for every group a merge or a retraction wrote to.
+    pub(crate) async fn settled_merged(&self, merged: &Merged) -> Result<(), ServiceError> {
+        let settled = self.inner.near.settled_merged(merged).await;
+        settled.map_err(not_settled)
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -215,6 +219,14 @@ impl Suppressions {
     pub(crate) fn subject(&self, recipient: &Recipient) -> SubjectHash {
         self.inner.pepper.subject(recipient)
     }
+}
+
+fn not_settled(e: NotSettled) -> ServiceError {
+    ServiceError::unavailable(
+        "the change is recorded but not yet confirmed by every replica; retry (an opt-out with the \
+         same idempotency key returns the same receipt)",
+        e,
+    )
 }
 
 /// A receipt as the caller sees it.

@@ -6,7 +6,9 @@
 use super::{ReceiptState, ReceiptView, ServiceError, Suppressions, uncached};
 use crate::{
     cache::{Recorded, stream::StreamEntry},
-    domain::{Invalid, Millis, Reason, ReceiptId, Scope, Source, Subject, Suppression},
+    domain::{
+        Invalid, Millis, Reason, ReceiptId, Scope, Source, Subject, SubjectHash, Suppression,
+    },
     telemetry::metrics::names,
 };
 use tokio::sync::oneshot;
@@ -101,15 +103,16 @@ impl Suppressions {
         {
             return Err(Invalid::new("expires_at", "must lie in the future").into());
         }
+        let subject = inner.pepper.subject_of(&cmd.subject);
         if let Some(key) = &cmd.idempotency_key
-            && let Some(prior) = self.prior_receipt(&cmd.scope.tenant, key).await?
+            && let Some(prior) = self.prior_receipt(&subject, &cmd.scope.tenant, key).await?
         {
             return Ok(prior);
         }
 
         let record = Suppression {
             receipt: ReceiptId::new(now),
-            subject: inner.pepper.subject_of(&cmd.subject),
+            subject,
             scope: cmd.scope,
             reason: cmd.reason,
             source: cmd.source,
@@ -178,9 +181,10 @@ impl Suppressions {
                 ));
             }
         };
-        inner.cache.saw_writes(recorded.writes);
+        inner.cache.saw_writes(recorded.group, recorded.writes);
         // In force on every replica before anything is returned (SPEC §5, invariant 1).
-        if let Err(e) = self.settled(recorded.change, Some(recorded.leases)).await {
+        let settled = self.settled(recorded.group, recorded.change, Some(recorded.leases));
+        if let Err(e) = settled.await {
             inner.waiters.forget(record.receipt);
             return Err(e);
         }
@@ -233,16 +237,19 @@ impl Suppressions {
         }
     }
 
-    /// The receipt an idempotency key was first used for: from Redis while it remembers, else (or
-    /// when Redis cannot be read) from the store. If the store cannot be asked, the key is treated
+    /// The receipt an idempotency key was first used for: from Redis while it remembers (in the
+    /// slot group of `subject`; see `cache::record`), else (or when Redis cannot be read) from the
+    /// store. If the store cannot be asked, the key is treated
     /// as new; the store's unique index still keeps a second record out.
     pub(super) async fn prior_receipt(
         &self,
+        subject: &SubjectHash,
         tenant: &str,
         key: &str,
     ) -> Result<Option<ReceiptView>, ServiceError> {
         let inner = &self.inner;
-        match inner.cache.idempotent_receipt(tenant, key).await {
+        let group = inner.cache.keys().group_of(subject);
+        match inner.cache.idempotent_receipt(group, tenant, key).await {
             Ok(Some(id)) => return self.receipt(id).await.map(Some),
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "idempotency key unreadable in Redis"),

@@ -7,14 +7,19 @@
 //! highest this replica saw means writes were lost; the replica that sees it removes every marker
 //! and the cache is rebuilt.
 //!
+//! Each slot group (see `cache::layout`) has its own markers and write counter, so a group that
+//! lost its keys (a Cluster shard flushed, or failed over to a replica that lost writes) is rebuilt
+//! alone: every record is read from the store, and only that group's are written, while the other
+//! groups go on answering from the cache.
+//!
 //! Opt-outs that arrive meanwhile are written to Redis by their own path and are never overwritten by
 //! older store data (the merge rule keeps a permanent record). A record the worker commits after the
 //! rebuild read past its page is re-applied by the worker itself; a last pass over records committed
 //! since the rebuild began catches any that raced the worker's re-apply.
 
 use crate::{
-    cache::Cache,
-    domain::{Clock, Millis},
+    cache::{Cache, layout::Group},
+    domain::{Clock, Millis, Suppression},
     store::Store,
     telemetry::{metrics::names, sampling},
 };
@@ -42,38 +47,56 @@ const POLL: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(crate) struct RebuildTrigger {
     notify: Notify,
-    suspect: Mutex<Option<String>>,
-    stale: AtomicBool,
+    /// A bucket a check found without its marker, and its group.
+    suspect: Mutex<Option<(Group, String)>>,
+    /// The groups found to have gone back in time, until their markers are removed.
+    stale: Mutex<Vec<Group>>,
+    /// `stale` is not empty: the checks' fast path reads only this.
+    any_stale: AtomicBool,
 }
 
 impl RebuildTrigger {
-    /// Whether Redis, answering `writes` to a read sent after
+    /// Whether a slot group, answering `writes` to a read sent after
     /// [`Cache::writes_seen`](crate::cache::Cache::writes_seen) returned `seen_before`, has lost
-    /// writes this replica saw; if so, asks for the markers to be removed and the cache rebuilt. It
-    /// stays so until the rebuilder has removed them.
-    pub(crate) fn went_back(&self, seen_before: u64, writes: u64) -> bool {
-        let stale = writes < seen_before;
-        if stale && !self.stale.swap(true, Ordering::SeqCst) {
-            tracing::error!(
-                writes,
-                seen = seen_before,
-                "Redis lost writes it had acknowledged (stale failover or old snapshot); \
-                 answering from the store and rebuilding"
-            );
-            self.notify.notify_one();
+    /// writes this replica saw; if so, asks for the group's markers to be removed and the group
+    /// rebuilt. It stays so until the rebuilder has removed them.
+    pub(crate) fn went_back(&self, group: Group, seen_before: u64, writes: u64) -> bool {
+        if writes < seen_before {
+            let mut stale = self.stale.lock().expect("trigger lock");
+            if !stale.contains(&group) {
+                stale.push(group);
+                self.any_stale.store(true, Ordering::SeqCst);
+                tracing::error!(
+                    group,
+                    writes,
+                    seen = seen_before,
+                    "Redis lost writes it had acknowledged (stale failover or old snapshot); \
+                     answering from the store and rebuilding"
+                );
+                self.notify.notify_one();
+            }
+            return true;
         }
-        stale || self.stale.load(Ordering::SeqCst)
+        self.any_stale.load(Ordering::SeqCst)
+            && self.stale.lock().expect("trigger lock").contains(&group)
     }
 
-    pub(crate) fn suspect(&self, bucket: &str) {
+    /// The group's markers are gone: it answers from the store until rebuilt, stale no more.
+    fn unmarked(&self, group: Group) {
+        let mut stale = self.stale.lock().expect("trigger lock");
+        stale.retain(|&g| g != group);
+        self.any_stale.store(!stale.is_empty(), Ordering::SeqCst);
+    }
+
+    pub(crate) fn suspect(&self, group: Group, bucket: &str) {
         let mut suspect = self.suspect.lock().expect("trigger lock");
         if suspect.is_none() {
-            *suspect = Some(bucket.to_owned());
+            *suspect = Some((group, bucket.to_owned()));
             self.notify.notify_one();
         }
     }
 
-    fn take(&self) -> Option<String> {
+    fn take(&self) -> Option<(Group, String)> {
         self.suspect.lock().expect("trigger lock").take()
     }
 }
@@ -109,22 +132,31 @@ impl Rebuilder {
         }
     }
 
-    /// Rebuilds if the cache is not complete, a suspected bucket lacks its marker, or Redis went
-    /// back in time. The step function of the background loop.
+    /// Rebuilds the groups that are not complete, whose suspected bucket lacks its marker, or that
+    /// went back in time. The step function of the background loop.
     pub(crate) async fn step(&self, trigger: &RebuildTrigger) -> anyhow::Result<RebuildOutcome> {
         let suspect = trigger.take();
-        let suspect = suspect.as_deref();
-        let seen = self.cache.writes_seen();
-        if trigger.went_back(seen, self.cache.writes().await?) {
-            self.cache.unmark_all(self.cache.writes_seen()).await?;
-            trigger.stale.store(false, Ordering::SeqCst);
+        let groups = self.cache.keys().group_count();
+        let counters = (0..groups).map(|g| {
+            let seen = self.cache.writes_seen(g);
+            async move { Ok::<_, crate::cache::CacheError>((g, seen, self.cache.writes(g).await?)) }
+        });
+        for (g, seen, writes) in futures_util::future::try_join_all(counters).await? {
+            if trigger.went_back(g, seen, writes) {
+                self.cache
+                    .unmark_group(g, self.cache.writes_seen(g))
+                    .await?;
+                trigger.unmarked(g);
+            }
         }
-        let needed = !self.cache.is_complete().await?
-            || match suspect {
-                Some(bucket) => !self.cache.bucket_is_complete(bucket).await?,
-                None => false,
-            };
-        if !needed {
+        let mut needed = self.cache.incomplete_groups().await?;
+        if let Some((group, bucket)) = suspect
+            && !needed.contains(&group)
+            && !self.cache.bucket_is_complete(&bucket).await?
+        {
+            needed.push(group);
+        }
+        if needed.is_empty() {
             return Ok(RebuildOutcome::NotNeeded);
         }
         if !self
@@ -136,7 +168,7 @@ impl Rebuilder {
         }
         metrics::gauge!(names::REBUILD_RUNNING).set(1.0);
         metrics::gauge!(names::REBUILD_RECORDS).set(0.0);
-        let outcome = sampling::Sampled::new(self.rebuild(), sampling::decide(None)).await;
+        let outcome = sampling::Sampled::new(self.rebuild(&needed), sampling::decide(None)).await;
         metrics::gauge!(names::REBUILD_RUNNING).set(0.0);
         let label = match &outcome {
             Ok(RebuildOutcome::Rebuilt { .. }) => "rebuilt",
@@ -150,19 +182,26 @@ impl Rebuilder {
         outcome
     }
 
-    #[tracing::instrument(name = "cache.rebuild", skip_all)]
-    async fn rebuild(&self) -> anyhow::Result<RebuildOutcome> {
+    /// Rebuilds `groups` (one generation for all of them).
+    #[tracing::instrument(name = "cache.rebuild", skip_all, fields(suppressd.groups = groups.len()))]
+    async fn rebuild(&self, groups: &[Group]) -> anyhow::Result<RebuildOutcome> {
         let started = Instant::now();
         let began_at = self.clock.now();
         let generation = uuid::Uuid::new_v4().to_string();
-        self.cache.begin_generation(&generation).await?;
-        tracing::info!(generation, "cache rebuild started");
-        let mut records = self.copy_since(0, &generation).await?;
+        for &g in groups {
+            self.cache.begin_generation(g, &generation).await?;
+        }
+        tracing::info!(generation, ?groups, "cache rebuild started");
+        let rebuilding = Rebuilding {
+            groups,
+            generation: &generation,
+        };
+        let mut records = self.copy_since(0, &rebuilding).await?;
         let Some(copied) = records else {
             return Ok(RebuildOutcome::Interrupted);
         };
         records = self
-            .copy_since(began_at - CATCH_UP_MARGIN, &generation)
+            .copy_since(began_at - CATCH_UP_MARGIN, &rebuilding)
             .await?;
         let Some(caught_up) = records else {
             return Ok(RebuildOutcome::Interrupted);
@@ -170,8 +209,10 @@ impl Rebuilder {
         // A record that ended (opt-in, rollback) after the copy read it was written back by the
         // copy: take those out again, last, after every write of the copy.
         self.retract_since(began_at - CATCH_UP_MARGIN).await?;
-        if !self.cache.mark_complete(&generation).await? {
-            return Ok(RebuildOutcome::Interrupted);
+        for &g in groups {
+            if !self.cache.mark_complete(g, &generation).await? {
+                return Ok(RebuildOutcome::Interrupted);
+            }
         }
         let took = started.elapsed();
         tracing::info!(records = copied, caught_up, ?took, "cache rebuild complete");
@@ -184,7 +225,20 @@ impl Rebuilder {
     /// Copies active records committed at or after `since` into Redis. `None` if the generation or
     /// the lease was lost on the way. The next page is read from the store while the current one
     /// is written to Redis: the two servers work at once.
-    async fn copy_since(&self, since: Millis, generation: &str) -> anyhow::Result<Option<u64>> {
+    async fn copy_since(
+        &self,
+        since: Millis,
+        rebuilding: &Rebuilding<'_>,
+    ) -> anyhow::Result<Option<u64>> {
+        let keys = self.cache.keys();
+        let every_group = rebuilding.groups.len() as u32 == keys.group_count();
+        // Only the records of the groups being rebuilt are written.
+        let of_groups = |page: &[Suppression]| -> Vec<Suppression> {
+            page.iter()
+                .filter(|s| rebuilding.groups.contains(&keys.group_of(&s.subject)))
+                .cloned()
+                .collect()
+        };
         let read = |after| self.store.active_page(after, since, PAGE, self.clock.now());
         let mut page = read(None).await?;
         let mut copied = 0;
@@ -192,12 +246,19 @@ impl Rebuilder {
             let Some(last) = page.last() else {
                 return Ok(Some(copied));
             };
+            let some;
+            let writing = if every_group {
+                &page[..]
+            } else {
+                some = of_groups(&page);
+                &some[..]
+            };
             let (next, merged) =
-                tokio::join!(read(Some(last.receipt)), self.cache.merge(&page, false));
+                tokio::join!(read(Some(last.receipt)), self.cache.merge(writing, false));
             merged?;
-            copied += page.len() as u64;
-            metrics::gauge!(names::REBUILD_RECORDS).increment(page.len() as f64);
-            if !self.cache.generation_is(generation).await?
+            copied += writing.len() as u64;
+            metrics::gauge!(names::REBUILD_RECORDS).increment(writing.len() as f64);
+            if !self.generations_are(rebuilding).await?
                 || !self
                     .cache
                     .renew_rebuild_lease(&self.owner, LEASE_TTL)
@@ -214,6 +275,18 @@ impl Rebuilder {
             }
             page = next?;
         }
+    }
+
+    /// Whether every group being rebuilt still holds the rebuild's generation.
+    async fn generations_are(&self, rebuilding: &Rebuilding<'_>) -> anyhow::Result<bool> {
+        let asked = rebuilding
+            .groups
+            .iter()
+            .map(|&g| self.cache.generation_is(g, rebuilding.generation));
+        Ok(futures_util::future::try_join_all(asked)
+            .await?
+            .into_iter()
+            .all(|kept| kept))
     }
 
     /// Re-applies the endings of records ended at or after `since`.
@@ -253,6 +326,12 @@ impl Rebuilder {
     }
 }
 
+/// What one rebuild is doing: the groups it rebuilds, under one generation.
+struct Rebuilding<'a> {
+    groups: &'a [Group],
+    generation: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,16 +339,19 @@ mod tests {
     #[test]
     fn a_counter_at_or_above_what_was_seen_is_no_lost_write() {
         let trigger = RebuildTrigger::default();
-        assert!(!trigger.went_back(5, 5));
-        assert!(!trigger.went_back(5, 9));
-        assert!(!trigger.stale.load(Ordering::SeqCst));
+        assert!(!trigger.went_back(0, 5, 5));
+        assert!(!trigger.went_back(0, 5, 9));
+        assert!(!trigger.any_stale.load(Ordering::SeqCst));
     }
 
     #[test]
-    fn a_counter_below_what_was_seen_before_the_read_is_a_lost_write() {
+    fn a_counter_below_what_was_seen_before_the_read_is_a_lost_write_of_that_group() {
         let trigger = RebuildTrigger::default();
-        assert!(trigger.went_back(6, 5));
-        // It stays stale until the rebuilder has removed the markers.
-        assert!(trigger.went_back(6, 6));
+        assert!(trigger.went_back(1, 6, 5));
+        // It stays stale until the rebuilder has removed the group's markers; other groups not.
+        assert!(trigger.went_back(1, 6, 6));
+        assert!(!trigger.went_back(0, 6, 6));
+        trigger.unmarked(1);
+        assert!(!trigger.went_back(1, 6, 6));
     }
 }

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     audit::Action,
-    cache::{Cache, Retraction, layout},
+    cache::{Cache, Merged, Retraction, layout},
     domain::{
         Match, Millis, Scope, SubjectHash, Suppression,
         control::{Control, MandatoryDeclaration},
@@ -104,8 +104,8 @@ impl Suppressions {
         // Every own record of the scope is ended now, including any an earlier opt-in ended but
         // could not take out of the cache.
         let all: Vec<Suppression> = own.into_iter().map(|r| r.record).collect();
-        let change = retract(&self.inner.cache, self.store(), &all, now).await?;
-        self.settled(change, None).await?;
+        let changed = retract(&self.inner.cache, self.store(), &all, now).await?;
+        self.settled_merged(&changed).await?;
         Ok(ended)
     }
 
@@ -113,9 +113,10 @@ impl Suppressions {
     /// past it (the store is behind: nothing was changed, retry).
     pub(super) async fn queued_committed(&self) -> Result<(), ServiceError> {
         let cache = &self.inner.cache;
-        let Some(barrier) = cache.stream_head().await? else {
+        let barrier = cache.stream_head().await?;
+        if barrier.is_empty() {
             return Ok(());
-        };
+        }
         let deadline = tokio::time::Instant::now() + self.inner.settings.durable_wait;
         while !cache.settled_through(&barrier).await? {
             if tokio::time::Instant::now() >= deadline {
@@ -133,8 +134,8 @@ impl Suppressions {
 
     /// Takes ended records out of the cache (see [`retract`]), on every replica before it returns.
     pub(crate) async fn retract(&self, ended: &[Suppression]) -> Result<(), ServiceError> {
-        let change = retract(&self.inner.cache, self.store(), ended, self.now()).await?;
-        self.settled(change, None).await
+        let changed = retract(&self.inner.cache, self.store(), ended, self.now()).await?;
+        self.settled_merged(&changed).await
     }
 
     /// The records of a person within a tenant, oldest first, each with its audit entries: all of
@@ -236,13 +237,13 @@ fn overridden(r: &StoredRecord, d: &MandatoryDeclaration, now: Millis) -> Option
 /// Refills the cache fields that `ended` records held from the records of those fields that remain
 /// active in the store. A field now holding a record not among `ended` (written meanwhile) is left
 /// alone. Shared with the rebuild, which re-applies endings that raced with its copy. Returns the
-/// last change it fed to the near-caches (0: none).
+/// changes it fed to the near-caches, by slot group.
 pub(crate) async fn retract(
     cache: &Cache,
     store: &Store,
     ended: &[Suppression],
     now: Millis,
-) -> Result<u64, ServiceError> {
+) -> Result<Merged, ServiceError> {
     let mut fields: HashMap<layout::Field, Retraction> = HashMap::new();
     for s in ended {
         fields
@@ -257,7 +258,7 @@ pub(crate) async fn retract(
             .push(s.receipt);
     }
     if fields.is_empty() {
-        return Ok(0);
+        return Ok(Merged::default());
     }
     let mut subjects: Vec<SubjectHash> = fields.values().map(|r| r.subject).collect();
     subjects.sort_unstable_by_key(|s| s.0);
@@ -268,7 +269,7 @@ pub(crate) async fn retract(
         }
     }
     let retractions: Vec<Retraction> = fields.into_values().collect();
-    let retracted = cache.retract(&retractions).await?;
+    let mut changed = cache.retract(&retractions).await?;
     // A record committed after the query above, whose own cache write was refused while the field
     // still held an ended record (the merge rule keeps a permanent record), would now be missing:
     // write back what is active now. Its write came before the retract emptied the field, so this
@@ -284,5 +285,7 @@ pub(crate) async fn retract(
         .filter(|s| fields.contains(&layout::field(&s.subject, &s.scope)))
         .collect();
     let refilled = cache.merge(&active, true).await?;
-    Ok(retracted.max(refilled.change))
+    cache.saw_merged(&refilled);
+    changed.groups.extend(refilled.groups);
+    Ok(changed)
 }

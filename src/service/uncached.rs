@@ -108,7 +108,10 @@ impl Suppressions {
             })?;
         if taken == TakenUncached::Present {
             let key = record.idempotency_key.as_deref().unwrap_or_default();
-            return match self.prior_receipt(&record.scope.tenant, key).await? {
+            return match self
+                .prior_receipt(&record.subject, &record.scope.tenant, key)
+                .await?
+            {
                 Some(prior) => Ok(Some(prior)),
                 None => Err(ServiceError::Internal(anyhow::anyhow!(
                     "the store refused a new receipt without a prior record"
@@ -182,8 +185,8 @@ impl Suppressions {
                 .merge(&active, true)
                 .await
                 .inspect_err(|_| inner.doubt.doubt())?;
-            inner.cache.saw_writes(merged.writes);
-            self.settled(merged.change, None).await?;
+            inner.cache.saw_merged(&merged);
+            self.settled_merged(&merged).await?;
             let ids: Vec<ReceiptId> = marked.iter().map(|m| m.record.receipt).collect();
             inner.store.forget_uncached(&ids).await?;
             written += active.len();

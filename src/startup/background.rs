@@ -33,7 +33,8 @@ pub(super) struct Background {
     pub(super) cache: Cache,
     pub(super) waiters: Arc<Waiters>,
     pub(super) trigger: Arc<RebuildTrigger>,
-    pub(super) worker: Worker,
+    /// The write-behind workers, one per slot group's stream.
+    pub(super) workers: Vec<Worker>,
     pub(super) rebuilder: Rebuilder,
     pub(super) controls: ControlsPoller,
     pub(super) controls_poll: Duration,
@@ -72,7 +73,7 @@ impl Background {
             cache,
             waiters,
             trigger,
-            worker,
+            workers,
             rebuilder,
             controls,
             controls_poll,
@@ -106,7 +107,15 @@ impl Background {
         );
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
-        let working = tokio::spawn(worker.run(stop_worker.clone()));
+        let working = {
+            let runs: Vec<_> = workers
+                .into_iter()
+                .map(|w| w.run(stop_worker.clone()))
+                .collect();
+            tokio::spawn(async move {
+                futures_util::future::join_all(runs).await;
+            })
+        };
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
         let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
         let monitoring =

@@ -95,7 +95,7 @@ impl Application {
             tracing::warn!(error = %e, "checks ask the store until the cache can be vouched for");
         }
         let controls = ControlsPoller::new(service.clone());
-        let worker = worker(
+        let workers = workers(
             settings,
             &cache,
             &store,
@@ -134,7 +134,7 @@ impl Application {
                 cache,
                 waiters,
                 trigger,
-                worker,
+                workers,
                 rebuilder,
                 controls,
                 controls_poll: settings.controls_poll,
@@ -300,31 +300,35 @@ async fn connect(settings: &ServeSettings) -> anyhow::Result<(Store, Cache)> {
     Ok((store, cache))
 }
 
-/// The write-behind worker, joined to its consumer group.
-async fn worker(
+/// The write-behind workers, one per slot group, each joined to its group's consumer group.
+async fn workers(
     settings: &ServeSettings,
     cache: &Cache,
     store: &Store,
     clock: &Clock,
     audit_log: &AuditLog,
     replica: &str,
-) -> anyhow::Result<Worker> {
-    Worker::new(
-        cache.clone(),
-        store.clone(),
-        clock.clone(),
-        audit_log.clone(),
-        replica,
-        WorkerSettings {
-            batch: settings.worker_batch as usize,
-            block: WORKER_BLOCK,
-            claim_idle: settings.worker_claim_idle(),
-            #[cfg(feature = "failpoints")]
-            crash_after_commit: settings.failpoint_crash_after_commit,
-        },
-    )
-    .await
-    .context("joining the write-behind consumer group")
+) -> anyhow::Result<Vec<Worker>> {
+    let joined = cache.keys().groups().iter().map(|g| {
+        Worker::of_group(
+            cache.clone(),
+            store.clone(),
+            clock.clone(),
+            audit_log.clone(),
+            replica,
+            g.group(),
+            WorkerSettings {
+                batch: settings.worker_batch as usize,
+                block: WORKER_BLOCK,
+                claim_idle: settings.worker_claim_idle(),
+                #[cfg(feature = "failpoints")]
+                crash_after_commit: settings.failpoint_crash_after_commit,
+            },
+        )
+    });
+    futures_util::future::try_join_all(joined)
+        .await
+        .context("joining the write-behind consumer groups")
 }
 
 /// The gRPC server's router and health reporter, and its listener, bound.

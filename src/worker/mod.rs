@@ -6,11 +6,15 @@
 //! record lands exactly once however often it is delivered; each new record gets its audit entry and
 //! a signed checkpoint in the same transaction. Entries are taken in order: first this
 //! member's own pending ones (a commit that failed), then abandoned ones, then new ones.
+//!
+//! Each slot group has a stream of its own (`cache::layout`), so a process runs one worker per
+//! group, each reading its group's stream (with one group, as on a standalone Redis, one worker).
 
 use crate::{
     audit::AuditLog,
     cache::{
         Cache,
+        layout::Group,
         stream::{Consumer, Delivery, Unreadable},
     },
     domain::{Clock, Suppression},
@@ -68,6 +72,8 @@ pub struct Worker {
     /// The audit head this worker's last commit left (see [`Store::commit`]).
     audit_head: AuditHint,
     settings: WorkerSettings,
+    /// Whether this worker logs expiries: one per process is enough (the first group's).
+    sweeps_expiries: bool,
     /// Whether this member may hold pending entries of its own (at start, and after a failure).
     own_pending: bool,
     last_claim: Option<Instant>,
@@ -78,6 +84,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The worker of the first slot group (the only one on a standalone Redis).
     pub async fn new(
         cache: Cache,
         store: Store,
@@ -86,7 +93,20 @@ impl Worker {
         consumer_name: &str,
         settings: WorkerSettings,
     ) -> anyhow::Result<Worker> {
-        let consumer = Consumer::connect(&cache, consumer_name).await?;
+        Self::of_group(cache, store, clock, log, consumer_name, 0, settings).await
+    }
+
+    /// The worker of one slot group's stream.
+    pub async fn of_group(
+        cache: Cache,
+        store: Store,
+        clock: Clock,
+        log: AuditLog,
+        consumer_name: &str,
+        group: Group,
+        settings: WorkerSettings,
+    ) -> anyhow::Result<Worker> {
+        let consumer = Consumer::connect(&cache, consumer_name, group).await?;
         Ok(Worker {
             consumer,
             cache,
@@ -95,6 +115,7 @@ impl Worker {
             log,
             audit_head: AuditHint::default(),
             settings,
+            sweeps_expiries: group == 0,
             own_pending: true,
             last_claim: None,
             last_expiry_sweep: None,
@@ -252,7 +273,8 @@ impl Worker {
         metrics::histogram!(names::BATCH_SIZE).record(records.len() as f64);
         metrics::counter!(names::COMMITTED).increment(report.inserted);
         span.record("suppressd.inserted", report.inserted as i64);
-        self.cache.merge(&records, true).await?;
+        let merged = self.cache.merge(&records, true).await?;
+        self.cache.saw_merged(&merged);
         let receipts: Vec<_> = records.iter().map(|r| r.receipt).collect();
         self.consumer.settle(&ids, &receipts).await?;
         tracing::debug!(
@@ -278,9 +300,10 @@ impl Worker {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut pause = Duration::from_millis(50);
         while !shutdown.is_cancelled() {
-            if self
-                .last_expiry_sweep
-                .is_none_or(|at| at.elapsed() >= EXPIRY_SWEEP_EVERY)
+            if self.sweeps_expiries
+                && self
+                    .last_expiry_sweep
+                    .is_none_or(|at| at.elapsed() >= EXPIRY_SWEEP_EVERY)
                 && let Err(e) = self.log_expiries().await
             {
                 tracing::warn!(

@@ -207,10 +207,11 @@ impl Drop for TestDb {
 }
 
 /// Deletes every key under a prefix (never FLUSHALL: the Redis is shared). `redis_url` may be a
-/// Cluster's seed list: each node then deletes the keys it holds (named `{prefix}…` there).
+/// Cluster's seed list: each node then deletes the keys it holds (named `{prefix}…` and, for slot
+/// groups, `{prefixgN.n}…` there).
 pub fn delete_prefix(redis_url: &str, prefix: &str) {
     let (urls, pattern) = if redis_url.contains(',') {
-        (redis_url.split(',').collect(), format!("{{{prefix}}}*"))
+        (redis_url.split(',').collect(), format!("{{{prefix}*"))
     } else {
         (vec![redis_url], format!("{prefix}*"))
     };

@@ -7,16 +7,17 @@
 //! written only by a complete rebuild: a bucket without it (flushed, restarted empty, evicted) cannot
 //! answer "not suppressed", whatever else it holds.
 //!
-//! `keys` names every key, `codec` lays out fields and values, `scripts` holds the Lua that writes
-//! them; what they share (the marker field, the layout version) is here.
+//! `keys` names every key (`slots` chooses the slot groups' hash tags), `codec` lays out fields and
+//! values, `scripts` holds the Lua that writes them; what they share (the marker field, the layout version) is here.
 
 mod codec;
 mod keys;
 mod scripts;
+mod slots;
 
 pub use codec::{FIELD_LEN, Field, VALUE_LEN, candidate_fields, field};
 pub(crate) use codec::{decode_values, encode_value};
-pub use keys::Keys;
+pub use keys::{Group, GroupKeys, Keys};
 pub(crate) use scripts::{
     MARK_SCRIPT, NOW_MS_FN, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT, leases_fn, merge_script,
     opt_out_script, retract_script,

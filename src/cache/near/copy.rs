@@ -1,8 +1,8 @@
 //! The copy itself: every cached record in memory, sharded under read-write locks, and the reads of
-//! the change feed that keep it current. It answers lookups only while [`NearCache::serving`] says
+//! the change feed that keep it current. It answers lookups only while [`GroupCopy::serving`] says
 //! the lease allows; when to load and when to stop is `super`'s business, not this file's.
 
-use super::{NearCache, Stopped};
+use super::{GroupCopy, Stopped};
 use crate::cache::Conn;
 use crate::cache::{Context, Lookup, Probe, layout};
 use redis::{Script, Value, streams::StreamReadReply};
@@ -19,16 +19,9 @@ const LOAD_CHUNK: u32 = 256;
 pub(super) type Shard = RwLock<HashMap<layout::Field, Box<[u8]>>>;
 pub(super) const SHARDS: usize = 64;
 
-impl NearCache {
+impl GroupCopy {
     /// The answers to `probes` from memory, or `None` when the copy cannot vouch for them.
-    pub(crate) fn lookup(&self, probes: &[Probe<'_>]) -> Option<Vec<Lookup>> {
-        if !self.serving() {
-            return None;
-        }
-        Some(probes.iter().map(|p| self.lookup_one(p)).collect())
-    }
-
-    fn lookup_one(&self, probe: &Probe<'_>) -> Lookup {
+    pub(super) fn lookup_one(&self, probe: &Probe<'_>) -> Lookup {
         // The candidate scopes are built only for a check that finds a record (most find none).
         let mut candidates = None;
         let mut found = Vec::new();
@@ -54,7 +47,7 @@ impl NearCache {
 
     /// The feed's last change: where following starts.
     pub(super) async fn feed_head(&self, conn: &mut Conn) -> Result<Position, Stopped> {
-        let keys = self.cache.keys();
+        let keys = self.keys();
         let (last, seq): (Vec<FeedEntry>, u64) = HEAD
             .key(keys.changes())
             .key(keys.change_seq())
@@ -76,16 +69,17 @@ impl NearCache {
         })
     }
 
-    /// Replaces the copy with every bucket as Redis holds it now. Returns the number of records.
+    /// Replaces the copy with every bucket of the group as Redis holds it now. Returns the number of records.
     pub(super) async fn load(&self, conn: &mut Conn) -> Result<usize, Stopped> {
         for shard in &self.shards {
             shard.write().expect("shard lock").clear();
         }
-        let keys = self.cache.keys();
+        let keys = self.keys();
+        let buckets = keys.buckets();
         let mut entries = 0;
-        let mut from = 0;
-        while from < keys.bucket_count() {
-            let to = (from + LOAD_CHUNK).min(keys.bucket_count());
+        let mut from = buckets.start;
+        while from < buckets.end {
+            let to = (from + LOAD_CHUNK).min(buckets.end);
             let mut pipe = redis::pipe();
             for b in from..to {
                 pipe.cmd("HGETALL").arg(keys.bucket(b));
@@ -133,9 +127,7 @@ impl NearCache {
         if let Some(block) = block {
             cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }
-        cmd.arg("STREAMS")
-            .arg(self.cache.keys().changes())
-            .arg(&feed.id);
+        cmd.arg("STREAMS").arg(self.keys().changes()).arg(&feed.id);
         let reply: Option<StreamReadReply> = cmd
             .query_async(conn)
             .await
@@ -163,7 +155,7 @@ impl NearCache {
                 let writes = String::from_utf8_lossy(&writes)
                     .parse()
                     .map_err(|_| Stopped::Malformed("w: not a number".into()))?;
-                self.cache.saw_writes(writes);
+                self.cache.saw_writes(self.group, writes);
             }
             let mut shard = self.shard(&field).write().expect("shard lock");
             if value.is_empty() {

@@ -1,9 +1,9 @@
 //! The lease protocol: a replica's renewals in [`Keys::near_replicas`](layout::Keys::near_replicas)
 //! (each reporting the last change applied), and a writer's wait until every live lease has
-//! applied its change ([`NearCache::settled`]). Both sides read Redis's clock, in Lua, so that no
+//! applied its change ([`GroupCopy::settled`]). Both sides read Redis's clock, in Lua, so that no
 //! two replicas' clocks are compared.
 
-use super::{LEASE, NearCache, Stopped};
+use super::{GroupCopy, LEASE, Stopped};
 use crate::cache::Conn;
 use crate::cache::{CacheError, Context, layout};
 use redis::Script;
@@ -84,7 +84,7 @@ pub(super) struct View {
     pub(super) blind_until: Instant,
 }
 
-impl NearCache {
+impl GroupCopy {
     /// Returns once every replica that may answer from memory has applied `change`, or its lease has
     /// run out; at once for 0 (nothing fed). `leases`: a read of them made after the write, if the
     /// write brought one back. Fails when that cannot be known in time (Redis away).
@@ -186,7 +186,7 @@ impl NearCache {
 
     /// Reads the leases: Redis's clock, the renewal count and the registry, in one round trip.
     async fn peek(&self) -> Result<Leases, CacheError> {
-        let keys = self.cache.keys();
+        let keys = self.keys();
         let asked = Instant::now();
         let (now, renewals, registry): (u64, u64, Vec<(String, String)>) = PEEK
             .key(keys.near_replicas())
@@ -206,8 +206,8 @@ impl NearCache {
         previous: Option<&str>,
         generation: &str,
     ) -> Result<Lease, Stopped> {
-        let keys = self.cache.keys();
-        let seen = self.cache.writes_seen();
+        let keys = self.keys();
+        let seen = self.cache.writes_seen(self.group);
         let sent = Instant::now();
         let (kept, entry, complete, renewals, lapsed, writes): (
             bool,
@@ -316,12 +316,13 @@ mod tests {
     #[tokio::test]
     async fn a_renewal_after_the_lease_ran_out_is_lapsed() {
         let prefix = format!("lapse{}:", uuid::Uuid::new_v4().simple());
-        let keys = layout::Keys::new(&prefix, 2);
+        let all = layout::Keys::new(&prefix, 2);
+        let keys = all.group(0).clone();
         // The test Redis, as the integration tests find it (scripts/test may start a private one).
         let url = std::env::var("SUPPRESSD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let cache = Cache::connect_url(&url, keys.clone()).await.unwrap();
-        let near = NearCache::new(cache.clone(), "r1");
+        let cache = Cache::connect_url(&url, all).await.unwrap();
+        let near = GroupCopy::new(cache.clone(), "r1", 0);
         let mut conn = cache.conn();
         let () = redis::pipe()
             .set(keys.generation(), "g")

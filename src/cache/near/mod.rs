@@ -22,24 +22,31 @@
 //! Whenever the copy cannot vouch (still loading, Redis away longer than a lease, a rebuild), checks
 //! take the Redis path, which keeps its own rules.
 //!
+//! **By slot group.** Each slot group (`layout::Keys`) has its own feed, leases, write counter and
+//! markers, so the copy is one [`GroupCopy`] per group, each loading, following and leasing its
+//! group's part alone: a gap in one group's feed, or one group rebuilt, reloads that group only.
+//! A writer waits on the leases of the group it wrote to. A check answers from memory only when
+//! the groups of all its subjects serve.
+//!
 //! This file runs the copy's life (load, follow, serve, stop); `copy` holds the records in memory
 //! and reads the feed into them, `lease` is the protocol with the writers (renewals, and the wait
-//! in `NearCache::settled`).
+//! in `GroupCopy::settled`).
 
 mod copy;
 mod lease;
 
 pub use lease::Leases;
+pub(crate) use lease::NotSettled;
 
 use super::Conn;
-use super::{Cache, CacheError, Context};
+use super::{Cache, CacheError, Context, Lookup, Merged, Probe, layout};
 use crate::telemetry::metrics::names;
 use copy::{SHARDS, Shard};
 use lease::View;
 use std::{
     sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -81,10 +88,96 @@ enum Stopped {
 }
 
 /// This replica's copy, and the writer's side of the protocol. Every replica has one; it follows
-/// the feed only when `run` is running.
+/// the feeds only when `run` is running.
 pub struct NearCache {
+    groups: Box<[GroupCopy]>,
+}
+
+impl NearCache {
+    pub(crate) fn new(cache: Cache, replica: &str) -> NearCache {
+        let serving = Arc::new(AtomicU32::new(0));
+        NearCache {
+            groups: cache
+                .keys()
+                .groups()
+                .iter()
+                .map(|g| GroupCopy::new(cache.clone(), replica, g.group()).counting(&serving))
+                .collect(),
+        }
+    }
+
+    /// TESTS ONLY: see [`GroupCopy::with_stall_failpoint`].
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn with_stall_failpoint(self) -> NearCache {
+        NearCache {
+            groups: self
+                .groups
+                .into_iter()
+                .map(GroupCopy::with_stall_failpoint)
+                .collect(),
+        }
+    }
+
+    /// The answers to `probes` from memory, or `None` when the copy cannot vouch for all of them.
+    pub(crate) fn lookup(&self, probes: &[Probe<'_>]) -> Option<Vec<Lookup>> {
+        if !probes.iter().all(|p| self.group(p.group).serving()) {
+            return None;
+        }
+        Some(
+            probes
+                .iter()
+                .map(|p| self.group(p.group).lookup_one(p))
+                .collect(),
+        )
+    }
+
+    fn group(&self, group: layout::Group) -> &GroupCopy {
+        &self.groups[group as usize]
+    }
+
+    /// Whether checks of every group may be answered from memory now.
+    pub fn serving(&self) -> bool {
+        self.groups.iter().all(GroupCopy::serving)
+    }
+
+    /// Follows every group's feed, loading a group again whenever its copy stops, until `stop`.
+    pub(crate) async fn run(self: Arc<Self>, stop: CancellationToken) {
+        futures_util::future::join_all(self.groups.iter().map(|g| g.run(stop.clone()))).await;
+    }
+
+    /// Returns once every replica that may answer from memory has applied `change` of `group`
+    /// (see [`GroupCopy::settled`]).
+    pub(crate) async fn settled(
+        &self,
+        group: layout::Group,
+        change: u64,
+        leases: Option<Leases>,
+    ) -> Result<(), lease::NotSettled> {
+        self.group(group).settled(change, leases).await
+    }
+
+    /// [`Self::settled`] for every group a merge (or a retraction) fed, all at once.
+    pub(crate) async fn settled_merged(&self, merged: &Merged) -> Result<(), lease::NotSettled> {
+        let waits = merged
+            .groups
+            .iter()
+            .map(|m| self.settled(m.group, m.change, None));
+        futures_util::future::try_join_all(waits).await.map(drop)
+    }
+}
+
+/// One slot group's part of the copy, and the writer's side of the protocol for that group.
+pub(crate) struct GroupCopy {
     cache: Cache,
+    group: layout::Group,
     replica: String,
+    /// How many groups of this replica serve, shared by its groups: the serving gauge says 1 when
+    /// all do.
+    serving_groups: Arc<AtomicU32>,
+    /// This group is counted in `serving_groups`.
+    counted: AtomicBool,
+    /// The records this group's last load copied, for the entries gauge (summed over groups).
+    loaded: AtomicU64,
     shards: Box<[Shard]>,
     start: Instant,
     /// Nanoseconds after `start` until which answers from memory are allowed; 0: not serving.
@@ -99,12 +192,16 @@ pub struct NearCache {
     stall_failpoint: bool,
 }
 
-impl NearCache {
-    pub(crate) fn new(cache: Cache, replica: &str) -> NearCache {
+impl GroupCopy {
+    pub(crate) fn new(cache: Cache, replica: &str, group: layout::Group) -> GroupCopy {
         let start = Instant::now();
-        NearCache {
+        GroupCopy {
             cache,
+            group,
             replica: replica.to_owned(),
+            serving_groups: Arc::default(),
+            counted: AtomicBool::new(false),
+            loaded: AtomicU64::new(0),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             start,
             serving_until: AtomicU64::new(0),
@@ -127,7 +224,7 @@ impl NearCache {
     /// stalls `after` before it reads the feed: a replica stalled past its lease just as it renews,
     /// and slow to read the feed then.
     #[cfg(feature = "failpoints")]
-    pub(crate) fn with_stall_failpoint(mut self) -> NearCache {
+    pub(crate) fn with_stall_failpoint(mut self) -> GroupCopy {
         self.stall_failpoint = true;
         self
     }
@@ -154,14 +251,38 @@ impl NearCache {
         ))
     }
 
-    /// Whether checks may be answered from memory now.
+    fn counting(mut self, serving_groups: &Arc<AtomicU32>) -> GroupCopy {
+        self.serving_groups = serving_groups.clone();
+        self
+    }
+
+    /// This group's names.
+    fn keys(&self) -> &layout::GroupKeys {
+        self.cache.keys().group(self.group)
+    }
+
+    /// Counts this group in or out of the replica's serving groups, and sets the gauge.
+    fn count_serving(&self, serving: bool) {
+        if self.counted.swap(serving, Ordering::AcqRel) == serving {
+            return;
+        }
+        let n = if serving {
+            self.serving_groups.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            self.serving_groups.fetch_sub(1, Ordering::AcqRel) - 1
+        };
+        let all = n == self.cache.keys().group_count();
+        metrics::gauge!(names::NEAR_CACHE_SERVING).set(if all { 1.0 } else { 0.0 });
+    }
+
+    /// Whether checks of this group may be answered from memory now.
     pub fn serving(&self) -> bool {
         let until = self.serving_until.load(Ordering::Acquire);
         until != 0 && (self.start.elapsed().as_nanos() as u64) < until
     }
 
     /// Follows the feed, loading again whenever the copy stops, until `stop`.
-    pub(crate) async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
+    async fn run(&self, stop: CancellationToken) {
         while !stop.is_cancelled() {
             let stopped = tokio::select! {
                 stopped = self.follow() => stopped,
@@ -170,9 +291,12 @@ impl NearCache {
             self.stop_serving().await;
             if matches!(stopped, Stopped::Incomplete) {
                 // Waiting for a rebuild to finish: expected at start and after Redis lost data.
-                tracing::debug!("near-cache waits for the cache to be complete");
+                tracing::debug!(
+                    group = self.group,
+                    "near-cache waits for the cache to be complete"
+                );
             } else {
-                tracing::warn!(reason = %stopped,
+                tracing::warn!(group = self.group, reason = %stopped,
                     "near-cache stopped answering; checks go to Redis until it has loaded again");
             }
             tokio::select! {
@@ -189,12 +313,12 @@ impl NearCache {
             // Wake writers waiting on this copy; then stop holding up other replicas' writers.
             self.applied.send_modify(|_| {});
             let _ = redis::cmd("HDEL")
-                .arg(self.cache.keys().near_replicas())
+                .arg(self.keys().near_replicas())
                 .arg(&self.replica)
                 .query_async::<()>(&mut self.cache.conn())
                 .await;
         }
-        metrics::gauge!(names::NEAR_CACHE_SERVING).set(0.0);
+        self.count_serving(false);
     }
 
     /// Loads and follows; returns only why it stopped.
@@ -214,15 +338,17 @@ impl NearCache {
             .context("connecting the near-cache")?;
         let generation = self
             .cache
-            .complete_generation()
+            .complete_generation(self.group)
             .await?
             .ok_or(Stopped::Incomplete)?;
         let mut feed = self.feed_head(&mut conn).await?;
         let entries = self.load(&mut conn).await?;
-        if self.cache.complete_generation().await?.as_deref() != Some(generation.as_str()) {
+        if self.cache.complete_generation(self.group).await?.as_deref() != Some(generation.as_str())
+        {
             return Err(Stopped::Rebuilt);
         }
-        metrics::gauge!(names::NEAR_CACHE_ENTRIES).set(entries as f64);
+        let before = self.loaded.swap(entries as u64, Ordering::AcqRel);
+        metrics::gauge!(names::NEAR_CACHE_ENTRIES).increment(entries as f64 - before as f64);
         self.catch_up(&mut conn, &mut feed).await?;
         // Registered: writers from now on wait for this copy. Then everything written before that.
         let mut lease = self
@@ -255,9 +381,10 @@ impl NearCache {
             let until = (lease.sent + LEASE - MARGIN).duration_since(self.start);
             self.serving_until
                 .store(until.as_nanos() as u64, Ordering::Release);
-            metrics::gauge!(names::NEAR_CACHE_SERVING).set(1.0);
+            self.count_serving(true);
             if !announced {
                 tracing::info!(
+                    group = self.group,
                     records = entries,
                     "near-cache loaded; checks answered from memory"
                 );

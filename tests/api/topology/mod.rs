@@ -5,6 +5,7 @@
 //! sends = 0). The everyday tests run on the Cluster too, through `on_cluster!`.
 
 mod cluster;
+mod groups;
 pub mod nodes;
 mod sentinel;
 

@@ -89,8 +89,8 @@ pub(super) async fn wait_complete(
     let deadline = Instant::now() + limit;
     loop {
         let (complete, generation): (Option<String>, Option<String>) = redis::pipe()
-            .get(keys.complete())
-            .get(keys.generation())
+            .get(keys.group(0).complete())
+            .get(keys.group(0).generation())
             .query_async(&mut conn)
             .await
             .context("reading the completeness marker")?;
