@@ -233,6 +233,13 @@ pub struct ServeSettings {
           value_parser = parse_interval)]
     pub(crate) trigger_flush: Duration,
 
+    /// How often a `WatchChanges` stream that has caught up with the audit log asks the store for
+    /// newer entries (e.g. `100ms`): the most a watcher waits for a change another replica
+    /// committed.
+    #[arg(long, env = "SUPPRESSD_WATCH_POLL", default_value = "100ms",
+          value_parser = parse_interval)]
+    pub(crate) watch_poll: Duration,
+
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

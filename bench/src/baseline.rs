@@ -197,6 +197,15 @@ impl Suppression for EmptySuppression {
         Ok(Response::new(Default::default()))
     }
 
+    type WatchChangesStream = tokio_stream::Empty<Result<proto::Change, Status>>;
+
+    async fn watch_changes(
+        &self,
+        _: Request<proto::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        Ok(Response::new(tokio_stream::empty()))
+    }
+
     async fn import_suppressions(
         &self,
         _: Request<tonic::Streaming<proto::ImportRow>>,

@@ -17,6 +17,7 @@ mod observe;
 mod rights;
 pub(crate) mod status;
 mod suppression;
+mod watch;
 
 pub(crate) use observe::RpcLayer;
 pub(crate) use suppression::SuppressionApi;

@@ -361,4 +361,13 @@ impl proto::suppression_server::Suppression for SuppressionApi {
     ) -> Result<Response<proto::ListImportsResponse>, Status> {
         self.list_imports_impl(request).await
     }
+
+    type WatchChangesStream = super::watch::ChangeStream;
+
+    async fn watch_changes(
+        &self,
+        request: Request<proto::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        self.watch_changes_impl(request).await
+    }
 }

@@ -19,6 +19,7 @@ pub(crate) mod rollback;
 pub(crate) mod uncached;
 mod view;
 pub(crate) mod waiters;
+pub(crate) mod watch;
 
 use crate::{
     audit::AuditLog,
@@ -115,6 +116,8 @@ pub(crate) struct ServiceSettings {
     pub(crate) controls_poll: Duration,
     /// How long the controls are trusted without a confirmation (`controls::Freshness`).
     pub(crate) controls_stale_after: Duration,
+    /// How often a caught-up `WatchChanges` stream polls the store for new audit entries.
+    pub(crate) watch_poll: Duration,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.

@@ -81,6 +81,7 @@ impl Application {
                 replica: replica.clone(),
                 controls_poll: settings.controls_poll,
                 controls_stale_after: settings.controls_stale_after,
+                watch_poll: settings.watch_poll,
             },
             waiters.clone(),
             trigger.clone(),

@@ -80,6 +80,8 @@ pub mod names {
     /// `help`, `ignored`, `unsigned`, `bad_signature`, `stale`, `unknown_number`, `malformed`,
     /// `unavailable`, `failed`).
     pub(crate) const INBOUND_EVENTS: &str = "suppressd_inbound_events_total";
+    /// `WatchChanges` streams open on this replica.
+    pub(crate) const WATCHERS: &str = "suppressd_watch_streams";
 
     /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
@@ -113,6 +115,7 @@ pub mod names {
         UNCACHED_OPT_OUTS,
         CACHE_TRUSTED,
         INBOUND_EVENTS,
+        WATCHERS,
     ];
 }
 
@@ -168,6 +171,7 @@ fn describe() {
     describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC call latency");
     describe_counter!(CHECKS, "Checks answered, by where the answer came from");
     describe_counter!(OPT_OUTS, "New opt-outs recorded, by reason and source");
+    describe_gauge!(WATCHERS, "WatchChanges streams open on this replica");
     describe_gauge!(CACHE_COMPLETE, "1 if the cache is complete, else 0");
     describe_gauge!(REBUILD_RUNNING, "1 while this replica rebuilds the cache");
     describe_gauge!(

@@ -39,5 +39,6 @@ mod tokens;
 mod topology;
 mod uncached;
 mod validation;
+mod watch;
 mod wire;
 mod worker;
