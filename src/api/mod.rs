@@ -11,6 +11,7 @@
 pub(crate) mod auth;
 mod controls;
 mod convert;
+mod destinations;
 mod imports;
 pub(crate) mod limits;
 mod observe;

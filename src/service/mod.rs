@@ -10,6 +10,7 @@ mod check;
 pub(crate) mod confirmations;
 pub(crate) mod consent;
 pub(crate) mod controls;
+pub(crate) mod delivery;
 pub(crate) mod import;
 mod opt_out;
 pub(crate) mod rebuild;

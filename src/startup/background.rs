@@ -11,6 +11,7 @@ use crate::{
     cache::{Cache, near::NearCache},
     service::{
         controls::ControlsPoller,
+        delivery::Deliverer,
         rebuild::{RebuildTrigger, Rebuilder},
         waiters::Waiters,
     },
@@ -36,6 +37,8 @@ pub(super) struct Background {
     pub(super) worker: Worker,
     pub(super) rebuilder: Rebuilder,
     pub(super) controls: ControlsPoller,
+    /// Delivers webhooks to the destinations this replica holds the lease of.
+    pub(super) deliverer: Deliverer,
     pub(super) controls_poll: Duration,
     /// How often the halt triggers' counts go to Redis.
     pub(super) trigger_flush: Duration,
@@ -57,6 +60,7 @@ pub(super) struct Running {
     counting: JoinHandle<()>,
     following: Option<JoinHandle<()>>,
     working: JoinHandle<()>,
+    delivering: JoinHandle<()>,
     admin: Option<JoinHandle<anyhow::Result<()>>>,
     monitoring: JoinHandle<()>,
     watching: JoinHandle<()>,
@@ -75,6 +79,7 @@ impl Background {
             worker,
             rebuilder,
             controls,
+            deliverer,
             controls_poll,
             trigger_flush,
             near,
@@ -107,6 +112,8 @@ impl Background {
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
         let working = tokio::spawn(worker.run(stop_worker.clone()));
+        // Stops when the drain begins: a POST under way finishes, the next waits for a replica.
+        let delivering = tokio::spawn(deliverer.run(background.clone()));
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
         let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
         let monitoring =
@@ -135,6 +142,7 @@ impl Background {
             counting,
             following,
             working,
+            delivering,
             admin,
             monitoring,
             watching,
@@ -163,6 +171,7 @@ impl Running {
             counting,
             following,
             working,
+            delivering,
             admin,
             monitoring,
             watching,
@@ -183,7 +192,8 @@ impl Running {
                 watching,
                 polling,
                 reconciling,
-                counting
+                counting,
+                delivering
             );
             if let Some(front) = front {
                 let _ = front.await;
