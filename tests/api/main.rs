@@ -40,5 +40,6 @@ mod topology;
 mod uncached;
 mod validation;
 mod watch;
+mod webhooks;
 mod wire;
 mod worker;

@@ -274,21 +274,25 @@ impl Suppressions {
         let delivered: Vec<DeliveryRow> = store.deliveries_of(receipt).await?;
         let mut views = Vec::new();
         for destination in self.list_destinations().await? {
+            let row_of = |seq: u64| {
+                delivered
+                    .iter()
+                    .find(|d| d.destination_id == destination.id && d.seq as u64 == seq)
+            };
+            // A change the cursor passed without a delivery came before the destination was
+            // registered: not its concern.
+            let passed = |seq: u64| destination.delivered_seq.is_some_and(|d| seq <= d);
             let wanted: Vec<_> = entries
                 .iter()
                 .filter(|e| destination.wants.covers(e))
+                .filter(|e| !(passed(e.seq) && row_of(e.seq).is_none()))
                 .collect();
             if wanted.is_empty() {
                 continue;
             }
             let times: Vec<Millis> = wanted
                 .iter()
-                .filter_map(|e| {
-                    delivered
-                        .iter()
-                        .find(|d| d.destination_id == destination.id && d.seq as u64 == e.seq)
-                        .map(|d| d.delivered_at)
-                })
+                .filter_map(|e| row_of(e.seq).map(|d| d.delivered_at))
                 .collect();
             let state = if times.len() == wanted.len() {
                 DeliveryState::Delivered(times.into_iter().max().unwrap_or_default())
