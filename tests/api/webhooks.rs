@@ -551,3 +551,42 @@ async fn a_replica_killed_mid_delivery_leaves_one_delivered_record_per_change() 
     assert!(got.iter().all(|r| r.verified));
     delete_prefix(redis_url(), &prefix);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_lists_resumes_and_removes_destinations() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let server = app.addr.to_string();
+    let out = crate::controls::suppressd(&[
+        "destinations",
+        "add",
+        "https://crm.example.com/hook",
+        "--tenant",
+        "acme",
+        "--kind",
+        "opt_out",
+        "--server",
+        &server,
+        "--json",
+    ])
+    .await;
+    let added: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = added["destination_id"].as_str().unwrap().to_owned();
+    let listed = crate::controls::suppressd(&["destinations", "list", "--server", &server]).await;
+    let resumed =
+        crate::controls::suppressd(&["destinations", "resume", &id, "--server", &server]).await;
+    crate::controls::suppressd(&["destinations", "remove", &id, "--server", &server]).await;
+    let after = crate::controls::suppressd(&["destinations", "list", "--server", &server]).await;
+
+    assert!(
+        added["secret"].as_str().unwrap().starts_with("whsec_"),
+        "{out}"
+    );
+    assert_eq!(added["tenants"], serde_json::json!(["acme"]));
+    assert!(
+        listed.contains(&id) && listed.contains("state: active"),
+        "{listed}"
+    );
+    assert!(!listed.contains("whsec_"), "{listed}");
+    assert!(resumed.contains(&id), "{resumed}");
+    assert_eq!(after, "no destinations\n");
+}

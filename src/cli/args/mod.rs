@@ -7,8 +7,8 @@ mod import;
 mod send;
 
 pub(crate) use controls::{
-    ConsentCommand, ControlsCommand, HaltArgs, MandatoryCommand, RecordConsentArgs, ResumeArgs,
-    TriggerCommand, WindowCommand,
+    ConsentCommand, ControlsCommand, DestinationCommand, HaltArgs, MandatoryCommand,
+    RecordConsentArgs, ResumeArgs, TriggerCommand, WindowCommand,
 };
 pub use import::ImportsCommand;
 pub(crate) use import::{Format, ImportArgs, RollbackArgs};
@@ -79,6 +79,9 @@ pub enum Command {
     /// (role admin).
     #[command(subcommand)]
     Trigger(TriggerCommand),
+    /// Webhook destinations: where every change goes, signed (role admin).
+    #[command(subcommand)]
+    Destinations(DestinationCommand),
     /// Lists the halts, mandatory declarations, send windows and halt triggers of a tenant.
     #[command(subcommand)]
     Controls(ControlsCommand),
