@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Window(command) => cli::controls::window(command).await?,
         Command::Consent(command) => cli::consent::consent(command).await?,
         Command::Trigger(command) => cli::triggers::trigger(command).await?,
+        Command::Destinations(command) => cli::destinations::destinations(command).await?,
         Command::Controls(command) => cli::controls::controls(command).await?,
         Command::Health(args) => cli::health::health(args).await?,
         Command::Check(args) => {

@@ -197,6 +197,43 @@ impl Suppression for EmptySuppression {
         Ok(Response::new(Default::default()))
     }
 
+    async fn register_destination(
+        &self,
+        _: Request<proto::RegisterDestinationRequest>,
+    ) -> Result<Response<proto::Destination>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn list_destinations(
+        &self,
+        _: Request<proto::ListDestinationsRequest>,
+    ) -> Result<Response<proto::ListDestinationsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn remove_destination(
+        &self,
+        _: Request<proto::RemoveDestinationRequest>,
+    ) -> Result<Response<proto::Destination>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn resume_destination(
+        &self,
+        _: Request<proto::ResumeDestinationRequest>,
+    ) -> Result<Response<proto::Destination>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    type WatchChangesStream = tokio_stream::Empty<Result<proto::Change, Status>>;
+
+    async fn watch_changes(
+        &self,
+        _: Request<proto::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        Ok(Response::new(tokio_stream::empty()))
+    }
+
     async fn import_suppressions(
         &self,
         _: Request<tonic::Streaming<proto::ImportRow>>,

@@ -43,6 +43,8 @@ pub(super) enum Rpc {
     /// The audit log's public face (`GetCheckpoint`, `GetConsistencyProof`): sizes and hashes only,
     /// which anyone checking a receipt must be able to fetch, key or no key.
     AuditLog,
+    /// `WatchChanges`: role `watch` (or admin).
+    Watch,
     /// Anything not classified yet: admin only.
     Other,
 }
@@ -57,6 +59,7 @@ impl Rpc {
             "RecordConsent" => Rpc::RecordConsent,
             "OptIn" | "ListSuppressions" => Rpc::PersonRights,
             "GetCheckpoint" | "GetConsistencyProof" => Rpc::AuditLog,
+            "WatchChanges" => Rpc::Watch,
             _ => Rpc::Other,
         }
     }
@@ -69,6 +72,7 @@ impl Rpc {
             | Rpc::IssueOptOutToken
             | Rpc::RecordConsent
             | Rpc::PersonRights => Role::Write,
+            Rpc::Watch => Role::Watch,
             Rpc::Other => Role::Admin,
         }
     }
@@ -275,6 +279,7 @@ mod tests {
         assert_eq!(path("OptIn").role(), Role::Write);
         assert_eq!(path("RollbackImport").role(), Role::Admin);
         assert_eq!(path("HaltCampaign").role(), Role::Admin);
+        assert_eq!(path("WatchChanges").role(), Role::Watch);
         assert_eq!(path("IssueOptInToken").role(), Role::Admin);
     }
 }

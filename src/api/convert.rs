@@ -22,8 +22,8 @@ pub const MAX_BATCH: usize = 1_000;
 
 mod receipts;
 pub(crate) use receipts::{
-    checkpoint_to_proto, confirmation, confirmation_to_proto, consistency_to_proto, receipt_id,
-    receipt_to_proto,
+    checkpoint_to_proto, confirmation, confirmation_to_proto, consistency_to_proto,
+    delivery_to_proto, receipt_id, receipt_to_proto,
 };
 mod rights;
 pub use rights::*;

@@ -47,6 +47,8 @@ impl Budgets {
             | Rpc::IssueOptOutToken
             | Rpc::RecordConsent
             | Rpc::PersonRights
+            // A watch holds its slot only until its stream begins.
+            | Rpc::Watch
             | Rpc::Other => (&self.writes, "writes"),
         };
         budget

@@ -12,12 +12,14 @@ pub(crate) mod auth;
 mod controls;
 mod convert;
 mod details;
+mod destinations;
 mod imports;
 pub(crate) mod limits;
 mod observe;
 mod rights;
 pub(crate) mod status;
 mod suppression;
+mod watch;
 
 pub(crate) use observe::RpcLayer;
 pub(crate) use suppression::SuppressionApi;

@@ -100,11 +100,26 @@ impl SuppressionApi {
         let now = self.service.clock().now();
         let records = self.service.history(&subject, &viewer).await?;
         let consents = self.service.consents(&subject, &viewer).await?;
+        let mut shown = Vec::with_capacity(records.len());
+        for history in records {
+            // Where the record's changes went is an operator's concern, not the person's.
+            let deliveries = match viewer {
+                Viewer::Operator { .. } => {
+                    let receipt = history.record.record.receipt.to_string();
+                    self.service.deliveries_of(&receipt).await?
+                }
+                Viewer::Token { .. } => Vec::new(),
+            };
+            shown.push(proto::RecordHistory {
+                deliveries: deliveries
+                    .into_iter()
+                    .map(convert::delivery_to_proto)
+                    .collect(),
+                ..convert::history_to_proto(history, now)
+            });
+        }
         Ok(Response::new(proto::ListSuppressionsResponse {
-            records: records
-                .into_iter()
-                .map(|h| convert::history_to_proto(h, now))
-                .collect(),
+            records: shown,
             consents: consents
                 .into_iter()
                 .map(convert::consent::consent_to_proto)

@@ -166,14 +166,21 @@ impl proto::suppression_server::Suppression for SuppressionApi {
             .service
             .receipt_for(id, |tenant| caller.may_use_tenant(tenant))
             .await?;
-        let confirmations = match receipt.state {
-            ReceiptState::Durable => self.service.confirmations(id).await?,
-            ReceiptState::Accepted => Vec::new(),
+        let (confirmations, deliveries) = match receipt.state {
+            ReceiptState::Durable => (
+                self.service.confirmations(id).await?,
+                self.service.deliveries_of(&id.to_string()).await?,
+            ),
+            ReceiptState::Accepted => (Vec::new(), Vec::new()),
         };
         Ok(Response::new(proto::Receipt {
             confirmations: confirmations
                 .into_iter()
                 .map(convert::confirmation_to_proto)
+                .collect(),
+            deliveries: deliveries
+                .into_iter()
+                .map(convert::delivery_to_proto)
                 .collect(),
             ..convert::receipt_to_proto(receipt)
         }))
@@ -360,5 +367,42 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         request: Request<proto::ListImportsRequest>,
     ) -> Result<Response<proto::ListImportsResponse>, Status> {
         self.list_imports_impl(request).await
+    }
+
+    async fn register_destination(
+        &self,
+        request: Request<proto::RegisterDestinationRequest>,
+    ) -> Result<Response<proto::Destination>, Status> {
+        self.register_destination_impl(request).await
+    }
+
+    async fn list_destinations(
+        &self,
+        request: Request<proto::ListDestinationsRequest>,
+    ) -> Result<Response<proto::ListDestinationsResponse>, Status> {
+        self.list_destinations_impl(request).await
+    }
+
+    async fn remove_destination(
+        &self,
+        request: Request<proto::RemoveDestinationRequest>,
+    ) -> Result<Response<proto::Destination>, Status> {
+        self.remove_destination_impl(request).await
+    }
+
+    async fn resume_destination(
+        &self,
+        request: Request<proto::ResumeDestinationRequest>,
+    ) -> Result<Response<proto::Destination>, Status> {
+        self.resume_destination_impl(request).await
+    }
+
+    type WatchChangesStream = super::watch::ChangeStream;
+
+    async fn watch_changes(
+        &self,
+        request: Request<proto::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        self.watch_changes_impl(request).await
     }
 }

@@ -55,6 +55,32 @@ pub(crate) enum Action {
 }
 
 impl Action {
+    /// Every action, in the order of the enum: what a watcher may filter on.
+    pub(crate) const ALL: [Action; 17] = [
+        Action::OptOut,
+        Action::Expire,
+        Action::OptIn,
+        Action::Import,
+        Action::Rollback,
+        Action::Halt,
+        Action::Resume,
+        Action::DeclareMandatory,
+        Action::RevokeMandatory,
+        Action::SetSendWindow,
+        Action::RemoveSendWindow,
+        Action::Confirmation,
+        Action::RequireConsent,
+        Action::DropConsentRequirement,
+        Action::RecordConsent,
+        Action::SetHaltTrigger,
+        Action::RemoveHaltTrigger,
+    ];
+
+    /// The action of this name, as the log spells it.
+    pub(crate) fn named(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::OptOut => "opt_out",

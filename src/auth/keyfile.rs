@@ -4,7 +4,7 @@
 //! ```toml
 //! [[principal]]
 //! name = "mailer"                  # recorded as the actor of its opt-outs
-//! roles = ["check", "write"]       # check | write | admin
+//! roles = ["check", "write"]       # check | write | watch | admin
 //! tenants = ["acme"]               # optional: only these tenants (absent = every tenant)
 //! key_sha256 = ["9f2c…"]           # hex SHA-256 of each valid key (two during a rotation)
 //! cert_cn = ["mailer.internal"]    # optional: client-certificate subjects (mTLS) that are this principal

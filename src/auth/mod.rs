@@ -33,6 +33,9 @@ pub(crate) enum Role {
     Check,
     /// `OptOut`, `GetReceipt`, `IssueOptOutToken`.
     Write,
+    /// `WatchChanges`: the stream of changes, for the systems that keep lists of their own; nothing
+    /// else.
+    Watch,
     /// Everything, including RPCs added later (an RPC nobody classified needs `Admin`).
     Admin,
 }
@@ -42,10 +45,11 @@ impl Role {
         match name {
             "check" => Ok(Role::Check),
             "write" => Ok(Role::Write),
+            "watch" => Ok(Role::Watch),
             "admin" => Ok(Role::Admin),
             other => Err(Invalid::new(
                 "roles",
-                format!("unknown role {other:?} (check, write or admin)"),
+                format!("unknown role {other:?} (check, write, watch or admin)"),
             )),
         }
     }

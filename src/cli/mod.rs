@@ -5,6 +5,7 @@ pub mod args;
 pub mod audit;
 pub mod consent;
 pub mod controls;
+pub mod destinations;
 pub mod health;
 pub mod import;
 pub mod keys;

@@ -11,6 +11,7 @@ mod check;
 pub(crate) mod confirmations;
 pub(crate) mod consent;
 pub(crate) mod controls;
+pub(crate) mod delivery;
 pub(crate) mod import;
 mod opt_out;
 pub(crate) mod rebuild;
@@ -20,6 +21,7 @@ pub(crate) mod rollback;
 pub(crate) mod uncached;
 mod view;
 pub(crate) mod waiters;
+pub(crate) mod watch;
 
 use crate::{
     audit::AuditLog,
@@ -117,6 +119,8 @@ pub(crate) struct ServiceSettings {
     pub(crate) controls_poll: Duration,
     /// How long the controls are trusted without a confirmation (`controls::Freshness`).
     pub(crate) controls_stale_after: Duration,
+    /// How often a caught-up `WatchChanges` stream polls the store for new audit entries.
+    pub(crate) watch_poll: Duration,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.

@@ -11,6 +11,7 @@ use crate::{
     cache::{Cache, near::NearCache},
     service::{
         controls::ControlsPoller,
+        delivery::Deliverer,
         rebuild::{RebuildTrigger, Rebuilder},
         waiters::Waiters,
     },
@@ -37,6 +38,8 @@ pub(super) struct Background {
     pub(super) workers: Vec<Worker>,
     pub(super) rebuilder: Rebuilder,
     pub(super) controls: ControlsPoller,
+    /// Delivers webhooks to the destinations this replica holds the lease of.
+    pub(super) deliverer: Deliverer,
     pub(super) controls_poll: Duration,
     /// How often the halt triggers' counts go to Redis.
     pub(super) trigger_flush: Duration,
@@ -58,6 +61,7 @@ pub(super) struct Running {
     counting: JoinHandle<()>,
     following: Option<JoinHandle<()>>,
     working: JoinHandle<()>,
+    delivering: JoinHandle<()>,
     admin: Option<JoinHandle<anyhow::Result<()>>>,
     monitoring: JoinHandle<()>,
     watching: JoinHandle<()>,
@@ -76,6 +80,7 @@ impl Background {
             workers,
             rebuilder,
             controls,
+            deliverer,
             controls_poll,
             trigger_flush,
             near,
@@ -116,6 +121,8 @@ impl Background {
                 futures_util::future::join_all(runs).await;
             })
         };
+        // Stops when the drain begins: a POST under way finishes, the next waits for a replica.
+        let delivering = tokio::spawn(deliverer.run(background.clone()));
         // Metrics stay scrapable while calls drain; the admin port closes with the worker.
         let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_worker.clone())));
         let monitoring =
@@ -144,6 +151,7 @@ impl Background {
             counting,
             following,
             working,
+            delivering,
             admin,
             monitoring,
             watching,
@@ -172,6 +180,7 @@ impl Running {
             counting,
             following,
             working,
+            delivering,
             admin,
             monitoring,
             watching,
@@ -192,7 +201,8 @@ impl Running {
                 watching,
                 polling,
                 reconciling,
-                counting
+                counting,
+                delivering
             );
             if let Some(front) = front {
                 let _ = front.await;

@@ -20,6 +20,7 @@ use crate::{
     service::{
         ServiceSettings, Suppressions,
         controls::ControlsPoller,
+        delivery::{Deliverer, DeliverySettings},
         rebuild::{RebuildTrigger, Rebuilder},
         waiters::Waiters,
     },
@@ -81,6 +82,7 @@ impl Application {
                 replica: replica.clone(),
                 controls_poll: settings.controls_poll,
                 controls_stale_after: settings.controls_stale_after,
+                watch_poll: settings.watch_poll,
             },
             waiters.clone(),
             trigger.clone(),
@@ -95,6 +97,18 @@ impl Application {
             tracing::warn!(error = %e, "checks ask the store until the cache can be vouched for");
         }
         let controls = ControlsPoller::new(service.clone());
+        let deliverer = Deliverer::new(
+            service.clone(),
+            DeliverySettings {
+                interval: settings.delivery_interval,
+                failure_budget: settings.delivery_failure_budget,
+                backoff_base: settings.delivery_backoff_base,
+                backoff_max: settings.delivery_backoff_max,
+                request_timeout: settings.delivery_timeout,
+            },
+            replica.clone(),
+        )
+        .context("the webhook client")?;
         let workers = workers(
             settings,
             &cache,
@@ -137,6 +151,7 @@ impl Application {
                 workers,
                 rebuilder,
                 controls,
+                deliverer,
                 controls_poll: settings.controls_poll,
                 trigger_flush: settings.trigger_flush,
                 near: (!settings.no_near_cache).then_some(near),

@@ -86,6 +86,7 @@ mod commit;
 mod confirmations;
 mod consents;
 mod controls;
+pub(crate) mod destinations;
 pub(crate) mod records;
 pub(crate) mod uncached;
 mod unnest;

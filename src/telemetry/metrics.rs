@@ -85,6 +85,14 @@ pub mod names {
     /// `help`, `ignored`, `unsigned`, `bad_signature`, `stale`, `unknown_number`, `malformed`,
     /// `unavailable`, `failed`).
     pub(crate) const INBOUND_EVENTS: &str = "suppressd_inbound_events_total";
+    /// `WatchChanges` streams open on this replica.
+    pub(crate) const WATCHERS: &str = "suppressd_watch_streams";
+    /// Webhook delivery attempts, by `outcome`: `delivered`, `failed` (retried later) or `parked`
+    /// (the failure budget ran out).
+    pub(crate) const DELIVERIES: &str = "suppressd_webhook_deliveries_total";
+    /// For each destination, how long its last delivered change waited between its commit and
+    /// the receiver's 2xx, by `destination` (the destination id).
+    pub(crate) const DELIVERY_LAG: &str = "suppressd_delivery_lag_seconds";
 
     /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
@@ -120,6 +128,9 @@ pub mod names {
         UNCACHED_OPT_OUTS,
         CACHE_TRUSTED,
         INBOUND_EVENTS,
+        WATCHERS,
+        DELIVERIES,
+        DELIVERY_LAG,
     ];
 }
 
@@ -175,6 +186,13 @@ fn describe() {
     describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC call latency");
     describe_counter!(CHECKS, "Checks answered, by where the answer came from");
     describe_counter!(OPT_OUTS, "New opt-outs recorded, by reason and source");
+    describe_gauge!(WATCHERS, "WatchChanges streams open on this replica");
+    describe_counter!(DELIVERIES, "Webhook delivery attempts, by outcome");
+    describe_gauge!(
+        DELIVERY_LAG,
+        Unit::Seconds,
+        "Commit-to-delivery time of each destination's last delivered change"
+    );
     describe_gauge!(CACHE_COMPLETE, "1 if the cache is complete, else 0");
     describe_gauge!(REBUILD_RUNNING, "1 while this replica rebuilds the cache");
     describe_gauge!(

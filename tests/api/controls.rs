@@ -288,7 +288,7 @@ on_both_stores!(
     each_change_is_one_verifiable_audit_entry,
 );
 
-async fn suppressd(args: &[&str]) -> String {
+pub async fn suppressd(args: &[&str]) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
         .args(args)
         .env("SUPPRESSD_API_KEY", ADMIN_KEY)

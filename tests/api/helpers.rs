@@ -75,10 +75,12 @@ pub const ACME_CHECK_KEY: &str = "sk_test_acmechk_0f1e2d3c4b5a69788796a5b4c3d2e1
 pub const ACME_WRITE_KEY: &str = "sk_test_acmewr_1a2b3c4d5e6f708192a3b4c5d6e7f809";
 /// An admin whose key names one tenant, `acme`.
 pub const ACME_ADMIN_KEY: &str = "sk_test_acmeadm_9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a3";
+/// Role `watch` only: the stream of changes, nothing else.
+pub const WATCH_KEY: &str = "sk_test_watch_4d5e6f708192a3b4c5d6e7f8091a2b3c";
 /// The token key the harness's key file issues with.
 pub const TOKEN_KEY: (&str, [u8; 32]) = ("k1", [0x11; 32]);
 
-/// The key file's text: the six principals and the given token keys (`(id, secret, issues)`).
+/// The key file's text: the seven principals and the given token keys (`(id, secret, issues)`).
 pub fn key_file_text(token_keys: &[(&str, [u8; 32], bool)]) -> String {
     let principal = |name: &str, roles: &str, tenants: &str, key: &str| {
         format!(
@@ -94,6 +96,7 @@ pub fn key_file_text(token_keys: &[(&str, [u8; 32], bool)]) -> String {
     text += &principal("acme-checker", "\"check\"", acme, ACME_CHECK_KEY);
     text += &principal("acme-writer", "\"write\"", acme, ACME_WRITE_KEY);
     text += &principal("acme-admin", "\"admin\"", acme, ACME_ADMIN_KEY);
+    text += &principal("watcher", "\"watch\"", "", WATCH_KEY);
     for (id, secret, issue) in token_keys {
         text += &format!(
             "[[token_key]]\nid = \"{id}\"\nsecret = \"{}\"\nissue = {issue}\n\n",

@@ -42,5 +42,7 @@ mod tokens;
 mod topology;
 mod uncached;
 mod validation;
+mod watch;
+mod webhooks;
 mod wire;
 mod worker;

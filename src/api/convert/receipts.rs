@@ -26,6 +26,7 @@ pub(crate) fn receipt_to_proto(r: ReceiptView) -> proto::Receipt {
     proto::Receipt {
         proof: proof.map(proof_to_proto),
         confirmations: Vec::new(),
+        deliveries: Vec::new(),
         receipt_id: id.to_string(),
         accepted_at: Some(timestamp(accepted_at)),
         state: match state {
@@ -119,5 +120,26 @@ pub(crate) fn confirmation_to_proto(c: Confirmation) -> proto::Confirmation {
         provider_message_id,
         actor,
         log_index,
+    }
+}
+
+/// A record's delivery to one webhook destination.
+pub(crate) fn delivery_to_proto(
+    d: crate::service::delivery::DeliveryView,
+) -> proto::DestinationDelivery {
+    use crate::service::delivery::{DeliveryState, DeliveryView};
+    let DeliveryView {
+        destination_id,
+        state,
+    } = d;
+    let (state, delivered_at) = match state {
+        DeliveryState::Pending => (proto::DeliveryState::Pending, None),
+        DeliveryState::Delivered(at) => (proto::DeliveryState::Delivered, Some(timestamp(at))),
+        DeliveryState::Parked => (proto::DeliveryState::Parked, None),
+    };
+    proto::DestinationDelivery {
+        destination_id,
+        state: state as i32,
+        delivered_at,
     }
 }

@@ -140,6 +140,7 @@ pub fn history_to_proto(h: RecordHistory, now: Millis) -> proto::RecordHistory {
         record: Some(shown),
         state: state as i32,
         events: events.into_iter().map(event_to_proto).collect(),
+        deliveries: Vec::new(),
     }
 }
 

@@ -123,6 +123,46 @@ pub enum WindowCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum DestinationCommand {
+    /// Registers a webhook destination: every change it wants, committed from now on, is POSTed
+    /// to the URL in audit log order, signed per Standard Webhooks. Prints its signing secret
+    /// (once: listings never show it).
+    Add {
+        /// http:// or https://
+        url: String,
+        /// Only changes of this tenant (repeat for several; none = every tenant).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Only changes of this kind: opt_out, opt_in, expire, import, rollback, halt, … (repeat
+        /// for several; none = every kind).
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// The signing secret (`whsec_` + base64 of 24 to 64 bytes); unset = the server makes one.
+        #[arg(long, env = "SUPPRESSD_DESTINATION_SECRET", default_value = "")]
+        secret: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+    /// Prints the destinations: how far each got, and whether it is parked.
+    List {
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+    /// Stops deliveries to a destination (what it was delivered stays on record).
+    Remove {
+        destination_id: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+    /// Resumes a parked destination from the change it stopped at.
+    Resume {
+        destination_id: String,
+        #[command(flatten)]
+        server: ControlClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum TriggerCommand {
     /// Sets an automatic halt of a tenant's campaign (or topic): it halts when the opt-outs or
     /// complaints naming it within the window exceed a count, or a rate of its checks. Replaces

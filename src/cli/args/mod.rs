@@ -7,8 +7,8 @@ mod import;
 mod send;
 
 pub(crate) use controls::{
-    ConsentCommand, ControlsCommand, HaltArgs, MandatoryCommand, RecordConsentArgs, ResumeArgs,
-    TriggerCommand, WindowCommand,
+    ConsentCommand, ControlsCommand, DestinationCommand, HaltArgs, MandatoryCommand,
+    RecordConsentArgs, ResumeArgs, TriggerCommand, WindowCommand,
 };
 pub use import::ImportsCommand;
 pub(crate) use import::{Format, ImportArgs, RollbackArgs};
@@ -78,6 +78,9 @@ pub enum Command {
     /// (role admin).
     #[command(subcommand)]
     Trigger(TriggerCommand),
+    /// Webhook destinations: where every change goes, signed (role admin).
+    #[command(subcommand)]
+    Destinations(DestinationCommand),
     /// Lists the halts, mandatory declarations, send windows, consent requirements and halt
     /// triggers of a tenant.
     #[command(subcommand)]

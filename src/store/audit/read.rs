@@ -102,6 +102,21 @@ impl Store {
             .context("reading an audit entry")
     }
 
+    /// Every audit entry of one receipt (a record's opt-out, its end, its confirmations), in log
+    /// order.
+    pub(crate) async fn audit_rows_of_receipt(
+        &self,
+        receipt: &str,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE receipt_id = $1 ORDER BY seq"
+        );
+        on_pool!(self, pool => sqlx::query_as(sql).bind(receipt).fetch_all(pool).await)
+            .context("reading a receipt's audit entries")
+    }
+
     /// One person's audit entries within a tenant, in log order: those of their records (every
     /// entry that names a person is about one of its records; see migration 0007).
     pub(crate) async fn audit_rows_for_subject(

@@ -1,0 +1,199 @@
+//! The `destinations` and `deliveries` tables: where changes go, how far each destination got in
+//! the audit log, and which change reached which destination when.
+//!
+//! A destination is delivered by one replica at a time: the one holding its lease. Every write
+//! that moves a destination on names the lease owner in its `WHERE`, so a replica that lost its
+//! lease (it stalled past it, another took over) changes nothing. A delivery row and the cursor
+//! move in one transaction, so after a crash the next owner resumes exactly after the last change
+//! recorded as delivered.
+
+use super::{Context, Store, StoreError};
+use crate::domain::Millis;
+
+macro_rules! destination_columns {
+    () => {
+        "destination_id, url, tenants, kinds, secret, created_by, created_at, delivered_seq, \
+         failures, parked_at, last_error"
+    };
+}
+
+/// A destination as stored. `tenants` and `kinds` are JSON arrays (empty: every one).
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct DestinationRow {
+    pub destination_id: String,
+    pub url: String,
+    pub tenants: String,
+    pub kinds: String,
+    /// The signing secret (`whsec_…`).
+    pub secret: String,
+    pub created_by: String,
+    pub created_at: i64,
+    /// The last audit `seq` delivered or not wanted (-1: none).
+    pub delivered_seq: i64,
+    /// Failed attempts at the change after `delivered_seq`, since its last success.
+    pub failures: i32,
+    /// Set once the failure budget ran out: no attempts until an admin resumes it.
+    pub parked_at: Option<i64>,
+    pub last_error: String,
+}
+
+/// A change delivered to a destination.
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct DeliveryRow {
+    pub destination_id: String,
+    pub seq: i64,
+    pub receipt_id: String,
+    pub delivered_at: i64,
+    pub attempts: i32,
+}
+
+impl Store {
+    /// Adds a destination whose cursor starts after `after_seq`.
+    pub(crate) async fn insert_destination(&self, row: &DestinationRow) -> Result<(), StoreError> {
+        let sql = "INSERT INTO destinations (destination_id, url, tenants, kinds, secret, \
+                   created_by, created_at, delivered_seq, failures, next_attempt_at, last_error, \
+                   lease_owner, lease_until) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, '', '', 0)";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(&row.destination_id)
+            .bind(&row.url)
+            .bind(&row.tenants)
+            .bind(&row.kinds)
+            .bind(&row.secret)
+            .bind(&row.created_by)
+            .bind(row.created_at)
+            .bind(row.delivered_seq)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        .context("inserting a destination")?;
+        Ok(())
+    }
+
+    /// Destinations not removed, oldest first.
+    pub(crate) async fn destinations(&self) -> Result<Vec<DestinationRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            destination_columns!(),
+            " FROM destinations WHERE removed_at IS NULL ORDER BY created_at, destination_id"
+        );
+        on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)
+            .context("reading destinations")
+    }
+
+    /// Marks a destination removed (its deliveries stay); false if there was none to remove.
+    pub(crate) async fn remove_destination(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE destinations SET removed_at = $2 \
+                   WHERE destination_id = $1 AND removed_at IS NULL";
+        let done = on_pool!(self, pool => sqlx::query(sql).bind(id).bind(now).execute(pool).await
+            .map(|r| r.rows_affected()))
+        .context("removing a destination")?;
+        Ok(done == 1)
+    }
+
+    /// Unparks a destination: attempts start again at once, with a fresh failure budget.
+    pub(crate) async fn resume_destination(&self, id: &str) -> Result<bool, StoreError> {
+        let sql = "UPDATE destinations SET parked_at = NULL, failures = 0, next_attempt_at = 0 \
+                   WHERE destination_id = $1 AND removed_at IS NULL";
+        let done = on_pool!(self, pool => sqlx::query(sql).bind(id).execute(pool).await
+            .map(|r| r.rows_affected()))
+        .context("resuming a destination")?;
+        Ok(done == 1)
+    }
+
+    /// Takes (or renews) the lease of a destination that is due for an attempt: the destination as
+    /// it stands if this replica now holds it until `until`, else `None` (another replica holds it,
+    /// it is parked, removed, or backing off).
+    pub(crate) async fn lease_destination(
+        &self,
+        id: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<Option<DestinationRow>, StoreError> {
+        let sql = concat!(
+            "UPDATE destinations SET lease_owner = $2, lease_until = $4 \
+             WHERE destination_id = $1 AND removed_at IS NULL AND parked_at IS NULL \
+             AND next_attempt_at <= $3 AND (lease_owner = $2 OR lease_until < $3) RETURNING ",
+            destination_columns!()
+        );
+        on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(id).bind(owner).bind(now).bind(until)
+            .fetch_optional(pool).await)
+        .context("leasing a destination")
+    }
+
+    /// Records one delivered change and moves the cursor to it, if `owner` still holds the lease;
+    /// false if it does not (nothing written).
+    pub(crate) async fn record_delivery(
+        &self,
+        owner: &str,
+        delivery: &DeliveryRow,
+    ) -> Result<bool, StoreError> {
+        let advance = "UPDATE destinations SET delivered_seq = $3, failures = 0, \
+                       next_attempt_at = 0, last_error = '' \
+                       WHERE destination_id = $1 AND lease_owner = $2 AND delivered_seq < $3";
+        let insert = "INSERT INTO deliveries (destination_id, seq, receipt_id, delivered_at, \
+                      attempts) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let moved = sqlx::query(advance)
+                .bind(&delivery.destination_id).bind(owner).bind(delivery.seq)
+                .execute(&mut *tx).await?.rows_affected();
+            if moved == 1 {
+                sqlx::query(insert)
+                    .bind(&delivery.destination_id).bind(delivery.seq).bind(&delivery.receipt_id)
+                    .bind(delivery.delivered_at).bind(delivery.attempts)
+                    .execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            Ok(moved == 1)
+        }.await)
+        .context("recording a delivery")
+    }
+
+    /// Moves the cursor past changes the destination does not want, if `owner` holds the lease.
+    pub(crate) async fn skip_to(&self, id: &str, owner: &str, seq: i64) -> Result<(), StoreError> {
+        let sql = "UPDATE destinations SET delivered_seq = $3 \
+                   WHERE destination_id = $1 AND lease_owner = $2 AND delivered_seq < $3";
+        on_pool!(self, pool => sqlx::query(sql).bind(id).bind(owner).bind(seq).execute(pool).await
+            .map(|_| ()))
+        .context("moving a destination's cursor")?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: the next one not before `next_attempt_at`, or parked at `park_at`
+    /// when the budget ran out.
+    pub(crate) async fn record_failure(
+        &self,
+        id: &str,
+        owner: &str,
+        error: &str,
+        next_attempt_at: Millis,
+        park_at: Option<Millis>,
+    ) -> Result<(), StoreError> {
+        let sql = "UPDATE destinations SET failures = failures + 1, next_attempt_at = $4, \
+                   last_error = $3, parked_at = $5 \
+                   WHERE destination_id = $1 AND lease_owner = $2";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(id).bind(owner).bind(error).bind(next_attempt_at).bind(park_at)
+            .execute(pool).await.map(|_| ()))
+        .context("recording a failed delivery")?;
+        Ok(())
+    }
+
+    /// Every delivery of the changes of these receipts.
+    pub(crate) async fn deliveries_of(
+        &self,
+        receipt_id: &str,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let sql = "SELECT destination_id, seq, receipt_id, delivered_at, attempts \
+                   FROM deliveries WHERE receipt_id = $1 ORDER BY seq, destination_id";
+        on_pool!(self, pool => sqlx::query_as(sql).bind(receipt_id).fetch_all(pool).await)
+            .context("reading deliveries")
+    }
+}
