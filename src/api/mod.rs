@@ -11,8 +11,8 @@
 pub(crate) mod auth;
 mod controls;
 mod convert;
-mod details;
 mod destinations;
+mod details;
 mod imports;
 pub(crate) mod limits;
 mod observe;
