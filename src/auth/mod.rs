@@ -11,6 +11,7 @@
 pub(crate) mod inbound;
 pub(crate) mod keyfile;
 pub(crate) mod token;
+pub(crate) mod vault;
 
 use crate::domain::Invalid;
 use anyhow::Context;
@@ -123,6 +124,8 @@ pub(crate) struct KeyTable {
     pub(crate) tokens: TokenKeys,
     /// SMS provider accounts whose webhooks the HTTP front takes.
     pub(crate) inbound: inbound::InboundAccounts,
+    /// The identifier vault's keys (none: no raw identifier is kept).
+    pub(crate) vault: vault::VaultKeys,
 }
 
 impl KeyTable {
@@ -217,6 +220,7 @@ impl KeyStore {
             principals = keys.principals(),
             token_keys = keys.tokens.len(),
             inbound_numbers = keys.inbound.len(),
+            vault_keys = keys.vault.len(),
             "key file reloaded"
         );
         self.inner.current.store(Arc::new(keys));

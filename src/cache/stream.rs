@@ -7,7 +7,8 @@
 use super::{Cache, CacheError, Conn, Context, layout::Keys};
 use crate::{
     domain::{
-        Channel, Millis, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
+        Channel, Millis, Reason, ReceiptId, Scope, SealedIdentifier, Source, SubjectHash,
+        Suppression,
         scope::channel_code,
     },
     telemetry::propagation::{self, Carrier},
@@ -16,12 +17,14 @@ use redis::{
     RedisError,
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub(crate) const GROUP: &str = "suppressd-writers";
 
-/// One stream entry: the record, in a versioned JSON form that carries no raw identifier.
+/// One stream entry: the record, in a versioned JSON form that carries no raw identifier (only,
+/// when the opt-out asked to keep it for delivery, the vault's sealed form of it).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StreamEntry {
     pub(crate) v: u8,
@@ -43,6 +46,9 @@ pub struct StreamEntry {
     /// sampled, or the entry predates the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) trace: Option<Carrier>,
+    /// The sealed identifier (base64), when one is kept; never the identifier in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sealed: Option<String>,
 }
 
 impl StreamEntry {
@@ -64,6 +70,7 @@ impl StreamEntry {
             expires_at: s.expires_at,
             idempotency_key: s.idempotency_key.clone(),
             trace: propagation::current_carrier(),
+            sealed: s.sealed.as_ref().map(|x| B64.encode(&x.0)),
         };
         serde_json::to_string(&entry).expect("a stream entry always serializes")
     }
@@ -93,6 +100,12 @@ impl StreamEntry {
             effective_at: e.effective_at,
             expires_at: e.expires_at,
             idempotency_key: e.idempotency_key,
+            sealed: match e.sealed {
+                Some(b) => Some(SealedIdentifier(
+                    B64.decode(b).map_err(|_| "bad sealed identifier")?,
+                )),
+                None => None,
+            },
         })
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod import;
 mod opt_out;
 pub(crate) mod rebuild;
 mod receipts;
+mod vault;
 pub(crate) mod records;
 pub(crate) mod rollback;
 pub(crate) mod uncached;
@@ -22,6 +23,7 @@ pub(crate) mod waiters;
 
 use crate::{
     audit::AuditLog,
+    auth::KeyStore,
     cache::{
         Cache, CacheError,
         near::{Leases, NearCache},
@@ -128,6 +130,8 @@ struct Inner {
     near: Arc<NearCache>,
     store: Store,
     pepper: Pepper,
+    /// The key file's current table: the identifier vault's keys live there.
+    keys: KeyStore,
     clock: Clock,
     settings: ServiceSettings,
     waiters: Arc<Waiters>,
@@ -149,6 +153,7 @@ impl Suppressions {
         near: Arc<NearCache>,
         store: Store,
         pepper: Pepper,
+        keys: KeyStore,
         clock: Clock,
         settings: ServiceSettings,
         waiters: Arc<Waiters>,
@@ -161,6 +166,7 @@ impl Suppressions {
                 near,
                 store,
                 pepper,
+                keys,
                 clock,
                 settings,
                 waiters,

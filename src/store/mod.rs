@@ -89,8 +89,10 @@ mod controls;
 pub(crate) mod records;
 pub(crate) mod uncached;
 mod unnest;
+mod vault;
 
 pub use commit::{AuditHint, Committed};
+pub(crate) use vault::Erased;
 use commit::{INSERT_CHUNK, InsertRecords};
 
 #[derive(sqlx::FromRow)]
@@ -143,6 +145,8 @@ impl Row {
             effective_at: self.effective_at,
             expires_at: self.expires_at,
             idempotency_key: self.idempotency_key,
+            // Read only where it is needed (`sealed_identifier`), never with a record.
+            sealed: None,
         })
     }
 }
