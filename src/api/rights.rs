@@ -112,6 +112,23 @@ impl SuppressionApi {
         }))
     }
 
+    /// `ForgetPerson`: role admin (the auth layer required it), for the tenant.
+    pub(super) async fn forget_person_impl(
+        &self,
+        request: Request<proto::ForgetPersonRequest>,
+    ) -> Result<Response<proto::ForgetPersonResponse>, Status> {
+        let principal = super::suppression::principal(&request)?;
+        let (recipient, tenant) =
+            convert::forget_person(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [tenant.as_str()])?;
+        let subject = self.service.subject(&recipient);
+        let erased = self
+            .service
+            .forget_person(subject, &tenant, &principal.name)
+            .await?;
+        Ok(Response::new(convert::forget_person_to_proto(erased)))
+    }
+
     /// `RecordConsent`: role write (the auth layer required it), for the scope's tenant. Whoever
     /// may record a person's opt-out may record their consent; the evidence says how it was given.
     pub(super) async fn record_consent_impl(

@@ -59,7 +59,6 @@ impl VaultKeys {
         self.keys.len()
     }
 
-
     /// `identifier` sealed under the sealing key and bound to `receipt`, or `None` without one.
     pub(crate) fn seal(&self, identifier: &str, receipt: &str) -> Option<Vec<u8>> {
         let id = self.sealing.as_deref()?;
@@ -97,14 +96,11 @@ impl VaultKeys {
             .get(id)
             .with_context(|| format!("sealed with vault key {id:?}, which is not listed"))?;
         let (nonce, body) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("nonce"))?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow::anyhow!("nonce"))?;
         let mut body = body.to_vec();
         let plain = key
-            .open_in_place(
-                nonce,
-                ring::aead::Aad::from(receipt.as_bytes()),
-                &mut body,
-            )
+            .open_in_place(nonce, ring::aead::Aad::from(receipt.as_bytes()), &mut body)
             .map_err(|_| anyhow::anyhow!("does not open with vault key {id:?} for this record"))?;
         String::from_utf8(plain.to_vec()).context("not text")
     }

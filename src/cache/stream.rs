@@ -8,16 +8,15 @@ use super::{Cache, CacheError, Conn, Context, layout::Keys};
 use crate::{
     domain::{
         Channel, Millis, Reason, ReceiptId, Scope, SealedIdentifier, Source, SubjectHash,
-        Suppression,
-        scope::channel_code,
+        Suppression, scope::channel_code,
     },
     telemetry::propagation::{self, Carrier},
 };
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use redis::{
     RedisError,
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
-use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

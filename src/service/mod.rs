@@ -14,13 +14,14 @@ pub(crate) mod import;
 mod opt_out;
 pub(crate) mod rebuild;
 mod receipts;
-mod vault;
 pub(crate) mod records;
 pub(crate) mod rollback;
 pub(crate) mod uncached;
+mod vault;
 mod view;
 pub(crate) mod waiters;
 
+pub(crate) use crate::store::Erased;
 use crate::{
     audit::AuditLog,
     auth::KeyStore,
@@ -40,6 +41,7 @@ pub(crate) use opt_out::{Durability, OptOutCommand};
 use rebuild::RebuildTrigger;
 pub(crate) use records::{OptInCommand, OptInGrounds};
 use std::{sync::Arc, time::Duration};
+pub use vault::Vault;
 pub use view::Viewer;
 pub use view::{RecordEvent, RecordHistory};
 use waiters::Waiters;

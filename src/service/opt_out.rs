@@ -6,9 +6,7 @@
 use super::{ReceiptState, ReceiptView, ServiceError, Suppressions, uncached};
 use crate::{
     cache::{Recorded, stream::StreamEntry},
-    domain::{
-        Invalid, Millis, Reason, ReceiptId, Scope, Source, Subject, Suppression,
-    },
+    domain::{Invalid, Millis, Reason, ReceiptId, Scope, Source, Subject, Suppression},
     telemetry::metrics::names,
 };
 use tokio::sync::oneshot;

@@ -13,6 +13,28 @@ use crate::{
     store::Erased,
 };
 
+/// The one door to kept identifiers, for what delivers to destinations registered as
+/// `needs_identifier`: nothing else holds one. Cheap to clone.
+#[derive(Clone)]
+pub struct Vault {
+    service: Suppressions,
+}
+
+impl Vault {
+    pub(crate) fn new(service: Suppressions) -> Vault {
+        Vault { service }
+    }
+
+    /// The identifier kept with the record `receipt` (see [`Suppressions::reveal`]); `Ok(None)`
+    /// for a receipt id that is not one.
+    pub async fn reveal(&self, receipt: &str) -> Result<Option<String>, ServiceError> {
+        match ReceiptId::parse("receipt", receipt) {
+            Ok(id) => self.service.reveal(id).await,
+            Err(_) => Ok(None),
+        }
+    }
+}
+
 impl Suppressions {
     /// `recipient`'s identifier sealed for the record `receipt`; FAILED_PRECONDITION without a
     /// sealing key (without a vault key nothing raw is kept).

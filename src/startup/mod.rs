@@ -18,7 +18,7 @@ use crate::{
     config::ServeSettings,
     domain::{Clock, Pepper},
     service::{
-        ServiceSettings, Suppressions,
+        ServiceSettings, Suppressions, Vault,
         controls::ControlsPoller,
         rebuild::{RebuildTrigger, Rebuilder},
         waiters::Waiters,
@@ -45,6 +45,7 @@ pub struct Application {
     /// What runs beside the server, started by [`Application::run_until`].
     background: Background,
     grace: Duration,
+    vault: Vault,
 }
 
 impl Application {
@@ -112,6 +113,7 @@ impl Application {
         };
         let http = bind_http(settings, &service, &secrets.keys).await?;
         let tls_on = secrets.tls.is_some();
+        let vault = Vault::new(service.clone());
         let (listener, router, health) =
             bind_grpc(settings, service, secrets.keys.clone(), secrets.tls).await?;
         tracing::info!(
@@ -144,7 +146,13 @@ impl Application {
                 admin,
             },
             grace: settings.shutdown_grace(),
+            vault,
         })
+    }
+
+    /// The identifier vault: what delivers to a `needs_identifier` destination reveals with it.
+    pub fn vault(&self) -> Vault {
+        self.vault.clone()
     }
 
     /// This replica's near-cache, when it follows the feed (tests look at whether it serves).
@@ -181,6 +189,7 @@ impl Application {
             store,
             background,
             grace,
+            vault: _,
         } = self;
         let running = background.spawn(&health, &store).await;
         let served = serve(

@@ -92,8 +92,8 @@ mod unnest;
 mod vault;
 
 pub use commit::{AuditHint, Committed};
-pub(crate) use vault::Erased;
 use commit::{INSERT_CHUNK, InsertRecords};
+pub(crate) use vault::Erased;
 
 #[derive(sqlx::FromRow)]
 struct Row {

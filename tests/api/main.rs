@@ -39,5 +39,6 @@ mod tokens;
 mod topology;
 mod uncached;
 mod validation;
+mod vault;
 mod wire;
 mod worker;

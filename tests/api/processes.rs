@@ -243,6 +243,8 @@ pub struct Replica {
     pub addr: SocketAddr,
     pub pid: u32,
     child: Child,
+    /// Every line the replica logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The environment of a replica: where its stores are, and its tunables.
@@ -319,14 +321,27 @@ impl Replica {
         };
         // Keep draining its log so the pipe never fills; show warnings when a test wants them.
         let verbose = std::env::var_os("SUPPRESSD_TEST_LOGS").is_some();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(seen));
+        let kept = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if verbose {
                     eprintln!("[replica {pid}] {line}");
                 }
+                kept.lock().unwrap().push(line);
             }
         });
-        Ok(Replica { addr, pid, child })
+        Ok(Replica {
+            addr,
+            pid,
+            child,
+            log,
+        })
+    }
+
+    /// What the replica logged so far (standard error, one line each).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     /// A client that sends the admin key with every call.

@@ -5,7 +5,7 @@ use crate::{
     auth::TokenClaims,
     domain::{Invalid, Match, Millis, Recipient, Scope},
     proto,
-    service::{OptInCommand, OptInGrounds, RecordEvent, RecordHistory},
+    service::{Erased, OptInCommand, OptInGrounds, RecordEvent, RecordHistory},
 };
 
 /// An opt-in token lives 15 minutes unless asked otherwise, and never more than an hour: it stands
@@ -126,6 +126,33 @@ pub fn list_suppressions(req: proto::ListSuppressionsRequest) -> Result<ListRequ
     })
 }
 
+/// `ForgetPerson`: the person and the tenant, by the rules of a listing.
+pub fn forget_person(req: proto::ForgetPersonRequest) -> Result<(Recipient, String), Invalid> {
+    let proto::ForgetPersonRequest {
+        recipient: r,
+        tenant,
+    } = req;
+    let scope = Scope::parse(&tenant, None, "", "")?;
+    Ok((recipient(r)?, scope.tenant))
+}
+
+pub fn forget_person_to_proto(e: Erased) -> proto::ForgetPersonResponse {
+    let Erased {
+        identifiers,
+        entries,
+        consents,
+        erasure,
+        log_index,
+    } = e;
+    proto::ForgetPersonResponse {
+        identifiers_erased: identifiers,
+        entries_erased: entries,
+        consents_erased: consents,
+        erasure_id: erasure.to_string(),
+        log_index,
+    }
+}
+
 pub fn history_to_proto(h: RecordHistory, now: Millis) -> proto::RecordHistory {
     let RecordHistory { record, events } = h;
     let state = match record.ended_by.as_deref() {
@@ -140,6 +167,7 @@ pub fn history_to_proto(h: RecordHistory, now: Millis) -> proto::RecordHistory {
         record: Some(shown),
         state: state as i32,
         events: events.into_iter().map(event_to_proto).collect(),
+        deadlines: Vec::new(),
     }
 }
 
