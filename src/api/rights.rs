@@ -103,7 +103,7 @@ impl SuppressionApi {
         Ok(Response::new(proto::ListSuppressionsResponse {
             records: records
                 .into_iter()
-                .map(|h| convert::history_to_proto(h, now))
+                .map(|h| convert::history_to_proto(h, now, self.service.deadline_rules()))
                 .collect(),
             consents: consents
                 .into_iter()

@@ -10,6 +10,7 @@ mod check;
 pub(crate) mod confirmations;
 pub(crate) mod consent;
 pub(crate) mod controls;
+mod deadlines;
 pub(crate) mod import;
 mod opt_out;
 pub(crate) mod rebuild;
@@ -119,6 +120,8 @@ pub(crate) struct ServiceSettings {
     pub(crate) controls_poll: Duration,
     /// How long the controls are trusted without a confirmation (`controls::Freshness`).
     pub(crate) controls_stale_after: Duration,
+    /// The legal clocks: which regimes apply, their windows and holidays.
+    pub(crate) deadlines: crate::domain::deadline::DeadlineRules,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.
@@ -207,6 +210,11 @@ impl Suppressions {
     /// Signs the audit entries of the changes the use cases make directly (opt-ins, controls).
     pub(crate) fn audit_log(&self) -> &AuditLog {
         &self.inner.settings.audit_log
+    }
+
+    /// The legal clocks' rules.
+    pub(crate) fn deadline_rules(&self) -> &crate::domain::deadline::DeadlineRules {
+        &self.inner.settings.deadlines
     }
 
     /// The service's notion of "now"; opt-out tokens expire by it.

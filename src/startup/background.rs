@@ -1,5 +1,5 @@
 //! What runs beside the gRPC server: the commit-announcement listener, the rebuilder, the controls
-//! poller, the halt triggers' flush, the near-cache, the write-behind worker, the admin port, the health monitor, the key
+//! poller, the halt triggers' flush, the deadline gauges, the near-cache, the write-behind worker, the admin port, the health monitor, the key
 //! file watcher and the HTTP front. [`Background::spawn`] starts them in the order they depend on
 //! one another; [`Running::stop`] stops them in the order the drain needs. It binds nothing: every
 //! listener was bound by `Application::build`.
@@ -39,6 +39,8 @@ pub(super) struct Background {
     pub(super) controls_poll: Duration,
     /// How often the halt triggers' counts go to Redis.
     pub(super) trigger_flush: Duration,
+    /// How often the deadline gauges are recounted.
+    pub(super) deadlines_refresh: Duration,
     /// This replica's near-cache, to follow the feed (`None`: checks always ask Redis).
     pub(super) near: Option<Arc<NearCache>>,
     pub(super) admin: Option<Admin>,
@@ -55,6 +57,7 @@ pub(super) struct Running {
     polling: JoinHandle<()>,
     reconciling: JoinHandle<()>,
     counting: JoinHandle<()>,
+    clocking: JoinHandle<()>,
     following: Option<JoinHandle<()>>,
     working: JoinHandle<()>,
     admin: Option<JoinHandle<anyhow::Result<()>>>,
@@ -77,6 +80,7 @@ impl Background {
             controls,
             controls_poll,
             trigger_flush,
+            deadlines_refresh,
             near,
             admin,
         } = self;
@@ -103,6 +107,11 @@ impl Background {
             service
                 .clone()
                 .trigger_loop(trigger_flush, stop_controls.clone()),
+        );
+        let clocking = tokio::spawn(
+            service
+                .clone()
+                .deadline_loop(deadlines_refresh, background.clone()),
         );
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
@@ -133,6 +142,7 @@ impl Background {
             polling,
             reconciling,
             counting,
+            clocking,
             following,
             working,
             admin,
@@ -161,6 +171,7 @@ impl Running {
             polling,
             reconciling,
             counting,
+            clocking,
             following,
             working,
             admin,
@@ -183,7 +194,8 @@ impl Running {
                 watching,
                 polling,
                 reconciling,
-                counting
+                counting,
+                clocking
             );
             if let Some(front) = front {
                 let _ = front.await;

@@ -80,6 +80,10 @@ pub mod names {
     /// `help`, `ignored`, `unsigned`, `bad_signature`, `stale`, `unknown_number`, `malformed`,
     /// `unavailable`, `failed`).
     pub(crate) const INBOUND_EVENTS: &str = "suppressd_inbound_events_total";
+    /// Records whose legal deadline is near (pending, due within the margin) or missed, by
+    /// `regime` and `state` (`near`, `missed`), among those received within the longest window;
+    /// recomputed from the store every `--deadlines-refresh`.
+    pub(crate) const DEADLINES: &str = "suppressd_deadlines";
 
     /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
@@ -113,6 +117,7 @@ pub mod names {
         UNCACHED_OPT_OUTS,
         CACHE_TRUSTED,
         INBOUND_EVENTS,
+        DEADLINES,
     ];
 }
 

@@ -15,6 +15,7 @@ mod client;
 mod compose;
 mod confirmations;
 mod controls;
+mod deadlines;
 mod deploy;
 mod examples;
 mod failures;

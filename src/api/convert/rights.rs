@@ -3,7 +3,10 @@
 use super::{match_to_proto, opt_out_scope, recipient, timestamp, token_ttl};
 use crate::{
     auth::TokenClaims,
-    domain::{Invalid, Match, Millis, Recipient, Scope},
+    domain::{
+        Invalid, Match, Millis, Recipient, Scope,
+        deadline::{Deadline, DeadlineRules, DeadlineState, Regime},
+    },
     proto,
     service::{Erased, OptInCommand, OptInGrounds, RecordEvent, RecordHistory},
 };
@@ -153,7 +156,13 @@ pub fn forget_person_to_proto(e: Erased) -> proto::ForgetPersonResponse {
     }
 }
 
-pub fn history_to_proto(h: RecordHistory, now: Millis) -> proto::RecordHistory {
+/// A record's history, with its legal clocks judged against its effective time (when checks began to
+/// see it).
+pub fn history_to_proto(
+    h: RecordHistory,
+    now: Millis,
+    rules: &DeadlineRules,
+) -> proto::RecordHistory {
     let RecordHistory { record, events } = h;
     let state = match record.ended_by.as_deref() {
         Some("opt_in") => proto::RecordState::OptedIn,
@@ -161,13 +170,43 @@ pub fn history_to_proto(h: RecordHistory, now: Millis) -> proto::RecordHistory {
         None if record.record.is_active_at(now) => proto::RecordState::Active,
         None => proto::RecordState::Expired,
     };
+    let deadlines = rules
+        .deadlines(&record.record, Some(record.record.effective_at), now)
+        .into_iter()
+        .map(deadline_to_proto)
+        .collect();
     let mut shown = match_to_proto(Match::from(&record.record));
     shown.import_batch = record.import_batch.unwrap_or_default();
     proto::RecordHistory {
         record: Some(shown),
         state: state as i32,
         events: events.into_iter().map(event_to_proto).collect(),
-        deadlines: Vec::new(),
+        deadlines,
+    }
+}
+
+fn deadline_to_proto(d: Deadline) -> proto::Deadline {
+    let Deadline {
+        regime,
+        due_at,
+        state,
+        near: _,
+    } = d;
+    let regime = match regime {
+        Regime::CanSpam => proto::Regime::CanSpam,
+        Regime::Tcpa => proto::Regime::Tcpa,
+        Regime::Ccpa => proto::Regime::Ccpa,
+        Regime::OneClick => proto::Regime::OneClick,
+    };
+    let state = match state {
+        DeadlineState::Met => proto::DeadlineState::Met,
+        DeadlineState::Missed => proto::DeadlineState::Missed,
+        DeadlineState::Pending => proto::DeadlineState::Pending,
+    };
+    proto::Deadline {
+        regime: regime as i32,
+        due_at: Some(timestamp(due_at)),
+        state: state as i32,
     }
 }
 
