@@ -248,6 +248,23 @@ impl KeyStore {
     }
 }
 
+/// The vault keys of the table in force: a reload that rotates them applies to the next seal.
+impl crate::domain::IdentifierVault for KeyStore {
+    fn seal(&self, identifier: &str, receipt: &str) -> Option<crate::domain::SealedIdentifier> {
+        self.current()
+            .vault
+            .seal(identifier, receipt)
+            .map(crate::domain::SealedIdentifier)
+    }
+
+    fn open(&self, sealed: &[u8], receipt: &str) -> Result<String, String> {
+        self.current()
+            .vault
+            .open(sealed, receipt)
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))

@@ -20,8 +20,8 @@ pub use clock::Clock;
 pub(crate) use clock::Millis;
 pub(crate) use recipient::Subject;
 pub use recipient::{Pepper, Recipient, RecipientKind, SubjectHash};
+pub use record::{IdentifierVault, Reason, ReceiptId, SealedIdentifier, Source, Suppression};
 pub(crate) use record::{Match, best_match, is_token_actor, token_actor};
-pub use record::{Reason, ReceiptId, SealedIdentifier, Source, Suppression};
 pub use scope::{Channel, Notice, Scope};
 
 /// A value that failed to parse: which field, and what was wrong with it. The field is a path as the

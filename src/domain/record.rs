@@ -252,6 +252,16 @@ pub struct Suppression {
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedIdentifier(pub(crate) Vec<u8>);
 
+/// What seals and opens kept identifiers: a port the use cases call, implemented by the key file's
+/// vault keys (`auth::vault`), so the service never holds a key.
+pub trait IdentifierVault: Send + Sync {
+    /// `identifier` sealed for the record `receipt`, or `None` when no key may seal.
+    fn seal(&self, identifier: &str, receipt: &str) -> Option<SealedIdentifier>;
+    /// The identifier sealed in `sealed` for `receipt`, or why it does not open (never the
+    /// plaintext).
+    fn open(&self, sealed: &[u8], receipt: &str) -> Result<String, String>;
+}
+
 impl fmt::Debug for SealedIdentifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SealedIdentifier({} bytes)", self.0.len())

@@ -25,13 +25,12 @@ pub(crate) mod waiters;
 pub(crate) use crate::store::Erased;
 use crate::{
     audit::AuditLog,
-    auth::KeyStore,
     cache::{
         Cache, CacheError,
         near::{Leases, NearCache},
     },
     domain::{
-        Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash,
+        Clock, IdentifierVault, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash,
         control::{Controls, CountsById},
     },
     store::{Store, StoreError},
@@ -135,8 +134,8 @@ struct Inner {
     near: Arc<NearCache>,
     store: Store,
     pepper: Pepper,
-    /// The key file's current table: the identifier vault's keys live there.
-    keys: KeyStore,
+    /// Seals and opens kept identifiers (the key file's vault keys, reloaded with it).
+    vault: Arc<dyn IdentifierVault>,
     clock: Clock,
     settings: ServiceSettings,
     waiters: Arc<Waiters>,
@@ -158,7 +157,7 @@ impl Suppressions {
         near: Arc<NearCache>,
         store: Store,
         pepper: Pepper,
-        keys: KeyStore,
+        vault: Arc<dyn IdentifierVault>,
         clock: Clock,
         settings: ServiceSettings,
         waiters: Arc<Waiters>,
@@ -171,7 +170,7 @@ impl Suppressions {
                 near,
                 store,
                 pepper,
-                keys,
+                vault,
                 clock,
                 settings,
                 waiters,

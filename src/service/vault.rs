@@ -44,11 +44,8 @@ impl Suppressions {
         receipt: ReceiptId,
     ) -> Result<SealedIdentifier, ServiceError> {
         self.inner
-            .keys
-            .current()
             .vault
             .seal(recipient.value_for_vault(), &receipt.to_string())
-            .map(SealedIdentifier)
             .ok_or_else(|| {
                 ServiceError::Precondition(
                     "keep_identifier_for_delivery: no vault key with seal = true is configured \
@@ -67,13 +64,7 @@ impl Suppressions {
         let Some(blob) = self.store().sealed_identifier(receipt).await? else {
             return Ok(None);
         };
-        match self
-            .inner
-            .keys
-            .current()
-            .vault
-            .open(&blob, &receipt.to_string())
-        {
+        match self.inner.vault.open(&blob, &receipt.to_string()) {
             Ok(identifier) => Ok(Some(identifier)),
             Err(e) => {
                 tracing::warn!(error = %e, "a kept identifier could not be opened");

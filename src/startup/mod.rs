@@ -74,7 +74,7 @@ impl Application {
             near.clone(),
             store.clone(),
             secrets.pepper,
-            secrets.keys.clone(),
+            Arc::new(secrets.keys.clone()),
             clock.clone(),
             ServiceSettings {
                 durable_wait: settings.durable_wait(),
