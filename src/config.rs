@@ -5,10 +5,10 @@
 use crate::{
     audit::AuditLog,
     cache::{Topology, layout::Keys},
-    domain::Pepper,
+    domain::{Pepper, deadline::DeadlineRules},
     telemetry::LogFormat,
 };
-use anyhow::{bail, ensure};
+use anyhow::{Context, bail, ensure};
 use clap::{Args, Parser};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -275,6 +275,17 @@ pub struct ServeSettings {
           value_parser = parse_interval)]
     pub delivery_timeout: Duration,
 
+    /// Legal deadline rules (TOML: time zone, "near" margin, and per regime its window, channels
+    /// and holidays); without it the statutory windows in UTC with no holidays. See
+    /// docs/deadlines.md.
+    #[arg(long, env = "SUPPRESSD_DEADLINES_FILE")]
+    pub deadlines_file: Option<PathBuf>,
+
+    /// How often the deadline gauges (`suppressd_deadlines`) are recomputed from the store.
+    #[arg(long, env = "SUPPRESSD_DEADLINES_REFRESH", default_value = "60s",
+          value_parser = parse_interval)]
+    pub(crate) deadlines_refresh: Duration,
+
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -289,6 +300,17 @@ impl ServeSettings {
             serve: ServeSettings,
         }
         Only::parse_from(["suppressd"]).serve
+    }
+
+    /// The deadline rules: the file's, or the defaults. A bad file stops start-up.
+    pub(crate) fn deadline_rules(&self) -> anyhow::Result<DeadlineRules> {
+        let Some(path) = &self.deadlines_file else {
+            return Ok(DeadlineRules::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the deadlines file {}", path.display()))?;
+        DeadlineRules::parse(&text)
+            .map_err(|e| anyhow::anyhow!("in the deadlines file {}: {e}", path.display()))
     }
 
     /// The configured pepper, or the development one (and `true` to say it is).
@@ -311,6 +333,7 @@ impl ServeSettings {
     /// development flag says otherwise, and then nothing may listen beyond loopback.
     pub fn check(&self) -> anyhow::Result<()> {
         self.redis_topology()?;
+        self.deadline_rules()?;
         if self.dev_no_auth {
             ensure!(
                 self.keys.is_none(),

@@ -37,6 +37,7 @@ fn batch(pepper: &Pepper, start: usize, n: usize) -> Vec<Suppression> {
                 effective_at: now,
                 expires_at: None,
                 idempotency_key: None,
+                sealed: None,
             }
         })
         .collect()

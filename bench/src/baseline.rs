@@ -106,6 +106,13 @@ impl Suppression for EmptySuppression {
         Ok(Response::new(Default::default()))
     }
 
+    async fn forget_person(
+        &self,
+        _: Request<proto::ForgetPersonRequest>,
+    ) -> Result<Response<proto::ForgetPersonResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
     async fn halt_campaign(
         &self,
         _: Request<proto::HaltCampaignRequest>,

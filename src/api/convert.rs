@@ -229,8 +229,9 @@ pub fn opt_out(req: proto::OptOutRequest, actor: String) -> Result<OptOutCommand
         expires_at,
         // The handler sends requests with a token to `token_opt_out`.
         token: _,
+        keep_identifier_for_delivery,
     } = req;
-    OptOutCommand::new(
+    let cmd = OptOutCommand::new(
         Subject::Recipient(recipient(r)?),
         opt_out_scope(scope)?,
         reason(reason_code)?,
@@ -239,7 +240,11 @@ pub fn opt_out(req: proto::OptOutRequest, actor: String) -> Result<OptOutCommand
         durability(durability_code)?,
         expires_at.map(|t| millis("expires_at", t)).transpose()?,
         actor,
-    )
+    )?;
+    if keep_identifier_for_delivery {
+        return cmd.keeping_identifier();
+    }
+    Ok(cmd)
 }
 
 /// The longest a token may live: people open old mail, but not forever.
@@ -264,7 +269,14 @@ pub fn token_opt_out(
         durability: durability_code,
         expires_at,
         token,
+        keep_identifier_for_delivery,
     } = req;
+    if keep_identifier_for_delivery {
+        return Err(Invalid::new(
+            "keep_identifier_for_delivery",
+            "not with a token: a token carries only the keyed hash, no identifier to keep",
+        ));
+    }
     if r.is_some() || scope.is_some() {
         return Err(Invalid::new(
             "token",

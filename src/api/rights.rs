@@ -115,7 +115,7 @@ impl SuppressionApi {
                     .into_iter()
                     .map(convert::delivery_to_proto)
                     .collect(),
-                ..convert::history_to_proto(history, now)
+                ..convert::history_to_proto(history, now, self.service.deadline_rules())
             });
         }
         Ok(Response::new(proto::ListSuppressionsResponse {
@@ -125,6 +125,23 @@ impl SuppressionApi {
                 .map(convert::consent::consent_to_proto)
                 .collect(),
         }))
+    }
+
+    /// `ForgetPerson`: role admin (the auth layer required it), for the tenant.
+    pub(super) async fn forget_person_impl(
+        &self,
+        request: Request<proto::ForgetPersonRequest>,
+    ) -> Result<Response<proto::ForgetPersonResponse>, Status> {
+        let principal = super::suppression::principal(&request)?;
+        let (recipient, tenant) =
+            convert::forget_person(request.into_inner()).map_err(ServiceError::from)?;
+        auth::authorize_tenants(&principal, [tenant.as_str()])?;
+        let subject = self.service.subject(&recipient);
+        let erased = self
+            .service
+            .forget_person(subject, &tenant, &principal.name)
+            .await?;
+        Ok(Response::new(convert::forget_person_to_proto(erased)))
     }
 
     /// `RecordConsent`: role write (the auth layer required it), for the scope's tenant. Whoever

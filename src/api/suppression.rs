@@ -257,6 +257,13 @@ impl proto::suppression_server::Suppression for SuppressionApi {
         self.list_suppressions_impl(request).await
     }
 
+    async fn forget_person(
+        &self,
+        request: Request<proto::ForgetPersonRequest>,
+    ) -> Result<Response<proto::ForgetPersonResponse>, Status> {
+        self.forget_person_impl(request).await
+    }
+
     async fn halt_campaign(
         &self,
         request: Request<proto::HaltCampaignRequest>,

@@ -52,6 +52,10 @@ pub(crate) enum Action {
     /// `trigger:<id>` and whose `detail` holds the figures that fired it.
     SetHaltTrigger,
     RemoveHaltTrigger,
+    /// A person's stored identifier and free text were erased (`ForgetPerson`; subject and tenant:
+    /// the person's; `receipt`: the erasure's id; `detail`: an [`Erasure`] as JSON). The person's
+    /// records, hashes and every other entry stay.
+    Erasure,
 }
 
 impl Action {
@@ -100,6 +104,7 @@ impl Action {
             Action::RecordConsent => "record_consent",
             Action::SetHaltTrigger => "set_halt_trigger",
             Action::RemoveHaltTrigger => "remove_halt_trigger",
+            Action::Erasure => "erasure",
         }
     }
 }
@@ -180,6 +185,41 @@ impl AuditEntry {
 
     pub fn leaf_hash(&self) -> merkle::Hash {
         merkle::leaf_hash(&self.canonical())
+    }
+
+    /// What stays checkable of this entry once its free text is erased: the SHA-256 of its
+    /// canonical encoding without `detail`. An [`Erasure`] entry records it, so every other field of
+    /// an erased entry stays as tamper-evident as before.
+    pub(crate) fn remains_hash(&self) -> merkle::Hash {
+        let remains = AuditEntry {
+            detail: None,
+            ..self.clone()
+        };
+        Sha256::digest(remains.canonical()).into()
+    }
+}
+
+/// The `detail` of an `erasure` entry. Free text lives inside the hashed leaf of an entry (an admin's
+/// grounds, a consent's evidence), so erasing it means the leaf can no longer be recomputed from
+/// the row. The row keeps its stored leaf hash, which still builds the tree the checkpoints sign,
+/// and this entry, itself in the log, vouches for what remains of each erased entry: verification
+/// accepts an erased row only if a later erasure entry names its index with the hash of its
+/// remaining fields ([`AuditEntry::remains_hash`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Erasure {
+    /// Sealed identifiers destroyed.
+    pub(crate) identifiers: u64,
+    /// The erased entries: log index and the hex SHA-256 of what remains.
+    pub(crate) entries: Vec<(u64, String)>,
+}
+
+impl Erasure {
+    pub(crate) fn detail(&self) -> String {
+        serde_json::to_string(self).expect("an erasure always serializes")
+    }
+
+    pub(crate) fn parse(detail: &str) -> Option<Erasure> {
+        serde_json::from_str(detail).ok()
     }
 }
 

@@ -42,6 +42,8 @@ pub(crate) struct LogCheck {
     vouched: u64,
     checked: u64,
     problem: Option<Problem>,
+    /// Erased entries not yet vouched for by an erasure entry: index → hash of what remains.
+    erased: std::collections::BTreeMap<u64, Hash>,
 }
 
 impl LogCheck {
@@ -61,6 +63,7 @@ impl LogCheck {
             vouched: 0,
             checked: 0,
             problem: None,
+            erased: Default::default(),
         }
     }
 
@@ -75,12 +78,14 @@ impl LogCheck {
     }
 
     /// Feeds the next row: its sequence number, the entry its columns encode (or why they encode
-    /// none), and the leaf hash stored for it.
+    /// none), the leaf hash stored for it, and whether its free text was erased (then the stored
+    /// leaf stands in for the recomputed one, and a later erasure entry must vouch for the rest).
     pub(crate) fn row(
         &mut self,
         seq: i64,
         entry: Result<AuditEntry, String>,
         stored_leaf: Option<Hash>,
+        erased: bool,
     ) {
         if self.failed() {
             return;
@@ -99,7 +104,18 @@ impl LogCheck {
             Ok(e) => return self.fail(index, format!("entry {index} says it is entry {}", e.seq)),
             Err(why) => return self.fail(index, format!("entry {index} is malformed: {why}")),
         };
-        let leaf = entry.leaf_hash();
+        if entry.action == super::Action::Erasure.as_str()
+            && let Err(what) = self.vouch(&entry)
+        {
+            return self.fail(index, what);
+        }
+        let leaf = match (erased, stored_leaf) {
+            (true, Some(stored)) => {
+                self.erased.insert(index, entry.remains_hash());
+                stored
+            }
+            _ => entry.leaf_hash(),
+        };
         if stored_leaf != Some(leaf) {
             return self.fail(
                 index,
@@ -108,6 +124,32 @@ impl LogCheck {
         }
         self.frontier.push(leaf);
         self.check_reached_checkpoints();
+    }
+
+    /// Crosses off the erased entries an erasure entry names, if what remains of each is what it
+    /// recorded.
+    fn vouch(&mut self, entry: &AuditEntry) -> Result<(), String> {
+        let erasure = entry
+            .detail
+            .as_deref()
+            .and_then(super::Erasure::parse)
+            .ok_or_else(|| format!("erasure entry {} has no readable detail", entry.seq))?;
+        for (index, remains) in erasure.entries {
+            match self.erased.get(&index) {
+                Some(found) if hex::encode(found) == remains => {
+                    self.erased.remove(&index);
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "entry {index} was changed after its free text was erased"
+                    ));
+                }
+                // Erased by this entry but its text is still there, or not erased at all: the
+                // entry matched its leaf, so nothing is lost.
+                None => {}
+            }
+        }
+        Ok(())
     }
 
     fn check_reached_checkpoints(&mut self) {
@@ -149,6 +191,14 @@ impl LogCheck {
     /// Closes the check once every row was fed; `head_size` is what the store says the log holds.
     pub(crate) fn finish(mut self, head_size: u64) -> LogReport {
         let size = self.frontier.size();
+        if let Some((&index, _)) = self.erased.iter().next()
+            && !self.failed()
+        {
+            self.fail(
+                index,
+                format!("entry {index} has no free text and no erasure entry that says why"),
+            );
+        }
         if let Some(c) = self.pending.front().cloned() {
             self.fail(
                 size,

@@ -14,6 +14,11 @@
 //! secret = "…64 hex digits…"       # 32 random bytes (PASETO v4.local key)
 //! issue = true                     # exactly one key issues; every listed key verifies
 //!
+//! [[vault_key]]                    # seals raw identifiers kept for delivery (see `vault`)
+//! id = "2026-11"                   # travels in the sealed blob
+//! secret = "…64 hex digits…"       # 32 random bytes (ChaCha20-Poly1305); never the pepper
+//! seal = true                      # at most one key seals; every listed key opens
+//!
 //! [[inbound]]                      # an SMS provider account (see `inbound`)
 //! provider = "twilio"
 //! secret = "…"
@@ -37,6 +42,17 @@ struct File {
     token_key: Vec<TokenKeyEntry>,
     #[serde(default)]
     inbound: Vec<super::inbound::InboundEntry>,
+    #[serde(default)]
+    vault_key: Vec<VaultKeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VaultKeyEntry {
+    id: String,
+    secret: String,
+    #[serde(default)]
+    seal: bool,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +151,16 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<KeyTable> {
     );
     keys.tokens = tokens;
     keys.inbound = super::inbound::accounts(file.inbound)?;
+    for entry in file.vault_key {
+        let VaultKeyEntry { id, secret, seal } = entry;
+        let secret: [u8; 32] = hex::decode(secret.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("vault_key {id:?}: secret must be 64 hex digits"))?;
+        keys.vault
+            .add(&id, &secret, seal)
+            .with_context(|| format!("vault_key {id:?}"))?;
+    }
     Ok(keys)
 }
 
@@ -218,6 +244,15 @@ mod tests {
             (inbound("sms", "not-whsec", "[\"+15005550006\"]"), "whsec_"),
             (inbound("twilio", "t", "[\"5005550006\"]"), "E.164"),
             (inbound("twilio", "t", "[]"), "no numbers"),
+            ("[[vault_key]]\nid=\"v\"\nsecret=\"00\"".into(), "64 hex"),
+            (
+                format!(
+                    "[[vault_key]]\nid=\"v\"\nsecret=\"{0}\"\nseal=true\n\
+                     [[vault_key]]\nid=\"w\"\nsecret=\"{0}\"\nseal=true",
+                    "11".repeat(32)
+                ),
+                "two vault keys",
+            ),
             (
                 inbound("twilio", "t", "[\"+15005550006\"]")
                     + &inbound("twilio", "u", "[\"+15005550006\"]"),

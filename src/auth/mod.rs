@@ -11,6 +11,7 @@
 pub(crate) mod inbound;
 pub(crate) mod keyfile;
 pub(crate) mod token;
+pub(crate) mod vault;
 
 use crate::domain::Invalid;
 use anyhow::Context;
@@ -127,6 +128,8 @@ pub(crate) struct KeyTable {
     pub(crate) tokens: TokenKeys,
     /// SMS provider accounts whose webhooks the HTTP front takes.
     pub(crate) inbound: inbound::InboundAccounts,
+    /// The identifier vault's keys (none: no raw identifier is kept).
+    pub(crate) vault: vault::VaultKeys,
 }
 
 impl KeyTable {
@@ -221,6 +224,7 @@ impl KeyStore {
             principals = keys.principals(),
             token_keys = keys.tokens.len(),
             inbound_numbers = keys.inbound.len(),
+            vault_keys = keys.vault.len(),
             "key file reloaded"
         );
         self.inner.current.store(Arc::new(keys));
@@ -245,6 +249,23 @@ impl KeyStore {
                 "key file not reloaded; the old keys stay"
             );
         }
+    }
+}
+
+/// The vault keys of the table in force: a reload that rotates them applies to the next seal.
+impl crate::domain::IdentifierVault for KeyStore {
+    fn seal(&self, identifier: &str, receipt: &str) -> Option<crate::domain::SealedIdentifier> {
+        self.current()
+            .vault
+            .seal(identifier, receipt)
+            .map(crate::domain::SealedIdentifier)
+    }
+
+    fn open(&self, sealed: &[u8], receipt: &str) -> Result<String, String> {
+        self.current()
+            .vault
+            .open(sealed, receipt)
+            .map_err(|e| format!("{e:#}"))
     }
 }
 

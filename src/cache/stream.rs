@@ -13,11 +13,12 @@ use super::{
 };
 use crate::{
     domain::{
-        Channel, Millis, Reason, ReceiptId, Scope, Source, SubjectHash, Suppression,
-        scope::channel_code,
+        Channel, Millis, Reason, ReceiptId, Scope, SealedIdentifier, Source, SubjectHash,
+        Suppression, scope::channel_code,
     },
     telemetry::propagation::{self, Carrier},
 };
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use redis::{
     RedisError,
     streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
@@ -37,7 +38,8 @@ pub(crate) const ENTRY_VERSION: u8 = 1;
 /// until they have sat for the claim interval, and a newer one can take them at once.
 pub(crate) const NEWER_VERSION_CONSUMER: &str = "newer-version";
 
-/// One stream entry: the record, in a versioned JSON form that carries no raw identifier.
+/// One stream entry: the record, in a versioned JSON form that carries no raw identifier (only,
+/// when the opt-out asked to keep it for delivery, the vault's sealed form of it).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StreamEntry {
     pub(crate) v: u8,
@@ -59,6 +61,9 @@ pub struct StreamEntry {
     /// sampled, or the entry predates the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) trace: Option<Carrier>,
+    /// The sealed identifier (base64), when one is kept; never the identifier in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sealed: Option<String>,
 }
 
 impl StreamEntry {
@@ -80,6 +85,7 @@ impl StreamEntry {
             expires_at: s.expires_at,
             idempotency_key: s.idempotency_key.clone(),
             trace: propagation::current_carrier(),
+            sealed: s.sealed.as_ref().map(|x| B64.encode(&x.0)),
         };
         serde_json::to_string(&entry).expect("a stream entry always serializes")
     }
@@ -109,6 +115,12 @@ impl StreamEntry {
             effective_at: e.effective_at,
             expires_at: e.expires_at,
             idempotency_key: e.idempotency_key,
+            sealed: match e.sealed {
+                Some(b) => Some(SealedIdentifier(
+                    B64.decode(b).map_err(|_| "bad sealed identifier")?,
+                )),
+                None => None,
+            },
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The vocabulary of suppressd, with no I/O: who a notice goes to ([`recipient`]), what it is and what an
 //! opt-out covers (`scope`), what is recorded about an opt-out (`record`), a person's consent
-//! (`consent`), and the operator's controls that can overrule them (`control`).
+//! (`consent`), the operator's controls that can overrule them (`control`), and the legal clocks
+//! an opt-out runs against (`deadline`).
 //!
 //! Everything here is parsed, not validated: constructors return `Result` and carry their invariants,
 //! so the layers above only ever see valid values. Nothing in this module knows about tonic, Redis or
@@ -9,6 +10,7 @@
 pub mod clock;
 pub(crate) mod consent;
 pub(crate) mod control;
+pub mod deadline;
 pub(crate) mod keyword;
 pub mod recipient;
 pub(crate) mod record;
@@ -18,8 +20,8 @@ pub use clock::Clock;
 pub(crate) use clock::Millis;
 pub(crate) use recipient::Subject;
 pub use recipient::{Pepper, Recipient, RecipientKind, SubjectHash};
+pub use record::{IdentifierVault, Reason, ReceiptId, SealedIdentifier, Source, Suppression};
 pub(crate) use record::{Match, best_match, is_token_actor, token_actor};
-pub use record::{Reason, ReceiptId, Source, Suppression};
 pub use scope::{Channel, Notice, Scope};
 
 /// A value that failed to parse: which field, and what was wrong with it. The field is a path as the

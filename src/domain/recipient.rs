@@ -65,6 +65,12 @@ impl Recipient {
             normalize(kind, raw).map_err(|message| Invalid::new(kind.field(), message))?;
         Ok(Self { kind, normalized })
     }
+
+    /// The normalized identifier, for the identifier vault to seal when an opt-out asks to keep it
+    /// for delivery: the only reader besides [`Pepper::subject`].
+    pub(crate) fn value_for_vault(&self) -> &str {
+        &self.normalized
+    }
 }
 
 /// Normalizes one identifier, or says in words what is wrong with it. Idempotent: normalizing a

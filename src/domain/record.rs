@@ -240,6 +240,32 @@ pub struct Suppression {
     pub effective_at: Millis,
     pub expires_at: Option<Millis>,
     pub idempotency_key: Option<String>,
+    /// The person's raw identifier, sealed by the vault for destinations that need it; `None`
+    /// unless the opt-out asked to keep it and a vault key was configured. Only the write path
+    /// (stream and insert) carries it: records read back from the store leave it `None`, and only
+    /// `Store::sealed_identifier` reads it.
+    pub sealed: Option<SealedIdentifier>,
+}
+
+/// A raw identifier sealed by the vault (`auth::vault`): opaque bytes to everything but the vault,
+/// and printed as its length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedIdentifier(pub(crate) Vec<u8>);
+
+/// What seals and opens kept identifiers: a port the use cases call, implemented by the key file's
+/// vault keys (`auth::vault`), so the service never holds a key.
+pub trait IdentifierVault: Send + Sync {
+    /// `identifier` sealed for the record `receipt`, or `None` when no key may seal.
+    fn seal(&self, identifier: &str, receipt: &str) -> Option<SealedIdentifier>;
+    /// The identifier sealed in `sealed` for `receipt`, or why it does not open (never the
+    /// plaintext).
+    fn open(&self, sealed: &[u8], receipt: &str) -> Result<String, String>;
+}
+
+impl fmt::Debug for SealedIdentifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedIdentifier({} bytes)", self.0.len())
+    }
 }
 
 impl Suppression {

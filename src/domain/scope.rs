@@ -41,6 +41,16 @@ impl Channel {
     pub(crate) fn from_code(code: u8) -> Option<Self> {
         Channel::ALL.into_iter().find(|c| c.code() == code)
     }
+
+    /// A channel by its lower-case name (`email`, `sms`, `push`, `voice`, `postal`), as
+    /// configuration files write it.
+    pub(crate) fn parse_name(name: &str) -> Option<Self> {
+        let names = ["email", "sms", "push", "voice", "postal"];
+        Channel::ALL
+            .into_iter()
+            .zip(names)
+            .find_map(|(c, n)| (n == name).then_some(c))
+    }
 }
 
 /// The code of an optional channel: 0 for the wildcard.

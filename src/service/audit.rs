@@ -142,7 +142,12 @@ pub async fn verify_log(
         let Some(last) = rows.last() else { break };
         after = last.seq;
         for row in rows {
-            check.row(row.seq, row.entry(), row.stored_hash(0));
+            check.row(
+                row.seq,
+                row.entry(),
+                row.stored_hash(0),
+                row.erased_at.is_some(),
+            );
         }
     }
     let head = store.audit_size().await?;

@@ -339,5 +339,6 @@ fn record(
         effective_at: now,
         expires_at,
         idempotency_key: None,
+        sealed: None,
     })
 }

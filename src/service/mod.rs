@@ -12,6 +12,7 @@ pub(crate) mod confirmations;
 pub(crate) mod consent;
 pub(crate) mod controls;
 pub(crate) mod delivery;
+mod deadlines;
 pub(crate) mod import;
 mod opt_out;
 pub(crate) mod rebuild;
@@ -19,10 +20,12 @@ mod receipts;
 pub(crate) mod records;
 pub(crate) mod rollback;
 pub(crate) mod uncached;
+mod vault;
 mod view;
 pub(crate) mod waiters;
 pub(crate) mod watch;
 
+pub(crate) use crate::store::Erased;
 use crate::{
     audit::AuditLog,
     cache::{
@@ -31,7 +34,7 @@ use crate::{
         near::{Leases, NearCache, NotSettled},
     },
     domain::{
-        Clock, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash,
+        Clock, IdentifierVault, Invalid, Millis, Pepper, ReceiptId, Recipient, SubjectHash,
         control::{Controls, CountsById},
     },
     store::{Store, StoreError},
@@ -42,6 +45,7 @@ pub(crate) use opt_out::{Durability, OptOutCommand};
 use rebuild::RebuildTrigger;
 pub(crate) use records::{OptInCommand, OptInGrounds};
 use std::{sync::Arc, time::Duration};
+pub use vault::Vault;
 pub use view::Viewer;
 pub use view::{RecordEvent, RecordHistory};
 use waiters::Waiters;
@@ -121,6 +125,8 @@ pub(crate) struct ServiceSettings {
     pub(crate) controls_stale_after: Duration,
     /// How often a caught-up `WatchChanges` stream polls the store for new audit entries.
     pub(crate) watch_poll: Duration,
+    /// The legal clocks: which regimes apply, their windows and holidays.
+    pub(crate) deadlines: crate::domain::deadline::DeadlineRules,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.
@@ -134,6 +140,8 @@ struct Inner {
     near: Arc<NearCache>,
     store: Store,
     pepper: Pepper,
+    /// Seals and opens kept identifiers (the key file's vault keys, reloaded with it).
+    vault: Arc<dyn IdentifierVault>,
     clock: Clock,
     settings: ServiceSettings,
     waiters: Arc<Waiters>,
@@ -157,6 +165,7 @@ impl Suppressions {
         near: Arc<NearCache>,
         store: Store,
         pepper: Pepper,
+        vault: Arc<dyn IdentifierVault>,
         clock: Clock,
         settings: ServiceSettings,
         waiters: Arc<Waiters>,
@@ -169,6 +178,7 @@ impl Suppressions {
                 near,
                 store,
                 pepper,
+                vault,
                 clock,
                 settings,
                 waiters,
@@ -211,6 +221,11 @@ impl Suppressions {
     /// Signs the audit entries of the changes the use cases make directly (opt-ins, controls).
     pub(crate) fn audit_log(&self) -> &AuditLog {
         &self.inner.settings.audit_log
+    }
+
+    /// The legal clocks' rules.
+    pub(crate) fn deadline_rules(&self) -> &crate::domain::deadline::DeadlineRules {
+        &self.inner.settings.deadlines
     }
 
     /// The service's notion of "now"; opt-out tokens expire by it.

@@ -37,6 +37,8 @@ pub(crate) struct OptOutCommand {
     pub(crate) expires_at: Option<Millis>,
     /// Who records it: the authenticated caller.
     pub(crate) actor: String,
+    /// Seal the raw identifier for destinations that need it (see `vault`).
+    pub(crate) keep_identifier: bool,
 }
 
 impl OptOutCommand {
@@ -73,6 +75,22 @@ impl OptOutCommand {
             durability,
             expires_at,
             actor,
+            keep_identifier: false,
+        })
+    }
+
+    /// The same opt-out, asking to keep the raw identifier (sealed) for delivery. Only a raw
+    /// recipient can be kept: an opt-out token carries the keyed hash alone.
+    pub(crate) fn keeping_identifier(self) -> Result<Self, Invalid> {
+        if !matches!(self.subject, Subject::Recipient(_)) {
+            return Err(Invalid::new(
+                "keep_identifier_for_delivery",
+                "needs a recipient: an opt-out token carries only the keyed hash",
+            ));
+        }
+        Ok(Self {
+            keep_identifier: true,
+            ..self
         })
     }
 }
@@ -110,8 +128,13 @@ impl Suppressions {
             return Ok(prior);
         }
 
+        let receipt = ReceiptId::new(now);
+        let sealed = match (&cmd.subject, cmd.keep_identifier) {
+            (Subject::Recipient(r), true) => Some(self.seal(r, receipt)?),
+            _ => None,
+        };
         let record = Suppression {
-            receipt: ReceiptId::new(now),
+            receipt,
             subject,
             scope: cmd.scope,
             reason: cmd.reason,
@@ -121,6 +144,7 @@ impl Suppressions {
             effective_at: now,
             expires_at: cmd.expires_at,
             idempotency_key: cmd.idempotency_key,
+            sealed,
         };
         Span::current().record("suppressd.receipt_id", record.receipt.to_string());
         // Register before the write, so a commit that lands first is not missed.

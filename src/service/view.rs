@@ -98,6 +98,7 @@ fn withhold(h: RecordHistory) -> RecordHistory {
         effective_at,
         expires_at,
         idempotency_key: _,
+        sealed: _,
     } = record;
     let record = StoredRecord {
         record: Suppression {
@@ -111,6 +112,7 @@ fn withhold(h: RecordHistory) -> RecordHistory {
             effective_at,
             expires_at,
             idempotency_key: None,
+            sealed: None,
         },
         ended_at,
         ended_by,

@@ -1,5 +1,5 @@
 //! What runs beside the gRPC server: the commit-announcement listener, the rebuilder, the controls
-//! poller, the halt triggers' flush, the near-cache, the write-behind worker, the admin port, the health monitor, the key
+//! poller, the halt triggers' flush, the deadline gauges, the near-cache, the write-behind worker, the admin port, the health monitor, the key
 //! file watcher and the HTTP front. [`Background::spawn`] starts them in the order they depend on
 //! one another; [`Running::stop`] stops them in the order the drain needs. It binds nothing: every
 //! listener was bound by `Application::build`.
@@ -43,6 +43,8 @@ pub(super) struct Background {
     pub(super) controls_poll: Duration,
     /// How often the halt triggers' counts go to Redis.
     pub(super) trigger_flush: Duration,
+    /// How often the deadline gauges are recounted.
+    pub(super) deadlines_refresh: Duration,
     /// This replica's near-cache, to follow the feed (`None`: checks always ask Redis).
     pub(super) near: Option<Arc<NearCache>>,
     pub(super) admin: Option<Admin>,
@@ -59,6 +61,7 @@ pub(super) struct Running {
     polling: JoinHandle<()>,
     reconciling: JoinHandle<()>,
     counting: JoinHandle<()>,
+    clocking: JoinHandle<()>,
     following: Option<JoinHandle<()>>,
     working: JoinHandle<()>,
     delivering: JoinHandle<()>,
@@ -83,6 +86,7 @@ impl Background {
             deliverer,
             controls_poll,
             trigger_flush,
+            deadlines_refresh,
             near,
             admin,
         } = self;
@@ -109,6 +113,11 @@ impl Background {
             service
                 .clone()
                 .trigger_loop(trigger_flush, stop_controls.clone()),
+        );
+        let clocking = tokio::spawn(
+            service
+                .clone()
+                .deadline_loop(deadlines_refresh, background.clone()),
         );
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
         let stop_worker = CancellationToken::new();
@@ -149,6 +158,7 @@ impl Background {
             polling,
             reconciling,
             counting,
+            clocking,
             following,
             working,
             delivering,
@@ -178,6 +188,7 @@ impl Running {
             polling,
             reconciling,
             counting,
+            clocking,
             following,
             working,
             delivering,
@@ -202,7 +213,8 @@ impl Running {
                 polling,
                 reconciling,
                 counting,
-                delivering
+                delivering,
+                clocking
             );
             if let Some(front) = front {
                 let _ = front.await;

@@ -18,7 +18,7 @@ use crate::{
     config::ServeSettings,
     domain::{Clock, Pepper},
     service::{
-        ServiceSettings, Suppressions,
+        ServiceSettings, Suppressions, Vault,
         controls::ControlsPoller,
         delivery::{Deliverer, DeliverySettings},
         rebuild::{RebuildTrigger, Rebuilder},
@@ -46,6 +46,7 @@ pub struct Application {
     /// What runs beside the server, started by [`Application::run_until`].
     background: Background,
     grace: Duration,
+    vault: Vault,
 }
 
 impl Application {
@@ -74,6 +75,7 @@ impl Application {
             near.clone(),
             store.clone(),
             secrets.pepper,
+            Arc::new(secrets.keys.clone()),
             clock.clone(),
             ServiceSettings {
                 durable_wait: settings.durable_wait(),
@@ -83,6 +85,7 @@ impl Application {
                 controls_poll: settings.controls_poll,
                 controls_stale_after: settings.controls_stale_after,
                 watch_poll: settings.watch_poll,
+                deadlines: settings.deadline_rules()?,
             },
             waiters.clone(),
             trigger.clone(),
@@ -125,6 +128,7 @@ impl Application {
         };
         let http = bind_http(settings, &service, &secrets.keys).await?;
         let tls_on = secrets.tls.is_some();
+        let vault = Vault::new(service.clone());
         let (listener, router, health) =
             bind_grpc(settings, service, secrets.keys.clone(), secrets.tls).await?;
         tracing::info!(
@@ -154,11 +158,18 @@ impl Application {
                 deliverer,
                 controls_poll: settings.controls_poll,
                 trigger_flush: settings.trigger_flush,
+                deadlines_refresh: settings.deadlines_refresh,
                 near: (!settings.no_near_cache).then_some(near),
                 admin,
             },
             grace: settings.shutdown_grace(),
+            vault,
         })
+    }
+
+    /// The identifier vault: what delivers to a `needs_identifier` destination reveals with it.
+    pub fn vault(&self) -> Vault {
+        self.vault.clone()
     }
 
     /// This replica's near-cache, when it follows the feed (tests look at whether it serves).
@@ -195,6 +206,7 @@ impl Application {
             store,
             background,
             grace,
+            vault: _,
         } = self;
         let running = background.spawn(&health, &store).await;
         let served = serve(

@@ -24,7 +24,7 @@ pub struct Committed {
     pub at_once: bool,
 }
 
-/// Rows in one `VALUES` insert on SQLite, which binds at most 32766 parameters per statement (15 a
+/// Rows in one `VALUES` insert on SQLite, which binds at most 32766 parameters per statement (16 a
 /// record), and ids in one `IN` list. PostgreSQL binds a batch of records as arrays (`unnest`) and
 /// inserts it whole.
 pub(super) const INSERT_CHUNK: usize = 500;
@@ -66,7 +66,7 @@ impl InsertRecords for Transaction<'_, Sqlite> {
             let mut insert = QueryBuilder::new(concat!(
                 "INSERT INTO suppressions (",
                 columns!(),
-                ", committed_at, import_batch) "
+                ", committed_at, import_batch, sealed_identifier) "
             ));
             insert.push_values(chunk, |mut row, s| {
                 row.push_bind(s.receipt.to_string())
@@ -83,7 +83,8 @@ impl InsertRecords for Transaction<'_, Sqlite> {
                     .push_bind(s.expires_at)
                     .push_bind(s.idempotency_key.clone())
                     .push_bind(committed_at)
-                    .push_bind(import_batch.map(str::to_owned));
+                    .push_bind(import_batch.map(str::to_owned))
+                    .push_bind(s.sealed.as_ref().map(|x| x.0.clone()));
             });
             insert.push(" ON CONFLICT DO NOTHING RETURNING receipt_id");
             let new: Vec<String> = insert

@@ -90,9 +90,11 @@ pub(crate) mod destinations;
 pub(crate) mod records;
 pub(crate) mod uncached;
 mod unnest;
+mod vault;
 
 pub use commit::{AuditHint, Committed};
 use commit::{INSERT_CHUNK, InsertRecords};
+pub(crate) use vault::Erased;
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -144,6 +146,8 @@ impl Row {
             effective_at: self.effective_at,
             expires_at: self.expires_at,
             idempotency_key: self.idempotency_key,
+            // Read only where it is needed (`sealed_identifier`), never with a record.
+            sealed: None,
         })
     }
 }

@@ -181,6 +181,28 @@ impl Store {
         Ok(found)
     }
 
+    /// Records received at or after `since` that took effect more than `slower_than` after
+    /// receipt: the only ones that can have missed a deadline as long as `slower_than` (the legal
+    /// clocks' gauges), so the query stays small however many opt-outs arrive on time.
+    pub(crate) async fn slow_records(
+        &self,
+        since: Millis,
+        slower_than: Millis,
+    ) -> Result<Vec<Suppression>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM suppressions WHERE received_at >= $1 AND effective_at - received_at > $2"
+        );
+        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(since)
+            .bind(slower_than)
+            .fetch_all(pool)
+            .await)
+        .context("reading slow records")?;
+        rows.into_iter().map(Row::into_suppression).collect()
+    }
+
     /// One page of records ended at or after `since`, in receipt order after `after`: what a cache
     /// rebuild re-applies at its end, in case it copied a record just before it ended.
     pub(crate) async fn ended_page(

@@ -35,6 +35,7 @@ struct RecordColumns {
     effective_at: Vec<i64>,
     expires_at: Vec<Option<i64>>,
     idempotency_key: Vec<Option<String>>,
+    sealed_identifier: Vec<Option<Vec<u8>>>,
 }
 
 impl RecordColumns {
@@ -53,11 +54,12 @@ impl RecordColumns {
             effective_at: column(records, |s| s.effective_at),
             expires_at: column(records, |s| s.expires_at),
             idempotency_key: column(records, |s| s.idempotency_key.clone()),
+            sealed_identifier: column(records, |s| s.sealed.as_ref().map(|x| x.0.clone())),
         }
     }
 
-    /// The rows as a `SELECT` of the columns of `columns!`, then `committed_at` and
-    /// `import_batch`, which are the same for the whole batch and bound once.
+    /// The rows as a `SELECT` of the columns of `columns!` and `sealed_identifier`, then
+    /// `committed_at` and `import_batch`, which are the same for the whole batch and bound once.
     fn push_select(self, q: &mut QueryBuilder<Postgres>, at: Millis, batch: Option<&str>) {
         q.push("SELECT *, ")
             .push_bind(at)
@@ -90,7 +92,9 @@ impl RecordColumns {
             .push_bind(self.expires_at)
             .push_unseparated("::bigint[]")
             .push_bind(self.idempotency_key)
-            .push_unseparated("::text[]");
+            .push_unseparated("::text[]")
+            .push_bind(self.sealed_identifier)
+            .push_unseparated("::bytea[]");
         q.push(")");
     }
 }
@@ -110,7 +114,7 @@ pub(super) fn push_insert_records(
     q.push(concat!(
         "INSERT INTO suppressions (",
         columns!(),
-        ", committed_at, import_batch) "
+        ", sealed_identifier, committed_at, import_batch) "
     ));
     RecordColumns::new(records).push_select(q, committed_at, import_batch);
     if let Some(condition) = only_if {

@@ -93,6 +93,10 @@ pub mod names {
     /// For each destination, how long its last delivered change waited between its commit and
     /// the receiver's 2xx, by `destination` (the destination id).
     pub(crate) const DELIVERY_LAG: &str = "suppressd_delivery_lag_seconds";
+    /// Records whose legal deadline is near (pending, due within the margin) or missed, by
+    /// `regime` and `state` (`near`, `missed`), among those received within the longest window;
+    /// recomputed from the store every `--deadlines-refresh`.
+    pub(crate) const DEADLINES: &str = "suppressd_deadlines";
 
     /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
@@ -131,6 +135,7 @@ pub mod names {
         WATCHERS,
         DELIVERIES,
         DELIVERY_LAG,
+        DEADLINES,
     ];
 }
 

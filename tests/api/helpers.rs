@@ -273,6 +273,8 @@ pub struct TestApp {
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     /// The near-cache of the running application, when it has one.
     pub near: Option<std::sync::Arc<suppressd::cache::near::NearCache>>,
+    /// The running application's identifier vault.
+    pub vault: Option<suppressd::service::Vault>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -315,6 +317,7 @@ pub async fn spawn_app_with(
         stop: None,
         handle: None,
         near: None,
+        vault: None,
     };
     app.start().await;
     app
@@ -327,6 +330,7 @@ impl TestApp {
             .expect("the application builds");
         self.addr = app.local_addr();
         self.near = app.near_cache();
+        self.vault = Some(app.vault());
         self.admin = app.admin_addr();
         self.http_addr = app.http_addr();
         let (tx, rx) = oneshot::channel();
@@ -542,6 +546,7 @@ pub fn opt_out_request(recipient: proto::Recipient, scope: proto::Scope) -> prot
         durability: proto::Durability::Durable as i32,
         expires_at: None,
         token: String::new(),
+        keep_identifier_for_delivery: false,
     }
 }
 

@@ -243,8 +243,8 @@ pub struct Replica {
     pub addr: SocketAddr,
     pub pid: u32,
     child: Child,
-    /// The lines it logged at WARN or ERROR since it was ready, as they came.
-    warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line the replica logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The environment of a replica: where its stores are, and its tunables.
@@ -329,24 +329,27 @@ impl Replica {
         };
         // Keep draining its log so the pipe never fills; show warnings when a test wants them.
         let verbose = std::env::var_os("SUPPRESSD_TEST_LOGS").is_some();
-        let warnings = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
-        let kept = warnings.clone();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(seen));
+        let kept = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if verbose {
                     eprintln!("[replica {pid}] {line}");
                 }
-                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
-                    kept.lock().unwrap().push(line);
-                }
+                kept.lock().unwrap().push(line);
             }
         });
         Ok(Replica {
             addr,
             pid,
             child,
-            warnings,
+            log,
         })
+    }
+
+    /// What the replica logged so far (standard error, one line each).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     /// A client that sends the admin key with every call.
@@ -364,7 +367,13 @@ impl Replica {
 
     /// The lines it logged at WARN or ERROR so far (JSON log format).
     pub fn warnings(&self) -> Vec<String> {
-        self.warnings.lock().unwrap().clone()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\""))
+            .cloned()
+            .collect()
     }
 
     /// SIGKILL.

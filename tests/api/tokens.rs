@@ -39,6 +39,7 @@ pub fn by_token(token: &str) -> proto::OptOutRequest {
         durability: proto::Durability::Durable as i32,
         expires_at: None,
         token: token.to_owned(),
+        keep_identifier_for_delivery: false,
     }
 }
 

@@ -56,6 +56,7 @@ fn suppression(i: usize) -> Suppression {
         effective_at: now,
         expires_at: None,
         idempotency_key: None,
+        sealed: None,
     }
 }
 

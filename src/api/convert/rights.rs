@@ -3,9 +3,12 @@
 use super::{match_to_proto, opt_out_scope, recipient, timestamp, token_ttl};
 use crate::{
     auth::TokenClaims,
-    domain::{Invalid, Match, Millis, Recipient, Scope},
+    domain::{
+        Invalid, Match, Millis, Recipient, Scope,
+        deadline::{Deadline, DeadlineRules, DeadlineState, Regime},
+    },
     proto,
-    service::{OptInCommand, OptInGrounds, RecordEvent, RecordHistory},
+    service::{Erased, OptInCommand, OptInGrounds, RecordEvent, RecordHistory},
 };
 
 /// An opt-in token lives 15 minutes unless asked otherwise, and never more than an hour: it stands
@@ -126,7 +129,40 @@ pub fn list_suppressions(req: proto::ListSuppressionsRequest) -> Result<ListRequ
     })
 }
 
-pub fn history_to_proto(h: RecordHistory, now: Millis) -> proto::RecordHistory {
+/// `ForgetPerson`: the person and the tenant, by the rules of a listing.
+pub fn forget_person(req: proto::ForgetPersonRequest) -> Result<(Recipient, String), Invalid> {
+    let proto::ForgetPersonRequest {
+        recipient: r,
+        tenant,
+    } = req;
+    let scope = Scope::parse(&tenant, None, "", "")?;
+    Ok((recipient(r)?, scope.tenant))
+}
+
+pub fn forget_person_to_proto(e: Erased) -> proto::ForgetPersonResponse {
+    let Erased {
+        identifiers,
+        entries,
+        consents,
+        erasure,
+        log_index,
+    } = e;
+    proto::ForgetPersonResponse {
+        identifiers_erased: identifiers,
+        entries_erased: entries,
+        consents_erased: consents,
+        erasure_id: erasure.to_string(),
+        log_index,
+    }
+}
+
+/// A record's history, with its legal clocks judged against its effective time (when checks began to
+/// see it).
+pub fn history_to_proto(
+    h: RecordHistory,
+    now: Millis,
+    rules: &DeadlineRules,
+) -> proto::RecordHistory {
     let RecordHistory { record, events } = h;
     let state = match record.ended_by.as_deref() {
         Some("opt_in") => proto::RecordState::OptedIn,
@@ -134,6 +170,11 @@ pub fn history_to_proto(h: RecordHistory, now: Millis) -> proto::RecordHistory {
         None if record.record.is_active_at(now) => proto::RecordState::Active,
         None => proto::RecordState::Expired,
     };
+    let deadlines = rules
+        .deadlines(&record.record, Some(record.record.effective_at), now)
+        .into_iter()
+        .map(deadline_to_proto)
+        .collect();
     let mut shown = match_to_proto(Match::from(&record.record));
     shown.import_batch = record.import_batch.unwrap_or_default();
     proto::RecordHistory {
@@ -141,6 +182,32 @@ pub fn history_to_proto(h: RecordHistory, now: Millis) -> proto::RecordHistory {
         state: state as i32,
         events: events.into_iter().map(event_to_proto).collect(),
         deliveries: Vec::new(),
+        deadlines,
+    }
+}
+
+fn deadline_to_proto(d: Deadline) -> proto::Deadline {
+    let Deadline {
+        regime,
+        due_at,
+        state,
+        near: _,
+    } = d;
+    let regime = match regime {
+        Regime::CanSpam => proto::Regime::CanSpam,
+        Regime::Tcpa => proto::Regime::Tcpa,
+        Regime::Ccpa => proto::Regime::Ccpa,
+        Regime::OneClick => proto::Regime::OneClick,
+    };
+    let state = match state {
+        DeadlineState::Met => proto::DeadlineState::Met,
+        DeadlineState::Missed => proto::DeadlineState::Missed,
+        DeadlineState::Pending => proto::DeadlineState::Pending,
+    };
+    proto::Deadline {
+        regime: regime as i32,
+        due_at: Some(timestamp(due_at)),
+        state: state as i32,
     }
 }
 

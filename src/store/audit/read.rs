@@ -28,6 +28,9 @@ pub struct AuditRow {
     pub trace_id: String,
     pub expires_at: Option<i64>,
     pub detail: Option<String>,
+    /// When the entry's free text was erased (`ForgetPerson`); read only where it matters.
+    #[sqlx(default)]
+    pub erased_at: Option<i64>,
     /// The leaf hash, then the hashes of the subtrees this leaf completes, level by level.
     pub hashes: Vec<u8>,
 }
@@ -81,7 +84,7 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             audit_columns!(),
-            " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ", erased_at FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
         );
         on_pool!(self, pool => sqlx::query_as(sql).bind(after).bind(limit as i64).fetch_all(pool).await)
             .context("reading audit rows")

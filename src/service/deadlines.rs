@@ -1,0 +1,69 @@
+//! The legal clocks' gauges: how many records' deadlines are near or missed, per regime, refreshed
+//! from the store on a timer. A record is judged against its effective time (when checks began to
+//! see it); per-destination delivery times judge it per destination once destinations exist.
+
+use super::{ServiceError, Suppressions};
+use crate::{
+    domain::deadline::{DeadlineState, Regime},
+    telemetry::metrics::names,
+};
+use std::{collections::BTreeMap, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// Near and missed counts of one regime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DeadlineCounts {
+    pub(crate) near: u64,
+    pub(crate) missed: u64,
+}
+
+impl Suppressions {
+    /// Counts the records received within the longest window whose deadline is near or missed, and
+    /// sets `suppressd_deadlines` (every regime's gauges, zero included).
+    pub(crate) async fn count_deadlines(
+        &self,
+    ) -> Result<BTreeMap<Regime, DeadlineCounts>, ServiceError> {
+        let rules = self.deadline_rules();
+        let now = self.now();
+        let records = self
+            .store()
+            .slow_records(now - rules.longest_reach(), rules.shortest_window())
+            .await?;
+        let mut counts: BTreeMap<Regime, DeadlineCounts> = rules
+            .rules
+            .iter()
+            .map(|r| (r.regime, Default::default()))
+            .collect();
+        for record in &records {
+            for d in rules.deadlines(record, Some(record.effective_at), now) {
+                let c = counts.entry(d.regime).or_default();
+                match d.state {
+                    DeadlineState::Missed => c.missed += 1,
+                    DeadlineState::Pending if d.near => c.near += 1,
+                    DeadlineState::Pending | DeadlineState::Met => {}
+                }
+            }
+        }
+        for (regime, c) in &counts {
+            let regime = regime.as_str();
+            metrics::gauge!(names::DEADLINES, "regime" => regime, "state" => "near")
+                .set(c.near as f64);
+            metrics::gauge!(names::DEADLINES, "regime" => regime, "state" => "missed")
+                .set(c.missed as f64);
+        }
+        Ok(counts)
+    }
+
+    /// Recounts every `every` until `stop`; a failed count keeps the last gauges and says why.
+    pub(crate) async fn deadline_loop(self, every: Duration, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.count_deadlines().await {
+                tracing::warn!(error = %e, "deadline gauges not refreshed");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
