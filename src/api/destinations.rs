@@ -24,8 +24,10 @@ impl SuppressionApi {
             tenants,
             kinds,
             secret,
+            needs_identifier,
         } = request.into_inner();
-        let new = NewDestination::parse(url, tenants, kinds, secret).map_err(ServiceError::from)?;
+        let new = NewDestination::parse(url, tenants, kinds, secret, needs_identifier)
+            .map_err(ServiceError::from)?;
         if new.wants.tenants.is_empty() && !principal.may_use_every_tenant() {
             return Err(Refusal::PermissionDenied(format!(
                 "principal {:?} may use only some tenants: name them in tenants",
@@ -116,6 +118,7 @@ fn destination_to_proto(d: DestinationView) -> proto::Destination {
         failures,
         last_error,
         parked_at,
+        needs_identifier,
     } = d;
     proto::Destination {
         destination_id: id,
@@ -133,5 +136,6 @@ fn destination_to_proto(d: DestinationView) -> proto::Destination {
         failures,
         last_error,
         parked_at: parked_at.map(timestamp),
+        needs_identifier,
     }
 }

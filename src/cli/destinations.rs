@@ -16,6 +16,7 @@ pub async fn destinations(command: DestinationCommand) -> anyhow::Result<String>
             tenants,
             kinds,
             secret,
+            needs_identifier,
             server,
         } => {
             let request = proto::RegisterDestinationRequest {
@@ -23,6 +24,7 @@ pub async fn destinations(command: DestinationCommand) -> anyhow::Result<String>
                 tenants,
                 kinds,
                 secret,
+                needs_identifier,
             };
             let mut client = client(&server.server).await?;
             let added = client

@@ -13,7 +13,7 @@ use crate::domain::Millis;
 macro_rules! destination_columns {
     () => {
         "destination_id, url, tenants, kinds, secret, created_by, created_at, delivered_seq, \
-         failures, parked_at, last_error"
+         failures, parked_at, last_error, needs_identifier"
     };
 }
 
@@ -35,6 +35,8 @@ pub struct DestinationRow {
     /// Set once the failure budget ran out: no attempts until an admin resumes it.
     pub parked_at: Option<i64>,
     pub last_error: String,
+    /// Its deliveries carry the person's identifier, opened from the vault.
+    pub needs_identifier: bool,
 }
 
 /// A change delivered to a destination.
@@ -52,8 +54,8 @@ impl Store {
     pub(crate) async fn insert_destination(&self, row: &DestinationRow) -> Result<(), StoreError> {
         let sql = "INSERT INTO destinations (destination_id, url, tenants, kinds, secret, \
                    created_by, created_at, delivered_seq, failures, next_attempt_at, last_error, \
-                   lease_owner, lease_until) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, '', '', 0)";
+                   lease_owner, lease_until, needs_identifier) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, '', '', 0, $9)";
         on_pool!(self, pool => sqlx::query(sql)
             .bind(&row.destination_id)
             .bind(&row.url)
@@ -63,6 +65,7 @@ impl Store {
             .bind(&row.created_by)
             .bind(row.created_at)
             .bind(row.delivered_seq)
+            .bind(row.needs_identifier)
             .execute(pool)
             .await
             .map(|_| ()))

@@ -371,7 +371,9 @@ impl Replica {
             .lock()
             .unwrap()
             .iter()
-            .filter(|line| line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\""))
+            .filter(|line| {
+                line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"")
+            })
             .cloned()
             .collect()
     }

@@ -346,6 +346,7 @@ async fn forget_person_needs_an_admin(backend: Backend) {
 }
 
 on_both_stores!(
+    only_a_needs_identifier_destination_gets_the_identifier,
     a_kept_identifier_opens_only_through_the_vault,
     a_rotated_key_still_opens_what_the_old_one_sealed,
     without_a_vault_key_nothing_raw_is_kept,
@@ -398,4 +399,72 @@ async fn a_kept_identifier_never_reaches_the_logs() {
     );
     assert!(!log.contains(ADDRESS) && !log.contains("vault-log-9d2b"));
     delete_prefix(redis_url(), &prefix);
+}
+
+/// The identifier reaches only a destination registered as `needs_identifier`, and only for an
+/// opt-out that kept it; another destination of the same changes never sees it.
+async fn only_a_needs_identifier_destination_gets_the_identifier(backend: Backend) {
+    use crate::webhooks::{Receiver, fast_delivery, register};
+    let mut app = spawn_app_with(backend, suppressd::domain::Clock::System, fast_delivery).await;
+    rewrite(&app.key_file(), &key_file_with_vault(&[("k1", K1, true)]));
+    app.restart().await;
+    let (needs, needs_url) = Receiver::start().await;
+    let (plain, plain_url) = Receiver::start().await;
+    let registered = app
+        .client
+        .register_destination(proto::RegisterDestinationRequest {
+            needs_identifier: true,
+            ..register(&needs_url)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(registered.needs_identifier);
+    app.client
+        .register_destination(register(&plain_url))
+        .await
+        .unwrap();
+
+    let kept_receipt = app
+        .opt_out(kept("ann@example.com", "news"))
+        .await
+        .receipt_id;
+    let other = app
+        .opt_out(opt_out_request(
+            email("bob@example.com"),
+            scope("acme", Channel::Email, "news", ""),
+        ))
+        .await
+        .receipt_id;
+    for receiver in [&needs, &plain] {
+        receiver
+            .wait_for("both opt-outs delivered", |got| {
+                got.iter().filter(|r| r.accepted).count() >= 2
+            })
+            .await;
+    }
+    let identifier_of = |receiver: &Receiver, receipt: &str| {
+        receiver
+            .got()
+            .into_iter()
+            .find(|r| r.body["data"]["receipt_id"] == receipt)
+            .expect("delivered")
+            .body["data"]
+            .get("identifier")
+            .cloned()
+    };
+    assert_eq!(
+        identifier_of(&needs, &kept_receipt),
+        Some(serde_json::json!("ann@example.com"))
+    );
+    assert_eq!(
+        identifier_of(&needs, &other),
+        None,
+        "bob's opt-out kept nothing"
+    );
+    let plain_text = format!("{:?}", plain.got());
+    assert!(
+        !plain_text.contains("example.com"),
+        "a destination without needs_identifier never sees one: {plain_text}"
+    );
 }

@@ -148,10 +148,11 @@ pub fn register(url: &str) -> proto::RegisterDestinationRequest {
         tenants: vec![],
         kinds: vec![],
         secret: SECRET.to_owned(),
+        needs_identifier: false,
     }
 }
 
-fn fast_delivery(s: &mut suppressd::config::ServeSettings) {
+pub fn fast_delivery(s: &mut suppressd::config::ServeSettings) {
     s.delivery_interval = Duration::from_millis(20);
     s.delivery_backoff_base = Duration::from_millis(20);
     s.delivery_backoff_max = Duration::from_millis(100);

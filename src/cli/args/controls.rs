@@ -140,6 +140,10 @@ pub enum DestinationCommand {
         /// The signing secret (`whsec_` + base64 of 24 to 64 bytes); unset = the server makes one.
         #[arg(long, env = "SUPPRESSD_DESTINATION_SECRET", default_value = "")]
         secret: String,
+        /// Its deliveries carry the person's identifier (opened from the identifier vault, for
+        /// opt-outs that kept it): for a system that keeps its own list by address.
+        #[arg(long)]
+        needs_identifier: bool,
         #[command(flatten)]
         server: ControlClientArgs,
     },

@@ -20,7 +20,7 @@ pub(crate) mod sign;
 use super::{ServiceError, Suppressions};
 use crate::{
     audit::{Action, AuditEntry},
-    domain::{Invalid, Millis},
+    domain::{Invalid, Millis, ReceiptId},
     store::destinations::{DeliveryRow, DestinationRow},
     telemetry::metrics::names,
 };
@@ -83,6 +83,8 @@ pub(crate) struct NewDestination {
     pub(crate) wants: Wants,
     /// `None`: the service makes one.
     pub(crate) secret: Option<String>,
+    /// Deliveries carry the person's identifier from the vault.
+    pub(crate) needs_identifier: bool,
 }
 
 impl NewDestination {
@@ -91,6 +93,7 @@ impl NewDestination {
         tenants: Vec<String>,
         kinds: Vec<String>,
         secret: String,
+        needs_identifier: bool,
     ) -> Result<Self, Invalid> {
         let parsed: ::http::Uri = url
             .parse()
@@ -117,6 +120,7 @@ impl NewDestination {
                 kinds: kinds.into_iter().collect(),
             },
             secret,
+            needs_identifier,
         })
     }
 }
@@ -144,6 +148,7 @@ pub(crate) struct DestinationView {
     pub(crate) failures: u32,
     pub(crate) last_error: String,
     pub(crate) parked_at: Option<Millis>,
+    pub(crate) needs_identifier: bool,
 }
 
 fn json_set(text: &str) -> Result<BTreeSet<String>, ServiceError> {
@@ -170,6 +175,7 @@ fn view(row: DestinationRow) -> Result<DestinationView, ServiceError> {
         failures: row.failures.max(0) as u32,
         last_error: row.last_error,
         parked_at: row.parked_at,
+        needs_identifier: row.needs_identifier,
     })
 }
 
@@ -211,6 +217,7 @@ impl Suppressions {
             failures: 0,
             parked_at: None,
             last_error: String::new(),
+            needs_identifier: new.needs_identifier,
         };
         store.insert_destination(&row).await?;
         let mut view = view(row)?;
@@ -410,6 +417,12 @@ impl Deliverer {
             {
                 return Ok(false);
             }
+            // The person's identifier goes only to a destination registered as needing it, and
+            // exists only for a record whose opt-out kept it (sealed in the vault).
+            let identifier = match ReceiptId::parse("receipt", &entry.receipt) {
+                Ok(receipt) if row.needs_identifier => self.service.reveal(receipt).await?,
+                _ => None,
+            };
             let webhook_id = sign::webhook_id(entry.seq);
             let span = tracing::info_span!(
                 "webhook delivery",
@@ -419,7 +432,13 @@ impl Deliverer {
             );
             let posted = self
                 .poster
-                .post(&row.url, &key, &webhook_id, now / 1000, sign::body(&entry))
+                .post(
+                    &row.url,
+                    &key,
+                    &webhook_id,
+                    now / 1000,
+                    sign::body(&entry, identifier.as_deref()),
+                )
                 .instrument(span)
                 .await;
             match posted {

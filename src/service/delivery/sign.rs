@@ -79,6 +79,10 @@ struct Data<'a> {
     expires_at: Option<String>,
     detail: &'a str,
     trace_id: &'a str,
+    /// The person's identifier, only for a destination registered as `needs_identifier` and only
+    /// when the opt-out kept it (the identifier vault).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifier: Option<&'a str>,
 }
 
 fn rfc3339(ms: Millis) -> String {
@@ -102,8 +106,9 @@ fn channel_name(code: u8) -> &'static str {
     }
 }
 
-/// The body of the webhook for `entry`; `type` is `suppression.<kind>`.
-pub(crate) fn body(entry: &AuditEntry) -> Vec<u8> {
+/// The body of the webhook for `entry`; `type` is `suppression.<kind>`. `identifier` only for a
+/// `needs_identifier` destination.
+pub(crate) fn body(entry: &AuditEntry, identifier: Option<&str>) -> Vec<u8> {
     let body = Body {
         r#type: format!("suppression.{}", entry.action),
         timestamp: rfc3339(entry.time),
@@ -123,6 +128,7 @@ pub(crate) fn body(entry: &AuditEntry) -> Vec<u8> {
             expires_at: entry.expires_at.map(rfc3339),
             detail: entry.detail.as_deref().unwrap_or_default(),
             trace_id: &entry.trace_id,
+            identifier,
         },
     };
     serde_json::to_vec(&body).expect("a webhook body always serializes")
