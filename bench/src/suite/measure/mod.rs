@@ -6,11 +6,12 @@
 //! baseline, started once): the rebuild and Redis memory (`rebuild`), checks and batches (`checks`),
 //! checks with controls loaded against none (`controls`), the same loads on a Redis Cluster and on
 //! the previous connection layer (`topology`), opt-outs
-//! and what the audit log costs them (`writes`), tracing (`traced`), and last the CPU per call the
-//! earlier groups measured.
+//! and what the audit log costs them (`writes`), their webhook delivery to one destination
+//! (`delivery`), tracing (`traced`), and last the CPU per call the earlier groups measured.
 
 mod checks;
 mod controls;
+mod delivery;
 mod outside;
 mod rebuild;
 mod topology;
@@ -209,6 +210,8 @@ pub async fn measure(
     };
     let opted = writes::opt_out_rows(&mut cx, &rig, opting_out, checked.base_rps).await?;
     writes::audit_rows(&mut cx, &rig, opting_out, opted.rps).await?;
+    // Webhook delivery of the same opt-outs, open loop; its destination is removed afterwards.
+    delivery::delivery_rows(&mut cx, &rig, opting_out, settings.smoke).await?;
 
     let tracing = measure_tracing(&mut cx).await?;
     cx.report.rows.extend(tracing);
