@@ -133,6 +133,7 @@ pub(super) async fn delivery_rows(
             tenants: vec![TENANT.into()],
             kinds: vec!["opt_out".into()],
             secret: String::new(),
+            needs_identifier: false,
         })
         .await
         .context("registering the webhook destination")?
