@@ -130,43 +130,51 @@ impl Store {
         .context("leasing a destination")
     }
 
-    /// Records one delivered change and moves the cursor to it, if `owner` still holds the lease;
-    /// false if it does not (nothing written).
-    pub(crate) async fn record_delivery(
+    /// Records delivered changes (none: only passes over changes not wanted) and moves the cursor
+    /// to `cursor` (at or after the last of them), in one transaction, if `owner` still holds
+    /// the lease; false if it does not (nothing written). A page of deliveries costs one commit.
+    pub(crate) async fn record_deliveries(
         &self,
+        id: &str,
         owner: &str,
-        delivery: &DeliveryRow,
+        cursor: i64,
+        delivered: &[DeliveryRow],
     ) -> Result<bool, StoreError> {
-        let advance = "UPDATE destinations SET delivered_seq = $3, failures = 0, \
-                       next_attempt_at = 0, last_error = '' \
-                       WHERE destination_id = $1 AND lease_owner = $2 AND delivered_seq < $3";
-        let insert = "INSERT INTO deliveries (destination_id, seq, receipt_id, delivered_at, \
-                      attempts) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+        // Passing over changes not wanted leaves the failure count alone: it is the count of the
+        // change after the cursor, which a delivery ends.
+        let advance = if delivered.is_empty() {
+            "UPDATE destinations SET delivered_seq = $3 \
+             WHERE destination_id = $1 AND lease_owner = $2 AND delivered_seq < $3"
+        } else {
+            "UPDATE destinations SET delivered_seq = $3, failures = 0, next_attempt_at = 0, \
+             last_error = '' WHERE destination_id = $1 AND lease_owner = $2 AND delivered_seq < $3"
+        };
+        let insert =
+            "INSERT INTO deliveries (destination_id, seq, receipt_id, delivered_at, attempts) ";
         on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             let moved = sqlx::query(advance)
-                .bind(&delivery.destination_id).bind(owner).bind(delivery.seq)
+                .bind(id).bind(owner).bind(cursor)
                 .execute(&mut *tx).await?.rows_affected();
             if moved == 1 {
-                sqlx::query(insert)
-                    .bind(&delivery.destination_id).bind(delivery.seq).bind(&delivery.receipt_id)
-                    .bind(delivery.delivered_at).bind(delivery.attempts)
-                    .execute(&mut *tx).await?;
+                // SQLite binds at most 32766 parameters per statement; a page is far below.
+                for chunk in delivered.chunks(1_000) {
+                    let mut q = sqlx::QueryBuilder::new(insert);
+                    q.push_values(chunk, |mut row, d| {
+                        row.push_bind(d.destination_id.clone())
+                            .push_bind(d.seq)
+                            .push_bind(d.receipt_id.clone())
+                            .push_bind(d.delivered_at)
+                            .push_bind(d.attempts);
+                    });
+                    q.push(" ON CONFLICT DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
             }
             Ok(moved == 1)
         }.await)
-        .context("recording a delivery")
-    }
-
-    /// Moves the cursor past changes the destination does not want, if `owner` holds the lease.
-    pub(crate) async fn skip_to(&self, id: &str, owner: &str, seq: i64) -> Result<(), StoreError> {
-        let sql = "UPDATE destinations SET delivered_seq = $3 \
-                   WHERE destination_id = $1 AND lease_owner = $2 AND delivered_seq < $3";
-        on_pool!(self, pool => sqlx::query(sql).bind(id).bind(owner).bind(seq).execute(pool).await
-            .map(|_| ()))
-        .context("moving a destination's cursor")?;
-        Ok(())
+        .context("recording deliveries")
     }
 
     /// Records a failed attempt: the next one not before `next_attempt_at`, or parked at `park_at`

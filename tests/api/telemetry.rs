@@ -198,6 +198,21 @@ async fn traces_continue_the_callers_trace_and_follow_the_conventions() {
     assert_eq!(string(&insert.attributes, "db.system"), "sqlite");
     assert_eq!(string(&insert.attributes, "db.operation"), "INSERT");
     assert_eq!(int(&commit.attributes, "suppressd.inserted"), 1);
+    // Its delivery to the webhook destination: a trace of its own, linked to the statement that
+    // committed it.
+    let delivery = one(&spans, |s| s.name == "webhook delivery");
+    assert!(
+        delivery
+            .links
+            .iter()
+            .any(|l| l.trace_id == commit.trace_id && l.span_id == insert.span_id),
+        "the delivery links to the commit: {:?}",
+        delivery.links
+    );
+    assert_eq!(
+        string(&delivery.attributes, "change_trace_id"),
+        OPT_OUT_TRACE
+    );
 
     // No raw identifier anywhere: not in spans, attributes, events, nor in the logs.
     let everything = format!("{exported:?}").to_lowercase();
@@ -223,9 +238,23 @@ async fn child_exports_traces() {
     let guard = telemetry::init(LogFormat::Json).unwrap();
     assert!(guard.is_exporting());
     // Checks ask Redis, so that their trace shows the Redis client span (a near-cache has none).
-    let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| s.no_near_cache = true).await;
+    let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
+        s.no_near_cache = true;
+        crate::webhooks::fast_delivery(s);
+    })
+    .await;
     app.wait_cache_complete().await;
+    // A webhook destination: the opt-out's delivery links to its commit.
+    let (receiver, url) = crate::webhooks::Receiver::start().await;
+    let mut register = crate::webhooks::register(&url);
+    register.kinds = vec!["opt_out".into()];
+    app.client.register_destination(register).await.unwrap();
     calls_with_traceparent(&mut app).await;
+    receiver
+        .wait_for("the opt-out delivered", |got| {
+            got.iter().any(|r| r.accepted)
+        })
+        .await;
     app.stop().await;
     // Flushes the batch processor: every span is at the receiver once this returns.
     drop(guard);

@@ -22,11 +22,13 @@ use crate::{
     audit::{Action, AuditEntry},
     domain::{Invalid, Millis, ReceiptId},
     store::destinations::{DeliveryRow, DestinationRow},
-    telemetry::metrics::names,
+    telemetry::{metrics::names, propagation, sampling},
 };
+use opentelemetry::trace::SpanContext;
 use std::{collections::BTreeSet, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Changes read per destination and step.
 const PAGE: usize = 100;
@@ -374,17 +376,20 @@ impl Deliverer {
     }
 
     /// Takes the lease of one destination if it is due, and delivers a page of its changes in
-    /// order, stopping at the first failure.
+    /// order, stopping at the first failure. The page's deliveries are recorded together, in one
+    /// store transaction at its end (or before its failure is): a replica that dies mid-page leaves
+    /// them to be POSTed again by the next holder, with the same `webhook-id`s.
     async fn deliver(&self, id: &str) -> Result<bool, ServiceError> {
         let store = &self.service.inner.store;
-        let lease = |now: Millis| now + self.settings.lease().as_millis() as Millis;
+        let lease_for = self.settings.lease().as_millis() as Millis;
         let now = self.service.now();
         let Some(row) = store
-            .lease_destination(id, &self.owner, now, lease(now))
+            .lease_destination(id, &self.owner, now, now + lease_for)
             .await?
         else {
             return Ok(false);
         };
+        let mut lease_until = now + lease_for;
         let key = sign::secret_key(&row.secret).map_err(|problem| {
             ServiceError::Internal(anyhow::anyhow!("destination {id}: its secret {problem}"))
         })?;
@@ -392,30 +397,37 @@ impl Deliverer {
         let mut failures = row.failures.max(0) as u32;
         let rows = store.audit_rows(row.delivered_seq, PAGE).await?;
         let full = rows.len() == PAGE;
-        let mut cursor = row.delivered_seq;
-        let mut recorded = row.delivered_seq;
+        let commits = store.append_spans(row.delivered_seq, PAGE).await?;
+        let mut page = Page {
+            id,
+            owner: &self.owner,
+            recorded: row.delivered_seq,
+            cursor: row.delivered_seq,
+            delivered: Vec::new(),
+        };
         for audit in rows {
-            if audit.seq != cursor + 1 {
+            if audit.seq != page.cursor + 1 {
                 break; // not yet visible: never skip it
             }
             let entry = audit.entry().map_err(|problem| {
                 ServiceError::Internal(anyhow::anyhow!("audit entry {}: {problem}", audit.seq))
             })?;
             if !wants.covers(&entry) {
-                cursor = audit.seq;
+                page.cursor = audit.seq;
                 continue;
             }
-            if cursor > recorded {
-                store.skip_to(id, &self.owner, cursor).await?;
-            }
-            // Renew before each POST, so a page of slow answers never outlives the lease.
+            // Renew whenever the lease could run out during this POST, so a page of slow answers
+            // never outlives it.
             let now = self.service.now();
-            if store
-                .lease_destination(id, &self.owner, now, lease(now))
-                .await?
-                .is_none()
-            {
-                return Ok(false);
+            if lease_until - now < self.settings.request_timeout.as_millis() as Millis * 3 / 2 {
+                if store
+                    .lease_destination(id, &self.owner, now, now + lease_for)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(false); // the new holder POSTs this page's deliveries again
+                }
+                lease_until = now + lease_for;
             }
             // The person's identifier goes only to a destination registered as needing it, and
             // exists only for a record whose opt-out kept it (sealed in the vault).
@@ -424,44 +436,44 @@ impl Deliverer {
                 _ => None,
             };
             let webhook_id = sign::webhook_id(entry.seq);
-            let span = tracing::info_span!(
-                "webhook delivery",
-                destination = id,
-                seq = entry.seq,
-                change_trace_id = entry.trace_id.as_str()
-            );
-            let posted = self
-                .poster
-                .post(
-                    &row.url,
-                    &key,
-                    &webhook_id,
-                    now / 1000,
-                    sign::body(&entry, identifier.as_deref()),
-                )
-                .instrument(span)
-                .await;
+            // Each delivery starts a trace of its own, linked to the commit of its change.
+            let post = async {
+                let span = tracing::info_span!(
+                    "webhook delivery",
+                    destination = id,
+                    seq = entry.seq,
+                    change_trace_id = entry.trace_id.as_str()
+                );
+                if let Some(commit) = commit_of(&commits, audit.seq) {
+                    span.add_link(commit);
+                }
+                let body = sign::body(&entry, identifier.as_deref());
+                let post = self
+                    .poster
+                    .post(&row.url, &key, &webhook_id, now / 1000, body);
+                post.instrument(span).await
+            };
+            let posted = sampling::Sampled::new(post, sampling::decide(None)).await;
             match posted {
                 Ok(()) => {
                     let delivered_at = self.service.now();
-                    let delivery = DeliveryRow {
+                    metrics::counter!(names::DELIVERIES, "outcome" => "delivered").increment(1);
+                    metrics::gauge!(names::DELIVERY_LAG, "destination" => id.to_owned())
+                        .set((delivered_at - entry.time).max(0) as f64 / 1000.0);
+                    page.delivered.push(DeliveryRow {
                         destination_id: id.to_owned(),
                         seq: audit.seq,
                         receipt_id: entry.receipt.clone(),
                         delivered_at,
                         attempts: failures as i32 + 1,
-                    };
-                    metrics::counter!(names::DELIVERIES, "outcome" => "delivered").increment(1);
-                    metrics::gauge!(names::DELIVERY_LAG, "destination" => id.to_owned())
-                        .set((delivered_at - entry.time).max(0) as f64 / 1000.0);
-                    if !store.record_delivery(&self.owner, &delivery).await? {
-                        return Ok(false); // lost the lease meanwhile: the new holder goes on
-                    }
+                    });
                     failures = 0;
-                    cursor = audit.seq;
-                    recorded = cursor;
+                    page.cursor = audit.seq;
                 }
                 Err(e) => {
+                    if !page.record(store).await? {
+                        return Ok(false);
+                    }
                     failures += 1;
                     let park = failures >= self.settings.failure_budget;
                     let now = self.service.now();
@@ -482,9 +494,46 @@ impl Deliverer {
                 }
             }
         }
-        if cursor > recorded {
-            store.skip_to(id, &self.owner, cursor).await?;
+        Ok(page.record(store).await? && full)
+    }
+}
+
+/// The span that committed the change `seq`: the append of the first checkpoint past it.
+fn commit_of(commits: &[(i64, String)], seq: i64) -> Option<SpanContext> {
+    let at = commits.partition_point(|(size, _)| *size <= seq);
+    let (_, traceparent) = commits.get(at)?;
+    propagation::span_context(&propagation::Carrier::from([(
+        "traceparent".to_owned(),
+        traceparent.clone(),
+    )]))
+}
+
+/// A page's progress not yet in the store: the changes delivered, and the cursor (past changes not
+/// wanted too).
+struct Page<'a> {
+    id: &'a str,
+    owner: &'a str,
+    /// The cursor as stored.
+    recorded: i64,
+    cursor: i64,
+    delivered: Vec<DeliveryRow>,
+}
+
+impl Page<'_> {
+    /// Stores the progress; false if the lease was lost meanwhile (nothing stored: the new holder
+    /// goes on from the stored cursor).
+    async fn record(&mut self, store: &crate::store::Store) -> Result<bool, ServiceError> {
+        if self.cursor == self.recorded {
+            return Ok(true);
         }
-        Ok(full)
+        let delivered = std::mem::take(&mut self.delivered);
+        if !store
+            .record_deliveries(self.id, self.owner, self.cursor, &delivered)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.recorded = self.cursor;
+        Ok(true)
     }
 }

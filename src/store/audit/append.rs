@@ -20,6 +20,7 @@ use crate::{
         Context, StoreError,
         unnest::{EntryColumns, push_insert_records},
     },
+    telemetry::propagation,
 };
 use sqlx::{Postgres, QueryBuilder, Sqlite, Transaction};
 
@@ -46,6 +47,9 @@ pub(crate) struct Append {
     pub root: Hash,
     pub frontier: Vec<u8>,
     pub note: String,
+    /// The appending span's `traceparent` (empty when traces are off): what a delivery of these
+    /// entries links to.
+    pub span: String,
 }
 
 impl Append {
@@ -93,6 +97,9 @@ fn plan_append(
             size,
             root,
         }),
+        span: propagation::current_carrier()
+            .and_then(|mut c| c.remove("traceparent"))
+            .unwrap_or_default(),
     })
 }
 
@@ -152,7 +159,10 @@ fn push_append(q: &mut QueryBuilder<Postgres>, a: &Append, now: i64, only_if: Op
     ));
     EntryColumns::new(&a.entries).push_select(q);
     q.push(&gate)
-        .push("), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at) SELECT ")
+        .push(
+            "), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at, span) \
+             SELECT ",
+        )
         .push_bind(a.size as i64)
         .push(", ")
         .push_bind(a.root.to_vec())
@@ -160,6 +170,8 @@ fn push_append(q: &mut QueryBuilder<Postgres>, a: &Append, now: i64, only_if: Op
         .push_bind(a.note.clone())
         .push(", ")
         .push_bind(now)
+        .push(", ")
+        .push_bind(a.span.clone())
         .push(&gate)
         .push("), head AS (UPDATE audit_head SET size = ")
         .push_bind(a.size as i64)
@@ -276,12 +288,14 @@ impl AuditTx for Transaction<'_, Sqlite> {
                 .context("appending audit entries")?;
         }
         sqlx::query(
-            "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO audit_checkpoints (size, root, note, created_at, span) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(a.size as i64)
         .bind(a.root.to_vec())
         .bind(&a.note)
         .bind(now)
+        .bind(&a.span)
         .execute(&mut **self)
         .await
         .context("storing a checkpoint")?;

@@ -90,6 +90,18 @@ impl Store {
             .context("reading audit rows")
     }
 
+    /// The checkpoints after `after`, up to `limit` of them, as (size, the appending span's
+    /// `traceparent`): the entry `seq` was appended by the first whose size exceeds it.
+    pub(crate) async fn append_spans(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let sql = "SELECT size, span FROM audit_checkpoints WHERE size > $1 ORDER BY size LIMIT $2";
+        on_pool!(self, pool => sqlx::query_as(sql).bind(after).bind(limit as i64).fetch_all(pool).await)
+            .context("reading the spans of appends")
+    }
+
     /// The audit entry of one change.
     pub(crate) async fn audit_row_for(
         &self,
