@@ -284,7 +284,7 @@ pub struct ServeSettings {
     /// How often the deadline gauges (`suppressd_deadlines`) are recomputed from the store.
     #[arg(long, env = "SUPPRESSD_DEADLINES_REFRESH", default_value = "60s",
           value_parser = parse_interval)]
-    pub(crate) deadlines_refresh: Duration,
+    pub deadlines_refresh: Duration,
 
     /// Log format on standard error; RUST_LOG filters (default `info`).
     #[arg(long, env = "SUPPRESSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

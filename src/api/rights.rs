@@ -110,12 +110,14 @@ impl SuppressionApi {
                 }
                 Viewer::Token { .. } => Vec::new(),
             };
+            let rules = self.service.deadline_rules();
+            let deliveries = deliveries
+                .into_iter()
+                .map(|d| convert::delivery_with_deadlines(d, &history.record.record, now, rules))
+                .collect();
             shown.push(proto::RecordHistory {
-                deliveries: deliveries
-                    .into_iter()
-                    .map(convert::delivery_to_proto)
-                    .collect(),
-                ..convert::history_to_proto(history, now, self.service.deadline_rules())
+                deliveries,
+                ..convert::history_to_proto(history, now, rules)
             });
         }
         Ok(Response::new(proto::ListSuppressionsResponse {

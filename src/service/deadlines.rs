@@ -1,6 +1,7 @@
 //! The legal clocks' gauges: how many records' deadlines are near or missed, per regime, refreshed
 //! from the store on a timer. A record is judged against its effective time (when checks began to
-//! see it); per-destination delivery times judge it per destination once destinations exist.
+//! see it) in `suppressd_deadlines`, and against the time its opt-out reached each webhook
+//! destination that wants it in `suppressd_destination_deadlines`.
 
 use super::{ServiceError, Suppressions};
 use crate::{
@@ -54,11 +55,67 @@ impl Suppressions {
         Ok(counts)
     }
 
+    /// The same counts per webhook destination, each record judged against when its opt-out
+    /// reached the destination (only records whose opt-out the destination wants, received since
+    /// it was registered); sets `suppressd_destination_deadlines`.
+    pub(crate) async fn count_destination_deadlines(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeMap<Regime, DeadlineCounts>>, ServiceError> {
+        let rules = self.deadline_rules();
+        let now = self.now();
+        let mut all = BTreeMap::new();
+        for destination in self.list_destinations().await? {
+            let late = self
+                .store()
+                .late_deliveries(
+                    &destination.id,
+                    now - rules.longest_reach(),
+                    rules.shortest_window(),
+                )
+                .await?;
+            let mut counts: BTreeMap<Regime, DeadlineCounts> = rules
+                .rules
+                .iter()
+                .map(|r| (r.regime, Default::default()))
+                .collect();
+            for (record, delivered_at) in late
+                .iter()
+                .filter(|(record, _)| destination.wants.covers_opt_out(record))
+            {
+                for d in rules.deadlines(record, *delivered_at, now) {
+                    let c = counts.entry(d.regime).or_default();
+                    match d.state {
+                        DeadlineState::Missed => c.missed += 1,
+                        DeadlineState::Pending if d.near => c.near += 1,
+                        DeadlineState::Pending | DeadlineState::Met => {}
+                    }
+                }
+            }
+            for (regime, c) in &counts {
+                let labels = |state: &'static str| {
+                    [
+                        ("destination", destination.id.clone()),
+                        ("regime", regime.as_str().to_owned()),
+                        ("state", state.to_owned()),
+                    ]
+                };
+                metrics::gauge!(names::DESTINATION_DEADLINES, &labels("near")).set(c.near as f64);
+                metrics::gauge!(names::DESTINATION_DEADLINES, &labels("missed"))
+                    .set(c.missed as f64);
+            }
+            all.insert(destination.id, counts);
+        }
+        Ok(all)
+    }
+
     /// Recounts every `every` until `stop`; a failed count keeps the last gauges and says why.
     pub(crate) async fn deadline_loop(self, every: Duration, stop: CancellationToken) {
         loop {
             if let Err(e) = self.count_deadlines().await {
                 tracing::warn!(error = %e, "deadline gauges not refreshed");
+            }
+            if let Err(e) = self.count_destination_deadlines().await {
+                tracing::warn!(error = %e, "destination deadline gauges not refreshed");
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

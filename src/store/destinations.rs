@@ -7,8 +7,8 @@
 //! move in one transaction, so after a crash the next owner resumes exactly after the last change
 //! recorded as delivered.
 
-use super::{Context, Store, StoreError};
-use crate::domain::Millis;
+use super::{Context, Row, Store, StoreError};
+use crate::domain::{Millis, Suppression};
 
 macro_rules! destination_columns {
     () => {
@@ -206,5 +206,41 @@ impl Store {
                    FROM deliveries WHERE receipt_id = $1 ORDER BY seq, destination_id";
         on_pool!(self, pool => sqlx::query_as(sql).bind(receipt_id).fetch_all(pool).await)
             .context("reading deliveries")
+    }
+
+    /// The records received since `since` (in force since the destination was registered) whose
+    /// change did not reach the destination within `slower_than` of receipt: those whose legal
+    /// clocks, judged at the destination, may be near or missed. Each with when its first change
+    /// reached it, if it has.
+    pub(crate) async fn late_deliveries(
+        &self,
+        id: &str,
+        since: Millis,
+        slower_than: Millis,
+    ) -> Result<Vec<(Suppression, Option<Millis>)>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Late {
+            #[sqlx(flatten)]
+            row: Row,
+            delivered_at: Option<i64>,
+        }
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            ", (SELECT MIN(d.delivered_at) FROM deliveries d \
+               WHERE d.destination_id = $1 AND d.receipt_id = s.receipt_id) AS delivered_at \
+             FROM suppressions s \
+             WHERE s.received_at >= $2 \
+             AND s.effective_at >= (SELECT created_at FROM destinations WHERE destination_id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.destination_id = $1 \
+               AND d.receipt_id = s.receipt_id AND d.delivered_at - s.received_at <= $3)"
+        );
+        let rows: Vec<Late> = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(id).bind(since).bind(slower_than)
+            .fetch_all(pool).await)
+        .context("reading late deliveries")?;
+        rows.into_iter()
+            .map(|l| Ok((l.row.into_suppression()?, l.delivered_at)))
+            .collect()
     }
 }

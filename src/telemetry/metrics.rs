@@ -97,6 +97,10 @@ pub mod names {
     /// `regime` and `state` (`near`, `missed`), among those received within the longest window;
     /// recomputed from the store every `--deadlines-refresh`.
     pub(crate) const DEADLINES: &str = "suppressd_deadlines";
+    /// The same, judged at each webhook destination (against when the record's opt-out reached
+    /// it), by `destination`, `regime` and `state`: records the destination wants, received since
+    /// it was registered.
+    pub(crate) const DESTINATION_DEADLINES: &str = "suppressd_destination_deadlines";
 
     /// Every name above: what dashboards and docs/operations.md may refer to.
     pub const ALL: &[&str] = &[
@@ -136,6 +140,7 @@ pub mod names {
         DELIVERIES,
         DELIVERY_LAG,
         DEADLINES,
+        DESTINATION_DEADLINES,
     ];
 }
 

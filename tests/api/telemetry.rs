@@ -587,6 +587,143 @@ async fn child_serves_metrics() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_gauges_count_per_destination() {
+    run_child("telemetry::child_counts_destination_deadlines", &[]).await;
+}
+
+/// Two destinations want a record whose CAN-SPAM deadline (here 30 hours) falls within the near
+/// margin: one receives it at once (met there), the other never answers (near there). The record
+/// took effect at once, so its own clock is met. Each destination's gauge says so, and the listing
+/// shows each destination's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of deadline_gauges_count_per_destination"]
+async fn child_counts_destination_deadlines() {
+    if !is_child() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("deadlines.toml");
+    std::fs::write(
+        &rules,
+        "near_hours = 24\n[[regime]]\nname = \"can_spam\"\nhours = 30\n",
+    )
+    .unwrap();
+    let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
+        s.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        s.deadlines_file = Some(rules.clone());
+        s.deadlines_refresh = Duration::from_millis(100);
+        crate::webhooks::fast_delivery(s);
+    })
+    .await;
+    app.wait_cache_complete().await;
+    let admin = app.admin.expect("the admin port is bound");
+    let (receiver, url) = crate::webhooks::Receiver::start().await;
+    let answering = app
+        .client
+        .register_destination(crate::webhooks::register(&url))
+        .await
+        .unwrap()
+        .into_inner()
+        .destination_id;
+    // Nothing listens there: every attempt fails.
+    let silent_url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", listener.local_addr().unwrap())
+    };
+    let silent = app
+        .client
+        .register_destination(crate::webhooks::register(&silent_url))
+        .await
+        .unwrap()
+        .into_inner()
+        .destination_id;
+
+    // Received ten hours ago (an import of a list kept elsewhere): due in twenty.
+    let received = Clock::System.now() / 1000 - 10 * 3600;
+    let mut row = crate::imports::row(
+        1,
+        "clocked@example.com",
+        scope("acme", Channel::Email, "", ""),
+    );
+    row.received_at = crate::imports::at(received);
+    crate::imports::import(&mut app.client, vec![row]).await;
+    receiver
+        .wait_for("the import delivered", |got| got.iter().any(|r| r.accepted))
+        .await;
+
+    let gauge = "suppressd_destination_deadlines";
+    let of = |destination: &str, state: &str| {
+        [
+            ("destination", destination.to_owned()),
+            ("regime", "can_spam".to_owned()),
+            ("state", state.to_owned()),
+        ]
+    };
+    let mut last = None;
+    for _ in 0..200 {
+        let now = scrape(admin).await;
+        let read = |d: &str, state: &str| {
+            let labels = of(d, state);
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            now.value(gauge, &labels)
+        };
+        let seen = (
+            read(&silent, "near"),
+            read(&silent, "missed"),
+            read(&answering, "near"),
+            read(&answering, "missed"),
+            now.value(
+                "suppressd_deadlines",
+                &[("regime", "can_spam"), ("state", "near")],
+            ),
+        );
+        if seen == (1.0, 0.0, 0.0, 0.0, 0.0) {
+            last = None;
+            break;
+        }
+        last = Some(seen);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        last, None,
+        "(silent near, missed, answering near, missed, record near)"
+    );
+
+    // The listing: met at the answering destination, pending at the silent one.
+    let records = app
+        .client
+        .list_suppressions(proto::ListSuppressionsRequest {
+            recipient: Some(email("clocked@example.com")),
+            tenant: "acme".into(),
+            token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let at = |id: &str| {
+        let delivery = records[0]
+            .deliveries
+            .iter()
+            .find(|d| d.destination_id == id)
+            .unwrap_or_else(|| panic!("no delivery to {id}: {records:?}"));
+        let deadline = delivery
+            .deadlines
+            .iter()
+            .find(|d| d.regime() == proto::Regime::CanSpam)
+            .unwrap_or_else(|| panic!("CAN-SPAM's clock at {id}: {delivery:?}"));
+        assert_eq!(
+            deadline.due_at.as_ref().unwrap().seconds,
+            received + 30 * 3600
+        );
+        deadline.state()
+    };
+    assert_eq!(at(&answering), proto::DeadlineState::Met);
+    assert_eq!(at(&silent), proto::DeadlineState::Pending);
+    app.stop().await;
+}
+
 /// A parsed Prometheus text exposition: (name, labels) → value.
 struct Scrape(Vec<(String, BTreeMap<String, String>, f64)>);
 

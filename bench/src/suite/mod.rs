@@ -72,6 +72,11 @@ pub struct SuiteSettings {
     /// quicker loop while working on tracing. Hidden: its report is not a run of the suite.
     #[arg(long, hide = true)]
     pub only_tracing: bool,
+
+    /// Measures only the webhook delivery rows (after the population and the warm-up), for a
+    /// quicker loop while working on delivery. Hidden: its report is not a run of the suite.
+    #[arg(long, hide = true, conflicts_with = "only_tracing")]
+    pub only_delivery: bool,
 }
 
 impl SuiteSettings {

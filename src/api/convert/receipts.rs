@@ -131,6 +131,7 @@ pub(crate) fn delivery_to_proto(
     let DeliveryView {
         destination_id,
         state,
+        opt_out: _,
     } = d;
     let (state, delivered_at) = match state {
         DeliveryState::Pending => (proto::DeliveryState::Pending, None),
@@ -141,5 +142,6 @@ pub(crate) fn delivery_to_proto(
         destination_id,
         state: state as i32,
         delivered_at,
+        deadlines: Vec::new(),
     }
 }

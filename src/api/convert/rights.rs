@@ -4,7 +4,7 @@ use super::{match_to_proto, opt_out_scope, recipient, timestamp, token_ttl};
 use crate::{
     auth::TokenClaims,
     domain::{
-        Invalid, Match, Millis, Recipient, Scope,
+        Invalid, Match, Millis, Recipient, Scope, Suppression,
         deadline::{Deadline, DeadlineRules, DeadlineState, Regime},
     },
     proto,
@@ -183,6 +183,28 @@ pub fn history_to_proto(
         events: events.into_iter().map(event_to_proto).collect(),
         deliveries: Vec::new(),
         deadlines,
+    }
+}
+
+/// A record's delivery to one destination, with the record's legal clocks judged at it (against
+/// when its opt-out reached it).
+pub fn delivery_with_deadlines(
+    d: crate::service::delivery::DeliveryView,
+    record: &Suppression,
+    now: Millis,
+    rules: &DeadlineRules,
+) -> proto::DestinationDelivery {
+    let deadlines = match d.opt_out {
+        Some(delivered_at) => rules
+            .deadlines(record, delivered_at, now)
+            .into_iter()
+            .map(deadline_to_proto)
+            .collect(),
+        None => Vec::new(),
+    };
+    proto::DestinationDelivery {
+        deadlines,
+        ..super::delivery_to_proto(d)
     }
 }
 

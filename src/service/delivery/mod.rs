@@ -20,7 +20,7 @@ pub(crate) mod sign;
 use super::{ServiceError, Suppressions};
 use crate::{
     audit::{Action, AuditEntry},
-    domain::{Invalid, Millis, ReceiptId},
+    domain::{Invalid, Millis, ReceiptId, Source, Suppression},
     store::destinations::{DeliveryRow, DestinationRow},
     telemetry::{metrics::names, propagation, sampling},
 };
@@ -73,8 +73,21 @@ pub(crate) struct Wants {
 
 impl Wants {
     fn covers(&self, entry: &AuditEntry) -> bool {
-        (self.tenants.is_empty() || self.tenants.contains(&entry.tenant))
-            && (self.kinds.is_empty() || self.kinds.contains(&entry.action))
+        self.covers_kind(&entry.tenant, &entry.action)
+    }
+
+    fn covers_kind(&self, tenant: &str, action: &str) -> bool {
+        (self.tenants.is_empty() || self.tenants.contains(tenant))
+            && (self.kinds.is_empty() || self.kinds.contains(action))
+    }
+
+    /// Whether the change that made this record (an `opt_out`, or an `import`'s) is wanted.
+    pub(crate) fn covers_opt_out(&self, s: &Suppression) -> bool {
+        let made_by = match s.source {
+            Source::Import => Action::Import,
+            _ => Action::OptOut,
+        };
+        self.covers_kind(&s.scope.tenant, made_by.as_str())
     }
 }
 
@@ -195,6 +208,10 @@ pub(crate) enum DeliveryState {
 pub(crate) struct DeliveryView {
     pub(crate) destination_id: String,
     pub(crate) state: DeliveryState,
+    /// Set when the destination wants the change that made the record (its opt-out): when that
+    /// change reached it, if it has. What the record's legal clocks at the destination are judged
+    /// against.
+    pub(crate) opt_out: Option<Option<Millis>>,
 }
 
 impl Suppressions {
@@ -310,9 +327,15 @@ impl Suppressions {
             } else {
                 DeliveryState::Pending
             };
+            let first = &entries[0];
+            let opt_out = wanted
+                .first()
+                .filter(|e| e.seq == first.seq)
+                .map(|e| row_of(e.seq).map(|d| d.delivered_at));
             views.push(DeliveryView {
                 destination_id: destination.id,
                 state,
+                opt_out,
             });
         }
         Ok(views)

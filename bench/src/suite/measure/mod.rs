@@ -195,6 +195,19 @@ pub async fn measure(
         return Ok(cx.report);
     }
 
+    let opt_out_data = fixtures::opt_out_data();
+    let opting_out = Load {
+        call: "OptOut",
+        data: &opt_out_data,
+        ..checking
+    };
+    if settings.only_delivery {
+        let delivery = delivery::delivery_rows(&mut cx, &rig, opting_out, settings.smoke).await;
+        rig.stop().await;
+        delivery?;
+        return Ok(cx.report);
+    }
+
     let checked = checks::check_rows(&mut cx, &rig, &check_probes).await?;
     let outside_requests = if settings.smoke { 200 } else { 20_000 };
     outside::outside_rows(&mut cx, &rig, out, outside_requests).await?;
@@ -202,12 +215,6 @@ pub async fn measure(
     controls::controls_rows(&mut cx, &rig, settings.smoke).await?;
     topology::topology_rows(&mut cx, &rig, &settings.redis_server).await?;
     // OptOut, DURABLE, on PostgreSQL; then the same load without the audit log.
-    let opt_out_data = fixtures::opt_out_data();
-    let opting_out = Load {
-        call: "OptOut",
-        data: &opt_out_data,
-        ..checking
-    };
     let opted = writes::opt_out_rows(&mut cx, &rig, opting_out, checked.base_rps).await?;
     writes::audit_rows(&mut cx, &rig, opting_out, opted.rps).await?;
     // Webhook delivery of the same opt-outs, open loop; its destination is removed afterwards.
@@ -226,10 +233,15 @@ pub async fn measure(
 fn heading(settings: &SuiteSettings, sizes: &Sizes) -> SuiteReport {
     SuiteReport {
         date: crate::report::now_rfc3339(),
-        mode: match (settings.smoke, settings.only_tracing) {
-            (_, true) => "tracing rows only",
-            (true, false) => "smoke",
-            (false, false) => "full",
+        mode: match (
+            settings.smoke,
+            settings.only_tracing,
+            settings.only_delivery,
+        ) {
+            (_, true, _) => "tracing rows only",
+            (_, _, true) => "delivery rows only",
+            (true, false, false) => "smoke",
+            (false, false, false) => "full",
         }
         .into(),
         machine: machine(),
