@@ -10,8 +10,9 @@
 //! call fails before any message (trailers-only, every unary error) and otherwise in the trailers
 //! after the body, so both are looked at; an OK call costs one header lookup.
 
+use super::GRPC_STATUS;
 use crate::proto::details::{reason_of_code, rich};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::{
@@ -22,7 +23,7 @@ use std::{
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
-const DETAILS_HEADER: &str = "grpc-status-details-bin";
+static DETAILS_HEADER: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 
 /// Wraps every service of the router; see the module comment.
 #[derive(Clone, Copy, Debug, Default)]
@@ -123,10 +124,10 @@ impl<B: Body> Body for DetailedBody<B> {
 /// Adds details to the status in `headers` (response headers or trailers) when it is not OK and
 /// has none; leaves everything else as it is.
 fn fill_in(headers: &mut HeaderMap) {
-    let Some(code) = headers.get("grpc-status") else {
+    let Some(code) = headers.get(&GRPC_STATUS) else {
         return;
     };
-    if code.as_bytes() == b"0" || headers.contains_key(DETAILS_HEADER) {
+    if code.as_bytes() == b"0" || headers.contains_key(&DETAILS_HEADER) {
         return;
     }
     let Some(status) = Status::from_header_map(headers) else {

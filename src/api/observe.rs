@@ -318,7 +318,12 @@ impl Method {
 }
 
 fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    headers
+        .get(&super::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The codes that make a server span an error, per the conventions: faults of the server, not of

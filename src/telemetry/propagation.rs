@@ -14,10 +14,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The W3C fields as a string map: what a stream entry carries.
 pub(crate) type Carrier = HashMap<String, String>;
 
+/// Looked up on every call: a name built once, not a `&str` parsed as a header name each time.
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// The caller's context from request headers (gRPC metadata), if it sent one.
 pub(crate) fn from_headers(headers: &http::HeaderMap) -> Option<Context> {
     // Most calls carry none: skip the parse for them.
-    if !headers.contains_key("traceparent") {
+    if !headers.contains_key(&TRACEPARENT) {
         return None;
     }
     Some(TraceContextPropagator::new().extract(&HeaderExtractor(headers)))
