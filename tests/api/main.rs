@@ -26,6 +26,7 @@ mod inbound;
 mod inbound_email;
 mod inbound_ses;
 mod kubernetes;
+mod layout_change;
 mod lifecycle;
 mod limits;
 mod migrations;
