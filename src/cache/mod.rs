@@ -22,6 +22,7 @@ mod backlog;
 mod connection;
 pub(crate) mod controls;
 pub mod layout;
+pub mod layouts;
 mod lookup;
 pub mod near;
 pub mod rebuild;
@@ -88,6 +89,8 @@ pub struct Cache {
     redis: Redis,
     conn: Conn,
     keys: Keys,
+    /// The layouts written and read while the bucket layout changes (`layouts`).
+    layouts: Arc<layouts::Layouts>,
     opt_out: Script,
     merge: Script,
     /// The highest write counter this replica has seen, by slot group.
@@ -104,6 +107,7 @@ impl Cache {
         Ok(Cache {
             redis,
             conn,
+            layouts: Arc::new(layouts::Layouts::new(keys.clone())),
             keys,
             opt_out: Script::new(&layout::opt_out_script()),
             merge: Script::new(&layout::merge_script()),
@@ -129,6 +133,11 @@ impl Cache {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The layouts this replica writes and reads now.
+    pub fn layouts(&self) -> &layouts::Layouts {
+        &self.layouts
     }
 
     pub(crate) fn redis(&self) -> &Redis {

@@ -342,10 +342,14 @@ impl GroupCopy {
             .await?
             .ok_or(Stopped::Incomplete)?;
         let mut feed = self.feed_head(&mut conn).await?;
-        let entries = self.load(&mut conn).await?;
+        let (entries, layout) = self.load(&mut conn).await?;
         if self.cache.complete_generation(self.group).await?.as_deref() != Some(generation.as_str())
         {
             return Err(Stopped::Rebuilt);
+        }
+        // Still `ok` after the copy: every write before it reached the buckets copied.
+        if !self.cache.layout_is_ok(self.group, layout).await? {
+            return Err(Stopped::Incomplete);
         }
         let before = self.loaded.swap(entries as u64, Ordering::AcqRel);
         metrics::gauge!(names::NEAR_CACHE_ENTRIES).increment(entries as f64 - before as f64);
