@@ -27,6 +27,7 @@ mod inbound_email;
 mod inbound_ses;
 mod kubernetes;
 mod layout_change;
+mod layout_drill;
 mod lifecycle;
 mod limits;
 mod migrations;
