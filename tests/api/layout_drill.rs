@@ -54,9 +54,8 @@ async fn replicas_through_a_bucket_layout_change_lose_nothing() {
 
     // 2. New bits beside it: its layout is filled and it switches to it, both taking traffic.
     let first = Replica::start(&named(&new_bits, "new1")).await;
-    live.lock()
-        .unwrap()
-        .push((Build::New, first.client().await));
+    let client = first.client().await;
+    live.lock().unwrap().push((Build::New, client));
     let started = Instant::now();
     wait_announced(&mut conn, &prefix, "new1", "v2b7", "v2b7,v2b6").await;
     let switched_after = started.elapsed();
@@ -69,9 +68,8 @@ async fn replicas_through_a_bucket_layout_change_lose_nothing() {
     old.terminate();
     let old_exit = old.wait().await;
     let second = Replica::start(&named(&new_bits, "new2")).await;
-    live.lock()
-        .unwrap()
-        .push((Build::New, second.client().await));
+    let client = second.client().await;
+    live.lock().unwrap().push((Build::New, client));
     tokio::time::sleep(phase).await;
     stop.store(true, Relaxed);
     for t in tasks {
