@@ -1,7 +1,8 @@
 //! The layout drill: a rolling update that changes `--cache-bucket-bits` (6 → 7), under the rolling
 //! drill's load (`rolling`), on one Redis and one PostgreSQL database. A replica with the old bits
 //! serves alone; one with the new bits starts beside it, fills its layout and switches to it while
-//! both take traffic; the old one is stopped (SIGTERM) and a second new one takes its place.
+//! both take traffic (its checks through Redis, the others' from their near-caches); the old one
+//! is stopped (SIGTERM) and a second new one takes its place.
 //! Afterwards every opt-out acknowledged `DURABLE` is in the store and suppressed on every live
 //! replica, no check answered "send" for a person acknowledged before it started, nothing was
 //! dead-lettered, and both new replicas read (and write only) the new layout.
@@ -52,8 +53,10 @@ async fn replicas_through_a_bucket_layout_change_lose_nothing() {
     let tasks = start_load(&live, &counts, &acks, &stop);
     tokio::time::sleep(phase).await;
 
-    // 2. New bits beside it: its layout is filled and it switches to it, both taking traffic.
-    let first = Replica::start(&named(&new_bits, "new1")).await;
+    // 2. New bits beside it: its layout is filled and it switches to it, both taking traffic. Its
+    //    checks go through Redis (no near-cache), so they read the buckets of each layout in turn.
+    let first =
+        Replica::start(&named(&new_bits, "new1").with("SUPPRESSD_NO_NEAR_CACHE", "true")).await;
     let client = first.client().await;
     live.lock().unwrap().push((Build::New, client));
     let started = Instant::now();

@@ -262,8 +262,11 @@ impl Layouts {
     pub(crate) fn to_fill(&self) -> Vec<Group> {
         let view = self.view.lock().expect("view lock");
         let configured = self.configured();
+        let groups: Vec<Group> = (0..self.configured.group_count())
+            .filter(|&g| !view.validity.missing(g) && !view.validity.ok(g, configured))
+            .collect();
         let written = view.live.iter().all(|a| a.writes.contains(&configured));
-        if !written || view.live.is_empty() {
+        if groups.is_empty() || !written || view.live.is_empty() {
             return Vec::new();
         }
         if !view.silent.is_empty() {
@@ -272,9 +275,7 @@ impl Layouts {
                  release?): the layout is not filled until they are gone");
             return Vec::new();
         }
-        (0..self.configured.group_count())
-            .filter(|&g| !view.validity.missing(g) && !view.validity.ok(g, configured))
-            .collect()
+        groups
     }
 
     pub(crate) fn view(&self) -> std::sync::MutexGuard<'_, View> {

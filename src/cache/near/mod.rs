@@ -3,7 +3,8 @@
 //! promise with it: once a write returns, every replica answers by it.
 //!
 //! - **Copied whole, then followed.** A replica notes the change feed's head (`Keys::changes`),
-//!   copies every bucket of a complete cache (each must carry its marker), and applies the feed
+//!   copies every bucket of a complete cache (each must carry its marker) in the layout its checks
+//!   read, which must still be `ok` after the copy (`cache::layouts`), and applies the feed
 //!   from the noted head on. Every write that changes a bucket field feeds the field's new value,
 //!   numbered consecutively, so a gap in the numbers (the feed trimmed past this replica, Redis
 //!   restarted) ends the copy's life.
