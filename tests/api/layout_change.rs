@@ -257,3 +257,62 @@ async fn a_replica_whose_announcement_lapsed_is_not_written_for_and_does_not_tru
     assert!(answer.into_inner().suppressed);
     delete_prefix(redis_url(), &prefix);
 }
+
+/// Redis flushed while a replica with new bits fills its layout (a private Redis): every layout
+/// is forgotten with the markers, no check answers "send" for an acknowledged opt-out meanwhile,
+/// and afterwards the cache is rebuilt and each replica reads its own layout again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_during_a_layout_change_fails_closed_and_recovers() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let redis = PrivateRedis::start().await;
+    let prefix = "flush:";
+    let config = ReplicaConfig::new(&db.url, &redis.url(), prefix)
+        .with("SUPPRESSD_NO_NEAR_CACHE", "true")
+        .with("SUPPRESSD_CACHE_BUCKET_BITS", "6");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let a = Replica::start(&config.clone().with("SUPPRESSD_REPLICA_NAME", "a")).await;
+    wait_announced(&mut conn, prefix, "a", "v2b6", "v2b6").await;
+    let (mut on_a, scope_all) = (a.client().await, || {
+        scope("acme", Channel::Unspecified, "", "")
+    });
+    for i in 0..10 {
+        on_a.opt_out(opt_out_request(person(i), scope_all()))
+            .await
+            .unwrap();
+    }
+    let b = Replica::start(
+        &config
+            .with("SUPPRESSD_CACHE_BUCKET_BITS", "7")
+            .with("SUPPRESSD_REPLICA_NAME", "b"),
+    )
+    .await;
+    let mut on_b = b.client().await;
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    for i in 10..20 {
+        let client = if i % 2 == 0 { &mut on_a } else { &mut on_b };
+        client
+            .opt_out(opt_out_request(person(i), scope_all()))
+            .await
+            .unwrap();
+    }
+    let mut false_sends = Vec::new();
+    let mut check_all = async |false_sends: &mut Vec<String>| {
+        for i in 0..20 {
+            for (name, client) in [("a", &mut on_a), ("b", &mut on_b)] {
+                let answer = client.check_suppressed(check_request(i)).await.unwrap();
+                if !answer.into_inner().suppressed {
+                    false_sends.push(format!("layout{i} on {name}"));
+                }
+            }
+        }
+    };
+    check_all(&mut false_sends).await;
+    wait_announced(&mut conn, prefix, "a", "v2b6", "v2b6,v2b7").await;
+    wait_announced(&mut conn, prefix, "b", "v2b7", "v2b7,v2b6").await;
+    check_all(&mut false_sends).await;
+    assert!(false_sends.is_empty(), "answered send: {false_sends:?}");
+}
