@@ -8,7 +8,9 @@
 //! carries that fact up to the service, which falls back to the store.
 //!
 //! This file holds the connection, its errors, the write counter and the completeness marker; the
-//! checks' read is in `lookup`, the writes of opt-outs and merged records in `record`.
+//! checks' read is in `lookup`, the writes of opt-outs and merged records in `record`. Which bucket
+//! layouts those writes go to and those reads come from, while a deployment changes its layout,
+//! is [`layouts`]'s.
 //!
 //! **The write counter.** Every opt-out and every merge of records bumps it in the same call, and
 //! every change in the near-cache feed carries the value it bumped it to. Each replica remembers
