@@ -3,9 +3,8 @@
 //! replica writes, which one its checks read, and how a new layout becomes readable.
 //!
 //! **What a reader may trust.** Each slot group keeps a small hash of layouts
-//! ([`GroupKeys::layouts`](super::layout::GroupKeys::layouts)): `ok:{generation}` for a layout
-//! whose buckets hold every active suppression of the group, `fill:{generation}` for one being
-//! filled. Every script that writes a bucket field (an opt-out, a merge of committed records, a
+//! (`GroupKeys::layouts`): `ok:{generation}` for a layout whose buckets hold every active
+//! suppression of the group, `fill:{generation}` for one being filled. Every script that writes a bucket field (an opt-out, a merge of committed records, a
 //! retraction) writes the subject's bucket of each layout it was given and, in the same atomic
 //! call, removes from the hash every layout it was not given. So, for a layout `L` found `ok`:
 //! every write that Redis ran since `L` was filled wrote `L`. A check reads its buckets and then,
@@ -27,10 +26,9 @@
 //! does.
 //!
 //! **Announcements make it happen.** Every second each replica writes, under its name, in the
-//! deployment-wide [`Keys::layout_replicas`](super::layout::Keys::layout_replicas), the layout it
-//! is configured with (*wants*), those its checks read and those it writes, stamped with Redis's
-//! clock; an entry not renewed for [`LIVE_FOR`] is ignored, and removed later. A replica writes its
-//! own layouts and every layout a live replica wants or reads ([`Plan`]). It fills its configured
+//! deployment-wide `Keys::layout_replicas`, the layout it is configured with (*wants*), those its
+//! checks read and those it writes, stamped with Redis's clock; an entry not renewed for `LIVE_FOR` is ignored, and removed later. A replica writes its
+//! own layouts and every layout a live replica wants or reads (`Plan`). It fills its configured
 //! layout once every live replica announces that it writes it (and no replica with a near-cache
 //! lease is silent: an older release that writes only its own layout), and reads it once it is
 //! `ok`; until then it reads a layout that is `ok` (the one the others read). Nothing waits for
@@ -79,7 +77,7 @@ impl Plan {
     }
 }
 
-/// This replica's layouts: its configured one and the current [`Plan`], which the [`Announcer`]
+/// This replica's layouts: its configured one and the current `Plan`, which the [`Announcer`]
 /// replaces as replicas come and go and layouts are filled.
 pub struct Layouts {
     configured: Keys,
