@@ -316,3 +316,65 @@ async fn a_flush_during_a_layout_change_fails_closed_and_recovers() {
     check_all(&mut false_sends).await;
     assert!(false_sends.is_empty(), "answered send: {false_sends:?}");
 }
+
+/// A replica of the previous release (which neither announces nor keeps the layout hashes) serves
+/// with its near-cache: a replica of this tree with new bits reads the old layout beside it, does
+/// not fill its own while the old one serves, and does once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_layout_waits_while_a_previous_release_replica_serves() {
+    let (tag, previous) = crate::rolling::previous_release();
+    let db = TestDb::new(Backend::Postgres).await;
+    let prefix = format!("lay{}:", uuid::Uuid::new_v4().simple());
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir.path().join("keys.toml");
+    std::fs::write(&keys, crate::rolling::key_file_known_to_both()).unwrap();
+    let config = ReplicaConfig::new(&db.url, redis_url(), &prefix)
+        .with("SUPPRESSD_KEYS", keys.to_str().unwrap())
+        .with("SUPPRESSD_CACHE_BUCKET_BITS", "6");
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut old = Replica::try_start_binary(&previous, &config)
+        .await
+        .unwrap_or_else(|log| panic!("the {tag} replica did not start:\n{log}"));
+    wait_marked(&mut conn, &format!("{prefix}v2b6:0")).await;
+    let new = Replica::start(
+        &config
+            .with("SUPPRESSD_CACHE_BUCKET_BITS", "7")
+            .with("SUPPRESSD_REPLICA_NAME", "new"),
+    )
+    .await;
+    wait_announced(&mut conn, &prefix, "new", "v2b6", "v2b7,v2b6").await;
+    let (mut on_old, mut on_new) = (old.client().await, new.client().await);
+    for i in 0..10 {
+        on_old
+            .opt_out(opt_out_request(
+                person(i),
+                scope("acme", Channel::Unspecified, "", ""),
+            ))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let states = layout_states(&mut conn, &prefix).await;
+    assert!(!states.contains_key("v2b7"), "not filled: {states:?}");
+    assert!(new.log().contains("without announcing"), "it says why");
+    for i in 0..10 {
+        let answer = on_new.check_suppressed(check_request(i)).await.unwrap();
+        assert!(
+            answer.into_inner().suppressed,
+            "layout{i} on the new replica"
+        );
+    }
+
+    old.terminate();
+    old.wait().await;
+    wait_announced(&mut conn, &prefix, "new", "v2b7", "v2b7").await;
+    for i in 0..10 {
+        let answer = on_new.check_suppressed(check_request(i)).await.unwrap();
+        assert!(answer.into_inner().suppressed, "layout{i} after the switch");
+    }
+    delete_prefix(redis_url(), &prefix);
+}

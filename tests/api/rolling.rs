@@ -29,7 +29,7 @@ use tonic::Code;
 
 /// The previous release's binary: `SUPPRESSD_PREVIOUS_BIN`, else where `scripts/build-previous`
 /// puts it. Missing, the test fails saying how to build it: it never skips.
-fn previous_release() -> (String, PathBuf) {
+pub(super) fn previous_release() -> (String, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let release = std::fs::read_to_string(root.join("scripts/previous-release"))
         .expect("scripts/previous-release names the previous release");
@@ -290,7 +290,7 @@ pub(super) async fn afterwards(
 }
 
 /// The harness's key file without the principals of roles the previous release does not know.
-fn key_file_known_to_both() -> String {
+pub(super) fn key_file_known_to_both() -> String {
     let text = key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)]);
     text.split("[[")
         .filter(|entry| !entry.contains("roles = [\"watch\"]"))

@@ -9,7 +9,10 @@ use crate::cache::{
     near::LEASE,
 };
 use redis::Script;
-use std::sync::{Arc, LazyLock};
+use std::{
+    sync::{Arc, LazyLock},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 /// An entry not renewed for this long is removed from the registry (it stopped counting long
@@ -86,7 +89,7 @@ impl Announcer {
         let mut adopted = false;
         for g in 0..self.cache.keys().group_count() {
             if validity.missing(g) {
-                adopted |= self.cache.adopt_layout(g, self.cache.keys()).await?;
+                adopted |= self.cache.adopt_layout(g).await?;
             }
         }
         if adopted {
@@ -102,6 +105,9 @@ impl Announcer {
             announced = self.announce(&layouts.plan()).await?;
         }
         let silent = self.silent(&announced).await?;
+        if !silent.is_empty() {
+            *layouts.silent_seen.lock().expect("silent lock") = Some(Instant::now());
+        }
         *layouts.view() = View {
             live: announced,
             silent,
@@ -273,6 +279,13 @@ impl Layouts {
             tracing::warn!(replicas = ?view.silent, layout = %configured,
                 "replicas answer from a near-cache without announcing a bucket layout (an older \
                  release?): the layout is not filled until they are gone");
+            return Vec::new();
+        }
+        // A silent replica's near-cache may be loading (no lease meanwhile), or not yet seen by a
+        // replica that just started: both wait a while.
+        let last_silent = *self.silent_seen.lock().expect("silent lock");
+        let recent = |at: Instant| at.elapsed() < LIVE_FOR;
+        if recent(self.started) || last_silent.is_some_and(recent) {
             return Vec::new();
         }
         groups

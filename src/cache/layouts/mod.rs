@@ -29,8 +29,9 @@
 //! deployment-wide `Keys::layout_replicas`, the layout it is configured with (*wants*), those its
 //! checks read and those it writes, stamped with Redis's clock; an entry not renewed for `LIVE_FOR` is ignored, and removed later. A replica writes its
 //! own layouts and every layout a live replica wants or reads (`Plan`). It fills its configured
-//! layout once every live replica announces that it writes it (and no replica with a near-cache
-//! lease is silent: an older release that writes only its own layout), and reads it once it is
+//! layout once every live replica announces that it writes it (and, for `LIVE_FOR`, since it
+//! started, no replica with a near-cache lease was silent: an older release, which writes only its
+//! own layout), and reads it once it is
 //! `ok`; until then it reads a layout that is `ok` (the one the others read). Nothing waits for
 //! another replica to *read* anything, so two replicas configured alike fill once and both switch;
 //! a replica whose announcement lapsed is no longer written for, its layout is dropped by the next
@@ -49,7 +50,7 @@ pub(crate) use validity::Validity;
 
 use super::layout::{Group, Keys, Layout};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a replica announces its layouts (and learns the others').
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
@@ -84,6 +85,10 @@ pub struct Layouts {
     plan: RwLock<Arc<Plan>>,
     /// What the announcer's last step learnt.
     view: Mutex<announce::View>,
+    /// When this replica started, and when it last saw a replica answering from a near-cache
+    /// without announcing: it fills no layout within [`LIVE_FOR`] of either.
+    started: Instant,
+    silent_seen: Mutex<Option<Instant>>,
 }
 
 impl Layouts {
@@ -98,6 +103,8 @@ impl Layouts {
             configured,
             plan: RwLock::new(Arc::new(plan)),
             view: Mutex::default(),
+            started: Instant::now(),
+            silent_seen: Mutex::default(),
         }
     }
 

@@ -86,19 +86,25 @@ return n
     )
 });
 
-/// KEYS: generation, complete, layouts, the layout's first bucket. ARGV: the layout's name. A group
-/// that has no hash, is complete, and whose layout's first bucket carries the marker of the very
-/// generation it is complete under was built by a release before the hashes (which wrote only its
-/// own layout): that layout is taken as `ok`. Returns 1 if it was.
+/// KEYS: generation, complete, layouts, then the first bucket of each candidate layout. ARGV: the
+/// candidates' names. A group that has no hash but is complete was built by a release before the
+/// hashes, which wrote and marked only its own layout: the candidate whose first bucket carries
+/// the marker of the very generation the group is complete under is that layout, taken as `ok`.
+/// Returns how many were (0: the hash is left absent).
 static ADOPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local generation = redis.call('GET', KEYS[1])
 if not generation or redis.call('GET', KEYS[2]) ~= generation then return 0 end
-if redis.call('HGET', KEYS[4], '{}') ~= generation then return 0 end
-redis.call('HSET', KEYS[3], '.', '1', ARGV[1], 'ok:' .. generation)
-return 1
+local n = 0
+for i = 4, #KEYS do
+  if redis.call('HGET', KEYS[i], '{}') == generation then
+    redis.call('HSET', KEYS[3], '.', '1', ARGV[i - 3], 'ok:' .. generation)
+    n = n + 1
+  end
+end
+return n
 ",
         std::str::from_utf8(MARKER_FIELD).expect("ascii")
     ))
@@ -131,20 +137,27 @@ impl Cache {
         })
     }
 
-    /// Takes a group's cache, built by a release before the layout hashes, as complete in
-    /// `keys`' layout if it is (see [`ADOPT`]).
-    pub(crate) async fn adopt_layout(&self, group: Group, keys: &Keys) -> Result<bool, CacheError> {
-        let g = keys.group(group);
-        let adopted: i64 = ADOPT
-            .key(g.generation())
-            .key(g.complete())
-            .key(g.layouts())
-            .key(g.bucket(g.buckets().start))
-            .arg(keys.layout().to_string())
+    /// Takes a group's cache, built by a release before the layout hashes, as complete in the
+    /// layout it was built in, whichever bucket bits that was (see [`ADOPT`]).
+    pub(crate) async fn adopt_layout(&self, group: Group) -> Result<bool, CacheError> {
+        let g = self.keys().group(group);
+        let mut call = ADOPT.prepare_invoke();
+        call.key(g.generation()).key(g.complete()).key(g.layouts());
+        let candidates: Vec<Keys> = (1..=24)
+            .filter_map(|bits| self.keys().for_layout(Layout::with_bits(bits)))
+            .collect();
+        for keys in &candidates {
+            let g = keys.group(group);
+            call.key(g.bucket(g.buckets().start));
+        }
+        for keys in &candidates {
+            call.arg(keys.layout().to_string());
+        }
+        let adopted: i64 = call
             .invoke_async(&mut self.conn())
             .await
             .context("adopting a layout")?;
-        Ok(adopted == 1)
+        Ok(adopted > 0)
     }
 
     /// Sets layouts `fill` under `generation` (those already `ok` stay so); false if the
