@@ -104,7 +104,9 @@ pub struct ServeSettings {
 
     /// Cache buckets are 2^bits small hashes; 40 to 80 active opt-outs per bucket is the sweet spot
     /// (each check scans its bucket once per candidate scope, so larger buckets cost Redis CPU;
-    /// smaller ones cost memory per entry). Changing it makes the cache rebuild.
+    /// smaller ones cost memory per entry). Changing it by rolling update is safe: replicas write
+    /// both layouts, fill the new one and switch to it (docs/operations.md, "Changing
+    /// --cache-bucket-bits").
     #[arg(long, env = "SUPPRESSD_CACHE_BUCKET_BITS", default_value_t = 16,
           value_parser = clap::value_parser!(u8).range(1..=24))]
     pub cache_bucket_bits: u8,

@@ -12,8 +12,9 @@ use redis::RedisError;
 /// One check, as the cache sees it: the bucket and the fields of every candidate scope. The scopes
 /// themselves are only built for fields that hold a record (most checks find none).
 pub struct Probe<'a> {
-    /// The bucket's index: its key is only needed when Redis is asked (the near-cache is not).
-    bucket: u32,
+    /// The subject hash's first four bytes, which its bucket is cut from in whichever layout the
+    /// check reads: the key is only needed when Redis is asked (the near-cache is not).
+    lead: u32,
     /// The bucket's slot group.
     pub(crate) group: Group,
     pub(super) notice: &'a Notice,
@@ -46,10 +47,9 @@ pub struct Lookups {
 impl Cache {
     pub fn probe<'a>(&self, subject: &SubjectHash, notice: &'a Notice) -> Probe<'a> {
         let (fields, n) = layout::candidate_fields(subject, notice);
-        let bucket = self.keys.bucket_of(subject);
         Probe {
-            bucket,
-            group: self.keys.group_of_bucket(bucket),
+            lead: layout::lead(subject),
+            group: self.keys.group_of(subject),
             notice,
             fields,
             n,
@@ -88,28 +88,39 @@ impl Cache {
         Ok(Lookups { checks, writes })
     }
 
-    /// One group's probes and write counter, in one pipeline.
+    /// One group's probes and write counter, in one pipeline, from the layout the group's
+    /// checks read; after the buckets, that layout's state (`cache::layouts`): unless it is still
+    /// `ok`, no bucket read vouches for an absence.
     async fn lookup_group(
         &self,
         group: Group,
         probes: Vec<&Probe<'_>>,
     ) -> Result<(Vec<Candidates>, u64), CacheError> {
-        let keys = self.keys.group(group);
+        let plan = self.layouts.plan();
+        let (layout, keys) = plan.read(group);
         let mut pipe = redis::pipe();
         for probe in &probes {
             pipe.cmd("HMGET")
-                .arg(keys.bucket(probe.bucket))
+                .arg(keys.bucket(keys.bucket_of_lead(probe.lead)))
                 .arg(MARKER_FIELD);
             for field in &probe.fields[..probe.n] {
                 pipe.arg(&field[..]);
             }
         }
-        pipe.get(keys.writes());
-        let (replies, writes) = pipe
+        pipe.hget(keys.group(group).layouts(), layout.to_string());
+        pipe.get(keys.group(group).writes());
+        let (mut replies, ok, writes) = pipe
             .query_async::<redis::Value>(&mut self.conn())
             .await
             .and_then(|v| split_lookup_reply(v, probes.len()))
             .context("HMGET candidates")?;
+        if !ok {
+            for reply in &mut replies {
+                if let Some(marker) = reply.first_mut() {
+                    *marker = None;
+                }
+            }
+        }
         Ok((replies, writes.unwrap_or(0)))
     }
 }
@@ -143,21 +154,24 @@ fn decode(probe: Probe<'_>, values: Candidates) -> Lookup {
 /// One `HMGET` reply: the marker, then one value per candidate scope.
 type Candidates = Vec<Option<Vec<u8>>>;
 
-/// Splits a lookup pipeline's reply: one `HMGET` reply per probe, then the write counter.
+/// Splits a lookup pipeline's reply: one `HMGET` reply per probe, the layout's state (whether it
+/// is `ok`), then the write counter.
 fn split_lookup_reply(
     reply: redis::Value,
     probes: usize,
-) -> Result<(Vec<Candidates>, Option<u64>), RedisError> {
+) -> Result<(Vec<Candidates>, bool, Option<u64>), RedisError> {
     let redis::Value::Array(mut items) = reply else {
         return Err((redis::ErrorKind::Parse, "a pipeline answers with an array").into());
     };
-    if items.len() != probes + 1 {
+    if items.len() != probes + 2 {
         return Err((redis::ErrorKind::Parse, "one reply per command").into());
     }
     let writes = items.pop().expect("checked length");
+    let state: Option<String> = redis::from_redis_value(items.pop().expect("checked length"))?;
     let hmget = items
         .into_iter()
         .map(redis::from_redis_value)
         .collect::<Result<_, _>>()?;
-    Ok((hmget, redis::from_redis_value(writes)?))
+    let ok = state.is_some_and(|s| s.starts_with("ok:"));
+    Ok((hmget, ok, redis::from_redis_value(writes)?))
 }

@@ -8,7 +8,9 @@
 //! carries that fact up to the service, which falls back to the store.
 //!
 //! This file holds the connection, its errors, the write counter and the completeness marker; the
-//! checks' read is in `lookup`, the writes of opt-outs and merged records in `record`.
+//! checks' read is in `lookup`, the writes of opt-outs and merged records in `record`. Which bucket
+//! layouts those writes go to and those reads come from, while a deployment changes its layout,
+//! is [`layouts`]'s.
 //!
 //! **The write counter.** Every opt-out and every merge of records bumps it in the same call, and
 //! every change in the near-cache feed carries the value it bumped it to. Each replica remembers
@@ -22,6 +24,7 @@ mod backlog;
 mod connection;
 pub(crate) mod controls;
 pub mod layout;
+pub mod layouts;
 mod lookup;
 pub mod near;
 pub mod rebuild;
@@ -88,6 +91,8 @@ pub struct Cache {
     redis: Redis,
     conn: Conn,
     keys: Keys,
+    /// The layouts written and read while the bucket layout changes (`layouts`).
+    layouts: Arc<layouts::Layouts>,
     opt_out: Script,
     merge: Script,
     /// The highest write counter this replica has seen, by slot group.
@@ -104,6 +109,7 @@ impl Cache {
         Ok(Cache {
             redis,
             conn,
+            layouts: Arc::new(layouts::Layouts::new(keys.clone())),
             keys,
             opt_out: Script::new(&layout::opt_out_script()),
             merge: Script::new(&layout::merge_script()),
@@ -129,6 +135,11 @@ impl Cache {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The layouts this replica writes and reads now.
+    pub fn layouts(&self) -> &layouts::Layouts {
+        &self.layouts
     }
 
     pub(crate) fn redis(&self) -> &Redis {

@@ -7,13 +7,17 @@
 
 use super::{
     Cache, CacheError, Context,
-    layout::{Group, MARK_SCRIPT, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT},
+    layout::{Group, Keys, MARK_SCRIPT, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT},
+    stream,
 };
+use crate::domain::Suppression;
 use redis::{AsyncCommands, Script};
 use std::time::Duration;
 
 /// Buckets marked per script call.
 const MARK_CHUNK: u32 = 512;
+/// Stream entries read per call by [`Cache::stream_records`].
+const STREAM_PAGE: usize = 1_000;
 
 /// Extends or releases a lease only if this replica still holds it.
 const RENEW_SCRIPT: &str = r"
@@ -91,15 +95,43 @@ impl Cache {
         Ok(current.as_deref() == Some(generation))
     }
 
-    /// Marks every bucket of a group complete and then the group as a whole. Returns false, having
-    /// marked nothing further, if the generation vanished (Redis was flushed or restarted
-    /// mid-rebuild).
+    /// Marks every bucket of a group complete in each layout given, and then the group as a whole.
+    /// Returns false, having marked nothing further, if the generation vanished (Redis was flushed
+    /// or restarted mid-rebuild).
     pub(crate) async fn mark_complete(
         &self,
         group: Group,
         generation: &str,
+        layouts: &[Keys],
     ) -> Result<bool, CacheError> {
+        for layout in layouts {
+            if !self.mark_buckets(group, generation, layout).await? {
+                return Ok(false);
+            }
+        }
         let keys = self.keys.group(group);
+        let done: i64 = Script::new(
+            "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+             redis.call('SET', KEYS[2], ARGV[1]) return 1",
+        )
+        .key(keys.generation())
+        .key(keys.complete())
+        .arg(generation)
+        .invoke_async(&mut self.conn())
+        .await
+        .context("marking the cache complete")?;
+        Ok(done == 1)
+    }
+
+    /// Marks every bucket of a group in one layout complete, while the generation is current;
+    /// false if it is not.
+    pub(crate) async fn mark_buckets(
+        &self,
+        group: Group,
+        generation: &str,
+        layout: &Keys,
+    ) -> Result<bool, CacheError> {
+        let keys = layout.group(group);
         let script = Script::new(MARK_SCRIPT);
         let buckets = keys.buckets();
         let mut start = buckets.start;
@@ -120,23 +152,14 @@ impl Cache {
             }
             start = end;
         }
-        let done: i64 = Script::new(
-            "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
-             redis.call('SET', KEYS[2], ARGV[1]) return 1",
-        )
-        .key(keys.generation())
-        .key(keys.complete())
-        .arg(generation)
-        .invoke_async(&mut self.conn())
-        .await
-        .context("marking the cache complete")?;
-        Ok(done == 1)
+        Ok(true)
     }
 
-    /// Takes the marker from every bucket of a group and the group as a whole, then raises its
-    /// write counter to `writes`: after this none of its buckets answers "absent" until a rebuild
-    /// has marked it again.
+    /// Takes the marker from every bucket of a group and the group as a whole, and forgets its
+    /// layouts (`cache::layouts`), then raises its write counter to `writes`: after this none of
+    /// its buckets answers "absent" until a rebuild has marked it again.
     pub(crate) async fn unmark_group(&self, group: Group, writes: u64) -> Result<(), CacheError> {
+        self.forget_layouts(group).await?;
         let keys = self.keys.group(group);
         let script = Script::new(UNMARK_SCRIPT);
         let buckets = keys.buckets();
@@ -163,6 +186,41 @@ impl Cache {
             .await
             .context("raising the write counter")?;
         Ok(())
+    }
+
+    /// The records of every entry now in a group's write-behind stream (those this release can
+    /// read): what a fill copies after the store, since the worker deletes an entry only after
+    /// it merged it back into the cache.
+    pub(crate) async fn stream_records(
+        &self,
+        group: Group,
+    ) -> Result<Vec<Suppression>, CacheError> {
+        let stream = self.keys.group(group).stream();
+        let mut records = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(&from)
+                .arg("+")
+                .arg("COUNT")
+                .arg(STREAM_PAGE)
+                .query_async(&mut self.conn())
+                .await
+                .context("reading the write-behind stream")?;
+            let n = page.ids.len();
+            if let Some(last) = page.ids.last() {
+                from = format!("({}", last.id);
+            }
+            records.extend(
+                page.ids
+                    .into_iter()
+                    .filter_map(|e| stream::delivery(e).record.ok()),
+            );
+            if n < STREAM_PAGE {
+                return Ok(records);
+            }
+        }
     }
 
     /// Whether one bucket carries the marker.

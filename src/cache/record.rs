@@ -77,16 +77,19 @@ impl Cache {
     ) -> Result<Written, CacheError> {
         let idem = s.idempotency_key.as_deref();
         let keys = self.keys.group_for(&s.subject);
+        let plan = self.layouts.plan();
         let asked = std::time::Instant::now();
-        let reply: OptOutReply = self
-            .opt_out
-            .key(self.keys.bucket_for(&s.subject))
-            .key(keys.stream())
+        let mut call = self.opt_out.prepare_invoke();
+        call.key(keys.stream())
             .key(keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
             .key(keys.receipt(s.receipt))
             .key(keys.near_replicas())
             .key(keys.near_renewals())
-            .key(keys.writes())
+            .key(keys.layouts());
+        for (_, layout) in &plan.writes {
+            call.key(layout.bucket_for(&s.subject));
+        }
+        call.key(keys.writes())
             .key(keys.changes())
             .key(keys.change_seq())
             .arg(if idem.is_some() { "1" } else { "0" })
@@ -95,7 +98,11 @@ impl Cache {
             .arg(s.receipt.to_string())
             .arg(payload)
             .arg(KEY_TTL.as_millis() as u64)
-            .arg(backlog_limit.div_ceil(u64::from(self.keys.group_count())))
+            .arg(backlog_limit.div_ceil(u64::from(self.keys.group_count())));
+        for name in plan.write_names() {
+            call.arg(name);
+        }
+        let reply: OptOutReply = call
             .invoke_async(&mut self.conn())
             .await
             .context("recording an opt-out")?;
@@ -135,6 +142,18 @@ impl Cache {
         otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
         suppressd.script = "merge", db.redis.pipeline_length = records.len() as i64))]
     pub async fn merge(&self, records: &[Suppression], feed: bool) -> Result<Merged, CacheError> {
+        let plan = self.layouts.plan();
+        self.merge_into(records, &plan.writes, feed).await
+    }
+
+    /// [`Cache::merge`] into the given layouts: a rebuild or a fill copies into the layouts it
+    /// fills (unfed); fed merges write every layout of the plan.
+    pub(crate) async fn merge_into(
+        &self,
+        records: &[Suppression],
+        layouts: &[(layout::Layout, layout::Keys)],
+        feed: bool,
+    ) -> Result<Merged, CacheError> {
         let mut groups: Vec<(Group, Vec<&Suppression>)> = Vec::new();
         for s in records {
             let group = self.keys.group_of(&s.subject);
@@ -145,7 +164,7 @@ impl Cache {
         }
         let merged = groups
             .into_iter()
-            .map(|(group, records)| self.merge_group(group, records, feed));
+            .map(|(group, records)| self.merge_group(group, records, layouts, feed));
         Ok(Merged {
             groups: futures_util::future::try_join_all(merged).await?,
         })
@@ -156,24 +175,30 @@ impl Cache {
         &self,
         group: Group,
         records: Vec<&Suppression>,
+        layouts: &[(layout::Layout, layout::Keys)],
         feed: bool,
     ) -> Result<GroupMerged, CacheError> {
         let keys = self.keys.group(group);
+        let names: Vec<String> = layouts.iter().map(|(l, _)| l.to_string()).collect();
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
         for s in records {
             let call = pipe.cmd("EVALSHA").arg(self.merge.get_hash());
+            call.arg(1 + layouts.len() + if feed { 3 } else { 0 })
+                .arg(keys.layouts());
+            for (_, layout) in layouts {
+                call.arg(layout.bucket_for(&s.subject));
+            }
             if feed {
-                call.arg(4)
-                    .arg(self.keys.bucket_for(&s.subject))
-                    .arg(keys.writes())
+                call.arg(keys.writes())
                     .arg(keys.changes())
                     .arg(keys.change_seq());
-            } else {
-                call.arg(1).arg(self.keys.bucket_for(&s.subject));
             }
             call.arg(&layout::field(&s.subject, &s.scope)[..])
                 .arg(layout::encode_value(&Match::from(s)));
+            for name in &names {
+                call.arg(name);
+            }
         }
         pipe.incr(keys.writes(), 1);
         // EVALSHA first, as redis-rs's `Script` does: the script is loaded only when Redis does not

@@ -49,6 +49,8 @@ impl Cache {
         retractions: Vec<&Retraction>,
     ) -> Result<GroupMerged, CacheError> {
         let keys = self.keys.group(group);
+        let plan = self.layouts.plan();
+        let names = plan.write_names();
         let mut conn = self.conn();
         // On Cluster, `SCRIPT LOAD` goes to every master.
         RETRACT
@@ -60,13 +62,20 @@ impl Cache {
             let call = pipe
                 .cmd("EVALSHA")
                 .arg(RETRACT.get_hash())
-                .arg(4)
-                .arg(self.keys.bucket_for(&r.subject))
-                .arg(keys.writes())
+                .arg(4 + plan.writes.len())
+                .arg(keys.layouts());
+            for (_, layout) in &plan.writes {
+                call.arg(layout.bucket_for(&r.subject));
+            }
+            call.arg(keys.writes())
                 .arg(keys.changes())
                 .arg(keys.change_seq())
                 .arg(&layout::field(&r.subject, &r.scope)[..])
-                .arg(r.ended.len());
+                .arg(names.len());
+            for name in &names {
+                call.arg(name);
+            }
+            call.arg(r.ended.len());
             for id in &r.ended {
                 call.arg(&id.as_bytes()[..]);
             }

@@ -8,7 +8,7 @@ use super::health;
 use crate::{
     admin::Admin,
     auth::KeyStore,
-    cache::{Cache, near::NearCache},
+    cache::{Cache, layouts::Announcer, near::NearCache},
     service::{
         controls::ControlsPoller,
         delivery::Deliverer,
@@ -47,6 +47,8 @@ pub(super) struct Background {
     pub(super) deadlines_refresh: Duration,
     /// This replica's near-cache, to follow the feed (`None`: checks always ask Redis).
     pub(super) near: Option<Arc<NearCache>>,
+    /// Announces which bucket layouts this replica reads and writes, and plans them.
+    pub(super) announcer: Arc<Announcer>,
     pub(super) admin: Option<Admin>,
 }
 
@@ -63,6 +65,7 @@ pub(super) struct Running {
     counting: JoinHandle<()>,
     clocking: JoinHandle<()>,
     following: Option<JoinHandle<()>>,
+    announcing: JoinHandle<()>,
     working: JoinHandle<()>,
     delivering: JoinHandle<()>,
     admin: Option<JoinHandle<anyhow::Result<()>>>,
@@ -88,6 +91,7 @@ impl Background {
             trigger_flush,
             deadlines_refresh,
             near,
+            announcer,
             admin,
         } = self;
         let background = CancellationToken::new();
@@ -120,6 +124,8 @@ impl Background {
                 .deadline_loop(deadlines_refresh, background.clone()),
         );
         let following = near.map(|near| tokio::spawn(near.run(stop_controls.clone())));
+        // Until the very end too: writes of calls still draining keep every layout read.
+        let announcing = tokio::spawn(announcer.run(stop_controls.clone()));
         let stop_worker = CancellationToken::new();
         let working = {
             let runs: Vec<_> = workers
@@ -160,6 +166,7 @@ impl Background {
             counting,
             clocking,
             following,
+            announcing,
             working,
             delivering,
             admin,
@@ -190,6 +197,7 @@ impl Running {
             counting,
             clocking,
             following,
+            announcing,
             working,
             delivering,
             admin,
@@ -214,7 +222,8 @@ impl Running {
                 reconciling,
                 counting,
                 delivering,
-                clocking
+                clocking,
+                announcing
             );
             if let Some(front) = front {
                 let _ = front.await;

@@ -14,7 +14,7 @@ use crate::{
     api::{self, Router},
     audit::AuditLog,
     auth::{KeyStore, KeyTable},
-    cache::{Cache, near::NearCache},
+    cache::{Cache, layouts::Announcer, near::NearCache},
     config::ServeSettings,
     domain::{Clock, Pepper},
     service::{
@@ -61,6 +61,11 @@ impl Application {
         let secrets = Secrets::load(settings)?;
         let replica = settings.replica_name();
         let (store, cache) = connect(settings).await?;
+        // Which bucket layouts to write and read, before the first write or check.
+        let announcer = Arc::new(Announcer::new(cache.clone(), &replica));
+        if let Err(e) = announcer.step().await {
+            tracing::warn!(error = %e, "could not announce the bucket layouts yet; retrying");
+        }
         let waiters = Arc::new(Waiters::default());
         let trigger = Arc::new(RebuildTrigger::default());
         #[allow(unused_mut)] // changed only by the tests' failpoint
@@ -160,6 +165,7 @@ impl Application {
                 trigger_flush: settings.trigger_flush,
                 deadlines_refresh: settings.deadlines_refresh,
                 near: (!settings.no_near_cache).then_some(near),
+                announcer,
                 admin,
             },
             grace: settings.shutdown_grace(),

@@ -149,7 +149,47 @@ impl Store {
         }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning a batch")?;
-            let inserted = tx.insert_records(batch, committed_at, None).await?;
+            let mut inserted = tx.insert_records(batch, committed_at, None).await?;
+            if inserted.len() < batch.len() {
+                // A record skipped for its idempotency key alone, which another person's or
+                // another scope's record holds (the key was reused where Redis could not see it:
+                // another slot group), is a request of its own: kept without the key, so that no
+                // acknowledged opt-out is lost. A redelivery (its receipt stored) or a true replay
+                // (same person and scope) stays skipped.
+                let skipped: Vec<&Suppression> = batch
+                    .iter()
+                    .filter(|s| !inserted.contains(&s.receipt.to_string()))
+                    .collect();
+                let mut keyless = Vec::new();
+                for s in skipped {
+                    let Some(key) = &s.idempotency_key else { continue };
+                    let holder: Option<(String, Vec<u8>, i32, String, String)> = sqlx::query_as(
+                        "SELECT receipt_id, subject, channel, topic, campaign FROM suppressions \
+                         WHERE tenant = $1 AND idempotency_key = $2",
+                    )
+                    .bind(&s.scope.tenant)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .context("reading an idempotency key's record")?;
+                    let Some((receipt, subject, channel, topic, campaign)) = holder else { continue };
+                    let same_request = receipt == s.receipt.to_string()
+                        || (subject == s.subject.0.to_vec()
+                            && channel == i32::from(channel_code(s.scope.channel))
+                            && topic == s.scope.topic
+                            && campaign == s.scope.campaign);
+                    if !same_request {
+                        tracing::warn!(
+                            receipt = %s.receipt,
+                            "an idempotency key reused for another opt-out; kept without the key"
+                        );
+                        keyless.push(Suppression { idempotency_key: None, ..s.clone() });
+                    }
+                }
+                if !keyless.is_empty() {
+                    inserted.extend(tx.insert_records(&keyless, committed_at, None).await?);
+                }
+            }
             if inserted.is_empty() || log.unaudited() {
                 tx.commit().await.context("committing a batch")?;
                 return Ok(locked(inserted.len()));

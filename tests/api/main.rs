@@ -26,6 +26,8 @@ mod inbound;
 mod inbound_email;
 mod inbound_ses;
 mod kubernetes;
+mod layout_change;
+mod layout_drill;
 mod lifecycle;
 mod limits;
 mod migrations;

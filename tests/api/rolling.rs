@@ -29,7 +29,7 @@ use tonic::Code;
 
 /// The previous release's binary: `SUPPRESSD_PREVIOUS_BIN`, else where `scripts/build-previous`
 /// puts it. Missing, the test fails saying how to build it: it never skips.
-fn previous_release() -> (String, PathBuf) {
+pub(super) fn previous_release() -> (String, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let release = std::fs::read_to_string(root.join("scripts/previous-release"))
         .expect("scripts/previous-release names the previous release");
@@ -51,15 +51,15 @@ fn previous_release() -> (String, PathBuf) {
     (tag, binary)
 }
 
-/// Which build a replica runs, for the counts.
+/// Which build a replica runs, for the counts (in the layout drill: the old bits or the new).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Build {
+pub(super) enum Build {
     Old,
     New,
 }
 
 /// The replicas taking traffic now (a replica leaves this list before it is stopped).
-type Live = Arc<Mutex<Vec<(Build, Client)>>>;
+pub(super) type Live = Arc<Mutex<Vec<(Build, Client)>>>;
 
 fn pick(live: &Live) -> Option<(Build, Client)> {
     let live = live.lock().unwrap();
@@ -67,25 +67,25 @@ fn pick(live: &Live) -> Option<(Build, Client)> {
 }
 
 #[derive(Default)]
-struct Counts {
-    opt_outs: AtomicU64,
-    acknowledged: AtomicU64,
-    durable: AtomicU64,
-    acknowledged_by_old: AtomicU64,
-    acknowledged_by_new: AtomicU64,
-    checks: AtomicU64,
-    checks_by_old: AtomicU64,
-    false_sends: AtomicU64,
-    false_sends_by_old: AtomicU64,
-    unavailable: AtomicU64,
-    other_errors: AtomicU64,
+pub(super) struct Counts {
+    pub(super) opt_outs: AtomicU64,
+    pub(super) acknowledged: AtomicU64,
+    pub(super) durable: AtomicU64,
+    pub(super) acknowledged_by_old: AtomicU64,
+    pub(super) acknowledged_by_new: AtomicU64,
+    pub(super) checks: AtomicU64,
+    pub(super) checks_by_old: AtomicU64,
+    pub(super) false_sends: AtomicU64,
+    pub(super) false_sends_by_old: AtomicU64,
+    pub(super) unavailable: AtomicU64,
+    pub(super) other_errors: AtomicU64,
 }
 
 /// What the writers were told: every acknowledged person, and the DURABLE ones with their receipt.
 #[derive(Default)]
-struct Acks {
-    any: Vec<u64>,
-    durable: Vec<(u64, String)>,
+pub(super) struct Acks {
+    pub(super) any: Vec<u64>,
+    pub(super) durable: Vec<(u64, String)>,
 }
 
 fn person(i: u64) -> proto::Recipient {
@@ -93,7 +93,7 @@ fn person(i: u64) -> proto::Recipient {
 }
 
 /// A check of a scope every opt-out of the load covers (tenant-wide, every channel).
-fn check_request(i: u64) -> proto::CheckSuppressedRequest {
+pub(super) fn check_request(i: u64) -> proto::CheckSuppressedRequest {
     proto::CheckSuppressedRequest {
         recipient: Some(person(i)),
         scope: Some(scope("acme", Channel::Sms, "recall", "RC-1")),
@@ -101,7 +101,7 @@ fn check_request(i: u64) -> proto::CheckSuppressedRequest {
     }
 }
 
-fn start_load(
+pub(super) fn start_load(
     live: &Live,
     counts: &Arc<Counts>,
     acks: &Arc<Mutex<Acks>>,
@@ -204,8 +204,93 @@ fn pending_for(conn: &mut redis::Connection, stream: &str, consumer: &str) -> us
     pending.map(|p| p.len()).unwrap_or(0)
 }
 
+/// What the end of a drill found.
+pub(super) struct Afterwards {
+    /// DURABLE opt-outs not in the store, or not suppressed on a live replica.
+    pub(super) lost: std::collections::HashSet<u64>,
+    pub(super) final_false_sends: u64,
+    pub(super) dead_letters: usize,
+    pub(super) stream_len: usize,
+    pub(super) parked: usize,
+}
+
+/// Once the load stopped: lets the workers drain what was only ACCEPTED (bounded, and reported,
+/// not assumed), then looks for every DURABLE receipt in the store and checks every acknowledged
+/// person on every live replica.
+pub(super) async fn afterwards(
+    prefix: &str,
+    db_url: &str,
+    acks: &Mutex<Acks>,
+    live: &[&Replica],
+) -> Afterwards {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let stream = format!("{prefix}stream");
+    let dead_key = format!("{prefix}dead-letters");
+    for _ in 0..200 {
+        let backlog: usize = redis::cmd("XLEN").arg(&stream).query(&mut conn).unwrap();
+        if backlog == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stream_len: usize = redis::cmd("XLEN").arg(&stream).query(&mut conn).unwrap();
+    let dead_letters: usize = redis::cmd("XLEN").arg(&dead_key).query(&mut conn).unwrap();
+    let parked = pending_for(&mut conn, &stream, "newer-version");
+
+    // Every DURABLE receipt is in the store.
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    let pool = sqlx::PgPool::connect(db_url).await.unwrap();
+    let receipts: Vec<String> = acks.durable.iter().map(|(_, r)| r.clone()).collect();
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT receipt_id FROM suppressions WHERE receipt_id = ANY($1)")
+            .bind(&receipts)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    let stored: std::collections::HashSet<String> = stored.into_iter().collect();
+    let mut lost = std::collections::HashSet::new();
+    for (i, receipt) in &acks.durable {
+        if !stored.contains(receipt) {
+            eprintln!("LOST: rolling{i} (receipt {receipt}) is not in the store");
+            lost.insert(*i);
+        }
+    }
+    // Every acknowledged person is suppressed on every live replica: a DURABLE one that is not is
+    // lost, and any such answer is a false send.
+    let durable: std::collections::HashSet<u64> = acks.durable.iter().map(|(i, _)| *i).collect();
+    let mut final_false_sends = 0u64;
+    for replica in live {
+        let mut client = replica.client().await;
+        for &i in &acks.any {
+            let answer = client
+                .check_suppressed(check_request(i))
+                .await
+                .unwrap_or_else(|s| panic!("the final check of rolling{i}: {s:?}"));
+            if !answer.into_inner().suppressed {
+                eprintln!(
+                    "FALSE SEND at the end for rolling{i} by replica {}",
+                    replica.pid
+                );
+                final_false_sends += 1;
+                if durable.contains(&i) {
+                    lost.insert(i);
+                }
+            }
+        }
+    }
+    Afterwards {
+        lost,
+        final_false_sends,
+        dead_letters,
+        stream_len,
+        parked,
+    }
+}
+
 /// The harness's key file without the principals of roles the previous release does not know.
-fn key_file_known_to_both() -> String {
+pub(super) fn key_file_known_to_both() -> String {
     let text = key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)]);
     text.split("[[")
         .filter(|entry| !entry.contains("roles = [\"watch\"]"))
@@ -270,64 +355,14 @@ async fn old_and_new_replicas_through_a_rolling_update_lose_nothing() {
         t.await.unwrap();
     }
 
-    // Afterwards. The workers drain what was only ACCEPTED; bounded, and reported, not assumed.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    let stream = format!("{prefix}stream");
-    let dead_key = format!("{prefix}dead-letters");
-    for _ in 0..200 {
-        let backlog: usize = redis::cmd("XLEN").arg(&stream).query(&mut conn).unwrap();
-        if backlog == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let stream_len: usize = redis::cmd("XLEN").arg(&stream).query(&mut conn).unwrap();
-    let dead_letters: usize = redis::cmd("XLEN").arg(&dead_key).query(&mut conn).unwrap();
-    let parked = pending_for(&mut conn, &stream, "newer-version");
-
-    // Every DURABLE receipt is in the store.
-    let acks = std::mem::take(&mut *acks.lock().unwrap());
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let receipts: Vec<String> = acks.durable.iter().map(|(_, r)| r.clone()).collect();
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT receipt_id FROM suppressions WHERE receipt_id = ANY($1)")
-            .bind(&receipts)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
-    let stored: std::collections::HashSet<String> = stored.into_iter().collect();
-    let mut lost = std::collections::HashSet::new();
-    for (i, receipt) in &acks.durable {
-        if !stored.contains(receipt) {
-            eprintln!("LOST: rolling{i} (receipt {receipt}) is not in the store");
-            lost.insert(*i);
-        }
-    }
-    // Every acknowledged person is suppressed on every live replica: a DURABLE one that is not is
-    // lost, and any such answer is a false send.
-    let durable: std::collections::HashSet<u64> = acks.durable.iter().map(|(i, _)| *i).collect();
-    let mut final_false_sends = 0u64;
-    for replica in [&first, &second] {
-        let mut client = replica.client().await;
-        for &i in &acks.any {
-            let answer = client
-                .check_suppressed(check_request(i))
-                .await
-                .unwrap_or_else(|s| panic!("the final check of rolling{i}: {s:?}"));
-            if !answer.into_inner().suppressed {
-                eprintln!(
-                    "FALSE SEND at the end for rolling{i} by replica {}",
-                    replica.pid
-                );
-                final_false_sends += 1;
-                if durable.contains(&i) {
-                    lost.insert(i);
-                }
-            }
-        }
-    }
+    let after = afterwards(&prefix, &db.url, &acks, &[&first, &second]).await;
+    let (lost, final_false_sends, dead_letters, stream_len, parked) = (
+        after.lost,
+        after.final_false_sends,
+        after.dead_letters,
+        after.stream_len,
+        after.parked,
+    );
     let new_warnings: Vec<String> = [&first, &second]
         .iter()
         .flat_map(|r| r.warnings())

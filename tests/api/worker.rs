@@ -207,7 +207,52 @@ async fn an_undecodable_entry_is_dead_lettered_not_lost_or_blocking(backend: Bac
     assert_eq!(dead, 1);
 }
 
+/// An idempotency key reused for another person where Redis could not see the first use (on
+/// Redis Cluster, the first person's slot group holds the key while their opt-out is queued): the
+/// store keeps the second opt-out without the key, with its audit entry, so no acknowledged opt-out
+/// is lost. A true replay (same person and scope, a receipt of its own) and a redelivery add
+/// nothing.
+async fn a_reused_idempotency_key_never_drops_another_persons_opt_out(backend: Backend) {
+    let rig = rig(backend).await;
+    let log = AuditLog::development();
+    let keyed = |i: usize| Suppression {
+        idempotency_key: Some("request-1".into()),
+        ..suppression(i)
+    };
+    let (first, other, replay) = (keyed(1), keyed(2), keyed(1));
+    let commit = async |batch: &[Suppression]| {
+        rig.store
+            .commit(batch, &[], system_now(), &log, &mut Default::default())
+            .await
+            .unwrap()
+            .inserted
+    };
+    assert_eq!(commit(std::slice::from_ref(&first)).await, 1);
+    assert_eq!(commit(&[other.clone(), replay.clone()]).await, 1);
+    assert_eq!(
+        commit(&[first.clone(), other.clone()]).await,
+        0,
+        "redelivered"
+    );
+
+    assert_eq!(rig.rows().await, receipts(&[first.clone(), other.clone()]));
+    let key: Option<Option<String>> = {
+        let sql = "SELECT idempotency_key FROM suppressions WHERE receipt_id = $1";
+        let id = other.receipt.to_string();
+        match &rig.store {
+            Store::Postgres(pool) => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await,
+            Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await,
+        }
+        .unwrap()
+    };
+    assert_eq!(key, Some(None), "kept, without the key");
+    let report = verify_log(&rig.store, log.verifier(), None).await.unwrap();
+    assert!(report.problem.is_none(), "{:?}", report.problem);
+    assert_eq!(report.entries, 2, "one entry per opt-out kept");
+}
+
 on_both_stores!(
+    a_reused_idempotency_key_never_drops_another_persons_opt_out,
     a_batch_a_dead_consumer_read_is_claimed_and_persisted_once,
     a_consumer_that_dies_between_commit_and_ack_leaves_one_row_each,
     entries_drain_in_order_of_arrival,

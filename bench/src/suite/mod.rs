@@ -73,6 +73,11 @@ pub struct SuiteSettings {
     #[arg(long, hide = true)]
     pub only_tracing: bool,
 
+    /// The offered `OptOut` rate of the webhook delivery rows, per second (default 2,000; 1,000
+    /// with --smoke).
+    #[arg(long)]
+    pub delivery_rate: Option<f64>,
+
     /// Measures only the webhook delivery rows (after the population and the warm-up), for a
     /// quicker loop while working on delivery. Hidden: its report is not a run of the suite.
     #[arg(long, hide = true, conflicts_with = "only_tracing")]

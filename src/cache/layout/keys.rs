@@ -16,7 +16,7 @@
 //! channel) keeps the prefix's own tag. Standalone and Sentinel have one group and no tag: their
 //! names are what they always were.
 
-use super::{LAYOUT, slots::group_tag};
+use super::{LAYOUT, Layout, slots::group_tag};
 use crate::cache::Topology;
 use crate::domain::{ReceiptId, SubjectHash};
 use sha2::{Digest, Sha256};
@@ -110,9 +110,34 @@ impl Keys {
         &self.groups[group as usize]
     }
 
+    /// The bucket layout these names are of.
+    pub fn layout(&self) -> Layout {
+        Layout::with_bits(self.bucket_bits)
+    }
+
+    /// The same names with other bucket bits: another layout's buckets, in the same slot groups
+    /// (a subject's group is its hash's leading group bits, whatever the bucket bits), so that one
+    /// script may write a subject's bucket of both layouts. `None` when `bits` cannot hold the
+    /// groups (fewer bucket bits than group bits), or for a layout of another version.
+    pub fn for_layout(&self, layout: Layout) -> Option<Keys> {
+        if !layout.is_known() || layout.bits < self.group_bits {
+            return None;
+        }
+        let mut keys = self.clone();
+        keys.bucket_bits = layout.bits;
+        for g in &mut keys.groups {
+            g.bucket_bits = layout.bits;
+        }
+        Some(keys)
+    }
+
     /// The bucket a subject's records live in: the subject hash's leading bits.
     pub(crate) fn bucket_of(&self, subject: &SubjectHash) -> u32 {
-        let lead = u32::from_be_bytes([subject.0[0], subject.0[1], subject.0[2], subject.0[3]]);
+        self.bucket_of_lead(lead(subject))
+    }
+
+    /// The bucket of a subject whose hash starts with `lead` (its first four bytes).
+    pub(crate) fn bucket_of_lead(&self, lead: u32) -> u32 {
         lead >> (32 - u32::from(self.bucket_bits))
     }
 
@@ -143,6 +168,13 @@ impl Keys {
     /// Present once an opt-out's confirmation was let through (`service::confirmations`).
     pub(crate) fn confirmed(&self, id: ReceiptId) -> String {
         format!("{}confirmed:{id}", self.prefix)
+    }
+
+    /// Hash of replica name → the layouts it reads, wants and writes, and when it said so (Redis's
+    /// clock): how replicas learn which layouts to write while the layout changes
+    /// (`cache::layouts`).
+    pub(crate) fn layout_replicas(&self) -> String {
+        format!("{}layout-replicas", self.prefix)
     }
 
     /// The lease that lets one replica at a time rebuild.
@@ -203,6 +235,13 @@ impl GroupKeys {
     /// rebuilds, instead of reading buckets laid out differently.
     pub(crate) fn bucket(&self, index: u32) -> String {
         format!("{}v{LAYOUT}b{}:{index:x}", self.prefix, self.bucket_bits)
+    }
+
+    /// Hash of layout name → `ok:{generation}` or `fill:{generation}`: the layouts whose buckets
+    /// hold every active suppression of the group, and those being filled (`cache::layouts`).
+    /// Every write removes the layouts it does not write, in the same script.
+    pub(crate) fn layouts(&self) -> String {
+        format!("{}layouts", self.prefix)
     }
 
     /// The write-behind stream: every accepted opt-out, until the store has committed it.
@@ -271,6 +310,11 @@ impl GroupKeys {
     }
 }
 
+/// A subject hash's first four bytes: what its bucket is cut from, in any layout.
+pub(crate) fn lead(subject: &SubjectHash) -> u32 {
+    u32::from_be_bytes([subject.0[0], subject.0[1], subject.0[2], subject.0[3]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +355,8 @@ mod tests {
         assert_eq!(keys.rebuild_lease(), "p:rebuild-lease");
         assert_eq!(keys.durable_channel(), "p:durable");
         assert_eq!(keys.controls(), "p:controls");
+        assert_eq!(keys.layout_replicas(), "p:layout-replicas");
+        assert_eq!(g.layouts(), "p:layouts");
         assert_eq!(g.buckets(), 0..16);
     }
 
@@ -363,6 +409,16 @@ mod tests {
         assert_eq!(keys.group_of(&subject), 2);
         // More groups than buckets: one bucket per group.
         assert_eq!(cluster(64).group_count(), 16);
+        // Another layout's buckets of a subject share the subject's group and its tag.
+        let wider = keys.for_layout(super::super::Layout::with_bits(5)).unwrap();
+        assert_eq!(wider.group_of(&subject), 2);
+        let tag = |n: String| n[..=n.find('}').unwrap()].to_owned();
+        assert_eq!(tag(wider.bucket_for(&subject)), tag(keys.group(2).stream()));
+        assert_ne!(wider.bucket_for(&subject), keys.bucket_for(&subject));
+        assert!(
+            keys.for_layout(super::super::Layout::with_bits(1))
+                .is_none()
+        );
     }
 
     #[test]

@@ -66,13 +66,55 @@ end
     )
 }
 
-/// Records one opt-out atomically: idempotency check, cache write, stream append, receipt marker,
-/// and the change feed when the field changed.
+/// `keep(layouts, names)`: removes from the group's layout hash (`GroupKeys::layouts`) every
+/// layout this write does not write (`names`), complete or being filled: from now on it may lack
+/// this write, so no check may trust it (`cache::layouts`). Returns the position in `names` of a
+/// complete layout it writes (0: none), and whether the hash exists (it does once a replica that
+/// keeps it has seen the group; `.` stays in it).
 ///
-/// KEYS: bucket, stream, idempotency key, receipt key, near-cache leases, their renewal counter,
-/// write counter, change feed, change counter.
+/// `write_all(...)` merges the value into the field of every bucket and says whether any changed;
+/// `feed_layouts(...)` then feeds the value the field now has in that complete layout, the one
+/// every near-cache's copy agrees with. A write that finds no complete layout among its own in a
+/// kept hash first skips a change number, so that every near-cache sees a gap and loads again
+/// from a complete layout (or stops answering until there is one).
+const LAYOUTS_FN: &str = r"
+local function keep(layouts, names)
+  local all = redis.call('HGETALL', layouts)
+  local primary = 0
+  for i = 1, #all, 2 do
+    if all[i] ~= '.' then
+      local at = 0
+      for j = 1, #names do if names[j] == all[i] then at = j end end
+      if at == 0 then
+        redis.call('HDEL', layouts, all[i])
+      elseif primary == 0 and string.sub(all[i + 1], 1, 3) == 'ok:' then
+        primary = at
+      end
+    end
+  end
+  return primary, #all > 0
+end
+local function write_all(buckets, field, value)
+  local changed = false
+  for i = 1, #buckets do
+    if merge(buckets[i], field, value) == 1 then changed = true end
+  end
+  return changed
+end
+local function feed_layouts(buckets, primary, kept, field)
+  if kept and primary == 0 then redis.call('INCR', KEYS[#KEYS]) end
+  return feed(field, redis.call('HGET', buckets[math.max(primary, 1)], field) or '')
+end
+";
+
+/// Records one opt-out atomically: idempotency check, cache write (in the bucket of every layout
+/// it writes), stream append, receipt marker, and the change feed when the field changed.
+///
+/// KEYS: stream, idempotency key, receipt key, near-cache leases, their renewal counter, the
+/// group's layouts, one bucket per layout written, write counter, change feed, change counter.
 /// ARGV: use idempotency ("1"/"0"), field, value, receipt id, stream payload, TTL ms of the
-/// idempotency and receipt keys, backlog limit (0 = none).
+/// idempotency and receipt keys, backlog limit (0 = none), then the names of the layouts written
+/// (one per bucket, in the same order).
 /// Every reply ends with Redis's clock (ms), the renewal count and the leases, which is what the
 /// writer then waits on (`cache::near`), read after the write in the same round trip.
 /// Returns `{0, receipt, writes, last change}` for a replay (its own change is at most that),
@@ -81,29 +123,32 @@ end
 /// (0 when the field kept a stronger record).
 pub(crate) fn opt_out_script() -> String {
     format!(
-        "{MERGE_FN}{}{}{}",
+        "{MERGE_FN}{}{}{LAYOUTS_FN}{}",
         feed_fn(),
-        leases_fn(5, 6),
+        leases_fn(4, 5),
         r"
-local writes = tonumber(redis.call('GET', KEYS[7]) or '0')
+local buckets, names = {}, {}
+for i = 1, #ARGV - 7 do buckets[i] = KEYS[6 + i]; names[i] = ARGV[7 + i] end
+local writes = tonumber(redis.call('GET', KEYS[#KEYS - 2]) or '0')
 if ARGV[1] == '1' then
-  local prior = redis.call('GET', KEYS[3])
-  if prior then return leases({0, prior, writes, tonumber(redis.call('GET', KEYS[9]) or '0')}) end
+  local prior = redis.call('GET', KEYS[2])
+  if prior then return leases({0, prior, writes, tonumber(redis.call('GET', KEYS[#KEYS]) or '0')}) end
 end
 local limit = tonumber(ARGV[7])
 if limit > 0 then
-  local backlog = redis.call('XLEN', KEYS[2])
+  local backlog = redis.call('XLEN', KEYS[1])
   if backlog >= limit then return leases({2, tostring(backlog), writes, 0}) end
 end
 local change = 0
-if merge(KEYS[1], ARGV[2], ARGV[3]) == 1 then
-  change, writes = feed(ARGV[2], ARGV[3])
+local primary, kept = keep(KEYS[6], names)
+if write_all(buckets, ARGV[2], ARGV[3]) then
+  change, writes = feed_layouts(buckets, primary, kept, ARGV[2])
 else
-  writes = redis.call('INCR', KEYS[7])
+  writes = redis.call('INCR', KEYS[#KEYS - 2])
 end
-local id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[5])
-if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[6]) end
-redis.call('SET', KEYS[4], id, 'PX', ARGV[6])
+local id = redis.call('XADD', KEYS[1], '*', 'r', ARGV[5])
+if ARGV[1] == '1' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[6]) end
+redis.call('SET', KEYS[3], id, 'PX', ARGV[6])
 return leases({1, id, writes, change})
 "
     )
@@ -111,48 +156,64 @@ return leases({1, id, writes, change})
 
 /// Writes one record from the store into the cache: for imports, for the worker re-applying what it
 /// committed (so that a record committed just after a flush reaches the rebuilt cache), and for the
-/// rebuild. KEYS: bucket, then (when fed) the write counter, the change feed and its counter; ARGV:
-/// field, value.
+/// rebuild. KEYS: the group's layouts, one bucket per layout written, then (when fed) the write
+/// counter, the change feed and its counter; ARGV: field, value, the names of the layouts written.
 /// Returns the number of the change fed, 0 when the field kept its record or nothing was fed.
 ///
 /// A rebuild does not feed: it only puts back what Redis lost, which every near-cache that is
 /// serving already holds, and a near-cache stops serving (and loads again) when Redis loses data.
+/// Nor does it touch the layouts' hash: it copies what the store holds into the layouts it fills,
+/// which tells no other layout anything new.
 pub(crate) fn merge_script() -> String {
     format!(
-        "{MERGE_FN}{}{}",
+        "{MERGE_FN}{}{LAYOUTS_FN}{}",
         feed_fn(),
         r"
-if merge(KEYS[1], ARGV[1], ARGV[2]) == 0 or #KEYS == 1 then return 0 end
-local change = feed(ARGV[1], ARGV[2])
+local buckets, names = {}, {}
+for i = 1, #ARGV - 2 do buckets[i] = KEYS[1 + i]; names[i] = ARGV[2 + i] end
+if #KEYS == 1 + #buckets then
+  write_all(buckets, ARGV[1], ARGV[2])
+  return 0
+end
+local primary, kept = keep(KEYS[1], names)
+if not write_all(buckets, ARGV[1], ARGV[2]) then return 0 end
+local change = feed_layouts(buckets, primary, kept, ARGV[1])
 return change
 "
     )
 }
 
-/// Takes ended records out of one field: if the field holds one of the ended receipts, it is
-/// removed and refilled from the records that remain active (by the merge rule); a field that holds
-/// something else (a newer opt-out) is left as it is.
+/// Takes ended records out of one field, in every layout written: if the field holds one of the
+/// ended receipts, it is removed and refilled from the records that remain active (by the merge
+/// rule); a field that holds something else (a newer opt-out) is left as it is.
 ///
-/// KEYS: bucket, write counter, change feed, change counter. ARGV: field, n, n ended receipt ids (16 bytes each),
-/// then the remaining values. Returns the number of the change fed, 0 if the field did not change.
+/// KEYS: the group's layouts, one bucket per layout written, write counter, change feed, change
+/// counter. ARGV: field, k, the k names of the layouts written, n, n ended receipt ids (16 bytes
+/// each), then the remaining values. Returns the number of the change fed, 0 if no field changed.
 pub(crate) fn retract_script() -> String {
     format!(
-        "{MERGE_FN}{}{}",
+        "{MERGE_FN}{}{LAYOUTS_FN}{}",
         feed_fn(),
         r"
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current then return 0 end
-local receipt = string.sub(current, RECEIPT_FROM, RECEIPT_FROM + 15)
-local n = tonumber(ARGV[2])
-for i = 3, 2 + n do
-  if ARGV[i] == receipt then
-    redis.call('HDEL', KEYS[1], ARGV[1])
-    for j = 3 + n, #ARGV do merge(KEYS[1], ARGV[1], ARGV[j]) end
-    local change = feed(ARGV[1], redis.call('HGET', KEYS[1], ARGV[1]) or '')
-    return change
+local k = tonumber(ARGV[2])
+local buckets, names = {}, {}
+for i = 1, k do buckets[i] = KEYS[1 + i]; names[i] = ARGV[2 + i] end
+local primary, kept = keep(KEYS[1], names)
+local n = tonumber(ARGV[3 + k])
+local ended = {}
+for i = 4 + k, 3 + k + n do ended[ARGV[i]] = true end
+local changed = false
+for b = 1, k do
+  local current = redis.call('HGET', buckets[b], ARGV[1])
+  if current and ended[string.sub(current, RECEIPT_FROM, RECEIPT_FROM + 15)] then
+    redis.call('HDEL', buckets[b], ARGV[1])
+    for j = 4 + k + n, #ARGV do merge(buckets[b], ARGV[1], ARGV[j]) end
+    changed = true
   end
 end
-return 0
+if not changed then return 0 end
+local change = feed_layouts(buckets, primary, kept, ARGV[1])
+return change
 "
         .replace("RECEIPT_FROM", &(RECEIPT_AT + 1).to_string())
     )

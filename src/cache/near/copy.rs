@@ -69,12 +69,16 @@ impl GroupCopy {
         })
     }
 
-    /// Replaces the copy with every bucket of the group as Redis holds it now. Returns the number of records.
-    pub(super) async fn load(&self, conn: &mut Conn) -> Result<usize, Stopped> {
+    /// Replaces the copy with every bucket of the group as Redis holds it now, in the layout the
+    /// group's checks read. Returns the number of records and the layout, which the caller must
+    /// then find still `ok` (`cache::layouts`).
+    pub(super) async fn load(&self, conn: &mut Conn) -> Result<(usize, layout::Layout), Stopped> {
         for shard in &self.shards {
             shard.write().expect("shard lock").clear();
         }
-        let keys = self.keys();
+        let plan = self.cache.layouts().plan();
+        let (read, all) = plan.read(self.group);
+        let keys = all.group(self.group);
         let buckets = keys.buckets();
         let mut entries = 0;
         let mut from = buckets.start;
@@ -102,7 +106,7 @@ impl GroupCopy {
             }
             from = to;
         }
-        Ok(entries)
+        Ok((entries, *read))
     }
 
     /// Reads the feed until it has nothing more.

@@ -3,7 +3,8 @@
 //! promise with it: once a write returns, every replica answers by it.
 //!
 //! - **Copied whole, then followed.** A replica notes the change feed's head (`Keys::changes`),
-//!   copies every bucket of a complete cache (each must carry its marker), and applies the feed
+//!   copies every bucket of a complete cache (each must carry its marker) in the layout its checks
+//!   read, which must still be `ok` after the copy (`cache::layouts`), and applies the feed
 //!   from the noted head on. Every write that changes a bucket field feeds the field's new value,
 //!   numbered consecutively, so a gap in the numbers (the feed trimmed past this replica, Redis
 //!   restarted) ends the copy's life.
@@ -342,10 +343,14 @@ impl GroupCopy {
             .await?
             .ok_or(Stopped::Incomplete)?;
         let mut feed = self.feed_head(&mut conn).await?;
-        let entries = self.load(&mut conn).await?;
+        let (entries, layout) = self.load(&mut conn).await?;
         if self.cache.complete_generation(self.group).await?.as_deref() != Some(generation.as_str())
         {
             return Err(Stopped::Rebuilt);
+        }
+        // Still `ok` after the copy: every write before it reached the buckets copied.
+        if !self.cache.layout_is_ok(self.group, layout).await? {
+            return Err(Stopped::Incomplete);
         }
         let before = self.loaded.swap(entries as u64, Ordering::AcqRel);
         metrics::gauge!(names::NEAR_CACHE_ENTRIES).increment(entries as f64 - before as f64);

@@ -98,12 +98,14 @@ pub(super) async fn delivery_rows(
     rig: &Rig<'_>,
     opting_out: Load<'_>,
     smoke: bool,
+    rate: Option<f64>,
 ) -> anyhow::Result<()> {
-    let (rate, drain_limit) = if smoke {
+    let (default_rate, drain_limit) = if smoke {
         (SMOKE_RATE, SMOKE_DRAIN_LIMIT)
     } else {
         (RATE, DRAIN_LIMIT)
     };
+    let rate = rate.unwrap_or(default_rate);
     eprintln!("Webhook delivery of OptOut DURABLE at {rate:.0}/s…");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook = format!("http://{}/hook", listener.local_addr()?);

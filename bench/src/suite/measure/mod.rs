@@ -202,7 +202,14 @@ pub async fn measure(
         ..checking
     };
     if settings.only_delivery {
-        let delivery = delivery::delivery_rows(&mut cx, &rig, opting_out, settings.smoke).await;
+        let delivery = delivery::delivery_rows(
+            &mut cx,
+            &rig,
+            opting_out,
+            settings.smoke,
+            settings.delivery_rate,
+        )
+        .await;
         rig.stop().await;
         delivery?;
         return Ok(cx.report);
@@ -218,7 +225,14 @@ pub async fn measure(
     let opted = writes::opt_out_rows(&mut cx, &rig, opting_out, checked.base_rps).await?;
     writes::audit_rows(&mut cx, &rig, opting_out, opted.rps).await?;
     // Webhook delivery of the same opt-outs, open loop; its destination is removed afterwards.
-    delivery::delivery_rows(&mut cx, &rig, opting_out, settings.smoke).await?;
+    delivery::delivery_rows(
+        &mut cx,
+        &rig,
+        opting_out,
+        settings.smoke,
+        settings.delivery_rate,
+    )
+    .await?;
 
     let tracing = measure_tracing(&mut cx).await?;
     cx.report.rows.extend(tracing);

@@ -15,10 +15,21 @@
 //! Opt-outs that arrive meanwhile are written to Redis by their own path and are never overwritten by
 //! older store data (the merge rule keeps a permanent record). A record the worker commits after the
 //! rebuild read past its page is re-applied by the worker itself; a last pass over records committed
-//! since the rebuild began catches any that raced the worker's re-apply.
+//! since the rebuild began catches any that raced the worker's re-apply; then every entry still in
+//! the write-behind stream is copied too (an entry leaves it only after the worker merged it back).
+//!
+//! A rebuild writes, and marks complete, every bucket layout this replica writes
+//! (`cache::layouts`). A layout that is not complete while the group is (the configured layout of
+//! a replica whose bucket layout changed) is *filled* alone under the group's generation, once
+//! every live replica writes it (`fill`).
+
+mod fill;
 
 use crate::{
-    cache::{Cache, layout::Group},
+    cache::{
+        Cache,
+        layout::{Group, Keys, Layout},
+    },
     domain::{Clock, Millis, Suppression},
     store::Store,
     telemetry::{metrics::names, sampling},
@@ -113,6 +124,9 @@ pub(crate) enum RebuildOutcome {
         records: u64,
         took: Duration,
     },
+    /// A fill came to nothing: a write that does not write the layout came meanwhile. Tried
+    /// again at the next look, not at once.
+    Unfilled,
 }
 
 pub(crate) struct Rebuilder {
@@ -157,7 +171,7 @@ impl Rebuilder {
             needed.push(group);
         }
         if needed.is_empty() {
-            return Ok(RebuildOutcome::NotNeeded);
+            return self.fill_if_wanted().await;
         }
         if !self
             .cache
@@ -188,13 +202,17 @@ impl Rebuilder {
         let started = Instant::now();
         let began_at = self.clock.now();
         let generation = uuid::Uuid::new_v4().to_string();
+        let plan = self.cache.layouts().plan();
+        let names: Vec<Layout> = plan.writes.iter().map(|(l, _)| *l).collect();
         for &g in groups {
             self.cache.begin_generation(g, &generation).await?;
+            self.cache.begin_fill(g, &generation, &names).await?;
         }
-        tracing::info!(generation, ?groups, "cache rebuild started");
+        tracing::info!(generation, ?groups, layouts = ?plan.write_names(), "cache rebuild started");
         let rebuilding = Rebuilding {
             groups,
             generation: &generation,
+            layouts: &plan.writes,
         };
         let mut records = self.copy_since(0, &rebuilding).await?;
         let Some(copied) = records else {
@@ -209,10 +227,13 @@ impl Rebuilder {
         // A record that ended (opt-in, rollback) after the copy read it was written back by the
         // copy: take those out again, last, after every write of the copy.
         self.retract_since(began_at - CATCH_UP_MARGIN).await?;
+        let layouts: Vec<Keys> = plan.writes.iter().map(|(_, k)| k.clone()).collect();
         for &g in groups {
-            if !self.cache.mark_complete(g, &generation).await? {
+            self.copy_queued(g, &plan.writes).await?;
+            if !self.cache.mark_complete(g, &generation, &layouts).await? {
                 return Ok(RebuildOutcome::Interrupted);
             }
+            self.cache.validate(g, &generation, &names).await?;
         }
         let took = started.elapsed();
         tracing::info!(records = copied, caught_up, ?took, "cache rebuild complete");
@@ -253,8 +274,10 @@ impl Rebuilder {
                 some = of_groups(&page);
                 &some[..]
             };
-            let (next, merged) =
-                tokio::join!(read(Some(last.receipt)), self.cache.merge(writing, false));
+            let (next, merged) = tokio::join!(
+                read(Some(last.receipt)),
+                self.cache.merge_into(writing, rebuilding.layouts, false)
+            );
             merged?;
             copied += writing.len() as u64;
             metrics::gauge!(names::REBUILD_RECORDS).increment(writing.len() as f64);
@@ -287,6 +310,13 @@ impl Rebuilder {
             .await?
             .into_iter()
             .all(|kept| kept))
+    }
+
+    /// Copies the records still queued in a group's write-behind stream (see the module doc).
+    async fn copy_queued(&self, group: Group, layouts: &[(Layout, Keys)]) -> anyhow::Result<()> {
+        let queued = self.cache.stream_records(group).await?;
+        self.cache.merge_into(&queued, layouts, false).await?;
+        Ok(())
     }
 
     /// Re-applies the endings of records ended at or after `since`.
@@ -326,10 +356,12 @@ impl Rebuilder {
     }
 }
 
-/// What one rebuild is doing: the groups it rebuilds, under one generation.
+/// What one rebuild (or fill) is doing: the groups it rebuilds, under one generation, and the
+/// layouts it writes.
 struct Rebuilding<'a> {
     groups: &'a [Group],
     generation: &'a str,
+    layouts: &'a [(Layout, Keys)],
 }
 
 #[cfg(test)]
