@@ -3,7 +3,8 @@
 //! with the same client settings, one after the other (never at once: they would share 2 cores).
 //!
 //! Each group of rows is a function of its own, run in that order over a [`Rig`] (the server and the
-//! baseline, started once): the rebuild and Redis memory (`rebuild`), checks and batches (`checks`),
+//! baseline, started once): the rebuild and Redis memory (`rebuild`), a second replica's near-cache
+//! load and memory (`near`), checks and batches (`checks`),
 //! checks with controls loaded against none (`controls`), the same loads on a Redis Cluster and on
 //! the previous connection layer (`topology`), opt-outs
 //! and what the audit log costs them (`writes`), their webhook delivery to one destination
@@ -12,6 +13,7 @@
 mod checks;
 mod controls;
 mod delivery;
+mod near;
 mod outside;
 mod rebuild;
 mod topology;
@@ -144,6 +146,10 @@ pub async fn measure(
         report: heading(settings, sizes),
     };
     let (server_addr, server) = rebuild::rebuild_rows(&mut cx, &setup).await?;
+    if !settings.only_tracing && !settings.only_delivery {
+        near::near_rows(&mut cx, &setup, &server).await?;
+    }
+    let server = server.proc;
     let (baseline_addr, baseline) = start_baseline(&setup).await?;
 
     let checks = fixtures::draw(sizes.check_pool, 1, sizes.entries);

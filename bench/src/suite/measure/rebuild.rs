@@ -1,11 +1,11 @@
 //! The first rows: the population loaded into PostgreSQL, then the server started on an empty
 //! Redis, timed until its rebuild marks the cache complete, and the cache weighed in Redis.
 
-use super::{ENV, Setup};
+use super::{Setup, near::Watched};
 use crate::suite::{
     fixtures,
     load::Ctx,
-    procs::{PrivateRedis, Proc, free_port},
+    procs::{PrivateRedis, free_port},
     table::Row,
 };
 use anyhow::{Context, bail};
@@ -20,16 +20,15 @@ use suppressd::cache::layout::{FIELD_LEN, Keys, VALUE_LEN};
 pub(super) async fn rebuild_rows(
     cx: &mut Ctx,
     setup: &Setup<'_>,
-) -> anyhow::Result<(SocketAddr, Proc)> {
+) -> anyhow::Result<(SocketAddr, Watched)> {
     let Setup {
-        bins,
-        out,
         sizes,
         redis,
         db,
         pepper,
         keys,
         bits,
+        ..
     } = setup;
     // The population, straight into PostgreSQL (migrations first, by opening the store once).
     eprintln!("loading {} opt-outs into PostgreSQL…", sizes.entries);
@@ -44,14 +43,7 @@ pub(super) async fn rebuild_rows(
     let server_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     eprintln!("starting the server; timing the cache rebuild…");
     let started = Instant::now();
-    let mut server = Proc::spawn(
-        "suppressd serve",
-        &bins.server,
-        &setup.serve_args(server_addr),
-        &ENV,
-        &out.join("server.log"),
-    )?;
-    server.wait_listening(server_addr).await?;
+    let server = Watched::start(setup, "suppressd serve", server_addr, &[], "server.log").await?;
     wait_complete(redis, keys, sizes.rebuild_limit).await?;
     let rebuild = started.elapsed();
     let memory = redis.used_memory().await?.saturating_sub(memory_before);
