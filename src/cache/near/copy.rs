@@ -2,7 +2,10 @@
 //! the change feed that keep it current. It answers lookups only while [`GroupCopy::serving`] says
 //! the lease allows; when to load and when to stop is `super`'s business, not this file's.
 
-use super::{GroupCopy, Stopped};
+use super::{
+    GroupCopy, Stopped,
+    records::{Loading, Records},
+};
 use crate::cache::Conn;
 use crate::cache::{Context, Lookup, Probe, layout};
 use redis::{Script, Value, streams::StreamReadReply};
@@ -16,7 +19,7 @@ const READ_COUNT: usize = 1_000;
 /// Buckets copied per pipeline while loading.
 const LOAD_CHUNK: u32 = 256;
 
-pub(super) type Shard = RwLock<HashMap<layout::Field, Box<[u8]>>>;
+pub(super) type Shard = RwLock<Records>;
 pub(super) const SHARDS: usize = 64;
 
 impl GroupCopy {
@@ -29,7 +32,7 @@ impl GroupCopy {
         for (k, field) in probe.fields[..probe.n].iter().enumerate() {
             if let Some(v) = self.shard(field).read().expect("shard lock").get(field) {
                 let scope = candidates.get_or_insert_with(|| probe.notice.candidates())[k].clone();
-                let (decoded, bad) = layout::decode_values([(scope, &v[..])]);
+                let (decoded, bad) = layout::decode_values([(scope, v)]);
                 found.extend(decoded);
                 unreadable |= bad;
             }
@@ -42,7 +45,7 @@ impl GroupCopy {
     }
 
     fn shard(&self, field: &layout::Field) -> &Shard {
-        &self.shards[usize::from(field[0]) % SHARDS]
+        &self.shards[shard_of(field)]
     }
 
     /// The feed's last change: where following starts.
@@ -81,6 +84,7 @@ impl GroupCopy {
         let keys = all.group(self.group);
         let buckets = keys.buckets();
         let mut entries = 0;
+        let mut loading: Vec<Loading> = (0..SHARDS).map(|_| Loading::default()).collect();
         let mut from = buckets.start;
         while from < buckets.end {
             let to = (from + LOAD_CHUNK).min(buckets.end);
@@ -96,15 +100,15 @@ impl GroupCopy {
                 }
                 for (field, value) in bucket {
                     if let Ok(field) = layout::Field::try_from(field.as_slice()) {
-                        self.shard(&field)
-                            .write()
-                            .expect("shard lock")
-                            .insert(field, value.into_boxed_slice());
+                        loading[shard_of(&field)].push(field, &value);
                         entries += 1;
                     }
                 }
             }
             from = to;
+        }
+        for (shard, loaded) in self.shards.iter().zip(loading) {
+            *shard.write().expect("shard lock") = loaded.finish();
         }
         Ok((entries, *read))
     }
@@ -177,6 +181,11 @@ impl GroupCopy {
         }
         Ok(read)
     }
+}
+
+/// The shard a field lives in: its first byte's (the records of a shard order by the others).
+fn shard_of(field: &layout::Field) -> usize {
+    usize::from(field[0]) % SHARDS
 }
 
 /// A change as `XREVRANGE` returns it: its stream id and its fields.

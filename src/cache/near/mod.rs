@@ -30,11 +30,12 @@
 //! the groups of all its subjects serve.
 //!
 //! This file runs the copy's life (load, follow, serve, stop); `copy` holds the records in memory
-//! and reads the feed into them, `lease` is the protocol with the writers (renewals, and the wait
-//! in `GroupCopy::settled`).
+//! and reads the feed into them (`records` stores each shard's densely), `lease` is the protocol
+//! with the writers (renewals, and the wait in `GroupCopy::settled`).
 
 mod copy;
 mod lease;
+mod records;
 
 pub use lease::Leases;
 pub(crate) use lease::NotSettled;

@@ -1,0 +1,271 @@
+//! One shard of the near-cache's records, stored densely: at ten million suppressions a hash map of
+//! boxed values took about 80 B per record per replica, where the field and the value are 37.
+//!
+//! - **A sorted base.** Records whose value has the usual length ([`VALUE_LEN`]) sit in one vector,
+//!   field and value inline (37 B, no pointer, no allocation of their own), sorted by the field's
+//!   bytes after the first (the first picks the shard), with a directory that maps the leading bits
+//!   of those bytes to a run of about four entries: a look-up reads the directory, then one short
+//!   run, as a hash table reads a control group, then a slot. Fields are keyed hashes (SHA-256 of
+//!   the keyed subject and a scope), uniform and out of anyone's aim, so runs stay short.
+//! - **Changes beside it.** What the change feed writes goes to a small hash map, checked first,
+//!   where a removal is a tombstone; after as many writes as a thirty-second of the base (at
+//!   least 1,024) it is merged into a new base. Values of another length (backdated times make
+//!   them longer) stay in that map.
+//!
+//! Hand-written rather than a crate: what makes it small is the fixed-size value inline and the
+//! directory over uniform keys, which a general map cannot assume. Its tests hold it to a
+//! `HashMap` under the same random writes.
+
+use crate::cache::layout::{Field, VALUE_LEN};
+use std::collections::HashMap;
+
+/// Base entries per directory slot, on average.
+const PER_SLOT: usize = 4;
+/// Changes since the last merge that always fit beside the base before a merge.
+const MIN_MERGE: usize = 1_024;
+
+/// A record of the base: its field and its value, inline.
+#[derive(Clone, Copy)]
+struct Entry {
+    field: Field,
+    value: [u8; VALUE_LEN],
+}
+
+/// The records of one shard.
+#[derive(Default)]
+pub(super) struct Records {
+    /// Records with a value of [`VALUE_LEN`] bytes, in [`order`]'s order.
+    base: Vec<Entry>,
+    /// `directory[s]..directory[s + 1]` are the base entries whose [`prefix`] has `s` as its
+    /// leading bits (`prefix >> shift`).
+    directory: Vec<u32>,
+    shift: u32,
+    /// Changes not yet merged (`None`: removed), and values of another length.
+    changes: HashMap<Field, Option<Box<[u8]>>>,
+    /// Writes since the last merge.
+    writes: usize,
+}
+
+impl Records {
+    /// The value of `field`, if the shard holds one.
+    pub(super) fn get(&self, field: &Field) -> Option<&[u8]> {
+        if let Some(change) = self.changes.get(field) {
+            return change.as_deref();
+        }
+        let slot = slot(prefix(field), self.shift);
+        let (from, to) = (
+            *self.directory.get(slot)? as usize,
+            self.directory[slot + 1] as usize,
+        );
+        let run = &self.base[from..to];
+        let at = run
+            .binary_search_by(|e| order(&e.field).cmp(&order(field)))
+            .ok()?;
+        Some(&run[at].value)
+    }
+
+    pub(super) fn insert(&mut self, field: Field, value: Box<[u8]>) {
+        self.changes.insert(field, Some(value));
+        self.wrote();
+    }
+
+    pub(super) fn remove(&mut self, field: &Field) {
+        self.changes.insert(*field, None);
+        self.wrote();
+    }
+
+    pub(super) fn clear(&mut self) {
+        *self = Records::default();
+    }
+
+    fn wrote(&mut self) {
+        self.writes += 1;
+        if self.writes >= MIN_MERGE.max(self.base.len() / 32) {
+            self.merge();
+        }
+    }
+
+    /// A new base from the old one and the changes; values of another length stay beside it.
+    fn merge(&mut self) {
+        let mut changes: Vec<(Field, Option<Box<[u8]>>)> = self.changes.drain().collect();
+        changes.sort_unstable_by(|a, b| order(&a.0).cmp(&order(&b.0)));
+        let mut base = Vec::with_capacity(self.base.len() + changes.len());
+        let mut old = std::mem::take(&mut self.base).into_iter().peekable();
+        for (field, value) in changes {
+            while let Some(e) = old.next_if(|e| order(&e.field) < order(&field)) {
+                base.push(e);
+            }
+            old.next_if(|e| e.field == field);
+            match value.as_deref().map(<[u8; VALUE_LEN]>::try_from) {
+                Some(Ok(value)) => base.push(Entry { field, value }),
+                Some(Err(_)) => {
+                    self.changes.insert(field, value);
+                }
+                None => {}
+            }
+        }
+        base.extend(old);
+        self.index(base);
+        self.writes = 0;
+    }
+
+    /// Installs `base` (sorted) and builds its directory.
+    fn index(&mut self, base: Vec<Entry>) {
+        let bits = (base.len() / PER_SLOT).max(1).ilog2();
+        let slots = 1usize << bits;
+        self.shift = 64 - bits;
+        let mut directory = Vec::with_capacity(slots + 1);
+        for (i, e) in base.iter().enumerate() {
+            let s = slot(prefix(&e.field), self.shift);
+            while directory.len() <= s {
+                directory.push(i as u32);
+            }
+        }
+        directory.resize(slots + 1, base.len() as u32);
+        self.directory = directory;
+        self.base = base;
+    }
+}
+
+/// Builds a shard's records from a full copy, then sorts them once.
+#[derive(Default)]
+pub(super) struct Loading {
+    base: Vec<Entry>,
+    others: HashMap<Field, Option<Box<[u8]>>>,
+}
+
+impl Loading {
+    pub(super) fn push(&mut self, field: Field, value: &[u8]) {
+        match <[u8; VALUE_LEN]>::try_from(value) {
+            Ok(value) => {
+                self.others.remove(&field);
+                self.base.push(Entry { field, value });
+            }
+            Err(_) => {
+                self.others.insert(field, Some(value.into()));
+            }
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Records {
+        // Stable, so that of a repeated field the last pushed stays last (a field appears once in
+        // a copy, each living in one bucket; a repeat keeps the last seen).
+        self.base
+            .sort_by(|a, b| order(&a.field).cmp(&order(&b.field)));
+        self.base.dedup_by(|later, earlier| {
+            let same = later.field == earlier.field;
+            if same {
+                *earlier = *later;
+            }
+            same
+        });
+        self.base.shrink_to_fit();
+        let mut records = Records {
+            changes: self.others,
+            ..Records::default()
+        };
+        records.index(self.base);
+        records
+    }
+}
+
+/// The field's bytes after the first, as the base is ordered: its first eight as a number (what
+/// the directory reads), then the rest, then the first.
+fn order(field: &Field) -> (u64, &[u8], u8) {
+    (prefix(field), &field[9..], field[0])
+}
+
+fn prefix(field: &Field) -> u64 {
+    u64::from_be_bytes(field[1..9].try_into().expect("eight bytes"))
+}
+
+fn slot(prefix: u64, shift: u32) -> usize {
+    prefix.checked_shr(shift).unwrap_or(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn value(rng: &mut StdRng) -> Box<[u8]> {
+        // Mostly the usual length; now and then a longer one, as a backdated record's.
+        let len = if rng.random_bool(0.1) {
+            VALUE_LEN + rng.random_range(1..8)
+        } else {
+            VALUE_LEN
+        };
+        (0..len).map(|_| rng.random()).collect()
+    }
+
+    /// Fields of one shard share their first byte, as the near-cache's shards do.
+    fn field(rng: &mut StdRng, keys: u32) -> Field {
+        let mut f = [7; 12];
+        let k = rng.random_range(0..keys);
+        let mut mix = StdRng::seed_from_u64(u64::from(k));
+        mix.fill(&mut f[1..]);
+        f
+    }
+
+    fn agree(records: &Records, model: &HashMap<Field, Box<[u8]>>, rng: &mut StdRng, keys: u32) {
+        for (f, v) in model {
+            assert_eq!(records.get(f), Some(&v[..]));
+        }
+        for _ in 0..200 {
+            let f = field(rng, keys * 2);
+            assert_eq!(records.get(&f), model.get(&f).map(|v| &v[..]));
+        }
+    }
+
+    #[test]
+    fn answers_as_a_hash_map_through_loads_writes_and_merges() {
+        for (seed, keys) in [(1, 10), (2, 3_000), (3, 40_000)] {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut model = HashMap::new();
+            let mut loading = Loading::default();
+            for _ in 0..keys {
+                let (f, v) = (field(&mut rng, keys), value(&mut rng));
+                loading.push(f, &v);
+                model.insert(f, v);
+            }
+            let mut records = loading.finish();
+            agree(&records, &model, &mut rng, keys);
+            // Enough writes for several merges, with removals of present and absent fields.
+            for i in 0..(keys as usize * 3).max(5_000) {
+                let f = field(&mut rng, keys * 2);
+                if rng.random_bool(0.3) {
+                    records.remove(&f);
+                    model.remove(&f);
+                } else {
+                    let v = value(&mut rng);
+                    records.insert(f, v.clone());
+                    model.insert(f, v);
+                }
+                if i % 997 == 0 {
+                    agree(&records, &model, &mut rng, keys);
+                }
+            }
+            agree(&records, &model, &mut rng, keys);
+            records.merge();
+            agree(&records, &model, &mut rng, keys);
+        }
+    }
+
+    #[test]
+    fn an_empty_or_cleared_shard_holds_nothing() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut records = Records::default();
+        assert_eq!(records.get(&field(&mut rng, 5)), None);
+        let f = field(&mut rng, 5);
+        records.insert(f, value(&mut rng));
+        assert!(records.get(&f).is_some());
+        records.clear();
+        assert_eq!(records.get(&f), None);
+        assert_eq!(Loading::default().finish().get(&f), None);
+    }
+
+    #[test]
+    fn the_base_holds_a_record_in_its_field_and_value() {
+        assert_eq!(size_of::<Entry>(), 12 + VALUE_LEN);
+    }
+}
