@@ -83,8 +83,24 @@ impl GroupCopy {
         let (read, all) = plan.read(self.group);
         let keys = all.group(self.group);
         let buckets = keys.buckets();
+        // Counted first, so that each shard's records are allocated once, at about their size
+        // (fields are uniform over the shards): grown by doubling, the copy took half as much
+        // again in memory it freed but kept.
+        let mut counted = 0;
+        let mut from = buckets.start;
+        while from < buckets.end {
+            let to = (from + LOAD_CHUNK).min(buckets.end);
+            let mut pipe = redis::pipe();
+            for b in from..to {
+                pipe.cmd("HLEN").arg(keys.bucket(b));
+            }
+            let lens: Vec<usize> = pipe.query_async(conn).await.context("counting buckets")?;
+            counted += lens.iter().sum::<usize>();
+            from = to;
+        }
+        let per_shard = counted / SHARDS + counted / SHARDS / 16 + 16;
+        let mut loading: Vec<Loading> = (0..SHARDS).map(|_| Loading::new(per_shard)).collect();
         let mut entries = 0;
-        let mut loading: Vec<Loading> = (0..SHARDS).map(|_| Loading::default()).collect();
         let mut from = buckets.start;
         while from < buckets.end {
             let to = (from + LOAD_CHUNK).min(buckets.end);
