@@ -140,8 +140,9 @@ impl Sizes {
                 (2_000, 100),
             )
         };
+        let entries = s.entries.unwrap_or(entries);
         Sizes {
-            entries: s.entries.unwrap_or(entries),
+            entries,
             run: s.duration.unwrap_or(run),
             warmup,
             concurrency,
@@ -150,7 +151,9 @@ impl Sizes {
             batch_size: 100,
             check_pool: pools.0,
             batch_pool: pools.1,
-            rebuild_limit: Duration::from_secs(300),
+            // 60 µs per entry (ten minutes at 10 M): the suite rebuilds a cache more than once,
+            // and a later rebuild shares the cores with servers still running.
+            rebuild_limit: Duration::from_secs(300).max(Duration::from_micros(60 * entries)),
         }
     }
 }
