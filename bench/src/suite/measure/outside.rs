@@ -111,6 +111,13 @@ fn h2load_p50(
     requests: u64,
 ) -> anyhow::Result<u64> {
     let log = out.join(format!("{name}.log"));
+    // h2load appends to its log: a previous run's, in the same directory, would be read as this
+    // run's requests.
+    if let Err(e) = std::fs::remove_file(&log)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(e).context("removing the previous h2load log");
+    }
     let url = format!("http://{addr}/suppress.v1.Suppression/CheckSuppressed");
     let output = Command::new("h2load")
         .args(["-n", &requests.to_string(), "-c", "1", "-m", "1"])
