@@ -5,7 +5,7 @@
 
 use super::{ServiceError, Suppressions};
 use crate::{
-    domain::deadline::{DeadlineState, Regime},
+    domain::deadline::{Deadline, DeadlineState, Regime},
     telemetry::metrics::names,
 };
 use std::{collections::BTreeMap, time::Duration};
@@ -16,6 +16,17 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct DeadlineCounts {
     pub(crate) near: u64,
     pub(crate) missed: u64,
+}
+
+impl DeadlineCounts {
+    /// Counts `deadline` if it is near or missed.
+    fn count(&mut self, deadline: &Deadline) {
+        match deadline.state {
+            DeadlineState::Missed => self.missed += 1,
+            DeadlineState::Pending if deadline.near => self.near += 1,
+            DeadlineState::Pending | DeadlineState::Met => {}
+        }
+    }
 }
 
 impl Suppressions {
@@ -37,12 +48,7 @@ impl Suppressions {
             .collect();
         for record in &records {
             for d in rules.deadlines(record, Some(record.effective_at), now) {
-                let c = counts.entry(d.regime).or_default();
-                match d.state {
-                    DeadlineState::Missed => c.missed += 1,
-                    DeadlineState::Pending if d.near => c.near += 1,
-                    DeadlineState::Pending | DeadlineState::Met => {}
-                }
+                counts.entry(d.regime).or_default().count(&d);
             }
         }
         for (regime, c) in &counts {
@@ -83,12 +89,7 @@ impl Suppressions {
                 .filter(|(record, _)| destination.wants.covers_opt_out(record))
             {
                 for d in rules.deadlines(record, *delivered_at, now) {
-                    let c = counts.entry(d.regime).or_default();
-                    match d.state {
-                        DeadlineState::Missed => c.missed += 1,
-                        DeadlineState::Pending if d.near => c.near += 1,
-                        DeadlineState::Pending | DeadlineState::Met => {}
-                    }
+                    counts.entry(d.regime).or_default().count(&d);
                 }
             }
             for (regime, c) in &counts {
