@@ -192,7 +192,10 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             columns!(),
-            " FROM suppressions WHERE received_at >= $1 AND effective_at - received_at > $2"
+            // The first condition is implied by the last (`slower_than` is never negative); it
+            // names the partial index of such records (PostgreSQL migration 0017).
+            " FROM suppressions WHERE effective_at > received_at \
+             AND received_at >= $1 AND effective_at - received_at > $2"
         );
         let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(sql)
             .bind(since)

@@ -65,8 +65,10 @@ pub async fn load_store(db_url: &str, pepper: &Pepper, entries: u64) -> anyhow::
         i = end;
     }
     // As an operator would after a bulk load: the planner's statistics, so that the rebuild's
-    // catch-up pass reads its few rows through the index on `committed_at`.
-    sqlx::query("ANALYZE suppressions")
+    // catch-up pass reads its few rows through the index on `committed_at`; and the vacuum that
+    // autovacuum would otherwise start on its own after so many inserts, in the middle of a later
+    // row (at 10 M it took the first audit-cost round to −126 %).
+    sqlx::query("VACUUM (ANALYZE) suppressions")
         .execute(&pool)
         .await
         .context("analyzing the loaded table")?;

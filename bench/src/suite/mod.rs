@@ -18,6 +18,7 @@ mod table;
 
 pub use table::{Row, SuiteReport, Threshold, Thresholds, read_thresholds};
 
+use anyhow::Context;
 use clap::Args;
 use std::{path::PathBuf, time::Duration};
 
@@ -68,20 +69,26 @@ pub struct SuiteSettings {
     #[arg(long, value_parser = crate::args::parse_go_duration)]
     pub duration: Option<Duration>,
 
-    /// Measures only the tracing rows (after the population, the rebuild and the warm-up), for a
-    /// quicker loop while working on tracing. Hidden: its report is not a run of the suite.
-    #[arg(long, hide = true)]
-    pub only_tracing: bool,
+    /// Measures one group of rows only (after the population, the rebuild and the warm-up), for a
+    /// quicker loop while working on it. Hidden: its report is not a run of the suite.
+    #[arg(long, hide = true, value_enum)]
+    pub only: Option<Only>,
 
     /// The offered `OptOut` rate of the webhook delivery rows, per second (default 2,000; 1,000
     /// with --smoke).
     #[arg(long)]
     pub delivery_rate: Option<f64>,
+}
 
-    /// Measures only the webhook delivery rows (after the population and the warm-up), for a
-    /// quicker loop while working on delivery. Hidden: its report is not a run of the suite.
-    #[arg(long, hide = true, conflicts_with = "only_tracing")]
-    pub only_delivery: bool,
+/// The groups of rows `--only` can pick.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Only {
+    /// The tracing cost rows.
+    Tracing,
+    /// The webhook delivery rows.
+    Delivery,
+    /// `OptOut` `DURABLE` and the audit log's cost.
+    Writes,
 }
 
 impl SuiteSettings {
@@ -185,7 +192,8 @@ impl Bins {
     }
 }
 
-/// Runs the suite: sets up, measures, always tears down, writes the reports.
+/// Runs the suite: sets up, measures, always tears down, writes the reports (on an error, with the
+/// rows measured before it).
 pub async fn run(s: &SuiteSettings) -> anyhow::Result<SuiteReport> {
     let sizes = Sizes::of(s);
     std::fs::create_dir_all(&s.out)?;
@@ -206,14 +214,29 @@ pub async fn run(s: &SuiteSettings) -> anyhow::Result<SuiteReport> {
             return Err(e);
         }
     };
-    let measured = measure::measure(&bins, &out, &sizes, s, &redis, &db).await;
+    let mut cx = load::Ctx {
+        report: measure::heading(s, &sizes),
+    };
+    let measured = measure::measure(&mut cx, &bins, &out, &sizes, s, &redis, &db).await;
     redis.stop().await;
     db.drop_now().await;
-    let mut report = measured?;
+    let mut report = cx.report;
+    if let Err(e) = &measured {
+        // What was measured before the error is kept: a scale run may fail after many minutes.
+        report.warnings.push(format!(
+            "the run stopped early, so rows after the last one here were not measured: {e:#}"
+        ));
+    }
     if s.thresholds.exists() {
         report.judge(&read_thresholds(&s.thresholds)?);
     }
     report.write(&out)?;
+    measured.with_context(|| {
+        format!(
+            "the rows measured before the error are in {}",
+            out.join("report.md").display()
+        )
+    })?;
     Ok(report)
 }
 

@@ -20,7 +20,8 @@ const READ_COUNT: usize = 1_000;
 const LOAD_CHUNK: u32 = 256;
 
 pub(super) type Shard = RwLock<Records>;
-pub(super) const SHARDS: usize = 64;
+/// One per value of a field's first byte, which its records then need not store (`records`).
+pub(super) const SHARDS: usize = 1 << u8::BITS;
 
 impl GroupCopy {
     /// The answers to `probes` from memory, or `None` when the copy cannot vouch for them.
@@ -201,7 +202,7 @@ impl GroupCopy {
 
 /// The shard a field lives in: its first byte's (the records of a shard order by the others).
 fn shard_of(field: &layout::Field) -> usize {
-    usize::from(field[0]) % SHARDS
+    usize::from(field[0])
 }
 
 /// A change as `XREVRANGE` returns it: its stream id and its fields.

@@ -2,9 +2,10 @@
 //! record per replica (the suite, at a million), where the field and the value are 37.
 //!
 //! - **A sorted base.** Records whose value has the usual length ([`VALUE_LEN`]) sit in one vector,
-//!   field and value inline (37 B, no pointer, no allocation of their own), sorted by the field's
-//!   bytes after the first (the first picks the shard), with a directory that maps the leading bits
-//!   of those bytes to a run of about four entries: a look-up reads the directory, then one short
+//!   field and value inline (36 B, no pointer, no allocation of their own): of the field, only the
+//!   bytes after the first, since the first picks the shard and is the same for all of its records.
+//!   The base is sorted by those bytes, with a directory that maps their leading bits to a run of
+//!   about four entries: a look-up reads the directory, then one short
 //!   run, as a hash table reads a control group, then a slot. Fields are keyed hashes (SHA-256 of
 //!   the keyed subject and a scope), uniform and out of anyone's aim, so runs stay short.
 //! - **Changes beside it.** What the change feed writes goes to a small hash map, checked first,
@@ -16,7 +17,7 @@
 //! directory over uniform keys, which a general map cannot assume. Its tests hold it to a
 //! `HashMap` under the same random writes.
 
-use crate::cache::layout::{Field, VALUE_LEN};
+use crate::cache::layout::{FIELD_LEN, Field, VALUE_LEN};
 use std::collections::HashMap;
 
 /// Base entries per directory slot, on average.
@@ -24,19 +25,22 @@ const PER_SLOT: usize = 4;
 /// Changes since the last merge that always fit beside the base before a merge.
 const MIN_MERGE: usize = 1_024;
 
-/// A record of the base: its field and its value, inline.
+/// A field without its first byte (the shard's): what the base stores and orders by.
+type Key = [u8; FIELD_LEN - 1];
+
+/// A record of the base: its key and its value, inline.
 #[derive(Clone, Copy)]
 struct Entry {
-    field: Field,
+    key: Key,
     value: [u8; VALUE_LEN],
 }
 
 /// The records of one shard.
 #[derive(Default)]
 pub(super) struct Records {
-    /// Records with a value of [`VALUE_LEN`] bytes, in [`order`]'s order.
+    /// Records with a value of [`VALUE_LEN`] bytes, ordered by key.
     base: Vec<Entry>,
-    /// `directory[s]..directory[s + 1]` are the base entries whose [`prefix`] has `s` as its
+    /// `directory[s]..directory[s + 1]` are the base entries whose key's [`prefix`] has `s` as its
     /// leading bits (`prefix >> shift`).
     directory: Vec<u32>,
     shift: u32,
@@ -47,20 +51,20 @@ pub(super) struct Records {
 }
 
 impl Records {
-    /// The value of `field`, if the shard holds one.
+    /// The value of `field`, if the shard holds one. Every field of a shard has the same first
+    /// byte (the shard's).
     pub(super) fn get(&self, field: &Field) -> Option<&[u8]> {
         if let Some(change) = self.changes.get(field) {
             return change.as_deref();
         }
-        let slot = slot(prefix(field), self.shift);
+        let key = key(field);
+        let slot = slot(prefix(key), self.shift);
         let (from, to) = (
             *self.directory.get(slot)? as usize,
             self.directory[slot + 1] as usize,
         );
         let run = &self.base[from..to];
-        let at = run
-            .binary_search_by(|e| order(&e.field).cmp(&order(field)))
-            .ok()?;
+        let at = run.binary_search_by(|e| e.key.cmp(key)).ok()?;
         Some(&run[at].value)
     }
 
@@ -88,16 +92,17 @@ impl Records {
     /// A new base from the old one and the changes; values of another length stay beside it.
     fn merge(&mut self) {
         let mut changes: Vec<(Field, Option<Box<[u8]>>)> = self.changes.drain().collect();
-        changes.sort_unstable_by(|a, b| order(&a.0).cmp(&order(&b.0)));
+        changes.sort_unstable_by(|a, b| key(&a.0).cmp(key(&b.0)));
         let mut base = Vec::with_capacity(self.base.len() + changes.len());
         let mut old = std::mem::take(&mut self.base).into_iter().peekable();
         for (field, value) in changes {
-            while let Some(e) = old.next_if(|e| order(&e.field) < order(&field)) {
+            let key = *key(&field);
+            while let Some(e) = old.next_if(|e| e.key < key) {
                 base.push(e);
             }
-            old.next_if(|e| e.field == field);
+            old.next_if(|e| e.key == key);
             match value.as_deref().map(<[u8; VALUE_LEN]>::try_from) {
-                Some(Ok(value)) => base.push(Entry { field, value }),
+                Some(Ok(value)) => base.push(Entry { key, value }),
                 Some(Err(_)) => {
                     self.changes.insert(field, value);
                 }
@@ -116,7 +121,7 @@ impl Records {
         self.shift = 64 - bits;
         let mut directory = Vec::with_capacity(slots + 1);
         for (i, e) in base.iter().enumerate() {
-            let s = slot(prefix(&e.field), self.shift);
+            let s = slot(prefix(&e.key), self.shift);
             while directory.len() <= s {
                 directory.push(i as u32);
             }
@@ -149,7 +154,10 @@ impl Loading {
                 if !self.others.is_empty() {
                     self.others.remove(&field);
                 }
-                self.base.push(Entry { field, value });
+                self.base.push(Entry {
+                    key: *key(&field),
+                    value,
+                });
             }
             Err(_) => {
                 self.others.insert(field, Some(value.into()));
@@ -161,12 +169,11 @@ impl Loading {
         // In place: a stable sort would take half as much memory again. A field appears once in
         // a copy (it lives in one bucket); were one repeated, either value says the same person
         // opted out, and one of them is kept.
-        self.base
-            .sort_unstable_by(|a, b| order(&a.field).cmp(&order(&b.field)));
-        self.base.dedup_by(|a, b| a.field == b.field);
-        if self.base.capacity() - self.base.len() > self.base.len() / 8 {
-            self.base.shrink_to_fit();
-        }
+        self.base.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        self.base.dedup_by(|a, b| a.key == b.key);
+        // The room the load left (it allocates a little more than the shard's expected share)
+        // would otherwise stay with the shard for its life.
+        self.base.shrink_to_fit();
         let mut records = Records {
             changes: self.others,
             ..Records::default()
@@ -176,14 +183,16 @@ impl Loading {
     }
 }
 
-/// The field's bytes after the first, as the base is ordered: its first eight as a number (what
-/// the directory reads), then the rest, then the first.
-fn order(field: &Field) -> (u64, &[u8], u8) {
-    (prefix(field), &field[9..], field[0])
+/// The field's bytes after the first.
+fn key(field: &Field) -> &Key {
+    field[1..]
+        .try_into()
+        .expect("a field is one byte longer than a key")
 }
 
-fn prefix(field: &Field) -> u64 {
-    u64::from_be_bytes(field[1..9].try_into().expect("eight bytes"))
+/// A key's first eight bytes as a number: what the directory reads.
+fn prefix(key: &Key) -> u64 {
+    u64::from_be_bytes(key[..8].try_into().expect("eight bytes"))
 }
 
 fn slot(prefix: u64, shift: u32) -> usize {
@@ -274,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn the_base_holds_a_record_in_its_field_and_value() {
-        assert_eq!(size_of::<Entry>(), 12 + VALUE_LEN);
+    fn the_base_holds_a_record_in_its_field_but_the_first_byte_and_its_value() {
+        assert_eq!(size_of::<Entry>(), FIELD_LEN - 1 + VALUE_LEN);
     }
 }

@@ -21,7 +21,7 @@ mod traced;
 mod writes;
 
 use super::{
-    Bins, Sizes, SuiteSettings, fixtures,
+    Bins, Only, Sizes, SuiteSettings, fixtures, load,
     load::{Ctx, Load},
     procs::{PgDatabase, PrivateRedis, Proc, free_port},
     table::{Row, SuiteReport},
@@ -132,22 +132,20 @@ impl Rig<'_> {
     }
 }
 
-/// Runs every group of rows, in order; with `--only-tracing`, the tracing rows alone.
+/// Runs every group of rows, in order, into `cx`'s report; with `--only`, one group alone. On an error the rows measured before it stay in the report.
 pub async fn measure(
+    cx: &mut Ctx,
     bins: &Bins,
     out: &Path,
     sizes: &Sizes,
     settings: &SuiteSettings,
     redis: &PrivateRedis,
     db: &PgDatabase,
-) -> anyhow::Result<SuiteReport> {
+) -> anyhow::Result<()> {
     let setup = Setup::new(bins, out, sizes, redis, db)?;
-    let mut cx = Ctx {
-        report: heading(settings, sizes),
-    };
-    let (server_addr, server) = rebuild::rebuild_rows(&mut cx, &setup).await?;
-    if !settings.only_tracing && !settings.only_delivery {
-        near::near_rows(&mut cx, &setup, &server).await?;
+    let (server_addr, server) = rebuild::rebuild_rows(cx, &setup).await?;
+    if settings.only.is_none() {
+        near::near_rows(cx, &setup, &server).await?;
     }
     let server = server.proc;
     let (baseline_addr, baseline) = start_baseline(&setup).await?;
@@ -175,7 +173,7 @@ pub async fn measure(
         baseline,
         checking,
     };
-    rig.warm_up(&mut cx).await?;
+    rig.warm_up(cx).await?;
     let serve_args = |listen: SocketAddr| setup.serve_args(listen);
     let traced = traced::Traced {
         bin: &bins.server,
@@ -183,7 +181,7 @@ pub async fn measure(
         args: &serve_args,
         env: &ENV,
     };
-    // Against the untraced server started above; last in a full run, alone with --only-tracing.
+    // Against the untraced server started above; last in a full run, alone with --only tracing.
     let measure_tracing = async |cx: &mut Ctx| {
         traced::tracing_rows(
             cx,
@@ -194,11 +192,11 @@ pub async fn measure(
         )
         .await
     };
-    if settings.only_tracing {
-        let tracing = measure_tracing(&mut cx).await;
+    if settings.only == Some(Only::Tracing) {
+        let tracing = measure_tracing(cx).await;
         rig.stop().await;
         cx.report.rows.extend(tracing?);
-        return Ok(cx.report);
+        return Ok(());
     }
 
     let opt_out_data = fixtures::opt_out_data();
@@ -207,61 +205,56 @@ pub async fn measure(
         data: &opt_out_data,
         ..checking
     };
-    if settings.only_delivery {
-        let delivery = delivery::delivery_rows(
-            &mut cx,
-            &rig,
-            opting_out,
-            settings.smoke,
-            settings.delivery_rate,
-        )
-        .await;
+    if settings.only == Some(Only::Delivery) {
+        let delivery =
+            delivery::delivery_rows(cx, &rig, opting_out, settings.smoke, settings.delivery_rate)
+                .await;
         rig.stop().await;
-        delivery?;
-        return Ok(cx.report);
+        return delivery;
     }
 
-    let checked = checks::check_rows(&mut cx, &rig, &check_probes).await?;
-    let outside_requests = if settings.smoke { 200 } else { 20_000 };
-    outside::outside_rows(&mut cx, &rig, out, outside_requests).await?;
-    let batched = checks::batch_rows(&mut cx, &rig).await?;
-    controls::controls_rows(&mut cx, &rig, settings.smoke).await?;
-    topology::topology_rows(&mut cx, &rig, &settings.redis_server).await?;
-    // OptOut, DURABLE, on PostgreSQL; then the same load without the audit log.
-    let opted = writes::opt_out_rows(&mut cx, &rig, opting_out, checked.base_rps).await?;
-    writes::audit_rows(&mut cx, &rig, opting_out, opted.rps).await?;
-    // Webhook delivery of the same opt-outs, open loop; its destination is removed afterwards.
-    delivery::delivery_rows(
-        &mut cx,
-        &rig,
-        opting_out,
-        settings.smoke,
-        settings.delivery_rate,
-    )
-    .await?;
+    if settings.only == Some(Only::Writes) {
+        let writes = async {
+            let base = cx.load("baseline", rig.baseline_addr, checking).await?;
+            let opted = writes::opt_out_rows(cx, &rig, opting_out, load::ok_rps(&base)).await?;
+            writes::audit_rows(cx, &rig, opting_out, opted.rps).await
+        }
+        .await;
+        rig.stop().await;
+        return writes;
+    }
 
-    let tracing = measure_tracing(&mut cx).await?;
+    let checked = checks::check_rows(cx, &rig, &check_probes).await?;
+    let outside_requests = if settings.smoke { 200 } else { 20_000 };
+    outside::outside_rows(cx, &rig, out, outside_requests).await?;
+    let batched = checks::batch_rows(cx, &rig).await?;
+    controls::controls_rows(cx, &rig, settings.smoke).await?;
+    topology::topology_rows(cx, &rig, &settings.redis_server).await?;
+    // OptOut, DURABLE, on PostgreSQL; then the same load without the audit log.
+    let opted = writes::opt_out_rows(cx, &rig, opting_out, checked.base_rps).await?;
+    writes::audit_rows(cx, &rig, opting_out, opted.rps).await?;
+    // Webhook delivery of the same opt-outs, open loop; its destination is removed afterwards.
+    delivery::delivery_rows(cx, &rig, opting_out, settings.smoke, settings.delivery_rate).await?;
+
+    let tracing = measure_tracing(cx).await?;
     cx.report.rows.extend(tracing);
     cx.report
         .rows
         .extend(cpu_rows(&checked, batched, opted.cpu));
     rig.stop().await;
-    Ok(cx.report)
+    Ok(())
 }
 
 /// The report before any row: when, how, on what machine.
-fn heading(settings: &SuiteSettings, sizes: &Sizes) -> SuiteReport {
+pub(super) fn heading(settings: &SuiteSettings, sizes: &Sizes) -> SuiteReport {
     SuiteReport {
         date: crate::report::now_rfc3339(),
-        mode: match (
-            settings.smoke,
-            settings.only_tracing,
-            settings.only_delivery,
-        ) {
-            (_, true, _) => "tracing rows only",
-            (_, _, true) => "delivery rows only",
-            (true, false, false) => "smoke",
-            (false, false, false) => "full",
+        mode: match (settings.smoke, settings.only) {
+            (_, Some(Only::Tracing)) => "tracing rows only",
+            (_, Some(Only::Delivery)) => "delivery rows only",
+            (_, Some(Only::Writes)) => "write rows only",
+            (true, None) => "smoke",
+            (false, None) => "full",
         }
         .into(),
         machine: machine(),

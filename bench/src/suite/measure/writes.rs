@@ -4,7 +4,7 @@
 use super::{Cpu, ENV, PREFIX, Rig, Setup, rebuild::wait_complete};
 use crate::suite::{
     load::{Ctx, Load, cpu_per_call, ms, ok_rps, p},
-    procs::{Proc, free_port},
+    procs::{Proc, cpu_time, cpu_time_of_all, free_port},
     table::Row,
 };
 use std::net::SocketAddr;
@@ -35,9 +35,15 @@ pub(super) async fn opt_out_rows(
     let c = rig.setup.sizes.concurrency;
     eprintln!("OptOut DURABLE on PostgreSQL…");
     let (cpu, redis_cpu) = (server.cpu(), redis.cpu());
+    let (pg_cpu, client_cpu) = (cpu_time_of_all("postgres"), own_cpu());
     let opt = cx.load("opt-out-durable", server_addr, opting_out).await?;
     let opt_cpu = cpu_per_call(server.cpu() - cpu, opt.count);
     let opt_redis_cpu = cpu_per_call(redis.cpu() - redis_cpu, opt.count);
+    let opt_pg_cpu = cpu_per_call(
+        cpu_time_of_all("postgres").saturating_sub(pg_cpu),
+        opt.count,
+    );
+    let opt_client_cpu = cpu_per_call(own_cpu().saturating_sub(client_cpu), opt.count);
     let opt_p99 = p(&opt, 99);
     cx.report.rows.push(Row::new(
         "opt_out_durable_rps",
@@ -45,6 +51,23 @@ pub(super) async fn opt_out_rows(
         ok_rps(&opt),
         format!("{:.0}/s", ok_rps(&opt)),
         format!("empty handler (CheckSuppressed) {:.0}/s", base_rps),
+    ));
+    // What one opt-out costs the whole machine, and the throughput its cores would allow were
+    // they spent on nothing else: whether a throughput target fits this machine at all.
+    let total = opt_cpu + opt_redis_cpu + opt_pg_cpu + opt_client_cpu;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cx.report.rows.push(Row::new(
+        "opt_out_machine_cpu_us",
+        "CPU per OptOut DURABLE, all processes (the machine's ceiling)",
+        total,
+        format!(
+            "{total:.0} µs ({:.0}/s on {cores} cores)",
+            cores as f64 * 1e6 / total.max(1.0)
+        ),
+        format!(
+            "server {opt_cpu:.0}, PostgreSQL {opt_pg_cpu:.0}, Redis {opt_redis_cpu:.0}, load \
+             client {opt_client_cpu:.0} µs"
+        ),
     ));
     cx.report.rows.push(Row::new(
         "opt_out_durable_p99_ms",
@@ -140,6 +163,11 @@ pub(super) async fn audit_rows(
         ),
     ));
     Ok(())
+}
+
+/// CPU time this process (the load client) has used so far.
+fn own_cpu() -> std::time::Duration {
+    cpu_time(std::process::id()).unwrap_or_default()
 }
 
 /// `suppressd-bench serve-unaudited` on the same Redis (under its own prefix) and database, once it
