@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ServeUnaudited(mut settings) => {
             anyhow::ensure!(
-                settings.dev_no_auth,
+                settings.auth.dev_no_auth,
                 "serve-unaudited is a benchmark baseline and needs --dev-no-auth"
             );
             settings.bench_unaudited = true;
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ServeConnectionManager(mut settings) => {
             anyhow::ensure!(
-                settings.dev_no_auth,
+                settings.auth.dev_no_auth,
                 "serve-connection-manager is a benchmark baseline and needs --dev-no-auth"
             );
             settings.bench_connection_manager = true;

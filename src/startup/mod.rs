@@ -3,20 +3,21 @@
 //! [`Application::run_until`] serves until a shutdown future resolves, which is what lets every test
 //! start the real server.
 //!
-//! The tasks that run beside the server live in `background`; this file builds the process and
-//! serves.
+//! The tasks that run beside the server live in `background`, the secrets and TLS it loads first in
+//! `secrets`; this file builds the process and serves.
 
 mod background;
 pub mod health;
+mod secrets;
 
 use crate::{
     admin::Admin,
     api::{self, Router},
     audit::AuditLog,
-    auth::{KeyStore, KeyTable},
+    auth::KeyStore,
     cache::{Cache, layouts::Announcer, near::NearCache},
     config::ServeSettings,
-    domain::{Clock, Pepper},
+    domain::Clock,
     service::{
         ServiceSettings, Suppressions, Vault,
         controls::ControlsPoller,
@@ -29,10 +30,11 @@ use crate::{
 };
 use anyhow::Context;
 use background::Background;
+use secrets::Secrets;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::transport::ServerTlsConfig;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// How long a worker read blocks waiting for new entries (also bounds its shutdown).
@@ -83,14 +85,14 @@ impl Application {
             Arc::new(secrets.keys.clone()),
             clock.clone(),
             ServiceSettings {
-                durable_wait: settings.durable_wait(),
-                backlog_limit: settings.backlog_limit,
+                durable_wait: settings.write_behind.durable_wait(),
+                backlog_limit: settings.write_behind.backlog_limit,
                 audit_log: secrets.audit_log.clone(),
                 replica: replica.clone(),
-                controls_poll: settings.controls_poll,
-                controls_stale_after: settings.controls_stale_after,
-                watch_poll: settings.watch_poll,
-                deadlines: settings.deadline_rules()?,
+                controls_poll: settings.controls.controls_poll,
+                controls_stale_after: settings.controls.controls_stale_after,
+                watch_poll: settings.changes.watch_poll,
+                deadlines: settings.deadlines.rules()?,
             },
             waiters.clone(),
             trigger.clone(),
@@ -108,11 +110,11 @@ impl Application {
         let deliverer = Deliverer::new(
             service.clone(),
             DeliverySettings {
-                interval: settings.delivery_interval,
-                failure_budget: settings.delivery_failure_budget,
-                backoff_base: settings.delivery_backoff_base,
-                backoff_max: settings.delivery_backoff_max,
-                request_timeout: settings.delivery_timeout,
+                interval: settings.changes.delivery_interval,
+                failure_budget: settings.changes.delivery_failure_budget,
+                backoff_base: settings.changes.delivery_backoff_base,
+                backoff_max: settings.changes.delivery_backoff_max,
+                request_timeout: settings.changes.delivery_timeout,
             },
             replica.clone(),
         )
@@ -142,8 +144,8 @@ impl Application {
             store = store.engine(),
             admin = ?admin.as_ref().map(Admin::local_addr),
             tls = tls_on,
-            mtls = settings.tls_client_ca.is_some(),
-            authentication = !settings.dev_no_auth,
+            mtls = settings.auth.tls_client_ca.is_some(),
+            authentication = !settings.auth.dev_no_auth,
             "suppressd ready to serve"
         );
         Ok(Application {
@@ -161,9 +163,9 @@ impl Application {
                 rebuilder,
                 controls,
                 deliverer,
-                controls_poll: settings.controls_poll,
-                trigger_flush: settings.trigger_flush,
-                deadlines_refresh: settings.deadlines_refresh,
+                controls_poll: settings.controls.controls_poll,
+                trigger_flush: settings.controls.trigger_flush,
+                deadlines_refresh: settings.deadlines.deadlines_refresh,
                 near: (!settings.no_near_cache).then_some(near),
                 announcer,
                 admin,
@@ -263,57 +265,6 @@ async fn serve(
     }
 }
 
-/// The secrets and TLS settings the process runs with; the development ones are announced loudly.
-struct Secrets {
-    keys: KeyStore,
-    tls: Option<ServerTlsConfig>,
-    pepper: Pepper,
-    audit_log: AuditLog,
-}
-
-impl Secrets {
-    fn load(settings: &ServeSettings) -> anyhow::Result<Secrets> {
-        let key_store = match &settings.keys {
-            Some(path) => KeyStore::load(path)?,
-            // Only with --dev-no-auth (which refuses a key file): a token key made for this run,
-            // so a developer can issue and follow unsubscribe links; they stop working at restart.
-            None => {
-                let mut keys = KeyTable::default();
-                let id = format!("dev-{:08x}", rand::random::<u32>());
-                keys.tokens.add(&id, &rand::random(), true)?;
-                KeyStore::fixed(keys)
-            }
-        };
-        if settings.dev_no_auth {
-            tracing::warn!(
-                "!!! --dev-no-auth: authentication is OFF and every caller is an admin. Listening on \
-             loopback only. Never run like this outside a developer machine !!!"
-            );
-        }
-        let tls = tls_config(settings)?;
-        let (pepper, dev_pepper) = settings.pepper()?;
-        if dev_pepper {
-            tracing::warn!(
-                "!!! SUPPRESSD_PEPPER is not set: using the DEVELOPMENT pepper. Recipient hashes are \
-             guessable; never run like this with real data !!!"
-            );
-        }
-        let (audit_log, dev_audit_key) = settings.audit_log()?;
-        if dev_audit_key {
-            tracing::warn!(
-                "!!! SUPPRESSD_AUDIT_SIGNING_KEY is not set: audit checkpoints are signed with the \
-             DEVELOPMENT key, which anyone can use to forge them !!!"
-            );
-        }
-        Ok(Secrets {
-            keys: key_store,
-            tls,
-            pepper,
-            audit_log,
-        })
-    }
-}
-
 /// Opens the durable store (running its migrations) and connects to Redis.
 async fn connect(settings: &ServeSettings) -> anyhow::Result<(Store, Cache)> {
     let store = Store::connect(&settings.store_url)
@@ -322,7 +273,7 @@ async fn connect(settings: &ServeSettings) -> anyhow::Result<(Store, Cache)> {
     #[cfg(feature = "bench-baseline")]
     if settings.bench_connection_manager {
         let cache =
-            Cache::connect_on_connection_manager(&settings.redis_url, settings.cache_keys()?)
+            Cache::connect_on_connection_manager(&settings.redis.redis_url, settings.cache_keys()?)
                 .await
                 .context("connecting to Redis")?;
         return Ok((store, cache));
@@ -351,9 +302,9 @@ async fn workers(
             replica,
             g.group(),
             WorkerSettings {
-                batch: settings.worker_batch as usize,
+                batch: settings.write_behind.worker_batch as usize,
                 block: WORKER_BLOCK,
-                claim_idle: settings.worker_claim_idle(),
+                claim_idle: settings.write_behind.worker_claim_idle(),
                 #[cfg(feature = "failpoints")]
                 crash_after_commit: settings.failpoint_crash_after_commit,
             },
@@ -375,11 +326,11 @@ async fn bind_grpc(
         service,
         api::ApiSettings {
             keys,
-            authenticate: !settings.dev_no_auth,
-            rate_limit_per_principal: settings.rate_limit_per_principal,
-            max_concurrent_checks: settings.max_concurrent_checks as usize,
-            max_concurrent_writes: settings.max_concurrent_writes as usize,
-            max_concurrent_audit_reads: settings.max_concurrent_audit_reads as usize,
+            authenticate: !settings.auth.dev_no_auth,
+            rate_limit_per_principal: settings.limits.rate_limit_per_principal,
+            max_concurrent_checks: settings.limits.max_concurrent_checks as usize,
+            max_concurrent_writes: settings.limits.max_concurrent_writes as usize,
+            max_concurrent_audit_reads: settings.limits.max_concurrent_audit_reads as usize,
             tls,
         },
     )?;
@@ -412,22 +363,6 @@ async fn bind_http(
         }
         None => None,
     })
-}
-
-/// The gRPC server's TLS: a certificate and key, and for mTLS the CA that client certificates must
-/// chain to (a client without one is refused at the handshake).
-fn tls_config(settings: &ServeSettings) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = &settings.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(Some(tls))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -31,8 +31,8 @@ fn keys() -> Keys {
 async fn spawn_signed(backend: Backend, keys: &Keys) -> TestApp {
     let signer = keys.signer.clone();
     spawn_app_with(backend, Clock::System, move |s| {
-        s.audit_signing_key = Some(signer);
-        s.audit_origin = "audit.test/log".into();
+        s.secrets.audit_signing_key = Some(signer);
+        s.secrets.audit_origin = "audit.test/log".into();
     })
     .await
 }
@@ -236,8 +236,8 @@ async fn expiries_are_on_the_record_once(backend: Backend) {
     let clock = Clock::manual(start);
     let signer = keys.signer.clone();
     let mut app = spawn_app_with(backend, clock.clone(), move |s| {
-        s.audit_signing_key = Some(signer);
-        s.audit_origin = "audit.test/log".into();
+        s.secrets.audit_signing_key = Some(signer);
+        s.secrets.audit_origin = "audit.test/log".into();
     })
     .await;
     let hour = 3_600_000;

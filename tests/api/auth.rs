@@ -332,8 +332,8 @@ async fn sighup_reloads_the_key_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_no_auth_serves_loopback_without_keys_and_refuses_anything_else() {
     let app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
-        s.keys = None;
-        s.dev_no_auth = true;
+        s.auth.keys = None;
+        s.auth.dev_no_auth = true;
     })
     .await;
     let mut anonymous = app.client_with_key(None).await;
@@ -394,8 +394,8 @@ async fn dev_no_auth_serves_loopback_without_keys_and_refuses_anything_else() {
 async fn dev_no_auth_with_a_key_file_is_refused() {
     let mut settings = ServeSettings::defaults();
     settings.listen = "127.0.0.1:0".parse().unwrap();
-    settings.dev_no_auth = true;
-    settings.keys = Some(shared_key_file().into());
+    settings.auth.dev_no_auth = true;
+    settings.auth.keys = Some(shared_key_file().into());
     let err = Application::build(&settings, Clock::System)
         .await
         .err()
@@ -418,17 +418,17 @@ async fn a_key_file_open_to_others_is_refused_when_strict() {
     std::fs::write(&path, key_file_text(&[])).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut settings = ServeSettings::defaults();
-    settings.keys = Some(path.clone());
-    settings.strict_key_file = true;
+    settings.auth.keys = Some(path.clone());
+    settings.auth.strict_key_file = true;
     let err = settings
         .check()
         .expect_err("a world-readable key file is refused");
     assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
-    settings.strict_key_file = false;
+    settings.auth.strict_key_file = false;
     settings.check().expect("without the flag it only warns");
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    settings.strict_key_file = true;
+    settings.auth.strict_key_file = true;
     settings.check().expect("a private key file is accepted");
 }
 
@@ -436,7 +436,7 @@ async fn a_key_file_open_to_others_is_refused_when_strict() {
 async fn without_a_key_file_the_server_refuses_to_start() {
     let mut settings = ServeSettings::defaults();
     settings.listen = "127.0.0.1:0".parse().unwrap();
-    assert!(settings.keys.is_none() && !settings.dev_no_auth);
+    assert!(settings.auth.keys.is_none() && !settings.auth.dev_no_auth);
     let err = Application::build(&settings, Clock::System)
         .await
         .err()

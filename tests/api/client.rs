@@ -344,7 +344,7 @@ async fn with_redis_and_the_store_down_the_client_never_says_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_calls_are_retried_after_the_servers_retry_info() {
     let app = spawn_app_with(Backend::Sqlite, suppressd::domain::Clock::System, |s| {
-        s.rate_limit_per_principal = 2;
+        s.limits.rate_limit_per_principal = 2;
     })
     .await;
     let config = ClientConfig::new(app.addr.to_string()).api_key(CHECK_KEY);

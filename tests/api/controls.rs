@@ -124,7 +124,7 @@ pub fn assert_halted(answer: &proto::CheckSuppressedResponse, id: &str) {
 async fn a_halt_survives_restarts_and_redis_loss(backend: Backend) {
     let mut redis = PrivateRedis::start().await;
     let url = redis.url();
-    let mut app = spawn_app_with(backend, Clock::System, |s| s.redis_url = url).await;
+    let mut app = spawn_app_with(backend, Clock::System, |s| s.redis.redis_url = url).await;
     let notice = scope("acme", Channel::Sms, "recall", "RC-7");
     let halt = app
         .client

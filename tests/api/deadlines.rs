@@ -60,7 +60,7 @@ async fn deadlines_cross_weekends_and_holidays_and_say_whether_they_were_met(bac
     )
     .unwrap();
     let mut app = spawn_app_with(backend, Clock::manual(START_MS), |s| {
-        s.deadlines_file = Some(rules);
+        s.deadlines.deadlines_file = Some(rules);
     })
     .await;
 

@@ -195,7 +195,7 @@ async fn sender_twice(sender: impl Fn(&str, &str) -> Command) {
     )
     .unwrap();
     let app = spawn_app_with(Backend::Sqlite, suppressd::domain::Clock::System, |s| {
-        s.keys = Some(key_file)
+        s.auth.keys = Some(key_file)
     })
     .await;
     let addr = app.addr.to_string();

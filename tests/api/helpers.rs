@@ -244,13 +244,13 @@ tokio::task_local! {
 pub fn settings(store_url: &str, redis_url: &str, prefix: &str) -> ServeSettings {
     let mut s = ServeSettings::defaults();
     s.listen = "127.0.0.1:0".parse().unwrap();
-    s.redis_url = redis_url.to_owned();
-    s.redis_prefix = prefix.to_owned();
+    s.redis.redis_url = redis_url.to_owned();
+    s.redis.redis_prefix = prefix.to_owned();
     s.store_url = store_url.to_owned();
-    s.pepper = Some(PEPPER.to_owned());
-    s.keys = Some(PathBuf::from(shared_key_file()));
+    s.secrets.pepper = Some(PEPPER.to_owned());
+    s.auth.keys = Some(PathBuf::from(shared_key_file()));
     s.cache_bucket_bits = 6;
-    s.durable_wait_ms = 5_000;
+    s.write_behind.durable_wait_ms = 5_000;
     s.shutdown_grace_ms = 5_000;
     s
 }
@@ -296,10 +296,10 @@ pub async fn spawn_app_with(
         key_file_text(&[(TOKEN_KEY.0, TOKEN_KEY.1, true)]),
     )
     .unwrap();
-    settings.keys = Some(key_file);
+    settings.auth.keys = Some(key_file);
     if let Ok(seeds) = ON_CLUSTER.try_with(String::clone) {
-        settings.redis_url = seeds;
-        settings.redis_cluster = true;
+        settings.redis.redis_url = seeds;
+        settings.redis.redis_cluster = true;
     }
     tweak(&mut settings);
     let mut app = TestApp {
@@ -338,7 +338,7 @@ impl TestApp {
         self.handle = Some(tokio::spawn(app.run_until(async {
             let _ = rx.await;
         })));
-        self.client = if self.settings.tls_cert.is_some() {
+        self.client = if self.settings.auth.tls_cert.is_some() {
             // A TLS test connects with its own CA (tests/api/tls.rs).
             client_with(
                 Channel::from_static("http://127.0.0.1:1").connect_lazy(),
@@ -389,12 +389,12 @@ impl TestApp {
     }
 
     pub fn prefix(&self) -> &str {
-        &self.settings.redis_prefix
+        &self.settings.redis.redis_prefix
     }
 
     /// What an empty Redis looks like to this test: every key of its prefix gone.
     pub fn flush_redis(&self) {
-        delete_prefix(&self.settings.redis_url, self.prefix());
+        delete_prefix(&self.settings.redis.redis_url, self.prefix());
     }
 
     pub async fn store(&self) -> Store {
@@ -496,7 +496,10 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        delete_prefix(&self.settings.redis_url, &self.settings.redis_prefix);
+        delete_prefix(
+            &self.settings.redis.redis_url,
+            &self.settings.redis.redis_prefix,
+        );
     }
 }
 

@@ -234,7 +234,7 @@ async fn only_an_admin_imports_rolls_back_or_lists(backend: Backend) {
 async fn an_import_while_redis_is_unreachable_is_refused_and_stores_nothing(backend: Backend) {
     let _one = one_import_at_a_time().await;
     let mut redis = PrivateRedis::start().await;
-    let mut app = spawn_app_with(backend, Clock::System, |s| s.redis_url = redis.url()).await;
+    let mut app = spawn_app_with(backend, Clock::System, |s| s.redis.redis_url = redis.url()).await;
     app.wait_cache_complete().await;
     let first = import(
         &mut app.client,

@@ -43,7 +43,7 @@ pub(crate) async fn app_with_entries(
     let keys = key_file(extra);
     spawn_app_with(Backend::Sqlite, Clock::System, move |s| {
         s.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        s.keys = Some(keys);
+        s.auth.keys = Some(keys);
         tweak(s);
     })
     .await
@@ -436,8 +436,8 @@ async fn an_outage_answers_503_and_the_redelivery_is_taken() {
     let (store_url, redis_url) = (pg.url(), redis.url());
     let mut app = app_with(move |s| {
         s.store_url = store_url;
-        s.redis_url = redis_url;
-        s.durable_wait_ms = 500;
+        s.redis.redis_url = redis_url;
+        s.write_behind.durable_wait_ms = 500;
     })
     .await;
     let front = app.http_addr.unwrap();

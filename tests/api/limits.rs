@@ -31,8 +31,8 @@ fn batch(n: usize) -> proto::CheckSuppressedBatchRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_checks_is_shed_while_opt_outs_and_health_carry_on() {
     let app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
-        s.max_concurrent_checks = 4;
-        s.max_concurrent_writes = 2;
+        s.limits.max_concurrent_checks = 4;
+        s.limits.max_concurrent_writes = 2;
     })
     .await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
@@ -135,7 +135,7 @@ async fn a_burst_of_checks_is_shed_while_opt_outs_and_health_carry_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_principal_over_its_rate_limit_is_refused_and_others_are_not() {
     let app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
-        s.rate_limit_per_principal = 2;
+        s.limits.rate_limit_per_principal = 2;
     })
     .await;
     let mut checker = app.client_with_key(Some(CHECK_KEY)).await;
@@ -173,7 +173,7 @@ async fn a_principal_over_its_rate_limit_is_refused_and_others_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_anonymous_audit_reads_never_starves_a_persons_opt_out() {
     let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
-        s.rate_limit_per_principal = 2;
+        s.limits.rate_limit_per_principal = 2;
     })
     .await;
     let token = crate::tokens::issue(

@@ -80,7 +80,7 @@ async fn suppressed(client: &mut Client, address: &str) -> bool {
 
 /// Deletes an opt-out's field from Redis directly, behind the change feed's back.
 async fn remove_behind_the_feed(app: &TestApp, address: &str) {
-    let (pepper, _) = app.settings.pepper().unwrap();
+    let (pepper, _) = app.settings.secrets.pepper().unwrap();
     let subject = pepper.subject(&Recipient::parse(RecipientKind::Email, address).unwrap());
     let scope = Scope::parse("acme", Some(DomainChannel::Email), "recall", "").unwrap();
     let bucket = app.cache().await.keys().bucket_for(&subject);

@@ -611,8 +611,8 @@ async fn child_counts_destination_deadlines() {
     .unwrap();
     let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
         s.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-        s.deadlines_file = Some(rules.clone());
-        s.deadlines_refresh = Duration::from_millis(100);
+        s.deadlines.deadlines_file = Some(rules.clone());
+        s.deadlines.deadlines_refresh = Duration::from_millis(100);
         crate::webhooks::fast_delivery(s);
     })
     .await;

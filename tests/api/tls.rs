@@ -88,10 +88,10 @@ impl Pki {
             ),
         );
         let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
-            s.tls_cert = Some(cert);
-            s.tls_key = Some(key);
-            s.tls_client_ca = mtls.then_some(ca);
-            s.keys = Some(keys);
+            s.auth.tls_cert = Some(cert);
+            s.auth.tls_key = Some(key);
+            s.auth.tls_client_ca = mtls.then_some(ca);
+            s.auth.keys = Some(keys);
         })
         .await;
         // The harness's plaintext client cannot talk to a TLS port; give it a TLS one.

@@ -285,8 +285,8 @@ async fn one_click_is_taken_while_redis_is_down() {
     let url = redis.url();
     let mut app = spawn_app_with(Backend::Sqlite, Clock::System, |s| {
         s.http_listen = Some("127.0.0.1:0".parse().unwrap());
-        s.redis_url = url;
-        s.durable_wait_ms = 500;
+        s.redis.redis_url = url;
+        s.write_behind.durable_wait_ms = 500;
     })
     .await;
     let front = app.http_addr.unwrap();

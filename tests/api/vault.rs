@@ -148,7 +148,7 @@ async fn a_kept_identifier_opens_only_through_the_vault(backend: Backend) {
 
 /// Every value under the app's prefix in Redis, as text.
 fn redis_dump(app: &TestApp) -> String {
-    let client = redis::Client::open(app.settings.redis_url.as_str()).unwrap();
+    let client = redis::Client::open(app.settings.redis.redis_url.as_str()).unwrap();
     let mut conn = client.get_connection().unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}*", app.prefix()))

@@ -153,10 +153,10 @@ pub fn register(url: &str) -> proto::RegisterDestinationRequest {
 }
 
 pub fn fast_delivery(s: &mut suppressd::config::ServeSettings) {
-    s.delivery_interval = Duration::from_millis(20);
-    s.delivery_backoff_base = Duration::from_millis(20);
-    s.delivery_backoff_max = Duration::from_millis(100);
-    s.delivery_failure_budget = 3;
+    s.changes.delivery_interval = Duration::from_millis(20);
+    s.changes.delivery_backoff_base = Duration::from_millis(20);
+    s.changes.delivery_backoff_max = Duration::from_millis(100);
+    s.changes.delivery_failure_budget = 3;
 }
 
 /// The receipt once its first destination has it delivered (the delivery row is written just

@@ -41,11 +41,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeSettings, &std::path::P
     std::fs::write(&key_file, entry).unwrap();
     let mut settings = ServeSettings::defaults();
     settings.listen = "127.0.0.1:0".parse().unwrap();
-    settings.redis_url = redis_url();
-    settings.redis_prefix = format!("bt{}:", uuid::Uuid::new_v4().simple());
+    settings.redis.redis_url = redis_url();
+    settings.redis.redis_prefix = format!("bt{}:", uuid::Uuid::new_v4().simple());
     settings.store_url = format!("sqlite://{}", dir.path().join("store.db").display());
-    settings.pepper = Some("bench-test-pepper-0123456789".into());
-    settings.keys = Some(key_file);
+    settings.secrets.pepper = Some("bench-test-pepper-0123456789".into());
+    settings.auth.keys = Some(key_file);
     settings.cache_bucket_bits = 6;
     tweak(&mut settings, dir.path());
     let app = Application::build(&settings, Clock::System)
@@ -80,8 +80,11 @@ impl TestApp {
 
     /// Waits until the rebuild marked the cache complete (it runs in the background by design).
     pub async fn wait_cache_complete(&self) {
-        let keys = Keys::new(&self.settings.redis_prefix, self.settings.cache_bucket_bits);
-        let cache = Cache::connect_url(&self.settings.redis_url, keys)
+        let keys = Keys::new(
+            &self.settings.redis.redis_prefix,
+            self.settings.cache_bucket_bits,
+        );
+        let cache = Cache::connect_url(&self.settings.redis.redis_url, keys)
             .await
             .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -133,8 +136,8 @@ impl Pki {
             let key = dir.join("server.key");
             std::fs::write(&cert, &self.server_cert_pem).unwrap();
             std::fs::write(&key, &self.server_key_pem).unwrap();
-            s.tls_cert = Some(cert);
-            s.tls_key = Some(key);
+            s.auth.tls_cert = Some(cert);
+            s.auth.tls_key = Some(key);
         })
         .await
     }

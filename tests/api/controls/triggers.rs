@@ -305,7 +305,7 @@ async fn counts_that_cannot_reach_redis_are_dropped_and_counted_as_lost() {
     let mut redis = PrivateRedis::start().await;
     let url = redis.url();
     let mut app = spawn_app_with(Backend::Postgres, Clock::System, |s| {
-        s.redis_url = url;
+        s.redis.redis_url = url;
         s.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;

@@ -20,8 +20,8 @@ async fn app_on(seeds: &str) -> TestApp {
         Backend::Sqlite,
         suppressd::domain::Clock::System,
         move |s| {
-            s.redis_url = seeds;
-            s.redis_cluster = true;
+            s.redis.redis_url = seeds;
+            s.redis.redis_cluster = true;
             s.no_near_cache = true;
         },
     )

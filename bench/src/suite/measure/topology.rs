@@ -65,7 +65,9 @@ pub(super) async fn topology_rows(
     on_cluster.wait_listening(on_cluster_addr).await?;
     let topology = Topology::Cluster(cluster.seed_list());
     // The server's default number of slot groups (`--redis-slot-groups`).
-    let groups = suppressd::config::ServeSettings::defaults().redis_slot_groups;
+    let groups = suppressd::config::ServeSettings::defaults()
+        .redis
+        .redis_slot_groups;
     let keys = Keys::for_topology(PREFIX, setup.bits, groups, &topology);
     wait_complete(&topology, &keys, sizes.rebuild_limit).await?;
     warm_up(cx, on_cluster_addr, checking, sizes.warmup).await?;
