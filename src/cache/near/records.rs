@@ -18,7 +18,13 @@
 //! `HashMap` under the same random writes.
 
 use crate::cache::layout::{FIELD_LEN, Field, VALUE_LEN};
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+};
+
+/// The changes beside the base, by field.
+type Changes = HashMap<Field, Option<Box<[u8]>>, BuildHasherDefault<FieldHasher>>;
 
 /// Base entries per directory slot, on average.
 const PER_SLOT: usize = 4;
@@ -45,7 +51,7 @@ pub(super) struct Records {
     directory: Vec<u32>,
     shift: u32,
     /// Changes not yet merged (`None`: removed), and values of another length.
-    changes: HashMap<Field, Option<Box<[u8]>>>,
+    changes: Changes,
     /// Writes since the last merge.
     writes: usize,
 }
@@ -54,7 +60,9 @@ impl Records {
     /// The value of `field`, if the shard holds one. Every field of a shard has the same first
     /// byte (the shard's).
     pub(super) fn get(&self, field: &Field) -> Option<&[u8]> {
-        if let Some(change) = self.changes.get(field) {
+        if !self.changes.is_empty()
+            && let Some(change) = self.changes.get(field)
+        {
             return change.as_deref();
         }
         let key = key(field);
@@ -136,7 +144,7 @@ impl Records {
 #[derive(Default)]
 pub(super) struct Loading {
     base: Vec<Entry>,
-    others: HashMap<Field, Option<Box<[u8]>>>,
+    others: Changes,
 }
 
 impl Loading {
@@ -144,7 +152,7 @@ impl Loading {
     pub(super) fn new(records: usize) -> Loading {
         Loading {
             base: Vec::with_capacity(records),
-            others: HashMap::new(),
+            others: Changes::default(),
         }
     }
 
@@ -180,6 +188,27 @@ impl Loading {
         };
         records.index(self.base);
         records
+    }
+}
+
+/// Hashes a field by taking its last eight bytes as they are: fields are keyed hashes, uniform and
+/// out of anyone's aim (see the module doc), so hashing them again (SipHash, the map's default)
+/// only spends time; the first byte is the shard's, the same for every field of a map.
+#[derive(Default)]
+struct FieldHasher(u64);
+
+impl Hasher for FieldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // A field hashes as its length, then its bytes (`Hash for [u8; N]`); only the bytes count.
+        if let Some(tail) = bytes.last_chunk::<8>() {
+            self.0 = u64::from_ne_bytes(*tail);
+        }
+    }
+
+    fn write_usize(&mut self, _length: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
