@@ -177,7 +177,7 @@ impl Loading {
         // In place: a stable sort would take half as much memory again. A field appears once in
         // a copy (it lives in one bucket); were one repeated, either value says the same person
         // opted out, and one of them is kept.
-        self.base.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        self.base.sort_unstable_by_key(|a| a.key);
         self.base.dedup_by(|a, b| a.key == b.key);
         // The room the load left (it allocates a little more than the shard's expected share)
         // would otherwise stay with the shard for its life.
