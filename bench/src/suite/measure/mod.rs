@@ -132,7 +132,8 @@ impl Rig<'_> {
     }
 }
 
-/// Runs every group of rows, in order, into `cx`'s report; with `--only`, one group alone. On an error the rows measured before it stay in the report.
+/// Runs every group of rows, in order, into `cx`'s report; with `--only`, one group alone. On an
+/// error the rows measured before it stay in the report.
 pub async fn measure(
     cx: &mut Ctx,
     bins: &Bins,
