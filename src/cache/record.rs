@@ -182,22 +182,24 @@ impl Cache {
         let names: Vec<String> = layouts.iter().map(|(l, _)| l.to_string()).collect();
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
-        for s in records {
+        for batch in records.chunks(layout::MERGE_BATCH) {
             let call = pipe.cmd("EVALSHA").arg(self.merge.get_hash());
-            call.arg(1 + layouts.len() + if feed { 3 } else { 0 })
+            call.arg(1 + batch.len() * layouts.len() + if feed { 3 } else { 0 })
                 .arg(keys.layouts());
-            for (_, layout) in layouts {
-                call.arg(layout.bucket_for(&s.subject));
+            for s in batch {
+                for (_, layout) in layouts {
+                    call.arg(layout.bucket_for(&s.subject));
+                }
             }
             if feed {
                 call.arg(keys.writes())
                     .arg(keys.changes())
                     .arg(keys.change_seq());
             }
-            call.arg(&layout::field(&s.subject, &s.scope)[..])
-                .arg(layout::encode_value(&Match::from(s)));
-            for name in &names {
-                call.arg(name);
+            call.arg(layouts.len()).arg(&names);
+            for s in batch {
+                call.arg(&layout::field(&s.subject, &s.scope)[..])
+                    .arg(layout::encode_value(&Match::from(*s)));
             }
         }
         pipe.incr(keys.writes(), 1);

@@ -374,3 +374,35 @@ async fn the_merge_loads_its_script_again_when_redis_has_forgotten_it() {
         }
     }
 }
+
+/// A merge writes a group's records in script calls of `MERGE_BATCH` records each: every record of
+/// a merge that takes several calls reaches its bucket and feeds a change of its own, and the
+/// same records merged again change nothing and feed nothing.
+#[tokio::test]
+async fn a_merge_of_several_script_calls_writes_and_feeds_every_record() {
+    let keys = Keys::new(&prefix(), 4);
+    let cache = Cache::connect_url(redis_url(), keys.clone()).await.unwrap();
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let n = 3 * suppressd::cache::layout::MERGE_BATCH + 1;
+    let records: Vec<_> = (0..n).map(suppression).collect();
+
+    let merged = cache.merge(&records, true).await.unwrap();
+    assert_eq!(merged.last_change(), n as u64, "one change fed per record");
+    for s in &records {
+        let field = suppressd::cache::layout::field(&s.subject, &s.scope);
+        let present: bool = redis::cmd("HEXISTS")
+            .arg(keys.bucket_for(&s.subject))
+            .arg(&field[..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(present, "{} merged", s.receipt);
+    }
+
+    let again = cache.merge(&records, true).await.unwrap();
+    assert_eq!(again.last_change(), 0, "nothing changed, nothing fed");
+}

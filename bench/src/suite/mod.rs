@@ -89,6 +89,8 @@ pub enum Only {
     Delivery,
     /// `OptOut` `DURABLE` and the audit log's cost.
     Writes,
+    /// The near-cache's load time and memory.
+    Near,
 }
 
 impl SuiteSettings {

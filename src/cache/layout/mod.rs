@@ -21,6 +21,7 @@ pub use codec::{FIELD_LEN, Field, VALUE_LEN, candidate_fields, field};
 pub(crate) use codec::{decode_values, encode_value};
 pub(crate) use keys::lead;
 pub use keys::{Group, GroupKeys, Keys};
+pub use scripts::MERGE_BATCH;
 pub(crate) use scripts::{
     MARK_SCRIPT, NOW_MS_FN, RAISE_WRITES_SCRIPT, UNMARK_SCRIPT, leases_fn, merge_script,
     opt_out_script, retract_script,

@@ -154,11 +154,15 @@ return leases({1, id, writes, change})
     )
 }
 
-/// Writes one record from the store into the cache: for imports, for the worker re-applying what it
+/// Writes records from the store into the cache: for imports, for the worker re-applying what it
 /// committed (so that a record committed just after a flush reaches the rebuilt cache), and for the
-/// rebuild. KEYS: the group's layouts, one bucket per layout written, then (when fed) the write
-/// counter, the change feed and its counter; ARGV: field, value, the names of the layouts written.
-/// Returns the number of the change fed, 0 when the field kept its record or nothing was fed.
+/// rebuild. One call writes a batch of records of one group (at most [`MERGE_BATCH`]): per record,
+/// a call cost Redis more than the record's own writes.
+///
+/// KEYS: the group's layouts, then for each record one bucket per layout written, then (when fed)
+/// the write counter, the change feed and its counter. ARGV: k, the k names of the layouts
+/// written, then each record's field and value. Returns the number of the last change fed, 0 when
+/// every field kept its record or nothing was fed.
 ///
 /// A rebuild does not feed: it only puts back what Redis lost, which every near-cache that is
 /// serving already holds, and a near-cache stops serving (and loads again) when Redis loses data.
@@ -169,19 +173,30 @@ pub(crate) fn merge_script() -> String {
         "{MERGE_FN}{}{LAYOUTS_FN}{}",
         feed_fn(),
         r"
-local buckets, names = {}, {}
-for i = 1, #ARGV - 2 do buckets[i] = KEYS[1 + i]; names[i] = ARGV[2 + i] end
-if #KEYS == 1 + #buckets then
-  write_all(buckets, ARGV[1], ARGV[2])
-  return 0
+local k = tonumber(ARGV[1])
+local names = {}
+for i = 1, k do names[i] = ARGV[1 + i] end
+local n = (#ARGV - 1 - k) / 2
+local fed = #KEYS > 1 + n * k
+local primary, kept = 0, false
+if fed then primary, kept = keep(KEYS[1], names) end
+local change = 0
+for r = 0, n - 1 do
+  local buckets = {}
+  for i = 1, k do buckets[i] = KEYS[1 + r * k + i] end
+  local field = ARGV[2 + k + 2 * r]
+  if write_all(buckets, field, ARGV[3 + k + 2 * r]) and fed then
+    change = feed_layouts(buckets, primary, kept, field)
+  end
 end
-local primary, kept = keep(KEYS[1], names)
-if not write_all(buckets, ARGV[1], ARGV[2]) then return 0 end
-local change = feed_layouts(buckets, primary, kept, ARGV[1])
 return change
 "
     )
 }
+
+/// The most records one call of [`merge_script`] writes: a script holds Redis while it runs, and
+/// a rebuild merges thousands at a time.
+pub const MERGE_BATCH: usize = 128;
 
 /// Takes ended records out of one field, in every layout written: if the field holds one of the
 /// ended receipts, it is removed and refilled from the records that remain active (by the merge

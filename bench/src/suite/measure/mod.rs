@@ -145,8 +145,13 @@ pub async fn measure(
 ) -> anyhow::Result<()> {
     let setup = Setup::new(bins, out, sizes, redis, db)?;
     let (server_addr, server) = rebuild::rebuild_rows(cx, &setup).await?;
-    if settings.only.is_none() {
-        near::near_rows(cx, &setup, &server).await?;
+    if matches!(settings.only, None | Some(Only::Near)) {
+        let near = near::near_rows(cx, &setup, &server).await;
+        if settings.only.is_some() {
+            server.proc.stop().await;
+            return near;
+        }
+        near?;
     }
     let server = server.proc;
     let (baseline_addr, baseline) = start_baseline(&setup).await?;
@@ -254,6 +259,7 @@ pub(super) fn heading(settings: &SuiteSettings, sizes: &Sizes) -> SuiteReport {
             (_, Some(Only::Tracing)) => "tracing rows only",
             (_, Some(Only::Delivery)) => "delivery rows only",
             (_, Some(Only::Writes)) => "write rows only",
+            (_, Some(Only::Near)) => "near-cache rows only",
             (true, None) => "smoke",
             (false, None) => "full",
         }
