@@ -380,8 +380,8 @@ async fn the_merge_loads_its_script_again_when_redis_has_forgotten_it() {
 /// same records merged again change nothing and feed nothing.
 #[tokio::test]
 async fn a_merge_of_several_script_calls_writes_and_feeds_every_record() {
-    let keys = Keys::new(&prefix(), 4);
-    let cache = Cache::connect_url(redis_url(), keys.clone()).await.unwrap();
+    let rig = rig(Backend::Postgres).await;
+    let (cache, keys) = (&rig.cache, Keys::new(&rig.prefix, 4));
     let mut conn = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()

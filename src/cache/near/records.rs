@@ -13,11 +13,19 @@
 //!   least 1,024) it is merged into a new base. Values of another length (backdated times make
 //!   them longer) stay in that map.
 //!
+//! - **In a mapping of its own.** The base lives in an anonymous memory mapping, in the kernel's
+//!   small pages, rather than on the heap: the allocator's arena uses transparent huge pages, in
+//!   which a shard's unused room and the transient memory of the load around it stayed resident
+//!   (the suite at ten million: 44.4 B a record with the base on the heap, 37.8 B in mappings).
+//!   Room a load leaves is never touched, so never resident, and a replaced base is unmapped at
+//!   once.
+//!
 //! Hand-written rather than a crate: what makes it small is the fixed-size value inline and the
 //! directory over uniform keys, which a general map cannot assume. Its tests hold it to a
 //! `HashMap` under the same random writes.
 
 use crate::cache::layout::{FIELD_LEN, Field, VALUE_LEN};
+use memmap2::{Advice, MmapMut, MmapOptions};
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
@@ -32,20 +40,88 @@ const PER_SLOT: usize = 4;
 const MIN_MERGE: usize = 1_024;
 
 /// A field without its first byte (the shard's): what the base stores and orders by.
-type Key = [u8; FIELD_LEN - 1];
+type Key = [u8; KEY_LEN];
+const KEY_LEN: usize = FIELD_LEN - 1;
 
-/// A record of the base: its key and its value, inline.
-#[derive(Clone, Copy)]
-struct Entry {
-    key: Key,
-    value: [u8; VALUE_LEN],
+/// A record of the base: its key, then its value, inline.
+type Entry = [u8; ENTRY_LEN];
+const ENTRY_LEN: usize = KEY_LEN + VALUE_LEN;
+
+/// Base entries, in an anonymous mapping (none while empty): see the module doc.
+#[derive(Default)]
+struct Base {
+    map: Option<MmapMut>,
+    len: usize,
+}
+
+impl Base {
+    /// Room for `entries`, mapped but not touched: only the pages written become resident.
+    fn with_capacity(entries: usize) -> Base {
+        if entries == 0 {
+            return Base::default();
+        }
+        let map = MmapOptions::new()
+            .len(entries * ENTRY_LEN)
+            .map_anon()
+            .expect("mapping memory for the near-cache");
+        // Where the kernel puts every large mapping in huge pages, untouched room would be
+        // resident too; a kernel without them refuses the advice, which changes nothing.
+        let _ = map.advise(Advice::NoHugePage);
+        Base {
+            map: Some(map),
+            len: 0,
+        }
+    }
+
+    fn entries(&self) -> &[Entry] {
+        match &self.map {
+            Some(map) => &map.as_chunks().0[..self.len],
+            None => &[],
+        }
+    }
+
+    fn entries_mut(&mut self) -> &mut [Entry] {
+        match &mut self.map {
+            Some(map) => &mut map.as_chunks_mut().0[..self.len],
+            None => &mut [],
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.map.as_ref().map_or(0, |map| map.len() / ENTRY_LEN)
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if self.len == self.capacity() {
+            let mut bigger = Base::with_capacity((self.len * 2).max(64));
+            bigger.len = self.len;
+            bigger.entries_mut().copy_from_slice(self.entries());
+            *self = bigger;
+        }
+        self.len += 1;
+        *self.entries_mut().last_mut().expect("just made room") = entry;
+    }
+
+    /// Sorts by key and keeps one entry per key.
+    fn sort_dedup(&mut self) {
+        let entries = self.entries_mut();
+        entries.sort_unstable_by(|a, b| key_of(a).cmp(key_of(b)));
+        let mut kept = 0;
+        for i in 0..entries.len() {
+            if kept == 0 || key_of(&entries[i]) != key_of(&entries[kept - 1]) {
+                entries[kept] = entries[i];
+                kept += 1;
+            }
+        }
+        self.len = kept;
+    }
 }
 
 /// The records of one shard.
 #[derive(Default)]
 pub(super) struct Records {
     /// Records with a value of [`VALUE_LEN`] bytes, ordered by key.
-    base: Vec<Entry>,
+    base: Base,
     /// `directory[s]..directory[s + 1]` are the base entries whose key's [`prefix`] has `s` as its
     /// leading bits (`prefix >> shift`).
     directory: Vec<u32>,
@@ -71,9 +147,9 @@ impl Records {
             *self.directory.get(slot)? as usize,
             self.directory[slot + 1] as usize,
         );
-        let run = &self.base[from..to];
-        let at = run.binary_search_by(|e| e.key.cmp(key)).ok()?;
-        Some(&run[at].value)
+        let run = &self.base.entries()[from..to];
+        let at = run.binary_search_by(|e| key_of(e).cmp(key)).ok()?;
+        Some(&run[at][KEY_LEN..])
     }
 
     pub(super) fn insert(&mut self, field: Field, value: Box<[u8]>) {
@@ -92,7 +168,7 @@ impl Records {
 
     fn wrote(&mut self) {
         self.writes += 1;
-        if self.writes >= MIN_MERGE.max(self.base.len() / 32) {
+        if self.writes >= MIN_MERGE.max(self.base.len / 32) {
             self.merge();
         }
     }
@@ -101,40 +177,43 @@ impl Records {
     fn merge(&mut self) {
         let mut changes: Vec<(Field, Option<Box<[u8]>>)> = self.changes.drain().collect();
         changes.sort_unstable_by(|a, b| key(&a.0).cmp(key(&b.0)));
-        let mut base = Vec::with_capacity(self.base.len() + changes.len());
-        let mut old = std::mem::take(&mut self.base).into_iter().peekable();
+        let old = std::mem::take(&mut self.base);
+        let mut base = Base::with_capacity(old.len + changes.len());
+        let mut old = old.entries().iter().peekable();
         for (field, value) in changes {
-            let key = *key(&field);
-            while let Some(e) = old.next_if(|e| e.key < key) {
-                base.push(e);
+            let key = key(&field);
+            while let Some(e) = old.next_if(|e| key_of(e) < key) {
+                base.push(*e);
             }
-            old.next_if(|e| e.key == key);
+            old.next_if(|e| key_of(e) == key);
             match value.as_deref().map(<[u8; VALUE_LEN]>::try_from) {
-                Some(Ok(value)) => base.push(Entry { key, value }),
+                Some(Ok(value)) => base.push(entry(key, &value)),
                 Some(Err(_)) => {
                     self.changes.insert(field, value);
                 }
                 None => {}
             }
         }
-        base.extend(old);
+        for e in old {
+            base.push(*e);
+        }
         self.index(base);
         self.writes = 0;
     }
 
     /// Installs `base` (sorted) and builds its directory.
-    fn index(&mut self, base: Vec<Entry>) {
-        let bits = (base.len() / PER_SLOT).max(1).ilog2();
+    fn index(&mut self, base: Base) {
+        let bits = (base.len / PER_SLOT).max(1).ilog2();
         let slots = 1usize << bits;
         self.shift = 64 - bits;
         let mut directory = Vec::with_capacity(slots + 1);
-        for (i, e) in base.iter().enumerate() {
-            let s = slot(prefix(&e.key), self.shift);
+        for (i, e) in base.entries().iter().enumerate() {
+            let s = slot(prefix(key_of(e)), self.shift);
             while directory.len() <= s {
                 directory.push(i as u32);
             }
         }
-        directory.resize(slots + 1, base.len() as u32);
+        directory.resize(slots + 1, base.len as u32);
         self.directory = directory;
         self.base = base;
     }
@@ -143,7 +222,7 @@ impl Records {
 /// Builds a shard's records from a full copy, then sorts them once.
 #[derive(Default)]
 pub(super) struct Loading {
-    base: Vec<Entry>,
+    base: Base,
     others: Changes,
 }
 
@@ -151,7 +230,7 @@ impl Loading {
     /// Room for about `records` records.
     pub(super) fn new(records: usize) -> Loading {
         Loading {
-            base: Vec::with_capacity(records),
+            base: Base::with_capacity(records),
             others: Changes::default(),
         }
     }
@@ -162,10 +241,7 @@ impl Loading {
                 if !self.others.is_empty() {
                     self.others.remove(&field);
                 }
-                self.base.push(Entry {
-                    key: *key(&field),
-                    value,
-                });
+                self.base.push(entry(key(&field), &value));
             }
             Err(_) => {
                 self.others.insert(field, Some(value.into()));
@@ -177,11 +253,7 @@ impl Loading {
         // In place: a stable sort would take half as much memory again. A field appears once in
         // a copy (it lives in one bucket); were one repeated, either value says the same person
         // opted out, and one of them is kept.
-        self.base.sort_unstable_by_key(|a| a.key);
-        self.base.dedup_by(|a, b| a.key == b.key);
-        // The room the load left (it allocates a little more than the shard's expected share)
-        // would otherwise stay with the shard for its life.
-        self.base.shrink_to_fit();
+        self.base.sort_dedup();
         let mut records = Records {
             changes: self.others,
             ..Records::default()
@@ -210,6 +282,21 @@ impl Hasher for FieldHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// An entry of `key` and `value`.
+fn entry(key: &Key, value: &[u8; VALUE_LEN]) -> Entry {
+    let mut e = [0; ENTRY_LEN];
+    e[..KEY_LEN].copy_from_slice(key);
+    e[KEY_LEN..].copy_from_slice(value);
+    e
+}
+
+/// An entry's key.
+fn key_of(entry: &Entry) -> &Key {
+    entry[..KEY_LEN]
+        .try_into()
+        .expect("an entry starts with its key")
 }
 
 /// The field's bytes after the first.
@@ -314,5 +401,21 @@ mod tests {
     #[test]
     fn the_base_holds_a_record_in_its_field_but_the_first_byte_and_its_value() {
         assert_eq!(size_of::<Entry>(), FIELD_LEN - 1 + VALUE_LEN);
+    }
+
+    #[test]
+    fn a_base_grows_past_its_room_and_keeps_its_entries() {
+        let mut base = Base::with_capacity(3);
+        for i in 0..1_000u16 {
+            let mut e = [0; ENTRY_LEN];
+            e[..2].copy_from_slice(&(999 - i).to_be_bytes());
+            base.push(e);
+            base.push(e);
+        }
+        base.sort_dedup();
+        assert_eq!(base.len, 1_000);
+        for (i, e) in base.entries().iter().enumerate() {
+            assert_eq!(e[..2], (i as u16).to_be_bytes());
+        }
     }
 }
