@@ -14,10 +14,11 @@ use crate::{
     proto,
     telemetry::{
         call::{self, ServerSpan},
-        metrics::names,
+        metrics::{self, names},
         propagation, sampling,
     },
 };
+use ::metrics::{Counter, Histogram};
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
@@ -26,7 +27,7 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::LazyLock,
+    sync::{LazyLock, OnceLock},
     task::{Context, Poll, ready},
     time::Instant,
 };
@@ -245,11 +246,21 @@ impl Drop for Call {
         let code = self.code.unwrap_or(CANCELLED);
         let elapsed = self.started.elapsed();
         let (service, method) = (self.method.service, self.method.method);
-        metrics::counter!(names::RPC_REQUESTS,
-            "rpc_service" => service, "rpc_method" => method, "code" => code_name(code))
+        // A code outside gRPC's counts as UNKNOWN, as `code_name` names it.
+        let index = usize::try_from(code)
+            .ok()
+            .filter(|&c| c < CODES)
+            .unwrap_or(UNKNOWN as usize);
+        metrics::once(&self.method.requests[index], || {
+            ::metrics::counter!(names::RPC_REQUESTS,
+                "rpc_service" => service, "rpc_method" => method, "code" => code_name(code))
+        })
         .increment(1);
-        metrics::histogram!(names::RPC_DURATION, "rpc_service" => service, "rpc_method" => method)
-            .record(elapsed);
+        metrics::once(&self.method.duration, || {
+            ::metrics::histogram!(names::RPC_DURATION,
+                "rpc_service" => service, "rpc_method" => method)
+        })
+        .record(elapsed);
         // Only when it is logged (not at the default level): the server span is attached so that
         // a JSON line carries the trace's ids.
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -268,13 +279,27 @@ struct Method {
     full: &'static str,
     service: &'static str,
     method: &'static str,
+    /// Its calls by gRPC status code, and their latency: each series made on its first call.
+    requests: [OnceLock<Counter>; CODES],
+    duration: OnceLock<Histogram>,
 }
 
-const OTHER: Method = Method {
-    full: "_OTHER",
-    service: "_OTHER",
-    method: "_OTHER",
-};
+/// gRPC's status codes, 0 to 16.
+const CODES: usize = 17;
+
+impl Method {
+    const fn new(full: &'static str, service: &'static str, method: &'static str) -> Method {
+        Method {
+            full,
+            service,
+            method,
+            requests: [const { OnceLock::new() }; CODES],
+            duration: OnceLock::new(),
+        }
+    }
+}
+
+static OTHER: Method = Method::new("_OTHER", "_OTHER", "_OTHER");
 
 /// Every method of every service the router serves, keyed by HTTP path, read once from the
 /// services' own descriptors so that a new RPC is named without touching this file.
@@ -298,11 +323,7 @@ static METHODS: LazyLock<HashMap<String, Method>> = LazyLock::new(|| {
                     let full: &'static str = Box::leak(full.into_boxed_str());
                     methods.insert(
                         format!("/{full}"),
-                        Method {
-                            full,
-                            service: service_name,
-                            method: &full[service_name.len() + 1..],
-                        },
+                        Method::new(full, service_name, &full[service_name.len() + 1..]),
                     );
                 }
             }

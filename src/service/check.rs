@@ -5,8 +5,13 @@ use super::{ServiceError, Suppressions};
 use crate::{
     cache::{CacheError, Lookups, layout::Group},
     domain::{Match, Notice, Recipient, SubjectHash, best_match, control::Zone},
-    telemetry::{call::CallSpan, metrics::names},
+    telemetry::{
+        call::CallSpan,
+        metrics::{self, names},
+    },
 };
+use ::metrics::Counter;
+use std::sync::OnceLock;
 
 /// One notice about to be sent to one recipient.
 #[derive(Debug, Clone)]
@@ -187,8 +192,12 @@ impl Suppressions {
         // A replica that cannot vouch for its controls lets nothing go (`controls::fresh`).
         let answers = self.unless_stale(answers)?;
         span.record_str("suppressd.answer_source", source.as_str());
-        metrics::counter!(names::CHECKS, "answer_source" => source.as_str())
-            .increment(checks.len() as u64);
+        static CHECKS: [OnceLock<Counter>; 3] = [const { OnceLock::new() }; 3];
+        metrics::once(
+            &CHECKS[source as usize],
+            || ::metrics::counter!(names::CHECKS, "answer_source" => source.as_str()),
+        )
+        .increment(checks.len() as u64);
         Ok(answers)
     }
 
