@@ -335,6 +335,21 @@ async fn the_stream_barrier_passes_once_everything_before_it_is_committed(backen
     assert!(rig.cache.stream_head().await.unwrap().is_empty());
 }
 
+/// Whether `s`'s field is in its bucket in Redis.
+async fn in_its_bucket(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    s: &Suppression,
+) -> bool {
+    let field = suppressd::cache::layout::field(&s.subject, &s.scope);
+    redis::cmd("HEXISTS")
+        .arg(keys.bucket_for(&s.subject))
+        .arg(&field[..])
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 /// Redis forgets its scripts when it restarts. The worker's merge pipelines `EVALSHA` without
 /// loading its script first, so on `NOSCRIPT` it must load the script and send the batch again
 /// instead of failing every batch from then on.
@@ -363,13 +378,7 @@ async fn the_merge_loads_its_script_again_when_redis_has_forgotten_it() {
             "round {round}: the merge fed its changes"
         );
         for s in &records {
-            let field = suppressd::cache::layout::field(&s.subject, &s.scope);
-            let present: bool = redis::cmd("HEXISTS")
-                .arg(keys.bucket_for(&s.subject))
-                .arg(&field[..])
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            let present = in_its_bucket(&mut conn, &keys, s).await;
             assert!(present, "round {round}: {} merged", s.receipt);
         }
     }
@@ -393,14 +402,11 @@ async fn a_merge_of_several_script_calls_writes_and_feeds_every_record() {
     let merged = cache.merge(&records, true).await.unwrap();
     assert_eq!(merged.last_change(), n as u64, "one change fed per record");
     for s in &records {
-        let field = suppressd::cache::layout::field(&s.subject, &s.scope);
-        let present: bool = redis::cmd("HEXISTS")
-            .arg(keys.bucket_for(&s.subject))
-            .arg(&field[..])
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert!(present, "{} merged", s.receipt);
+        assert!(
+            in_its_bucket(&mut conn, &keys, s).await,
+            "{} merged",
+            s.receipt
+        );
     }
 
     let again = cache.merge(&records, true).await.unwrap();
