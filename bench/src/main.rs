@@ -54,6 +54,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(settings) => suppressd_bench::main(settings).await,
         Command::Suite(settings) => suppressd_bench::suite::main(settings).await,
         Command::Baseline(settings) => {
+            // suppressd's own subscriber, as `serve` installs it: without one, every span of the
+            // libraries below (h2, tower) is logged through `log` and costs the empty handler
+            // work that the server, whose subscriber turns them off, does not do.
+            let _telemetry = telemetry::init(telemetry::LogFormat::Text)?;
             suppressd_bench::baseline::main(settings, startup::shutdown_signal()).await
         }
         Command::ServeUnaudited(mut settings) => {

@@ -49,6 +49,13 @@ pub(crate) enum AnswerSource {
 }
 
 impl AnswerSource {
+    /// Every source, in declaration order (`source as usize` indexes it).
+    const ALL: [AnswerSource; 3] = [
+        AnswerSource::Cache,
+        AnswerSource::Mixed,
+        AnswerSource::Store,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             AnswerSource::Cache => "cache",
@@ -192,7 +199,8 @@ impl Suppressions {
         // A replica that cannot vouch for its controls lets nothing go (`controls::fresh`).
         let answers = self.unless_stale(answers)?;
         span.record_str("suppressd.answer_source", source.as_str());
-        static CHECKS: [OnceLock<Counter>; 3] = [const { OnceLock::new() }; 3];
+        static CHECKS: [OnceLock<Counter>; AnswerSource::ALL.len()] =
+            [const { OnceLock::new() }; AnswerSource::ALL.len()];
         metrics::once(
             &CHECKS[source as usize],
             || ::metrics::counter!(names::CHECKS, "answer_source" => source.as_str()),
@@ -230,6 +238,18 @@ impl Suppressions {
                 breaker.failed();
                 Err(e)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AnswerSource;
+
+    #[test]
+    fn every_answer_source_indexes_its_own_counter() {
+        for (i, source) in AnswerSource::ALL.into_iter().enumerate() {
+            assert_eq!(source as usize, i, "{}", source.as_str());
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct SuiteSettings {
 /// The groups of rows `--only` can pick.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Only {
+    /// `CheckSuppressed` against the empty handler (throughput, latency, CPU per call), by the
+    /// suite's client and by h2load.
+    Checks,
     /// The tracing cost rows.
     Tracing,
     /// The webhook delivery rows.

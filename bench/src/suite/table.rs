@@ -59,11 +59,23 @@ pub struct Threshold {
     pub max: Option<f64>,
     /// The target as SPEC §8 words it.
     pub target: String,
+    /// Other bounds for larger runs, by the least population they apply to (a rebuild's time grows
+    /// with the records it copies).
+    #[serde(default)]
+    pub from_entries: BTreeMap<u64, Threshold>,
 }
 
 impl Threshold {
     fn holds(&self, v: f64) -> bool {
         self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
+    }
+
+    /// The bound for a run over `entries` records.
+    fn at(&self, entries: u64) -> &Threshold {
+        self.from_entries
+            .range(..=entries)
+            .next_back()
+            .map_or(self, |(_, t)| t)
     }
 }
 
@@ -94,7 +106,7 @@ impl SuiteReport {
     /// Fills in each row's target and verdict from the thresholds.
     pub fn judge(&mut self, thresholds: &Thresholds) {
         for row in &mut self.rows {
-            if let Some(t) = thresholds.get(&row.id) {
+            if let Some(t) = thresholds.get(&row.id).map(|t| t.at(self.entries)) {
                 row.target = t.target.clone();
                 row.holds = Some(row.value.is_some_and(|v| t.holds(v)));
             }
@@ -150,5 +162,42 @@ impl SuiteReport {
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
         std::fs::write(dir.join("report.md"), self.markdown())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_larger_run_is_judged_by_the_bound_for_its_size() {
+        let thresholds: Thresholds = serde_json::from_str(
+            r#"{"rebuild_seconds": {"max": 20, "target": "20 s",
+                "from_entries": {"10000000": {"max": 120, "target": "120 s"}}}}"#,
+        )
+        .unwrap();
+        let t = &thresholds["rebuild_seconds"];
+        for (entries, max) in [(1_000_000, 20.0), (9_999_999, 20.0), (10_000_000, 120.0)] {
+            assert_eq!(t.at(entries).max, Some(max), "at {entries}");
+        }
+        let mut report = SuiteReport {
+            date: String::new(),
+            mode: String::new(),
+            machine: String::new(),
+            layout: String::new(),
+            entries: 10_000_000,
+            rows: vec![Row::new(
+                "rebuild_seconds",
+                "rebuild",
+                69.0,
+                "69 s".into(),
+                String::new(),
+            )],
+            warnings: Vec::new(),
+            runs: BTreeMap::new(),
+        };
+        report.judge(&thresholds);
+        assert_eq!(report.rows[0].holds, Some(true));
+        assert_eq!(report.rows[0].target, "120 s");
     }
 }

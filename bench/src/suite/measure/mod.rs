@@ -230,8 +230,19 @@ pub async fn measure(
         return writes;
     }
 
-    let checked = checks::check_rows(cx, &rig, &check_probes).await?;
     let outside_requests = if settings.smoke { 200 } else { 20_000 };
+    if settings.only == Some(Only::Checks) {
+        let checks = async {
+            let checked = checks::check_rows(cx, &rig, &check_probes).await?;
+            outside::outside_rows(cx, &rig, out, outside_requests).await?;
+            cx.report.rows.push(check_cpu_row(&checked));
+            anyhow::Ok(())
+        }
+        .await;
+        rig.stop().await;
+        return checks;
+    }
+    let checked = checks::check_rows(cx, &rig, &check_probes).await?;
     outside::outside_rows(cx, &rig, out, outside_requests).await?;
     let batched = checks::batch_rows(cx, &rig).await?;
     controls::controls_rows(cx, &rig, settings.smoke).await?;
@@ -256,6 +267,7 @@ pub(super) fn heading(settings: &SuiteSettings, sizes: &Sizes) -> SuiteReport {
     SuiteReport {
         date: crate::report::now_rfc3339(),
         mode: match (settings.smoke, settings.only) {
+            (_, Some(Only::Checks)) => "check rows only",
             (_, Some(Only::Tracing)) => "tracing rows only",
             (_, Some(Only::Delivery)) => "delivery rows only",
             (_, Some(Only::Writes)) => "write rows only",
@@ -287,7 +299,7 @@ async fn start_baseline(setup: &Setup<'_>) -> anyhow::Result<(SocketAddr, Proc)>
         "suppressd-bench baseline",
         &bins.bench,
         &baseline_args,
-        &[],
+        &ENV,
         &out.join("baseline.log"),
     )?;
     baseline.wait_listening(baseline_addr).await?;
@@ -312,18 +324,10 @@ struct Cpu {
 
 /// CPU per call of each kind, last in the table: what the runs of the groups above cost.
 fn cpu_rows(checked: &Checked, batch: Cpu, opt: Cpu) -> [Row; 3] {
-    let (server_cpu, base_cpu, check_redis_cpu) =
-        (checked.cpu.server, checked.base_cpu, checked.cpu.redis);
     let (batch_cpu, batch_redis_cpu) = (batch.server, batch.redis);
     let (opt_cpu, opt_redis_cpu) = (opt.server, opt.redis);
     [
-        Row::new(
-            "server_cpu_us_per_check",
-            "server CPU per CheckSuppressed call",
-            server_cpu,
-            format!("{server_cpu:.1} µs"),
-            format!("empty handler {base_cpu:.1} µs; Redis {check_redis_cpu:.1} µs"),
-        ),
+        check_cpu_row(checked),
         Row::new(
             "server_cpu_us_per_batch_check",
             "server CPU per check in a batch",
@@ -339,6 +343,19 @@ fn cpu_rows(checked: &Checked, batch: Cpu, opt: Cpu) -> [Row; 3] {
             format!("Redis {opt_redis_cpu:.1} µs"),
         ),
     ]
+}
+
+/// Server CPU per `CheckSuppressed` call, beside the empty handler's.
+fn check_cpu_row(checked: &Checked) -> Row {
+    let (server_cpu, base_cpu, check_redis_cpu) =
+        (checked.cpu.server, checked.base_cpu, checked.cpu.redis);
+    Row::new(
+        "server_cpu_us_per_check",
+        "server CPU per CheckSuppressed call",
+        server_cpu,
+        format!("{server_cpu:.1} µs"),
+        format!("empty handler {base_cpu:.1} µs; Redis {check_redis_cpu:.1} µs"),
+    )
 }
 
 /// CPU count and model, for the table's heading.

@@ -7,7 +7,7 @@ use crate::suite::{
     procs::{Proc, cpu_time, cpu_time_of_all, free_port},
     table::Row,
 };
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 use suppressd::cache::layout::Keys;
 
 /// The key prefix of the server that commits without the audit log (the audit cost baseline).
@@ -114,8 +114,27 @@ pub(super) async fn audit_rows(
     let mut audited = vec![audited_rps];
     let mut costs = Vec::new();
     let mut bare = Vec::new();
+    // The machine's CPU per opt-out (each server with PostgreSQL, Redis and the load client),
+    // without and with the log: what the log costs in work, which moves far less from run to run
+    // than the throughput it allows on shared cores.
+    let (mut cpu_without, mut cpu_with) = (Vec::new(), Vec::new());
+    let redis = rig.setup.redis;
+    let machine = |server: &Proc| {
+        [
+            server.cpu(),
+            cpu_time_of_all("postgres"),
+            redis.cpu(),
+            own_cpu(),
+        ]
+    };
+    let per_call = |before: [Duration; 4], after: [Duration; 4], calls: u64| {
+        std::array::from_fn::<f64, 4, _>(|i| {
+            cpu_per_call(after[i].saturating_sub(before[i]), calls)
+        })
+    };
     let rounds = async {
         for round in 0..AUDIT_ROUNDS {
+            let before = machine(&unaudited);
             let without = cx
                 .load(
                     &format!("opt-out-durable-unaudited-{round}"),
@@ -123,6 +142,8 @@ pub(super) async fn audit_rows(
                     opting_out,
                 )
                 .await?;
+            cpu_without.push(per_call(before, machine(&unaudited), without.count));
+            let before = machine(&rig.server);
             let with = cx
                 .load(
                     &format!("opt-out-durable-{}", round + 1),
@@ -130,6 +151,7 @@ pub(super) async fn audit_rows(
                     opting_out,
                 )
                 .await?;
+            cpu_with.push(per_call(before, machine(&rig.server), with.count));
             audited.push(ok_rps(&with));
             let around = (audited[round] + audited[round + 1]) / 2.0;
             bare.push(ok_rps(&without));
@@ -160,6 +182,38 @@ pub(super) async fn audit_rows(
             list(&costs, 1),
             list(&bare, 0),
             list(&audited, 0)
+        ),
+    ));
+    // By process (server, PostgreSQL, Redis, load client), the mean over the rounds.
+    let by_process = |rounds: &[[f64; 4]]| {
+        std::array::from_fn::<f64, 4, _>(|i| mean(&rounds.iter().map(|r| r[i]).collect::<Vec<_>>()))
+    };
+    let (without, with) = (by_process(&cpu_without), by_process(&cpu_with));
+    let total = |p: [f64; 4]| p.iter().sum::<f64>();
+    let cpu_cost = (total(with) / total(without) - 1.0) * 100.0;
+    let totals = |rounds: &[[f64; 4]]| rounds.iter().map(|&r| total(r)).collect::<Vec<_>>();
+    cx.report.rows.push(Row::new(
+        "audit_log_cpu_pct",
+        "audit log cost in CPU: the machine's CPU per OptOut DURABLE, with vs without the log",
+        cpu_cost,
+        format!(
+            "{cpu_cost:.1} % ({:.0} vs {:.0} µs)",
+            total(with),
+            total(without)
+        ),
+        format!(
+            "server {:.0} vs {:.0}, PostgreSQL {:.0} vs {:.0}, Redis {:.0} vs {:.0}, load client \
+             {:.0} vs {:.0} µs; rounds without: {} µs; with: {} µs",
+            with[0],
+            without[0],
+            with[1],
+            without[1],
+            with[2],
+            without[2],
+            with[3],
+            without[3],
+            list(&totals(&cpu_without), 0),
+            list(&totals(&cpu_with), 0)
         ),
     ));
     Ok(())
