@@ -133,6 +133,14 @@ fn h2load_p50(
     if !output.status.success() || !stdout.contains(&format!("{requests} succeeded")) {
         bail!("{name}: h2load did not complete every request:\n{stdout}");
     }
+    // h2load counts HTTP statuses, and a gRPC error is an HTTP 200 too: its status comes in a
+    // trailers-only response, without a message. Every answer here has one (five bytes of framing
+    // at least), so fewer bytes of data than that are errors.
+    if data_bytes(&stdout).is_none_or(|bytes| bytes < 5 * requests) {
+        bail!(
+            "{name}: some of h2load's requests were answered without a message (gRPC errors):\n{stdout}"
+        );
+    }
     // Each line: start time (µs since the epoch), HTTP status, duration (µs).
     let text = std::fs::read_to_string(&log).context("reading the h2load log")?;
     let mut durations: Vec<u64> = text
@@ -147,4 +155,30 @@ fn h2load_p50(
     }
     durations.sort_unstable();
     Ok(durations[durations.len() / 2] * 1_000)
+}
+
+/// The bytes of DATA frames h2load received, from its `traffic:` line (`…, 97.66KB (100000) data`).
+fn data_bytes(stdout: &str) -> Option<u64> {
+    let traffic = stdout.lines().find(|l| l.starts_with("traffic:"))?;
+    let before = traffic.strip_suffix(" data")?;
+    let (_, count) = before.rsplit_once('(')?;
+    count.strip_suffix(')')?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_bytes;
+
+    #[test]
+    fn the_data_bytes_are_read_from_h2loads_traffic_line() {
+        let stdout = "requests: 20000 total, 20000 started, 20000 done, 20000 succeeded, 0 failed\n\
+             traffic: 703.24KB (720118) total, 58.65KB (60058) headers (space savings 95.77%), \
+             97.66KB (100000) data\n";
+        assert_eq!(data_bytes(stdout), Some(100_000));
+        assert_eq!(
+            data_bytes("traffic: 0B (0) total, 0B (0) headers, 0B (0) data"),
+            Some(0)
+        );
+        assert_eq!(data_bytes("requests: 1 total"), None);
+    }
 }
