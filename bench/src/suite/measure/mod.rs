@@ -231,19 +231,18 @@ pub async fn measure(
     }
 
     let outside_requests = if settings.smoke { 200 } else { 20_000 };
-    if settings.only == Some(Only::Checks) {
-        let checks = async {
-            let checked = checks::check_rows(cx, &rig, &check_probes).await?;
-            outside::outside_rows(cx, &rig, out, outside_requests).await?;
-            cx.report.rows.push(check_cpu_row(&checked));
-            anyhow::Ok(())
-        }
-        .await;
-        rig.stop().await;
-        return checks;
+    let checked = async {
+        let checked = checks::check_rows(cx, &rig, &check_probes).await?;
+        outside::outside_rows(cx, &rig, out, outside_requests).await?;
+        anyhow::Ok(checked)
     }
-    let checked = checks::check_rows(cx, &rig, &check_probes).await?;
-    outside::outside_rows(cx, &rig, out, outside_requests).await?;
+    .await;
+    if settings.only == Some(Only::Checks) {
+        rig.stop().await;
+        cx.report.rows.push(check_cpu_row(&checked?));
+        return Ok(());
+    }
+    let checked = checked?;
     let batched = checks::batch_rows(cx, &rig).await?;
     controls::controls_rows(cx, &rig, settings.smoke).await?;
     topology::topology_rows(cx, &rig, &settings.redis_server).await?;

@@ -4,7 +4,7 @@
 use super::{Cpu, ENV, PREFIX, Rig, Setup, rebuild::wait_complete};
 use crate::suite::{
     load::{Ctx, Load, cpu_per_call, ms, ok_rps, p},
-    procs::{Proc, cpu_time, cpu_time_of_all, free_port},
+    procs::{PrivateRedis, Proc, cpu_time, cpu_time_of_all, free_port},
     table::Row,
 };
 use std::{net::SocketAddr, time::Duration};
@@ -34,16 +34,10 @@ pub(super) async fn opt_out_rows(
     let (server_addr, server, redis) = (rig.server_addr, &rig.server, rig.setup.redis);
     let c = rig.setup.sizes.concurrency;
     eprintln!("OptOut DURABLE on PostgreSQL…");
-    let (cpu, redis_cpu) = (server.cpu(), redis.cpu());
-    let (pg_cpu, client_cpu) = (cpu_time_of_all("postgres"), own_cpu());
+    let before = machine_cpu(server, redis);
     let opt = cx.load("opt-out-durable", server_addr, opting_out).await?;
-    let opt_cpu = cpu_per_call(server.cpu() - cpu, opt.count);
-    let opt_redis_cpu = cpu_per_call(redis.cpu() - redis_cpu, opt.count);
-    let opt_pg_cpu = cpu_per_call(
-        cpu_time_of_all("postgres").saturating_sub(pg_cpu),
-        opt.count,
-    );
-    let opt_client_cpu = cpu_per_call(own_cpu().saturating_sub(client_cpu), opt.count);
+    let [opt_cpu, opt_pg_cpu, opt_redis_cpu, opt_client_cpu] =
+        cpu_per_call_by_process(before, machine_cpu(server, redis), opt.count);
     let opt_p99 = p(&opt, 99);
     cx.report.rows.push(Row::new(
         "opt_out_durable_rps",
@@ -119,22 +113,9 @@ pub(super) async fn audit_rows(
     // than the throughput it allows on shared cores.
     let (mut cpu_without, mut cpu_with) = (Vec::new(), Vec::new());
     let redis = rig.setup.redis;
-    let machine = |server: &Proc| {
-        [
-            server.cpu(),
-            cpu_time_of_all("postgres"),
-            redis.cpu(),
-            own_cpu(),
-        ]
-    };
-    let per_call = |before: [Duration; 4], after: [Duration; 4], calls: u64| {
-        std::array::from_fn::<f64, 4, _>(|i| {
-            cpu_per_call(after[i].saturating_sub(before[i]), calls)
-        })
-    };
     let rounds = async {
         for round in 0..AUDIT_ROUNDS {
-            let before = machine(&unaudited);
+            let before = machine_cpu(&unaudited, redis);
             let without = cx
                 .load(
                     &format!("opt-out-durable-unaudited-{round}"),
@@ -142,8 +123,9 @@ pub(super) async fn audit_rows(
                     opting_out,
                 )
                 .await?;
-            cpu_without.push(per_call(before, machine(&unaudited), without.count));
-            let before = machine(&rig.server);
+            let after = machine_cpu(&unaudited, redis);
+            cpu_without.push(cpu_per_call_by_process(before, after, without.count));
+            let before = machine_cpu(&rig.server, redis);
             let with = cx
                 .load(
                     &format!("opt-out-durable-{}", round + 1),
@@ -151,7 +133,8 @@ pub(super) async fn audit_rows(
                     opting_out,
                 )
                 .await?;
-            cpu_with.push(per_call(before, machine(&rig.server), with.count));
+            let after = machine_cpu(&rig.server, redis);
+            cpu_with.push(cpu_per_call_by_process(before, after, with.count));
             audited.push(ok_rps(&with));
             let around = (audited[round] + audited[round + 1]) / 2.0;
             bare.push(ok_rps(&without));
@@ -202,21 +185,36 @@ pub(super) async fn audit_rows(
             total(without)
         ),
         format!(
-            "server {:.0} vs {:.0}, PostgreSQL {:.0} vs {:.0}, Redis {:.0} vs {:.0}, load client \
-             {:.0} vs {:.0} µs; rounds without: {} µs; with: {} µs",
-            with[0],
-            without[0],
-            with[1],
-            without[1],
-            with[2],
-            without[2],
-            with[3],
-            without[3],
+            "{} µs; rounds without: {} µs; with: {} µs",
+            PROCESSES
+                .iter()
+                .zip(with.iter().zip(without))
+                .map(|(name, (with, without))| format!("{name} {with:.0} vs {without:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             list(&totals(&cpu_without), 0),
             list(&totals(&cpu_with), 0)
         ),
     ));
     Ok(())
+}
+
+/// The processes an opt-out's CPU is counted in, in the order of [`machine_cpu`].
+const PROCESSES: [&str; 4] = ["server", "PostgreSQL", "Redis", "load client"];
+
+/// The CPU time each of [`PROCESSES`] has used so far, `server` being the one measured.
+fn machine_cpu(server: &Proc, redis: &PrivateRedis) -> [Duration; 4] {
+    [
+        server.cpu(),
+        cpu_time_of_all("postgres"),
+        redis.cpu(),
+        own_cpu(),
+    ]
+}
+
+/// Each process's CPU per call between two readings of [`machine_cpu`].
+fn cpu_per_call_by_process(before: [Duration; 4], after: [Duration; 4], calls: u64) -> [f64; 4] {
+    std::array::from_fn(|i| cpu_per_call(after[i].saturating_sub(before[i]), calls))
 }
 
 /// CPU time this process (the load client) has used so far.
