@@ -129,6 +129,60 @@ fn clock_ticks() -> u64 {
     })
 }
 
+/// Processes held to chosen CPUs, every thread of each (`taskset -a`), until dropped, when each
+/// gets back the affinity it had. Threads a pinned thread starts, and the programs it runs, inherit
+/// its CPU, so pinning this process pins the load it generates and the `h2load` it starts.
+pub struct Pinned {
+    /// Each pinned process with its affinity before, as `taskset -p` printed it (a hex mask).
+    before: Vec<(u32, String)>,
+}
+
+impl Pinned {
+    /// Holds each `(pid, cpu)`.
+    pub fn new(placement: &[(u32, usize)]) -> anyhow::Result<Pinned> {
+        let mut pinned = Pinned { before: Vec::new() };
+        for &(pid, cpu) in placement {
+            let shown = taskset(&["-p", &pid.to_string()])?;
+            // "pid 42's current affinity mask: 3"
+            let mask = shown
+                .rsplit(": ")
+                .next()
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .with_context(|| format!("reading the affinity of process {pid}: {shown}"))?;
+            pinned.before.push((pid, mask.to_owned()));
+            taskset(&["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])?;
+        }
+        Ok(pinned)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        for (pid, mask) in &self.before {
+            if let Err(e) = taskset(&["-a", "-p", mask, &pid.to_string()]) {
+                eprintln!("could not give process {pid} its CPUs back: {e:#}");
+            }
+        }
+    }
+}
+
+/// Runs `taskset` (util-linux) and returns what it printed.
+fn taskset(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("taskset")
+        .args(args)
+        .output()
+        .context("running taskset (util-linux)")?;
+    if !out.status.success() {
+        bail!(
+            "taskset {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A `redis-server` of the run's own: no persistence, `noeviction` (as the README asks of
 /// production), so FLUSHALL and memory figures concern nobody else.
 pub struct PrivateRedis {

@@ -2,7 +2,7 @@
 //! at half load, open loop) and CheckSuppressedBatch against raw pipelined Redis reads of the same
 //! keys.
 
-use super::{Checked, Cpu, Rig};
+use super::{Alternated, Checked, Cpu, Placement, Rig};
 use crate::suite::{
     fixtures::{self, Probe},
     load::{Ctx, Load, cpu_per_call, intended_p99, ms, ok_rps, p, us},
@@ -41,33 +41,25 @@ pub(super) async fn check_rows(
         format!("empty handler {:.0}/s", ok_rps(&base)),
     ));
 
-    // Latency at concurrency 1, and a raw Redis round trip of the same keys.
+    // Latency at concurrency 1 with the client on the other CPU, then on the servers' (see
+    // `Rig::place`), and a raw Redis round trip of the same keys.
     eprintln!("CheckSuppressed at concurrency 1…");
     let one = Load {
         concurrency: 1,
         ..checking
     };
-    // Baseline, server, server, baseline: a machine that speeds up or slows down over the four
-    // runs moves both sides alike (single pairs spread 1.01–1.18× on the same code).
-    let base1 = cx.load("check-c1-baseline", baseline_addr, one).await?;
-    let check1 = cx.load("check-c1", server_addr, one).await?;
-    let check2 = cx.load("check-c1-2", server_addr, one).await?;
-    let base2 = cx.load("check-c1-baseline-2", baseline_addr, one).await?;
+    let apart = at_one(cx, rig, one, Placement::Apart).await?;
+    let together = at_one(cx, rig, one, Placement::Together).await?;
     let rtt = raw::round_trips(redis.conn().await?, check_probes, d).await?;
-    let p50 = (p(&check1, 50) + p(&check2, 50)) / 2;
-    let base_p50 = (p(&base1, 50) + p(&base2, 50)) / 2;
     cx.report.rows.push(Row::new(
         "check_p50_ratio",
-        "CheckSuppressed p50 at c=1 vs empty handler p50",
-        p50 as f64 / base_p50.max(1) as f64,
-        format!("{:.2}× ({})", p50 as f64 / base_p50.max(1) as f64, us(p50)),
+        "CheckSuppressed p50 at c=1 vs empty handler p50 (client on another CPU)",
+        apart.ratio(),
+        format!("{:.2}× ({})", apart.ratio(), us(apart.check())),
         format!(
-            "means of two runs each, alternating: empty handler {} ({}, {}), suppressd {}, {}; raw Redis HMGET round trip {}",
-            us(base_p50),
-            us(p(&base1, 50)),
-            us(p(&base2, 50)),
-            us(p(&check1, 50)),
-            us(p(&check2, 50)),
+            "means of two runs each, alternating; {}; {}; raw Redis HMGET round trip {}",
+            apart.detail(),
+            together.detail(),
             us(rtt.percentile(50.0))
         ),
     ));
@@ -103,6 +95,26 @@ pub(super) async fn check_rows(
             server: server_cpu,
             redis: check_redis_cpu,
         },
+    })
+}
+
+/// The four runs at concurrency 1 of [`Alternated`], with the client placed as `placement`.
+async fn at_one(
+    cx: &mut Ctx,
+    rig: &Rig<'_>,
+    one: Load<'_>,
+    placement: Placement,
+) -> anyhow::Result<Alternated> {
+    let _pinned = rig.place(placement)?;
+    let name = |run: &str| format!("check-c1-{run}-{}", placement.name());
+    let base1 = cx.load(&name("baseline"), rig.baseline_addr, one).await?;
+    let check1 = cx.load(&name("server"), rig.server_addr, one).await?;
+    let check2 = cx.load(&name("server-2"), rig.server_addr, one).await?;
+    let base2 = cx.load(&name("baseline-2"), rig.baseline_addr, one).await?;
+    Ok(Alternated {
+        placement,
+        base: [p(&base1, 50), p(&base2, 50)],
+        check: [p(&check1, 50), p(&check2, 50)],
     })
 }
 

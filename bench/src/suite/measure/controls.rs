@@ -11,7 +11,7 @@
 //! throughput (closed loop) and p50 at concurrency 1; the loaded runs are compared with the mean of
 //! the two unloaded ones, so that drift on a shared machine lands on both sides.
 
-use super::Rig;
+use super::{Placement, Rig};
 use crate::suite::{
     fixtures::{CAMPAIGN, TENANT, TOPIC},
     load::{Ctx, Load, ok_rps, p, us},
@@ -208,6 +208,8 @@ async fn measure(cx: &mut Ctx, rig: &Rig<'_>, name: &str) -> anyhow::Result<(f64
     let many = cx
         .load(&format!("controls-{name}"), rig.server_addr, checking)
         .await?;
+    // Placed as the check rows' c=1 runs are: unpinned, a run lands on one core or two.
+    let _pinned = rig.place(Placement::Apart)?;
     let single = cx
         .load(&format!("controls-{name}-c1"), rig.server_addr, one)
         .await?;

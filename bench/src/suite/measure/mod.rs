@@ -23,7 +23,7 @@ mod writes;
 use super::{
     Bins, Only, Sizes, SuiteSettings, fixtures, load,
     load::{Ctx, Load},
-    procs::{PgDatabase, PrivateRedis, Proc, free_port},
+    procs::{PgDatabase, Pinned, PrivateRedis, Proc, free_port},
     table::{Row, SuiteReport},
 };
 use std::{collections::BTreeMap, net::SocketAddr, path::Path};
@@ -126,9 +126,84 @@ impl Rig<'_> {
         Ok(())
     }
 
+    /// Holds both servers to the second CPU and the client (this process, with the `h2load` it
+    /// starts) to the first or to the same one, until the guard drops. A call at concurrency 1
+    /// wakes the server, then the client: on this kind of VM a wake-up across cores costs several
+    /// times a whole call on one core, so an unpinned run measures where the scheduler put the
+    /// two (bench/README, "Concurrency 1").
+    fn place(&self, placement: Placement) -> anyhow::Result<Pinned> {
+        let client = match placement {
+            Placement::Apart => 0,
+            Placement::Together => 1,
+        };
+        Pinned::new(&[
+            (self.server.pid(), 1),
+            (self.baseline.pid(), 1),
+            (std::process::id(), client),
+        ])
+    }
+
     async fn stop(self) {
         self.baseline.stop().await;
         self.server.stop().await;
+    }
+}
+
+/// Where a run at concurrency 1 puts its client: on another CPU than the servers, as a client on
+/// another machine is, or on theirs, where a call costs its CPU and no wake-up across cores.
+#[derive(Clone, Copy, Debug)]
+enum Placement {
+    Apart,
+    Together,
+}
+
+impl Placement {
+    /// How run names and rows tell them apart.
+    fn name(self) -> &'static str {
+        match self {
+            Placement::Apart => "apart",
+            Placement::Together => "together",
+        }
+    }
+}
+
+/// The p50s of four runs at concurrency 1 with one placement, in the order they ran: empty
+/// handler, suppressd, suppressd, empty handler, so that a machine that speeds up or slows down
+/// over the four moves both sides alike (single pairs spread 1.01–1.18× on the same code).
+struct Alternated {
+    placement: Placement,
+    base: [u64; 2],
+    check: [u64; 2],
+}
+
+impl Alternated {
+    fn base(&self) -> u64 {
+        (self.base[0] + self.base[1]) / 2
+    }
+
+    fn check(&self) -> u64 {
+        (self.check[0] + self.check[1]) / 2
+    }
+
+    fn ratio(&self) -> f64 {
+        self.check() as f64 / self.base().max(1) as f64
+    }
+
+    /// The runs behind [`Self::ratio`], for a row's detail.
+    fn detail(&self) -> String {
+        format!(
+            "client {}: {:.2}×, empty handler {} ({}, {}), suppressd {}, {}",
+            match self.placement {
+                Placement::Apart => "on the other CPU",
+                Placement::Together => "on the servers' CPU",
+            },
+            self.ratio(),
+            load::us(self.base()),
+            load::us(self.base[0]),
+            load::us(self.base[1]),
+            load::us(self.check[0]),
+            load::us(self.check[1]),
+        )
     }
 }
 

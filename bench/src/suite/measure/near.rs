@@ -13,6 +13,7 @@ use crate::suite::{
 use anyhow::{Context, bail};
 use std::{
     net::SocketAddr,
+    path::Path,
     time::{Duration, Instant},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,11 +36,25 @@ impl Watched {
         extra: &[&str],
         log: &str,
     ) -> anyhow::Result<Watched> {
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut args = setup.serve_args(listen);
-        args.extend(["--admin-listen".to_owned(), admin.to_string()]);
         args.extend(extra.iter().map(|&a| a.to_owned()));
-        let mut proc = Proc::spawn(name, &setup.bins.server, &args, &ENV, &setup.out.join(log))?;
+        let log = setup.out.join(log);
+        Watched::spawn(name, &setup.bins.server, args, &ENV, &log, listen).await
+    }
+
+    /// Starts `program args…` (a `serve` of suppressd or of one of this crate's baselines) with
+    /// an admin endpoint on a free port, once it listens on `listen`.
+    pub(super) async fn spawn(
+        name: &'static str,
+        program: &Path,
+        mut args: Vec<String>,
+        env: &[(&str, &str)],
+        log: &Path,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Watched> {
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        args.extend(["--admin-listen".to_owned(), admin.to_string()]);
+        let mut proc = Proc::spawn(name, program, &args, env, log)?;
         proc.wait_listening(listen).await?;
         proc.wait_listening(admin).await?;
         Ok(Watched { proc, admin })

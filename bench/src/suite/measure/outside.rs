@@ -8,7 +8,7 @@
 //! first sent through the suite's own client, which must get OK: the row times answers, not
 //! refusals.
 
-use super::Rig;
+use super::{Alternated, Placement, Rig};
 use crate::suite::{
     fixtures::{CAMPAIGN, TENANT, TOPIC, email},
     load::{Ctx, Load, ok_count, us},
@@ -77,26 +77,33 @@ pub(super) async fn outside_rows(
     std::fs::write(&body, framed).context("writing the h2load request body")?;
 
     eprintln!("CheckSuppressed at concurrency 1 by h2load…");
-    // Baseline, server, server, baseline, as the suite's own row does.
-    let p50 = |name: &str, addr: SocketAddr| h2load_p50(out, name, addr, &body, requests);
-    let base1 = p50("h2load-baseline", rig.baseline_addr)?;
-    let check1 = p50("h2load-check", rig.server_addr)?;
-    let check2 = p50("h2load-check-2", rig.server_addr)?;
-    let base2 = p50("h2load-baseline-2", rig.baseline_addr)?;
-    let (check, base) = ((check1 + check2) / 2, (base1 + base2) / 2);
-    let ratio = check as f64 / base.max(1) as f64;
+    let at_one = |placement: Placement| -> anyhow::Result<Alternated> {
+        let _pinned = rig.place(placement)?;
+        let p50 = |run: &str, addr: SocketAddr| {
+            let name = format!("h2load-{run}-{}", placement.name());
+            h2load_p50(out, &name, addr, &body, requests)
+        };
+        let base1 = p50("baseline", rig.baseline_addr)?;
+        let check1 = p50("check", rig.server_addr)?;
+        let check2 = p50("check-2", rig.server_addr)?;
+        let base2 = p50("baseline-2", rig.baseline_addr)?;
+        Ok(Alternated {
+            placement,
+            base: [base1, base2],
+            check: [check1, check2],
+        })
+    };
+    let apart = at_one(Placement::Apart)?;
+    let together = at_one(Placement::Together)?;
     cx.report.rows.push(Row::new(
         "check_p50_ratio_h2load",
-        "CheckSuppressed p50 at c=1 vs empty handler, by h2load (an outside client)",
-        ratio,
-        format!("{ratio:.2}× ({})", us(check)),
+        "CheckSuppressed p50 at c=1 vs empty handler, by h2load (an outside client, on another CPU)",
+        apart.ratio(),
+        format!("{:.2}× ({})", apart.ratio(), us(apart.check())),
         format!(
-            "h2load -c1 -m1, {requests} requests per run, alternating: empty handler {} ({}, {}), suppressd {}, {}",
-            us(base),
-            us(base1),
-            us(base2),
-            us(check1),
-            us(check2)
+            "h2load -c1 -m1, {requests} requests per run, alternating; {}; {}",
+            apart.detail(),
+            together.detail(),
         ),
     ));
     Ok(())

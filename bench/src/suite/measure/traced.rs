@@ -1,6 +1,7 @@
 //! The tracing rows: what tracing costs a check at 1 % sampling and always on, against servers that
 //! export to a sink in this process.
 
+use super::near::Watched;
 use crate::suite::{
     load::{Ctx, Load, cpu_per_call, ok_count, ok_rps},
     otlp_sink,
@@ -105,7 +106,9 @@ pub(super) async fn tracing_rows(
     ])
 }
 
-/// Starts one more server per sampler, exporting to `endpoint`.
+/// Starts one more server per sampler, exporting to `endpoint`, and waits until each answers from
+/// its near-cache: copies still loading (seconds at ten million) would take the cores from the
+/// first rounds.
 async fn spawn_traced(
     traced: &Traced<'_>,
     endpoint: &str,
@@ -120,17 +123,23 @@ async fn spawn_traced(
             ("OTEL_TRACES_SAMPLER_ARG", arg),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
         ]);
-        let mut server = Proc::spawn(
+        let server = Watched::spawn(
             "suppressd serve (traced)",
             traced.bin,
-            &(traced.args)(addr),
+            (traced.args)(addr),
             &env,
             &traced.out.join(format!("server-trace-{name}.log")),
-        )?;
-        server.wait_listening(addr).await?;
+            addr,
+        )
+        .await?;
         servers.push((addr, server));
     }
-    Ok(servers)
+    let mut ready = Vec::new();
+    for (addr, server) in servers {
+        server.wait_near_serving().await?;
+        ready.push((addr, server.proc));
+    }
+    Ok(ready)
 }
 
 /// The measured runs: untraced first, then per round each traced server and untraced again, so

@@ -1,7 +1,7 @@
 //! The write rows: OptOut DURABLE on PostgreSQL, and what the audit log costs it, against a server
 //! that commits without it.
 
-use super::{Cpu, ENV, PREFIX, Rig, Setup, rebuild::wait_complete};
+use super::{Cpu, ENV, PREFIX, Rig, Setup, near::Watched, rebuild::wait_complete};
 use crate::suite::{
     load::{Ctx, Load, cpu_per_call, ms, ok_rps, p},
     procs::{PrivateRedis, Proc, cpu_time, cpu_time_of_all, free_port},
@@ -223,7 +223,8 @@ fn own_cpu() -> std::time::Duration {
 }
 
 /// `suppressd-bench serve-unaudited` on the same Redis (under its own prefix) and database, once it
-/// has rebuilt its cache.
+/// has rebuilt its cache and its near-cache serves: a copy still loading (seconds at ten million)
+/// would take the cores from the first round.
 async fn start_unaudited(setup: &Setup<'_>) -> anyhow::Result<(SocketAddr, Proc)> {
     let (bins, out, sizes, redis, bits) =
         (setup.bins, setup.out, setup.sizes, setup.redis, setup.bits);
@@ -235,19 +236,21 @@ async fn start_unaudited(setup: &Setup<'_>) -> anyhow::Result<(SocketAddr, Proc)
         .expect("the prefix is set");
     unaudited_args[prefix_at] = UNAUDITED_PREFIX.into();
     unaudited_args[0] = "serve-unaudited".into();
-    let mut unaudited = Proc::spawn(
+    let unaudited = Watched::spawn(
         "suppressd-bench serve-unaudited",
         &bins.bench,
-        &unaudited_args,
+        unaudited_args,
         &ENV,
         &out.join("server-unaudited.log"),
-    )?;
-    unaudited.wait_listening(unaudited_addr).await?;
+        unaudited_addr,
+    )
+    .await?;
     wait_complete(
         redis,
         &Keys::new(UNAUDITED_PREFIX, bits),
         sizes.rebuild_limit,
     )
     .await?;
-    Ok((unaudited_addr, unaudited))
+    unaudited.wait_near_serving().await?;
+    Ok((unaudited_addr, unaudited.proc))
 }
