@@ -281,3 +281,37 @@ impl PgDatabase {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the kernel lets `pid` run on, as `/proc` lists it (e.g. `0-1`).
+    fn allowed(pid: u32) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        line.trim().to_owned()
+    }
+
+    #[test]
+    fn a_pinned_process_runs_on_its_cpu_until_the_guard_drops() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let before = allowed(child.id());
+        {
+            let _pinned = Pinned::new(&[(child.id(), 0)]).unwrap();
+            assert_eq!(allowed(child.id()), "0");
+        }
+        assert_eq!(allowed(child.id()), before);
+        let err = Pinned::new(&[(child.id(), 4096)]).err().unwrap();
+        assert!(format!("{err:#}").contains("taskset"), "{err:#}");
+        assert_eq!(allowed(child.id()), before, "a failed pin changes nothing");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
