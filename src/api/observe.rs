@@ -187,6 +187,7 @@ struct Call {
     sampled: Option<bool>,
     method: &'static Method,
     started: Instant,
+    /// One of gRPC's codes (`grpc_status` makes anything else UNKNOWN); none yet: CANCELLED.
     code: Option<i32>,
 }
 
@@ -246,12 +247,7 @@ impl Drop for Call {
         let code = self.code.unwrap_or(CANCELLED);
         let elapsed = self.started.elapsed();
         let (service, method) = (self.method.service, self.method.method);
-        // A code outside gRPC's counts as UNKNOWN, as `code_name` names it.
-        let index = usize::try_from(code)
-            .ok()
-            .filter(|&c| c < CODES)
-            .unwrap_or(UNKNOWN as usize);
-        metrics::once(&self.method.requests[index], || {
+        metrics::once(&self.method.requests[code as usize], || {
             ::metrics::counter!(names::RPC_REQUESTS,
                 "rpc_service" => service, "rpc_method" => method, "code" => code_name(code))
         })
@@ -338,13 +334,15 @@ impl Method {
     }
 }
 
+/// The status a `grpc-status` header gives, if there is one; a value that is not one of gRPC's
+/// codes counts as UNKNOWN, here only, so that every code a [`Call`] holds indexes its counters.
 fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
-    headers
-        .get(&super::GRPC_STATUS)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    let value = headers.get(&super::GRPC_STATUS)?;
+    let code = value.to_str().ok().and_then(|v| v.parse::<i32>().ok());
+    Some(
+        code.filter(|c| (0..CODES as i32).contains(c))
+            .unwrap_or(UNKNOWN),
+    )
 }
 
 /// The codes that make a server span an error, per the conventions: faults of the server, not of
@@ -396,5 +394,20 @@ mod tests {
         assert_eq!(code_name(14), "UNAVAILABLE");
         assert_eq!(code_name(99), "UNKNOWN");
         assert!(is_server_error(13) && !is_server_error(3));
+    }
+
+    #[test]
+    fn a_status_outside_grpcs_codes_is_unknown() {
+        let status = |v: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(&crate::api::GRPC_STATUS, http::HeaderValue::from_static(v));
+            grpc_status(&headers)
+        };
+        assert_eq!(grpc_status(&http::HeaderMap::new()), None);
+        assert_eq!(status("0"), Some(OK));
+        assert_eq!(status("16"), Some(16));
+        for odd in ["17", "99", "-1", "two"] {
+            assert_eq!(status(odd), Some(UNKNOWN), "{odd}");
+        }
     }
 }
