@@ -24,6 +24,43 @@ fn check_request(i: u64) -> proto::CheckSuppressedRequest {
     }
 }
 
+/// A key prefix of the test's own on the shared Redis.
+fn fresh_prefix() -> String {
+    format!("lay{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// What every test starts from: the replicas' configuration on `db` and `redis` under `prefix`,
+/// with 6 bucket bits (a test starts its other replicas with 7), and a connection to read the
+/// layouts' keys.
+async fn six_bits(
+    db: &TestDb,
+    redis: &str,
+    prefix: &str,
+) -> (ReplicaConfig, redis::aio::MultiplexedConnection) {
+    let config =
+        ReplicaConfig::new(&db.url, redis, prefix).with("SUPPRESSD_CACHE_BUCKET_BITS", "6");
+    let conn = redis::Client::open(redis)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (config, conn)
+}
+
+/// The checks of people `0..n` that either replica answered "send".
+async fn false_sends(n: u64, replicas: [(&str, &mut Client); 2]) -> Vec<String> {
+    let mut sent = Vec::new();
+    for (name, client) in replicas {
+        for i in 0..n {
+            let answer = client.check_suppressed(check_request(i)).await.unwrap();
+            if !answer.into_inner().suppressed {
+                sent.push(format!("layout{i} on {name}"));
+            }
+        }
+    }
+    sent
+}
+
 /// The live announcements (renewed within the last 5 s, by Redis's clock): replica → (reads,
 /// writes).
 pub(super) async fn announced(
@@ -113,15 +150,9 @@ async fn wait_marked(conn: &mut redis::aio::MultiplexedConnection, bucket: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opt_out_on_a_replica_with_other_bucket_bits_is_never_answered_send() {
     let db = TestDb::new(Backend::Postgres).await;
-    let prefix = format!("lay{}:", uuid::Uuid::new_v4().simple());
-    let config = ReplicaConfig::new(&db.url, redis_url(), &prefix)
-        .with("SUPPRESSD_NO_NEAR_CACHE", "true")
-        .with("SUPPRESSD_CACHE_BUCKET_BITS", "6");
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let prefix = fresh_prefix();
+    let (config, mut conn) = six_bits(&db, redis_url(), &prefix).await;
+    let config = config.with("SUPPRESSD_NO_NEAR_CACHE", "true");
     let a = Replica::start(&config).await;
     wait_marked(&mut conn, &format!("{prefix}v2b6:0")).await;
     let b = Replica::start(&config.clone().with("SUPPRESSD_CACHE_BUCKET_BITS", "7")).await;
@@ -138,19 +169,11 @@ async fn an_opt_out_on_a_replica_with_other_bucket_bits_is_never_answered_send()
             .await
             .unwrap();
     }
-    let mut false_sends = Vec::new();
-    for i in 0..40 {
-        for (name, client) in [("A", &mut on_a), ("B", &mut on_b)] {
-            let answer = client.check_suppressed(check_request(i)).await.unwrap();
-            if !answer.into_inner().suppressed {
-                false_sends.push(format!("layout{i} on {name}"));
-            }
-        }
-    }
+    let sent = false_sends(40, [("A", &mut on_a), ("B", &mut on_b)]).await;
     delete_prefix(redis_url(), &prefix);
     assert!(
-        false_sends.is_empty(),
-        "acknowledged opt-outs answered send: {false_sends:?}"
+        sent.is_empty(),
+        "acknowledged opt-outs answered send: {sent:?}"
     );
 }
 
@@ -160,14 +183,8 @@ async fn an_opt_out_on_a_replica_with_other_bucket_bits_is_never_answered_send()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_with_new_bits_starting_together_both_switch() {
     let db = TestDb::new(Backend::Postgres).await;
-    let prefix = format!("lay{}:", uuid::Uuid::new_v4().simple());
-    let config =
-        ReplicaConfig::new(&db.url, redis_url(), &prefix).with("SUPPRESSD_CACHE_BUCKET_BITS", "6");
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let prefix = fresh_prefix();
+    let (config, mut conn) = six_bits(&db, redis_url(), &prefix).await;
     let old = Replica::start(&config.clone().with("SUPPRESSD_REPLICA_NAME", "old")).await;
     wait_announced(&mut conn, &prefix, "old", "v2b6", "v2b6").await;
     let new = config.with("SUPPRESSD_CACHE_BUCKET_BITS", "7");
@@ -213,15 +230,9 @@ async fn two_replicas_with_new_bits_starting_together_both_switch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_announcement_lapsed_is_not_written_for_and_does_not_trust_its_layout() {
     let db = TestDb::new(Backend::Postgres).await;
-    let prefix = format!("lay{}:", uuid::Uuid::new_v4().simple());
-    let config = ReplicaConfig::new(&db.url, redis_url(), &prefix)
-        .with("SUPPRESSD_NO_NEAR_CACHE", "true")
-        .with("SUPPRESSD_CACHE_BUCKET_BITS", "6");
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let prefix = fresh_prefix();
+    let (config, mut conn) = six_bits(&db, redis_url(), &prefix).await;
+    let config = config.with("SUPPRESSD_NO_NEAR_CACHE", "true");
     let a = Replica::start(&config.clone().with("SUPPRESSD_REPLICA_NAME", "a")).await;
     wait_announced(&mut conn, &prefix, "a", "v2b6", "v2b6").await;
     let b = Replica::start(
@@ -266,14 +277,8 @@ async fn a_flush_during_a_layout_change_fails_closed_and_recovers() {
     let db = TestDb::new(Backend::Postgres).await;
     let redis = PrivateRedis::start().await;
     let prefix = "flush:";
-    let config = ReplicaConfig::new(&db.url, &redis.url(), prefix)
-        .with("SUPPRESSD_NO_NEAR_CACHE", "true")
-        .with("SUPPRESSD_CACHE_BUCKET_BITS", "6");
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (config, mut conn) = six_bits(&db, &redis.url(), prefix).await;
+    let config = config.with("SUPPRESSD_NO_NEAR_CACHE", "true");
     let a = Replica::start(&config.clone().with("SUPPRESSD_REPLICA_NAME", "a")).await;
     wait_announced(&mut conn, prefix, "a", "v2b6", "v2b6").await;
     let (mut on_a, scope_all) = (a.client().await, || {
@@ -299,22 +304,11 @@ async fn a_flush_during_a_layout_change_fails_closed_and_recovers() {
             .await
             .unwrap();
     }
-    let mut false_sends = Vec::new();
-    let mut check_all = async |false_sends: &mut Vec<String>| {
-        for i in 0..20 {
-            for (name, client) in [("a", &mut on_a), ("b", &mut on_b)] {
-                let answer = client.check_suppressed(check_request(i)).await.unwrap();
-                if !answer.into_inner().suppressed {
-                    false_sends.push(format!("layout{i} on {name}"));
-                }
-            }
-        }
-    };
-    check_all(&mut false_sends).await;
+    let mut sent = false_sends(20, [("a", &mut on_a), ("b", &mut on_b)]).await;
     wait_announced(&mut conn, prefix, "a", "v2b6", "v2b6,v2b7").await;
     wait_announced(&mut conn, prefix, "b", "v2b7", "v2b7,v2b6").await;
-    check_all(&mut false_sends).await;
-    assert!(false_sends.is_empty(), "answered send: {false_sends:?}");
+    sent.extend(false_sends(20, [("a", &mut on_a), ("b", &mut on_b)]).await);
+    assert!(sent.is_empty(), "answered send: {sent:?}");
 }
 
 /// A replica of the previous release (which neither announces nor keeps the layout hashes) serves
@@ -324,18 +318,12 @@ async fn a_flush_during_a_layout_change_fails_closed_and_recovers() {
 async fn a_new_layout_waits_while_a_previous_release_replica_serves() {
     let (tag, previous) = crate::rolling::previous_release();
     let db = TestDb::new(Backend::Postgres).await;
-    let prefix = format!("lay{}:", uuid::Uuid::new_v4().simple());
+    let prefix = fresh_prefix();
     let keys_dir = tempfile::tempdir().unwrap();
     let keys = keys_dir.path().join("keys.toml");
     std::fs::write(&keys, crate::rolling::key_file_known_to_both()).unwrap();
-    let config = ReplicaConfig::new(&db.url, redis_url(), &prefix)
-        .with("SUPPRESSD_KEYS", keys.to_str().unwrap())
-        .with("SUPPRESSD_CACHE_BUCKET_BITS", "6");
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (config, mut conn) = six_bits(&db, redis_url(), &prefix).await;
+    let config = config.with("SUPPRESSD_KEYS", keys.to_str().unwrap());
     let mut old = Replica::try_start_binary(&previous, &config)
         .await
         .unwrap_or_else(|log| panic!("the {tag} replica did not start:\n{log}"));

@@ -578,6 +578,10 @@ async fn child_serves_metrics() {
         batches
     );
     assert_eq!(after.value("suppressd_cache_complete", &[]), 1.0);
+    // The start's rebuild ran under the lease, counted, with its gauge down again.
+    let rebuilt = [("outcome", "rebuilt")];
+    assert!(after.value("suppressd_cache_rebuilds_total", &rebuilt) >= 1.0);
+    assert_eq!(after.value("suppressd_cache_rebuild_running", &[]), 0.0);
     assert_eq!(after.value("suppressd_writebehind_stream_length", &[]), 0.0);
     assert_eq!(
         after.value("suppressd_writebehind_pending_entries", &[]),

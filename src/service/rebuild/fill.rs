@@ -3,8 +3,8 @@
 //! current generation, so that the layouts the other replicas read keep answering meanwhile. Why
 //! what it copies is enough is argued in `cache::layouts`.
 
-use super::{CATCH_UP_MARGIN, LEASE_TTL, RebuildOutcome, Rebuilder, Rebuilding};
-use crate::{cache::layout::Group, telemetry::metrics::names};
+use super::{CATCH_UP_MARGIN, RebuildOutcome, Rebuilder, Rebuilding};
+use crate::cache::layout::Group;
 use std::time::Instant;
 
 impl Rebuilder {
@@ -15,29 +15,20 @@ impl Rebuilder {
         if groups.is_empty() {
             return Ok(RebuildOutcome::NotNeeded);
         }
-        if !self
-            .cache
-            .acquire_rebuild_lease(&self.owner, LEASE_TTL)
-            .await?
-        {
-            return Ok(RebuildOutcome::Elsewhere);
-        }
-        metrics::gauge!(names::REBUILD_RUNNING).set(1.0);
-        let mut outcome = Ok(RebuildOutcome::NotNeeded);
-        for group in groups {
-            outcome = self.fill(group).await;
-            if !matches!(
-                outcome,
-                Ok(RebuildOutcome::Rebuilt { .. } | RebuildOutcome::NotNeeded)
-            ) {
-                break;
+        self.under_lease(async {
+            let mut outcome = Ok(RebuildOutcome::NotNeeded);
+            for group in groups {
+                outcome = self.fill(group).await;
+                if !matches!(
+                    outcome,
+                    Ok(RebuildOutcome::Rebuilt { .. } | RebuildOutcome::NotNeeded)
+                ) {
+                    break;
+                }
             }
-        }
-        metrics::gauge!(names::REBUILD_RUNNING).set(0.0);
-        if let Err(e) = self.cache.release_rebuild_lease(&self.owner).await {
-            tracing::warn!(error = %e, "could not release the rebuild lease; it will expire");
-        }
-        outcome
+            outcome
+        })
+        .await
     }
 
     /// Fills one group's buckets of the configured layout: emptied, set `fill`, copied from the

@@ -173,6 +173,27 @@ impl Rebuilder {
         if needed.is_empty() {
             return self.fill_if_wanted().await;
         }
+        self.under_lease(async {
+            metrics::gauge!(names::REBUILD_RECORDS).set(0.0);
+            let outcome =
+                sampling::Sampled::new(self.rebuild(&needed), sampling::decide(None)).await;
+            let label = match &outcome {
+                Ok(RebuildOutcome::Rebuilt { .. }) => "rebuilt",
+                Ok(_) => "interrupted",
+                Err(_) => "failed",
+            };
+            metrics::counter!(names::REBUILDS, "outcome" => label).increment(1);
+            outcome
+        })
+        .await
+    }
+
+    /// Runs `work` under the rebuild lease (one replica at a time), with the running gauge up
+    /// meanwhile; `Elsewhere` when another replica holds the lease.
+    async fn under_lease(
+        &self,
+        work: impl Future<Output = anyhow::Result<RebuildOutcome>>,
+    ) -> anyhow::Result<RebuildOutcome> {
         if !self
             .cache
             .acquire_rebuild_lease(&self.owner, LEASE_TTL)
@@ -181,15 +202,8 @@ impl Rebuilder {
             return Ok(RebuildOutcome::Elsewhere);
         }
         metrics::gauge!(names::REBUILD_RUNNING).set(1.0);
-        metrics::gauge!(names::REBUILD_RECORDS).set(0.0);
-        let outcome = sampling::Sampled::new(self.rebuild(&needed), sampling::decide(None)).await;
+        let outcome = work.await;
         metrics::gauge!(names::REBUILD_RUNNING).set(0.0);
-        let label = match &outcome {
-            Ok(RebuildOutcome::Rebuilt { .. }) => "rebuilt",
-            Ok(_) => "interrupted",
-            Err(_) => "failed",
-        };
-        metrics::counter!(names::REBUILDS, "outcome" => label).increment(1);
         if let Err(e) = self.cache.release_rebuild_lease(&self.owner).await {
             tracing::warn!(error = %e, "could not release the rebuild lease; it will expire");
         }
