@@ -4,14 +4,14 @@
 
 use super::{
     GroupCopy, Stopped,
-    records::{Loading, Records},
+    records::{Loading, Records, Run},
 };
 use crate::cache::Conn;
 use crate::cache::{Context, Lookup, Probe, layout};
 use redis::{Script, Value, streams::StreamReadReply};
 use std::{
     collections::HashMap,
-    sync::{LazyLock, RwLock},
+    sync::{LazyLock, RwLock, RwLockReadGuard},
     time::Duration,
 };
 
@@ -27,13 +27,26 @@ pub(super) const SHARDS: usize = 1 << u8::BITS;
 
 impl GroupCopy {
     /// The answers to `probes` from memory, or `None` when the copy cannot vouch for them.
+    ///
+    /// Each field is a look-up in a shard picked by a keyed hash, so in memory far from the
+    /// others': taken one after another, each waits for its own reads (a directory entry, then a
+    /// run of entries) to arrive from memory. Here every step is taken for all the fields before
+    /// the next, so that their reads are fetched together, under read locks held for the whole
+    /// check ([`Reads`]).
     pub(super) fn lookup_one(&self, probe: &Probe<'_>) -> Lookup {
+        let fields = &probe.fields[..probe.n];
+        let reads = Reads::take(&self.shards, fields.iter().map(shard_of));
+        let runs: [Option<Run<'_>>; 8] =
+            std::array::from_fn(|k| fields.get(k).map(|field| reads.of(k).locate(field)));
+        let touched = runs.iter().flatten().fold(0, |t, run| t ^ run.touch());
+        std::hint::black_box(touched);
         // The candidate scopes are built only for a check that finds a record (most find none).
         let mut candidates = None;
         let mut found = Vec::new();
         let mut unreadable = false;
-        for (k, field) in probe.fields[..probe.n].iter().enumerate() {
-            if let Some(v) = self.shard(field).read().expect("shard lock").get(field) {
+        for (k, (field, run)) in fields.iter().zip(runs).enumerate() {
+            let run = run.expect("located above");
+            if let Some(v) = reads.of(k).get_in(field, run) {
                 let scope = candidates.get_or_insert_with(|| probe.notice.candidates())[k].clone();
                 let (decoded, bad) = layout::decode_values([(scope, v)]);
                 found.extend(decoded);
@@ -201,6 +214,53 @@ impl GroupCopy {
     }
 }
 
+/// Read locks on the shards of up to eight look-ups, held together: taken in shard order, so that
+/// two holders never wait on each other through a writer queued at one of the shards (writers
+/// hold one shard at a time), and once per shard (a read lock taken twice by one thread can wait
+/// on a writer queued in between).
+struct Reads<'a, T> {
+    guards: [Option<RwLockReadGuard<'a, T>>; 8],
+    /// `held[k]`: the look-up whose entry in `guards` holds look-up `k`'s shard.
+    held: [usize; 8],
+}
+
+impl<'a, T> Reads<'a, T> {
+    /// Locks `shards[s]` for each `s` that `wanted` names (at most eight), for reading.
+    fn take(shards: &'a [RwLock<T>], wanted: impl ExactSizeIterator<Item = usize>) -> Self {
+        let n = wanted.len();
+        assert!(n <= 8, "at most eight look-ups at once");
+        let mut of = [0; 8];
+        for (k, s) in wanted.enumerate() {
+            of[k] = s;
+        }
+        let mut order: [usize; 8] = std::array::from_fn(|k| k);
+        order[..n].sort_unstable_by_key(|&k| of[k]);
+        let mut reads = Reads {
+            guards: [const { None }; 8],
+            held: [0; 8],
+        };
+        let mut previous: Option<usize> = None;
+        for &k in &order[..n] {
+            reads.held[k] = match previous {
+                Some(at) if of[at] == of[k] => at,
+                _ => {
+                    reads.guards[k] = Some(shards[of[k]].read().expect("shard lock"));
+                    previous = Some(k);
+                    k
+                }
+            };
+        }
+        reads
+    }
+
+    /// What look-up `k`'s shard holds.
+    fn of(&self, k: usize) -> &T {
+        self.guards[self.held[k]]
+            .as_deref()
+            .expect("a look-up's shard is held")
+    }
+}
+
 /// The shard a field lives in: its first byte's (the records of a shard order by the others).
 fn shard_of(field: &layout::Field) -> usize {
     usize::from(field[0])
@@ -221,3 +281,66 @@ static HEAD: LazyLock<Script> = LazyLock::new(|| Script::new(HEAD_SCRIPT));
 const HEAD_SCRIPT: &str = r"
 return {redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1), redis.call('GET', KEYS[2]) or '0'}
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn reads_hold_each_shard_once_and_answer_for_every_look_up() {
+        let shards: Vec<RwLock<usize>> = (0..5).map(|s| RwLock::new(s * 10)).collect();
+        let wanted = [3, 0, 3, 4, 0, 3];
+        let reads = Reads::take(&shards, wanted.into_iter());
+        for (k, s) in wanted.into_iter().enumerate() {
+            assert_eq!(*reads.of(k), s * 10);
+        }
+        assert_eq!(
+            reads.guards.iter().flatten().count(),
+            3,
+            "one guard per shard"
+        );
+        // Held for reading only: another reader gets in, a writer does not.
+        assert!(shards[3].try_read().is_ok());
+        assert!(shards[3].try_write().is_err());
+        assert!(
+            shards[1].try_write().is_ok(),
+            "a shard no look-up wants stays free"
+        );
+        drop(reads);
+        assert!(shards[3].try_write().is_ok(), "released when dropped");
+    }
+
+    /// Readers that hold several shards at once while writers, one shard at a time, queue at them:
+    /// in any other order than the shards', two readers can each hold what the other waits for
+    /// behind a queued writer, and the test never ends.
+    #[test]
+    fn readers_of_several_shards_and_writers_never_wait_on_each_other() {
+        let shards: Arc<Vec<RwLock<u64>>> = Arc::new((0..4).map(|_| RwLock::new(0)).collect());
+        let threads = 6;
+        let start = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (shards, start) = (shards.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for i in 0..20_000usize {
+                        if t % 2 == 0 {
+                            *shards[(i + t) % 4].write().expect("shard lock") += 1;
+                        } else {
+                            // Wanted in an order that differs from thread to thread.
+                            let wanted = [(i + t) % 4, (i + 3 * t) % 4, (i * 7 + t) % 4];
+                            let reads = Reads::take(&shards, wanted.into_iter());
+                            std::hint::black_box(*reads.of(0) + *reads.of(2));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("no thread panicked");
+        }
+        let total: u64 = shards.iter().map(|s| *s.read().expect("shard lock")).sum();
+        assert_eq!(total, 3 * 20_000);
+    }
+}

@@ -117,6 +117,21 @@ impl Base {
     }
 }
 
+/// The base entries a field is among if the base holds it (from the directory).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Run<'a>(&'a [Entry]);
+
+impl Run<'_> {
+    /// Reads the run's first and last bytes and returns one made of both: the loads of several
+    /// runs, one after another with nothing between them that waits on their bytes, are fetched
+    /// from memory together (the caller passes the result to `black_box`, so that they are made).
+    pub(super) fn touch(&self) -> u8 {
+        let first = self.0.first().map_or(0, |e| e[0]);
+        let last = self.0.last().map_or(0, |e| e[ENTRY_LEN - 1]);
+        first ^ last
+    }
+}
+
 /// The records of one shard.
 #[derive(Default)]
 pub(super) struct Records {
@@ -135,21 +150,35 @@ pub(super) struct Records {
 impl Records {
     /// The value of `field`, if the shard holds one. Every field of a shard has the same first
     /// byte (the shard's).
-    pub(super) fn get(&self, field: &Field) -> Option<&[u8]> {
+    #[cfg(test)]
+    fn get(&self, field: &Field) -> Option<&[u8]> {
+        self.get_in(field, self.locate(field))
+    }
+
+    /// The first step of a look-up: the run of base entries that holds `field` if the base does,
+    /// as the directory says. [`get`](Self::get) is `locate`, then [`get_in`](Self::get_in); a
+    /// check takes the steps for all its fields together (`copy`), so that the memory each step
+    /// reads is fetched for all of them at once rather than one field after another.
+    pub(super) fn locate(&self, field: &Field) -> Run<'_> {
+        let at = slot(prefix(key(field)), self.shift);
+        let entries = match self.directory.get(at..at + 2) {
+            Some(&[from, to]) => &self.base.entries()[from as usize..to as usize],
+            _ => &[],
+        };
+        Run(entries)
+    }
+
+    /// The last step of a look-up: the value of `field`, from the changes beside the base, else
+    /// from `run`, which [`locate`](Self::locate) found for `field` in these records.
+    pub(super) fn get_in<'a>(&'a self, field: &Field, run: Run<'a>) -> Option<&'a [u8]> {
         if !self.changes.is_empty()
             && let Some(change) = self.changes.get(field)
         {
             return change.as_deref();
         }
         let key = key(field);
-        let slot = slot(prefix(key), self.shift);
-        let (from, to) = (
-            *self.directory.get(slot)? as usize,
-            self.directory[slot + 1] as usize,
-        );
-        let run = &self.base.entries()[from..to];
-        let at = run.binary_search_by(|e| key_of(e).cmp(key)).ok()?;
-        Some(&run[at][KEY_LEN..])
+        let at = run.0.binary_search_by(|e| key_of(e).cmp(key)).ok()?;
+        Some(&run.0[at][KEY_LEN..])
     }
 
     pub(super) fn insert(&mut self, field: Field, value: Box<[u8]>) {
