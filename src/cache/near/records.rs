@@ -122,7 +122,7 @@ impl Base {
 pub(super) struct Run<'a>(&'a [Entry]);
 
 impl Run<'_> {
-    /// Reads the run's first and last bytes and returns one made of both: the loads of several
+    /// Reads a byte of the run's first entry and one of its last, and returns one made of both: the loads of several
     /// runs, one after another with nothing between them that waits on their bytes, are fetched
     /// from memory together (the caller passes the result to `black_box`, so that they are made).
     pub(super) fn touch(&self) -> u8 {
@@ -148,17 +148,17 @@ pub(super) struct Records {
 }
 
 impl Records {
-    /// The value of `field`, if the shard holds one. Every field of a shard has the same first
-    /// byte (the shard's).
+    /// The value of `field`, if the shard holds one: a look-up of one field alone, for the tests.
+    /// Every field of a shard has the same first byte (the shard's).
     #[cfg(test)]
     fn get(&self, field: &Field) -> Option<&[u8]> {
         self.get_in(field, self.locate(field))
     }
 
     /// The first step of a look-up: the run of base entries that holds `field` if the base does,
-    /// as the directory says. [`get`](Self::get) is `locate`, then [`get_in`](Self::get_in); a
-    /// check takes the steps for all its fields together (`copy`), so that the memory each step
-    /// reads is fetched for all of them at once rather than one field after another.
+    /// as the directory says. A look-up is `locate`, then [`get_in`](Self::get_in); a check takes
+    /// the steps for all its fields together (`copy`), so that the memory each step reads is
+    /// fetched for all of them at once rather than one field after another.
     pub(super) fn locate(&self, field: &Field) -> Run<'_> {
         let at = slot(prefix(key(field)), self.shift);
         let entries = match self.directory.get(at..at + 2) {
