@@ -21,7 +21,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     fmt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, LazyLock},
     time::SystemTime,
 };
 pub use token::{Purpose, TokenKeys};
@@ -85,9 +85,13 @@ impl Principal {
         }
     }
 
-    /// The principal of a server started with `--dev-no-auth`: everything, every tenant.
-    pub(crate) fn development() -> Self {
-        Principal::new("dev-no-auth", [Role::Admin], None)
+    /// The principal of a server started with `--dev-no-auth`: everything, every tenant. One for
+    /// the process, shared by every call as a key's principal is (built per call, it was four
+    /// allocations a call).
+    pub(crate) fn development() -> Arc<Self> {
+        static DEVELOPMENT: LazyLock<Arc<Principal>> =
+            LazyLock::new(|| Arc::new(Principal::new("dev-no-auth", [Role::Admin], None)));
+        DEVELOPMENT.clone()
     }
 
     pub(crate) fn has(&self, role: Role) -> bool {
