@@ -36,16 +36,17 @@ impl GroupCopy {
     pub(super) fn lookup_one(&self, probe: &Probe<'_>) -> Lookup {
         let fields = &probe.fields[..probe.n];
         let reads = Reads::take(&self.shards, fields.iter().map(shard_of));
-        let runs: [Option<Run<'_>>; 8] =
-            std::array::from_fn(|k| fields.get(k).map(|field| reads.of(k).locate(field)));
-        let touched = runs.iter().flatten().fold(0, |t, run| t ^ run.touch());
-        std::hint::black_box(touched);
+        let runs: [Run<'_>; 8] = std::array::from_fn(|k| {
+            fields
+                .get(k)
+                .map_or_else(Run::default, |field| reads.of(k).locate(field))
+        });
+        std::hint::black_box(runs.iter().fold(0, |t, run| t ^ run.touch()));
         // The candidate scopes are built only for a check that finds a record (most find none).
         let mut candidates = None;
         let mut found = Vec::new();
         let mut unreadable = false;
         for (k, (field, run)) in fields.iter().zip(runs).enumerate() {
-            let run = run.expect("located above");
             if let Some(v) = reads.of(k).get_in(field, run) {
                 let scope = candidates.get_or_insert_with(|| probe.notice.candidates())[k].clone();
                 let (decoded, bad) = layout::decode_values([(scope, v)]);

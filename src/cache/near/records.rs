@@ -117,14 +117,15 @@ impl Base {
     }
 }
 
-/// The base entries a field is among if the base holds it (from the directory).
-#[derive(Clone, Copy, Debug)]
+/// The base entries a field is among if the base holds it (from the directory); none by default.
+#[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Run<'a>(&'a [Entry]);
 
 impl Run<'_> {
-    /// Reads a byte of the run's first entry and one of its last, and returns one made of both: the loads of several
-    /// runs, one after another with nothing between them that waits on their bytes, are fetched
-    /// from memory together (the caller passes the result to `black_box`, so that they are made).
+    /// Reads a byte of the run's first entry and one of its last, and returns one made of both:
+    /// the loads of several runs, one after another with nothing between them that waits on their
+    /// bytes, are fetched from memory together (the caller passes the result to `black_box`, so
+    /// that they are made).
     pub(super) fn touch(&self) -> u8 {
         let first = self.0.first().map_or(0, |e| e[0]);
         let last = self.0.last().map_or(0, |e| e[ENTRY_LEN - 1]);
@@ -161,11 +162,10 @@ impl Records {
     /// fetched for all of them at once rather than one field after another.
     pub(super) fn locate(&self, field: &Field) -> Run<'_> {
         let at = slot(prefix(key(field)), self.shift);
-        let entries = match self.directory.get(at..at + 2) {
-            Some(&[from, to]) => &self.base.entries()[from as usize..to as usize],
-            _ => &[],
-        };
-        Run(entries)
+        match self.directory.get(at..at + 2) {
+            Some(&[from, to]) => Run(&self.base.entries()[from as usize..to as usize]),
+            _ => Run::default(),
+        }
     }
 
     /// The last step of a look-up: the value of `field`, from the changes beside the base, else
