@@ -87,12 +87,12 @@ fn scope_parts(
 
 pub fn opt_out_scope(s: Option<proto::Scope>) -> Result<Scope, Invalid> {
     let (tenant, channel, topic, campaign) = scope_parts(s)?;
-    Scope::parse(&tenant, channel, &topic, &campaign)
+    Scope::parse(tenant, channel, topic, campaign)
 }
 
 pub fn notice(s: Option<proto::Scope>) -> Result<Notice, Invalid> {
     let (tenant, channel, topic, campaign) = scope_parts(s)?;
-    Notice::parse(&tenant, channel, &topic, &campaign)
+    Notice::parse(tenant, channel, topic, campaign)
 }
 
 pub fn check(req: proto::CheckSuppressedRequest) -> Result<Check, Invalid> {

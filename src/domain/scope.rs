@@ -94,20 +94,23 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
 }
 
 impl Scope {
+    /// Takes owned names where the caller has them (a decoded request's), so that checking a
+    /// notice copies none of them.
     pub fn parse(
-        tenant: &str,
+        tenant: impl Into<String>,
         channel: Option<Channel>,
-        topic: &str,
-        campaign: &str,
+        topic: impl Into<String>,
+        campaign: impl Into<String>,
     ) -> Result<Self, Invalid> {
-        check_name("scope.tenant", tenant, MAX_TENANT)?;
-        check_name("scope.topic", topic, MAX_NAME)?;
-        check_name("scope.campaign", campaign, MAX_NAME)?;
+        let (tenant, topic, campaign) = (tenant.into(), topic.into(), campaign.into());
+        check_name("scope.tenant", &tenant, MAX_TENANT)?;
+        check_name("scope.topic", &topic, MAX_NAME)?;
+        check_name("scope.campaign", &campaign, MAX_NAME)?;
         Ok(Self {
-            tenant: tenant.to_owned(),
+            tenant,
             channel,
-            topic: topic.to_owned(),
-            campaign: campaign.to_owned(),
+            topic,
+            campaign,
         })
     }
 
@@ -161,15 +164,15 @@ impl Scope {
 
 impl Notice {
     pub fn parse(
-        tenant: &str,
+        tenant: impl Into<String>,
         channel: Option<Channel>,
-        topic: &str,
-        campaign: &str,
+        topic: impl Into<String>,
+        campaign: impl Into<String>,
     ) -> Result<Self, Invalid> {
         let scope = Scope::parse(tenant, channel, topic, campaign)?;
         let channel =
             channel.ok_or_else(|| Invalid::new("scope.channel", "a check must name a channel"))?;
-        if topic.is_empty() {
+        if scope.topic.is_empty() {
             return Err(Invalid::new("scope.topic", "a check must name a topic"));
         }
         Ok(Self {
