@@ -5,18 +5,19 @@ use super::codec::RECEIPT_AT;
 
 /// The merge rule for one field, shared by the opt-out script and the rebuild script so that both
 /// settle on the same record: a permanent record is never replaced; an expiring one is replaced by a
-/// permanent one or by one that expires later.
+/// permanent one or by one that expires later. Returns 1 when it wrote (else 0) and the value the
+/// field holds after.
 const MERGE_FN: &str = r"
 local function merge(bucket, field, value)
   local old = redis.call('HGET', bucket, field)
   if old then
     local old_exp = struct.unpack('>I6', old, 2)
-    if old_exp == 0 then return 0 end
+    if old_exp == 0 then return 0, old end
     local new_exp = struct.unpack('>I6', value, 2)
-    if new_exp ~= 0 and new_exp <= old_exp then return 0 end
+    if new_exp ~= 0 and new_exp <= old_exp then return 0, old end
   end
   redis.call('HSET', bucket, field, value)
-  return 1
+  return 1, value
 end
 ";
 
@@ -72,9 +73,10 @@ end
 /// complete layout it writes (0: none), and whether the hash exists (it does once a replica that
 /// keeps it has seen the group; `.` stays in it).
 ///
-/// `write_all(...)` merges the value into the field of every bucket and says whether any changed;
-/// `feed_layouts(...)` then feeds the value the field now has in that complete layout, the one
-/// every near-cache's copy agrees with. A write that finds no complete layout among its own in a
+/// `write_all(...)` merges the value into the field of every bucket and says whether any changed,
+/// and what the field now holds in the bucket at `at` (that complete layout's, the one every
+/// near-cache's copy agrees with, else the first); `feed_layouts(...)` then feeds that value, as
+/// the merges left it (no read after them). A write that finds no complete layout among its own in a
 /// kept hash first skips a change number, so that every near-cache sees a gap and loads again
 /// from a complete layout (or stops answering until there is one).
 const LAYOUTS_FN: &str = r"
@@ -94,16 +96,18 @@ local function keep(layouts, names)
   end
   return primary, #all > 0
 end
-local function write_all(buckets, field, value)
-  local changed = false
+local function write_all(buckets, field, value, at)
+  local changed, now = false, nil
   for i = 1, #buckets do
-    if merge(buckets[i], field, value) == 1 then changed = true end
+    local wrote, held = merge(buckets[i], field, value)
+    if wrote == 1 then changed = true end
+    if i == at then now = held end
   end
-  return changed
+  return changed, now
 end
-local function feed_layouts(buckets, primary, kept, field)
+local function feed_layouts(primary, kept, field, value)
   if kept and primary == 0 then redis.call('INCR', KEYS[#KEYS]) end
-  return feed(field, redis.call('HGET', buckets[math.max(primary, 1)], field) or '')
+  return feed(field, value)
 end
 ";
 
@@ -129,20 +133,21 @@ pub(crate) fn opt_out_script() -> String {
         r"
 local buckets, names = {}, {}
 for i = 1, #ARGV - 7 do buckets[i] = KEYS[6 + i]; names[i] = ARGV[7 + i] end
-local writes = tonumber(redis.call('GET', KEYS[#KEYS - 2]) or '0')
+local function writes_now() return tonumber(redis.call('GET', KEYS[#KEYS - 2]) or '0') end
 if ARGV[1] == '1' then
   local prior = redis.call('GET', KEYS[2])
-  if prior then return leases({0, prior, writes, tonumber(redis.call('GET', KEYS[#KEYS]) or '0')}) end
+  if prior then return leases({0, prior, writes_now(), tonumber(redis.call('GET', KEYS[#KEYS]) or '0')}) end
 end
 local limit = tonumber(ARGV[7])
 if limit > 0 then
   local backlog = redis.call('XLEN', KEYS[1])
-  if backlog >= limit then return leases({2, tostring(backlog), writes, 0}) end
+  if backlog >= limit then return leases({2, tostring(backlog), writes_now(), 0}) end
 end
-local change = 0
+local change, writes = 0, 0
 local primary, kept = keep(KEYS[6], names)
-if write_all(buckets, ARGV[2], ARGV[3]) then
-  change, writes = feed_layouts(buckets, primary, kept, ARGV[2])
+local changed, now = write_all(buckets, ARGV[2], ARGV[3], math.max(primary, 1))
+if changed then
+  change, writes = feed_layouts(primary, kept, ARGV[2], now)
 else
   writes = redis.call('INCR', KEYS[#KEYS - 2])
 end
@@ -185,8 +190,9 @@ for r = 0, n - 1 do
   local buckets = {}
   for i = 1, k do buckets[i] = KEYS[1 + r * k + i] end
   local field = ARGV[2 + k + 2 * r]
-  if write_all(buckets, field, ARGV[3 + k + 2 * r]) and fed then
-    change = feed_layouts(buckets, primary, kept, field)
+  local changed, now = write_all(buckets, field, ARGV[3 + k + 2 * r], math.max(primary, 1))
+  if changed and fed then
+    change = feed_layouts(primary, kept, field, now)
   end
 end
 return change
@@ -227,7 +233,8 @@ for b = 1, k do
   end
 end
 if not changed then return 0 end
-local change = feed_layouts(buckets, primary, kept, ARGV[1])
+local now = redis.call('HGET', buckets[math.max(primary, 1)], ARGV[1]) or ''
+local change = feed_layouts(primary, kept, ARGV[1], now)
 return change
 "
         .replace("RECEIPT_FROM", &(RECEIPT_AT + 1).to_string())
