@@ -265,7 +265,7 @@ mod tests {
             "scope.tenant"
         );
         assert_eq!(
-            Scope::parse("", None, &"x".repeat(129), "")
+            Scope::parse("", None, "x".repeat(129), "")
                 .unwrap_err()
                 .field,
             "scope.topic"
