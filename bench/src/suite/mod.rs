@@ -94,6 +94,8 @@ pub enum Only {
     Writes,
     /// The near-cache's load time and memory.
     Near,
+    /// `CheckSuppressed` with controls loaded against none.
+    Controls,
 }
 
 impl SuiteSettings {

@@ -294,6 +294,12 @@ pub async fn measure(
         return delivery;
     }
 
+    if settings.only == Some(Only::Controls) {
+        let controls = controls::controls_rows(cx, &rig, settings.smoke).await;
+        rig.stop().await;
+        return controls;
+    }
+
     if settings.only == Some(Only::Writes) {
         let writes = async {
             let base = cx.load("baseline", rig.baseline_addr, checking).await?;
@@ -346,6 +352,7 @@ pub(super) fn heading(settings: &SuiteSettings, sizes: &Sizes) -> SuiteReport {
             (_, Some(Only::Delivery)) => "delivery rows only",
             (_, Some(Only::Writes)) => "write rows only",
             (_, Some(Only::Near)) => "near-cache rows only",
+            (_, Some(Only::Controls)) => "controls rows only",
             (true, None) => "smoke",
             (false, None) => "full",
         }
