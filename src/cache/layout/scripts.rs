@@ -76,9 +76,9 @@ end
 /// `write_all(...)` merges the value into the field of every bucket and says whether any changed,
 /// and what the field now holds in the bucket at `at` (that complete layout's, the one every
 /// near-cache's copy agrees with, else the first); `feed_layouts(...)` then feeds that value, as
-/// the merges left it (no read after them). A write that finds no complete layout among its own in a
-/// kept hash first skips a change number, so that every near-cache sees a gap and loads again
-/// from a complete layout (or stops answering until there is one).
+/// the merges left it (no read after them). A write that finds no complete layout among its own
+/// in a kept hash first skips a change number, so that every near-cache sees a gap and loads
+/// again from a complete layout (or stops answering until there is one).
 const LAYOUTS_FN: &str = r"
 local function keep(layouts, names)
   local all = redis.call('HGETALL', layouts)
