@@ -37,6 +37,16 @@ impl Row {
         }
     }
 
+    /// This row as measured, but not to be judged against its target: its value is withheld, and
+    /// its text says why beside what was measured.
+    pub fn not_judged(self, why: &str) -> Row {
+        Row {
+            value: None,
+            shown: format!("not judged: {} {why}", self.shown),
+            ..self
+        }
+    }
+
     pub fn not_measured(id: &str, what: &str, why: &str) -> Row {
         Row {
             id: id.into(),
@@ -199,5 +209,27 @@ mod tests {
         report.judge(&thresholds);
         assert_eq!(report.rows[0].holds, Some(true));
         assert_eq!(report.rows[0].target, "120 s");
+    }
+
+    #[test]
+    fn a_row_not_judged_keeps_what_it_measured_and_cannot_hold() {
+        let thresholds: Thresholds =
+            serde_json::from_str(r#"{"cost_pct": {"max": 10, "target": "10 %"}}"#).unwrap();
+        let row = Row::new("cost_pct", "cost", 2.0, "2.0 %".into(), String::new())
+            .not_judged("with spans dropped");
+        assert_eq!(row.shown, "not judged: 2.0 % with spans dropped");
+        let mut report = SuiteReport {
+            date: String::new(),
+            mode: String::new(),
+            machine: String::new(),
+            layout: String::new(),
+            entries: 1_000_000,
+            rows: vec![row],
+            warnings: Vec::new(),
+            runs: BTreeMap::new(),
+        };
+        report.judge(&thresholds);
+        assert_eq!(report.rows[0].holds, Some(false));
+        assert_eq!(report.shortfalls(&thresholds).len(), 1);
     }
 }

@@ -96,21 +96,21 @@ pub(super) async fn tracing_rows(
     let row = |id: &str, what: &str, runs: &[(f64, f64, f64)], cpu: f64| {
         tracing_row(id, what, runs, cpu, cpu_us[0], &off_shown)
     };
-    let mut always = row(
+    let always = row(
         "tracing_always_cost_pct",
         "tracing cost, always on (CheckSuppressed throughput)",
         &runs[1],
         cpu_us[2],
     );
     let exported = runs[1].iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
-    if exported < ALL_EXPORTED {
-        always.value = None;
-        always.shown = format!(
-            "not judged: {} with {exported:.2} spans exported per call in a round (the exporter \
-             dropped spans, which makes tracing look cheaper)",
-            always.shown
-        );
-    }
+    let always = if exported < ALL_EXPORTED {
+        always.not_judged(&format!(
+            "with {exported:.2} spans exported per call in a round (the exporter dropped spans, \
+             which makes tracing look cheaper)"
+        ))
+    } else {
+        always
+    };
     Ok(vec![
         row(
             "tracing_1pct_cost_pct",
