@@ -179,6 +179,20 @@ impl SuiteReport {
 mod tests {
     use super::*;
 
+    /// A report of one row, at `entries`.
+    fn report_of(entries: u64, row: Row) -> SuiteReport {
+        SuiteReport {
+            date: String::new(),
+            mode: String::new(),
+            machine: String::new(),
+            layout: String::new(),
+            entries,
+            rows: vec![row],
+            warnings: Vec::new(),
+            runs: BTreeMap::new(),
+        }
+    }
+
     #[test]
     fn a_larger_run_is_judged_by_the_bound_for_its_size() {
         let thresholds: Thresholds = serde_json::from_str(
@@ -190,22 +204,14 @@ mod tests {
         for (entries, max) in [(1_000_000, 20.0), (9_999_999, 20.0), (10_000_000, 120.0)] {
             assert_eq!(t.at(entries).max, Some(max), "at {entries}");
         }
-        let mut report = SuiteReport {
-            date: String::new(),
-            mode: String::new(),
-            machine: String::new(),
-            layout: String::new(),
-            entries: 10_000_000,
-            rows: vec![Row::new(
-                "rebuild_seconds",
-                "rebuild",
-                69.0,
-                "69 s".into(),
-                String::new(),
-            )],
-            warnings: Vec::new(),
-            runs: BTreeMap::new(),
-        };
+        let rebuild = Row::new(
+            "rebuild_seconds",
+            "rebuild",
+            69.0,
+            "69 s".into(),
+            String::new(),
+        );
+        let mut report = report_of(10_000_000, rebuild);
         report.judge(&thresholds);
         assert_eq!(report.rows[0].holds, Some(true));
         assert_eq!(report.rows[0].target, "120 s");
@@ -218,16 +224,7 @@ mod tests {
         let row = Row::new("cost_pct", "cost", 2.0, "2.0 %".into(), String::new())
             .not_judged("with spans dropped");
         assert_eq!(row.shown, "not judged: 2.0 % with spans dropped");
-        let mut report = SuiteReport {
-            date: String::new(),
-            mode: String::new(),
-            machine: String::new(),
-            layout: String::new(),
-            entries: 1_000_000,
-            rows: vec![row],
-            warnings: Vec::new(),
-            runs: BTreeMap::new(),
-        };
+        let mut report = report_of(1_000_000, row);
         report.judge(&thresholds);
         assert_eq!(report.rows[0].holds, Some(false));
         assert_eq!(report.shortfalls(&thresholds).len(), 1);
