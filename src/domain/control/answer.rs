@@ -210,23 +210,21 @@ impl Controls {
         now: Millis,
         consented: bool,
     ) -> Answer {
-        if !self.index.any(notice) {
+        let Some(tenant) = self.index.tenant(notice) else {
             return matched.map_or(Answer::Send, Answer::Suppressed);
-        }
-        if let Some(halt) = self.index.halt(notice) {
+        };
+        if let Some(halt) = tenant.halt(notice) {
             return Answer::Halted {
                 halt: halt.clone(),
                 channel: notice.channel,
             };
         }
-        let windows = self.index.windows(notice);
-        let requirement = (!consented)
-            .then(|| self.index.requirement(notice))
-            .flatten();
+        let windows = tenant.windows();
+        let requirement = (!consented).then(|| tenant.requirement(notice)).flatten();
         if matched.is_none() && windows.is_empty() && requirement.is_none() {
             return Answer::Send;
         }
-        let declaration = self.index.declaration(notice, now);
+        let declaration = tenant.declaration(notice, now);
         let answer = match (matched, declaration) {
             (None, None) => match requirement {
                 Some(r) => {

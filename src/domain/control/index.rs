@@ -1,5 +1,6 @@
 //! The controls in force, indexed by what a check names, so that a check looks only at those that
-//! can apply to its notice: one hash look-up for its tenant, then its campaign and topic. Hundreds
+//! can apply to its notice: one hash look-up for its tenant ([`Index::tenant`]), then, in what that
+//! finds, its campaign and topic. Hundreds
 //! of halts of other campaigns or tenants then cost a check nothing (the benchmark's controls rows
 //! hold this).
 //!
@@ -16,8 +17,9 @@ pub(super) struct Index {
     tenants: HashMap<String, TenantControls>,
 }
 
+/// The controls of one tenant: what a check asks after its one look-up of the tenant.
 #[derive(Debug, Default)]
-struct TenantControls {
+pub(super) struct TenantControls {
     /// Halts and triggers that name a campaign, by campaign.
     by_campaign: HashMap<String, Place>,
     /// Halts and triggers of every campaign of a topic, by topic.
@@ -80,26 +82,23 @@ impl Index {
         index
     }
 
-    fn tenant(&self, n: &Notice) -> Option<&TenantControls> {
+    /// The controls of the notice's tenant; `None` when no control is in force for it.
+    pub(super) fn tenant(&self, n: &Notice) -> Option<&TenantControls> {
         if self.tenants.is_empty() {
             return None;
         }
         self.tenants.get(&n.tenant)
     }
+}
 
-    /// Whether any control is in force for the notice's tenant.
-    pub(super) fn any(&self, n: &Notice) -> bool {
-        self.tenant(n).is_some()
-    }
-
+impl TenantControls {
     /// The earliest halt that covers the notice; on the way, counts the check for every trigger
     /// that watches its campaign or topic.
     pub(super) fn halt(&self, n: &Notice) -> Option<&Arc<Halt>> {
-        let t = self.tenant(n)?;
         let by_campaign = (!n.campaign.is_empty())
-            .then(|| t.by_campaign.get(&n.campaign))
+            .then(|| self.by_campaign.get(&n.campaign))
             .flatten();
-        let by_topic = t.by_topic.get(&n.topic);
+        let by_topic = self.by_topic.get(&n.topic);
         let mut earliest: Option<&Arc<Halt>> = None;
         for place in by_campaign.into_iter().chain(by_topic) {
             for trigger in &place.triggers {
@@ -122,23 +121,21 @@ impl Index {
         n: &Notice,
         now: Millis,
     ) -> Option<&Arc<MandatoryDeclaration>> {
-        let t = self.tenant(n)?;
-        t.mandatory_by_topic
+        self.mandatory_by_topic
             .get(&n.topic)?
             .iter()
             .filter(|d| d.applies(n, now))
             .min_by_key(|d| d.id)
     }
 
-    /// The send windows of the notice's tenant (each still to be asked whether it applies).
-    pub(super) fn windows(&self, n: &Notice) -> &[Arc<SendWindow>] {
-        self.tenant(n).map_or(&[], |t| &t.windows)
+    /// The tenant's send windows (each still to be asked whether it applies).
+    pub(super) fn windows(&self) -> &[Arc<SendWindow>] {
+        &self.windows
     }
 
     /// The earliest consent requirement that applies to the notice.
     pub(super) fn requirement(&self, n: &Notice) -> Option<&Arc<ConsentRequirement>> {
-        let t = self.tenant(n)?;
-        t.consent_by_topic
+        self.consent_by_topic
             .get(&n.topic)?
             .iter()
             .filter(|r| r.applies(n))
