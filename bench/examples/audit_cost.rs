@@ -8,6 +8,12 @@
 //! which builds the batches as the worker would and, with the log, the entries, their hashes and
 //! the checkpoint's signature), because on a shared machine CPU is what the log takes from the rest.
 //!
+//! Without a batch size it measures two, 8 and 64, with the same records at each (BATCHES batches
+//! of 64, 200 by default), and splits what the log adds into a part per record (the entry row and
+//! its index entries, its hash) and a part per commit (the checkpoint, its signature, the head),
+//! solving `extra = per record + per commit / size` from the two: which of them a change to the
+//! log would have to take away.
+//!
 //! The commit is the only part of a DURABLE opt-out the log touches, so this ratio bounds the
 //! end-to-end cost from above.
 
@@ -86,6 +92,100 @@ async fn fresh_db(admin: &str) -> (String, String) {
     (name, url)
 }
 
+/// One side's run: records/s, and CPU µs per record of PostgreSQL's backends and of this process.
+struct Run {
+    rate: f64,
+    store_us: f64,
+    own_us: f64,
+}
+
+/// Commits `batches` batches of `size` on a fresh database, with the log or without it.
+async fn run(admin: &str, log: &AuditLog, with_log: bool, batches: usize, size: usize) -> Run {
+    let pepper = Pepper::new(*b"0123456789abcdef").unwrap();
+    let (name, url) = fresh_db(admin).await;
+    let store = Store::connect(&url).await.unwrap();
+    // The baseline is the store's own (`serve --bench-unaudited-baseline`): the same statement
+    // shape, records only.
+    let log = AuditLog {
+        bench_unaudited: !with_log,
+        ..log.clone()
+    };
+    let mut hint = AuditHint::default();
+    let own_cpu = cpu_seconds("self");
+    let started = Instant::now();
+    for b in 0..batches {
+        let records = batch(&pepper, b * size, size);
+        store
+            .commit(&records, &[], system_now(), &log, &mut hint)
+            .await
+            .unwrap();
+    }
+    let records = (batches * size) as f64;
+    let rate = records / started.elapsed().as_secs_f64();
+    // Per record: the backends' CPU (PostgreSQL's side; the backends live as long as the store),
+    // and this process's (building the batch, the entries, the hashes and the signature).
+    let run = Run {
+        rate,
+        store_us: backends_cpu(&url).await / records * 1e6,
+        own_us: (cpu_seconds("self") - own_cpu) / records * 1e6,
+    };
+    store.close().await;
+    let pool = sqlx::PgPool::connect(admin).await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await;
+    run
+}
+
+/// What the log adds at one batch size: µs per record of PostgreSQL and of this process.
+struct Extra {
+    size: usize,
+    store_us: f64,
+    own_us: f64,
+}
+
+/// Runs both sides twice, alternating, at one batch size; prints each run and the ratio.
+async fn compare(admin: &str, log: &AuditLog, batches: usize, size: usize) -> Extra {
+    let mut runs: Vec<(bool, Run)> = Vec::new();
+    for with_log in [false, true, false, true] {
+        let r = run(admin, log, with_log, batches, size).await;
+        println!(
+            "{:<28} {:>10.0} records/s  PostgreSQL CPU {:5.1} µs/record, client CPU {:5.1} µs/record",
+            if with_log {
+                "commit with audit log"
+            } else {
+                "commit without audit log"
+            },
+            r.rate,
+            r.store_us,
+            r.own_us,
+        );
+        runs.push((with_log, r));
+    }
+    let mean = |w: bool, f: fn(&Run) -> f64| {
+        let v: Vec<f64> = runs.iter().filter(|r| r.0 == w).map(|r| f(&r.1)).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    println!(
+        "ratio with/without: {:.3} (batches of {size}, {batches} batches per run)",
+        mean(true, |r| r.rate) / mean(false, |r| r.rate)
+    );
+    Extra {
+        size,
+        store_us: mean(true, |r| r.store_us) - mean(false, |r| r.store_us),
+        own_us: mean(true, |r| r.own_us) - mean(false, |r| r.own_us),
+    }
+}
+
+/// Splits what the log adds, measured at two batch sizes, into µs per record and per commit:
+/// `extra = per_record + per_commit / size`.
+fn split(small: f64, small_size: usize, large: f64, large_size: usize) -> (f64, f64) {
+    let per_commit = (small - large) / (1.0 / small_size as f64 - 1.0 / large_size as f64);
+    (small - per_commit / small_size as f64, per_commit)
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -93,60 +193,35 @@ async fn main() {
         .get(1)
         .cloned()
         .unwrap_or("postgres://postgres@127.0.0.1:5432/postgres".into());
-    let batches: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
-    let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
-    let pepper = Pepper::new(*b"0123456789abcdef").unwrap();
+    let batches: Option<usize> = args.get(2).and_then(|s| s.parse().ok());
+    let size: Option<usize> = args.get(3).and_then(|s| s.parse().ok());
     let log = AuditLog::development();
-    let mut rates = Vec::new();
-    for with_log in [false, true, false, true] {
-        let (name, url) = fresh_db(&admin).await;
-        let store = Store::connect(&url).await.unwrap();
-        // The baseline is the store's own (`serve --bench-unaudited-baseline`): the same statement
-        // shape, records only.
-        let log = AuditLog {
-            bench_unaudited: !with_log,
-            ..log.clone()
-        };
-        let mut hint = AuditHint::default();
-        let own_cpu = cpu_seconds("self");
-        let started = Instant::now();
-        for b in 0..batches {
-            let records = batch(&pepper, b * size, size);
-            store
-                .commit(&records, &[], system_now(), &log, &mut hint)
-                .await
-                .unwrap();
-        }
-        let records = (batches * size) as f64;
-        let rate = records / started.elapsed().as_secs_f64();
-        // Per record: the backends' CPU (PostgreSQL's side; the backends live as long as the store),
-        // and this process's (building the batch, the entries, the hashes and the signature).
-        let store_us = backends_cpu(&url).await / records * 1e6;
-        let own_us = (cpu_seconds("self") - own_cpu) / records * 1e6;
-        println!(
-            "{:<28} {rate:>10.0} records/s  PostgreSQL CPU {store_us:5.1} µs/record, \
-             client CPU {own_us:5.1} µs/record",
-            if with_log {
-                "commit with audit log"
-            } else {
-                "commit without audit log"
-            }
-        );
-        rates.push((with_log, rate));
-        store.close().await;
-        let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE {name} WITH (FORCE)"
-        )))
-        .execute(&pool)
-        .await;
+    if let Some(size) = size {
+        compare(&admin, &log, batches.unwrap_or(200), size).await;
+        return;
     }
-    let mean = |w: bool| {
-        let v: Vec<f64> = rates.iter().filter(|r| r.0 == w).map(|r| r.1).collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
-    println!(
-        "ratio with/without: {:.3} (batches of {size}, {batches} batches per run)",
-        mean(true) / mean(false)
+    // The same records at both sizes (12,800 by default).
+    let records = batches.unwrap_or(200) * 64;
+    let (small, large) = (
+        compare(&admin, &log, records / 8, 8).await,
+        compare(&admin, &log, records / 64, 64).await,
     );
+    let (store_record, store_commit) =
+        split(small.store_us, small.size, large.store_us, large.size);
+    let (own_record, own_commit) = split(small.own_us, small.size, large.own_us, large.size);
+    println!(
+        "what the log adds: PostgreSQL {store_record:.1} µs a record + {store_commit:.0} µs a \
+         commit; client {own_record:.1} µs a record + {own_commit:.0} µs a commit"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn split_recovers_the_parts_of_a_cost() {
+        // 5 µs a record and 80 µs a commit: 15 at batches of 8, 6.25 at batches of 64.
+        let (per_record, per_commit) = super::split(15.0, 8, 6.25, 64);
+        assert!((per_record - 5.0).abs() < 1e-9, "{per_record}");
+        assert!((per_commit - 80.0).abs() < 1e-9, "{per_commit}");
+    }
 }
