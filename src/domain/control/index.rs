@@ -1,8 +1,7 @@
 //! The controls in force, indexed by what a check names, so that a check looks only at those that
 //! can apply to its notice: one hash look-up for its tenant ([`Index::tenant`]), then, in what that
-//! finds, its campaign and topic. Hundreds
-//! of halts of other campaigns or tenants then cost a check nothing (the benchmark's controls rows
-//! hold this).
+//! finds, its campaign and topic. Hundreds of halts of other campaigns or tenants then cost a check
+//! nothing (the benchmark's controls rows hold this).
 //!
 //! Halt triggers sit beside the halts of the same campaign or topic ([`Place`]), so the look-up
 //! that finds a check's halts also finds the triggers its check counts for: counting costs a
