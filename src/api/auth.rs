@@ -14,7 +14,10 @@
 //! it lives here too so the rules stay in one file.
 
 use super::status::Refusal;
-use crate::auth::{KeyStore, Principal, Role};
+use crate::{
+    auth::{KeyStore, Principal, Role},
+    proto,
+};
 use futures_util::future::Either;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::{
@@ -50,8 +53,16 @@ pub(super) enum Rpc {
 }
 
 impl Rpc {
+    /// The RPC a request's path names; any path outside `suppress.v1.Suppression` is `Other`.
+    /// Two layers ask on every call, so it compares the service's prefix and then the method's
+    /// name, without searching the path.
     pub(super) fn from_path(path: &str) -> Rpc {
-        match path.rsplit('/').next().unwrap_or_default() {
+        let method = path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(proto::suppression_server::SERVICE_NAME))
+            .and_then(|p| p.strip_prefix('/'))
+            .unwrap_or_default();
+        match method {
             "CheckSuppressed" | "CheckSuppressedBatch" => Rpc::Check,
             "OptOut" => Rpc::OptOut,
             "GetReceipt" | "RecordConfirmation" => Rpc::GetReceipt,
@@ -281,5 +292,23 @@ mod tests {
         assert_eq!(path("HaltCampaign").role(), Role::Admin);
         assert_eq!(path("WatchChanges").role(), Role::Watch);
         assert_eq!(path("IssueOptInToken").role(), Role::Admin);
+    }
+
+    #[test]
+    fn only_the_service_s_own_paths_name_its_rpcs() {
+        assert_eq!(
+            Rpc::from_path("/suppress.v1.Suppression/CheckSuppressed"),
+            Rpc::Check
+        );
+        for path in [
+            "/other.v1.Service/CheckSuppressed",
+            "/suppress.v1.SuppressionX/OptOut",
+            "suppress.v1.Suppression/OptOut",
+            "/suppress.v1.Suppression/OptOut/extra",
+            "/suppress.v1.Suppression",
+            "",
+        ] {
+            assert_eq!(Rpc::from_path(path), Rpc::Other, "{path}");
+        }
     }
 }
