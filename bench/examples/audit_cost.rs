@@ -104,7 +104,7 @@ async fn run(admin: &str, log: &AuditLog, with_log: bool, batches: usize, size: 
     let pepper = Pepper::new(*b"0123456789abcdef").unwrap();
     let (name, url) = fresh_db(admin).await;
     let store = Store::connect(&url).await.unwrap();
-    // The baseline is the store's own (`serve --bench-unaudited-baseline`): the same statement
+    // The baseline is the store's own (`suppressd-bench serve-unaudited`'s): the same statement
     // shape, records only.
     let log = AuditLog {
         bench_unaudited: !with_log,

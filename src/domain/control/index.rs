@@ -35,18 +35,6 @@ struct Place {
     triggers: Vec<Arc<HaltTrigger>>,
 }
 
-impl TenantControls {
-    /// The place of a control naming `topic` and `campaign`: by campaign when it names one.
-    fn place(&mut self, topic: &str, campaign: &str) -> &mut Place {
-        let (map, key) = if campaign.is_empty() {
-            (&mut self.by_topic, topic)
-        } else {
-            (&mut self.by_campaign, campaign)
-        };
-        map.entry(key.to_owned()).or_default()
-    }
-}
-
 impl Index {
     pub(super) fn new(
         halts: &[Arc<Halt>],
@@ -91,6 +79,16 @@ impl Index {
 }
 
 impl TenantControls {
+    /// The place of a control naming `topic` and `campaign`: by campaign when it names one.
+    fn place(&mut self, topic: &str, campaign: &str) -> &mut Place {
+        let (map, key) = if campaign.is_empty() {
+            (&mut self.by_topic, topic)
+        } else {
+            (&mut self.by_campaign, campaign)
+        };
+        map.entry(key.to_owned()).or_default()
+    }
+
     /// The earliest halt that covers the notice; on the way, counts the check for every trigger
     /// that watches its campaign or topic.
     pub(super) fn halt(&self, n: &Notice) -> Option<&Arc<Halt>> {
