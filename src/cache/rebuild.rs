@@ -199,7 +199,7 @@ impl Cache {
         let mut records = Vec::new();
         let mut from = "-".to_owned();
         loop {
-            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            let page: Vec<stream::Entry> = redis::cmd("XRANGE")
                 .arg(&stream)
                 .arg(&from)
                 .arg("+")
@@ -208,13 +208,12 @@ impl Cache {
                 .query_async(&mut self.conn())
                 .await
                 .context("reading the write-behind stream")?;
-            let n = page.ids.len();
-            if let Some(last) = page.ids.last() {
+            let n = page.len();
+            if let Some(last) = page.last() {
                 from = format!("({}", last.id);
             }
             records.extend(
-                page.ids
-                    .into_iter()
+                page.into_iter()
                     .filter_map(|e| stream::delivery(e).record.ok()),
             );
             if n < STREAM_PAGE {

@@ -2,9 +2,12 @@
 //! stream (and for which tenant), and the announcements that a commit made receipts durable. The
 //! stream's own reading and settling is [`super::stream`]'s; this reads what it leaves behind.
 
-use super::{Cache, CacheError, Context, stream::delivery};
+use super::{
+    Cache, CacheError, Context,
+    stream::{Entry, delivery},
+};
 use crate::domain::ReceiptId;
-use redis::{AsyncCommands, streams::StreamRangeReply};
+use redis::AsyncCommands;
 
 impl Cache {
     /// Claims the one confirmation an opt-out may get (`service::confirmations`): `true` for the
@@ -43,13 +46,12 @@ impl Cache {
         let Some((keys, entry)) = found.into_iter().flatten().next() else {
             return Ok(None);
         };
-        let found: StreamRangeReply = self
+        let found: Vec<Entry> = self
             .conn()
             .xrange(keys.stream(), &entry, &entry)
             .await
             .context("XRANGE receipt entry")?;
         let tenant = found
-            .ids
             .into_iter()
             .next()
             .and_then(|e| delivery(e).record.ok())

@@ -19,10 +19,7 @@ use crate::{
     telemetry::propagation::{self, Carrier},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
-use redis::{
-    RedisError,
-    streams::{StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadReply},
-};
+use redis::{FromRedisValue, ParsingError, RedisError, Value, streams::StreamAutoClaimReply};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -151,6 +148,14 @@ struct Version {
 
 /// Reads an entry's `r` field: its record, or why not.
 fn read_entry(bytes: &[u8]) -> (Result<Suppression, Unreadable>, Option<Carrier>) {
+    // An entry of this version, as nearly all are, is parsed once; any other is told apart by its
+    // version alone, read first.
+    if let Ok(mut e) = serde_json::from_slice::<StreamEntry>(bytes)
+        && e.v == ENTRY_VERSION
+    {
+        let trace = e.trace.take();
+        return (e.into_record().map_err(Unreadable::Broken), trace);
+    }
     match serde_json::from_slice::<Version>(bytes) {
         Ok(Version { v }) if v > u64::from(ENTRY_VERSION) => {
             return (Err(Unreadable::Newer(v)), None);
@@ -167,13 +172,13 @@ fn read_entry(bytes: &[u8]) -> (Result<Suppression, Unreadable>, Option<Carrier>
     }
 }
 
-pub(super) fn delivery(entry: StreamId) -> Delivery {
-    let (record, trace) = match entry.map.get("r") {
-        Some(redis::Value::BulkString(bytes)) => read_entry(bytes),
-        other => (
-            Err(Unreadable::Broken(format!(
-                "entry without a record field: {other:?}"
-            ))),
+pub(super) fn delivery(mut entry: Entry) -> Delivery {
+    let (record, trace) = match entry.take("r") {
+        Some(bytes) => read_entry(&bytes),
+        None => (
+            Err(Unreadable::Broken(
+                "entry without a record field".to_owned(),
+            )),
             None,
         ),
     };
@@ -181,6 +186,91 @@ pub(super) fn delivery(entry: StreamId) -> Delivery {
         id: entry.id,
         record,
         trace,
+    }
+}
+
+/// An entry as a stream read returns it (`XREAD`, `XREADGROUP`, `XRANGE`, `XCLAIM`): its id and
+/// its fields, names and values in turn, moved out of the reply. `redis`'s own stream replies clone
+/// the whole reply and build a hash map per entry (and two more around them), which was most of what
+/// reading the change feed and the write-behind stream cost the server.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    fields: Vec<Value>,
+}
+
+impl Entry {
+    /// Takes the value of the field `name` out of the entry (`None`: no such field, or not a
+    /// string).
+    pub(crate) fn take(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.fields
+            .chunks_exact_mut(2)
+            .find(|pair| matches!(&pair[0], Value::BulkString(n) if n == name.as_bytes()))
+            .and_then(|pair| match std::mem::replace(&mut pair[1], Value::Nil) {
+                Value::BulkString(value) => Some(value),
+                _ => None,
+            })
+    }
+}
+
+impl FromRedisValue for Entry {
+    fn from_redis_value(v: Value) -> Result<Entry, ParsingError> {
+        // `[id, [name, value, …]]`; an entry deleted while pending reads as `[id, nil]`, and
+        // `XREADGROUP … CLAIM` adds two counts after the fields.
+        let Value::Array(parts) = v else {
+            return Err(format!("a stream entry is an array, not {v:?}").into());
+        };
+        let mut parts = parts.into_iter();
+        let id = match parts.next() {
+            Some(Value::BulkString(id)) => String::from_utf8(id)?,
+            other => return Err(format!("a stream entry's id, not {other:?}").into()),
+        };
+        let fields = match parts.next() {
+            Some(Value::Array(fields)) => fields,
+            Some(Value::Map(pairs)) => pairs.into_iter().flat_map(|(n, v)| [n, v]).collect(),
+            Some(Value::Nil) | None => Vec::new(),
+            Some(other) => return Err(format!("a stream entry's fields, not {other:?}").into()),
+        };
+        Ok(Entry { id, fields })
+    }
+}
+
+impl From<redis::streams::StreamId> for Entry {
+    fn from(e: redis::streams::StreamId) -> Entry {
+        let fields = e
+            .map
+            .into_iter()
+            .flat_map(|(n, v)| [Value::BulkString(n.into_bytes()), v])
+            .collect();
+        Entry { id: e.id, fields }
+    }
+}
+
+/// The entries of an `XREAD` or `XREADGROUP` reply, every stream's in turn (none: nil).
+pub(crate) struct Read(pub(crate) Vec<Entry>);
+
+impl FromRedisValue for Read {
+    fn from_redis_value(v: Value) -> Result<Read, ParsingError> {
+        // RESP2: `[[stream, entries], …]`; RESP3: a map of stream to entries.
+        let streams: Vec<Value> = match v {
+            Value::Nil => return Ok(Read(Vec::new())),
+            Value::Array(streams) => streams
+                .into_iter()
+                .map(|s| match s {
+                    Value::Array(pair) if pair.len() == 2 => {
+                        Ok(pair.into_iter().nth(1).expect("two"))
+                    }
+                    other => Err(format!("a stream of a read, not {other:?}")),
+                })
+                .collect::<Result<_, _>>()?,
+            Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+            other => return Err(format!("a stream read's reply, not {other:?}").into()),
+        };
+        let mut entries = Vec::new();
+        for stream in streams {
+            entries.extend(Vec::<Entry>::from_redis_value(stream)?);
+        }
+        Ok(Read(entries))
     }
 }
 
@@ -253,13 +343,8 @@ impl Consumer {
             cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(self.keys.stream()).arg(from);
-        let reply: Option<StreamReadReply> = self.retry_without_group(cmd).await?;
-        Ok(reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .map(delivery)
-            .collect())
+        let Read(entries) = self.retry_without_group(cmd).await?;
+        Ok(entries.into_iter().map(delivery).collect())
     }
 
     /// Takes over entries that another consumer read and has not acknowledged for `min_idle`: that
@@ -278,7 +363,11 @@ impl Consumer {
             .arg("COUNT")
             .arg(count);
         let reply: StreamAutoClaimReply = self.retry_without_group(cmd).await?;
-        Ok(reply.claimed.into_iter().map(delivery).collect())
+        Ok(reply
+            .claimed
+            .into_iter()
+            .map(|e| delivery(e.into()))
+            .collect())
     }
 
     /// Runs a group command; if the group is gone (Redis restarted empty), recreates it and retries.
@@ -392,16 +481,15 @@ impl Consumer {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let claimed: Vec<StreamId> = redis::cmd("XCLAIM")
+        let claimed: Vec<Entry> = redis::cmd("XCLAIM")
             .arg(self.keys.stream())
             .arg(GROUP)
             .arg(&self.name)
             .arg(0)
             .arg(&ids)
-            .query_async::<StreamRangeReply>(&mut self.conn.clone())
+            .query_async(&mut self.conn.clone())
             .await
-            .context("taking entries left for a newer worker")?
-            .ids;
+            .context("taking entries left for a newer worker")?;
         Ok(claimed.into_iter().map(delivery).collect())
     }
 
@@ -429,5 +517,110 @@ impl Consumer {
             .query_async::<()>(&mut self.conn.clone())
             .await
             .context("dead-lettering an entry")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{
+        AsyncCommands,
+        streams::{StreamRangeReply, StreamReadReply},
+    };
+
+    /// Our reading of stream replies against `redis`'s own (the reference), on the test Redis in
+    /// both protocols: the same ids, and the same value for every field, from `XREAD` (one and two
+    /// streams, and nothing), `XREADGROUP` (new entries, then the pending ones after one was
+    /// deleted) and `XRANGE`.
+    #[tokio::test]
+    async fn stream_replies_read_as_redis_reads_them() {
+        let url = std::env::var("SUPPRESSD_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        for protocol in ["resp2", "resp3"] {
+            let prefix = format!("entries{}:", uuid::Uuid::new_v4().simple());
+            let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
+            let client = redis::Client::open(format!("{url}?protocol={protocol}")).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let mut ids = Vec::new();
+            for (stream, fields) in [
+                (&a, vec![("r", "one"), ("w", "1")]),
+                (&a, vec![("r", ""), ("x", "\u{0}binary\u{ff}")]),
+                (&b, vec![("s", "7")]),
+            ] {
+                let id: String = conn.xadd(stream, "*", &fields).await.unwrap();
+                ids.push(id);
+            }
+            let _: () = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&a)
+                .arg("g")
+                .arg("0")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let read_group = |from: &str| {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg("g")
+                    .arg("c")
+                    .arg("STREAMS")
+                    .arg(&a)
+                    .arg(from);
+                cmd
+            };
+            let mut xread = redis::cmd("XREAD");
+            xread.arg("STREAMS").arg(&a).arg(&b).arg("0").arg("0");
+            let mut xread_one = redis::cmd("XREAD");
+            xread_one.arg("STREAMS").arg(&a).arg(&ids[0]);
+            let mut nothing = redis::cmd("XREAD");
+            nothing.arg("STREAMS").arg(&b).arg("$");
+            for cmd in [xread, xread_one, nothing, read_group(">")] {
+                let value: Value = cmd.query_async(&mut conn).await.unwrap();
+                let Read(ours) = Read::from_redis_value(value.clone()).unwrap();
+                let theirs = StreamReadReply::from_redis_value(value).unwrap();
+                same(ours, theirs.keys.into_iter().flat_map(|k| k.ids).collect());
+            }
+            // Pending entries after one of them was deleted: that one reads as `[id, nil]`.
+            let _: i64 = conn.xdel(&a, &[&ids[1]]).await.unwrap();
+            let value: Value = read_group("0").query_async(&mut conn).await.unwrap();
+            let Read(ours) = Read::from_redis_value(value.clone()).unwrap();
+            assert_eq!(ours.len(), 2, "{protocol}: both pending entries");
+            let theirs = StreamReadReply::from_redis_value(value).unwrap();
+            same(ours, theirs.keys.into_iter().flat_map(|k| k.ids).collect());
+            let value: Value = conn.xrange_all(&a).await.unwrap();
+            let ours = Vec::<Entry>::from_redis_value(value.clone()).unwrap();
+            same(ours, StreamRangeReply::from_redis_value(value).unwrap().ids);
+            let _: () = conn.del(&[&a, &b]).await.unwrap();
+        }
+    }
+
+    fn same(ours: Vec<Entry>, theirs: Vec<redis::streams::StreamId>) {
+        assert_eq!(ours.len(), theirs.len());
+        for (mut ours, theirs) in ours.into_iter().zip(theirs) {
+            assert_eq!(ours.id, theirs.id);
+            assert_eq!(ours.fields.len(), 2 * theirs.map.len(), "{}", ours.id);
+            for (name, value) in &theirs.map {
+                let Value::BulkString(value) = value else {
+                    panic!("{name}: {value:?}");
+                };
+                assert_eq!(ours.take(name).as_ref(), Some(value), "{name}");
+            }
+        }
+    }
+
+    /// A field that is not there, or was taken already, is `None`; fields are found by their whole
+    /// name.
+    #[test]
+    fn an_entry_gives_each_field_once() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = Value::Array(vec![
+            bulk("1-0"),
+            Value::Array(vec![bulk("rr"), bulk("no"), bulk("r"), bulk("yes")]),
+        ]);
+        let mut entry = Entry::from_redis_value(entry).unwrap();
+        assert_eq!(entry.take("r"), Some(b"yes".to_vec()));
+        assert_eq!(entry.take("r"), None);
+        assert_eq!(entry.take("w"), None);
+        assert!(Entry::from_redis_value(bulk("1-0")).is_err());
     }
 }

@@ -6,9 +6,9 @@ use super::{
     GroupCopy, Stopped,
     records::{Loading, Records, Run},
 };
-use crate::cache::Conn;
+use crate::cache::{Conn, stream::Read};
 use crate::cache::{Context, Lookup, Probe, layout};
-use redis::{Script, Value, streams::StreamReadReply};
+use redis::Script;
 use std::{
     collections::HashMap,
     sync::{LazyLock, RwLock, RwLockReadGuard},
@@ -168,15 +168,16 @@ impl GroupCopy {
             cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(self.keys().changes()).arg(&feed.id);
-        let reply: Option<StreamReadReply> = cmd
+        let Read(changes) = cmd
             .query_async(conn)
             .await
             .context("reading the change feed")?;
         let mut read = 0;
-        for change in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-            let number = |name: &str| match change.map.get(name) {
-                Some(Value::BulkString(b)) => Ok(b.clone()),
-                other => Err(Stopped::Malformed(format!("{name}: {other:?}"))),
+        for mut change in changes {
+            let mut number = |name: &str| {
+                change
+                    .take(name)
+                    .ok_or_else(|| Stopped::Malformed(format!("{name}: missing, or not a string")))
             };
             let seq: u64 = String::from_utf8_lossy(&number("s")?)
                 .parse()

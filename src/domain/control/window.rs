@@ -85,6 +85,14 @@ pub(crate) fn parse_time_of_day(field: &str, text: &str) -> Result<u16, Invalid>
     Ok(h * 60 + m)
 }
 
+/// The minute of the local day in `tz` at `at`, from the zone's offset alone: what every check
+/// under a window asks, where building the local date (and cloning the zone's rules for it) cost
+/// more than the rest of the window's test.
+fn minute_of_day(tz: &TimeZone, at: Timestamp) -> u16 {
+    let local = at.as_second() + i64::from(tz.to_offset(at).seconds());
+    (local.rem_euclid(86_400) / 60) as u16
+}
+
 pub(crate) fn time_of_day(minutes: u16) -> String {
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
 }
@@ -183,13 +191,12 @@ impl SendWindow {
     /// otherwise the next moment it may.
     pub(crate) fn not_before(&self, now: Millis, zone: Option<&Zone>) -> Option<Millis> {
         let tz = &zone.unwrap_or(&self.zone).tz;
-        let local = Timestamp::from_millisecond(now)
-            .ok()?
-            .to_zoned_datetime(tz.clone());
-        let minute = local.hour() as u16 * 60 + local.minute() as u16;
-        if self.inside(minute) {
+        let at = Timestamp::from_millisecond(now).ok()?;
+        if self.inside(minute_of_day(tz, at)) {
             return None;
         }
+        let local = at.to_zoned_datetime(tz.clone());
+        let minute = local.hour() as u16 * 60 + local.minute() as u16;
         // Outside, so before today's opening (or after it, with the window shut: tomorrow's).
         let date = if minute < self.start {
             local.date()
@@ -295,6 +302,34 @@ mod tests {
             w.not_before(at("2026-03-08T06:00:00Z"), None),
             Some(at("2026-03-08T07:00:00Z"))
         );
+    }
+
+    #[test]
+    fn the_minute_of_the_day_is_the_local_clock_s() {
+        // Against jiff's own local date, every 7 minutes over two years, in zones with DST
+        // either way, offsets of whole hours, half and quarter hours, and a date line jump.
+        let zones = [
+            "America/New_York",
+            "Europe/London",
+            "Australia/Lord_Howe",
+            "Asia/Kathmandu",
+            "Pacific/Apia",
+            "UTC",
+        ];
+        for name in zones {
+            let tz = TimeZone::get(name).unwrap();
+            let mut at = at("2025-12-25T00:00:00Z");
+            while at < self::at("2027-12-25T00:00:00Z") {
+                let t = Timestamp::from_millisecond(at).unwrap();
+                let local = t.to_zoned_datetime(tz.clone());
+                let want = local.hour() as u16 * 60 + local.minute() as u16;
+                assert_eq!(minute_of_day(&tz, t), want, "{name} at {t}");
+                at += 7 * 60_000;
+            }
+        }
+        // Before 1970, where the division must round down.
+        let t = Timestamp::from_millisecond(at("1969-12-31T23:59:30Z")).unwrap();
+        assert_eq!(minute_of_day(&TimeZone::UTC, t), 23 * 60 + 59);
     }
 
     #[test]
