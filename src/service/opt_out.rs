@@ -9,8 +9,10 @@ use crate::{
     domain::{
         Invalid, Millis, Reason, ReceiptId, Scope, Source, Subject, SubjectHash, Suppression,
     },
-    telemetry::metrics::names,
+    telemetry::metrics::{self, names},
 };
+use ::metrics::Counter;
+use std::sync::OnceLock;
 use tokio::sync::oneshot;
 use tracing::Span;
 
@@ -214,9 +216,7 @@ impl Suppressions {
         }
         match recorded.outcome {
             Recorded::Queued { .. } => {
-                metrics::counter!(names::OPT_OUTS,
-                    "reason" => record.reason.as_str(), "source" => record.source.as_str())
-                .increment(1);
+                count_opt_out(record.reason, record.source);
                 Ok(None)
             }
             Recorded::Replay(prior) => {
@@ -289,6 +289,36 @@ impl Suppressions {
                 tracing::warn!(error = %e, "store unavailable for an idempotency look-up");
                 Ok(None)
             }
+        }
+    }
+}
+
+/// Counts an opt-out taken (`suppressd_opt_outs_total`), on a series kept for its reason and
+/// source rather than looked up in the recorder on every opt-out.
+pub(super) fn count_opt_out(reason: Reason, source: Source) {
+    const SOURCES: usize = Source::ALL.len();
+    static OPT_OUTS: [[OnceLock<Counter>; SOURCES]; Reason::ALL.len()] =
+        [const { [const { OnceLock::new() }; SOURCES] }; Reason::ALL.len()];
+    metrics::once(&OPT_OUTS[reason as usize][source as usize], || {
+        ::metrics::counter!(names::OPT_OUTS,
+            "reason" => reason.as_str(), "source" => source.as_str())
+    })
+    .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Reason, Source};
+
+    /// `count_opt_out` indexes its series by the enums' discriminants: each must be its place in
+    /// `ALL`, or two labels would share a series.
+    #[test]
+    fn every_reason_and_source_indexes_its_own_series() {
+        for (i, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "{}", reason.as_str());
+        }
+        for (i, source) in Source::ALL.into_iter().enumerate() {
+            assert_eq!(source as usize, i, "{}", source.as_str());
         }
     }
 }

@@ -120,9 +120,7 @@ impl Suppressions {
         }
         metrics::counter!(names::UNCACHED_OPT_OUTS, "reason" => record.reason.as_str())
             .increment(1);
-        metrics::counter!(names::OPT_OUTS,
-            "reason" => record.reason.as_str(), "source" => record.source.as_str())
-        .increment(1);
+        super::opt_out::count_opt_out(record.reason, record.source);
         tracing::warn!(
             receipt = %record.receipt,
             "Redis is unavailable; the store took a person's opt-out directly"
