@@ -19,7 +19,7 @@ use crate::{
     telemetry::propagation::{self, Carrier},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
-use redis::{FromRedisValue, ParsingError, RedisError, Value, streams::StreamAutoClaimReply};
+use redis::{FromRedisValue, ParsingError, RedisError, Value};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -189,10 +189,11 @@ pub(super) fn delivery(mut entry: Entry) -> Delivery {
     }
 }
 
-/// An entry as a stream read returns it (`XREAD`, `XREADGROUP`, `XRANGE`, `XCLAIM`): its id and
-/// its fields, names and values in turn, moved out of the reply. `redis`'s own stream replies clone
-/// the whole reply and build a hash map per entry (and two more around them), which was most of what
-/// reading the change feed and the write-behind stream cost the server.
+/// An entry as a stream read returns it (`XREAD`, `XREADGROUP`, `XRANGE`, `XCLAIM`,
+/// `XAUTOCLAIM`): its id and its fields, names and values in turn, moved out of the reply.
+/// `redis`'s own stream replies clone the whole reply and build a hash map per entry (and two more
+/// around them), which was most of what reading the change feed and the write-behind stream cost
+/// the server.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) id: String,
@@ -232,17 +233,6 @@ impl FromRedisValue for Entry {
             Some(other) => return Err(format!("a stream entry's fields, not {other:?}").into()),
         };
         Ok(Entry { id, fields })
-    }
-}
-
-impl From<redis::streams::StreamId> for Entry {
-    fn from(e: redis::streams::StreamId) -> Entry {
-        let fields = e
-            .map
-            .into_iter()
-            .flat_map(|(n, v)| [Value::BulkString(n.into_bytes()), v])
-            .collect();
-        Entry { id: e.id, fields }
     }
 }
 
@@ -362,12 +352,10 @@ impl Consumer {
             .arg("0-0")
             .arg("COUNT")
             .arg(count);
-        let reply: StreamAutoClaimReply = self.retry_without_group(cmd).await?;
-        Ok(reply
-            .claimed
-            .into_iter()
-            .map(|e| delivery(e.into()))
-            .collect())
+        // The next id to scan from, the entries claimed, and the ids of pending entries that
+        // were deleted (Redis 7 drops them from the pending list instead of claiming them).
+        let (_, claimed, _): (Value, Vec<Entry>, Value) = self.retry_without_group(cmd).await?;
+        Ok(claimed.into_iter().map(delivery).collect())
     }
 
     /// Runs a group command; if the group is gone (Redis restarted empty), recreates it and retries.
@@ -525,13 +513,13 @@ mod tests {
     use super::*;
     use redis::{
         AsyncCommands,
-        streams::{StreamRangeReply, StreamReadReply},
+        streams::{StreamAutoClaimReply, StreamRangeReply, StreamReadReply},
     };
 
     /// Our reading of stream replies against `redis`'s own (the reference), on the test Redis in
     /// both protocols: the same ids, and the same value for every field, from `XREAD` (one and two
     /// streams, and nothing), `XREADGROUP` (new entries, then the pending ones after one was
-    /// deleted) and `XRANGE`.
+    /// deleted), `XAUTOCLAIM` (which leaves the deleted one out) and `XRANGE`.
     #[tokio::test]
     async fn stream_replies_read_as_redis_reads_them() {
         let url = std::env::var("SUPPRESSD_TEST_REDIS_URL")
@@ -587,6 +575,18 @@ mod tests {
             assert_eq!(ours.len(), 2, "{protocol}: both pending entries");
             let theirs = StreamReadReply::from_redis_value(value).unwrap();
             same(ours, theirs.keys.into_iter().flat_map(|k| k.ids).collect());
+            let mut autoclaim = redis::cmd("XAUTOCLAIM");
+            autoclaim.arg(&a).arg("g").arg("other").arg(0).arg("0-0");
+            let value: Value = autoclaim.query_async(&mut conn).await.unwrap();
+            let (_, ours, _): (Value, Vec<Entry>, Value) =
+                FromRedisValue::from_redis_value(value.clone()).unwrap();
+            assert_eq!(ours.len(), 1, "{protocol}: the entry left pending");
+            same(
+                ours,
+                StreamAutoClaimReply::from_redis_value(value)
+                    .unwrap()
+                    .claimed,
+            );
             let value: Value = conn.xrange_all(&a).await.unwrap();
             let ours = Vec::<Entry>::from_redis_value(value.clone()).unwrap();
             same(ours, StreamRangeReply::from_redis_value(value).unwrap().ids);
