@@ -149,8 +149,10 @@ async fn multipart_one_click_is_understood_and_bad_requests_record_nothing() {
             .status,
         400
     );
+    // Another letter of the token's own alphabet: flipping a bit turned a `_` into a `^`, which
+    // the HTTP server refuses in a path before any handler sees it.
     let mut altered = token.clone().into_bytes();
-    altered[20] ^= 0x01;
+    altered[20] = if altered[20] == b'A' { b'B' } else { b'A' };
     let altered = format!("/unsubscribe/{}", String::from_utf8(altered).unwrap());
     let refused = http(front, "POST", &altered, FORM, "List-Unsubscribe=One-Click").await;
     assert_eq!(refused.status, 400);
