@@ -2,8 +2,9 @@
 //! authentication off, and the gRPC port's TLS and mTLS. The rules between them are checked in
 //! [`super`], beside the addresses they restrict.
 
+use super::parse_interval;
 use clap::Args;
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 /// Authentication and TLS: `--keys`, `--strict-key-file`, `--dev-no-auth` and `--tls-*`.
 #[derive(Args, Clone, Debug)]
@@ -36,4 +37,10 @@ pub struct AuthSettings {
     /// certificate from this CA is refused at the handshake). Subjects map to principals by CN.
     #[arg(long, env = "SUPPRESSD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// How long a client has, from connecting, to finish the TLS handshake (e.g. `10s`); a
+    /// connection that has not is closed, so that connections which never finish cannot pile up.
+    #[arg(long, env = "SUPPRESSD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s",
+          value_parser = parse_interval)]
+    pub tls_handshake_timeout: Duration,
 }

@@ -61,8 +61,8 @@ impl Secrets {
     }
 }
 
-/// The gRPC server's TLS: a certificate and key, and for mTLS the CA that client certificates must
-/// chain to (a client without one is refused at the handshake).
+/// The gRPC server's TLS: a certificate and key, for mTLS the CA that client certificates must
+/// chain to (a client without one is refused at the handshake), and the handshake's deadline.
 fn tls_config(settings: &ServeSettings) -> anyhow::Result<Option<ServerTlsConfig>> {
     let (Some(cert), Some(key)) = (&settings.auth.tls_cert, &settings.auth.tls_key) else {
         return Ok(None);
@@ -70,7 +70,9 @@ fn tls_config(settings: &ServeSettings) -> anyhow::Result<Option<ServerTlsConfig
     let read = |path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))
     };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(cert)?, read(key)?))
+        .timeout(settings.auth.tls_handshake_timeout);
     if let Some(ca) = &settings.auth.tls_client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
     }

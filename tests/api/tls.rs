@@ -8,6 +8,7 @@ use rcgen::{
 };
 use std::path::PathBuf;
 use suppressd::{
+    config::ServeSettings,
     domain::Clock,
     proto::{self, Channel as ProtoChannel},
 };
@@ -73,6 +74,11 @@ impl Pki {
     /// Starts an app with a server certificate from this CA; with `mtls`, client certificates of
     /// this CA are required and CN "mailer.internal" is the principal "mailer" (role check+write).
     pub async fn app(&self, mtls: bool) -> TestApp {
+        self.app_with(mtls, |_| {}).await
+    }
+
+    /// [`Pki::app`] with more settings.
+    pub async fn app_with(&self, mtls: bool, tweak: impl FnOnce(&mut ServeSettings)) -> TestApp {
         let (cert, key) = self
             .ca
             .issue("localhost", &["localhost", "127.0.0.1"], false);
@@ -92,6 +98,7 @@ impl Pki {
             s.auth.tls_key = Some(key);
             s.auth.tls_client_ca = mtls.then_some(ca);
             s.auth.keys = Some(keys);
+            tweak(s);
         })
         .await;
         // The harness's plaintext client cannot talk to a TLS port; give it a TLS one.
@@ -177,6 +184,49 @@ async fn tls_serves_keyed_calls_and_refuses_plaintext() {
     assert_ne!(
         check_code(stranger.channel(&app, None).await, Some(ADMIN_KEY)).await,
         Code::Ok
+    );
+}
+
+/// A connection that never starts its handshake (a port scanner, a stuck or hostile client) is
+/// closed at `--tls-handshake-timeout`, and one that stalls halfway too; the server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_closes_connections_that_do_not_finish_the_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let mut app = pki
+        .app_with(false, |s| {
+            s.auth.tls_handshake_timeout = std::time::Duration::from_millis(500)
+        })
+        .await;
+    // The first bytes of a ClientHello (a handshake record of 512 bytes), and no more.
+    let halfway: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+    for sent in [&[][..], halfway] {
+        let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        silent.write_all(sent).await.unwrap();
+        // Without a deadline the server would wait for good: the read would time out instead.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            let mut buf = [0u8; 64];
+            loop {
+                match silent.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a connection that sent {} bytes was still open after 20 s",
+            sent.len()
+        );
+    }
+    assert!(
+        !app.is_suppressed(
+            email("tls@example.com"),
+            scope("", ProtoChannel::Email, "news", "")
+        )
+        .await,
+        "still serving"
     );
 }
 
