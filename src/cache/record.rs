@@ -146,6 +146,39 @@ impl Cache {
         self.merge_into(records, &plan.writes, feed).await
     }
 
+    /// [`Cache::merge`] of records the worker committed from `group`'s stream, which settles their
+    /// entries in the same script calls (see [`layout::merge_script`]): `ids` holds each record's
+    /// entry, in the same order; each is acknowledged and deleted, and its receipt announced as
+    /// durable on every replica, only once its record is merged. A stream holds only its group's
+    /// opt-outs (the opt-out script queues a record in its subject's group).
+    #[tracing::instrument(name = "EVALSHA", skip_all, fields(
+        otel.kind = "client", db.system = "redis", db.operation = "EVALSHA",
+        suppressd.script = "merge", db.redis.pipeline_length = records.len() as i64))]
+    pub(crate) async fn merge_and_settle(
+        &self,
+        group: Group,
+        records: &[Suppression],
+        ids: &[String],
+    ) -> Result<Merged, CacheError> {
+        assert_eq!(records.len(), ids.len(), "one stream entry per record");
+        debug_assert!(
+            records
+                .iter()
+                .all(|s| self.keys.group_of(&s.subject) == group)
+        );
+        if records.is_empty() {
+            return Ok(Merged::default());
+        }
+        let plan = self.layouts.plan();
+        let records = records.iter().collect();
+        let merged = self
+            .merge_group(group, records, &plan.writes, true, Some(ids))
+            .await?;
+        Ok(Merged {
+            groups: vec![merged],
+        })
+    }
+
     /// [`Cache::merge`] into the given layouts: a rebuild or a fill copies into the layouts it
     /// fills (unfed); fed merges write every layout of the plan.
     pub(crate) async fn merge_into(
@@ -164,42 +197,63 @@ impl Cache {
         }
         let merged = groups
             .into_iter()
-            .map(|(group, records)| self.merge_group(group, records, layouts, feed));
+            .map(|(group, records)| self.merge_group(group, records, layouts, feed, None));
         Ok(Merged {
             groups: futures_util::future::try_join_all(merged).await?,
         })
     }
 
-    /// [`Cache::merge`] of one group's records, in one pipeline.
+    /// [`Cache::merge`] of one group's records, in one pipeline; with `settle`, each record's
+    /// stream entry is settled by the script call that merges it.
     async fn merge_group(
         &self,
         group: Group,
         records: Vec<&Suppression>,
         layouts: &[(layout::Layout, layout::Keys)],
         feed: bool,
+        settle: Option<&[String]>,
     ) -> Result<GroupMerged, CacheError> {
         let keys = self.keys.group(group);
         let names: Vec<String> = layouts.iter().map(|(l, _)| l.to_string()).collect();
+        let durable_channel = self.keys.durable_channel();
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
-        for batch in records.chunks(layout::MERGE_BATCH) {
+        for (at, batch) in records.chunks(layout::MERGE_BATCH).enumerate() {
+            let ids = settle.map_or(&[][..], |ids| {
+                let from = at * layout::MERGE_BATCH;
+                &ids[from..from + batch.len()]
+            });
             let call = pipe.cmd("EVALSHA").arg(self.merge.get_hash());
-            call.arg(1 + batch.len() * layouts.len() + if feed { 3 } else { 0 })
-                .arg(keys.layouts());
+            call.arg(
+                1 + batch.len() * layouts.len()
+                    + usize::from(!ids.is_empty())
+                    + if feed { 3 } else { 0 },
+            )
+            .arg(keys.layouts());
             for s in batch {
                 for (_, layout) in layouts {
                     call.arg(layout.bucket_for(&s.subject));
                 }
+            }
+            if !ids.is_empty() {
+                call.arg(keys.stream());
             }
             if feed {
                 call.arg(keys.writes())
                     .arg(keys.changes())
                     .arg(keys.change_seq());
             }
-            call.arg(layouts.len()).arg(&names);
+            call.arg(layouts.len())
+                .arg(batch.len())
+                .arg(ids.len())
+                .arg(&names);
             for s in batch {
                 call.arg(&layout::field(&s.subject, &s.scope)[..])
                     .arg(layout::encode_value(&Match::from(*s)));
+            }
+            if !ids.is_empty() {
+                let receipts: Vec<String> = batch.iter().map(|s| s.receipt.to_string()).collect();
+                call.arg(ids).arg(&durable_channel).arg(receipts.join(","));
             }
         }
         pipe.incr(keys.writes(), 1);

@@ -197,10 +197,6 @@ pub(super) fn delivery(mut entry: Entry) -> Delivery {
 pub(crate) struct Consumer {
     conn: Conn,
     keys: GroupKeys,
-    /// The deployment's commit announcements (`Keys::durable_channel`).
-    durable_channel: String,
-    /// Whether the announcement shares the stream's hash tag, so can ride in its pipeline.
-    announce_in_pipeline: bool,
     name: String,
 }
 
@@ -219,8 +215,6 @@ impl Consumer {
         let consumer = Consumer {
             conn,
             keys: cache.keys().group(group).clone(),
-            durable_channel: cache.keys().durable_channel(),
-            announce_in_pipeline: cache.keys().group_count() == 1,
             name: name.to_owned(),
         };
         consumer.ensure_group().await?;
@@ -300,53 +294,6 @@ impl Consumer {
             }
             other => other.context("reading the stream"),
         }
-    }
-
-    /// After a commit: acknowledge and delete the entries, and tell waiting `OptOut` calls on every
-    /// replica which receipts are now durable.
-    #[tracing::instrument(name = "XACK", skip_all, fields(
-        otel.kind = "client", db.system = "redis", db.operation = "XACK",
-        db.redis.pipeline_length = 3))]
-    pub(crate) async fn settle(
-        &self,
-        ids: &[String],
-        receipts: &[ReceiptId],
-    ) -> Result<(), CacheError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let announcement = receipts
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut pipe = redis::pipe();
-        pipe.cmd("XACK")
-            .arg(self.keys.stream())
-            .arg(GROUP)
-            .arg(ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(self.keys.stream())
-            .arg(ids)
-            .ignore();
-        let mut publish = redis::cmd("PUBLISH");
-        publish.arg(&self.durable_channel).arg(announcement);
-        if self.announce_in_pipeline && !receipts.is_empty() {
-            pipe.add_command(publish.clone()).ignore();
-        }
-        pipe.query_async::<()>(&mut self.conn.clone())
-            .await
-            .context("acknowledging committed entries")?;
-        // With several groups the channel's hash tag is not the stream's: a pipeline to one node
-        // cannot carry both (Cluster delivers a message published on any node to every node).
-        if !self.announce_in_pipeline && !receipts.is_empty() {
-            publish
-                .query_async::<()>(&mut self.conn.clone())
-                .await
-                .context("announcing committed entries")?;
-        }
-        Ok(())
     }
 
     /// Leaves entries of a newer format for a newer worker: moves them, unacknowledged, to the

@@ -65,6 +65,8 @@ pub struct StepReport {
 
 pub struct Worker {
     consumer: Consumer,
+    /// The slot group whose stream it reads.
+    group: Group,
     cache: Cache,
     store: Store,
     clock: Clock,
@@ -109,6 +111,7 @@ impl Worker {
         let consumer = Consumer::connect(&cache, consumer_name, group).await?;
         Ok(Worker {
             consumer,
+            group,
             cache,
             store,
             clock,
@@ -180,7 +183,7 @@ impl Worker {
             .await?)
     }
 
-    /// Commits one batch in one transaction, re-applies it to the cache, then acknowledges it. Its
+    /// Commits one batch in one transaction, re-applies it to the cache and acknowledges it. Its
     /// span starts a trace of its own, linked to the span of every request whose opt-out it commits.
     #[tracing::instrument(name = "writebehind.commit", skip_all, fields(
         otel.kind = "consumer", messaging.system = "redis", messaging.operation.type = "process",
@@ -273,10 +276,12 @@ impl Worker {
         metrics::histogram!(names::BATCH_SIZE).record(records.len() as f64);
         metrics::counter!(names::COMMITTED).increment(report.inserted);
         span.record("suppressd.inserted", report.inserted as i64);
-        let merged = self.cache.merge(&records, true).await?;
+        // Merged into the cache, then acknowledged and announced as durable, in the same calls.
+        let merged = self
+            .cache
+            .merge_and_settle(self.group, &records, &ids)
+            .await?;
         self.cache.saw_merged(&merged);
-        let receipts: Vec<_> = records.iter().map(|r| r.receipt).collect();
-        self.consumer.settle(&ids, &receipts).await?;
         tracing::debug!(
             delivered = report.delivered,
             inserted = report.inserted,

@@ -28,10 +28,15 @@ impl Drop for Rig {
 }
 
 async fn rig(backend: Backend) -> Rig {
+    rig_at(backend, redis_url()).await
+}
+
+/// A rig on the Redis at `url` (a private one, for tests that break it).
+async fn rig_at(backend: Backend, url: &str) -> Rig {
     let db = TestDb::new(backend).await;
     let prefix = format!("w{}:", uuid::Uuid::new_v4().simple());
     Rig {
-        cache: Cache::connect_url(redis_url(), Keys::new(&prefix, 4))
+        cache: Cache::connect_url(url, Keys::new(&prefix, 4))
             .await
             .unwrap(),
         store: Store::connect(&db.url).await.unwrap(),
@@ -78,8 +83,12 @@ impl Rig {
     }
 
     async fn worker(&self, name: &str, claim_idle: Duration) -> Worker {
+        self.worker_of(name, claim_idle, 100).await
+    }
+
+    async fn worker_of(&self, name: &str, claim_idle: Duration, batch: usize) -> Worker {
         let settings = WorkerSettings {
-            batch: 100,
+            batch,
             block: Duration::from_millis(10),
             claim_idle,
             crash_after_commit: false,
@@ -411,4 +420,140 @@ async fn a_merge_of_several_script_calls_writes_and_feeds_every_record() {
 
     let again = cache.merge(&records, true).await.unwrap();
     assert_eq!(again.last_change(), 0, "nothing changed, nothing fed");
+}
+
+/// The receipts announced as durable on `prefix`'s channel, as the announcements arrive.
+async fn announcements(url: &str, prefix: &str) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use futures_util::StreamExt;
+    let mut pubsub = redis::Client::open(url)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.subscribe(format!("{prefix}durable")).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let receipts: String = message.get_payload().unwrap();
+            for receipt in receipts.split(',') {
+                if tx.send(receipt.to_owned()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The receipts announced within `wait` of the last one (or of the call), sorted.
+async fn announced(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    wait: Duration,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Ok(Some(receipt)) = tokio::time::timeout(wait, rx.recv()).await {
+        seen.push(receipt);
+    }
+    seen.sort();
+    seen
+}
+
+/// A batch larger than one script call (`MERGE_BATCH` records) is merged, acknowledged, deleted and
+/// announced whole: every entry once, every receipt once.
+#[tokio::test]
+async fn a_batch_of_several_script_calls_is_settled_and_announced_whole() {
+    let rig = rig(Backend::Postgres).await;
+    let n = 2 * suppressd::cache::layout::MERGE_BATCH + 3;
+    let mut heard = announcements(redis_url(), &rig.prefix).await;
+    let queued = rig.queue(n).await;
+    let mut worker = rig.worker_of("only", NEVER, n).await;
+    let report = worker.step().await.unwrap();
+    assert_eq!((report.delivered, report.inserted), (n, n as u64));
+    let backlog = rig.cache.backlog().await.unwrap();
+    assert_eq!((backlog.length, backlog.pending), (0, 0), "all settled");
+    assert_eq!(
+        announced(&mut heard, Duration::from_secs(2)).await,
+        receipts(&queued),
+        "each receipt announced once"
+    );
+    assert_eq!(worker.step().await.unwrap().delivered, 0);
+}
+
+/// The merge after a commit and the settling of its entries are one script: when Redis refuses the
+/// merge (out of memory under `noeviction`) nothing is acknowledged or announced, and the entries
+/// stay pending until a merge succeeds. A settle sent beside a failed merge (as a pipeline would)
+/// would acknowledge records the cache lacks: here, records whose fields were lost, as in a flush
+/// that a rebuild had already read past.
+#[tokio::test]
+async fn a_merge_redis_refuses_settles_nothing() {
+    let redis = crate::processes::PrivateRedis::start().await;
+    let rig = rig_at(Backend::Sqlite, &redis.url()).await;
+    let keys = Keys::new(&rig.prefix, 4);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut heard = announcements(&redis.url(), &rig.prefix).await;
+    let queued = rig.queue(5).await;
+    for s in &queued {
+        let field = suppressd::cache::layout::field(&s.subject, &s.scope);
+        let _: () = redis::cmd("HDEL")
+            .arg(keys.bucket_for(&s.subject))
+            .arg(&field[..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let config = |value: &str| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg("maxmemory").arg(value);
+        cmd
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut worker = rig.worker("only", NEVER).await;
+    let _: () = config("1").query_async(&mut conn).await.unwrap();
+
+    let refused = worker.step().await;
+    assert!(refused.is_err(), "the merge was refused: {refused:?}");
+    assert_eq!(
+        rig.rows().await,
+        receipts(&queued),
+        "committed to the store"
+    );
+    let backlog = rig.cache.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.length, backlog.pending),
+        (5, 5),
+        "nothing acknowledged or deleted"
+    );
+    assert!(
+        announced(&mut heard, Duration::from_millis(500))
+            .await
+            .is_empty(),
+        "nothing announced"
+    );
+    for s in &queued {
+        assert!(!in_its_bucket(&mut conn, &keys, s).await);
+    }
+
+    let _: () = config("0").query_async(&mut conn).await.unwrap();
+    let report = worker.step().await.unwrap();
+    assert_eq!((report.delivered, report.inserted), (5, 0), "redelivered");
+    for s in &queued {
+        assert!(in_its_bucket(&mut conn, &keys, s).await, "merged at last");
+    }
+    let backlog = rig.cache.backlog().await.unwrap();
+    assert_eq!((backlog.length, backlog.pending), (0, 0), "then settled");
+    assert_eq!(
+        announced(&mut heard, Duration::from_secs(2)).await,
+        receipts(&queued)
+    );
 }

@@ -164,10 +164,18 @@ return leases({1, id, writes, change})
 /// rebuild. One call writes a batch of records of one group (at most [`MERGE_BATCH`]): per record,
 /// a call cost Redis more than the record's own writes.
 ///
-/// KEYS: the group's layouts, then for each record one bucket per layout written, then (when fed)
-/// the write counter, the change feed and its counter. ARGV: k, the k names of the layouts
-/// written, then each record's field and value. Returns the number of the last change fed, 0 when
-/// every field kept its record or nothing was fed.
+/// The worker's calls also settle the stream entries of the records they merged: after the merges,
+/// `XACK` and `XDEL` them and announce their receipts as durable. In the same script, so that an
+/// entry is never acknowledged unless its record was merged (a merge refused, say by `OOM` under
+/// `noeviction`, ends the script before it); in a pipeline Redis would run the `XACK` after the
+/// failed call.
+///
+/// KEYS: the group's layouts, then for each record one bucket per layout written, then (when
+/// settling) the group's stream, then (when fed) the write counter, the change feed and its
+/// counter. ARGV: k, n, s, the k names of the layouts written, each of the n records' field and
+/// value, then (s > 0) the s stream entries to settle, the announcements' channel and the
+/// announcement. Returns the number of the last change fed, 0 when every field kept its record or
+/// nothing was fed.
 ///
 /// A rebuild does not feed: it only puts back what Redis lost, which every near-cache that is
 /// serving already holds, and a near-cache stops serving (and loads again) when Redis loses data.
@@ -178,25 +186,36 @@ pub(crate) fn merge_script() -> String {
         "{MERGE_FN}{}{LAYOUTS_FN}{}",
         feed_fn(),
         r"
-local k = tonumber(ARGV[1])
+local k, n, s = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local names = {}
-for i = 1, k do names[i] = ARGV[1 + i] end
-local n = (#ARGV - 1 - k) / 2
-local fed = #KEYS > 1 + n * k
+for i = 1, k do names[i] = ARGV[3 + i] end
+local stream = 1 + n * k + (s > 0 and 1 or 0)
+local fed = #KEYS > stream
 local primary, kept = 0, false
 if fed then primary, kept = keep(KEYS[1], names) end
 local change = 0
 for r = 0, n - 1 do
   local buckets = {}
   for i = 1, k do buckets[i] = KEYS[1 + r * k + i] end
-  local field = ARGV[2 + k + 2 * r]
-  local changed, now = write_all(buckets, field, ARGV[3 + k + 2 * r], math.max(primary, 1))
+  local field = ARGV[4 + k + 2 * r]
+  local changed, now = write_all(buckets, field, ARGV[5 + k + 2 * r], math.max(primary, 1))
   if changed and fed then
     change = feed_layouts(primary, kept, field, now)
   end
 end
+if s > 0 then
+  local ids = {}
+  for i = 1, s do ids[i] = ARGV[3 + k + 2 * n + i] end
+  redis.call('XACK', KEYS[stream], CONSUMER_GROUP, unpack(ids))
+  redis.call('XDEL', KEYS[stream], unpack(ids))
+  redis.call('PUBLISH', ARGV[#ARGV - 1], ARGV[#ARGV])
+end
 return change
 "
+        .replace(
+            "CONSUMER_GROUP",
+            &format!("'{}'", crate::cache::stream::GROUP)
+        )
     )
 }
 
