@@ -16,15 +16,26 @@ const UNAUDITED_PREFIX: &str = "bench-unaudited:";
 /// rounds on a shared 2-core machine spread over ±10 points (PostgreSQL's checkpoints and the
 /// worker's batch sizes); five keep the mean within a few.
 const AUDIT_ROUNDS: usize = 5;
+/// The p99 that SPEC §8 allows `OptOut` `DURABLE`: its throughput row is the most the server
+/// answered within it, among concurrencies of one to four times the suite's.
+const OPT_OUT_P99_LIMIT: Duration = Duration::from_millis(20);
 
 /// What the opt-out rows measured that later rows need.
 pub(super) struct OptedOut {
-    /// Successful calls per second, the first audited run of the audit cost rounds.
+    /// Successful calls per second at the suite's concurrency: the first audited run of the audit
+    /// cost rounds.
     pub(super) rps: f64,
     pub(super) cpu: Cpu,
 }
 
 /// OptOut DURABLE on PostgreSQL: throughput (beside the empty handler's, `base_rps`) and p99.
+///
+/// A `DURABLE` caller waits for its batch's commit, so at a fixed concurrency the rate is that
+/// concurrency over the commit's latency, whatever the machine has left. The throughput row is
+/// therefore a capacity under a latency bound: the most calls per second among the runs at the
+/// suite's concurrency and at two, three and four times it whose p99 stays within
+/// [`OPT_OUT_P99_LIMIT`], with its p99 in the next row; every run is in the detail. The CPU row
+/// and the audit cost rows use the run at the suite's concurrency.
 pub(super) async fn opt_out_rows(
     cx: &mut Ctx,
     rig: &Rig<'_>,
@@ -32,19 +43,44 @@ pub(super) async fn opt_out_rows(
     base_rps: f64,
 ) -> anyhow::Result<OptedOut> {
     let (server_addr, server, redis) = (rig.server_addr, &rig.server, rig.setup.redis);
-    let c = rig.setup.sizes.concurrency;
+    let c = opting_out.concurrency;
     eprintln!("OptOut DURABLE on PostgreSQL…");
     let before = machine_cpu(server, redis);
     let opt = cx.load("opt-out-durable", server_addr, opting_out).await?;
     let [opt_cpu, opt_pg_cpu, opt_redis_cpu, opt_client_cpu] =
         cpu_per_call_by_process(before, machine_cpu(server, redis), opt.count);
-    let opt_p99 = p(&opt, 99);
+    let mut runs = vec![(c, ok_rps(&opt), p(&opt, 50), p(&opt, 99))];
+    for times in [2, 3, 4] {
+        let more = Load {
+            concurrency: c * times,
+            ..opting_out
+        };
+        let name = format!("opt-out-durable-c{}", c * times);
+        let r = cx.load(&name, server_addr, more).await?;
+        runs.push((c * times, ok_rps(&r), p(&r, 50), p(&r, 99)));
+    }
+    let limit = OPT_OUT_P99_LIMIT.as_nanos() as u64;
+    // The best run within the bound; if none is, the suite's own (and its p99 row fails).
+    let best = runs
+        .iter()
+        .filter(|run| run.3 <= limit)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or(&runs[0]);
+    let (best_c, best_rps, best_p50, best_p99) = *best;
+    let every_run = runs
+        .iter()
+        .map(|(c, rps, _, p99)| format!("c={c} {rps:.0}/s p99 {}", ms(*p99)))
+        .collect::<Vec<_>>()
+        .join("; ");
     cx.report.rows.push(Row::new(
         "opt_out_durable_rps",
-        &format!("OptOut DURABLE on PostgreSQL throughput (c={c})"),
-        ok_rps(&opt),
-        format!("{:.0}/s", ok_rps(&opt)),
-        format!("empty handler (CheckSuppressed) {:.0}/s", base_rps),
+        &format!(
+            "OptOut DURABLE on PostgreSQL throughput (the most within p99 {} ms)",
+            OPT_OUT_P99_LIMIT.as_millis()
+        ),
+        best_rps,
+        format!("{best_rps:.0}/s (c={best_c})"),
+        format!("{every_run}; empty handler (CheckSuppressed) {base_rps:.0}/s"),
     ));
     // What one opt-out costs the whole machine, and the throughput its cores would allow were
     // they spent on nothing else: whether a throughput target fits this machine at all.
@@ -52,7 +88,7 @@ pub(super) async fn opt_out_rows(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     cx.report.rows.push(Row::new(
         "opt_out_machine_cpu_us",
-        "CPU per OptOut DURABLE, all processes (the machine's ceiling)",
+        &format!("CPU per OptOut DURABLE, all processes (the machine's ceiling; c={c})"),
         total,
         format!(
             "{total:.0} µs ({:.0}/s on {cores} cores)",
@@ -65,10 +101,10 @@ pub(super) async fn opt_out_rows(
     ));
     cx.report.rows.push(Row::new(
         "opt_out_durable_p99_ms",
-        "OptOut DURABLE on PostgreSQL p99",
-        opt_p99 as f64 / 1e6,
-        ms(opt_p99),
-        format!("p50 {}", ms(p(&opt, 50))),
+        "OptOut DURABLE on PostgreSQL p99 (the throughput row's run)",
+        best_p99 as f64 / 1e6,
+        ms(best_p99),
+        format!("p50 {} (c={best_c})", ms(best_p50)),
     ));
     Ok(OptedOut {
         rps: ok_rps(&opt),
