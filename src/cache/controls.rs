@@ -133,6 +133,18 @@ impl Cache {
         Ok(version.zip(snapshot))
     }
 
+    /// TESTS ONLY: how long this replica's next check is told to pause (taken once), if at all.
+    #[cfg(feature = "failpoints")]
+    pub(crate) async fn check_pause_failpoint(&self, replica: &str) -> Option<u64> {
+        let key = self.keys.check_pause_failpoint(replica);
+        redis::cmd("GETDEL")
+            .arg(key)
+            .query_async::<Option<u64>>(&mut self.conn())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// TESTS ONLY: what the test cut this replica's controls poller from: (store, Redis).
     #[cfg(feature = "failpoints")]
     pub(crate) async fn controls_cut_failpoint(&self, replica: &str) -> (bool, bool) {

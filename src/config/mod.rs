@@ -95,6 +95,13 @@ pub struct ServeSettings {
     #[arg(long, env = "SUPPRESSD_FAILPOINT_NEAR_STALL", hide = true)]
     pub failpoint_near_stall: bool,
 
+    /// Testing hook (feature `failpoints`): a check pauses, once, between reading this replica's
+    /// controls and answering, when told to through Redis (`Keys::check_pause_failpoint`). Lets a
+    /// test change the controls at exactly that point.
+    #[cfg(feature = "failpoints")]
+    #[arg(long, env = "SUPPRESSD_FAILPOINT_CHECK_PAUSE", hide = true)]
+    pub failpoint_check_pause: bool,
+
     /// BENCHMARK BASELINE ONLY (feature `bench-baseline`; no flag reaches it): the worker commits
     /// opt-outs without audit entries, so that `suppressd-bench serve-unaudited` can serve the
     /// baseline the audit log's cost is measured against. Breaks SPEC §5.5 on purpose.

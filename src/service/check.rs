@@ -93,8 +93,23 @@ impl Suppressions {
             .map(|(c, s)| inner.cache.probe(s, &c.notice))
             .collect();
         let now = self.now();
+        // Whether this replica may trust its controls, judged before it reads them: the controls
+        // read next are at least as new as those the last confirmation vouched for. Judged only
+        // after, a check on a replica just turning fresh again could read the controls it held
+        // while stale and be let through by the confirmation of the ones that replaced them.
+        let fresh = !self.controls_stale();
         // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
         let controls = self.controls();
+        #[cfg(feature = "failpoints")]
+        if inner.settings.check_pause_failpoint
+            && let Some(ms) = inner
+                .cache
+                .check_pause_failpoint(&inner.settings.replica)
+                .await
+        {
+            tracing::warn!(ms, "failpoint: a check pauses after reading the controls");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         let decide = |m: Option<Match>, check: &Check| {
             controls.decide(m, &check.notice, check.zone.as_ref(), now, false)
         };
@@ -197,7 +212,7 @@ impl Suppressions {
         self.let_confirmations_through(checks, &mut answers, now)
             .await;
         // A replica that cannot vouch for its controls lets nothing go (`controls::fresh`).
-        let answers = self.unless_stale(answers)?;
+        let answers = self.unless_stale(answers, fresh)?;
         span.record_str("suppressd.answer_source", source.as_str());
         static CHECKS: [OnceLock<Counter>; AnswerSource::ALL.len()] =
             [const { OnceLock::new() }; AnswerSource::ALL.len()];

@@ -122,12 +122,16 @@ impl Suppressions {
     }
 
     /// The answers of a call, as this replica may give them: unchanged while its controls are
-    /// fresh; when they are stale, no answer says "send" (the call is refused as `UNAVAILABLE`)
-    /// and no mandatory declaration overrides an opt-out (`Controls::when_stale`). Answers a
-    /// control decided are counted (`suppressd_control_answers_total`) and named on the call's
-    /// span (`suppressd.control`).
-    pub(crate) fn unless_stale(&self, answers: Vec<Answer>) -> Result<Vec<Answer>, ServiceError> {
-        if !self.inner.controls_fresh.is_stale() {
+    /// fresh, both before the call read them (`fresh_before`) and now; when they are stale, no
+    /// answer says "send" (the call is refused as `UNAVAILABLE`) and no mandatory declaration
+    /// overrides an opt-out (`Controls::when_stale`). Answers a control decided are counted
+    /// (`suppressd_control_answers_total`) and named on the call's span (`suppressd.control`).
+    pub(crate) fn unless_stale(
+        &self,
+        answers: Vec<Answer>,
+        fresh_before: bool,
+    ) -> Result<Vec<Answer>, ServiceError> {
+        if fresh_before && !self.inner.controls_fresh.is_stale() {
             observe_controls(&answers);
             return Ok(answers);
         }
@@ -144,7 +148,8 @@ impl Suppressions {
         })
     }
 
-    /// Whether this replica's controls are stale (health says NOT_SERVING then).
+    /// Whether this replica's controls are stale (health says NOT_SERVING then; a check asks
+    /// before it reads them, see [`Self::unless_stale`]).
     pub(crate) fn controls_stale(&self) -> bool {
         self.inner.controls_fresh.is_stale()
     }

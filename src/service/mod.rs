@@ -127,6 +127,9 @@ pub(crate) struct ServiceSettings {
     pub(crate) watch_poll: Duration,
     /// The legal clocks: which regimes apply, their windows and holidays.
     pub(crate) deadlines: crate::domain::deadline::DeadlineRules,
+    /// TESTS ONLY: checks may be told to pause after reading the controls (`failpoint_check_pause`).
+    #[cfg(feature = "failpoints")]
+    pub(crate) check_pause_failpoint: bool,
 }
 
 /// The application's use cases over its ports. Cheap to clone; every replica holds one.

@@ -93,6 +93,8 @@ impl Application {
                 controls_stale_after: settings.controls.controls_stale_after,
                 watch_poll: settings.changes.watch_poll,
                 deadlines: settings.deadlines.rules()?,
+                #[cfg(feature = "failpoints")]
+                check_pause_failpoint: settings.failpoint_check_pause,
             },
             waiters.clone(),
             trigger.clone(),

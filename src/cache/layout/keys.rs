@@ -216,6 +216,12 @@ impl Keys {
     pub fn controls_cut_failpoint(&self, replica: &str) -> String {
         format!("{}failpoint-controls-cut:{replica}", self.prefix)
     }
+
+    /// TESTS ONLY: how long (ms) one replica's next check pauses after reading its controls.
+    #[cfg(feature = "failpoints")]
+    pub fn check_pause_failpoint(&self, replica: &str) -> String {
+        format!("{}failpoint-check-pause:{replica}", self.prefix)
+    }
 }
 
 impl GroupKeys {

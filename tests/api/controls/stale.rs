@@ -403,3 +403,94 @@ async fn answer(client: &mut Client, who: &str, scope: &proto::Scope) -> Option<
     }
     None
 }
+
+/// A check on a replica whose controls turn fresh again while the check runs: it read the controls
+/// held while stale (without the halt made meanwhile), and the confirmation that came before it
+/// answered is of the ones that replaced them. It must not say "send": whether the controls may be
+/// trusted is judged before they are read (the stale-replica drill met this once under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_read_controls_while_stale_is_refused_though_they_turn_fresh_meanwhile() {
+    let a = spawn_app_with(Backend::Postgres, Clock::System, |s| {
+        s.replica_name = Some(format!("a-{}", uuid::Uuid::new_v4().simple()));
+        s.failpoint_check_pause = true;
+    })
+    .await;
+    let b_name = format!("b-{}", uuid::Uuid::new_v4().simple());
+    let (b, b_health, _stop_b) = replica_b(&a, &b_name).await;
+    a.wait_cache_complete().await;
+
+    // B cut from the store and Redis: the halt is committed without it, and B turns stale.
+    cut(&a, &b_name, Some("store+redis"));
+    let halt = a
+        .client
+        .clone()
+        .halt_campaign(halt_request("acme", "", "C9", "wrong list"))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_health(&b_health, ServingStatus::NotServing).await;
+
+    // B's next check pauses after reading its controls; meanwhile B is restored and turns fresh.
+    let pause = Keys::new(a.prefix(), 0).check_pause_failpoint(&b_name);
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&pause)
+        .arg(4_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let check = tokio::spawn({
+        let mut b = b.clone();
+        async move {
+            b.check_suppressed(proto::CheckSuppressedRequest {
+                recipient: Some(person(9)),
+                scope: Some(campaign("C9")),
+                ..Default::default()
+            })
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let told: bool = redis::cmd("EXISTS")
+            .arg(&pause)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !told {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the check never reached the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cut(&a, &b_name, None);
+    wait_health(&b_health, ServingStatus::Serving).await;
+
+    match check.await.unwrap() {
+        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Ok(answer) => assert!(
+            answer.get_ref().suppressed,
+            "B said send for a campaign halted ({}) before the check began",
+            halt.halt_id
+        ),
+    }
+    // And once fresh, B answers by the halt.
+    let after = b
+        .clone()
+        .check_suppressed(proto::CheckSuppressedRequest {
+            recipient: Some(person(9)),
+            scope: Some(campaign("C9")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_halted(&after, &halt.halt_id);
+}
