@@ -506,20 +506,20 @@ async fn a_merge_redis_refuses_settles_nothing() {
             .await
             .unwrap();
     }
-    let config = |value: &str| {
+    let config = |name: &str, value: &str| {
         let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("SET").arg("maxmemory").arg(value);
+        cmd.arg("SET").arg(name).arg(value);
         cmd
     };
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("noeviction")
+    let _: () = config("maxmemory-policy", "noeviction")
         .query_async(&mut conn)
         .await
         .unwrap();
     let mut worker = rig.worker("only", NEVER).await;
-    let _: () = config("1").query_async(&mut conn).await.unwrap();
+    let _: () = config("maxmemory", "1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 
     let refused = worker.step().await;
     assert!(refused.is_err(), "the merge was refused: {refused:?}");
@@ -544,7 +544,10 @@ async fn a_merge_redis_refuses_settles_nothing() {
         assert!(!in_its_bucket(&mut conn, &keys, s).await);
     }
 
-    let _: () = config("0").query_async(&mut conn).await.unwrap();
+    let _: () = config("maxmemory", "0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let report = worker.step().await.unwrap();
     assert_eq!((report.delivered, report.inserted), (5, 0), "redelivered");
     for s in &queued {
