@@ -1,6 +1,7 @@
 //! What the audit log costs the write path: the store-side throughput of the worker's group commit
-//! with the audit log (entries, Merkle subtrees, a signed checkpoint per batch) against the same
-//! batches inserted without it, side by side on fresh PostgreSQL databases in one run.
+//! with the audit log (entries, Merkle subtrees, a signed checkpoint per batch), its entries stored
+//! as rows and as one block per batch (`--audit-blocks`), against the same batches inserted without
+//! it, side by side on fresh PostgreSQL databases in one run.
 //!
 //! `cargo run --release --example audit_cost [-- POSTGRES_ADMIN_URL [BATCHES [BATCH_SIZE]]]`
 //!
@@ -99,15 +100,34 @@ struct Run {
     own_us: f64,
 }
 
-/// Commits `batches` batches of `size` on a fresh database, with the log or without it.
-async fn run(admin: &str, log: &AuditLog, with_log: bool, batches: usize, size: usize) -> Run {
+/// How a run commits: without the log, or with its entries as rows or as blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Without,
+    Rows,
+    Blocks,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Without => "commit without audit log",
+            Side::Rows => "commit with log, rows",
+            Side::Blocks => "commit with log, blocks",
+        }
+    }
+}
+
+/// Commits `batches` batches of `size` on a fresh database, on one side.
+async fn run(admin: &str, log: &AuditLog, side: Side, batches: usize, size: usize) -> Run {
     let pepper = Pepper::new(*b"0123456789abcdef").unwrap();
     let (name, url) = fresh_db(admin).await;
     let store = Store::connect(&url).await.unwrap();
     // The baseline is the store's own (`suppressd-bench serve-unaudited`'s): the same statement
     // shape, records only.
     let log = AuditLog {
-        bench_unaudited: !with_log,
+        bench_unaudited: side == Side::Without,
+        blocks: side == Side::Blocks,
         ..log.clone()
     };
     let mut hint = AuditHint::default();
@@ -146,37 +166,40 @@ struct Extra {
     own_us: f64,
 }
 
-/// Runs both sides twice, alternating, at one batch size; prints each run and the ratio.
-async fn compare(admin: &str, log: &AuditLog, batches: usize, size: usize) -> Extra {
-    let mut runs: Vec<(bool, Run)> = Vec::new();
-    for with_log in [false, true, false, true] {
-        let r = run(admin, log, with_log, batches, size).await;
+/// Runs every side twice, alternating, at one batch size; prints each run and the ratios. Returns
+/// what the log adds as rows and as blocks.
+async fn compare(admin: &str, log: &AuditLog, batches: usize, size: usize) -> [Extra; 2] {
+    let sides = [Side::Without, Side::Rows, Side::Blocks];
+    let mut runs: Vec<(Side, Run)> = Vec::new();
+    for side in sides.into_iter().chain(sides) {
+        let r = run(admin, log, side, batches, size).await;
         println!(
             "{:<28} {:>10.0} records/s  PostgreSQL CPU {:5.1} µs/record, client CPU {:5.1} µs/record",
-            if with_log {
-                "commit with audit log"
-            } else {
-                "commit without audit log"
-            },
+            side.name(),
             r.rate,
             r.store_us,
             r.own_us,
         );
-        runs.push((with_log, r));
+        runs.push((side, r));
     }
-    let mean = |w: bool, f: fn(&Run) -> f64| {
-        let v: Vec<f64> = runs.iter().filter(|r| r.0 == w).map(|r| f(&r.1)).collect();
+    let mean = |side: Side, f: fn(&Run) -> f64| {
+        let v: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.0 == side)
+            .map(|r| f(&r.1))
+            .collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     println!(
-        "ratio with/without: {:.3} (batches of {size}, {batches} batches per run)",
-        mean(true, |r| r.rate) / mean(false, |r| r.rate)
+        "ratio with/without: rows {:.3}, blocks {:.3} (batches of {size}, {batches} batches per run)",
+        mean(Side::Rows, |r| r.rate) / mean(Side::Without, |r| r.rate),
+        mean(Side::Blocks, |r| r.rate) / mean(Side::Without, |r| r.rate),
     );
-    Extra {
+    [Side::Rows, Side::Blocks].map(|side| Extra {
         size,
-        store_us: mean(true, |r| r.store_us) - mean(false, |r| r.store_us),
-        own_us: mean(true, |r| r.own_us) - mean(false, |r| r.own_us),
-    }
+        store_us: mean(side, |r| r.store_us) - mean(Side::Without, |r| r.store_us),
+        own_us: mean(side, |r| r.own_us) - mean(Side::Without, |r| r.own_us),
+    })
 }
 
 /// Splits what the log adds, measured at two batch sizes, into µs per record and per commit:
@@ -206,13 +229,16 @@ async fn main() {
         compare(&admin, &log, records / 8, 8).await,
         compare(&admin, &log, records / 64, 64).await,
     );
-    let (store_record, store_commit) =
-        split(small.store_us, small.size, large.store_us, large.size);
-    let (own_record, own_commit) = split(small.own_us, small.size, large.own_us, large.size);
-    println!(
-        "what the log adds: PostgreSQL {store_record:.1} µs a record + {store_commit:.0} µs a \
-         commit; client {own_record:.1} µs a record + {own_commit:.0} µs a commit"
-    );
+    for (shape, (small, large)) in ["rows", "blocks"].iter().zip(small.iter().zip(&large)) {
+        let (store_record, store_commit) =
+            split(small.store_us, small.size, large.store_us, large.size);
+        let (own_record, own_commit) = split(small.own_us, small.size, large.own_us, large.size);
+        println!(
+            "what the log adds as {shape}: PostgreSQL {store_record:.1} µs a record + \
+             {store_commit:.0} µs a commit; client {own_record:.1} µs a record + {own_commit:.0} µs \
+             a commit"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //!
 //! This module owns the encoding and the cryptography; the SQL lives in `store::audit`.
 
+pub(crate) mod block;
 pub mod merkle;
 pub mod note;
 pub mod verify;
@@ -228,6 +229,9 @@ impl Erasure {
 pub struct AuditLog {
     pub origin: String,
     pub signer: NoteSigner,
+    /// The worker writes each committed batch of opt-outs as one block ([`block`]) instead of one
+    /// row per entry (`--audit-blocks`). Every release from the one that added blocks reads both.
+    pub blocks: bool,
     /// BENCHMARK BASELINE ONLY (feature `bench-baseline`, `suppressd-bench serve-unaudited`):
     /// commits write no audit entries, so the suite can measure what the log costs the write path.
     #[cfg(feature = "bench-baseline")]
@@ -248,6 +252,7 @@ impl AuditLog {
         Ok(AuditLog {
             origin: origin.to_owned(),
             signer,
+            blocks: false,
             #[cfg(feature = "bench-baseline")]
             bench_unaudited: false,
         })
@@ -257,6 +262,7 @@ impl AuditLog {
         AuditLog {
             origin: "suppressd".into(),
             signer: Self::development_signer(),
+            blocks: false,
             #[cfg(feature = "bench-baseline")]
             bench_unaudited: false,
         }

@@ -116,6 +116,13 @@ pub struct ServeSettings {
     #[arg(skip)]
     pub bench_connection_manager: bool,
 
+    /// Store each batch of opt-outs the worker commits as one audit block (one row for the batch)
+    /// instead of one `audit_log` row per entry: the same entries, hashes, proofs and checkpoints,
+    /// for much less of the store's work. Turn it on once every replica runs this release or a
+    /// later one: the previous release reads only rows, and would not find those entries.
+    #[arg(long, env = "SUPPRESSD_AUDIT_BLOCKS")]
+    pub audit_blocks: bool,
+
     /// Admin HTTP address serving Prometheus metrics at /metrics (port 0 picks a free port). Off
     /// when unset; keep it on a private interface.
     #[arg(long, env = "SUPPRESSD_ADMIN_LISTEN")]
@@ -165,10 +172,13 @@ impl ServeSettings {
     /// The audit log's signer, and whether it is the development key.
     pub(crate) fn audit_log(&self) -> anyhow::Result<(AuditLog, bool)> {
         #[allow(unused_mut)] // written only under the benchmark's feature
-        let mut log = AuditLog::new(
-            &self.secrets.audit_origin,
-            self.secrets.audit_signing_key.as_deref(),
-        )?;
+        let mut log = AuditLog {
+            blocks: self.audit_blocks,
+            ..AuditLog::new(
+                &self.secrets.audit_origin,
+                self.secrets.audit_signing_key.as_deref(),
+            )?
+        };
         #[cfg(feature = "bench-baseline")]
         {
             log.bench_unaudited = self.bench_unaudited;

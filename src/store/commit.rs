@@ -204,7 +204,9 @@ impl Store {
                 .enumerate()
                 .map(|(k, (s, trace))| AuditEntry::opt_out(head.seq(k), committed_at, s, trace))
                 .collect::<Vec<_>>();
-            let next = tx.append_audit(head, entries, log, committed_at).await?;
+            let next = tx
+                .append_audit_as(head, entries, log, committed_at, audit::Shape::of_batches(log))
+                .await?;
             tx.commit().await.context("committing a batch")?;
             hint.0 = Some(next);
             Ok(locked(inserted.len()))

@@ -283,6 +283,13 @@ on_both_stores!(
     an_independent_verifier_agrees_with_the_hashing,
 );
 
+in_audit_blocks!(
+    expiries_are_on_the_record_once,
+    a_durable_receipt_verifies_offline_with_the_public_key,
+    replays_and_redeliveries_never_add_a_second_entry,
+    an_independent_verifier_agrees_with_the_hashing,
+);
+
 // ---- Tampering (PostgreSQL: the attacker edits rows with SQL) ----
 
 async fn sql(store: &Store, statement: &str) {
@@ -523,4 +530,169 @@ async fn resign_everything(store: &Store, signer: &NoteSigner) {
         .execute(pool)
         .await
         .unwrap();
+}
+
+// ---- Audit blocks (`--audit-blocks`): the same guarantees when a batch is one row ----
+
+/// The rows of `audit_log` and the blocks of `audit_blocks`, with the entries the blocks hold.
+async fn shapes(store: &Store) -> (i64, i64, i64) {
+    let Store::Postgres(pool) = store else {
+        unreachable!()
+    };
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM audit_log), (SELECT count(*) FROM audit_blocks), \
+         (SELECT coalesce(sum(last_seq - first_seq + 1), 0)::bigint FROM audit_blocks)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Rewrites entry `seq` inside the block that holds it with `edit` (on its JSON line), leaving the
+/// block's stored hashes as they were: what an attacker with SQL access does.
+async fn edit_block_entry(store: &Store, seq: i64, edit: impl Fn(&mut serde_json::Value)) {
+    let Store::Postgres(pool) = store else {
+        unreachable!()
+    };
+    let (last, first, entries): (i64, i64, Vec<u8>) = sqlx::query_as(
+        "SELECT last_seq, first_seq, entries FROM audit_blocks WHERE last_seq >= $1 \
+         ORDER BY last_seq LIMIT 1",
+    )
+    .bind(seq)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(first <= seq);
+    let mut lines: Vec<Vec<u8>> = entries
+        .strip_suffix(b"\n")
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    let at = (seq - first) as usize;
+    let mut value: serde_json::Value = serde_json::from_slice(&lines[at]).unwrap();
+    edit(&mut value);
+    lines[at] = serde_json::to_vec(&value).unwrap();
+    let mut rewritten = lines.join(&b'\n');
+    rewritten.push(b'\n');
+    sqlx::query("UPDATE audit_blocks SET entries = $1 WHERE last_seq = $2")
+        .bind(rewritten)
+        .bind(last)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stored_as_blocks_verify_and_their_tampering_is_located() {
+    let keys = keys();
+    let signer = keys.signer.clone();
+    let mut app = spawn_app_with(Backend::Postgres, Clock::System, move |s| {
+        s.secrets.audit_signing_key = Some(signer);
+        s.secrets.audit_origin = "audit.test/log".into();
+        s.audit_blocks = true;
+    })
+    .await;
+    // Twenty opt-outs at once (batches of several), then four one by one (a block each).
+    let calls = (0..20).map(|i| {
+        let mut client = app.client.clone();
+        async move {
+            let req = opt_out_request(
+                email(&format!("b{i}@example.com")),
+                scope("acme", Channel::Sms, "", ""),
+            );
+            client
+                .opt_out(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .receipt
+                .unwrap()
+        }
+    });
+    let mut ids: Vec<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.state, ReceiptState::Durable as i32);
+            r.receipt_id
+        })
+        .collect();
+    ids.extend(record(&mut app, 4).await);
+    let store = app.store().await;
+    let (rows, blocks, in_blocks) = shapes(&store).await;
+    assert_eq!((rows, in_blocks), (0, 24), "every entry is in a block");
+    assert!(
+        blocks < 24,
+        "some batch of the concurrent opt-outs held several ({blocks} blocks)"
+    );
+    assert_eq!(first_bad(&store, &keys).await, None);
+    // Every receipt's entry is found through its record and proved.
+    for id in &ids {
+        let proof = get_receipt(&mut app, id).await.proof.expect("a proof");
+        let entry: AuditEntry = serde_json::from_slice(&proof.entry).unwrap();
+        assert_eq!(&entry.receipt, id);
+    }
+
+    // Each tampering is applied to the live table, checked, then undone from a saved copy.
+    sql(
+        &store,
+        "CREATE TABLE saved_blocks AS SELECT * FROM audit_blocks",
+    )
+    .await;
+    let restore = "DELETE FROM audit_blocks; INSERT INTO audit_blocks SELECT * FROM saved_blocks";
+    // A block's line is the entry's fields as an array, in the canonical encoding's order.
+    for (field, at, value) in [
+        ("time", 2, serde_json::json!(1)),
+        ("actor", 3, serde_json::json!("someone-else")),
+        ("tenant", 5, serde_json::json!("globex")),
+        ("subject", 6, serde_json::json!("00")),
+        ("channel", 7, serde_json::json!(3)),
+        ("receipt", 12, serde_json::json!("forged")),
+        ("expires_at", 14, serde_json::json!(1)),
+    ] {
+        edit_block_entry(&store, 7, |e| e[at] = value.clone()).await;
+        let found = first_bad(&store, &keys).await;
+        assert_eq!(found.as_ref().map(|p| p.0), Some(7), "{field}: {found:?}");
+        sql(&store, restore).await;
+    }
+    // A stored leaf hash changed, a whole block deleted.
+    sql(
+        &store,
+        "UPDATE audit_blocks SET hashes = set_byte(hashes, 5, get_byte(hashes, 5) # 1) \
+         WHERE first_seq = 20",
+    )
+    .await;
+    assert_eq!(first_bad(&store, &keys).await.map(|p| p.0), Some(20));
+    sql(&store, restore).await;
+    sql(&store, "DELETE FROM audit_blocks WHERE first_seq = 21").await;
+    let found = first_bad(&store, &keys)
+        .await
+        .expect("a deleted block is caught");
+    assert!(found.0 == 21 && found.1.contains("missing"), "{found:?}");
+    sql(&store, restore).await;
+    // A block that is no block at all is a store error naming it, not a quiet pass.
+    sql(
+        &store,
+        "UPDATE audit_blocks SET entries = '\\x7b6e6f7420736f7d0a'::bytea WHERE first_seq = 22",
+    )
+    .await;
+    let err = verify_log(&store, NoteVerifier::parse(&keys.verifier).unwrap(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("audit block from entry 22"),
+        "{err}"
+    );
+    let (ok, out) = suppressd(&[
+        "audit",
+        "verify",
+        "--store-url",
+        &app.db.url,
+        "--public-key",
+        &keys.verifier,
+    ]);
+    assert!(!ok && out.contains("audit block from entry 22"), "{out}");
+    sql(&store, restore).await;
+    assert_eq!(first_bad(&store, &keys).await, None, "all restored");
 }

@@ -251,3 +251,5 @@ on_both_stores!(
     bad_confirmations_are_named_and_append_nothing,
     the_confirmation_goes_once_within_five_minutes_for_the_persons_own_opt_out,
 );
+
+in_audit_blocks!(a_senders_confirmation_is_on_the_trail_once,);

@@ -239,6 +239,9 @@ tokio::task_local! {
     /// Set by [`on_cluster!`]: the seed list of the Redis Cluster the test's apps use instead of
     /// the shared standalone Redis.
     pub static ON_CLUSTER: String;
+    /// Set by [`in_audit_blocks!`]: the test's apps store the worker's batches as audit blocks
+    /// (`--audit-blocks`).
+    pub static AUDIT_BLOCKS: ();
 }
 
 pub fn settings(store_url: &str, redis_url: &str, prefix: &str) -> ServeSettings {
@@ -301,6 +304,7 @@ pub async fn spawn_app_with(
         settings.redis.redis_url = seeds;
         settings.redis.redis_cluster = true;
     }
+    settings.audit_blocks = AUDIT_BLOCKS.try_with(|_| ()).is_ok();
     tweak(&mut settings);
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -571,6 +575,36 @@ macro_rules! on_both_stores {
                     super::$name($crate::helpers::Backend::Postgres).await
                 }
             )*
+        }
+    };
+}
+
+/// Runs each test on both stores again with `--audit-blocks` (the worker's batches stored as one
+/// audit block each): for tests of what reads the audit log, which must find every entry in either
+/// shape.
+macro_rules! in_audit_blocks {
+    ($($name:ident),* $(,)?) => {
+        mod blocks {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        $crate::helpers::AUDIT_BLOCKS
+                            .scope((), super::super::$name($crate::helpers::Backend::Sqlite))
+                            .await
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        $crate::helpers::AUDIT_BLOCKS
+                            .scope((), super::super::$name($crate::helpers::Backend::Postgres))
+                            .await
+                    }
+                )*
+            }
         }
     };
 }

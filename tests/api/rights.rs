@@ -706,6 +706,11 @@ on_both_stores!(
     a_token_for_another_tenant_or_person_shows_nothing_of_this_one,
 );
 
+in_audit_blocks!(
+    a_valid_opt_in_token_removes_the_opt_out_and_keeps_its_history,
+    a_person_lists_their_own_records_with_their_opt_out_token,
+);
+
 // The retraction script and the rebuild on a Redis Cluster.
 on_cluster!(
     a_valid_opt_in_token_removes_the_opt_out_and_keeps_its_history,

@@ -354,6 +354,8 @@ on_both_stores!(
     forget_person_needs_an_admin,
 );
 
+in_audit_blocks!(forget_person_erases_what_identifies_and_keeps_the_block,);
+
 /// The logs of a replica at debug level never carry a kept identifier, through an opt-out that
 /// keeps it, a listing and an erasure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,6 +255,11 @@ on_both_stores!(
     a_slow_watcher_is_held_back_not_dropped,
 );
 
+in_audit_blocks!(
+    every_change_in_log_order_then_live_ones,
+    a_cut_watch_resumes_after_its_cursor_with_no_gap,
+);
+
 /// Two replicas over one PostgreSQL; opt-outs keep coming through the second while the first,
 /// which a client watches, is killed mid-stream. The client resumes on the second from its
 /// cursor: every change of the log arrives exactly once, in order.

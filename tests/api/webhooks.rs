@@ -397,6 +397,8 @@ on_both_stores!(
     registering_checks_the_url_secret_and_kinds,
 );
 
+in_audit_blocks!(changes_arrive_signed_in_log_order_and_receipts_say_when,);
+
 async fn delivered_rows(store: &Store, destination: &str) -> Vec<i64> {
     let sql = "SELECT seq FROM deliveries WHERE destination_id = $1 ORDER BY seq";
     match store {

@@ -11,7 +11,7 @@
 
 use crate::{
     audit::{
-        AuditEntry, AuditLog,
+        AuditEntry, AuditLog, block,
         merkle::{Frontier, Hash},
         note::Checkpoint,
     },
@@ -40,9 +40,12 @@ impl Head {
         self.size as u64 + k as u64
     }
 }
-/// What one commit appends: each entry with its hashes, the checkpoint, the new head.
+/// What one commit appends: each entry with its hashes (as rows, or as one block), the checkpoint,
+/// the new head.
 pub(crate) struct Append {
     pub entries: Vec<(AuditEntry, Vec<u8>)>,
+    /// The entries as one block (`audit_blocks`) instead of rows (`audit_log`).
+    pub block: Option<block::Encoded>,
     pub size: u64,
     pub root: Hash,
     pub frontier: Vec<u8>,
@@ -62,12 +65,35 @@ impl Append {
     }
 }
 
+/// How an append stores its entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// One `audit_log` row each: every append but the worker's batches, and those too unless
+    /// `--audit-blocks`.
+    Rows,
+    /// One `audit_blocks` row for the whole append (all its entries must share one time, which a
+    /// block is found by).
+    Block,
+}
+
+impl Shape {
+    /// How the worker's batches of opt-outs are stored under `log`.
+    pub fn of_batches(log: &AuditLog) -> Shape {
+        if log.blocks {
+            Shape::Block
+        } else {
+            Shape::Rows
+        }
+    }
+}
+
 /// Extends the tree stored in `head` with `entries` and signs a checkpoint of the new tree head
 /// with `log`'s key.
 fn plan_append(
     head: &Head,
     entries: impl IntoIterator<Item = AuditEntry>,
     log: &AuditLog,
+    shape: Shape,
 ) -> Result<Append, StoreError> {
     let corrupt = || StoreError::Corrupt {
         receipt: "audit_head".into(),
@@ -75,19 +101,25 @@ fn plan_append(
     };
     let size = u64::try_from(head.size).map_err(|_| corrupt())?;
     let mut frontier = Frontier::from_bytes(size, &head.frontier).ok_or_else(corrupt)?;
+    let entries = entries.into_iter();
+    let mut block =
+        (shape == Shape::Block).then(|| block::Encoded::with_capacity(entries.size_hint().0));
     let entries: Vec<_> = entries
-        .into_iter()
         .map(|entry| {
-            let hashes = frontier
+            let hashes: Vec<u8> = frontier
                 .push(entry.leaf_hash())
                 .into_iter()
                 .flat_map(|(_, _, h)| h)
                 .collect();
+            if let Some(block) = &mut block {
+                block.push(&entry, &hashes);
+            }
             (entry, hashes)
         })
         .collect();
     let (size, root) = (frontier.size(), frontier.root());
     Ok(Append {
+        block: block.filter(|_| !entries.is_empty()),
         entries,
         size,
         root,
@@ -119,7 +151,20 @@ pub(crate) trait AuditTx {
         log: &AuditLog,
         now: i64,
     ) -> Result<Head, StoreError> {
-        let append = plan_append(&head, entries, log)?;
+        self.append_audit_as(head, entries, log, now, Shape::Rows)
+            .await
+    }
+
+    /// [`append_audit`](Self::append_audit), its entries stored in `shape`.
+    async fn append_audit_as(
+        &mut self,
+        head: Head,
+        entries: impl IntoIterator<Item = AuditEntry>,
+        log: &AuditLog,
+        now: i64,
+        shape: Shape,
+    ) -> Result<Head, StoreError> {
+        let append = plan_append(&head, entries, log, shape)?;
         self.write_audit(&append, now).await?;
         Ok(append.head())
     }
@@ -152,12 +197,31 @@ impl AuditTx for Transaction<'_, Postgres> {
 fn push_append(q: &mut QueryBuilder<Postgres>, a: &Append, now: i64, only_if: Option<&str>) {
     let from = a.entries.first().map_or(a.size, |(e, _)| e.seq) as i64;
     let gate = only_if.map(|c| format!(" WHERE {c}")).unwrap_or_default();
-    q.push(concat!(
-        "entries AS (INSERT INTO audit_log (",
-        audit_columns!(),
-        ") "
-    ));
-    EntryColumns::new(&a.entries).push_select(q);
+    match &a.block {
+        None => {
+            q.push(concat!(
+                "entries AS (INSERT INTO audit_log (",
+                audit_columns!(),
+                ") "
+            ));
+            EntryColumns::new(&a.entries).push_select(q);
+        }
+        Some(block) => {
+            q.push(
+                "entries AS (INSERT INTO audit_blocks \
+                 (last_seq, first_seq, committed_at, entries, hashes) SELECT ",
+            )
+            .push_bind(a.size as i64 - 1)
+            .push(", ")
+            .push_bind(from)
+            .push(", ")
+            .push_bind(now)
+            .push(", ")
+            .push_bind(block.entries.clone())
+            .push(", ")
+            .push_bind(block.hashes.clone());
+        }
+    }
     q.push(&gate)
         .push(
             "), checkpoint AS (INSERT INTO audit_checkpoints (size, root, note, created_at, span) \
@@ -209,7 +273,7 @@ pub(crate) async fn commit_at_once(
         .zip(traces)
         .enumerate()
         .map(|(k, (s, trace))| AuditEntry::opt_out(head.seq(k), committed_at, s, trace));
-    let append = plan_append(&head, entries, log)?;
+    let append = plan_append(&head, entries, log, Shape::of_batches(log))?;
     // `planned`: the head, locked until the statement ends, is the one planned on. Everything
     // below writes only if it holds, so the usual refusal (another replica's worker moved the
     // head) changes nothing and raises nothing. A record already stored (a redelivery, after a
@@ -260,8 +324,28 @@ impl AuditTx for Transaction<'_, Sqlite> {
     }
 
     async fn write_audit(&mut self, a: &Append, now: i64) -> Result<(), StoreError> {
+        if let Some(block) = &a.block {
+            let first = a.entries.first().map_or(a.size, |(e, _)| e.seq);
+            sqlx::query(
+                "INSERT INTO audit_blocks (last_seq, first_seq, committed_at, entries, hashes) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(a.size as i64 - 1)
+            .bind(first as i64)
+            .bind(now)
+            .bind(&block.entries)
+            .bind(&block.hashes)
+            .execute(&mut **self)
+            .await
+            .context("appending an audit block")?;
+        }
         // SQLite binds at most 32766 parameters per statement: 16 per entry.
-        for chunk in a.entries.chunks(1_000) {
+        let rows = if a.block.is_some() {
+            &[][..]
+        } else {
+            &a.entries[..]
+        };
+        for chunk in rows.chunks(1_000) {
             let mut q =
                 QueryBuilder::new(concat!("INSERT INTO audit_log (", audit_columns!(), ") "));
             q.push_values(chunk, |mut row, (e, hashes)| {

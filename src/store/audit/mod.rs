@@ -16,5 +16,5 @@ macro_rules! audit_columns {
 mod append;
 mod read;
 
-pub(super) use append::{AuditTx, Head, commit_at_once};
+pub(super) use append::{AuditTx, Head, Shape, commit_at_once};
 pub use read::AuditRow;

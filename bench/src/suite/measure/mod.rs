@@ -32,7 +32,14 @@ use suppressd::{cache::layout::Keys, domain::Pepper};
 const PEPPER: &str = "suppressd-benchmark-pepper-0123456789";
 const PREFIX: &str = "bench:";
 /// The variables every `suppressd serve` of the suite starts with.
-const ENV: [(&str, &str); 2] = [("RUST_LOG", "warn"), ("SUPPRESSD_PEPPER", PEPPER)];
+/// Every server runs as a deployment whose replicas all read audit blocks would: the worker's batches
+/// stored as one block each (`--audit-blocks`). Through the environment, which a release without
+/// the flag ignores, so that `--server-bin` can still run one.
+const ENV: [(&str, &str); 3] = [
+    ("RUST_LOG", "warn"),
+    ("SUPPRESSD_PEPPER", PEPPER),
+    ("SUPPRESSD_AUDIT_BLOCKS", "true"),
+];
 /// Buckets of 40 to 80 entries, as the README advises (2^bits buckets): a check's `HMGET` scans its
 /// bucket's listpack once per field, so Redis CPU per check grows with the bucket, while below ~30
 /// entries the per-key overhead pushes memory per entry up.
