@@ -434,30 +434,39 @@ async fn the_compose_cluster_profile_starts_on_a_redis_cluster() {
     let mut hosts = BTreeMap::new();
     let mut addresses = Vec::new();
     for (name, command) in cluster_nodes(&compose) {
-        let (port, dir) = (free_port(), tempfile::tempdir().unwrap());
-        let child = std::process::Command::new(&command[0])
-            .args(&command[1..])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
+        // A free port can be taken by another test before the node binds it: then the node
+        // exits, and it is started again on another port.
+        let mut attempts = 0;
+        let (port, child, dir) = loop {
+            let (port, dir) = (free_port(), tempfile::tempdir().unwrap());
+            let mut child = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
+            if answers_ping(port, &mut child).await {
+                break (port, child, dir);
+            }
+            attempts += 1;
+            assert!(
+                attempts < 3,
+                "redis-server for {name} did not start on three ports"
+            );
+        };
         nodes.children.push(child);
         nodes._dirs.push(dir);
         hosts.insert(name, format!("redis://127.0.0.1:{port}"));
         addresses.push(format!("127.0.0.1:{port}"));
-    }
-    for address in &addresses {
-        let port = address.rsplit_once(':').unwrap().1;
-        wait_for_redis(&["-p", port, "ping"], "PONG").await;
     }
     let created = std::process::Command::new("redis-cli")
         .args(["--cluster", "create", "--cluster-yes"])
@@ -475,9 +484,26 @@ async fn the_compose_cluster_profile_starts_on_a_redis_cluster() {
     healthy_and_answers(&image, &running, &api_key).await;
 }
 
+/// Whether the node on `port` answers `PING` (within 30 s) before its process exits.
+async fn answers_ping(port: u16, child: &mut std::process::Child) -> bool {
+    for _ in 0..600 {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "ping"])
+            .output();
+        if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")) {
+            return true;
+        }
+        if child.try_wait().is_ok_and(|status| status.is_some()) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis-server on port {port} neither answered nor exited in 30 s");
+}
+
 /// Waits until `redis-cli ARGS…` prints `expected`.
 async fn wait_for_redis(args: &[&str], expected: &str) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         let out = std::process::Command::new("redis-cli").args(args).output();
         if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expected)) {
             return;
