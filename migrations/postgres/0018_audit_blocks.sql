@@ -1,9 +1,10 @@
 -- Audit blocks: a committed batch of opt-outs as one row instead of one row per entry (issue 24:
--- the rows and their receipt index were most of what the audit log cost the write path). A block
--- holds the entries' canonical encodings, one per line, and for each entry its stored hashes (one
--- byte giving how many 32-byte hashes follow: its leaf hash, then the subtrees it completes), so a
--- block answers everything an `audit_log` row does. An opt-out's entry is found through its
--- record: the entry's time is the record's `committed_at`, which the block is indexed by.
+-- the entry rows and their index were the largest part of what the audit log cost the write
+-- path). A block holds each entry's fields as a JSON array in the canonical encoding's order, one
+-- per line, and for each entry its stored hashes (one byte giving how many 32-byte hashes follow:
+-- its leaf hash, then the subtrees it completes), so a block answers everything an `audit_log` row
+-- does. An opt-out's entry is found through its record: the entry's time is the record's
+-- `committed_at`, which the block is indexed by.
 --
 -- Expand only: this release reads both shapes and writes blocks only with `--audit-blocks`, off by
 -- default, since the previous release reads `audit_log` alone. Turn it on once every replica runs
