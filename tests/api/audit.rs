@@ -63,6 +63,20 @@ async fn get_receipt(app: &mut TestApp, id: &str) -> proto::Receipt {
         .into_inner()
 }
 
+/// `suppressd audit verify` on `app`'s store with `keys`' public key, and `extra` flags.
+fn audit_verify(app: &TestApp, keys: &Keys, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "audit",
+        "verify",
+        "--store-url",
+        &app.db.url,
+        "--public-key",
+        &keys.verifier,
+    ];
+    args.extend_from_slice(extra);
+    suppressd(&args)
+}
+
 fn suppressd(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_suppressd"))
         .args(args)
@@ -316,14 +330,7 @@ async fn tampering_is_detected_and_located() {
     let ids = record(&mut app, 12).await;
     let store = app.store().await;
     assert_eq!(first_bad(&store, &keys).await, None);
-    let (ok, out) = suppressd(&[
-        "audit",
-        "verify",
-        "--store-url",
-        &app.db.url,
-        "--public-key",
-        &keys.verifier,
-    ]);
+    let (ok, out) = audit_verify(&app, &keys, &[]);
     assert!(ok && out.contains("OK: 12 entries"), "{out}");
 
     // Each tampering is applied to the live tables, checked, then undone from a saved copy.
@@ -391,14 +398,7 @@ async fn tampering_is_detected_and_located() {
         );
         sql(&store, restore).await;
     }
-    let (ok, _) = suppressd(&[
-        "audit",
-        "verify",
-        "--store-url",
-        &app.db.url,
-        "--public-key",
-        &keys.verifier,
-    ]);
+    let (ok, _) = audit_verify(&app, &keys, &[]);
     assert!(ok, "restored");
 
     // Replace a checkpoint with one signed by another key.
@@ -425,14 +425,7 @@ async fn tampering_is_detected_and_located() {
         found.1.contains("checkpoint of size 6") && found.0 < 6,
         "{found:?}"
     );
-    let (ok, out) = suppressd(&[
-        "audit",
-        "verify",
-        "--store-url",
-        &app.db.url,
-        "--public-key",
-        &keys.verifier,
-    ]);
+    let (ok, out) = audit_verify(&app, &keys, &[]);
     assert!(!ok && out.contains("TAMPERED at index"), "{out}");
     sql(&store, restore).await;
 
@@ -462,16 +455,11 @@ async fn tampering_is_detected_and_located() {
     let dir = tempfile::tempdir().unwrap();
     let note_file = dir.path().join("checkpoint");
     std::fs::write(&note_file, &trusted_note).unwrap();
-    let (ok, out) = suppressd(&[
-        "audit",
-        "verify",
-        "--store-url",
-        &app.db.url,
-        "--public-key",
-        &keys.verifier,
-        "--trusted-checkpoint",
-        note_file.to_str().unwrap(),
-    ]);
+    let (ok, out) = audit_verify(
+        &app,
+        &keys,
+        &["--trusted-checkpoint", note_file.to_str().unwrap()],
+    );
     assert!(!ok && out.contains("TAMPERED at index"), "{out}");
     // The receipt saved before the rewrite no longer fits the log.
     let receipt_file = dir.path().join("receipt.json");
@@ -684,14 +672,7 @@ async fn batches_stored_as_blocks_verify_and_their_tampering_is_located() {
         err.to_string().contains("audit block from entry 22"),
         "{err}"
     );
-    let (ok, out) = suppressd(&[
-        "audit",
-        "verify",
-        "--store-url",
-        &app.db.url,
-        "--public-key",
-        &keys.verifier,
-    ]);
+    let (ok, out) = audit_verify(&app, &keys, &[]);
     assert!(!ok && out.contains("audit block from entry 22"), "{out}");
     sql(&store, restore).await;
     assert_eq!(first_bad(&store, &keys).await, None, "all restored");
