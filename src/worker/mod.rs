@@ -13,7 +13,7 @@
 use crate::{
     audit::AuditLog,
     cache::{
-        Cache,
+        Cache, CacheError,
         layout::Group,
         stream::{Consumer, Delivery, Unreadable},
     },
@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::Span;
+use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// How often, and how many at most, expired suppressions get their `expire` audit entry.
@@ -128,15 +128,27 @@ impl Worker {
 
     /// Reads, commits and acknowledges one batch.
     pub async fn step(&mut self) -> anyhow::Result<StepReport> {
+        let (report, committed) = self.read_and_commit().await?;
+        if let Some(committed) = committed
+            && let Err(e) = committed.settle(self.cache.clone(), self.group).await
+        {
+            self.own_pending = true;
+            return Err(e.into());
+        }
+        Ok(report)
+    }
+
+    /// Reads the next batch and commits it to the store; what it committed is still to be settled.
+    async fn read_and_commit(&mut self) -> anyhow::Result<(StepReport, Option<Committed>)> {
         let batch = self.next_batch().await?;
         if batch.is_empty() {
             // An idle read: nothing to commit, and no span for it.
-            return Ok(StepReport::default());
+            return Ok((StepReport::default(), None));
         }
         // Each batch starts a trace of its own (linked to its requests' traces), sampled here.
         let decision = sampling::decide(None);
-        match sampling::Sampled::new(self.commit(batch), decision).await {
-            Ok(report) => Ok(report),
+        match sampling::Sampled::new(self.commit(batch, decision), decision).await {
+            Ok(done) => Ok(done),
             Err(e) => {
                 self.own_pending = true;
                 Err(e)
@@ -183,12 +195,17 @@ impl Worker {
             .await?)
     }
 
-    /// Commits one batch in one transaction, re-applies it to the cache and acknowledges it. Its
-    /// span starts a trace of its own, linked to the span of every request whose opt-out it commits.
+    /// Commits one batch in one transaction; the cache and the stream follow when the returned
+    /// batch is settled ([`Committed::settle`]). Its span starts a trace of its own, linked to the
+    /// span of every request whose opt-out it commits, and holds the settling too.
     #[tracing::instrument(name = "writebehind.commit", skip_all, fields(
         otel.kind = "consumer", messaging.system = "redis", messaging.operation.type = "process",
         messaging.batch.message_count = batch.len() as i64, suppressd.inserted))]
-    pub(crate) async fn commit(&mut self, batch: Vec<Delivery>) -> anyhow::Result<StepReport> {
+    async fn commit(
+        &mut self,
+        batch: Vec<Delivery>,
+        decision: Option<bool>,
+    ) -> anyhow::Result<(StepReport, Option<Committed>)> {
         let span = Span::current();
         for link in batch.iter().filter_map(|d| d.trace.as_ref()) {
             if let Some(request) = propagation::span_context(link) {
@@ -248,7 +265,7 @@ impl Worker {
             self.known_newer.extend(newer);
         }
         if records.is_empty() {
-            return Ok(report);
+            return Ok((report, None));
         }
         let started = Instant::now();
         let committed = self
@@ -276,18 +293,20 @@ impl Worker {
         metrics::histogram!(names::BATCH_SIZE).record(records.len() as f64);
         metrics::counter!(names::COMMITTED).increment(report.inserted);
         span.record("suppressd.inserted", report.inserted as i64);
-        // Merged into the cache, then acknowledged and announced as durable, in the same calls.
-        let merged = self
-            .cache
-            .merge_and_settle(self.group, &records, &ids)
-            .await?;
-        self.cache.saw_merged(&merged);
         tracing::debug!(
             delivered = report.delivered,
             inserted = report.inserted,
             "batch committed"
         );
-        Ok(report)
+        Ok((
+            report,
+            Some(Committed {
+                records,
+                ids,
+                span,
+                decision,
+            }),
+        ))
     }
 
     /// Appends an `expire` audit entry for each system suppression that expired since the last
@@ -300,36 +319,111 @@ impl Worker {
             .await?)
     }
 
-    /// Steps until shutdown. A failing step (store or Redis away) is retried with a growing pause;
-    /// the entries stay pending meanwhile, so nothing is lost.
-    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+    /// Steps until shutdown, settling each committed batch while the next is read and committed:
+    /// the cache's merge, the acknowledgement and the announcement (Redis) overlap the next
+    /// batch's commit (PostgreSQL), which would otherwise wait for them. Batches are still
+    /// settled one at a time and in the order they committed, each once its commit is done.
+    ///
+    /// A failing step (store or Redis away) is retried with a growing pause; the entries stay
+    /// pending meanwhile, so nothing is lost. A batch whose settling failed is read again from
+    /// this member's pending entries, committed again (a no-op in the store) and settled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut pause = Duration::from_millis(50);
+        let mut committed: Option<Committed> = None;
         while !shutdown.is_cancelled() {
-            if self.sweeps_expiries
-                && self
-                    .last_expiry_sweep
-                    .is_none_or(|at| at.elapsed() >= EXPIRY_SWEEP_EVERY)
-                && let Err(e) = self.log_expiries().await
-            {
+            let settling = Committed::settle_any(committed.take(), self.cache.clone(), self.group);
+            let (next, settled) = tokio::join!(self.sweep_and_step(), settling);
+            let mut failed = false;
+            if let Err(e) = settled {
                 tracing::warn!(
                     error = format!("{e:#}"),
-                    "logging expiries failed; will retry"
+                    "settling a committed batch failed; it is read again"
                 );
+                self.own_pending = true;
+                failed = true;
             }
-            match self.step().await {
-                Ok(_) => pause = Duration::from_millis(50),
+            match next {
+                Ok((_, next)) => committed = next,
                 Err(e) => {
                     tracing::warn!(
                         error = format!("{e:#}"),
                         "write-behind step failed; retrying"
                     );
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    pause = (pause * 2).min(MAX_PAUSE);
+                    failed = true;
                 }
             }
+            if failed {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                pause = (pause * 2).min(MAX_PAUSE);
+            } else {
+                pause = Duration::from_millis(50);
+            }
+        }
+        // What was committed last is settled before the worker stops: its callers are waiting.
+        if let Err(e) = Committed::settle_any(committed, self.cache.clone(), self.group).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "settling the last committed batch failed; it stays pending"
+            );
+        }
+    }
+
+    /// The expiry sweep when it is due, then [`Self::read_and_commit`].
+    async fn sweep_and_step(&mut self) -> anyhow::Result<(StepReport, Option<Committed>)> {
+        if self.sweeps_expiries
+            && self
+                .last_expiry_sweep
+                .is_none_or(|at| at.elapsed() >= EXPIRY_SWEEP_EVERY)
+            && let Err(e) = self.log_expiries().await
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "logging expiries failed; will retry"
+            );
+        }
+        self.read_and_commit().await
+    }
+}
+
+/// A batch the store committed whose records are not yet in the cache, nor its stream entries
+/// acknowledged: its callers still wait.
+struct Committed {
+    records: Vec<Suppression>,
+    ids: Vec<String>,
+    /// The commit's span and sampling decision, under which it is settled.
+    span: Span,
+    decision: Option<bool>,
+}
+
+impl Committed {
+    /// Merges the records into the cache, and acknowledges and announces them as durable, in the
+    /// same calls.
+    async fn settle(self, cache: Cache, group: Group) -> Result<(), CacheError> {
+        let Committed {
+            records,
+            ids,
+            span,
+            decision,
+        } = self;
+        let settling = async {
+            let merged = cache.merge_and_settle(group, &records, &ids).await?;
+            cache.saw_merged(&merged);
+            Ok(())
+        };
+        sampling::Sampled::new(settling.instrument(span), decision).await
+    }
+
+    async fn settle_any(
+        committed: Option<Committed>,
+        cache: Cache,
+        group: Group,
+    ) -> Result<(), CacheError> {
+        match committed {
+            Some(committed) => committed.settle(cache, group).await,
+            None => Ok(()),
         }
     }
 }

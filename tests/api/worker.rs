@@ -560,3 +560,108 @@ async fn a_merge_redis_refuses_settles_nothing() {
         receipts(&queued)
     );
 }
+
+/// The running worker settles each batch while it commits the next: when Redis refuses the merges,
+/// the batch committed meanwhile is committed, and nothing is acknowledged or announced; once Redis
+/// takes merges again every batch is committed, merged and settled, each record stored once, each
+/// receipt announced.
+#[tokio::test]
+async fn the_running_worker_settles_every_batch_whose_merge_was_refused() {
+    let redis = crate::processes::PrivateRedis::start().await;
+    let rig = rig_at(Backend::Postgres, &redis.url()).await;
+    let keys = Keys::new(&rig.prefix, 4);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut heard = announcements(&redis.url(), &rig.prefix).await;
+    let queued = rig.queue(7).await;
+    // Fields the merges must write again (as after a flush), which Redis then refuses.
+    for s in &queued {
+        let field = suppressd::cache::layout::field(&s.subject, &s.scope);
+        let _: () = redis::cmd("HDEL")
+            .arg(keys.bucket_for(&s.subject))
+            .arg(&field[..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let config = |name: &str, value: &str| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg(name).arg(value);
+        cmd
+    };
+    let _: () = config("maxmemory-policy", "noeviction")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Batches of two: four batches, each committed while the one before it settles.
+    let worker = rig.worker_of("only", NEVER, 2).await;
+    let _: () = config("maxmemory", "1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+
+    let committed = tokio::time::timeout(Duration::from_secs(20), async {
+        while rig.rows().await.len() < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        committed.is_ok(),
+        "the first batch, and the one committed while it settled"
+    );
+    // Refused settlings are retried after a pause, from the worker's own pending entries.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backlog = rig.cache.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.length, backlog.pending),
+        (7, rig.rows().await.len() as u64),
+        "nothing deleted, and every entry committed still pending"
+    );
+    assert!(
+        announced(&mut heard, Duration::from_millis(500))
+            .await
+            .is_empty(),
+        "nothing announced"
+    );
+
+    let _: () = config("maxmemory", "0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let settled = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let backlog = rig.cache.backlog().await.unwrap();
+            if (backlog.length, backlog.pending) == (0, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "every batch settled once Redis took merges"
+    );
+    for s in &queued {
+        assert!(in_its_bucket(&mut conn, &keys, s).await, "merged");
+    }
+    let mut heard_once = announced(&mut heard, Duration::from_secs(2)).await;
+    heard_once.dedup();
+    assert_eq!(heard_once, receipts(&queued), "every receipt announced");
+    assert_eq!(
+        rig.rows().await,
+        receipts(&queued),
+        "each record stored once"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the worker stops")
+        .unwrap();
+}
