@@ -128,9 +128,9 @@ impl Worker {
 
     /// Reads, commits and acknowledges one batch.
     pub async fn step(&mut self) -> anyhow::Result<StepReport> {
-        let (report, committed) = self.read_and_commit().await?;
-        if let Some(committed) = committed
-            && let Err(e) = committed.settle(self.cache.clone(), self.group).await
+        let (report, unsettled) = self.read_and_commit().await?;
+        if let Some(unsettled) = unsettled
+            && let Err(e) = unsettled.settle(self.cache.clone(), self.group).await
         {
             self.own_pending = true;
             return Err(e.into());
@@ -139,7 +139,7 @@ impl Worker {
     }
 
     /// Reads the next batch and commits it to the store; what it committed is still to be settled.
-    async fn read_and_commit(&mut self) -> anyhow::Result<(StepReport, Option<Committed>)> {
+    async fn read_and_commit(&mut self) -> anyhow::Result<(StepReport, Option<Unsettled>)> {
         let batch = self.next_batch().await?;
         if batch.is_empty() {
             // An idle read: nothing to commit, and no span for it.
@@ -196,7 +196,7 @@ impl Worker {
     }
 
     /// Commits one batch in one transaction; the cache and the stream follow when the returned
-    /// batch is settled ([`Committed::settle`]). Its span starts a trace of its own, linked to the
+    /// batch is settled ([`Unsettled::settle`]). Its span starts a trace of its own, linked to the
     /// span of every request whose opt-out it commits, and holds the settling too.
     #[tracing::instrument(name = "writebehind.commit", skip_all, fields(
         otel.kind = "consumer", messaging.system = "redis", messaging.operation.type = "process",
@@ -205,7 +205,7 @@ impl Worker {
         &mut self,
         batch: Vec<Delivery>,
         decision: Option<bool>,
-    ) -> anyhow::Result<(StepReport, Option<Committed>)> {
+    ) -> anyhow::Result<(StepReport, Option<Unsettled>)> {
         let span = Span::current();
         for link in batch.iter().filter_map(|d| d.trace.as_ref()) {
             if let Some(request) = propagation::span_context(link) {
@@ -300,7 +300,7 @@ impl Worker {
         );
         Ok((
             report,
-            Some(Committed {
+            Some(Unsettled {
                 records,
                 ids,
                 span,
@@ -329,9 +329,9 @@ impl Worker {
     /// this member's pending entries, committed again (a no-op in the store) and settled.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut pause = Duration::from_millis(50);
-        let mut committed: Option<Committed> = None;
+        let mut unsettled: Option<Unsettled> = None;
         while !shutdown.is_cancelled() {
-            let settling = Committed::settle_any(committed.take(), self.cache.clone(), self.group);
+            let settling = Unsettled::settle_any(unsettled.take(), self.cache.clone(), self.group);
             let (next, settled) = tokio::join!(self.sweep_and_step(), settling);
             let mut failed = false;
             if let Err(e) = settled {
@@ -343,7 +343,7 @@ impl Worker {
                 failed = true;
             }
             match next {
-                Ok((_, next)) => committed = next,
+                Ok((_, next)) => unsettled = next,
                 Err(e) => {
                     tracing::warn!(
                         error = format!("{e:#}"),
@@ -363,7 +363,7 @@ impl Worker {
             }
         }
         // What was committed last is settled before the worker stops: its callers are waiting.
-        if let Err(e) = Committed::settle_any(committed, self.cache.clone(), self.group).await {
+        if let Err(e) = Unsettled::settle_any(unsettled, self.cache.clone(), self.group).await {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "settling the last committed batch failed; it stays pending"
@@ -372,7 +372,7 @@ impl Worker {
     }
 
     /// The expiry sweep when it is due, then [`Self::read_and_commit`].
-    async fn sweep_and_step(&mut self) -> anyhow::Result<(StepReport, Option<Committed>)> {
+    async fn sweep_and_step(&mut self) -> anyhow::Result<(StepReport, Option<Unsettled>)> {
         if self.sweeps_expiries
             && self
                 .last_expiry_sweep
@@ -390,7 +390,7 @@ impl Worker {
 
 /// A batch the store committed whose records are not yet in the cache, nor its stream entries
 /// acknowledged: its callers still wait.
-struct Committed {
+struct Unsettled {
     records: Vec<Suppression>,
     ids: Vec<String>,
     /// The commit's span and sampling decision, under which it is settled.
@@ -398,11 +398,11 @@ struct Committed {
     decision: Option<bool>,
 }
 
-impl Committed {
+impl Unsettled {
     /// Merges the records into the cache, and acknowledges and announces them as durable, in the
     /// same calls.
     async fn settle(self, cache: Cache, group: Group) -> Result<(), CacheError> {
-        let Committed {
+        let Unsettled {
             records,
             ids,
             span,
@@ -417,12 +417,12 @@ impl Committed {
     }
 
     async fn settle_any(
-        committed: Option<Committed>,
+        unsettled: Option<Unsettled>,
         cache: Cache,
         group: Group,
     ) -> Result<(), CacheError> {
-        match committed {
-            Some(committed) => committed.settle(cache, group).await,
+        match unsettled {
+            Some(unsettled) => unsettled.settle(cache, group).await,
             None => Ok(()),
         }
     }
