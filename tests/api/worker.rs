@@ -480,6 +480,34 @@ async fn a_batch_of_several_script_calls_is_settled_and_announced_whole() {
     assert_eq!(worker.step().await.unwrap().delivered, 0);
 }
 
+/// Deletes `queued`'s fields from their buckets (as a flush that a rebuild had already read past
+/// would), so that merging them again needs memory Redis can refuse.
+async fn forget_fields(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    queued: &[Suppression],
+) {
+    for s in queued {
+        let field = suppressd::cache::layout::field(&s.subject, &s.scope);
+        let _: () = redis::cmd("HDEL")
+            .arg(keys.bucket_for(&s.subject))
+            .arg(&field[..])
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+}
+
+async fn config_set(conn: &mut redis::aio::MultiplexedConnection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 /// The merge after a commit and the settling of its entries are one script: when Redis refuses the
 /// merge (out of memory under `noeviction`) nothing is acknowledged or announced, and the entries
 /// stay pending until a merge succeeds. A settle sent beside a failed merge (as a pipeline would)
@@ -497,29 +525,10 @@ async fn a_merge_redis_refuses_settles_nothing() {
         .unwrap();
     let mut heard = announcements(&redis.url(), &rig.prefix).await;
     let queued = rig.queue(5).await;
-    for s in &queued {
-        let field = suppressd::cache::layout::field(&s.subject, &s.scope);
-        let _: () = redis::cmd("HDEL")
-            .arg(keys.bucket_for(&s.subject))
-            .arg(&field[..])
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let config = |name: &str, value: &str| {
-        let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("SET").arg(name).arg(value);
-        cmd
-    };
-    let _: () = config("maxmemory-policy", "noeviction")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    forget_fields(&mut conn, &keys, &queued).await;
+    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
     let mut worker = rig.worker("only", NEVER).await;
-    let _: () = config("maxmemory", "1")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    config_set(&mut conn, "maxmemory", "1").await;
 
     let refused = worker.step().await;
     assert!(refused.is_err(), "the merge was refused: {refused:?}");
@@ -544,10 +553,7 @@ async fn a_merge_redis_refuses_settles_nothing() {
         assert!(!in_its_bucket(&mut conn, &keys, s).await);
     }
 
-    let _: () = config("maxmemory", "0")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    config_set(&mut conn, "maxmemory", "0").await;
     let report = worker.step().await.unwrap();
     assert_eq!((report.delivered, report.inserted), (5, 0), "redelivered");
     for s in &queued {
@@ -577,31 +583,11 @@ async fn the_running_worker_settles_every_batch_whose_merge_was_refused() {
         .unwrap();
     let mut heard = announcements(&redis.url(), &rig.prefix).await;
     let queued = rig.queue(7).await;
-    // Fields the merges must write again (as after a flush), which Redis then refuses.
-    for s in &queued {
-        let field = suppressd::cache::layout::field(&s.subject, &s.scope);
-        let _: () = redis::cmd("HDEL")
-            .arg(keys.bucket_for(&s.subject))
-            .arg(&field[..])
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let config = |name: &str, value: &str| {
-        let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("SET").arg(name).arg(value);
-        cmd
-    };
-    let _: () = config("maxmemory-policy", "noeviction")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    forget_fields(&mut conn, &keys, &queued).await;
+    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
     // Batches of two: four batches, each committed while the one before it settles.
     let worker = rig.worker_of("only", NEVER, 2).await;
-    let _: () = config("maxmemory", "1")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    config_set(&mut conn, "maxmemory", "1").await;
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(worker.run(stop.clone()));
 
@@ -630,10 +616,7 @@ async fn the_running_worker_settles_every_batch_whose_merge_was_refused() {
         "nothing announced"
     );
 
-    let _: () = config("maxmemory", "0")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    config_set(&mut conn, "maxmemory", "0").await;
     let settled = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let backlog = rig.cache.backlog().await.unwrap();
