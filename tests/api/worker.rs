@@ -480,6 +480,26 @@ async fn a_batch_of_several_script_calls_is_settled_and_announced_whole() {
     assert_eq!(worker.step().await.unwrap().delivered, 0);
 }
 
+/// A rig on a private Redis (these tests make it refuse writes), its keys, and a connection to it.
+async fn private_rig(
+    backend: Backend,
+) -> (
+    crate::processes::PrivateRedis,
+    Rig,
+    Keys,
+    redis::aio::MultiplexedConnection,
+) {
+    let redis = crate::processes::PrivateRedis::start().await;
+    let rig = rig_at(backend, &redis.url()).await;
+    let keys = Keys::new(&rig.prefix, 4);
+    let conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (redis, rig, keys, conn)
+}
+
 /// Deletes `queued`'s fields from their buckets (as a flush that a rebuild had already read past
 /// would), so that merging them again needs memory Redis can refuse.
 async fn forget_fields(
@@ -515,14 +535,7 @@ async fn config_set(conn: &mut redis::aio::MultiplexedConnection, name: &str, va
 /// that a rebuild had already read past.
 #[tokio::test]
 async fn a_merge_redis_refuses_settles_nothing() {
-    let redis = crate::processes::PrivateRedis::start().await;
-    let rig = rig_at(Backend::Sqlite, &redis.url()).await;
-    let keys = Keys::new(&rig.prefix, 4);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (redis, rig, keys, mut conn) = private_rig(Backend::Sqlite).await;
     let mut heard = announcements(&redis.url(), &rig.prefix).await;
     let queued = rig.queue(5).await;
     forget_fields(&mut conn, &keys, &queued).await;
@@ -573,14 +586,7 @@ async fn a_merge_redis_refuses_settles_nothing() {
 /// receipt announced.
 #[tokio::test]
 async fn the_running_worker_settles_every_batch_whose_merge_was_refused() {
-    let redis = crate::processes::PrivateRedis::start().await;
-    let rig = rig_at(Backend::Postgres, &redis.url()).await;
-    let keys = Keys::new(&rig.prefix, 4);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (redis, rig, keys, mut conn) = private_rig(Backend::Postgres).await;
     let mut heard = announcements(&redis.url(), &rig.prefix).await;
     let queued = rig.queue(7).await;
     forget_fields(&mut conn, &keys, &queued).await;
