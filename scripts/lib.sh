@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Shared by scripts/serve and scripts/test (sourced, not run): messages, free ports, "does a Redis or
-# a PostgreSQL answer there?", and private redis-server / PostgreSQL instances on a free port with
-# their data in a temporary directory. Each start_* records what it started in PRIVATE_* variables;
+# Shared by scripts/serve, scripts/test and scripts/bench (sourced, not run): messages, installing
+# Debian packages, free ports, "does a Redis or a PostgreSQL answer there?", and private
+# redis-server / PostgreSQL instances on a free port with their data in a temporary directory. Each start_* records what it started in PRIVATE_* variables;
 # stop_private stops exactly those and never anything else (a shared instance is never stopped,
 # flushed or restarted).
 
@@ -10,6 +10,25 @@ say() { printf '%s: %s\n' "scripts/${0##*/}" "$*" >&2; }
 die() {
   say "$@"
   exit 1
+}
+
+# install_packages NO_INSTALL CONSEQUENCE PACKAGE...: installs the Debian packages with apt-get when
+# it may (as root or with passwordless sudo, and NO_INSTALL empty); otherwise prints one line naming
+# what is missing and CONSEQUENCE, and goes on.
+install_packages() {
+  local no_install=$1 consequence=$2 sudo=()
+  shift 2
+  if [[ $(id -u) != 0 ]] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo=(sudo -n)
+  fi
+  if [[ -z $no_install ]] && command -v apt-get >/dev/null 2>&1 &&
+    [[ $(id -u) == 0 || ${#sudo[@]} != 0 ]]; then
+    say "installing $* with apt-get"
+    ${sudo[@]+"${sudo[@]}"} apt-get update -qq
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    say "missing $*; $consequence: sudo apt-get install $* (Debian/Ubuntu)"
+  fi
 }
 
 # Runs "$@" with a time limit when coreutils' timeout is there (a connect to a silent host must not
