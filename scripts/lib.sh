@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # Shared by scripts/serve, scripts/test and scripts/bench (sourced, not run): messages, installing
 # Debian packages, free ports, "does a Redis or a PostgreSQL answer there?", and private
-# redis-server / PostgreSQL instances on a free port with their data in a temporary directory. Each start_* records what it started in PRIVATE_* variables;
-# stop_private stops exactly those and never anything else (a shared instance is never stopped,
-# flushed or restarted).
+# redis-server / PostgreSQL instances on a free port with their data in a temporary directory.
+# Each start_* records what it started in PRIVATE_* variables; stop_private stops exactly those
+# and never anything else (a shared instance is never stopped, flushed or restarted).
 
 # Messages go to standard error, prefixed with the script's name.
 say() { printf '%s: %s\n' "scripts/${0##*/}" "$*" >&2; }
