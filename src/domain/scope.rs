@@ -6,8 +6,8 @@
 
 use super::Invalid;
 
-const MAX_TENANT: usize = 64;
-const MAX_NAME: usize = 128;
+pub(crate) const MAX_TENANT: usize = 64;
+pub(crate) const MAX_NAME: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {

@@ -2,7 +2,8 @@
 //! the Lua scripts all read.
 
 use crate::domain::{
-    Channel, Match, Notice, Reason, ReceiptId, Scope, Source, SubjectHash, scope::channel_code,
+    Channel, Match, Notice, Reason, ReceiptId, Scope, Source, SubjectHash,
+    scope::{MAX_NAME, MAX_TENANT, channel_code},
 };
 use sha2::{Digest, Sha256};
 
@@ -19,35 +20,7 @@ pub type Field = [u8; FIELD_LEN];
 /// subject hash and the scope's canonical form. The subject hash is already keyed, so this needs no
 /// secret of its own.
 pub fn field(subject: &SubjectHash, scope: &Scope) -> Field {
-    field_of(
-        subject,
-        &scope.tenant,
-        scope.channel,
-        &scope.topic,
-        &scope.campaign,
-    )
-}
-
-/// [`field`] from the parts of a scope, without building one: the hot path hashes eight candidate
-/// scopes per check and allocates none of them. Hashes exactly the bytes of `Scope::canonical` (a test holds it to them).
-fn field_of(
-    subject: &SubjectHash,
-    tenant: &str,
-    channel: Option<Channel>,
-    topic: &str,
-    campaign: &str,
-) -> Field {
-    let mut h = Sha256::new();
-    h.update(subject.0);
-    h.update(tenant.as_bytes());
-    h.update([0, channel_code(channel), 0]);
-    h.update(topic.as_bytes());
-    h.update([0]);
-    h.update(campaign.as_bytes());
-    let digest = h.finalize();
-    let mut out = [0; FIELD_LEN];
-    out.copy_from_slice(&digest[..FIELD_LEN]);
-    out
+    Message::new(subject, &scope.tenant).field(scope.channel, &scope.topic, &scope.campaign)
 }
 
 /// The fields of a notice's candidate scopes, in the order of `Notice::candidates`, without
@@ -60,16 +33,94 @@ pub fn candidate_fields(subject: &SubjectHash, notice: &Notice) -> ([Field; 8], 
     } else {
         &[notice.campaign.as_str(), ""]
     };
+    let mut message = Message::new(subject, &notice.tenant);
     for channel in [Some(notice.channel), None] {
         for topic in [notice.topic.as_str(), ""] {
             for campaign in campaigns {
-                out[n] = field_of(subject, &notice.tenant, channel, topic, campaign);
+                out[n] = message.field(channel, topic, campaign);
                 n += 1;
             }
         }
     }
     (out, n)
 }
+
+/// Room for the longest message a field hashes (a subject and a scope at `Scope::parse`'s limits)
+/// with SHA-256's padding (a `0x80` byte, then the length in 8 bytes), in whole 64-byte blocks.
+const MESSAGE_ROOM: usize = (32 + MAX_TENANT + 3 + 2 * MAX_NAME + 1 + 9).div_ceil(64) * 64;
+
+/// The SHA-256 messages of one subject's fields, laid out in their padded blocks by hand and
+/// compressed with `sha2`'s own block function: the subject and the tenant, which every candidate
+/// of a check shares, are written once, and each field writes only its channel, topic and campaign
+/// after them. The same digest as `Sha256` (tests hold it to it), for about a sixth less time than
+/// its buffering and finalising, which a check pays eight times.
+struct Message<'a> {
+    subject: &'a SubjectHash,
+    tenant: &'a str,
+    bytes: [u8; MESSAGE_ROOM],
+}
+
+impl<'a> Message<'a> {
+    fn new(subject: &'a SubjectHash, tenant: &'a str) -> Message<'a> {
+        let mut bytes = [0; MESSAGE_ROOM];
+        bytes[..32].copy_from_slice(&subject.0);
+        // A tenant too long for the room leaves every field of it to `Sha256` (below).
+        if 32 + tenant.len() + 9 <= MESSAGE_ROOM {
+            bytes[32..32 + tenant.len()].copy_from_slice(tenant.as_bytes());
+        }
+        Message {
+            subject,
+            tenant,
+            bytes,
+        }
+    }
+
+    /// The field of this subject and tenant with `channel`, `topic` and `campaign`, whose bytes
+    /// follow the tenant's as in `Scope::canonical`.
+    fn field(&mut self, channel: Option<Channel>, topic: &str, campaign: &str) -> Field {
+        let tail = [
+            &[0, channel_code(channel), 0][..],
+            topic.as_bytes(),
+            &[0],
+            campaign.as_bytes(),
+        ];
+        let mut at = 32 + self.tenant.len();
+        let len = at + tail.iter().map(|part| part.len()).sum::<usize>();
+        let end = (len + 9).div_ceil(64) * 64;
+        if end > MESSAGE_ROOM {
+            // Longer than any scope `Scope::parse` accepts.
+            let mut h = Sha256::new().chain_update(self.subject.0);
+            h.update(self.tenant.as_bytes());
+            for part in tail {
+                h.update(part);
+            }
+            return h.finalize()[..FIELD_LEN]
+                .try_into()
+                .expect("FIELD_LEN bytes");
+        }
+        for part in tail {
+            self.bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        self.bytes[len] = 0x80;
+        self.bytes[len + 1..end - 8].fill(0);
+        self.bytes[end - 8..end].copy_from_slice(&(len as u64 * 8).to_be_bytes());
+        let mut state = SHA256_IV;
+        for block in self.bytes[..end].chunks_exact(64) {
+            sha2::compress256(&mut state, std::slice::from_ref(block.into()));
+        }
+        let mut out = [0; FIELD_LEN];
+        for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+            bytes.copy_from_slice(&word.to_be_bytes());
+        }
+        out
+    }
+}
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
 
 /// Byte offset of the expiry in a value (6 bytes, big-endian milliseconds, 0 = never); the Lua merge
 /// rule reads it there (1-based: 2).
@@ -240,16 +291,30 @@ mod tests {
 
     #[test]
     fn a_field_hashes_the_subject_then_the_canonical_scope() {
+        // Every padding case: messages of one to seven blocks, ending on either side of where the
+        // length no longer fits the last block, and scopes longer than `Scope::parse` accepts.
         let subject = SubjectHash([7; 32]);
-        for scope in [
-            Scope::parse("acme", Some(Channel::Email), "recall", "RC-1").unwrap(),
-            Scope::parse("acme", None, "", "").unwrap(),
-        ] {
-            let digest = Sha256::new()
-                .chain_update(subject.0)
-                .chain_update(scope.canonical())
-                .finalize();
-            assert_eq!(field(&subject, &scope)[..], digest[..FIELD_LEN]);
+        let names = |max: usize| (0..=max).filter(move |n| n % 9 == 0 || n % 64 >= 50 || *n == max);
+        for tenant in names(MAX_TENANT + 80) {
+            for (topic, campaign) in names(MAX_NAME + 70).zip(names(MAX_NAME + 70).rev()) {
+                for channel in [None, Some(Channel::Sms)] {
+                    let scope = Scope {
+                        tenant: "t".repeat(tenant.max(1)),
+                        channel,
+                        topic: "p".repeat(topic),
+                        campaign: "c".repeat(campaign),
+                    };
+                    let digest = Sha256::new()
+                        .chain_update(subject.0)
+                        .chain_update(scope.canonical())
+                        .finalize();
+                    assert_eq!(
+                        field(&subject, &scope)[..],
+                        digest[..FIELD_LEN],
+                        "{scope:?}"
+                    );
+                }
+            }
         }
     }
 

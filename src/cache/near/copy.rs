@@ -11,7 +11,7 @@ use crate::cache::{Context, Lookup, Probe, layout};
 use redis::Script;
 use std::{
     collections::HashMap,
-    sync::{LazyLock, RwLock, RwLockReadGuard},
+    sync::{LazyLock, RwLock, RwLockReadGuard, TryLockError},
     time::Duration,
 };
 
@@ -216,10 +216,13 @@ impl GroupCopy {
     }
 }
 
-/// Read locks on the shards of up to eight look-ups, held together: taken in shard order, so that
-/// two holders never wait on each other through a writer queued at one of the shards (writers
-/// hold one shard at a time), and once per shard (a read lock taken twice by one thread can wait
-/// on a writer queued in between).
+/// Read locks on the shards of up to eight look-ups, held together. Each is first tried without
+/// waiting, in look-up order, which cannot deadlock since no try waits. If one would wait (a writer
+/// holds or waits for that shard), all are let go and taken again in shard order, once per shard,
+/// so that two holders never wait on each other through a writer queued at one of the shards
+/// (writers hold one shard at a time), and a read lock is never taken twice by one thread (which
+/// can wait on a writer queued in between). Sorting the shards first on every check cost as much
+/// as the locks themselves.
 struct Reads<'a, T> {
     guards: [Option<RwLockReadGuard<'a, T>>; 8],
     /// `held[k]`: the look-up whose entry in `guards` holds look-up `k`'s shard.
@@ -235,14 +238,34 @@ impl<'a, T> Reads<'a, T> {
         for (k, s) in wanted.enumerate() {
             of[k] = s;
         }
+        let mut reads = Reads {
+            guards: [const { None }; 8],
+            held: std::array::from_fn(|k| k),
+        };
+        for k in 0..n {
+            match shards[of[k]].try_read() {
+                Ok(guard) => reads.guards[k] = Some(guard),
+                Err(TryLockError::WouldBlock) => {
+                    drop(reads);
+                    return Self::in_shard_order(shards, &of[..n]);
+                }
+                Err(TryLockError::Poisoned(_)) => panic!("shard lock poisoned"),
+            }
+        }
+        reads
+    }
+
+    /// Locks `shards[of[k]]` for each look-up `k`, in shard order, each shard once.
+    fn in_shard_order(shards: &'a [RwLock<T>], of: &[usize]) -> Self {
         let mut order: [usize; 8] = std::array::from_fn(|k| k);
-        order[..n].sort_unstable_by_key(|&k| of[k]);
+        let order = &mut order[..of.len()];
+        order.sort_unstable_by_key(|&k| of[k]);
         let mut reads = Reads {
             guards: [const { None }; 8],
             held: [0; 8],
         };
         let mut previous: Option<usize> = None;
-        for &k in &order[..n] {
+        for &k in order.iter() {
             reads.held[k] = match previous {
                 Some(at) if of[at] == of[k] => at,
                 _ => {
@@ -290,27 +313,53 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     #[test]
-    fn reads_hold_each_shard_once_and_answer_for_every_look_up() {
+    fn reads_answer_for_every_look_up_and_hold_their_shards_for_reading() {
         let shards: Vec<RwLock<usize>> = (0..5).map(|s| RwLock::new(s * 10)).collect();
         let wanted = [3, 0, 3, 4, 0, 3];
-        let reads = Reads::take(&shards, wanted.into_iter());
-        for (k, s) in wanted.into_iter().enumerate() {
-            assert_eq!(*reads.of(k), s * 10);
+        for ordered in [false, true] {
+            let reads = if ordered {
+                Reads::in_shard_order(&shards, &wanted)
+            } else {
+                Reads::take(&shards, wanted.into_iter())
+            };
+            for (k, s) in wanted.into_iter().enumerate() {
+                assert_eq!(*reads.of(k), s * 10);
+            }
+            // Held for reading only: another reader gets in, a writer does not.
+            assert!(shards[3].try_read().is_ok());
+            assert!(shards[3].try_write().is_err());
+            assert!(
+                shards[1].try_write().is_ok(),
+                "a shard no look-up wants stays free"
+            );
+            drop(reads);
+            assert!(shards[3].try_write().is_ok(), "released when dropped");
         }
-        assert_eq!(
-            reads.guards.iter().flatten().count(),
-            3,
-            "one guard per shard"
-        );
-        // Held for reading only: another reader gets in, a writer does not.
-        assert!(shards[3].try_read().is_ok());
-        assert!(shards[3].try_write().is_err());
-        assert!(
-            shards[1].try_write().is_ok(),
-            "a shard no look-up wants stays free"
-        );
-        drop(reads);
-        assert!(shards[3].try_write().is_ok(), "released when dropped");
+    }
+
+    #[test]
+    fn reads_in_shard_order_hold_each_shard_once() {
+        let shards: Vec<RwLock<usize>> = (0..5).map(RwLock::new).collect();
+        let reads = Reads::in_shard_order(&shards, &[3, 0, 3, 4, 0, 3]);
+        assert_eq!(reads.guards.iter().flatten().count(), 3);
+    }
+
+    /// A shard a writer holds: the reads wait for it (in shard order) and see what it wrote.
+    #[test]
+    fn reads_wait_for_a_writer_in_shard_order() {
+        let shards: Arc<Vec<RwLock<usize>>> = Arc::new((0..4).map(RwLock::new).collect());
+        let writing = shards[2].write().expect("shard lock");
+        let reader = {
+            let shards = shards.clone();
+            std::thread::spawn(move || {
+                let reads = Reads::take(&shards, [3, 2, 0].into_iter());
+                (*reads.of(0), *reads.of(1), *reads.of(2))
+            })
+        };
+        let mut writing = writing;
+        *writing = 20;
+        drop(writing);
+        assert_eq!(reader.join().expect("the reader finished"), (3, 20, 0));
     }
 
     /// Readers that hold several shards at once while writers, one shard at a time, queue at them:
