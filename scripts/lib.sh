@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Shared by scripts/serve, scripts/test and scripts/bench (sourced, not run): messages, installing
-# Debian packages, free ports, "does a Redis or a PostgreSQL answer there?", and private
-# redis-server / PostgreSQL instances on a free port with their data in a temporary directory.
+# Shared by scripts/serve, test, bench and the profiling scripts (sourced, not run): messages,
+# installing Debian packages, free ports, "does a Redis or a PostgreSQL answer there?", "does a
+# suppressd answer from its near-cache?", and private redis-server / PostgreSQL instances on a
+# free port with their data in a temporary directory.
 # Each start_* records what it started in PRIVATE_* variables; stop_private stops exactly those
 # and never anything else (a shared instance is never stopped, flushed or restarted).
 
@@ -47,6 +48,14 @@ with_timeout() {
 port_open() {
   # shellcheck disable=SC2016 # the inner bash expands them
   with_timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# Whether the suppressd whose admin endpoint is on 127.0.0.1 PORT answers checks from its
+# near-cache (its serving gauge says 1).
+near_serving() {
+  local page
+  page=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3) 2>/dev/null)
+  grep -q '^suppressd_near_cache_serving 1' <<<"$page"
 }
 
 # A TCP port on 127.0.0.1 nobody listens on, below Linux's ephemeral range. Racy by nature: the
