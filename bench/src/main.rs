@@ -51,7 +51,12 @@ async fn main() -> anyhow::Result<()> {
         argv = suppressd_bench::args::expand_config(argv, load + 1)?;
     }
     match Cli::parse_from(argv).command {
-        Command::Load(settings) => suppressd_bench::main(settings).await,
+        Command::Load(settings) => {
+            // A subscriber that wants nothing: without any, every span h2 and tonic open for each
+            // frame goes through `log`'s fallback, a twentieth of this client's instructions.
+            tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())?;
+            suppressd_bench::main(settings).await
+        }
         Command::Suite(settings) => suppressd_bench::suite::main(settings).await,
         Command::Baseline(settings) => {
             // suppressd's own subscriber, as `serve` installs it: without one, every span of the

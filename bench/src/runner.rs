@@ -108,20 +108,15 @@ impl Plan {
             Source::Fixed(all) => pick(all),
             Source::Templated(t) => {
                 let text = t.render(&self.call_data(k, worker_id));
-                let json: Value =
-                    serde_json::from_str(&text).map_err(|e| format!("rendered data: {e}"))?;
-                if streaming {
-                    let all = messages(&json)
-                        .into_iter()
-                        .map(|m| request::from_json(&self.call, m))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Payload::Stream(all)
+                if !streaming && text.trim_start().starts_with('{') {
+                    // One message, as most templates are: read straight from the text, without
+                    // building a JSON value first.
+                    Payload::Unary(
+                        request::from_json_text(&self.call, &text)
+                            .map_err(|e| format!("rendered data: {e}"))?,
+                    )
                 } else {
-                    let all = messages(&json);
-                    Payload::Unary(request::from_json(
-                        &self.call,
-                        all[(k % all.len() as u64) as usize],
-                    )?)
+                    self.of_array(&text, k)?
                 }
             }
         };
@@ -134,6 +129,25 @@ impl Plan {
             }
         }
         Ok(request)
+    }
+
+    /// Request `k` of rendered data that is an array of messages, or a client stream.
+    fn of_array(&self, text: &str, k: u64) -> Result<Payload, String> {
+        let streaming = self.call.is_client_streaming();
+        let json: Value = serde_json::from_str(text).map_err(|e| format!("rendered data: {e}"))?;
+        Ok(if streaming {
+            let all = messages(&json)
+                .into_iter()
+                .map(|m| request::from_json(&self.call, m))
+                .collect::<Result<Vec<_>, _>>()?;
+            Payload::Stream(all)
+        } else {
+            let all = messages(&json);
+            Payload::Unary(request::from_json(
+                &self.call,
+                all[(k % all.len() as u64) as usize],
+            )?)
+        })
     }
 }
 

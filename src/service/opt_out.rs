@@ -124,8 +124,11 @@ impl Suppressions {
             return Err(Invalid::new("expires_at", "must lie in the future").into());
         }
         let subject = inner.pepper.subject_of(&cmd.subject);
+        // The store's look-ups are boxed here and below: their futures are kilobytes, and inline
+        // they would make every opt-out's future (moved and boxed on each call) as large.
         if let Some(key) = &cmd.idempotency_key
-            && let Some(prior) = self.prior_receipt(&subject, &cmd.scope.tenant, key).await?
+            && let Some(prior) =
+                Box::pin(self.prior_receipt(&subject, &cmd.scope.tenant, key)).await?
         {
             return Ok(prior);
         }
@@ -199,7 +202,7 @@ impl Suppressions {
                 // What a person said is taken by the store alone (see `uncached`); a system's
                 // opt-out is refused, and the system retries (SPEC §6).
                 if uncached::taken_without_redis(record) {
-                    return self.take_uncached(record).await;
+                    return Box::pin(self.take_uncached(record)).await;
                 }
                 return Err(ServiceError::unavailable(
                     "Redis is unavailable; the opt-out was not recorded, retry",
@@ -221,7 +224,7 @@ impl Suppressions {
             }
             Recorded::Replay(prior) => {
                 inner.waiters.forget(record.receipt);
-                self.receipt(prior).await.map(Some)
+                Box::pin(self.receipt(prior)).await.map(Some)
             }
             Recorded::BacklogFull { backlog } => Err(ServiceError::Unavailable {
                 message: format!(
