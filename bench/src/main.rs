@@ -53,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse_from(argv).command {
         Command::Load(settings) => {
             // A subscriber that wants nothing: without any, every span h2 and tonic open for each
-            // frame goes through `log`'s fallback, a twentieth of this client's instructions.
+            // frame goes through `log`'s fallback (about 9,000 of the 110,000 instructions an
+            // `OptOut` call cost this client).
             tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())?;
             suppressd_bench::main(settings).await
         }

@@ -118,14 +118,13 @@ pub fn from_json(call: &Call, json: &Value) -> Result<Request, String> {
 /// [`serde_json::Value`] first: what a templated request costs the load generator on each call.
 pub fn from_json_text(call: &Call, text: &str) -> Result<Request, String> {
     let mut json = serde_json::Deserializer::from_str(text);
-    let message = DynamicMessage::deserialize_with_options(
+    DynamicMessage::deserialize_with_options(
         call.method.input(),
         &mut json,
         &DeserializeOptions::new().deny_unknown_fields(true),
     )
     .and_then(|m| json.end().map(|()| m))
-    .map_err(|e| format!("{}: {e}", call.input()))?;
-    Ok(message)
+    .map_err(|e| format!("{}: {e}", call.input()))
 }
 
 /// Encodes any request message; decodes answers as the call's output type (so that an answer
