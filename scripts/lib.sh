@@ -58,6 +58,16 @@ near_serving() {
   grep -q '^suppressd_near_cache_serving 1' <<<"$page"
 }
 
+# Waits up to SECONDS (polling twice a second) until near_serving PORT; fails if it never does.
+wait_near_serving() {
+  local port=$1 tries=$(($2 * 2))
+  for _ in $(seq 1 "$tries"); do
+    near_serving "$port" && return 0
+    sleep 0.5
+  done
+  near_serving "$port"
+}
+
 # A TCP port on 127.0.0.1 nobody listens on, below Linux's ephemeral range. Racy by nature: the
 # start_* functions try another port when the server cannot bind it.
 free_port() {
