@@ -79,19 +79,23 @@ impl Cache {
         let keys = self.keys.group_for(&s.subject);
         let plan = self.layouts.plan();
         let asked = std::time::Instant::now();
-        let mut call = self.opt_out.prepare_invoke();
-        call.key(keys.stream())
-            .key(keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
-            .key(keys.receipt(s.receipt))
-            .key(keys.near_replicas())
-            .key(keys.near_renewals())
-            .key(keys.layouts());
+        // Sized for the keys and arguments, so that writing them never grows the command.
+        let mut call = redis::Cmd::with_capacity(20 + 2 * plan.writes.len(), 512 + payload.len());
+        call.arg("EVALSHA")
+            .arg(self.opt_out.get_hash())
+            .arg(9 + plan.writes.len())
+            .arg(keys.stream())
+            .arg(keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
+            .arg(keys.receipt(s.receipt))
+            .arg(keys.near_replicas())
+            .arg(keys.near_renewals())
+            .arg(keys.layouts());
         for (_, layout) in &plan.writes {
-            call.key(layout.bucket_for(&s.subject));
+            call.arg(layout.bucket_for(&s.subject));
         }
-        call.key(keys.writes())
-            .key(keys.changes())
-            .key(keys.change_seq())
+        call.arg(keys.writes())
+            .arg(keys.changes())
+            .arg(keys.change_seq())
             .arg(if idem.is_some() { "1" } else { "0" })
             .arg(&layout::field(&s.subject, &s.scope)[..])
             .arg(layout::encode_value(&Match::from(s)))
@@ -102,10 +106,12 @@ impl Cache {
         for name in plan.write_names() {
             call.arg(name);
         }
-        let reply: OptOutReply = call
-            .invoke_async(&mut self.conn())
-            .await
-            .context("recording an opt-out")?;
+        let mut pipe = redis::Pipeline::with_capacity(1);
+        pipe.add_command(call);
+        let (reply,): (OptOutReply,) =
+            query_loading(&pipe, &mut self.conn(), layout::opt_out_script)
+                .await
+                .context("recording an opt-out")?;
         let (code, detail, writes, change, now, renewals, registry) = reply;
         let outcome = match (code, detail) {
             (0, prior) => Recorded::Replay(ReceiptId::parse("receipt", &prior).map_err(|_| {
@@ -257,24 +263,11 @@ impl Cache {
             }
         }
         pipe.incr(keys.writes(), 1);
-        // EVALSHA first, as redis-rs's `Script` does: the script is loaded only when Redis does not
-        // know it (a first merge, or a Redis restarted since), and the pipeline is then sent again.
-        // Sent again, nothing goes wrong: a record merged twice is merged once, and the write
-        // counter only goes up one more. (On Cluster `SCRIPT LOAD` goes to every
-        // master.)
-        let mut replies: Vec<u64> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(layout::merge_script())
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .context("loading the merge script")?;
-                pipe.query_async(&mut conn).await
-            }
-            replies => replies,
-        }
-        .context("merging records")?;
+        // Sent again after a NOSCRIPT, nothing goes wrong: a record merged twice is merged once,
+        // and the write counter only goes up one more.
+        let mut replies: Vec<u64> = query_loading(&pipe, &mut conn, layout::merge_script)
+            .await
+            .context("merging records")?;
         let writes = replies.pop().unwrap_or(0);
         Ok(GroupMerged {
             group,
@@ -298,6 +291,29 @@ impl Cache {
             .await
             .context("GET idempotency key")?;
         Ok(prior.and_then(|p| ReceiptId::parse("receipt", &p).ok()))
+    }
+}
+
+/// Sends `pipe`, whose script calls are `EVALSHA`s of the script `source` returns, and, when Redis
+/// does not know the script (a first call, or a Redis restarted since), loads it and sends `pipe`
+/// again: what redis-rs's `Script::invoke_async` does, without the vector it allocates for every
+/// key and argument before copying them into the command. After a `NOSCRIPT` no call of the
+/// script ran. On Cluster `SCRIPT LOAD` goes to every master.
+async fn query_loading<T: redis::FromRedisValue>(
+    pipe: &redis::Pipeline,
+    conn: &mut super::Conn,
+    source: fn() -> String,
+) -> redis::RedisResult<T> {
+    match pipe.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(source())
+                .query_async::<String>(conn)
+                .await?;
+            pipe.query_async(conn).await
+        }
+        replies => replies,
     }
 }
 

@@ -359,11 +359,11 @@ async fn in_its_bucket(
         .unwrap()
 }
 
-/// Redis forgets its scripts when it restarts. The worker's merge pipelines `EVALSHA` without
-/// loading its script first, so on `NOSCRIPT` it must load the script and send the batch again
-/// instead of failing every batch from then on.
+/// Redis forgets its scripts when it restarts. An opt-out and the worker's merge both `EVALSHA`
+/// without loading their script first, so on `NOSCRIPT` each must load its script and send the
+/// call again instead of failing every call from then on.
 #[tokio::test]
-async fn the_merge_loads_its_script_again_when_redis_has_forgotten_it() {
+async fn opt_outs_and_merges_load_their_scripts_again_when_redis_has_forgotten_them() {
     let redis = crate::processes::PrivateRedis::start().await;
     let keys = Keys::new("m:", 4);
     let cache = Cache::connect_url(&redis.url(), keys.clone())
@@ -375,6 +375,24 @@ async fn the_merge_loads_its_script_again_when_redis_has_forgotten_it() {
         .await
         .unwrap();
     for round in 0..3 {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let opted_out = suppression(100 + round);
+        let recorded = cache
+            .record(&opted_out, &StreamEntry::encode(&opted_out), 0)
+            .await
+            .unwrap();
+        assert!(
+            matches!(recorded.outcome, Recorded::Queued { .. }),
+            "round {round}: the opt-out was queued"
+        );
+        assert!(
+            in_its_bucket(&mut conn, &keys, &opted_out).await,
+            "round {round}: the opt-out is in its bucket"
+        );
         let _: () = redis::cmd("SCRIPT")
             .arg("FLUSH")
             .query_async(&mut conn)

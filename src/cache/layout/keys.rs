@@ -266,7 +266,10 @@ impl GroupKeys {
         h.update(tenant.as_bytes());
         h.update([0]);
         h.update(key.as_bytes());
-        format!("{}idem:{}", self.prefix, hex::encode(&h.finalize()[..16]))
+        let mut digits = [0; 32];
+        hex::encode_to_slice(&h.finalize()[..16], &mut digits).expect("two digits a byte");
+        let digits = std::str::from_utf8(&digits).expect("hex digits are ASCII");
+        format!("{}idem:{digits}", self.prefix)
     }
 
     /// Present while a receipt is accepted but may not be committed yet.
