@@ -18,7 +18,7 @@
 
 use super::{LAYOUT, Layout, slots::group_tag};
 use crate::cache::Topology;
-use crate::domain::{ReceiptId, SubjectHash};
+use crate::domain::{ReceiptId, SubjectHash, recipient::hex_digits};
 use sha2::{Digest, Sha256};
 
 /// A slot group's number, `0..G`.
@@ -266,10 +266,7 @@ impl GroupKeys {
         h.update(tenant.as_bytes());
         h.update([0]);
         h.update(key.as_bytes());
-        let mut digits = [0; 32];
-        hex::encode_to_slice(&h.finalize()[..16], &mut digits).expect("two digits a byte");
-        let digits = std::str::from_utf8(&digits).expect("hex digits are ASCII");
-        format!("{}idem:{digits}", self.prefix)
+        format!("{}idem:{}", self.prefix, hex_digits(&h.finalize()[..16]))
     }
 
     /// Present while a receipt is accepted but may not be committed yet.
