@@ -137,12 +137,9 @@ fn decode(probe: Probe<'_>, values: Candidates) -> Lookup {
         };
     }
     let (found, unreadable) = layout::decode_values(
-        probe
-            .notice
-            .candidates()
-            .into_iter()
-            .zip(values)
-            .filter_map(|(scope, v)| Some((scope, v?))),
+        values
+            .enumerate()
+            .filter_map(|(k, v)| Some((probe.notice.candidate(k), v?))),
     );
     Lookup {
         complete,

@@ -184,27 +184,33 @@ impl Notice {
     }
 
     /// Every scope that covers this notice: channel ∈ {this, any} × topic ∈ {this, any} × campaign ∈
-    /// {this, any}; four when the notice names no campaign.
+    /// {this, any}; four when the notice names no campaign. (A check builds only the one it finds,
+    /// with [`candidate`](Self::candidate); the tests hold the whole list to what "covers" means.)
+    #[cfg(test)]
     pub(crate) fn candidates(&self) -> Vec<Scope> {
-        let campaigns: &[&str] = if self.campaign.is_empty() {
-            &[""]
+        let count = if self.campaign.is_empty() { 4 } else { 8 };
+        (0..count).map(|k| self.candidate(k)).collect()
+    }
+
+    /// The `k`-th of [`candidates`](Self::candidates), built alone: a check that finds a record
+    /// needs that record's scope, not all eight (a scope is up to three strings to allocate). The
+    /// order, channel outermost and campaign innermost, is the one the cache's fields are in
+    /// (`cache::layout::candidate_fields`).
+    pub(crate) fn candidate(&self, k: usize) -> Scope {
+        let named_campaign = !self.campaign.is_empty();
+        let campaign = if named_campaign && k & 1 == 0 {
+            self.campaign.as_str()
         } else {
-            &[self.campaign.as_str(), ""]
+            ""
         };
-        let mut out = Vec::with_capacity(8);
-        for channel in [Some(self.channel), None] {
-            for topic in [self.topic.as_str(), ""] {
-                for campaign in campaigns {
-                    out.push(Scope {
-                        tenant: self.tenant.clone(),
-                        channel,
-                        topic: topic.to_owned(),
-                        campaign: (*campaign).to_owned(),
-                    });
-                }
-            }
+        let k = if named_campaign { k >> 1 } else { k };
+        let topic = if k & 1 == 0 { self.topic.as_str() } else { "" };
+        Scope {
+            tenant: self.tenant.clone(),
+            channel: (k & 2 == 0).then_some(self.channel),
+            topic: topic.to_owned(),
+            campaign: campaign.to_owned(),
         }
-        out
     }
 }
 

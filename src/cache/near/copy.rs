@@ -42,18 +42,14 @@ impl GroupCopy {
                 .map_or_else(Run::default, |field| reads.of(k).locate(field))
         });
         std::hint::black_box(runs.iter().fold(0, |t, run| t ^ run.touch()));
-        // The candidate scopes are built only for a check that finds a record (most find none).
-        let mut candidates = None;
-        let mut found = Vec::new();
-        let mut unreadable = false;
-        for (k, (field, run)) in fields.iter().zip(runs).enumerate() {
-            if let Some(v) = reads.of(k).get_in(field, run) {
-                let scope = candidates.get_or_insert_with(|| probe.notice.candidates())[k].clone();
-                let (decoded, bad) = layout::decode_values([(scope, v)]);
-                found.extend(decoded);
-                unreadable |= bad;
-            }
-        }
+        // A scope is built only for a field that holds a record (most checks find none).
+        let (found, unreadable) =
+            layout::decode_values(fields.iter().zip(runs).enumerate().filter_map(
+                |(k, (field, run))| {
+                    let value = reads.of(k).get_in(field, run)?;
+                    Some((probe.notice.candidate(k), value))
+                },
+            ));
         Lookup {
             complete: true,
             found,
