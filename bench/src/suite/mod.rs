@@ -224,7 +224,14 @@ pub async fn run(s: &SuiteSettings) -> anyhow::Result<SuiteReport> {
     let mut cx = load::Ctx {
         report: measure::heading(s, &sizes),
     };
-    let measured = measure::measure(&mut cx, &bins, &out, &sizes, s, &redis, &db).await;
+    // SIGINT or SIGTERM ends the run as an error does: the processes it started are dropped (and
+    // so killed), its Redis stopped, its database dropped, and the rows measured so far written.
+    let measured = tokio::select! {
+        measured = measure::measure(&mut cx, &bins, &out, &sizes, s, &redis, &db) => measured,
+        () = suppressd::startup::shutdown_signal() => {
+            Err(anyhow::anyhow!("stopped by a signal (SIGINT or SIGTERM)"))
+        }
+    };
     redis.stop().await;
     db.drop_now().await;
     let mut report = cx.report;
