@@ -13,23 +13,20 @@
 //!   least 1,024) it is merged into a new base. Values of another length (backdated times make
 //!   them longer) stay in that map.
 //!
-//! - **In a mapping of its own.** The base lives in an anonymous memory mapping, in the kernel's
-//!   small pages, rather than on the heap: the allocator's arena uses transparent huge pages, in
-//!   which a shard's unused room and the transient memory of the load around it stayed resident
-//!   (the suite at ten million: 44.4 B a record with the base on the heap, 37.8 B in mappings).
-//!   Room a load leaves is never touched, so never resident, and a replaced base is unmapped at
-//!   once.
+//! - **In a mapping of its own** ([`base`]): in the kernel's small pages, not on the heap.
 //!
 //! Hand-written rather than a crate: what makes it small is the fixed-size value inline and the
 //! directory over uniform keys, which a general map cannot assume. Its tests hold it to a
 //! `HashMap` under the same random writes.
 
 use crate::cache::layout::{FIELD_LEN, Field, VALUE_LEN};
-use memmap2::{Advice, MmapMut, MmapOptions};
+use base::Base;
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
 };
+
+mod base;
 
 /// The changes beside the base, by field.
 type Changes = HashMap<Field, Option<Box<[u8]>>, BuildHasherDefault<FieldHasher>>;
@@ -46,76 +43,6 @@ const KEY_LEN: usize = FIELD_LEN - 1;
 /// A record of the base: its key, then its value, inline.
 type Entry = [u8; ENTRY_LEN];
 const ENTRY_LEN: usize = KEY_LEN + VALUE_LEN;
-
-/// Base entries, in an anonymous mapping (none while empty): see the module doc.
-#[derive(Default)]
-struct Base {
-    map: Option<MmapMut>,
-    len: usize,
-}
-
-impl Base {
-    /// Room for `entries`, mapped but not touched: only the pages written become resident.
-    fn with_capacity(entries: usize) -> Base {
-        if entries == 0 {
-            return Base::default();
-        }
-        let map = MmapOptions::new()
-            .len(entries * ENTRY_LEN)
-            .map_anon()
-            .expect("mapping memory for the near-cache");
-        // Where the kernel puts every large mapping in huge pages, untouched room would be
-        // resident too; a kernel without them refuses the advice, which changes nothing.
-        let _ = map.advise(Advice::NoHugePage);
-        Base {
-            map: Some(map),
-            len: 0,
-        }
-    }
-
-    fn entries(&self) -> &[Entry] {
-        match &self.map {
-            Some(map) => &map.as_chunks().0[..self.len],
-            None => &[],
-        }
-    }
-
-    fn entries_mut(&mut self) -> &mut [Entry] {
-        match &mut self.map {
-            Some(map) => &mut map.as_chunks_mut().0[..self.len],
-            None => &mut [],
-        }
-    }
-
-    fn capacity(&self) -> usize {
-        self.map.as_ref().map_or(0, |map| map.len() / ENTRY_LEN)
-    }
-
-    fn push(&mut self, entry: Entry) {
-        if self.len == self.capacity() {
-            let mut bigger = Base::with_capacity((self.len * 2).max(64));
-            bigger.len = self.len;
-            bigger.entries_mut().copy_from_slice(self.entries());
-            *self = bigger;
-        }
-        self.len += 1;
-        *self.entries_mut().last_mut().expect("just made room") = entry;
-    }
-
-    /// Sorts by key and keeps one entry per key.
-    fn sort_dedup(&mut self) {
-        let entries = self.entries_mut();
-        entries.sort_unstable_by(|a, b| key_of(a).cmp(key_of(b)));
-        let mut kept = 0;
-        for i in 0..entries.len() {
-            if kept == 0 || key_of(&entries[i]) != key_of(&entries[kept - 1]) {
-                entries[kept] = entries[i];
-                kept += 1;
-            }
-        }
-        self.len = kept;
-    }
-}
 
 /// The base entries a field is among if the base holds it (from the directory); none by default.
 #[derive(Clone, Copy, Debug, Default)]
@@ -200,7 +127,7 @@ impl Records {
 
     fn wrote(&mut self) {
         self.writes += 1;
-        if self.writes >= MIN_MERGE.max(self.base.len / 32) {
+        if self.writes >= MIN_MERGE.max(self.base.len() / 32) {
             self.merge();
         }
     }
@@ -210,7 +137,7 @@ impl Records {
         let mut changes: Vec<(Field, Option<Box<[u8]>>)> = self.changes.drain().collect();
         changes.sort_unstable_by(|a, b| key(&a.0).cmp(key(&b.0)));
         let old = std::mem::take(&mut self.base);
-        let mut base = Base::with_capacity(old.len + changes.len());
+        let mut base = Base::with_capacity(old.len() + changes.len());
         let mut old = old.entries().iter().peekable();
         for (field, value) in changes {
             let key = key(&field);
@@ -235,7 +162,7 @@ impl Records {
 
     /// Installs `base` (sorted) and builds its directory.
     fn index(&mut self, base: Base) {
-        let bits = (base.len / PER_SLOT).max(1).ilog2();
+        let bits = (base.len() / PER_SLOT).max(1).ilog2();
         let slots = 1usize << bits;
         self.shift = 64 - bits;
         let mut directory = Vec::with_capacity(slots + 1);
@@ -245,7 +172,7 @@ impl Records {
                 directory.push(i as u32);
             }
         }
-        directory.resize(slots + 1, base.len as u32);
+        directory.resize(slots + 1, base.len() as u32);
         self.directory = directory;
         self.base = base;
     }
@@ -433,21 +360,5 @@ mod tests {
     #[test]
     fn the_base_holds_a_record_in_its_field_but_the_first_byte_and_its_value() {
         assert_eq!(size_of::<Entry>(), FIELD_LEN - 1 + VALUE_LEN);
-    }
-
-    #[test]
-    fn a_base_grows_past_its_room_and_keeps_its_entries() {
-        let mut base = Base::with_capacity(3);
-        for i in 0..1_000u16 {
-            let mut e = [0; ENTRY_LEN];
-            e[..2].copy_from_slice(&(999 - i).to_be_bytes());
-            base.push(e);
-            base.push(e);
-        }
-        base.sort_dedup();
-        assert_eq!(base.len, 1_000);
-        for (i, e) in base.entries().iter().enumerate() {
-            assert_eq!(e[..2], (i as u16).to_be_bytes());
-        }
     }
 }
