@@ -31,8 +31,6 @@ use std::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Marked records written into the cache per round of a pass.
-const PAGE: usize = 1_000;
 /// How often an opt-out taken by the store looks whether its mark is gone.
 const MARK_POLL: Duration = Duration::from_millis(5);
 
@@ -162,7 +160,7 @@ impl Suppressions {
         let mut written = 0;
         loop {
             let mark = inner.doubt.mark();
-            let marked = inner.store.uncached(self.now(), PAGE).await?;
+            let marked = inner.store.uncached(self.now()).await?;
             if marked.is_empty() {
                 inner
                     .cache

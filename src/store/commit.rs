@@ -29,6 +29,14 @@ pub struct Committed {
 /// inserts it whole.
 pub(super) const INSERT_CHUNK: usize = 500;
 
+/// The most expiries one sweep logs ([`Store::log_expiries`]). Spelled into the SQL, not bound:
+/// SQLite prepares a statement again each time a `LIMIT` parameter is bound, even to the same value.
+macro_rules! expiries_per_sweep {
+    () => {
+        500
+    };
+}
+
 /// Inserting records inside a transaction, skipping those already present: the worker's commits
 /// under the audit head's lock, and imports (`import_batch` set). A trait because each engine's
 /// transaction is its own type and each engine inserts a batch its own way.
@@ -213,15 +221,10 @@ impl Store {
         })
     }
 
-    /// Records that expired by `now` and have no `expire` audit entry yet get one, up to `limit` per
-    /// call, in one transaction under the audit head's lock (so two replicas never log one expiry
+    /// Records that expired by `now` and have no `expire` audit entry yet get one, up to
+    /// `expiries_per_sweep!` per call, in one transaction under the audit head's lock (so two replicas never log one expiry
     /// twice). Returns how many were logged; the worker calls it between batches.
-    pub async fn log_expiries(
-        &self,
-        now: Millis,
-        limit: usize,
-        log: &AuditLog,
-    ) -> Result<u64, StoreError> {
+    pub async fn log_expiries(&self, now: Millis, log: &AuditLog) -> Result<u64, StoreError> {
         let due_sql = concat!(
             "SELECT ",
             columns!(),
@@ -230,14 +233,14 @@ impl Store {
                AND (ended_at IS NULL OR ended_at > expires_at) \
                AND NOT EXISTS (SELECT 1 FROM audit_log a \
                                WHERE a.receipt_id = s.receipt_id AND a.action = 'expire') \
-             ORDER BY expires_at, receipt_id LIMIT $2"
+             ORDER BY expires_at, receipt_id LIMIT ",
+            expiries_per_sweep!()
         );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("beginning an expiry batch")?;
             let head = tx.lock_head().await?;
             let due: Vec<Row> = sqlx::query_as(due_sql)
                 .bind(now)
-                .bind(limit as i64)
                 .fetch_all(&mut *tx)
                 .await
                 .context("finding expired records")?;

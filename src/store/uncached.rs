@@ -20,10 +20,19 @@ pub(crate) enum TakenUncached {
 
 /// A record the cache may lack, and whether it is still in force.
 #[derive(Debug)]
-pub(crate) struct Uncached {
+pub struct Uncached {
     pub(crate) record: Suppression,
     /// Ended (opted in) or expired since: nothing to write into the cache, only the row to delete.
     pub(crate) ended: bool,
+}
+
+/// The most marked records one read returns ([`Store::uncached`]); every replica reads them every
+/// controls poll. Spelled into the SQL, not bound: SQLite prepares a statement again each time a
+/// `LIMIT` parameter is bound, even to the same value.
+macro_rules! uncached_page {
+    () => {
+        1000
+    };
 }
 
 impl Store {
@@ -64,15 +73,11 @@ impl Store {
         })
     }
 
-    /// Up to `limit` of the records marked uncached, oldest receipt first.
+    /// Up to a page (`uncached_page!`) of the records marked uncached, oldest receipt first.
     #[tracing::instrument(name = "SELECT uncached", skip_all, fields(
         otel.kind = "client", db.system = self.engine(), db.operation = "SELECT",
         db.sql.table = "uncached"))]
-    pub(crate) async fn uncached(
-        &self,
-        now: Millis,
-        limit: usize,
-    ) -> Result<Vec<Uncached>, StoreError> {
+    pub async fn uncached(&self, now: Millis) -> Result<Vec<Uncached>, StoreError> {
         #[derive(sqlx::FromRow)]
         struct Marked {
             #[sqlx(flatten)]
@@ -84,12 +89,12 @@ impl Store {
             columns!(),
             ", (ended_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= $1)) AS ended \
              FROM suppressions WHERE receipt_id IN \
-               (SELECT receipt_id FROM uncached ORDER BY receipt_id LIMIT $2) \
-             ORDER BY receipt_id"
+               (SELECT receipt_id FROM uncached ORDER BY receipt_id LIMIT ",
+            uncached_page!(),
+            ") ORDER BY receipt_id"
         );
         let rows: Vec<Marked> = on_pool!(self, pool => sqlx::query_as(sql)
             .bind(now)
-            .bind(limit as i64)
             .fetch_all(pool)
             .await)
         .context("reading uncached records")?;

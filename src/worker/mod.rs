@@ -29,9 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// How often, and how many at most, expired suppressions get their `expire` audit entry.
+/// How often expired suppressions get their `expire` audit entry (a sweep logs at most 500).
 const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(1);
-const EXPIRY_SWEEP_LIMIT: usize = 500;
 
 /// The longest pause between failing steps: short, so a returning store is drained promptly.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
@@ -313,10 +312,7 @@ impl Worker {
     /// sweep (the check path already ignores expired records; this puts the change on the record).
     pub(crate) async fn log_expiries(&mut self) -> anyhow::Result<u64> {
         self.last_expiry_sweep = Some(Instant::now());
-        Ok(self
-            .store
-            .log_expiries(self.clock.now(), EXPIRY_SWEEP_LIMIT, &self.log)
-            .await?)
+        Ok(self.store.log_expiries(self.clock.now(), &self.log).await?)
     }
 
     /// Steps until shutdown, settling each committed batch while the next is read and committed:
