@@ -317,43 +317,41 @@ async fn one_click_is_taken_while_redis_is_down() {
 async fn sqlite_prepares_the_polled_statements_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let store = suppressd::store::Store::connect(&url).await.unwrap();
+    suppressd::store::Store::connect(&url).await.unwrap(); // creates the schema
+    // One connection, so that every call prepares on it and its statements are all in one place.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = suppressd::store::Store::Sqlite(pool.clone());
     let log = suppressd::audit::AuditLog::new("audit.test/log", None).unwrap();
     for now in 1..=20 {
         store.uncached(now).await.unwrap();
         store.log_expiries(now, &log).await.unwrap();
     }
-    let suppressd::store::Store::Sqlite(pool) = &store else {
-        unreachable!("a sqlite: URL opens SQLite")
-    };
-    // Every connection the calls used, held at once so that each is a different one.
-    let mut held = Vec::new();
-    while pool.num_idle() > 0 {
-        held.push(pool.acquire().await.unwrap());
-    }
+    let mut conn = pool.acquire().await.unwrap();
+    let mut handle = conn.lock_handle().await.unwrap();
+    let db = handle.as_raw_handle().as_ptr();
     let (mut seen, mut reprepared) = (0, 0);
-    for conn in &mut held {
-        let mut handle = conn.lock_handle().await.unwrap();
-        let db = handle.as_raw_handle().as_ptr();
-        // SAFETY: the handle is locked for this thread; the statements are only read.
-        unsafe {
-            let mut stmt = libsqlite3_sys::sqlite3_next_stmt(db, std::ptr::null_mut());
-            while !stmt.is_null() {
-                let sql = std::ffi::CStr::from_ptr(libsqlite3_sys::sqlite3_sql(stmt));
-                let sql = sql.to_string_lossy();
-                if sql.contains("FROM uncached") || sql.contains("action = 'expire'") {
-                    seen += 1;
-                    reprepared += libsqlite3_sys::sqlite3_stmt_status(
-                        stmt,
-                        libsqlite3_sys::SQLITE_STMTSTATUS_REPREPARE,
-                        0,
-                    );
-                }
-                stmt = libsqlite3_sys::sqlite3_next_stmt(db, stmt);
+    // SAFETY: the handle is locked for this thread; its statements are only read.
+    unsafe {
+        let mut stmt = libsqlite3_sys::sqlite3_next_stmt(db, std::ptr::null_mut());
+        while !stmt.is_null() {
+            let sql = std::ffi::CStr::from_ptr(libsqlite3_sys::sqlite3_sql(stmt));
+            let sql = sql.to_string_lossy();
+            if sql.contains("FROM uncached") || sql.contains("action = 'expire'") {
+                seen += 1;
+                reprepared += libsqlite3_sys::sqlite3_stmt_status(
+                    stmt,
+                    libsqlite3_sys::SQLITE_STMTSTATUS_REPREPARE,
+                    0,
+                );
             }
+            stmt = libsqlite3_sys::sqlite3_next_stmt(db, stmt);
         }
     }
-    assert!(seen >= 2, "both statements are cached ({seen} found)");
+    assert_eq!(seen, 2, "both statements are cached");
     assert_eq!(
         reprepared, 0,
         "prepared again after they were first prepared"
