@@ -31,7 +31,8 @@ pub(crate) struct Seen {
     pub(crate) replica: String,
     /// The controls version it answers by.
     pub(crate) version: i64,
-    /// When (wall clock) it last confirmed that version was current, from the store or Redis.
+    /// When (wall clock) it last confirmed that version was current, from the store or Redis, as of
+    /// the poll before the report (a poll reports as it reads).
     pub(crate) confirmed_at: Millis,
     /// How often it polls.
     pub(crate) every: Millis,
@@ -41,16 +42,37 @@ pub(crate) struct Seen {
     pub(crate) stale_after: Millis,
 }
 
+impl Seen {
+    fn encode(&self) -> String {
+        format!(
+            "{}:{}:{}:{}:{}",
+            self.version, self.confirmed_at, self.every, self.reported_at, self.stale_after
+        )
+    }
+}
+
 impl Cache {
     pub(crate) async fn report_controls_seen(&self, seen: &Seen) -> Result<(), CacheError> {
-        let report = format!(
-            "{}:{}:{}:{}:{}",
-            seen.version, seen.confirmed_at, seen.every, seen.reported_at, seen.stale_after
-        );
         self.conn()
-            .hset::<_, _, _, ()>(self.keys.controls_seen(), &seen.replica, report)
+            .hset::<_, _, _, ()>(self.keys.controls_seen(), &seen.replica, seen.encode())
             .await
             .context("HSET controls-seen")
+    }
+
+    /// A poll's one round trip: writes the replica's report and reads the version published, if
+    /// any.
+    pub(crate) async fn report_and_read_controls_version(
+        &self,
+        seen: &Seen,
+    ) -> Result<Option<i64>, CacheError> {
+        let (version,): (Option<i64>,) = redis::pipe()
+            .hset(self.keys.controls_seen(), &seen.replica, seen.encode())
+            .ignore()
+            .hget(self.keys.controls(), "version")
+            .query_async(&mut self.conn())
+            .await
+            .context("HSET controls-seen, HGET controls version")?;
+        Ok(version)
     }
 
     pub(crate) async fn controls_seen(&self) -> Result<Vec<Seen>, CacheError> {
@@ -111,14 +133,6 @@ impl Cache {
             .await
             .context("publishing the controls")?;
         Ok(written == 1)
-    }
-
-    /// The version published, if any: what every poll reads (a few bytes).
-    pub(crate) async fn published_controls_version(&self) -> Result<Option<i64>, CacheError> {
-        self.conn()
-            .hget(self.keys.controls(), "version")
-            .await
-            .context("HGET controls version")
     }
 
     /// The published version and its snapshot, if any.

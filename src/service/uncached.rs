@@ -10,7 +10,10 @@
 //! marked record found in the store, doubt the cache; checks then go to the store, which holds the
 //! record. The pass writes marked records into the cache through the same merge as the worker's
 //! (every near-cache applies it before the pass goes on), deletes their marks, and trusts the cache
-//! again. Every replica runs the pass every `--controls-poll`.
+//! again. Every replica looks for marks every `--controls-poll`, in the controls poll's own reads
+//! (one statement for the controls version and the marks, one Redis round trip): finding none, with
+//! Redis answering, is a pass that writes nothing ([`Suppressions::polled`]); finding some wakes
+//! the pass.
 //!
 //! Read-your-writes: the opt-out returns once its mark is gone (some replica reached Redis and wrote
 //! it there, every near-cache applied it), or after `--durable-wait-ms`. Past that bound no replica
@@ -29,6 +32,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How often an opt-out taken by the store looks whether its mark is gone.
@@ -40,6 +44,8 @@ const MARK_POLL: Duration = Duration::from_millis(5);
 pub(crate) struct CacheDoubt {
     doubts: AtomicU64,
     cleared: AtomicU64,
+    /// A poll found marked records: the pass runs.
+    marked: Notify,
 }
 
 impl Default for CacheDoubt {
@@ -48,6 +54,7 @@ impl Default for CacheDoubt {
         CacheDoubt {
             doubts: AtomicU64::new(1),
             cleared: AtomicU64::new(0),
+            marked: Notify::new(),
         }
     }
 }
@@ -64,8 +71,8 @@ impl CacheDoubt {
         self.cleared.load(Ordering::SeqCst) == self.doubts.load(Ordering::SeqCst)
     }
 
-    /// The doubts so far; a pass that started after this may clear them, and only them.
-    fn mark(&self) -> u64 {
+    /// The doubts so far; a pass (or a poll) that started after this may clear them, and only them.
+    pub(super) fn mark(&self) -> u64 {
         self.doubts.load(Ordering::SeqCst)
     }
 
@@ -189,10 +196,37 @@ impl Suppressions {
         }
     }
 
-    /// Runs [`reconcile`](Self::reconcile) every `every` until shutdown; logs an outage once.
+    /// What a controls poll found, its reads sent after the doubts counted `doubts`: whether the
+    /// store holds marked records (`None`: the store did not answer) and whether Redis answered.
+    /// No mark with Redis answering is what a pass that writes nothing finds, and clears as much;
+    /// a mark doubts the cache and wakes the pass; so does Redis not answering, as any Redis
+    /// failure does.
+    pub(super) fn polled(&self, doubts: u64, marked: Option<bool>, redis_answered: bool) {
+        let doubt = &self.inner.doubt;
+        match marked {
+            Some(false) if redis_answered => doubt.clear(doubts),
+            Some(true) => {
+                doubt.doubt();
+                doubt.marked.notify_one();
+            }
+            _ => {}
+        }
+        if !redis_answered {
+            doubt.doubt();
+        }
+    }
+
+    /// Runs [`reconcile`](Self::reconcile) whenever a poll finds marked records (and again every
+    /// `every` while a pass fails) until shutdown; logs an outage once.
     pub(crate) async fn reconcile_loop(self, every: Duration, shutdown: CancellationToken) {
         let mut failing = false;
         loop {
+            let woken = self.inner.doubt.marked.notified();
+            tokio::select! {
+                _ = woken, if !failing => {}
+                _ = tokio::time::sleep(every), if failing => {}
+                _ = shutdown.cancelled() => return,
+            }
             match self.reconcile().await {
                 Ok(written) => {
                     if written > 0 {
@@ -211,10 +245,6 @@ impl Suppressions {
                     failing = true;
                 }
                 Err(_) => {}
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.cancelled() => return,
             }
         }
     }

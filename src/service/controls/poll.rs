@@ -2,9 +2,12 @@
 //! controls version and Redis for the version published there, at once, each within half the
 //! staleness bound. Whichever answers confirms the controls it holds (or brings newer ones), so a
 //! replica cut from the store keeps following changes through Redis, and one cut from both turns
-//! stale (`fresh`) rather than answering by controls it cannot vouch for. Each poll ends with a
-//! report in Redis: the version this replica answers by, which is what a change waits on
-//! (`propagate`).
+//! stale (`fresh`) rather than answering by controls it cannot vouch for.
+//!
+//! The Redis read carries this replica's report: the version it answers by, which is what a change
+//! waits on (`propagate`); a poll that moves to another version reports again at once. The store
+//! read also says whether any opt-out is marked uncached, which is how the replica learns whether
+//! it may trust its cache (`service::uncached`). So a poll is one statement and one round trip.
 
 use super::super::{ServiceError, Suppressions};
 use crate::{
@@ -101,17 +104,22 @@ impl Suppressions {
     /// Tells the other replicas which controls version this one answers by, and since when it
     /// knows that version is current.
     pub(super) async fn report_seen(&self, version: i64, confirmed_at: Millis) {
+        let seen = self.seen(version, confirmed_at);
+        if let Err(e) = self.inner.cache.report_controls_seen(&seen).await {
+            tracing::debug!(error = %e, "controls version not reported");
+        }
+    }
+
+    /// This replica's report, as of now.
+    fn seen(&self, version: i64, confirmed_at: Millis) -> Seen {
         let settings = &self.inner.settings;
-        let seen = Seen {
+        Seen {
             replica: settings.replica.clone(),
             version,
             confirmed_at,
             every: settings.controls_poll.as_millis() as Millis,
             reported_at: system_now(),
             stale_after: settings.controls_stale_after.as_millis() as Millis,
-        };
-        if let Err(e) = self.inner.cache.report_controls_seen(&seen).await {
-            tracing::debug!(error = %e, "controls version not reported");
         }
     }
 
@@ -170,12 +178,15 @@ impl ControlsPoller {
             message: format!("{what} did not answer within {limit:?}"),
             cause: None,
         };
+        let doubts = service.inner.doubt.mark();
+        let reported = service.controls().version;
         let from_store = async {
             if cut_store {
                 return Err(late("the store (failpoint)"));
             }
-            let held = service.controls().version;
-            let stored = timeout(limit, service.inner.store.controls_version())
+            let held = reported;
+            let read = service.inner.store.controls_version_and_marks();
+            let (stored, marked) = timeout(limit, read)
                 .await
                 .map_err(|_| late("the store"))??;
             // Below the version held: a change loaded meanwhile (read again and it moved on), or a
@@ -192,17 +203,23 @@ impl ControlsPoller {
                     .await
                     .map_err(|_| late("the store"))??;
             }
-            Ok(())
+            Ok(marked)
         };
         let from_redis = async {
             if cut_redis {
+                // The failpoint cuts the published snapshot only: the report still goes out.
+                service.report_seen(reported, self.confirmed_at).await;
                 return None;
             }
-            let version = service.inner.cache.published_controls_version();
+            let seen = service.seen(reported, self.confirmed_at);
+            let version = service.inner.cache.report_and_read_controls_version(&seen);
             timeout(limit, version).await.ok()?.ok()
         };
         let (stored, published) = tokio::join!(from_store, from_redis);
-        let mut followed = stored.as_ref().ok().map(|()| Followed::Store);
+        if !cut_redis {
+            service.polled(doubts, stored.as_ref().ok().copied(), published.is_some());
+        }
+        let mut followed = stored.as_ref().ok().map(|_| Followed::Store);
         let held = service.controls();
         let store_read = stored.is_ok();
         match published {
@@ -233,9 +250,11 @@ impl ControlsPoller {
         if followed.is_some() {
             self.confirmed_at = asked_wall;
         }
-        service
-            .report_seen(service.controls().version, self.confirmed_at)
-            .await;
+        if service.controls().version != reported {
+            service
+                .report_seen(service.controls().version, self.confirmed_at)
+                .await;
+        }
         let fresh = &service.inner.controls_fresh;
         let age = fresh.age().unwrap_or(Duration::MAX);
         metrics::gauge!(names::CONTROLS_AGE).set(age.as_secs_f64().min(1e9));

@@ -34,6 +34,14 @@ impl Store {
             .context("reading the controls version")
     }
 
+    /// What a controls poll reads, in one statement: the controls version, and whether any record
+    /// is marked uncached (which a pass must write into the cache, `service::uncached`).
+    pub(crate) async fn controls_version_and_marks(&self) -> Result<(i64, bool), StoreError> {
+        let sql = "SELECT version, EXISTS (SELECT 1 FROM uncached) FROM control_head WHERE id = 1";
+        on_pool!(self, pool => sqlx::query_as(sql).fetch_one(pool).await)
+            .context("reading the controls version and the uncached marks")
+    }
+
     /// The version, then every control not ended (declarations possibly expired). Read in that
     /// order, a change landing in between is seen now and reloaded once more at the next poll.
     pub(crate) async fn controls_in_force(&self) -> Result<(i64, Vec<Control>), StoreError> {
