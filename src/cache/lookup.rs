@@ -8,6 +8,11 @@ use super::{Cache, CacheError, Context, layout, layout::Group};
 use crate::domain::{Match, Notice, SubjectHash};
 use layout::MARKER_FIELD;
 use redis::RedisError;
+use smallvec::SmallVec;
+
+/// One value per check of a call, inline for a single check (most calls), which then allocates
+/// none of them.
+pub type PerCheck<T> = SmallVec<[T; 1]>;
 
 /// One check, as the cache sees it: the bucket and the fields of every candidate scope. The scopes
 /// themselves are only built for fields that hold a record (most checks find none).
@@ -38,7 +43,7 @@ pub struct Lookup {
 /// What one round trip of checks found.
 #[derive(Debug)]
 pub struct Lookups {
-    pub checks: Vec<Lookup>,
+    pub checks: PerCheck<Lookup>,
     /// The write counter of each group asked, as Redis has it (see
     /// [`GroupKeys::writes`](layout::GroupKeys::writes)).
     pub writes: Vec<(Group, u64)>,
@@ -61,7 +66,7 @@ impl Cache {
     #[tracing::instrument(name = "HMGET", skip_all, fields(
         otel.kind = "client", db.system = "redis", db.operation = "HMGET",
         db.redis.pipeline_length = probes.len() as i64))]
-    pub async fn lookup(&self, probes: Vec<Probe<'_>>) -> Result<Lookups, CacheError> {
+    pub async fn lookup(&self, probes: &[Probe<'_>]) -> Result<Lookups, CacheError> {
         let mut groups: Vec<Group> = probes.iter().map(|p| p.group).collect();
         groups.sort_unstable();
         groups.dedup();
@@ -78,7 +83,7 @@ impl Cache {
             writes.push((*group, w));
         }
         let checks = probes
-            .into_iter()
+            .iter()
             .map(|probe| {
                 let at = groups.binary_search(&probe.group).expect("asked");
                 let values = by_group[at].next().expect("one reply per probe");
@@ -126,7 +131,7 @@ impl Cache {
 }
 
 /// What one probe's `HMGET` found.
-fn decode(probe: Probe<'_>, values: Candidates) -> Lookup {
+fn decode(probe: &Probe<'_>, values: Candidates) -> Lookup {
     let mut values = values.into_iter();
     let complete = values.next().flatten().is_some();
     if values.as_slice().iter().all(Option::is_none) {

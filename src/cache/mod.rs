@@ -39,7 +39,7 @@ pub use backlog::{Backlog, StreamHeads};
 pub(crate) use connection::Redis;
 pub use connection::{Conn, Topology};
 use layout::{Group, Keys};
-pub use lookup::{Lookup, Lookups, Probe};
+pub use lookup::{Lookup, Lookups, PerCheck, Probe};
 pub use record::{GroupMerged, Merged, Recorded, Written};
 use redis::{AsyncCommands, Client, RedisError, Script};
 pub use retract::Retraction;

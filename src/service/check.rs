@@ -3,7 +3,7 @@
 
 use super::{ServiceError, Suppressions};
 use crate::{
-    cache::{CacheError, Lookups, layout::Group},
+    cache::{CacheError, Lookups, PerCheck, layout::Group},
     domain::{Match, Notice, Recipient, SubjectHash, best_match, control::Zone},
     telemetry::{
         call::CallSpan,
@@ -83,11 +83,11 @@ impl Suppressions {
         let span = CallSpan::current();
         span.record_i64("suppressd.checks", checks.len() as i64);
         let inner = &self.inner;
-        let subjects: Vec<SubjectHash> = checks
+        let subjects: PerCheck<SubjectHash> = checks
             .iter()
             .map(|c| inner.pepper.subject(&c.recipient))
             .collect();
-        let probes: Vec<_> = checks
+        let probes: PerCheck<_> = checks
             .iter()
             .zip(&subjects)
             .map(|(c, s)| inner.cache.probe(s, &c.notice))
@@ -129,7 +129,11 @@ impl Suppressions {
             }),
             None if trusted => {
                 seen.extend((0..keys.group_count()).map(|g| inner.cache.writes_seen(g)));
-                inner.cache.lookup(probes).await.map_err(Unanswered::Failed)
+                inner
+                    .cache
+                    .lookup(&probes)
+                    .await
+                    .map_err(Unanswered::Failed)
             }
             None => Err(Unanswered::Doubted),
         };

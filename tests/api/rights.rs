@@ -68,7 +68,7 @@ async fn cached(app: &TestApp, address: &str) -> (bool, usize) {
     let subject = pepper.subject(&Recipient::parse(RecipientKind::Email, address).unwrap());
     let notice = Notice::parse("acme", Some(DomainChannel::Email), "marketing", "").unwrap();
     let mut lookups = cache
-        .lookup(vec![cache.probe(&subject, &notice)])
+        .lookup(&[cache.probe(&subject, &notice)])
         .await
         .unwrap();
     let lookup = lookups.checks.pop().unwrap();

@@ -41,7 +41,7 @@ pub use lease::Leases;
 pub(crate) use lease::NotSettled;
 
 use super::Conn;
-use super::{Cache, CacheError, Context, Lookup, Merged, Probe, layout};
+use super::{Cache, CacheError, Context, Lookup, Merged, PerCheck, Probe, layout};
 use crate::telemetry::metrics::names;
 use copy::{SHARDS, Shard};
 use lease::View;
@@ -121,7 +121,7 @@ impl NearCache {
     }
 
     /// The answers to `probes` from memory, or `None` when the copy cannot vouch for all of them.
-    pub(crate) fn lookup(&self, probes: &[Probe<'_>]) -> Option<Vec<Lookup>> {
+    pub(crate) fn lookup(&self, probes: &[Probe<'_>]) -> Option<PerCheck<Lookup>> {
         if !probes.iter().all(|p| self.group(p.group).serving()) {
             return None;
         }
