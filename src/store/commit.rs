@@ -222,8 +222,9 @@ impl Store {
     }
 
     /// Records that expired by `now` and have no `expire` audit entry yet get one, up to
-    /// `expiries_per_sweep!` per call, in one transaction under the audit head's lock (so two replicas never log one expiry
-    /// twice). Returns how many were logged; the worker calls it between batches.
+    /// `expiries_per_sweep!` per call, in one transaction under the audit head's lock (so two
+    /// replicas never log one expiry twice). Returns how many were logged; the worker calls it
+    /// between batches.
     pub async fn log_expiries(&self, now: Millis, log: &AuditLog) -> Result<u64, StoreError> {
         let due_sql = concat!(
             "SELECT ",

@@ -26,9 +26,10 @@ pub struct Uncached {
     pub(crate) ended: bool,
 }
 
-/// The most marked records one read returns ([`Store::uncached`]); every replica reads them every
-/// controls poll. Spelled into the SQL, not bound: SQLite prepares a statement again each time a
-/// `LIMIT` parameter is bound, even to the same value.
+/// The most marked records one read returns ([`Store::uncached`]); a replica reads them every
+/// controls poll while any is marked (while Redis is away, that can be for a long time). Spelled
+/// into the SQL, not bound: SQLite prepares a statement again each time a `LIMIT` parameter is
+/// bound, even to the same value.
 macro_rules! uncached_page {
     () => {
         1000

@@ -310,9 +310,10 @@ async fn one_click_is_taken_while_redis_is_down() {
     );
 }
 
-/// Every replica reads the marks every controls poll, and the worker sweeps expiries every
-/// second, each time with a new time bound. On SQLite (the default store) neither statement
-/// may be prepared again each time: with their `LIMIT` bound, both were, at every call.
+/// A replica reads the marked records every controls poll while any is marked, and the worker
+/// sweeps expiries every second, each time with a new time bound. On SQLite (the default store)
+/// neither statement may be prepared again each time: with their `LIMIT` bound, both were, at
+/// every call.
 #[tokio::test]
 async fn sqlite_prepares_the_polled_statements_once() {
     let dir = tempfile::tempdir().unwrap();
