@@ -29,8 +29,8 @@ pub struct Committed {
 /// inserts it whole.
 pub(super) const INSERT_CHUNK: usize = 500;
 
-/// The most expiries one sweep logs ([`Store::log_expiries`]). Spelled into the SQL, not bound:
-/// SQLite prepares a statement again each time a `LIMIT` parameter is bound, even to the same value.
+/// The most expiries one sweep logs ([`Store::log_expiries`]): a fixed `LIMIT` (see the module
+/// doc of `store`).
 macro_rules! expiries_per_sweep {
     () => {
         500

@@ -5,6 +5,9 @@
 //! as numbered parameters), so one [`Store`] enum dispatches each statement to whichever pool it holds.
 //! Batch inserts are the exception: PostgreSQL binds a batch as one array per column (`unnest`),
 //! SQLite, which has no arrays, as rows of `VALUES`.
+//! A statement the service runs on a timer writes a fixed `LIMIT` into its SQL (a macro, so that
+//! it stays `&'static str`) rather than binding it: SQLite prepares a statement again each time a
+//! `LIMIT` parameter is bound, even to the same value.
 //! Writes are idempotent: a redelivered stream entry hits the primary key or the idempotency index and
 //! changes nothing.
 

@@ -26,10 +26,8 @@ pub struct Uncached {
     pub(crate) ended: bool,
 }
 
-/// The most marked records one read returns ([`Store::uncached`]); a replica reads them every
-/// controls poll while any is marked (while Redis is away, that can be for a long time). Spelled
-/// into the SQL, not bound: SQLite prepares a statement again each time a `LIMIT` parameter is
-/// bound, even to the same value.
+/// The most marked records one read returns ([`Store::uncached`]): a fixed `LIMIT` (see the
+/// module doc of `store`); a replica reads them every controls poll while any is marked.
 macro_rules! uncached_page {
     () => {
         1000

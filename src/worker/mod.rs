@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// How often expired suppressions get their `expire` audit entry (a sweep logs at most 500).
+/// How often expired suppressions get their `expire` audit entry (as many per sweep as
+/// `Store::log_expiries` takes).
 const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The longest pause between failing steps: short, so a returning store is drained promptly.
