@@ -6,14 +6,14 @@
 //! follows the OpenTelemetry RPC conventions: named `package.Service/Method`, kind server, with
 //! `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`; a caller's W3C context
 //! (`traceparent`/`tracestate` metadata) becomes its parent. It is built with the SDK directly
-//! (`telemetry::call`); the call's `tracing` span, `rpc`, names the method in its log lines. The
+//! (`telemetry::call`); the call's [`CallFields`] name the method in its log lines. The
 //! status is read where gRPC puts it: in the response headers for an error (trailers-only), else
 //! in the trailers after the body, which is why the response body is wrapped too.
 
 use crate::{
     proto,
     telemetry::{
-        call::{self, ServerSpan},
+        call::{CallFields, ServerSpan},
         metrics::{self, names},
         propagation, sampling,
     },
@@ -27,12 +27,11 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{LazyLock, OnceLock},
+    sync::{Arc, LazyLock, OnceLock},
     task::{Context, Poll, ready},
     time::Instant,
 };
 use tower::{Layer, Service};
-use tracing::{Span, field::Empty};
 
 /// gRPC status codes this layer names itself.
 const OK: i32 = 0;
@@ -179,8 +178,8 @@ impl<B: Body> Body for ObservedBody<B> {
 /// One call in flight. Dropping it ends the call: with the status seen, or `CANCELLED` when the
 /// client went away first.
 struct Call {
-    /// For the logs: its fields prefix every line logged during the call.
-    span: Span,
+    /// For the logs: every line logged during the call names them.
+    fields: Arc<CallFields>,
     /// The server span, when the call is traced.
     trace: Option<ServerSpan>,
     /// Whether the call's trace is recorded, decided as it arrived (`None`: traces are off).
@@ -192,12 +191,14 @@ struct Call {
 }
 
 impl Call {
-    /// Runs `f` as part of this call: inside its spans, and of its trace's sampling decision.
+    /// Runs `f` as part of this call: with its fields, inside its server span, and within its
+    /// trace's sampling decision.
     fn inside<R>(&self, f: impl FnOnce() -> R) -> R {
         sampling::within(self.sampled, || {
-            let _entered = self.span.enter();
-            let _attached = self.trace.as_ref().map(ServerSpan::attach);
-            f()
+            self.fields.within(|| {
+                let _attached = self.trace.as_ref().map(ServerSpan::attach);
+                f()
+            })
         })
     }
 
@@ -205,22 +206,6 @@ impl Call {
         let method = Method::of(request.uri().path());
         let parent = propagation::from_headers(request.headers());
         let sampled = sampling::decide(parent.as_ref());
-        // A trace that is not sampled gets no span at all: nothing would export it, and building
-        // and entering it on every poll was most of what tracing at 1 % cost a check.
-        let span = if sampled == Some(false) {
-            Span::none()
-        } else {
-            tracing::info_span!(
-                target: call::LOG_ONLY,
-                "rpc",
-                method = method.full,
-                // The authenticated principal's name (never the key), filled in by the handler.
-                principal = Empty,
-                // What a check call asked and where its answers came from (`service::check`).
-                suppressd.checks = Empty,
-                suppressd.answer_source = Empty,
-            )
-        };
         let trace = (sampled == Some(true))
             .then(|| {
                 let attributes = [
@@ -232,7 +217,7 @@ impl Call {
             })
             .flatten();
         Call {
-            span,
+            fields: CallFields::new(method.full),
             trace,
             sampled,
             method,
@@ -257,11 +242,16 @@ impl Drop for Call {
                 "rpc_service" => service, "rpc_method" => method)
         })
         .record(elapsed);
-        // Only when it is logged (not at the default level): the server span is attached so that
-        // a JSON line carries the trace's ids.
+        // Only when it is logged (not at the default level): inside the call, so that the line
+        // names it and, in JSON, carries the trace's ids.
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let _attached = self.trace.as_ref().map(ServerSpan::attach);
-            tracing::debug!(parent: &self.span, code = code_name(code), elapsed_us = elapsed.as_micros() as u64, "rpc finished");
+            self.inside(|| {
+                tracing::debug!(
+                    code = code_name(code),
+                    elapsed_us = elapsed.as_micros() as u64,
+                    "rpc finished"
+                );
+            });
         }
         if let Some(trace) = self.trace.take() {
             trace.end(code, is_server_error(code));

@@ -1,7 +1,10 @@
 //! JSON log lines that carry the trace and span ids of the span they were logged in, so a log search
-//! leads to the trace and a trace to its logs.
+//! leads to the trace and a trace to its logs, and the fields of the call they were logged in
+//! (`rpc`: its method, principal, …; see `telemetry::call`).
 
+use super::call::CallFields;
 use opentelemetry::trace::TraceContextExt;
+use std::fmt::Write as _;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::{
     fmt::{
@@ -12,7 +15,8 @@ use tracing_subscriber::{
 };
 
 /// `tracing-subscriber`'s JSON format plus top-level `trace_id` and `span_id` fields, present when
-/// the event happened inside a span that OpenTelemetry knows (traces are on).
+/// the event happened inside a span that OpenTelemetry knows (traces are on), and `rpc`, present
+/// when it happened in a call.
 pub(crate) struct WithTraceIds {
     inner: Format<Json>,
 }
@@ -53,19 +57,28 @@ where
             let sc = span.span_context();
             sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
         };
-        let Some((trace_id, span_id)) = ids else {
+        let call = CallFields::with_current(|call| call.map(CallFields::to_json));
+        if ids.is_none() && call.is_none() {
             return self.inner.format_event(ctx, writer, event);
-        };
+        }
         let mut line = String::with_capacity(256);
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
-        // The inner format writes one object and a newline: the ids go in before the closing brace.
-        match line.strip_suffix("}\n") {
-            Some(object) => writeln!(
-                writer,
-                "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
-            ),
-            None => writer.write_str(&line),
+        // The inner format writes one object and a newline: the extra fields go in before the
+        // closing brace.
+        let Some(object) = line.strip_suffix("}\n") else {
+            return writer.write_str(&line);
+        };
+        let mut extra = String::new();
+        if let Some((trace_id, span_id)) = ids {
+            write!(
+                extra,
+                ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+            )?;
         }
+        if let Some(call) = call {
+            write!(extra, ",\"rpc\":{call}")?;
+        }
+        writeln!(writer, "{object}{extra}}}")
     }
 }

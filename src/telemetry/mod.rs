@@ -17,13 +17,14 @@ pub mod metrics;
 pub mod otlp;
 pub(crate) mod propagation;
 pub(crate) mod sampling;
+mod text;
 
 use anyhow::Context as _;
 use gate::{Gate, Noted};
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use std::time::Duration;
-use tracing::{Level, level_filters::LevelFilter};
+use tracing::Level;
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::{FilterExt, Targets},
@@ -81,6 +82,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let log_layer = match format {
         LogFormat::Text => fmt::layer()
+            .event_format(text::WithCall::default())
             .with_writer(std::io::stderr)
             // Colours for a person at a terminal only: a file or a pipe gets plain text, as does
             // anyone who asks for it with NO_COLOR (https://no-color.org).
@@ -101,10 +103,8 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let trace_layer = provider.as_ref().map(|provider| {
         // Only this crate's spans are exported; RUST_LOG governs logs, the sampler governs traces,
         // and the spans of the libraries below (h2, sqlx, redis) would only add noise and cost.
-        // A call's `tracing` span is for the logs: its server span is built directly ([`call`]).
-        let ours = Targets::new()
-            .with_target(env!("CARGO_CRATE_NAME"), Level::INFO)
-            .with_target(call::LOG_ONLY, LevelFilter::OFF);
+        // A call's server span is built directly ([`call`]).
+        let ours = Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO);
         let tracer = provider.tracer(SERVICE_NAME);
         call::install(tracer.clone());
         tracing_opentelemetry::layer()

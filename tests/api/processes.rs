@@ -315,8 +315,7 @@ impl Replica {
             match tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await {
                 Ok(Ok(Some(line))) => {
                     if line.contains("suppressd ready to serve") {
-                        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                        break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+                        break ready_addr(&line);
                     }
                     seen.push(line);
                 }
@@ -409,6 +408,19 @@ impl Drop for Replica {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Where the start-up line says the server listens, in either log format.
+fn ready_addr(line: &str) -> SocketAddr {
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        return v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+    }
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .expect("the line names its address");
+    addr.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// A TCP proxy in front of a server that a test can cut and mend: while cut, every connection

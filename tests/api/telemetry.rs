@@ -983,3 +983,91 @@ fn text_logs_to_a_pipe_have_no_colour_codes() {
         "colour codes in piped logs: {said:?}"
     );
 }
+
+/// A line logged in a call names the call in both formats: its method, then what the call recorded
+/// (the principal, a check's count and answer source). The call is no `tracing` span (it cost every
+/// call at the default level; `telemetry::call`), so this is all the logs know of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_logged_in_a_call_names_the_call() {
+    use crate::processes::{Replica, ReplicaConfig};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let prefix = format!("test:{}:", uuid::Uuid::now_v7());
+    let person = email("logged@example.com");
+    let scope = scope("acme", Channel::Email, "recall", "");
+    for format in ["json", "text"] {
+        let config = ReplicaConfig::new(&db.url, redis_url(), &prefix)
+            .with("RUST_LOG", "info,suppressd::api::observe=debug");
+        let config = match format {
+            "text" => config.with("SUPPRESSD_LOG_FORMAT", "text"),
+            _ => config,
+        };
+        let replica = Replica::start(&config).await;
+        let mut client = replica.client().await;
+        client
+            .check_suppressed(proto::CheckSuppressedRequest {
+                recipient: Some(person.clone()),
+                scope: Some(scope.clone()),
+                ..Default::default()
+            })
+            .await
+            .expect("the check is answered");
+        // The line is written as the call ends, after its answer went out.
+        let mut finished = None;
+        for _ in 0..100 {
+            finished = replica
+                .log()
+                .lines()
+                .find(|l| l.contains("rpc finished"))
+                .map(str::to_owned);
+            if finished.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let line = finished.unwrap_or_else(|| panic!("no 'rpc finished' line: {}", replica.log()));
+        match format {
+            "json" => {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let rpc = &v["rpc"];
+                assert_eq!(
+                    rpc["method"], "suppress.v1.Suppression/CheckSuppressed",
+                    "{line}"
+                );
+                assert_eq!(rpc["principal"], "admin", "{line}");
+                assert_eq!(rpc["suppressd.checks"], 1, "{line}");
+                assert!(rpc["suppressd.answer_source"].is_string(), "{line}");
+                assert_eq!(v["fields"]["code"], "OK", "{line}");
+                assert_outside_calls_name_none(&replica.log(), "\"rpc\"");
+            }
+            _ => {
+                assert!(
+                    line.contains(
+                        " DEBUG rpc{method=suppress.v1.Suppression/CheckSuppressed principal=admin \
+                         suppressd.checks=1 suppressd.answer_source="
+                    ),
+                    "{line}"
+                );
+                assert!(
+                    line.contains("}: suppressd::api::observe: rpc finished code=\"OK\""),
+                    "{line}"
+                );
+                assert_outside_calls_name_none(&replica.log(), "rpc{");
+            }
+        }
+    }
+}
+
+/// The lines logged outside a call (start-up, the cache's own work) name no call.
+fn assert_outside_calls_name_none(log: &str, call_marker: &str) {
+    let outside: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("rpc finished"))
+        .collect();
+    assert!(!outside.is_empty(), "start-up logged lines: {log}");
+    for line in outside {
+        assert!(
+            !line.contains(call_marker),
+            "a line outside any call: {line}"
+        );
+    }
+}

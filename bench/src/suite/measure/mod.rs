@@ -32,11 +32,13 @@ use suppressd::{cache::layout::Keys, domain::Pepper};
 const PEPPER: &str = "suppressd-benchmark-pepper-0123456789";
 const PREFIX: &str = "bench:";
 /// The variables every `suppressd serve` of the suite starts with.
+/// Every server logs at the default level, `info`, as it ships (set, so that a developer's own
+/// `RUST_LOG` does not change what is measured).
 /// Every server runs as a deployment whose replicas all read audit blocks would: the worker's batches
 /// stored as one block each (`--audit-blocks`). Through the environment, which a release without
 /// the flag ignores, so that `--server-bin` can still run one.
 const ENV: [(&str, &str); 3] = [
-    ("RUST_LOG", "warn"),
+    ("RUST_LOG", "info"),
     ("SUPPRESSD_PEPPER", PEPPER),
     ("SUPPRESSD_AUDIT_BLOCKS", "true"),
 ];
