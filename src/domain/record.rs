@@ -2,7 +2,7 @@
 
 use super::{Invalid, Millis, Scope, SubjectHash};
 use std::fmt;
-use uuid::Uuid;
+use uuid::{Builder, Uuid};
 
 /// Why a notice is suppressed. The split that matters: a person's own opt-out never expires; a
 /// system-originated suppression may.
@@ -126,13 +126,12 @@ impl Source {
 pub struct ReceiptId(pub(crate) Uuid);
 
 impl ReceiptId {
+    /// A new receipt: a UUIDv7 of `at` with 74 random bits, drawn from `rand`'s thread-local
+    /// generator (a CSPRNG seeded by the operating system). `Uuid::new_v7` asked the kernel for
+    /// them (`getrandom`) on every opt-out: a system call each.
     pub fn new(at: Millis) -> Self {
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            (at / 1000) as u64,
-            ((at % 1000) * 1_000_000) as u32,
-        );
-        ReceiptId(Uuid::new_v7(ts))
+        let random: [u8; 10] = rand::random();
+        ReceiptId(Builder::from_unix_timestamp_millis(at as u64, &random).into_uuid())
     }
 
     /// An import batch's id: a UUIDv7 with 42 random bits (two batches started in the same
@@ -344,6 +343,24 @@ mod tests {
             expires_at,
             receipt: ReceiptId::new(received_at),
         }
+    }
+
+    #[test]
+    fn a_receipt_is_a_version_7_uuid_of_its_millisecond_with_random_bits() {
+        let at = 1_796_578_376_503;
+        let (a, b) = (ReceiptId::new(at), ReceiptId::new(at));
+        for id in [a, b] {
+            assert_eq!(id.0.get_version_num(), 7);
+            assert_eq!(id.0.get_variant(), uuid::Variant::RFC4122);
+            assert_eq!(id.millis(), at);
+            let (secs, nanos) = id.0.get_timestamp().expect("a v7 timestamp").to_unix();
+            assert_eq!((secs, nanos), (1_796_578_376, 503_000_000));
+        }
+        assert_ne!(
+            a, b,
+            "74 random bits tell two receipts of one millisecond apart"
+        );
+        assert!(a.import_batch().is_none());
     }
 
     #[test]
