@@ -120,7 +120,7 @@ pub(crate) struct CallFields {
     recorded: Mutex<SmallVec<[(&'static str, FieldValue); 4]>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum FieldValue {
     Str(String),
     I64(i64),

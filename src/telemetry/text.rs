@@ -15,9 +15,8 @@ use tracing_subscriber::{
 
 /// `tracing-subscriber`'s full text format, plus the call's fields.
 pub(crate) struct WithCall {
-    inner: Format<Full>,
-    /// The same format with colour codes and without, for the line written to a buffer first (a
-    /// buffer's writer has none, and takes no setting).
+    /// The format with colour codes and without, picked by the writer's setting: a line in a call
+    /// is written to a buffer first, and a buffer's writer has none and takes none.
     plain: Format<Full>,
     coloured: Format<Full>,
 }
@@ -25,7 +24,6 @@ pub(crate) struct WithCall {
 impl Default for WithCall {
     fn default() -> Self {
         Self {
-            inner: format::format(),
             plain: format::format().with_ansi(false),
             coloured: format::format().with_ansi(true),
         }
@@ -43,15 +41,15 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
+        let format = match writer.has_ansi_escapes() {
+            true => &self.coloured,
+            false => &self.plain,
+        };
         CallFields::with_current(|call| {
             let Some(call) = call else {
-                return self.inner.format_event(ctx, writer.by_ref(), event);
+                return format.format_event(ctx, writer.by_ref(), event);
             };
             let mut line = String::with_capacity(256);
-            let format = match writer.has_ansi_escapes() {
-                true => &self.coloured,
-                false => &self.plain,
-            };
             format.format_event(ctx, Writer::new(&mut line), event)?;
             let at = after_level(&line, event.metadata().level().as_str());
             let (head, tail) = line.split_at(at);
