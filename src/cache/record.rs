@@ -84,9 +84,14 @@ impl Cache {
         call.arg("EVALSHA")
             .arg(self.opt_out.get_hash())
             .arg(9 + plan.writes.len())
-            .arg(keys.stream())
-            .arg(keys.idempotency(&s.scope.tenant, idem.unwrap_or("")))
-            .arg(keys.receipt(s.receipt))
+            .arg(keys.stream());
+        // Without a key the script reads no idempotency key: any key of the group holds the place,
+        // and naming one costs a SHA-256.
+        match idem {
+            Some(key) => call.arg(keys.idempotency(&s.scope.tenant, key)),
+            None => call.arg(keys.stream()),
+        };
+        call.arg(keys.receipt(s.receipt))
             .arg(keys.near_replicas())
             .arg(keys.near_renewals())
             .arg(keys.layouts());

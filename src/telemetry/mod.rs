@@ -24,10 +24,10 @@ use gate::{Gate, Noted};
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use std::time::Duration;
-use tracing::Level;
+use tracing::{Level, level_filters::LevelFilter};
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::{FilterExt, Targets},
+    filter::{self, FilterExt, Targets},
     fmt,
     prelude::*,
 };
@@ -71,6 +71,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the logs take: what `RUST_LOG` (`env`) enables, but no span that stands for a call to
+/// another system (Redis, the store) or for a batch taken from the stream, which carry an
+/// `otel.kind`. Those are a trace's parts: as log context they would name only what the line's own
+/// call (`rpc{…}`) or operation already says, and an opt-out built three of them, their fields
+/// formatted, for lines it seldom logs. Left to the traces, they are not created at all when no
+/// trace wants them ([`gate`]).
+fn for_logs<S>(env: EnvFilter) -> impl tracing_subscriber::layer::Filter<S> {
+    let not_trace_only = |meta: &tracing::Metadata<'_>| {
+        !(meta.is_span() && meta.fields().field("otel.kind").is_some())
+    };
+    // With a hint that says nothing: an `And` of filters without one has none, and the
+    // subscriber's would then let every `debug!` and `trace!` of every crate be asked for.
+    env.and(filter::filter_fn(not_trace_only).with_max_level_hint(LevelFilter::TRACE))
+}
+
 /// Installs the process-wide subscriber: logs always, OpenTelemetry export when configured. Fails if
 /// a subscriber is already installed or the OTLP exporter cannot be built. Call it inside the Tokio
 /// runtime: the exporter's channel is created on it.
@@ -79,7 +94,8 @@ pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     if provider.is_some() {
         sampling::install(sampling::HeadSampler::from_env().map_err(anyhow::Error::msg)?);
     }
-    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs =
+        for_logs(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let log_layer = match format {
         LogFormat::Text => fmt::layer()
             .event_format(text::WithCall::default())
@@ -181,4 +197,28 @@ fn resource() -> Resource {
         .with_attributes(defaults)
         .with_attributes(chosen.map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Subscriber;
+    use tracing_subscriber::layer::Identity;
+
+    #[test]
+    fn spans_that_stand_for_a_call_to_another_system_are_not_created_for_logs() {
+        let logs = tracing_subscriber::registry()
+            .with(Gate)
+            .with(Identity::new().with_filter(Noted(for_logs(EnvFilter::new("info")))));
+        // Only what `RUST_LOG` asks for is ever asked of the logs' filter.
+        assert_eq!(logs.max_level_hint(), Some(LevelFilter::INFO));
+        tracing::subscriber::with_default(logs, || {
+            assert!(tracing::info_span!("EVALSHA", otel.kind = "client").is_disabled());
+            assert!(
+                tracing::info_span!("writebehind.commit", otel.kind = "consumer").is_disabled()
+            );
+            assert!(!tracing::info_span!("cache.rebuild").is_disabled());
+            assert!(tracing::debug_span!("cache.detail").is_disabled());
+        });
+    }
 }
