@@ -71,19 +71,19 @@ pub enum LogFormat {
     Json,
 }
 
-/// What the logs take: what `RUST_LOG` (`env`) enables, but no span that stands for a call to
-/// another system (Redis, the store) or for a batch taken from the stream, which carry an
-/// `otel.kind`. Those are a trace's parts: as log context they would name only what the line's own
-/// call (`rpc{…}`) or operation already says, and an opt-out built three of them, their fields
-/// formatted, for lines it seldom logs. Left to the traces, they are not created at all when no
-/// trace wants them ([`gate`]).
+/// What the logs take: what `RUST_LOG` (`env`) enables, but no span that stands for one command to
+/// Redis or the store (`EVALSHA`, `INSERT suppressions`, …: those with a `db.system`). Those are a
+/// trace's parts: as log context they would name only what the line's own call (`rpc{…}`) or
+/// operation already says, and every opt-out built one (and its write-behind batch two more), their
+/// fields formatted, for lines it seldom logs. Left to the traces, they are not created at all when
+/// no trace wants them ([`gate`]).
 fn for_logs<S>(env: EnvFilter) -> impl tracing_subscriber::layer::Filter<S> {
-    let not_trace_only = |meta: &tracing::Metadata<'_>| {
-        !(meta.is_span() && meta.fields().field("otel.kind").is_some())
+    let not_a_command = |meta: &tracing::Metadata<'_>| {
+        !(meta.is_span() && meta.fields().field("db.system").is_some())
     };
     // With a hint that says nothing: an `And` of filters without one has none, and the
     // subscriber's would then let every `debug!` and `trace!` of every crate be asked for.
-    env.and(filter::filter_fn(not_trace_only).with_max_level_hint(LevelFilter::TRACE))
+    env.and(filter::filter_fn(not_a_command).with_max_level_hint(LevelFilter::TRACE))
 }
 
 /// Installs the process-wide subscriber: logs always, OpenTelemetry export when configured. Fails if
@@ -206,17 +206,21 @@ mod tests {
     use tracing_subscriber::layer::Identity;
 
     #[test]
-    fn spans_that_stand_for_a_call_to_another_system_are_not_created_for_logs() {
+    fn spans_that_stand_for_one_database_command_are_not_created_for_logs() {
         let logs = tracing_subscriber::registry()
             .with(Gate)
             .with(Identity::new().with_filter(Noted(for_logs(EnvFilter::new("info")))));
         // Only what `RUST_LOG` asks for is ever asked of the logs' filter.
         assert_eq!(logs.max_level_hint(), Some(LevelFilter::INFO));
         tracing::subscriber::with_default(logs, || {
-            assert!(tracing::info_span!("EVALSHA", otel.kind = "client").is_disabled());
             assert!(
-                tracing::info_span!("writebehind.commit", otel.kind = "consumer").is_disabled()
+                tracing::info_span!("EVALSHA", otel.kind = "client", db.system = "redis")
+                    .is_disabled()
             );
+            // Operations stay: a write-behind batch, a request to the HTTP front, a rebuild.
+            let batch = tracing::info_span!("writebehind.commit", otel.kind = "consumer");
+            assert!(!batch.is_disabled());
+            assert!(!tracing::info_span!("inbound", otel.kind = "server").is_disabled());
             assert!(!tracing::info_span!("cache.rebuild").is_disabled());
             assert!(tracing::debug_span!("cache.detail").is_disabled());
         });

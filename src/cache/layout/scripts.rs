@@ -114,8 +114,9 @@ end
 /// Records one opt-out atomically: idempotency check, cache write (in the bucket of every layout
 /// it writes), stream append, receipt marker, and the change feed when the field changed.
 ///
-/// KEYS: stream, idempotency key (when ARGV[1] is "0", any key of the group: it is not read), receipt key, near-cache leases, their renewal counter, the
-/// group's layouts, one bucket per layout written, write counter, change feed, change counter.
+/// KEYS: stream, idempotency key (when ARGV[1] is "0", any key of the group: it is not read),
+/// receipt key, near-cache leases, their renewal counter, the group's layouts, one bucket per layout
+/// written, write counter, change feed, change counter.
 /// ARGV: use idempotency ("1"/"0"), field, value, receipt id, stream payload, TTL ms of the
 /// idempotency and receipt keys, backlog limit (0 = none), then the names of the layouts written
 /// (one per bucket, in the same order).
