@@ -9,6 +9,7 @@ use crate::suite::{
     raw,
     table::Row,
 };
+use std::time::Duration;
 
 /// Throughput and CPU per call, latency at concurrency 1 and p99 at half load of CheckSuppressed,
 /// each against the empty handler.
@@ -31,12 +32,11 @@ pub(super) async fn check_rows(
         ("check-2", server_addr, server),
         ("check-baseline-2", baseline_addr, baseline),
     ] {
-        let (cpu, redis_cpu) = (proc.cpu(), redis.cpu());
+        let cpu = proc.cpu();
         let run = cx.load(name, addr, checking).await?;
         runs.push(Closed {
             rps: ok_rps(&run),
             cpu: cpu_per_call(proc.cpu() - cpu, run.count),
-            redis_cpu: cpu_per_call(redis.cpu() - redis_cpu, run.count),
         });
     }
     // Each figure's two runs, baseline's and suppressd's, and their means.
@@ -61,19 +61,26 @@ pub(super) async fn check_rows(
             check_rps[1]
         ),
     ));
-    let cpu_ratio = mean(server_cpu) / mean(base_cpu);
+    // CPU per call, pinned (`cpu_runs`): unpinned, as in the runs above, it moves with where the
+    // scheduler puts each server beside the client.
+    eprintln!("CheckSuppressed CPU per call, servers and client pinned…");
+    let pinned = cpu_runs(cx, rig).await?;
+    let cpu_ratio = pinned.check.per_call() / pinned.base.per_call();
     cx.report.rows.push(Row::new(
         "check_cpu_ratio",
         &format!("Server CPU per CheckSuppressed vs the empty handler's per call (c={c})"),
         cpu_ratio,
-        format!("{cpu_ratio:.2}× ({:.1} µs)", mean(server_cpu)),
+        format!("{cpu_ratio:.2}× ({:.1} µs)", pinned.check.per_call()),
         format!(
-            "the same runs; empty handler {:.1} µs ({:.1}, {:.1} µs); suppressd {:.1}, {:.1} µs",
+            "medians of {CPU_ROUNDS} runs each, alternating, the servers on one CPU and the client \
+             on the other: empty handler {:.1} µs ({}), suppressd ({}); unpinned, in the throughput runs above: \
+             {:.2}× ({:.1} vs {:.1} µs)",
+            pinned.base.per_call(),
+            pinned.base.each(),
+            pinned.check.each(),
+            mean(server_cpu) / mean(base_cpu),
+            mean(server_cpu),
             mean(base_cpu),
-            base_cpu[0],
-            base_cpu[1],
-            server_cpu[0],
-            server_cpu[1]
         ),
     ));
 
@@ -126,20 +133,102 @@ pub(super) async fn check_rows(
     ));
     Ok(Checked {
         base_rps: mean(base_rps),
-        base_cpu: mean(base_cpu),
+        base_cpu: pinned.base.per_call(),
         cpu: Cpu {
-            server: mean(server_cpu),
-            redis: mean(pair(|r| r.redis_cpu, check)),
+            server: pinned.check.per_call(),
+            redis: pinned.check.redis_per_call(),
         },
     })
 }
 
 /// One closed-loop run of the throughput rows: calls answered per second, and the CPU per call of
-/// the process that answered and of Redis.
+/// the process that answered.
 struct Closed {
     rps: f64,
     cpu: f64,
-    redis_cpu: f64,
+}
+
+/// Rounds of the CPU-per-call runs, each one run of each server.
+const CPU_ROUNDS: usize = 4;
+
+/// The CPU per call (µs) of each run of one server in [`cpu_runs`], its own and Redis's, in order.
+#[derive(Default)]
+struct CpuRuns {
+    runs: Vec<f64>,
+    redis: Vec<f64>,
+}
+
+impl CpuRuns {
+    fn add(&mut self, cpu: Duration, redis: Duration, calls: u64) {
+        self.runs.push(cpu_per_call(cpu, calls));
+        self.redis.push(cpu_per_call(redis, calls));
+    }
+
+    /// The median run's: a run that something else on the machine slowed (one in a few, by up
+    /// to half) does not move it.
+    fn per_call(&self) -> f64 {
+        median(&self.runs)
+    }
+
+    fn redis_per_call(&self) -> f64 {
+        median(&self.redis)
+    }
+
+    /// Each run's figure, for a row's detail.
+    fn each(&self) -> String {
+        let runs: Vec<_> = self.runs.iter().map(|us| format!("{us:.1}")).collect();
+        format!("{} µs", runs.join(", "))
+    }
+}
+
+/// The middle value (the mean of the middle two of an even count); 0 for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The empty handler's and suppressd's CPU per call under the check workload, with both servers on
+/// one CPU and the client on the other (`Rig::place`), which keeps each server's share of the
+/// machine the same from run to run: unpinned, the same binary against the same empty handler
+/// gave ratios from 1.06 to 1.25. [`CPU_ROUNDS`] rounds, which server goes first alternating, so
+/// that a machine that drifts moves both sides alike; each side's figure is its median run's.
+async fn cpu_runs(cx: &mut Ctx, rig: &Rig<'_>) -> anyhow::Result<CpuPair> {
+    let _pinned = rig.place(Placement::Apart)?;
+    let redis = rig.setup.redis;
+    let mut runs = CpuPair::default();
+    for round in 0..CPU_ROUNDS {
+        // The empty handler first in even rounds, suppressd first in odd ones.
+        for suppressd in [round % 2 == 1, round % 2 == 0] {
+            let (name, addr, proc, into) = if suppressd {
+                ("check-cpu", rig.server_addr, &rig.server, &mut runs.check)
+            } else {
+                (
+                    "check-cpu-baseline",
+                    rig.baseline_addr,
+                    &rig.baseline,
+                    &mut runs.base,
+                )
+            };
+            let (cpu, redis_cpu) = (proc.cpu(), redis.cpu());
+            let run = cx
+                .load(&format!("{name}-{}", round + 1), addr, rig.checking)
+                .await?;
+            into.add(proc.cpu() - cpu, redis.cpu() - redis_cpu, run.count);
+        }
+    }
+    Ok(runs)
+}
+
+/// The CPU-per-call runs of the empty handler and of suppressd.
+#[derive(Default)]
+struct CpuPair {
+    base: CpuRuns,
+    check: CpuRuns,
 }
 
 /// The four runs at concurrency 1 of [`Alternated`], with the client placed as `placement`.
@@ -209,4 +298,17 @@ pub(super) async fn batch_rows(cx: &mut Ctx, rig: &Rig<'_>) -> anyhow::Result<Cp
         server: batch_cpu,
         redis: batch_redis_cpu,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_takes_the_middle_run_whatever_the_order() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[3.0]), 3.0);
+        assert_eq!(median(&[30.7, 18.8, 19.1]), 19.1);
+        assert_eq!(median(&[19.0, 30.0, 17.0, 18.0]), 18.5);
+    }
 }

@@ -367,7 +367,8 @@ pub(super) fn heading(settings: &SuiteSettings, sizes: &Sizes) -> SuiteReport {
         }
         .into(),
         machine: machine(),
-        layout: "server, baseline, Redis and the load client share the machine's cores, unpinned"
+        layout: "server, baseline, Redis and the load client share the machine's cores, \
+                 unpinned, except the runs of CPU per check and at concurrency 1 (their rows say)"
             .into(),
         entries: sizes.entries,
         rows: Vec::new(),
