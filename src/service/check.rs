@@ -98,7 +98,7 @@ impl Suppressions {
         // after, a check on a replica just turning fresh again could read the controls it held
         // while stale and be let through by the confirmation of the ones that replaced them.
         let fresh = !self.controls_stale();
-        // Halts and mandatory declarations, as this replica holds them (no allocation: an Arc).
+        // Halts and mandatory declarations, as this replica holds them (no allocation: a guard).
         let controls = self.controls();
         #[cfg(feature = "failpoints")]
         if inner.settings.check_pause_failpoint

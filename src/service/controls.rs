@@ -23,6 +23,7 @@ use crate::{
     },
     telemetry::{call::CallSpan, metrics::names},
 };
+use arc_swap::Guard;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -116,9 +117,11 @@ fn channel_names(set: ChannelSet) -> Vec<String> {
 }
 
 impl Suppressions {
-    /// The controls this replica answers by.
-    pub(crate) fn controls(&self) -> Arc<Controls> {
-        self.inner.controls.load_full()
+    /// The controls this replica answers by. A guard, not a clone of the `Arc`: a check takes
+    /// them on every call, and a clone's two atomic operations on the count would write to a cache
+    /// line that every core's checks share.
+    pub(crate) fn controls(&self) -> Guard<Arc<Controls>> {
+        self.inner.controls.load()
     }
 
     /// The answers of a call, as this replica may give them: unchanged while its controls are
