@@ -72,9 +72,9 @@ pub(super) async fn check_rows(
         cpu_ratio,
         format!("{cpu_ratio:.2}× ({:.1} µs)", pinned.check.per_call()),
         format!(
-            "medians of {CPU_ROUNDS} runs each, alternating, the servers on one CPU and the client \
-             on the other: empty handler {:.1} µs ({}), suppressd ({}); unpinned, in the throughput runs above: \
-             {:.2}× ({:.1} vs {:.1} µs)",
+            "medians of {CPU_ROUNDS} runs each, alternating, the servers on one CPU and the \
+             client on the other: empty handler {:.1} µs ({}), suppressd ({}); unpinned, in the \
+             throughput runs above: {:.2}× ({:.1} vs {:.1} µs)",
             pinned.base.per_call(),
             pinned.base.each(),
             pinned.check.each(),
